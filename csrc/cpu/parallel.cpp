@@ -1,0 +1,117 @@
+// A small persistent thread pool. slimtorch does not use OpenMP: torch's
+// wheel carries its own OpenMP runtime, and a second one in the same process
+// oversubscribes the cores. The Python op layer passes torch.get_num_threads()
+// as n_threads, so kernels follow torch's setting.
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "slimtorch/common.h"
+
+namespace slimtorch {
+namespace {
+
+class ThreadPool {
+ public:
+  ~ThreadPool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& worker : workers_) worker.join();
+  }
+
+  // Runs fn(t) for t in [1, n_chunks) on workers and fn(0) on the caller.
+  // Returns false, doing nothing, when another call holds the pool.
+  bool run(int n_chunks, const std::function<void(int)>& fn) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    grow(n_chunks - 1);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &fn;
+      job_chunks_ = n_chunks;
+      pending_ = n_chunks - 1;
+      ++generation_;
+    }
+    wake_.notify_all();
+    fn(0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return pending_ == 0; });
+    job_ = nullptr;
+    return true;
+  }
+
+ private:
+  void grow(int n_workers) {
+    while (int(workers_.size()) < n_workers) {
+      const int chunk = int(workers_.size()) + 1;
+      workers_.emplace_back([this, chunk] { work(chunk); });
+    }
+  }
+
+  void work(int chunk) {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      if (stopping_) return;
+      seen = generation_;
+      if (chunk >= job_chunks_) continue;
+      const std::function<void(int)>* job = job_;
+      lock.unlock();
+      (*job)(chunk);
+      lock.lock();
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex busy_;   // held for the duration of one parallel_for
+  std::mutex mutex_;  // guards the job fields below
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int)>* job_ = nullptr;
+  int job_chunks_ = 0;
+  int pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+};
+
+ThreadPool& pool() {
+  // Leaked on purpose: joining threads from a static destructor at interpreter
+  // exit can deadlock; the OS reclaims them.
+  static ThreadPool* instance = new ThreadPool();
+  return *instance;
+}
+
+}  // namespace
+
+int plan_chunks(int n_threads, int64_t n, int64_t grain) {
+  if (n <= 0) return 1;
+  grain = std::max<int64_t>(grain, 1);
+  const int64_t by_size = (n + grain - 1) / grain;
+  return int(std::max<int64_t>(1, std::min<int64_t>({int64_t(n_threads), by_size, 256})));
+}
+
+void parallel_for(int n_threads, int64_t n, int64_t grain, const RangeFn& fn) {
+  if (n <= 0) return;
+  const int chunks = plan_chunks(n_threads, n, grain);
+  if (chunks == 1) {
+    fn(0, n, 0);
+    return;
+  }
+  const auto run_chunk = [&](int t) {
+    const int64_t begin = n * t / chunks, end = n * (t + 1) / chunks;
+    fn(begin, end, t);
+  };
+  if (!pool().run(chunks, run_chunk)) {
+    for (int t = 0; t < chunks; ++t) run_chunk(t);
+  }
+}
+
+}  // namespace slimtorch

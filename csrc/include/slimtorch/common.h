@@ -1,0 +1,94 @@
+// Shared vocabulary of the kernel libraries: status codes, element types, the
+// CPU instruction-set paths, and the thread pool. Kernels include this and
+// nothing from torch or Python.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+
+namespace slimtorch {
+
+// Every kernel entry point returns a Status; the Python op layer validates
+// input first, so anything but kOk from a CPU kernel means data the op layer
+// cannot see cheaply (e.g. NaN found while scanning) or a CUDA launch error.
+enum class Status : int {
+  kOk = 0,
+  kInvalidArgument = 1,
+  kNonFinite = 2,
+  kCudaError = 3,
+};
+
+// Floating element types a kernel accepts. Half types travel as uint16_t bit
+// patterns so the kernel ABI needs no half type.
+enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+// CPU code paths, ordered: a higher path may use every lower one's instructions.
+enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+const char* isa_name(Isa isa);
+// The best path this CPU and OS support (CPUID + XGETBV).
+Isa detected_isa();
+// The path kernels use: detected_isa(), lowered by SLIMTORCH_ISA=scalar|avx2|avx512
+// at first use, or by set_active_isa(). Never higher than detected_isa().
+Isa active_isa();
+// Returns false (and changes nothing) if the CPU lacks `isa`.
+bool set_active_isa(Isa isa);
+
+// Runs fn(begin, end, thread) over [0, n) split into at most n_threads
+// contiguous chunks of at least `grain` items; chunk t runs on thread t, so a
+// kernel can keep per-thread partial results in an array indexed by `thread`
+// and combine them deterministically. The caller's thread runs chunk 0. If
+// the pool is busy (a concurrent or nested call), the caller's thread runs
+// every chunk in turn, with the same chunk/thread numbering. fn must not throw.
+using RangeFn = std::function<void(int64_t begin, int64_t end, int thread)>;
+void parallel_for(int n_threads, int64_t n, int64_t grain, const RangeFn& fn);
+// How many chunks parallel_for will use for these arguments (>= 1).
+int plan_chunks(int n_threads, int64_t n, int64_t grain);
+
+// ---- half-precision bit conversions (scalar; exact, round-to-nearest-even) --
+
+inline float bits_to_float(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline uint32_t float_to_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return bits;
+}
+
+inline float bf16_to_float(uint16_t h) { return bits_to_float(uint32_t(h) << 16); }
+
+inline float fp16_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16;
+  uint32_t exponent = (h >> 10) & 0x1f;
+  uint32_t mantissa = h & 0x3ff;
+  if (exponent == 0x1f) return bits_to_float(sign | 0x7f800000u | (mantissa << 13));
+  if (exponent == 0) {
+    if (mantissa == 0) return bits_to_float(sign);
+    // Subnormal half: value = mantissa * 2^-24, exact in float.
+    const float magnitude = float(mantissa) * (1.0f / 16777216.0f);
+    return sign ? -magnitude : magnitude;
+  }
+  return bits_to_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+inline float half_to_float(uint16_t h, DType dtype) {
+  return dtype == DType::kFloat16 ? fp16_to_float(h) : bf16_to_float(h);
+}
+
+// Reads element i of a float buffer of the given dtype as float.
+inline float load_as_float(const void* data, DType dtype, int64_t i) {
+  switch (dtype) {
+    case DType::kFloat32: return static_cast<const float*>(data)[i];
+    case DType::kFloat16: return fp16_to_float(static_cast<const uint16_t*>(data)[i]);
+    case DType::kBFloat16: return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
+  }
+  return 0.0f;
+}
+
+inline int64_t dtype_size(DType dtype) { return dtype == DType::kFloat32 ? 4 : 2; }
+
+}  // namespace slimtorch

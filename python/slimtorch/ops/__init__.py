@@ -1,0 +1,11 @@
+"""The op layer: the only door to native code.
+
+Each op validates its arguments (``TypeError``/``ValueError`` naming the
+argument), allocates outputs with torch, and dispatches through a
+``torch.library`` op ``slimtorch::<name>`` with a fake implementation, so the
+ops work under ``torch.compile(fullgraph=True)`` and ``torch.export``.
+"""
+
+from slimtorch.ops.threshold import prune_mask, threshold_
+
+__all__ = ["prune_mask", "threshold_"]

@@ -1,0 +1,65 @@
+// A minimal test harness for the kernel library's C++ tests (no dependencies,
+// so the edge build tests itself anywhere). Each test file defines TESTs and
+// ends with SLIMTORCH_TEST_MAIN(); ctest runs every file as one executable.
+#pragma once
+
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "slimtorch/common.h"
+
+namespace slimtorch::testing {
+
+struct Registry {
+  std::vector<std::pair<std::string, std::function<void()>>> tests;
+  int failures = 0;
+  static Registry& get() {
+    static Registry registry;
+    return registry;
+  }
+};
+
+struct Register {
+  Register(const char* name, std::function<void()> fn) {
+    Registry::get().tests.emplace_back(name, std::move(fn));
+  }
+};
+
+// The ISA paths this CPU runs, lowest first.
+inline std::vector<Isa> supported_isas() {
+  std::vector<Isa> result;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512})
+    if (isa <= detected_isa()) result.push_back(isa);
+  return result;
+}
+
+inline int run_all() {
+  auto& registry = Registry::get();
+  for (auto& [name, fn] : registry.tests) {
+    const int before = registry.failures;
+    fn();
+    std::printf("%s %s\n", registry.failures == before ? "PASS" : "FAIL", name.c_str());
+  }
+  std::printf("%d failure(s)\n", registry.failures);
+  return registry.failures == 0 ? 0 : 1;
+}
+
+}  // namespace slimtorch::testing
+
+#define TEST(name)                                                              \
+  static void name();                                                           \
+  static ::slimtorch::testing::Register register_##name(#name, name);           \
+  static void name()
+
+#define CHECK(cond)                                                             \
+  do {                                                                          \
+    if (!(cond)) {                                                              \
+      std::printf("  %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);    \
+      ++::slimtorch::testing::Registry::get().failures;                         \
+    }                                                                           \
+  } while (0)
+
+#define SLIMTORCH_TEST_MAIN() \
+  int main() { return ::slimtorch::testing::run_all(); }
