@@ -36,13 +36,25 @@ constexpr int64_t kFlushBlock = int64_t(1) << 30;
 struct Digit {
   int shift, bits;
 };
-// Two levels of 15 + 16 bits. Level 1 covers the exponent and 7 mantissa
-// bits; real weights use a few exponents only, so the bins it touches stay in
-// L1/L2 although the table has 32K bins. Level 2 sees only the keys of one
-// level-1 bin (~0.1% of Gaussian weights) and for bf16 is not needed at all:
-// bf16 keys have 16 zero low bits (fp16 keys only 13).
-constexpr Digit kDigits[] = {{16, 15}, {0, 16}};
-constexpr int kLevels = sizeof(kDigits) / sizeof(kDigits[0]);
+// Large inputs: two levels of 15 + 16 bits. Level 1 covers the exponent and
+// 7 mantissa bits; real weights use a few exponents only, so the bins it
+// touches stay in L1/L2 although the table has 32K bins. Level 2 sees only the
+// keys of one level-1 bin (~0.1% of Gaussian weights) and for bf16 is skipped.
+constexpr Digit kLargeDigits[] = {{16, 15}, {0, 16}};
+// Small inputs: 8-bit digits. Four cheap passes over data that sits in cache
+// cost less than clearing and summing the large tables (~1.5 MB per thread).
+constexpr Digit kSmallDigits[] = {{23, 8}, {16, 7}, {8, 8}, {0, 8}};
+constexpr int64_t kSmallInput = int64_t(1) << 16;
+
+// Keys of this dtype have this many zero low bits: levels below are skipped.
+int zero_low_bits(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return 0;
+    case DType::kFloat16: return 13;  // 10 mantissa bits of 23, also for subnormals
+    case DType::kBFloat16: return 16;
+  }
+  return 0;
+}
 
 // One level's histogram request, filled by the per-ISA range functions.
 struct HistJob {
@@ -390,8 +402,12 @@ Status magnitude_select(const Segment* segments, int n_segments, int64_t k, int 
     return status;
   if (k < 0 || k > total) return Status::kInvalidArgument;
   const Sequence seq(segments, n_segments);
-  bool all_bf16 = true;
-  for (int s = 0; s < n_segments; ++s) all_bf16 &= segments[s].dtype == DType::kBFloat16;
+  int known_zero_bits = 16;
+  for (int s = 0; s < n_segments; ++s)
+    known_zero_bits = std::min(known_zero_bits, zero_low_bits(segments[s].dtype));
+  const bool small = total <= kSmallInput;
+  const Digit* digits = small ? kSmallDigits : kLargeDigits;
+  const int levels = small ? 4 : 2;
 
   // Invariant: the k-th key is the rank-th (1-based) smallest of the keys
   // whose high bits equal `prefix`; `below` keys are smaller than all of those.
@@ -399,8 +415,8 @@ Status magnitude_select(const Segment* segments, int n_segments, int64_t k, int 
   int64_t rank = k, below = 0;
   int shift = 31;
   std::vector<uint64_t> bins;
-  for (int level = 0; level < kLevels; ++level) {
-    const Digit digit = kDigits[level];
+  for (int level = 0; level < levels; ++level) {
+    const Digit digit = digits[level];
     const uint32_t max_key = histogram(seq, n_threads, digit, prefix, bins);
     if (level == 0) {
       if (max_key > kInfKey) return Status::kNonFinite;
@@ -417,8 +433,7 @@ Status magnitude_select(const Segment* segments, int n_segments, int64_t k, int 
     }
     prefix = (prefix << digit.bits) | uint32_t(b);
     shift = digit.shift;
-    // bf16 keys have 16 zero low bits: the rest of the key is known.
-    if (all_bf16 && shift >= 16) break;
+    if (shift <= known_zero_bits) break;  // the rest of the key is zero
   }
   *out = {bits_to_float(prefix << shift), below, rank};
   return Status::kOk;
