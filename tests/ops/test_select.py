@@ -285,3 +285,49 @@ def test_compile_fullgraph():
     compiled = torch.compile(prune_globally, fullgraph=True, backend="eager")
     for got, want in zip(compiled(a, b), prune_globally(a, b)):
         assert torch.equal(got, want)
+
+
+# ---- CUDA (runs where a GPU is present) ------------------------------------------------
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sparsity", [0.0, 1e-6, 0.5, 1.0])
+def test_cuda_matches_reference(dtype, sparsity):
+    g = torch.Generator().manual_seed(21)
+    tensors = [
+        torch.randn(1_000_003, generator=g).to(dtype),
+        torch.randint(-3, 4, (5000, 3), generator=g).to(dtype).t(),  # ties, non-contiguous
+        torch.tensor([INF, -INF, -0.0, 0.0], dtype=dtype),
+        torch.empty(0, dtype=dtype),
+        torch.randn(70_001, generator=g).to(dtype),
+    ]
+    expected_threshold = reference.magnitude_threshold(tensors, sparsity)
+    expected_masks = reference.magnitude_masks(tensors, sparsity)
+    on_gpu = [t.cuda() for t in tensors]
+    assert ops.magnitude_threshold(on_gpu, sparsity) == expected_threshold
+    masks = ops.magnitude_masks(on_gpu, sparsity)
+    for mask, want in zip(masks, expected_masks):
+        assert mask.device.type == "cuda" and torch.equal(mask.cpu(), want)
+
+
+@cuda_only
+def test_cuda_all_ties_and_nan():
+    w = torch.zeros(3 * 4096 + 5, device="cuda")
+    for sparsity in [0.1, 0.5, 0.9]:
+        (mask,) = ops.magnitude_masks(w, sparsity)
+        assert torch.equal(mask.cpu(), reference.magnitude_masks([w.cpu()], sparsity)[0])
+    w[7] = float("nan")
+    with pytest.raises(ValueError, match="tensors: expected no NaN"):
+        ops.magnitude_threshold(w, 0.5)
+    with pytest.raises(ValueError, match="tensors: expected no NaN"):
+        ops.magnitude_masks(w, 0.5)
+
+
+@cuda_only
+def test_cuda_opcheck():
+    tensors = [_weights(300, torch.float32).reshape(10, 30).cuda(), _weights(7, torch.bfloat16, 1).cuda()]
+    torch.library.opcheck(torch.ops.slimtorch.magnitude_threshold.default, (tensors, 0.5))
+    torch.library.opcheck(torch.ops.slimtorch.magnitude_masks.default, (tensors, 0.5))

@@ -14,6 +14,7 @@
 #pragma once
 
 #include "slimtorch/common.h"
+#include "slimtorch/cuda.h"
 
 namespace slimtorch {
 
@@ -46,5 +47,31 @@ Status magnitude_select(const Segment* segments, int n_segments, int64_t k, int 
 // points at segment s's mask. Also writes the selection to *out.
 Status magnitude_masks(const Segment* segments, int n_segments, int64_t k, uint8_t* const* keep,
                        int n_threads, MagnitudeSelection* out);
+
+namespace cuda {
+// Device versions. Segments hold device pointers (the Segment array itself is
+// on the host); everything is launched on `stream`, nothing synchronizes.
+
+// Bytes of device workspace magnitude_select needs (any alignment of 8).
+int64_t select_workspace_bytes();
+
+// Writes the selection to result[0..3] (device, int64) on `stream`:
+// [threshold as its float32 bit pattern, sign-extended from int32;
+//  count_less; ties_to_prune; 1 if any element is NaN else 0].
+// With NaN the first three are meaningless.
+Status magnitude_select(const Segment* segments, int n_segments, int64_t k, void* workspace,
+                        int64_t* result, Stream stream);
+
+// Elements per mask tile; magnitude_mask needs (ceil(n / tile) + 1) int64 of
+// `tiles` workspace for a segment of n elements.
+int64_t mask_tile_elements();
+
+// Keep-mask of one segment from a selection `result` (as written above).
+// Call it for every segment in element order, with one `ties_seen` counter
+// (device int64, zeroed before the first call): it numbers the ties across
+// segments so that the first ties_to_prune of them are pruned.
+Status magnitude_mask(const Segment& segment, const int64_t* result, int64_t* ties_seen,
+                      int64_t* tiles, uint8_t* keep, Stream stream);
+}  // namespace cuda
 
 }  // namespace slimtorch

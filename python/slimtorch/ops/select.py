@@ -108,11 +108,11 @@ def _(tensors: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
 
 if _native.cuda is not None and hasattr(_native.cuda, "magnitude_select"):
 
-    def _cuda_select(tensors: list[torch.Tensor], sparsity: float) -> tuple[list[torch.Tensor], torch.Tensor, int]:
-        """Launches the selection on the current stream; returns the dense
-        inputs (keep alive until the stream is done with them: torch's caching
-        allocator ties their memory to the stream), the device result
-        [threshold bits, count_less, ties_to_prune, nan flag] (int64) and k."""
+    def _cuda_select(tensors: list[torch.Tensor], sparsity: float) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Launches the selection on the current stream. Returns the dense
+        inputs (the caching allocator keeps their memory for the stream's
+        pending work) and the device result int64[4]: threshold bits
+        (sign-extended int32), count_less, ties_to_prune, NaN flag."""
         dense, data, dtypes, sizes, k = _native_arguments(tensors, sparsity)
         device = tensors[0].device
         workspace = torch.empty(_native.cuda.select_workspace_size(), dtype=torch.uint8, device=device)
@@ -121,29 +121,35 @@ if _native.cuda is not None and hasattr(_native.cuda, "magnitude_select"):
             data, dtypes, sizes, k, workspace.data_ptr(), result.data_ptr(),
             torch.cuda.current_stream(device).cuda_stream,
         )
-        return dense, result, k
+        return dense, result
 
     @_threshold_op.register_kernel("cuda")
     def _(tensors: list[torch.Tensor], sparsity: float) -> torch.Tensor:
-        _, result, _ = _cuda_select(tensors, sparsity)
-        threshold = result[0].to(torch.int32).view(torch.float32)
-        return torch.where(result[3] != 0, torch.nan, threshold)
+        with torch.cuda.device(tensors[0].device):
+            _, result = _cuda_select(tensors, sparsity)
+            threshold = result[0].to(torch.int32).view(torch.float32)
+            return torch.where(result[3] != 0, torch.nan, threshold)
 
     @_masks_op.register_kernel("cuda")
     def _(tensors: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
-        dense, result, k = _cuda_select(tensors, sparsity)
-        # The one synchronization: NaN must raise, and only the device knows.
-        if bool(result[3]):
-            raise ValueError(_NAN_MESSAGE)
-        keep = [torch.empty(t.shape, dtype=torch.bool, device=t.device) for t in tensors]
-        stream = torch.cuda.current_stream(tensors[0].device).cuda_stream
-        ties_seen = torch.zeros(1, dtype=torch.int64, device=tensors[0].device)
-        for t, m in zip(dense, keep):
-            _native.cuda.magnitude_mask(
-                t.data_ptr(), _native.dtype_code(t.dtype), t.numel(), result.data_ptr(),
-                ties_seen.data_ptr(), m.data_ptr(), stream,
-            )
-        return keep
+        device = tensors[0].device
+        with torch.cuda.device(device):
+            dense, result = _cuda_select(tensors, sparsity)
+            # The one synchronization: NaN must raise, and only the device knows.
+            if bool(result[3]):
+                raise ValueError(_NAN_MESSAGE)
+            keep = [torch.empty(t.shape, dtype=torch.bool, device=device) for t in tensors]
+            tile = _native.cuda.mask_tile_elements()
+            largest = max(t.numel() for t in dense)
+            tiles = torch.empty(-(-largest // tile) + 1, dtype=torch.int64, device=device)
+            ties_seen = torch.zeros((), dtype=torch.int64, device=device)
+            stream = torch.cuda.current_stream(device).cuda_stream
+            for t, m in zip(dense, keep):  # in element order: ties are numbered across tensors
+                _native.cuda.magnitude_mask(
+                    t.data_ptr(), _native.dtype_code(t.dtype), t.numel(), result.data_ptr(),
+                    ties_seen.data_ptr(), tiles.data_ptr(), m.data_ptr(), stream,
+                )
+            return keep
 
 
 # ---- public API ----------------------------------------------------------------
