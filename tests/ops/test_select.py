@@ -77,6 +77,15 @@ def test_large_multi_tensor(isa, dtype):
     _assert_matches_reference(list(_large(dtype)), 0.5, ("large", dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_with_ties(isa, dtype):
+    # Inputs of >= 2^20 elements take a sampled fast path; heavy ties at the
+    # threshold take its "equal to the window's low end" branch.
+    g = torch.Generator().manual_seed(15)
+    tensors = [torch.randint(-6, 7, (700_001,), generator=g).to(dtype), torch.zeros(400_000, dtype=dtype)]
+    _assert_matches_reference(tensors, 0.45, ("large_ties", dtype))
+
+
 def test_large_multi_tensor_sparsities():
     tensors = list(_large(torch.float32))
     for sparsity in [1e-6, 0.9]:
