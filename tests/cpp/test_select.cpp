@@ -202,7 +202,7 @@ TEST(sampled_window_fallbacks) {
     });
     for (Isa isa : supported_isas()) {
       CHECK(set_active_isa(isa));
-      check_against_oracle(in, {1, n / 2, n - 1}, {2});
+      check_against_oracle(in, {n / 2}, {2});
     }
   }
   set_active_isa(detected_isa());
