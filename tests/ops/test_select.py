@@ -239,6 +239,7 @@ def test_property_matches_reference(values, cuts, sparsity, dtypes):
         (torch.ones(3), True, TypeError, "sparsity: expected a real number"),
         (torch.ones(3), "0.5", TypeError, "sparsity: expected a real number"),
         (torch.ones(3), None, TypeError, "sparsity: expected a real number"),
+        ([torch.ones(2), torch.ones(2, device="meta")], 0.5, ValueError, "tensors: all tensors must be on one device"),
         (torch.tensor([1.0, float("nan")]), 0.5, ValueError, "tensors: expected no NaN"),
         (torch.tensor([1.0, float("nan")]), 0.0, ValueError, "tensors: expected no NaN"),
         ([torch.ones(70_000), torch.tensor([-float("nan")])], 1.0, ValueError, "tensors: expected no NaN"),
