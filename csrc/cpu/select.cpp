@@ -524,7 +524,7 @@ uint32_t histogram(const Sequence& seq, int n_threads, Digit digit, uint32_t pre
                    std::vector<uint64_t>& bins) {
   const size_t n_bins = size_t(1) << digit.bits;
   const int chunks = plan_chunks(n_threads, seq.size(), kGrain);
-  std::vector<std::vector<uint64_t>> partial{size_t(chunks)};
+  std::vector<std::vector<uint64_t>> partial(static_cast<size_t>(chunks));
   std::vector<uint32_t> max_keys(size_t(chunks), 0u);
   parallel_for(n_threads, seq.size(), kGrain, [&](int64_t begin, int64_t end, int t) {
     std::vector<uint32_t> counts(n_bins * kCopies, 0);
