@@ -6,6 +6,7 @@ argument), allocates outputs with torch, and dispatches through a
 ops work under ``torch.compile(fullgraph=True)`` and ``torch.export``.
 """
 
+from slimtorch.ops.quantize import choose_qparams, dequantize, quantize
 from slimtorch.ops.threshold import prune_mask, threshold_
 
-__all__ = ["prune_mask", "threshold_"]
+__all__ = ["choose_qparams", "dequantize", "prune_mask", "quantize", "threshold_"]

@@ -5,6 +5,7 @@ Each function is the shortest obviously-correct statement of the op's
 contract; speed is not a goal here.
 """
 
+from slimtorch.reference.quantize import choose_qparams, dequantize, quantize
 from slimtorch.reference.threshold import prune_mask, threshold_
 
-__all__ = ["prune_mask", "threshold_"]
+__all__ = ["choose_qparams", "dequantize", "prune_mask", "quantize", "threshold_"]
