@@ -7,7 +7,7 @@ Bandwidth definition (bytes the op must move, counted once):
   quantize   4 B read + 1 B written per element = 5 B
   dequantize 1 B read + 4 B written per element = 5 B
   copy       4 B read + 4 B written per element = 8 B  (dst.copy_(src), both preallocated)
-Targets (same run, 2 threads): slimtorch >= 2x torch's time-per-call speed and
+Targets (same run, 2 threads: benchmarks/conftest.py): slimtorch >= 2x torch's time-per-call speed and
 slimtorch's bandwidth >= 50% of the copy's. All ops allocate their output
 (as torch's do); the copy does not. `python benchmarks/bench_quantize.py`
 prints the ratios directly.
@@ -25,17 +25,8 @@ from slimtorch import ops
 SIZES = [1 << 20, 16 << 20, 64 << 20]
 ROUNDS = {1 << 20: 30, 16 << 20: 8, 64 << 20: 3}  # keep the 64M cases to seconds
 CHANNELS = 1024  # per-channel cases: a [n / 1024, 1024] weight, quantized per row (axis 0)
-THREADS = 2
 
 warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-
-
-@pytest.fixture(autouse=True)
-def _two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _data(n: int) -> torch.Tensor:

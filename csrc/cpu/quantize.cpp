@@ -432,22 +432,6 @@ int64_t find_invalid_qparams(const float* scale, const int32_t* zero_point, int6
   return -1;
 }
 
-void qparams_from_range(float lo, float hi, bool symmetric, QType qtype, float* scale,
-                        int32_t* zero_point) {
-  const int32_t qmin = qtype_min(qtype), qmax = qtype_max(qtype);
-  lo = std::min(lo, 0.0f);
-  hi = std::max(hi, 0.0f);
-  if (symmetric) {
-    const double amax = std::max(-double(lo), double(hi));
-    *scale = std::max(float(amax / 127.0), kMinChooseScale);
-    *zero_point = qtype == QType::kInt8 ? 0 : 128;
-    return;
-  }
-  *scale = std::max(float((double(hi) - double(lo)) / double(qmax - qmin)), kMinChooseScale);
-  const double zp = double(qmin) - std::nearbyint(double(lo) / double(*scale));
-  *zero_point = int32_t(std::min(std::max(zp, double(qmin)), double(qmax)));
-}
-
 Status choose_qparams(const void* x, DType dtype, ChannelView view, bool symmetric, QType qtype,
                       float* scale, int32_t* zero_point, int n_threads) {
   if (!valid_view(view)) return Status::kInvalidArgument;
