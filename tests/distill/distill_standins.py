@@ -74,9 +74,10 @@ def mlp(widths: list[int], dropout: float = 0.0) -> nn.Sequential:
 
 
 def blobs(n: int, features: int = 8, classes: int = 3, seed: int = 0) -> TensorDataset:
-    """Gaussian blobs: a toy classification problem that a small MLP learns."""
+    """Gaussian blobs: a toy classification problem that a small MLP learns.
+    The centers are fixed; ``seed`` draws the samples."""
+    centers = torch.randn(classes, features, generator=torch.Generator().manual_seed(12345)) * 3
     generator = torch.Generator().manual_seed(seed)
-    centers = torch.randn(classes, features, generator=generator) * 3
     targets = torch.randint(0, classes, (n,), generator=generator)
     inputs = centers[targets] + torch.randn(n, features, generator=generator)
     return TensorDataset(inputs, targets)
