@@ -37,13 +37,10 @@ class SlowDataset(torch.utils.data.Dataset):
         return self.base[index]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("work_dir")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--slow", type=float, default=0.0)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+def run(work_dir: str, resume: bool = False, slow: float = 0.0) -> None:
+    """The whole run; the test also calls it in-process (single-threaded) as the
+    uninterrupted reference."""
+    args = argparse.Namespace(work_dir=work_dir, resume=resume, slow=slow)
     torch.manual_seed(1234)
     teacher = mlp([8, 32, 3])
     student = mlp([8, 12, 3], dropout=0.2)
@@ -61,6 +58,16 @@ def main() -> None:
     weights = {f"student.{k}": v.contiguous() for k, v in student.state_dict().items()}
     weights.update({f"loss.{k}": v.contiguous() for k, v in loss.state_dict().items()})
     save_file(weights, os.path.join(args.work_dir, "final.safetensors"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("work_dir")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--slow", type=float, default=0.0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    run(args.work_dir, args.resume, args.slow)
 
 
 if __name__ == "__main__":

@@ -312,3 +312,29 @@ def test_bad_fit_arguments(teacher) -> None:
             distiller.fit(*args, **kwargs)
     with pytest.raises(ValueError, match="^train_loader"):
         distiller.fit(DataLoader(_Plain(), batch_size=2, collate_fn=lambda b: (b, b, b)), 1)
+
+
+def test_quantization_aware_student_trains_and_resumes(teacher, tmp_path: Path) -> None:
+    """A QAT student (fake-quant modules with observer buffers) trains, and its
+    observer state survives a checkpoint: 1 epoch + resume == 2 epochs."""
+    from torch.ao.quantization import FakeQuantize
+
+    train, val = _loaders(48)
+
+    def make(directory):
+        torch.manual_seed(4)
+        student = nn.Sequential(FakeQuantize(), nn.Linear(8, 8), nn.ReLU(), FakeQuantize(), nn.Linear(8, 3))
+        distiller = Distiller(copy.deepcopy(teacher), student, KDLoss(2.0, 0.5),
+                              torch.optim.Adam(student.parameters(), lr=0.02),
+                              checkpoint_dir=directory, progress=False)
+        return student, distiller
+
+    reference, distiller = make(tmp_path / "a")
+    distiller.fit(train, epochs=2, val_loader=val)
+    assert reference[0].scale.item() != 1.0  # the observers did run
+    _, first = make(tmp_path / "b")
+    first.fit(train, epochs=1, val_loader=val)
+    student, second = make(tmp_path / "b")
+    second.fit(train, epochs=2, val_loader=val, resume=True)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(student.state_dict()[key], value), key
