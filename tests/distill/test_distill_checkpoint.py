@@ -186,3 +186,14 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="^data"):
         atomic_write_bytes(tmp_path / "x", "text")
     assert list_checkpoints(tmp_path) == []
+
+
+@pytest.mark.parametrize("keep, expected", [(1, [6]), (2, [4, 6]), (None, [2, 4, 6])])
+def test_rewound_run_drops_later_checkpoints(tmp_path: Path, keep, expected) -> None:
+    """After resuming from step 4 (say step 8 was damaged), the next save at
+    step 6 replaces the abandoned steps 8 and 10 rather than hiding behind them."""
+    for step in (2, 4, 8, 10):
+        save_checkpoint(tmp_path, step, {"s": torch.tensor(step)}, keep=None)
+    save_checkpoint(tmp_path, 6, {"s": torch.tensor(6)}, keep=keep)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == expected
+    assert latest_checkpoint(tmp_path)[1]["s"].item() == 6

@@ -194,9 +194,12 @@ def save_checkpoint(directory: str | os.PathLike[str], step: int, state: Mapping
         directory: created if missing.
         step: non-negative int; names the files (a later step sorts later).
         state: the state tree (see :func:`encode_state`).
-        keep: how many complete checkpoints to keep (the newest ones); older
-            checkpoints, orphan tensor files and stray temporary files are
-            removed after the new one is committed. ``None`` keeps all.
+        keep: how many checkpoints to keep: this one and the ``keep - 1``
+            newest before it (``None``: all before it). Older checkpoints,
+            orphan tensor files and stray temporary files are removed after the
+            new one is committed, and so are checkpoints of *later* steps: they
+            belong to a run that was rewound (resumed from an earlier
+            checkpoint) and would otherwise shadow the new one.
 
     Returns:
         The path of the JSON commit record.
@@ -223,13 +226,15 @@ def save_checkpoint(directory: str | os.PathLike[str], step: int, state: Mapping
         "state": tree,
     }
     path = atomic_write_json(directory / f"{stem}.json", record)
-    _remove_old(directory, keep)
+    _remove_old(directory, step, keep)
     return path
 
 
-def _remove_old(directory: Path, keep: int | None) -> None:
-    steps = [step for step, _ in list_checkpoints(directory)]
-    kept = set(steps[-keep:] if keep is not None else steps)
+def _remove_old(directory: Path, step: int, keep: int | None) -> None:
+    earlier = [s for s, _ in list_checkpoints(directory) if s < step]
+    if keep is not None:
+        earlier = earlier[-(keep - 1):] if keep > 1 else []
+    kept = {step, *earlier}
     for entry in directory.iterdir():
         name = entry.name
         if name.startswith(".step-") and name.endswith(TMP_SUFFIX):

@@ -9,7 +9,6 @@ dtype of their inputs (bf16 autocast included).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
