@@ -41,7 +41,8 @@ def main() -> None:
     rank_dir = os.path.join(out, f"rank{info.rank}")
     distiller = Distiller(teacher, student, loss, optimizer, pruning=pruning,
                           checkpoint_dir=os.path.join(rank_dir, "ckpt"), checkpoint_every=2,
-                          log_path=os.path.join(rank_dir, "log.jsonl"), progress=True)
+                          log_path=os.path.join(rank_dir, "log.jsonl"), progress=True,
+                          ddp_kwargs={"broadcast_buffers": True})
     history = distiller.fit(DataLoader(blobs(70, seed=3), batch_size=8, shuffle=True), epochs=2,
                             val_loader=DataLoader(blobs(21, seed=4), batch_size=4))
     weights = {f"student.{k}": v.contiguous() for k, v in student.state_dict().items()}

@@ -285,6 +285,7 @@ def test_bad_constructor_arguments(teacher) -> None:
         ({"seed": -1}, ValueError, "seed"),
         ({"seed": 1.0}, TypeError, "seed"),
         ({"device": "nonsense"}, ValueError, "device"),
+        ({"ddp_kwargs": ["find_unused_parameters"]}, TypeError, "ddp_kwargs"),
     ]
     for change, error, name in cases:
         with pytest.raises(error, match=f"^{name}"):

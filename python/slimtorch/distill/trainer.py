@@ -174,6 +174,8 @@ class Distiller:
         progress: tqdm progress bars; ``None``: only when stderr is a TTY.
             Never on ranks other than 0.
         seed: seeds the per-epoch shuffling of the training data.
+        ddp_kwargs: extra arguments for ``DistributedDataParallel`` (e.g.
+            ``find_unused_parameters=True``); used only under a process group.
 
     Under ``torchrun`` (a process group initialised, e.g. by
     :func:`slimtorch.distill.distributed.init_distributed`) the student is
@@ -209,6 +211,7 @@ class Distiller:
         log_path: str | os.PathLike[str] | None = None,
         progress: bool | None = None,
         seed: int = 0,
+        ddp_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher: expected an nn.Module, got {type(teacher).__name__}")
@@ -257,6 +260,8 @@ class Distiller:
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"progress: expected None or a bool, got {type(progress).__name__}")
         self.seed = _check_int("seed", seed, 0)
+        if ddp_kwargs is not None and not isinstance(ddp_kwargs, Mapping):
+            raise TypeError(f"ddp_kwargs: expected None or a mapping, got {type(ddp_kwargs).__name__}")
 
         trainable = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if any(id(p) in trainable for p in teacher.parameters()):
@@ -296,7 +301,7 @@ class Distiller:
         self._model: nn.Module = student
         if D.is_distributed():
             device_ids = [self.device] if self.device.type == "cuda" else None
-            self._model = DistributedDataParallel(student, device_ids=device_ids)
+            self._model = DistributedDataParallel(student, device_ids=device_ids, **(ddp_kwargs or {}))
 
         # Position in the run; restored from checkpoints.
         self.epoch = 0  # epochs completed
