@@ -272,6 +272,8 @@ def test_bad_constructor_arguments(teacher) -> None:
         ({"pruning": object()}, TypeError, "pruning"),
         ({"metrics": [accuracy]}, TypeError, "metrics"),
         ({"metrics": {"acc": 1}}, TypeError, "metrics"),
+        ({"metrics": {"": accuracy}}, ValueError, "metrics"),
+        ({"metrics": {1: accuracy}}, TypeError, "metrics"),
         ({"bf16": 1}, TypeError, "bf16"),
         ({"clip_grad_norm": 0.0}, ValueError, "clip_grad_norm"),
         ({"clip_grad_norm": float("nan")}, ValueError, "clip_grad_norm"),

@@ -240,8 +240,10 @@ class Distiller:
         if not isinstance(metrics, Mapping):
             raise TypeError(f"metrics: expected a mapping of name -> fn, got {type(metrics).__name__}")
         for name, fn in metrics.items():
-            if not isinstance(name, str) or not name:
-                raise TypeError(f"metrics: names must be non-empty strings, got {name!r}")
+            if not isinstance(name, str):
+                raise TypeError(f"metrics: names must be strings, got {name!r}")
+            if not name:
+                raise ValueError("metrics: names must be non-empty")
             if not callable(fn):
                 raise TypeError(f"metrics: {name!r} is not callable")
         if not isinstance(bf16, bool):
@@ -312,9 +314,13 @@ class Distiller:
 
     # ------------------------------------------------------------------ data
 
-    def _check_loader(self, name: str, loader: object) -> DataLoader:
+    def _check_loader(self, name: str, loader: object, *, rebuilt: bool = True) -> DataLoader:
+        """``rebuilt``: the loader will be rebuilt around a ShardedSampler, so it
+        must be map-style with automatic batching."""
         if not isinstance(loader, DataLoader):
             raise TypeError(f"{name}: expected a torch.utils.data.DataLoader, got {type(loader).__name__}")
+        if not rebuilt:
+            return loader
         if isinstance(loader.dataset, IterableDataset):
             raise ValueError(f"{name}: an IterableDataset cannot be sharded or resumed; use a map-style dataset")
         if loader.batch_size is None:
@@ -384,7 +390,10 @@ class Distiller:
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise TypeError("loss: must return a one-element tensor")
         value = loss.item()
-        if not math.isfinite(value):
+        # Under DDP every rank must stop together (a rank raising alone would
+        # leave the others waiting in the gradient all-reduce): sum the loss
+        # over the ranks, so a NaN/Inf anywhere is seen everywhere.
+        if not math.isfinite(D.all_reduce_sum([value])[0] if D.is_distributed() else value):
             raise FloatingPointError(f"loss: is {value} at step {self.global_step}; lower the learning "
                                      "rate or set clip_grad_norm")
         loss.backward()
@@ -426,7 +435,7 @@ class Distiller:
         shuffle = self._shuffles("train_loader", train_loader)
         epochs = _check_int("epochs", epochs, 1)
         if val_loader is not None:
-            self._check_loader("val_loader", val_loader)
+            self._check_loader("val_loader", val_loader, rebuilt=D.is_distributed())
         if not isinstance(resume, bool):
             raise TypeError(f"resume: expected a bool, got {type(resume).__name__}")
         if resume:
@@ -502,7 +511,7 @@ class Distiller:
     def evaluate(self, loader: DataLoader) -> dict[str, float]:
         """``val_loss`` and ``val_<metric>`` of the student on ``loader``
         (sample-weighted means, reduced over all ranks)."""
-        loader = self._check_loader("val_loader", loader)
+        loader = self._check_loader("val_loader", loader, rebuilt=D.is_distributed())
         if D.is_distributed():
             sampler = D.ShardedSampler(len(loader.dataset), shuffle=False, rank=self.rank,
                                        world_size=self.world_size, pad=False)
