@@ -14,11 +14,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+import slimtorch
 from slimtorch.distill import load_checkpoint
 from slimtorch.distill.checkpoint import list_checkpoints
 
 SCRIPT = Path(__file__).with_name("ddp_script.py")
-ROOT = Path(__file__).resolve().parents[2]
+# The subprocesses import the same slimtorch as this process (source tree or installed).
+PACKAGE_PARENT = Path(slimtorch.__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
@@ -29,7 +31,7 @@ def _free_port() -> int:
 
 def test_two_process_ddp_identical_weights_rank0_writes(tmp_path: Path) -> None:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "python"), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",

@@ -14,16 +14,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+import slimtorch
 from slimtorch.distill import load_checkpoint
 from slimtorch.distill.checkpoint import list_checkpoints
 
 SCRIPT = Path(__file__).with_name("resume_script.py")
-ROOT = Path(__file__).resolve().parents[2]
+# The subprocesses import the same slimtorch as this process (source tree or installed).
+PACKAGE_PARENT = Path(slimtorch.__file__).resolve().parents[1]
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "python"), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     env["OMP_NUM_THREADS"] = "1"
     return env
 
