@@ -237,6 +237,8 @@ def test_progress_bar_only_when_asked(teacher, capfd) -> None:
     distiller.progress = True
     distiller.fit(train, epochs=1)
     assert "epoch 1/1" in capfd.readouterr().err
+    distiller.rank = 1  # bars are never shown on other ranks, even when asked
+    assert not distiller._show_progress()
 
 
 class _Iterable(IterableDataset):
