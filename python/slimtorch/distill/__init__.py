@@ -8,6 +8,12 @@ A minimal run::
     Distiller(teacher, student, loss, optimizer, checkpoint_dir="ckpt",
               log_path="ckpt/log.jsonl").fit(train_loader, epochs=5, val_loader=val_loader,
                                              resume=True)
+
+The same script runs under ``torchrun --nproc_per_node=N script.py`` when it
+calls :func:`slimtorch.distill.distributed.init_distributed` before building
+the ``Distiller`` (gloo on CPU, nccl on CUDA; rank 0 writes the files).
+Checkpoints are safetensors + JSON and never unpickled; see
+:mod:`slimtorch.distill.checkpoint` for the format and the corruption policy.
 """
 
 from slimtorch.distill import distributed
