@@ -116,9 +116,8 @@ def _rows(tensor: torch.Tensor, slot: Slot, n: int) -> torch.Tensor:
     return picked.reshape(n, -1).float().cpu()
 
 
-def _analyse(model: nn.Module, example_inputs: object, ignore: object) -> tuple[Analysis, list, list]:
+def _analyse(model: nn.Module, example_inputs: object, ignored: list[str]) -> tuple[Analysis, list, list]:
     args, kwargs = _check_inputs(example_inputs)
-    ignored = _check_ignore(model, ignore)
     ep = _trace(model, args, kwargs)
     analysis = analyze(ep, model)
     for path in ignored:  # the ignored modules' output channels (dim 0 of each parameter)
@@ -143,7 +142,7 @@ def channel_groups(model: nn.Module, example_inputs: object, *, ignore: object =
     ``(parameter or buffer name, dim)`` pairs pruned together. For inspection."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    _, groups, _ = _analyse(model, example_inputs, ignore)
+    _, groups, _ = _analyse(model, example_inputs, _check_ignore(model, ignore))
     return [[(s.name, s.dim) for s in slots] for _, slots in groups]
 
 
@@ -193,11 +192,11 @@ def prune_channels(
     ratio = _check_ratio(ratio)
     score_fn = _check_importance(importance)
     args, kwargs = _check_inputs(example_inputs)
+    ignored = _check_ignore(model, ignore)  # names: they also address the copy
     pruned = copy.deepcopy(model)
     if ratio == 0.0:
-        _check_ignore(model, ignore)
         return pruned
-    analysis, groups, expected = _analyse(pruned, example_inputs, ignore)
+    analysis, groups, expected = _analyse(pruned, example_inputs, ignored)
     tensors = {**dict(pruned.named_buffers()), **dict(pruned.named_parameters())}
     masks: dict[int, torch.Tensor] = {}
     for leaf, slots in groups:

@@ -249,6 +249,7 @@ class _Analyzer:
         self.tensor_dims: dict[str, list[int]] = {}
         self.parameters: set[str] = set()
         self.mha_heads: dict[str, int] = {}
+        self.modules = dict(model.named_modules())
 
     # -- helpers -----------------------------------------------------------
     def fresh(self, node: Node, blocked: bool = True):
@@ -347,7 +348,8 @@ class _Analyzer:
             return self._reduce(node)
         if base in _VIEWS:
             shape = list(_arg(node, 1, "size" if base != "reshape" else "shape"))
-            return self._view(node, node.args[0], [s == -1 for s in shape])
+            adjustable = self._head_counts(node)
+            return self._view(node, node.args[0], [s == -1 or s in adjustable for s in shape])
         if "pool" in base or base.startswith("upsample"):
             return self._spatial(node, base)
         return self.unknown(node)
@@ -559,6 +561,19 @@ class _Analyzer:
         out = xd[: len(xd) - k] + [self.S.new(s, blocked=True) for s in first.shape[len(xd) - k:]]
         if isinstance(val, tuple):
             return tuple(list(out) for _ in val)
+        return out
+
+    def _head_counts(self, node: Node) -> set[int]:
+        """Literal sizes that follow a pruned head count: inside a
+        transformers-style attention module (one with ``num_attention_heads``
+        and ``all_head_size``, which ``prune_channels`` updates), a view that
+        spells out ``num_attention_heads`` or ``all_head_size`` (older
+        transformers releases do) reads them from the module."""
+        out: set[int] = set()
+        for path, _cls in (node.meta.get("nn_module_stack") or {}).values():
+            module = self.modules.get(path)
+            if module is not None and hasattr(module, "num_attention_heads") and hasattr(module, "all_head_size"):
+                out |= {int(module.num_attention_heads), int(module.all_head_size)}
         return out
 
     def _view(self, node: Node, x: Node, flexible: list[bool]):
