@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 
 import pytest
@@ -13,7 +14,9 @@ import slimtorch
 from slimtorch.structured import PrunedMultiheadAttention, channel_groups, prune_channels
 from structured_models import AttentionEncoder, ResNetLike, bert, mlp, n_params
 
-transformers = pytest.importorskip("transformers")
+needs_transformers = pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None, reason="transformers is not installed"
+)
 
 
 def keep_first(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -354,6 +357,7 @@ def _bert_inputs(batch: int = 2, seq: int = 8) -> dict[str, torch.Tensor]:
     return {"input_ids": torch.randint(0, 100, (batch, seq), generator=g), "attention_mask": mask}
 
 
+@needs_transformers
 def test_bert_ratio_zero_identical():
     model = _seeded(bert)
     inputs = _bert_inputs()
@@ -361,6 +365,7 @@ def test_bert_ratio_zero_identical():
     assert torch.equal(pruned(**inputs).last_hidden_state, model(**inputs).last_hidden_state)
 
 
+@needs_transformers
 def test_bert_groups_and_half():
     model = _seeded(bert)
     inputs = _bert_inputs()
@@ -388,6 +393,7 @@ def test_bert_groups_and_half():
     assert n_params(model) - n_params(pruned) == 2 * per_layer
 
 
+@needs_transformers
 def test_bert_equals_original_with_heads_and_ffn_zeroed():
     model = _seeded(bert)
     inputs = _bert_inputs()
@@ -402,6 +408,75 @@ def test_bert_equals_original_with_heads_and_ffn_zeroed():
     # other sequence lengths and batch sizes work (the head count is not baked in)
     other = _bert_inputs(3, 5)
     assert pruned(**other).last_hidden_state.shape == (3, 5, 64)
+
+
+class _SqueezeExcite(nn.Module):
+    """conv -> SE gate (global mean, 1x1 convs, sigmoid, broadcast multiply),
+    explicit spatial padding, then a 1x1 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.reduce, self.expand = nn.Conv2d(16, 8, 1), nn.Conv2d(8, 16, 1)
+        self.out = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        gate = torch.sigmoid(self.expand(torch.relu(self.reduce(y.mean((2, 3), keepdim=True)))))
+        return self.out(nn.functional.pad(y * gate, (1, 1, 1, 1)))
+
+
+def test_squeeze_excite_and_padding():
+    model = _seeded(_SqueezeExcite)
+    x = torch.randn(2, 3, 8, 8)
+    groups = {g[0]: g for g in channel_groups(model, x)}
+    # the gate multiplies y channel-wise: expand's output joins conv's group
+    assert ("expand.weight", 0) in groups[("conv.weight", 0)] and ("out.weight", 1) in groups[("conv.weight", 0)]
+    assert ("expand.weight", 1) in groups[("reduce.weight", 0)]
+    pruned = prune_channels(model, x, 0.5, importance=keep_first)
+    assert (pruned.conv.out_channels, pruned.reduce.out_channels, pruned.expand.out_channels) == (8, 4, 8)
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        # removed channels are zero at their source (relu(0) == 0)
+        for conv, keep in ((zeroed.conv, 8), (zeroed.reduce, 4)):
+            conv.weight[keep:] = 0
+            conv.bias[keep:] = 0
+    torch.testing.assert_close(pruned(x), zeroed(x))
+
+
+class _HandAttention(nn.Module):
+    """Self-attention written out by hand: heads come from view(b, t, -1, d)."""
+
+    def __init__(self, dim: int = 24, heads: int = 4, head_dim: int = 6) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+        self.qkv = nn.ModuleList(nn.Linear(dim, heads * head_dim) for _ in range(3))
+        self.proj = nn.Linear(heads * head_dim, dim)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = (lin(x).view(b, t, -1, self.head_dim).transpose(1, 2) for lin in self.qkv)
+        o = nn.functional.scaled_dot_product_attention(q, k, v, scale=self.head_dim**-0.5)
+        return x + self.proj(o.transpose(1, 2).reshape(b, t, -1))
+
+
+def test_hand_written_attention_heads():
+    model = _seeded(_HandAttention)
+    x = torch.randn(2, 5, 24)
+    seen = []
+
+    def first_heads(rows):
+        seen.append([tuple(r.shape) for r in rows])
+        return keep_first(rows)
+
+    pruned = prune_channels(model, x, 0.5, importance=first_heads)
+    # one group: 4 heads; per head 6 rows of each of q/k/v (+ bias), 6 proj columns
+    assert seen == [[(4, 6 * 24), (4, 6), (4, 6 * 24), (4, 6), (4, 6 * 24), (4, 6), (4, 24 * 6)]]
+    assert [lin.out_features for lin in pruned.qkv] == [12, 12, 12] and pruned.proj.in_features == 12
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        zeroed.proj.weight[:, 12:] = 0
+    torch.testing.assert_close(pruned(x), zeroed(x))
 
 
 # ---------------------------------------------------------------- bad input

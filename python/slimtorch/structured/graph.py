@@ -231,12 +231,13 @@ _ELEMENTWISE = {
     "leaky_relu", "elu", "selu", "celu", "softplus", "mish", "neg", "abs", "exp", "log", "sqrt",
     "rsqrt", "erf", "square", "reciprocal", "sign", "dropout", "clone", "contiguous", "alias",
     "detach", "to", "_to_copy", "lift_fresh_copy", "clamp", "clamp_min", "clamp_max",
-    "logical_not", "bitwise_not", "cos", "sin",
+    "logical_not", "bitwise_not", "cos", "sin", "type_as",
+    "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
     # binary / ternary with broadcasting
     "add", "sub", "rsub", "mul", "div", "pow", "maximum", "minimum", "where", "masked_fill",
     "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "__and__", "__or__",
 }
-_REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "var", "std", "prod", "norm", "logsumexp", "argmax", "argmin"}
+_REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "var", "std", "prod", "logsumexp", "argmax", "argmin"}
 _VIEWS = {"view", "reshape", "_unsafe_view"}
 
 
@@ -528,6 +529,8 @@ class _Analyzer:
     _op_softmax = _op__softmax = _op_log_softmax = _op__log_softmax = _softmax
 
     def _reduce(self, node: Node):
+        if len(node.args) > 1 and _is_tensor_node(node.args[1]):  # max.other / min.other
+            return self._broadcast(node)
         x = node.args[0]
         xd = list(self.d(x))
         n = len(xd)
@@ -720,6 +723,21 @@ class _Analyzer:
                     self.S.union(first, self.d(t)[k])
                 out.append(first)
         return out
+
+    def _op_constant_pad_nd(self, node: Node):
+        """Padding the trailing dims (spatial padding) keeps the others."""
+        x = node.args[0]
+        xd = list(self.d(x))
+        pad = list(node.args[1])
+        out_shape = _shape(node)
+        for j in range(len(pad) // 2):
+            k = len(xd) - 1 - j
+            if pad[2 * j] != 0 or pad[2 * j + 1] != 0:
+                self.S.block(xd[k])
+                xd[k] = self.S.new(out_shape[k], blocked=True)
+        return xd
+
+    _op_pad = _op_constant_pad_nd  # any mode pads only the trailing dims
 
     def _op_native_dropout(self, node: Node):
         xd = list(self.d(node.args[0]))
