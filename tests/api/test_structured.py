@@ -8,6 +8,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import slimtorch
@@ -213,6 +215,54 @@ def test_train_mode_model_trains_after_pruning():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # no BN stat update
     pruned(x).sum().backward()
     assert all(p.grad is not None for p in pruned.parameters())
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    hidden=st.lists(st.integers(1, 12), min_size=1, max_size=3),
+    ratio=st.floats(0.0, 0.95),
+    seed=st.integers(0, 2**16),
+)
+def test_mlp_property(hidden, ratio, seed):
+    """Any MLP: each hidden layer keeps n - min(n - 1, round(ratio * n)) units,
+    and the result equals the original with the other units zeroed."""
+    model = _seeded(mlp, 5, tuple(hidden), 3, seed=seed)
+    x = torch.randn(4, 5)
+    pruned = prune_channels(model, x, ratio, importance=keep_first)
+    kept = [n - min(n - 1, round(ratio * n)) for n in hidden]
+    linears = [m for m in pruned if isinstance(m, nn.Linear)]
+    assert [m.out_features for m in linears] == kept + [3]
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer, k in zip([m for m in zeroed if isinstance(m, nn.Linear)], kept):
+            layer.weight[k:] = 0
+            layer.bias[k:] = 0
+    torch.testing.assert_close(pruned(x), zeroed(x), rtol=1e-5, atol=1e-6)
+
+
+class _TiedLM(nn.Module):
+    """Embedding whose weight is reused as the output projection, and a dict output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 12)
+        self.up, self.down = nn.Linear(12, 16), nn.Linear(16, 12)
+
+    def forward(self, ids):
+        h = self.down(torch.relu(self.up(self.emb(ids))))
+        return {"logits": h @ self.emb.weight.t(), "mask": ids > 0}
+
+
+def test_tied_embedding_width_is_pruned_consistently():
+    model = _seeded(_TiedLM)
+    ids = torch.randint(0, 20, (2, 7))
+    pruned = prune_channels(model, ids, 0.5)
+    # the embedding width only meets Linears and the tied projection: pruned;
+    # the vocabulary is addressed by index: kept
+    assert pruned.emb.weight.shape == (20, 6) and pruned.emb.embedding_dim == 6
+    assert (pruned.up.in_features, pruned.up.out_features, pruned.down.out_features) == (6, 8, 6)
+    out = pruned(ids)
+    assert out["logits"].shape == (2, 7, 20) and out["mask"].shape == (2, 7)
 
 
 # ---------------------------------------------------------------- CNN
