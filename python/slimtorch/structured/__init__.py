@@ -19,8 +19,17 @@ meet BatchNorm, are pruned); sizes written into the graph as literals by
 ``view``/``reshape``/``expand`` (a head size in ``view(b, t, -1, 64)``
 stays, ``-1`` entries follow the pruned count); dimensions that are indexed,
 sliced or pass through an operator this module does not know; grouped
-(non-depthwise) convolutions; the outputs of modules in ``ignore``.
-Attention heads are removed whole (``head_dim`` is kept).
+(non-depthwise) convolutions; an ``nn.MultiheadAttention``'s
+``embed_dim`` (its input/output width), and all of it when it has
+``kdim``/``vdim``, ``add_bias_kv``, ``add_zero_attn``, a 3-d ``attn_mask``
+or is called from more than one place; the outputs of modules in ``ignore``.
+Attention heads are removed whole (``head_dim`` is kept). Blocking is the
+safe default: an unsupported pattern costs compression, never correctness,
+and the pruned copy is run once on ``example_inputs`` (in eval mode) to check
+its output shapes before it is returned.
+
+Scores are computed on the original weights for every group before any
+slicing, so the result does not depend on the order of the groups.
 """
 
 from __future__ import annotations
@@ -172,8 +181,9 @@ def prune_channels(
             returns ``n`` scores. Higher scores are kept; ties keep the lower
             channel index.
         ignore: modules, or their qualified names, whose output channels
-            (dim 0 of their parameters, their heads for
-            ``nn.MultiheadAttention``) must not be pruned.
+            (dim 0 of their parameters, recursively; their heads for
+            ``nn.MultiheadAttention``) must not be pruned. ``""`` names the
+            whole model.
 
     Returns:
         A plain ``nn.Module`` of the same classes with smaller parameters,
@@ -181,11 +191,14 @@ def prune_channels(
         ``num_features``, ``num_heads``, ``num_attention_heads``, ...). An
         ``nn.MultiheadAttention`` that loses heads becomes a
         :class:`PrunedMultiheadAttention` (a subclass). At ``ratio == 0`` the
-        copy is unchanged. See the module docstring for what is pruned.
+        copy is returned unchanged (the model is not traced). See the module
+        docstring for what is pruned.
 
     Raises:
         TypeError / ValueError naming the argument on bad input, including a
         model that ``torch.export`` cannot trace on ``example_inputs``.
+        RuntimeError if the pruned copy fails its shape check (a bug in the
+        dependency analysis, never expected).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
