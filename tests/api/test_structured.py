@@ -317,6 +317,29 @@ def test_cnn_kept_channels_are_exact_slices():
     assert torch.equal(pruned.fc.weight, model.fc.weight[:, cols])
 
 
+def test_cnn_equals_original_with_removed_channels_zeroed():
+    """Residual adds, BatchNorm, concat and flatten: zero each removed channel
+    at every place it is produced (conv rows and bias, BN shift and running
+    mean, so BN maps it to 0) and the original computes what the pruned copy does."""
+    model = _seeded(ResNetLike).eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 8, 8)
+    pruned = prune_channels(model, x, 0.5, importance=keep_first)
+    zeroed = copy.deepcopy(model)
+    tensors = {**dict(zeroed.named_parameters()), **dict(zeroed.named_buffers())}
+    with torch.no_grad():
+        for group in channel_groups(model, x):
+            produced = [(name, d) for name, d in group if d == 0 and not name.endswith("running_var")]
+            n = tensors[produced[0][0]].shape[0]
+            for name, _ in produced:
+                tensors[name][n - min(n - 1, round(0.5 * n)):] = 0
+    torch.testing.assert_close(pruned(x), zeroed(x), rtol=1e-4, atol=1e-5)
+
+
 class _Depthwise(nn.Module):
     def __init__(self) -> None:
         super().__init__()
