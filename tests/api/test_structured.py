@@ -265,6 +265,31 @@ def test_tied_embedding_width_is_pruned_consistently():
     assert out["logits"].shape == (2, 7, 20) and out["mask"].shape == (2, 7)
 
 
+class _RunningAverage(nn.Module):
+    """A buffer updated in place from the hidden channels in training mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+        self.register_buffer("avg", torch.zeros(8))
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        if self.training:
+            self.avg.mul_(0.9).add_(0.1 * h.detach().mean(0))
+        return self.b(h)
+
+
+def test_buffer_updated_in_place_is_pruned_with_its_channels():
+    model = _seeded(_RunningAverage).train()
+    x = torch.randn(3, 4)
+    pruned = prune_channels(model, x, 0.5, importance=keep_first)
+    assert pruned.a.out_features == 4 and pruned.avg.shape == (4,)
+    assert torch.equal(model.avg, torch.zeros(8))  # neither tracing nor the check ran it on the original
+    pruned(x)
+    assert torch.equal(pruned.avg, 0.1 * torch.relu(pruned.a(x)).mean(0).detach())
+
+
 # ---------------------------------------------------------------- CNN
 
 

@@ -298,9 +298,7 @@ class _Analyzer:
                     self.tensor_dims[qual] = dims
                 continue
             if node.op == "output":
-                for x in _tensor_inputs(node):
-                    if x in self.dims:
-                        self.block_all(self.dims[x])
+                self._outputs(node)
                 continue
             if node in regions:
                 path, members, last = regions[node]
@@ -325,6 +323,24 @@ class _Analyzer:
                 collect(dims)
         activations.extend(self.mha_heads.values())
         return Analysis(self.S, self.tensor_dims, self.parameters, self.mha_heads, activations)
+
+    def _outputs(self, node: Node) -> None:
+        """User outputs are never pruned; a buffer's new value (e.g. BatchNorm
+        statistics in training mode) keeps the buffer's channels."""
+        mutated = {
+            spec.arg.name: spec.target
+            for spec in self.ep.graph_signature.output_specs
+            if spec.kind == torch.export.graph_signature.OutputKind.BUFFER_MUTATION
+        }
+        for x in _tensor_inputs(node):
+            if x not in self.dims:
+                continue
+            target = self.tensor_dims.get(mutated.get(x.name, ""))
+            if target is not None and isinstance(self.dims[x], list) and len(target) == len(self.dims[x]):
+                for a, b in zip(target, self.dims[x]):
+                    self.S.union(a, b)
+            else:
+                self.block_all(self.dims[x])
 
     def _visit(self, node: Node):
         if node.op != "call_function":
