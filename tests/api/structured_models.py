@@ -73,7 +73,9 @@ class AttentionEncoder(nn.Module):
         return self.head(h + self.ffn(h))
 
 
-def bert(hidden: int = 64, layers: int = 2, heads: int = 4, intermediate: int = 128, vocab: int = 100):
+def bert(
+    hidden: int = 64, layers: int = 2, heads: int = 4, intermediate: int = 128, vocab: int = 100, attn: str = "sdpa"
+):
     """A randomly initialised transformers BertModel built from a config (no download)."""
     from transformers import BertConfig, BertModel
 
@@ -84,6 +86,7 @@ def bert(hidden: int = 64, layers: int = 2, heads: int = 4, intermediate: int = 
         num_attention_heads=heads,
         intermediate_size=intermediate,
         max_position_embeddings=64,
+        attn_implementation=attn,
     )
     return BertModel(config).eval()
 

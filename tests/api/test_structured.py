@@ -464,10 +464,12 @@ def test_bert_ratio_zero_identical():
 
 
 @needs_transformers
-def test_bert_groups_and_half():
-    model = _seeded(bert)
+@pytest.mark.parametrize(("attn", "form"), [("sdpa", "dict"), ("eager", "tuple")])
+def test_bert_groups_and_half(attn, form):
+    model = _seeded(bert, attn=attn)
     inputs = _bert_inputs()
-    groups = channel_groups(model, inputs)
+    example = inputs if form == "dict" else (inputs["input_ids"], inputs["attention_mask"])
+    groups = channel_groups(model, example)
     heads0 = [("encoder.layer.0.attention.self.query.weight", 0), ("encoder.layer.0.attention.self.query.bias", 0),
               ("encoder.layer.0.attention.self.key.weight", 0), ("encoder.layer.0.attention.self.key.bias", 0),
               ("encoder.layer.0.attention.self.value.weight", 0), ("encoder.layer.0.attention.self.value.bias", 0),
@@ -475,7 +477,7 @@ def test_bert_groups_and_half():
     ffn0 = [("encoder.layer.0.intermediate.dense.weight", 0), ("encoder.layer.0.intermediate.dense.bias", 0),
             ("encoder.layer.0.output.dense.weight", 1)]
     assert groups[:2] == [heads0, ffn0] and len(groups) == 4  # hidden size never pruned
-    pruned = prune_channels(model, inputs, 0.5)
+    pruned = prune_channels(model, example, 0.5)
     for layer in pruned.encoder.layer:
         att = layer.attention.self
         assert (att.num_attention_heads, att.attention_head_size, att.all_head_size) == (2, 16, 32)

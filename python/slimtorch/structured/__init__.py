@@ -167,8 +167,10 @@ def prune_channels(
 
     Args:
         model: the model; it is not modified (a deep copy is pruned and returned).
-        example_inputs: a tensor, a tuple of positional inputs, or a dict of
-            keyword inputs, used to trace ``model`` with ``torch.export``.
+        example_inputs: a tensor, a tuple (or list) of positional inputs, or
+            a dict of keyword inputs, used to trace ``model`` with
+            ``torch.export`` (shapes are specialised to these inputs for the
+            analysis only; the pruned model accepts any shapes the original did).
         ratio: fraction of channels removed from each group, in ``[0, 1)``.
             A group of ``n`` channels loses ``round(ratio * n)`` of them
             (Python rounding, half to even), but always keeps at least one.
