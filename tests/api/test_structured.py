@@ -448,6 +448,43 @@ def test_multihead_attention_state_dict_round_trip():
     assert torch.equal(other(x), pruned(x))
 
 
+class _TorchEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 32)
+        layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x, mask=None):
+        return self.head(self.enc(self.inp(x), src_key_padding_mask=mask))
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_torch_transformer_encoder():
+    """nn.TransformerEncoder: heads and FFN pruned; its fused fast paths
+    (which assume embed_dim == heads * head_dim) are turned off."""
+    model = _seeded(_TorchEncoder).eval()
+    x = torch.randn(2, 5, 8)
+    mask = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    pruned = prune_channels(model, x, 0.5, importance=keep_first)
+    for layer in pruned.enc.layers:
+        assert isinstance(layer.self_attn, PrunedMultiheadAttention) and layer.self_attn.num_heads == 2
+        assert layer.linear1.out_features == 32 and layer.linear2.in_features == 32
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in zeroed.enc.layers:
+            layer.self_attn.out_proj.weight[:, 16:] = 0
+            layer.linear1.weight[32:] = 0
+            layer.linear1.bias[32:] = 0
+    torch.testing.assert_close(pruned(x, mask), zeroed(x, mask), rtol=1e-5, atol=1e-5)  # slow paths
+    with torch.no_grad():  # the original takes the nested-tensor fast path here
+        fast, ours = zeroed(x, mask), pruned(x, mask)
+    torch.testing.assert_close(ours[~mask], fast[~mask], rtol=1e-4, atol=1e-5)
+    again = prune_channels(pruned, x, 0.5)  # an already pruned model prunes further
+    assert again.enc.layers[0].self_attn.num_heads == 1 and again(x, mask).shape == (2, 5, 3)
+
+
 def _bert_inputs(batch: int = 2, seq: int = 8) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(batch, seq, dtype=torch.long)

@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.fx import Node
 
+from slimtorch.structured.surgery import PrunedMultiheadAttention
+
 
 class SpaceTable:
     """Union-find over dimension spaces, with optional prod/cat structure."""
@@ -794,8 +796,9 @@ class _Analyzer:
         pnodes = {owned[x.name][len(prefix):]: x for x in inputs if owned.get(x.name, "").startswith(prefix)}
         data = [x for x in inputs if x.name not in owned]
         E, H, D = mha.embed_dim, mha.num_heads, mha.head_dim
+        inner_size = H * D  # == E unless heads were pruned before
         ok = (
-            mha._qkv_same_embed_dim
+            (mha._qkv_same_embed_dim or isinstance(mha, PrunedMultiheadAttention))
             and mha.bias_k is None
             and not mha.add_zero_attn
             and "in_proj_weight" in pnodes
@@ -815,8 +818,8 @@ class _Analyzer:
             return
         heads = S.new(H)
         head_dim = S.new(D, blocked=True)  # whole heads are removed; head_dim stays
-        inner = S.new(E, kind="prod", parts=[heads, head_dim])
-        packed = S.new(3 * E, kind="cat", parts=[inner, inner, inner])
+        inner = S.new(inner_size, kind="prod", parts=[heads, head_dim])
+        packed = S.new(3 * inner_size, kind="cat", parts=[inner, inner, inner])
         w_in = self.d(pnodes["in_proj_weight"])
         S.union(w_in[0], packed)
         for x in qkv:

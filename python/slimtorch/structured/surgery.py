@@ -21,6 +21,9 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
     boolean masks, ``is_causal``, ``need_weights``, ``average_attn_weights``,
     ``batch_first``, unbatched input). A 3-d ``attn_mask`` must have
     ``batch * num_heads`` (the pruned count) entries in its first dimension.
+    ``_qkv_same_embed_dim`` is set to False so that torch's fused
+    ``TransformerEncoderLayer`` fast path, which assumes ``inner_dim ==
+    embed_dim``, is not taken; ``in_proj_weight`` stays packed.
     """
 
     @property
@@ -116,7 +119,8 @@ def slice_tensors(model: nn.Module, keep: dict[str, dict[int, torch.Tensor]]) ->
 
 def fix_attributes(model: nn.Module) -> None:
     """Makes the attributes each module's forward reads match its new shapes."""
-    for module in model.modules():
+    # children first: a parent's fix-up may read its children's new state
+    for module in reversed(list(model.modules())):
         if isinstance(module, nn.Linear):
             module.out_features, module.in_features = module.weight.shape
         elif isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
@@ -137,11 +141,18 @@ def fix_attributes(model: nn.Module) -> None:
             if inner != module.num_heads * module.head_dim:
                 module.num_heads = inner // module.head_dim
                 module.__class__ = PrunedMultiheadAttention
+                # nn.TransformerEncoderLayer's fused fast path assumes
+                # inner == embed_dim; this flag is one of the conditions that
+                # turn it off (the packed in_proj_weight is still used here)
+                module._qkv_same_embed_dim = False
+        if getattr(module, "use_nested_tensor", False) and any(
+            isinstance(m, PrunedMultiheadAttention) for m in module.modules()
+        ):
+            module.use_nested_tensor = False  # nn.TransformerEncoder: the nested path is fused too
         # transformers-style self-attention (BertSelfAttention and relatives)
         query = getattr(module, "query", None)
         if isinstance(query, nn.Linear) and all(
             hasattr(module, a) for a in ("num_attention_heads", "attention_head_size", "all_head_size")
         ):
-            # parents are visited before children: read the weight, not out_features
             module.all_head_size = query.weight.shape[0]
             module.num_attention_heads = module.all_head_size // module.attention_head_size
