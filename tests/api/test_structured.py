@@ -365,6 +365,18 @@ def test_cnn_equals_original_with_removed_channels_zeroed():
     torch.testing.assert_close(pruned(x), zeroed(x), rtol=1e-4, atol=1e-5)
 
 
+def test_analysis_of_core_aten_graph():
+    """After run_decompositions (conv2d -> aten.convolution) the groups are the
+    same; a transposed convolution is not understood and stays whole."""
+    from slimtorch.structured.graph import analyze
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.ConvTranspose2d(4, 4, 2)).eval()
+    ep = torch.export.export(model, (torch.randn(1, 3, 8, 8),), strict=False).run_decompositions()
+    assert any(n.target == torch.ops.aten.convolution.default for n in ep.graph.nodes)
+    groups = [[(s.name, s.dim) for s in slots] for _, slots in analyze(ep, model).groups()]
+    assert groups == [[("0.weight", 0), ("0.bias", 0), ("2.weight", 1)]]
+
+
 class _Depthwise(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -406,10 +406,11 @@ class _Analyzer:
             self.S.union(self.d(b)[0], wd[0])
         return list(xd[:-1]) + [wd[0]]
 
-    def _conv(self, node: Node):
+    def _conv(self, node: Node, groups: int | None = None):
         x, w = node.args[0], node.args[1]
         b = _arg(node, 2, "bias")
-        groups = _arg(node, 6, "groups", 1)
+        if groups is None:
+            groups = _arg(node, 6, "groups", 1)
         xd, wd, ws = self.d(x), self.d(w), _shape(w)
         c = 1 if len(xd) == len(wd) else 0  # channel axis (batched or not)
         out_shape = _shape(node)
@@ -428,6 +429,12 @@ class _Analyzer:
         return out + [self.S.new(s, blocked=True) for s in out_shape[c + 1:]]
 
     _op_conv1d = _op_conv2d = _op_conv3d = _conv
+
+    def _op_convolution(self, node: Node):
+        """aten.convolution(x, w, b, stride, padding, dilation, transposed, output_padding, groups)."""
+        if _arg(node, 6, "transposed", False):
+            return self.unknown(node)
+        return self._conv(node, groups=_arg(node, 8, "groups", 1))
 
     def _batch_norm(self, node: Node, first_param: int, tuple_out: bool):
         x = node.args[0]
