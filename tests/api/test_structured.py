@@ -83,7 +83,9 @@ def test_mlp_equals_original_with_removed_channels_zeroed(importance):
     model = _seeded(mlp)
     x = torch.randn(7, 16)
     pruned = prune_channels(model, x, 0.5, importance=importance)
-    w0, b0, w2, b2, w4 = (t.detach().double() for t in (model[0].weight, model[0].bias, model[2].weight, model[2].bias, model[4].weight))
+    w0, b0, w2, b2, w4 = (
+        t.detach().double() for t in (model[0].weight, model[0].bias, model[2].weight, model[2].bias, model[4].weight)
+    )
     if importance == "l2":
         s1 = (w0.pow(2).sum(1) + b0.pow(2) + w2.pow(2).sum(0)).sqrt()
         s2 = (w2.pow(2).sum(1) + b2.pow(2) + w4.pow(2).sum(0)).sqrt()
@@ -365,6 +367,7 @@ def test_cnn_equals_original_with_removed_channels_zeroed():
     torch.testing.assert_close(pruned(x), zeroed(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # raised inside torch's run_decompositions
 def test_analysis_of_core_aten_graph():
     """After run_decompositions (conv2d -> aten.convolution) the groups are the
     same; a transposed convolution is not understood and stays whole."""

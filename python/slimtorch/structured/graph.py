@@ -575,7 +575,9 @@ class _Analyzer:
         if len(out) != first.dim():
             return self.unknown(node)
         if isinstance(val, tuple):
-            return tuple(out if isinstance(v, torch.Tensor) and v.dim() == len(out) else self._fresh_val(v, True) for v in val)
+            return tuple(
+                out if isinstance(v, torch.Tensor) and v.dim() == len(out) else self._fresh_val(v, True) for v in val
+            )
         return out
 
     def _spatial(self, node: Node, base: str):
@@ -844,7 +846,8 @@ class _Analyzer:
         S.block(w_out[0])
         for m in members:
             val = _val(m)
-            if any(u not in member_set for u in m.users) and isinstance(val, torch.Tensor) and val.dim() >= 1 and val.shape[-1] == E:
+            used_outside = any(u not in member_set for u in m.users)
+            if used_outside and isinstance(val, torch.Tensor) and val.dim() >= 1 and val.shape[-1] == E:
                 self.dims[m] = [S.new(s, blocked=True) for s in val.shape[:-1]] + [w_out[0]]
             else:
                 self.dims[m] = self.fresh(m)
