@@ -37,6 +37,7 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 16;     // elements per chunk below which threads cost more than they save
 constexpr int64_t kShortInner = 16;     // rows shorter than this use array runs
+constexpr int64_t kStreamBytes = int64_t(16) << 20;  // outputs this large bypass the caches
 constexpr uint32_t kInfBits = 0x7f800000u;  // |x| bits >= this: Inf or NaN
 
 // Outputs are freshly allocated by torch and written once, so for large
@@ -220,6 +221,23 @@ SLIMTORCH_AVX2 void dequantize_run_avx2(const uint8_t* q, int64_t i, int64_t n, 
   dequantize_run_scalar<kSigned, O, kArrays>(q, i + j, n - j, rest, out);
 }
 
+template <bool kSigned>
+SLIMTORCH_AVX2 void dequantize_run_avx2_stream(const uint8_t* q, int64_t i, int64_t n, RunParams p,
+                                               void* out) {
+  float* dst = static_cast<float*>(out) + i;
+  const __m256 scale = _mm256_set1_ps(p.mul[0]), zp = _mm256_set1_ps(p.zp[0]);
+  // Head (scalar) up to the first 32-byte boundary, streamed body, scalar tail.
+  int64_t j = std::min<int64_t>(n, int64_t((32 - (reinterpret_cast<uintptr_t>(dst) & 31)) & 31) / 4);
+  dequantize_run_scalar<kSigned, DType::kFloat32, false>(q, i, j, p, out);
+  for (; j + 8 <= n; j += 8) {
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i + j));
+    const __m256i levels = kSigned ? _mm256_cvtepi8_epi32(bytes) : _mm256_cvtepu8_epi32(bytes);
+    _mm256_stream_ps(dst + j, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(levels), zp), scale));
+  }
+  dequantize_run_scalar<kSigned, DType::kFloat32, false>(q, i + j, n - j, p, out);
+  _mm_sfence();
+}
+
 SLIMTORCH_AVX2 inline float hmin8(__m256 v) {
   __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   m = _mm_min_ps(m, _mm_movehl_ps(m, m));
@@ -314,6 +332,35 @@ SLIMTORCH_AVX512 void dequantize_run_avx512(const uint8_t* q, int64_t i, int64_t
   }
 }
 
+template <bool kSigned>
+SLIMTORCH_AVX512 inline __m512 dequantize16(__m128i bytes, __m512 zp, __m512 scale) {
+  const __m512i levels = kSigned ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
+  return _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(levels), zp), scale);
+}
+
+// Float32 output of a broadcast run with non-temporal stores: for outputs
+// far larger than the caches this skips the read-for-ownership of every
+// written line (4 of the 5 bytes per element are writes).
+template <bool kSigned>
+SLIMTORCH_AVX512 void dequantize_run_avx512_stream(const uint8_t* q, int64_t i, int64_t n, RunParams p,
+                                                   void* out) {
+  float* dst = static_cast<float*>(out) + i;
+  const __m512 scale = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
+  // Head: up to the first 64-byte boundary of dst (dst is 4-byte aligned).
+  int64_t j = std::min<int64_t>(n, int64_t((64 - (reinterpret_cast<uintptr_t>(dst) & 63)) & 63) / 4);
+  if (j > 0) {
+    const __mmask16 live = tail_mask(j);
+    _mm512_mask_storeu_ps(dst, live, dequantize16<kSigned>(_mm_maskz_loadu_epi8(live, q + i), zp, scale));
+  }
+  for (; j + 16 <= n; j += 16)
+    _mm512_stream_ps(dst + j, dequantize16<kSigned>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i + j)), zp, scale));
+  if (j < n) {
+    const __mmask16 live = tail_mask(n - j);
+    _mm512_mask_storeu_ps(dst + j, live, dequantize16<kSigned>(_mm_maskz_loadu_epi8(live, q + i + j), zp, scale));
+  }
+  _mm_sfence();  // order the streamed stores before the pool's completion signal
+}
+
 template <DType D, bool kArrays>
 SLIMTORCH_AVX512 void minmax_run_avx512(const void* x, int64_t i, int64_t n, float* lo, float* hi,
                                         uint32_t* worst) {
@@ -377,6 +424,13 @@ DequantizeRun pick_dequantize(Isa isa, DType out) {
     case DType::kFloat16: return pick_dequantize<kSigned, DType::kFloat16, kArrays>(isa);
     case DType::kBFloat16: return pick_dequantize<kSigned, DType::kBFloat16, kArrays>(isa);
   }
+  return nullptr;
+}
+
+DequantizeRun pick_dequantize_stream(Isa isa, QType qtype) {
+  const bool is_signed = qtype == QType::kInt8;
+  if (isa >= Isa::kAvx512) return is_signed ? dequantize_run_avx512_stream<true> : dequantize_run_avx512_stream<false>;
+  if (isa >= Isa::kAvx2) return is_signed ? dequantize_run_avx2_stream<true> : dequantize_run_avx2_stream<false>;
   return nullptr;
 }
 
@@ -514,7 +568,10 @@ Status dequantize(const void* q, QType qtype, ChannelView view, const float* sca
   if (n == 0) return Status::kOk;
   const bool arrays = view.channels > 1 && view.inner < kShortInner;
   const ParamTable params(view, arrays, scale, zero_point, /*reciprocal=*/false);
-  const DequantizeRun run = pick_dequantize(active_isa(), qtype, out_dtype, arrays);
+  DequantizeRun run = pick_dequantize(active_isa(), qtype, out_dtype, arrays);
+  if (out_dtype == DType::kFloat32 && !arrays && n * 4 >= kStreamBytes) {
+    if (const DequantizeRun streaming = pick_dequantize_stream(active_isa(), qtype)) run = streaming;
+  }
   advise_huge_pages(out, n * dtype_size(out_dtype));
   const uint8_t* levels = static_cast<const uint8_t*>(q);
   parallel_for(n_threads, n, kGrain, [&](int64_t begin, int64_t end, int) {

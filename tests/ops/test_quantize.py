@@ -109,6 +109,19 @@ def test_per_channel_large(isa, shape, dtype):
         assert torch.equal(out, reference.dequantize(q, scale, zero_point, axis, dtype))
 
 
+@pytest.mark.parametrize("qdtype", QDTYPES)
+def test_dequantize_streaming_stores(isa, threads, qdtype):
+    # Float32 outputs of 16 MiB and more take the non-temporal store path;
+    # 3 threads make chunks start off 64-byte boundaries.
+    torch.set_num_threads(3)
+    n = (4 << 20) + 5
+    levels = torch.randint(*QRANGE[qdtype], (n,), generator=_generator(8)).to(qdtype)
+    scale, zero_point = _qparams(None, qdtype, seed=8)
+    want = reference.dequantize(levels, scale, zero_point, None, torch.float32)
+    assert torch.equal(ops.dequantize(levels, scale, zero_point), want)
+    assert torch.equal(ops.dequantize(levels[1:], scale, zero_point), want[1:])
+
+
 def test_zero_size_dims(isa):
     for shape, axis in [((0,), 0), ((3, 0), 0), ((0, 4), 1), ((2, 0, 3), 2)]:
         x = torch.empty(shape)
