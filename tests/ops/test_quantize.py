@@ -461,3 +461,26 @@ def test_compile_fullgraph():
     x = _data((16, 100), seed=6)
     compiled = torch.compile(fake_quant, fullgraph=True, backend="eager")
     assert torch.equal(compiled(x), fake_quant(x))
+
+
+def test_reference_fallback_without_native_module(monkeypatch):
+    from slimtorch import _native
+
+    x = _data((5, 40), seed=12)
+    scale, zero_point = ops.choose_qparams(x, axis=0, symmetric=False, dtype=torch.uint8)
+    q = ops.quantize(x, scale, zero_point, axis=0, dtype=torch.uint8)
+    out = ops.dequantize(q, scale, zero_point, axis=0, dtype=torch.bfloat16)
+    monkeypatch.setattr(_native, "cpu", None)
+    monkeypatch.setattr(_native, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="using the slower pure-torch reference"):
+        got = ops.choose_qparams(x, axis=0, symmetric=False, dtype=torch.uint8)
+    assert torch.equal(got[0], scale) and torch.equal(got[1], zero_point)
+    with pytest.warns(RuntimeWarning, match="slimtorch.ops.quantize"):
+        assert torch.equal(ops.quantize(x, scale, zero_point, axis=0, dtype=torch.uint8), q)
+    with pytest.warns(RuntimeWarning, match="slimtorch.ops.dequantize"):
+        assert torch.equal(ops.dequantize(q, scale, zero_point, axis=0, dtype=torch.bfloat16), out)
+    # Value checks still run on the fallback path.
+    with pytest.raises(ValueError, match="^scale: expected finite values"):
+        ops.quantize(x, torch.zeros(5), zero_point, axis=0, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="^x: expected finite values"):
+        ops.choose_qparams(torch.tensor([1.0, float("nan")]))
