@@ -283,9 +283,11 @@ def choose_qparams(
 
     Returns:
         ``(scale, zero_point)``: float32 and int32 tensors on ``x``'s device,
-        0-dim for ``axis=None``, else of shape ``(x.shape[axis],)``. They can be
-        passed to :func:`quantize` and, with ``.double()`` / as they are, to
-        ``torch.quantize_per_channel``.
+        0-dim for ``axis=None``, else of shape ``(x.shape[axis],)``. They go
+        straight into :func:`quantize` / :func:`dequantize`, and into
+        ``torch.quantize_per_channel`` (which accepts float32 scales and int32
+        zero points) or, via ``float(scale)`` / ``int(zero_point)``,
+        ``torch.quantize_per_tensor``.
     """
     check_float_tensor("x", x)
     axis = check_axis("axis", axis, x.dim())
