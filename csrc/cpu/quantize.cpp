@@ -287,6 +287,15 @@ SLIMTORCH_AVX512 inline __m512 load16(const void* x, int64_t i, __mmask16 live) 
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+template <bool kFma>
+SLIMTORCH_AVX512 inline __m128i quantize16(__m512 v, __m512 inv, __m512 zp, __m512 lo, __m512 hi) {
+  __m512 t = kFma ? _mm512_fmadd_ps(v, inv, zp) : _mm512_add_ps(_mm512_mul_ps(v, inv), zp);
+  t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q), zp);  // NaN -> zero point
+  const __m512i levels = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(t, lo), hi));
+  // Truncating to bytes gives int8 or uint8: levels are already in range.
+  return _mm512_cvtepi32_epi8(levels);
+}
+
 template <DType D, bool kFma, bool kArrays>
 SLIMTORCH_AVX512 void quantize_run_avx512(const void* x, int64_t i, int64_t n, RunParams p,
                                           float qlo, float qhi, uint8_t* q) {
@@ -295,13 +304,26 @@ SLIMTORCH_AVX512 void quantize_run_avx512(const void* x, int64_t i, int64_t n, R
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 live = tail_mask(n - j);
     if (kArrays) inv = _mm512_maskz_loadu_ps(live, p.mul + j), zp = _mm512_maskz_loadu_ps(live, p.zp + j);
-    const __m512 v = load16<D>(x, i + j, live);
-    __m512 t = kFma ? _mm512_fmadd_ps(v, inv, zp) : _mm512_add_ps(_mm512_mul_ps(v, inv), zp);
-    t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q), zp);  // NaN -> zero point
-    const __m512i levels = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(t, lo), hi));
-    // Truncating to bytes gives int8 or uint8: levels are already in range.
-    _mm_mask_storeu_epi8(q + i + j, live, _mm512_cvtepi32_epi8(levels));
+    _mm_mask_storeu_epi8(q + i + j, live, quantize16<kFma>(load16<D>(x, i + j, live), inv, zp, lo, hi));
   }
+}
+
+// A broadcast run with non-temporal stores (large outputs, see kStreamBytes):
+// unaligned head and tail through the normal path, 16-byte aligned body streamed.
+template <DType D, bool kFma>
+SLIMTORCH_AVX512 void quantize_run_avx512_stream(const void* x, int64_t i, int64_t n, RunParams p,
+                                                 float qlo, float qhi, uint8_t* q) {
+  const int64_t head = std::min<int64_t>(n, int64_t((16 - (reinterpret_cast<uintptr_t>(q + i) & 15)) & 15));
+  quantize_run_avx512<D, kFma, false>(x, i, head, p, qlo, qhi, q);
+  const __m512 lo = _mm512_set1_ps(qlo), hi = _mm512_set1_ps(qhi);
+  const __m512 inv = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
+  int64_t j = head;
+  for (; j + 16 <= n; j += 16) {
+    const __m128i bytes = quantize16<kFma>(load16<D>(x, i + j, 0xffff), inv, zp, lo, hi);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(q + i + j), bytes);
+  }
+  quantize_run_avx512<D, kFma, false>(x, i + j, n - j, p, qlo, qhi, q);
+  _mm_sfence();  // order the streamed stores before the pool's completion signal
 }
 
 template <bool kSigned, DType O, bool kArrays>
@@ -399,6 +421,16 @@ template <DType D>
 QuantizeRun pick_quantize(Isa isa, bool fma, bool arrays) {
   if (fma) return arrays ? pick_quantize<D, true, true>(isa) : pick_quantize<D, true, false>(isa);
   return arrays ? pick_quantize<D, false, true>(isa) : pick_quantize<D, false, false>(isa);
+}
+
+template <bool kFma>
+QuantizeRun pick_quantize_stream(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return quantize_run_avx512_stream<DType::kFloat32, kFma>;
+    case DType::kFloat16: return quantize_run_avx512_stream<DType::kFloat16, kFma>;
+    case DType::kBFloat16: return quantize_run_avx512_stream<DType::kBFloat16, kFma>;
+  }
+  return nullptr;
 }
 
 QuantizeRun pick_quantize(Isa isa, DType dtype, bool fma, bool arrays) {
@@ -541,7 +573,9 @@ Status quantize(const void* x, DType dtype, ChannelView view, bool per_channel,
   if (n == 0) return Status::kOk;
   const bool arrays = per_channel && view.inner < kShortInner;
   const ParamTable params(view, arrays, scale, zero_point, /*reciprocal=*/true);
-  const QuantizeRun run = pick_quantize(active_isa(), dtype, /*fma=*/!per_channel, arrays);
+  QuantizeRun run = pick_quantize(active_isa(), dtype, /*fma=*/!per_channel, arrays);
+  if (!arrays && n >= kStreamBytes && active_isa() >= Isa::kAvx512)
+    run = per_channel ? pick_quantize_stream<false>(dtype) : pick_quantize_stream<true>(dtype);
   advise_huge_pages(q, n);
   const float qlo = float(qtype_min(qtype)), qhi = float(qtype_max(qtype));
   uint8_t* out = static_cast<uint8_t*>(q);

@@ -148,6 +148,27 @@ TEST(streamed_float32_output_any_alignment) {
   set_active_isa(detected_isa());
 }
 
+TEST(streamed_quantize_output_any_alignment) {
+  // Outputs of >= 16 MiB use non-temporal stores (AVX-512) after an unaligned head.
+  const int64_t n = (int64_t(16) << 20) + 37;
+  const std::vector<float> x = random_floats(n, 17, 3.0f);
+  std::vector<uint8_t> out(static_cast<size_t>(n) + 16);
+  const float scale = 0.0173f;
+  const int32_t zp = -3;
+  for (int64_t shift : {0, 5}) {
+    uint8_t* dst = out.data() + shift;
+    for (bool per_channel : {false, true}) {
+      CHECK(quantize(x.data(), DType::kFloat32, {1, 1, n}, per_channel, &scale, &zp, QType::kInt8, dst, 3) ==
+            Status::kOk);
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < n; i += 1) {
+        wrong += int32_t(int8_t(dst[i])) != oracle_quantize(x[size_t(i)], scale, zp, per_channel, QType::kInt8);
+      }
+      CHECK(wrong == 0);
+    }
+  }
+}
+
 TEST(half_conversions) {
   CHECK(float_to_fp16(1.0f) == 0x3c00);
   CHECK(float_to_fp16(-2.0f) == 0xc000);

@@ -122,6 +122,21 @@ def test_dequantize_streaming_stores(isa, threads, qdtype):
     assert torch.equal(ops.dequantize(levels[1:], scale, zero_point), want[1:])
 
 
+@pytest.mark.parametrize("qdtype", QDTYPES)
+def test_quantize_streaming_stores(threads, qdtype):
+    # Outputs of 16 MiB and more take the non-temporal store path (AVX-512);
+    # 3 threads make chunks start off 16-byte boundaries.
+    torch.set_num_threads(3)
+    n = (16 << 20) + 7
+    x = _data(n, seed=13, spread=2.0)
+    scale, zero_point = _qparams(None, qdtype, seed=13)
+    assert torch.equal(ops.quantize(x, scale, zero_point, dtype=qdtype), _torch_quantize(x, scale, zero_point, None, qdtype))
+    rows = x[: n - 7].reshape(4, -1)
+    scales, zero_points = _qparams(4, qdtype, seed=14)
+    assert torch.equal(ops.quantize(rows, scales, zero_points, axis=0, dtype=qdtype),
+                       _torch_quantize(rows, scales, zero_points, 0, qdtype))
+
+
 def test_zero_size_dims(isa):
     for shape, axis in [((0,), 0), ((3, 0), 0), ((0, 4), 1), ((2, 0, 3), 2)]:
         x = torch.empty(shape)
