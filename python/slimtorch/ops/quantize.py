@@ -48,7 +48,6 @@ _reference = importlib.import_module("slimtorch.reference.quantize")
 
 _QTYPE_CODES = {torch.int8: 0, torch.uint8: 1}
 _QRANGE = _reference.QRANGE
-_MIN_SCALE_RECIPROCAL = 1.0 / 3.4028234663852886e38  # below this, float32(1/scale) overflows
 
 
 def _view(shape: torch.Size, axis: int | None) -> tuple[int, int, int]:
@@ -69,7 +68,10 @@ def _check_qparam_values(scale: torch.Tensor, zero_point: torch.Tensor, dtype: t
     scale, zero_point = scale.reshape(-1).cpu(), zero_point.reshape(-1).cpu()
     bad = ~(torch.isfinite(scale) & (scale > 0) & torch.isfinite(1.0 / scale))
     qmin, qmax = _QRANGE[dtype]
-    where = lambda i: f" at index {i}" if scale.numel() > 1 else ""  # noqa: E731
+
+    def where(i: int) -> str:
+        return f" at index {i}" if scale.numel() > 1 else ""
+
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
         raise ValueError(
