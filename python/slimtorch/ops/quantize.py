@@ -21,8 +21,9 @@ Conventions (all three ops):
   - per channel: ``q = clamp(rint((x * inv) + zp), qmin, qmax)`` with the product
     and the sum each rounded to float32, as ``torch.quantize_per_channel``.
 
-  Both equal DESIGN.md's ``clamp(rint(x * inv) + zp)`` when ``zp == 0`` and differ
-  from it only when ``x * inv`` lies within one float32 rounding of a half-integer.
+  Both equal DESIGN.md's ``clamp(rint(x * inv) + zp)`` when ``zp == 0``; otherwise
+  they differ from it only when ``x * inv`` is a half-integer or within one float32
+  rounding of one (ties then go to the even ``q``, not to the even ``q - zp``).
   float16 / bfloat16 inputs are converted to float32 exactly, then the same formula.
   Non-finite input (torch's behaviour is not followed here): NaN -> ``zp``,
   ``+Inf`` -> ``qmax``, ``-Inf`` -> ``qmin``; finite values whose ``x * inv``
