@@ -235,7 +235,6 @@ SLIMTORCH_AVX2 void dequantize_run_avx2_stream(const uint8_t* q, int64_t i, int6
     _mm256_stream_ps(dst + j, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(levels), zp), scale));
   }
   dequantize_run_scalar<kSigned, DType::kFloat32, false>(q, i + j, n - j, p, out);
-  _mm_sfence();
 }
 
 SLIMTORCH_AVX2 inline float hmin8(__m256 v) {
@@ -308,7 +307,8 @@ SLIMTORCH_AVX512 void quantize_run_avx512(const void* x, int64_t i, int64_t n, R
   }
 }
 
-// A broadcast run with non-temporal stores (large outputs, see kStreamBytes):
+// A broadcast run with non-temporal stores (large outputs, see kStreamBytes;
+// the caller fences once per chunk):
 // unaligned head and tail through the normal path, 16-byte aligned body streamed.
 template <DType D, bool kFma>
 SLIMTORCH_AVX512 void quantize_run_avx512_stream(const void* x, int64_t i, int64_t n, RunParams p,
@@ -323,7 +323,6 @@ SLIMTORCH_AVX512 void quantize_run_avx512_stream(const void* x, int64_t i, int64
     _mm_stream_si128(reinterpret_cast<__m128i*>(q + i + j), bytes);
   }
   quantize_run_avx512<D, kFma, false>(x, i + j, n - j, p, qlo, qhi, q);
-  _mm_sfence();  // order the streamed stores before the pool's completion signal
 }
 
 template <bool kSigned, DType O, bool kArrays>
@@ -380,7 +379,6 @@ SLIMTORCH_AVX512 void dequantize_run_avx512_stream(const uint8_t* q, int64_t i, 
     const __mmask16 live = tail_mask(n - j);
     _mm512_mask_storeu_ps(dst + j, live, dequantize16<kSigned>(_mm_maskz_loadu_epi8(live, q + i + j), zp, scale));
   }
-  _mm_sfence();  // order the streamed stores before the pool's completion signal
 }
 
 template <DType D, bool kArrays>
@@ -574,8 +572,8 @@ Status quantize(const void* x, DType dtype, ChannelView view, bool per_channel,
   const bool arrays = per_channel && view.inner < kShortInner;
   const ParamTable params(view, arrays, scale, zero_point, /*reciprocal=*/true);
   QuantizeRun run = pick_quantize(active_isa(), dtype, /*fma=*/!per_channel, arrays);
-  if (!arrays && n >= kStreamBytes && active_isa() >= Isa::kAvx512)
-    run = per_channel ? pick_quantize_stream<false>(dtype) : pick_quantize_stream<true>(dtype);
+  const bool streaming = !arrays && n >= kStreamBytes && active_isa() >= Isa::kAvx512;
+  if (streaming) run = per_channel ? pick_quantize_stream<false>(dtype) : pick_quantize_stream<true>(dtype);
   advise_huge_pages(q, n);
   const float qlo = float(qtype_min(qtype)), qhi = float(qtype_max(qtype));
   uint8_t* out = static_cast<uint8_t*>(q);
@@ -583,6 +581,7 @@ Status quantize(const void* x, DType dtype, ChannelView view, bool per_channel,
     for_each_run(view, arrays, begin, end, [&](int64_t i, int64_t len, int64_t k) {
       run(x, i, len, params.at(k), qlo, qhi, out);
     });
+    if (streaming) _mm_sfence();  // streamed stores complete before the chunk reports done
   });
   return Status::kOk;
 }
@@ -603,15 +602,16 @@ Status dequantize(const void* q, QType qtype, ChannelView view, const float* sca
   const bool arrays = view.channels > 1 && view.inner < kShortInner;
   const ParamTable params(view, arrays, scale, zero_point, /*reciprocal=*/false);
   DequantizeRun run = pick_dequantize(active_isa(), qtype, out_dtype, arrays);
-  if (out_dtype == DType::kFloat32 && !arrays && n * 4 >= kStreamBytes) {
-    if (const DequantizeRun streaming = pick_dequantize_stream(active_isa(), qtype)) run = streaming;
-  }
+  const DequantizeRun streamed = pick_dequantize_stream(active_isa(), qtype);
+  const bool streaming = out_dtype == DType::kFloat32 && !arrays && n * 4 >= kStreamBytes && streamed;
+  if (streaming) run = streamed;
   advise_huge_pages(out, n * dtype_size(out_dtype));
   const uint8_t* levels = static_cast<const uint8_t*>(q);
   parallel_for(n_threads, n, kGrain, [&](int64_t begin, int64_t end, int) {
     for_each_run(view, arrays, begin, end, [&](int64_t i, int64_t len, int64_t k) {
       run(levels, i, len, params.at(k), out);
     });
+    if (streaming) _mm_sfence();  // streamed stores complete before the chunk reports done
   });
   return Status::kOk;
 }
