@@ -7,6 +7,15 @@ ops work under ``torch.compile(fullgraph=True)`` and ``torch.export``.
 """
 
 from slimtorch.ops.quantize import choose_qparams, dequantize, quantize
+from slimtorch.ops.select import magnitude_masks, magnitude_threshold
 from slimtorch.ops.threshold import prune_mask, threshold_
 
-__all__ = ["choose_qparams", "dequantize", "prune_mask", "quantize", "threshold_"]
+__all__ = [
+    "choose_qparams",
+    "dequantize",
+    "magnitude_masks",
+    "magnitude_threshold",
+    "prune_mask",
+    "quantize",
+    "threshold_",
+]
