@@ -6,6 +6,8 @@ argument), allocates outputs with torch, and dispatches through a
 ops work under ``torch.compile(fullgraph=True)`` and ``torch.export``.
 """
 
+from slimtorch.ops.spmm import SparseWeight, sparse_linear
 from slimtorch.ops.threshold import prune_mask, threshold_
 
 __all__ = ["prune_mask", "threshold_"]
+__all__ += ["SparseWeight", "sparse_linear"]
