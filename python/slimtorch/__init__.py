@@ -2,11 +2,11 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from slimtorch import ops, reference
+from slimtorch import nn, ops, reference
 
 try:
     __version__ = version("slimtorch")
 except PackageNotFoundError:  # a source checkout that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["ops", "reference", "__version__"]
+__all__ = ["nn", "ops", "reference", "__version__"]

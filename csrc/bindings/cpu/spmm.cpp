@@ -31,8 +31,8 @@ void bind_spmm(py::module_& m) {
   // is released only when the work is large enough for that to matter.
   m.def("spmm_forward", [](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
                            bool wide_idx, uintptr_t values, int value_type, uintptr_t row_scales,
-                           uintptr_t x, int64_t batch, int64_t ldx, uintptr_t bias, uintptr_t y,
-                           int64_t nnz, int n_threads) {
+                           int64_t nnz, uintptr_t x, int64_t batch, int64_t ldx, uintptr_t bias,
+                           uintptr_t y, int n_threads) {
     const SparseMatrix w =
         make_matrix(rows, cols, row_ptr, col_idx, wide_idx, values, value_type, row_scales);
     Status status;

@@ -74,9 +74,9 @@ def _(x, row_ptr, col_idx, values, row_scales, bias, in_features):
     _native.cpu.spmm_forward(
         out_features, in_features, row_ptr.data_ptr(), col_idx.data_ptr(),
         col_idx.dtype == torch.int32, values.data_ptr(), _VALUE_CODES[values.dtype],
-        0 if row_scales is None else row_scales.data_ptr(),
+        0 if row_scales is None else row_scales.data_ptr(), values.shape[0],
         x2.data_ptr(), batch, x2.stride(0) if batch > 1 else in_features,
-        0 if b is None else b.data_ptr(), y.data_ptr(), values.shape[0], _native.num_threads(),
+        0 if b is None else b.data_ptr(), y.data_ptr(), _native.num_threads(),
     )
     return y.reshape(*x.shape[:-1], out_features).to(x.dtype)
 
