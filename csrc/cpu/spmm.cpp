@@ -104,15 +104,13 @@ void gemv_scalar(const SparseMatrix& w, const float* x, const float* bias, float
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t end = w.row_ptr[r + 1];
     int64_t k = w.row_ptr[r];
-    // Four independent sums hide the multiply-add latency.
-    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-    for (; k + 4 <= end; k += 4) {
-      a0 += widen(val[k]) * x[idx[k]];
-      a1 += widen(val[k + 1]) * x[idx[k + 1]];
-      a2 += widen(val[k + 2]) * x[idx[k + 2]];
-      a3 += widen(val[k + 3]) * x[idx[k + 3]];
-    }
-    for (; k < end; ++k) a0 += widen(val[k]) * x[idx[k]];
+    // Eight independent partial sums, like the vector paths' lanes: they
+    // hide the multiply-add latency and keep each running sum short.
+    float a[8] = {};
+    for (; k + 8 <= end; k += 8)
+      for (int j = 0; j < 8; ++j) a[j] += widen(val[k + j]) * x[idx[k + j]];
+    for (; k < end; ++k) a[0] += widen(val[k]) * x[idx[k]];
+    const float a0 = a[0] + a[4], a1 = a[1] + a[5], a2 = a[2] + a[6], a3 = a[3] + a[7];
     y[r] = finish_row(w, bias, r, (a0 + a1) + (a2 + a3));
   }
 }
@@ -126,13 +124,19 @@ void panel_scalar(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb
   const V* val = static_cast<const V*>(w.values);
   const I* idx = static_cast<const I*>(w.col_idx);
   for (int64_t r = r0; r < r1; ++r) {
-    float acc[kW] = {};
-    for (int64_t k = w.row_ptr[r]; k < w.row_ptr[r + 1]; ++k) {
+    // Four partial sums per column (nonzero k goes to sum k % 4): without a
+    // fused multiply-add every product is rounded, and short sums keep the
+    // total error near that of torch's float32 product.
+    float acc[4][kW] = {};
+    const int64_t begin = w.row_ptr[r];
+    for (int64_t k = begin; k < w.row_ptr[r + 1]; ++k) {
       const float v = widen(val[k]);
       const float* xr = xt + int64_t(idx[k]) * kW;
-      for (int j = 0; j < kW; ++j) acc[j] += v * xr[j];
+      float* sum = acc[(k - begin) & 3];
+      for (int j = 0; j < kW; ++j) sum[j] += v * xr[j];
     }
-    for (int64_t j = 0; j < nb; ++j) y[(b0 + j) * ldy + r] = finish_row(w, bias, r, acc[j]);
+    for (int64_t j = 0; j < nb; ++j)
+      y[(b0 + j) * ldy + r] = finish_row(w, bias, r, (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]));
   }
 }
 
