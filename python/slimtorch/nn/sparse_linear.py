@@ -148,10 +148,13 @@ class SparseLinear(nn.Module):
         return layer
 
     def to_dense(self) -> nn.Linear:
-        """An ``nn.Linear`` with the same weights (float32 for int8 values,
-        else the values' dtype) and a copy of the bias."""
+        """An ``nn.Linear`` with the same weights and a copy of the bias, in
+        the bias's dtype (without a bias: float32 for int8 values, else the
+        values' dtype)."""
         weight = self.packed().to_dense()
-        if self.values.dtype != torch.int8:
+        if self.bias is not None:
+            weight = weight.to(self.bias.dtype)
+        elif self.values.dtype != torch.int8:
             weight = weight.to(self.values.dtype)
         linear = nn.Linear(self.in_features, self.out_features, self.bias is not None,
                            device=weight.device, dtype=weight.dtype)
