@@ -127,7 +127,7 @@ def test_fine_tuning_step_inside_model():
         loss = (model(x) - target).pow(2).mean()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < losses[0]
 
 
