@@ -254,28 +254,39 @@ SLIMTORCH_AVX512 inline __m512i index16(const int32_t* p, __mmask16 m) {
   return _mm512_maskz_loadu_epi32(m, p);
 }
 
-template <class V, class I>
-SLIMTORCH_AVX512 void gemv_avx512(const SparseMatrix& w, const float* x, const float* bias, float* y,
-                                  int64_t r0, int64_t r1) {
+// NB (1..4) batch columns at once: the indices and values of a chunk are
+// loaded once and serve NB gathers (x[b] = x + b * ldx, y[b] = y + b * ldy).
+template <class V, class I, int NB>
+SLIMTORCH_AVX512 void gemv_avx512(const SparseMatrix& w, const float* x, int64_t ldx, const float* bias,
+                                  float* y, int64_t ldy, int64_t r0, int64_t r1) {
   const V* val = static_cast<const V*>(w.values);
   const I* idx = static_cast<const I*>(w.col_idx);
   const __mmask16 all = 0xffff;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t end = w.row_ptr[r + 1];
     int64_t k = w.row_ptr[r];
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m512 acc0[NB], acc1[NB];
+    for (int b = 0; b < NB; ++b) acc0[b] = acc1[b] = _mm512_setzero_ps();
     for (; k + 32 <= end; k += 32) {
-      acc0 = _mm512_fmadd_ps(load16(val + k, all), _mm512_i32gather_ps(index16(idx + k, all), x, 4), acc0);
-      acc1 = _mm512_fmadd_ps(load16(val + k + 16, all),
-                             _mm512_i32gather_ps(index16(idx + k + 16, all), x, 4), acc1);
+      const __m512 v0 = load16(val + k, all), v1 = load16(val + k + 16, all);
+      const __m512i i0 = index16(idx + k, all), i1 = index16(idx + k + 16, all);
+      for (int b = 0; b < NB; ++b) {
+        acc0[b] = _mm512_fmadd_ps(v0, _mm512_i32gather_ps(i0, x + b * ldx, 4), acc0[b]);
+        acc1[b] = _mm512_fmadd_ps(v1, _mm512_i32gather_ps(i1, x + b * ldx, 4), acc1[b]);
+      }
     }
     // At most two masked steps finish the row: no scalar remainder.
     for (; k < end; k += 16) {
       const __mmask16 m = first_lanes(end - k);
-      const __m512 xs = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, index16(idx + k, m), x, 4);
-      acc0 = _mm512_fmadd_ps(load16(val + k, m), xs, acc0);
+      const __m512 v = load16(val + k, m);
+      const __m512i i = index16(idx + k, m);
+      for (int b = 0; b < NB; ++b) {
+        const __m512 xs = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, i, x + b * ldx, 4);
+        acc0[b] = _mm512_fmadd_ps(v, xs, acc0[b]);
+      }
     }
-    y[r] = finish_row(w, bias, r, _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)));
+    for (int b = 0; b < NB; ++b)
+      y[b * ldy + r] = finish_row(w, bias, r, _mm512_reduce_add_ps(_mm512_add_ps(acc0[b], acc1[b])));
   }
 }
 
@@ -313,15 +324,43 @@ SLIMTORCH_AVX512 void panel_avx512(const SparseMatrix& w, const float* xt, int64
 
 // ---- drivers ---------------------------------------------------------------------------
 
-using GemvFn = void (*)(const SparseMatrix&, const float*, const float*, float*, int64_t, int64_t);
+// Gather paths handle kMaxGatherBatch columns per pass (scalar/AVX2: one).
+using GemvFn = void (*)(const SparseMatrix&, const float*, int64_t, const float*, float*, int64_t,
+                        int64_t, int64_t);
 using PanelFn = void (*)(const SparseMatrix&, const float*, int64_t, int64_t, const float*, float*,
                          int64_t, int64_t, int64_t);
 
+// Columns of x handled by one gather pass, and the batch below which the
+// gather paths beat the transposed panels (a panel costs about as much for
+// 1 column as for 16; a gather pass costs about one gather per nonzero per column).
+constexpr int kMaxGatherBatch = 3;
+
 template <class V, class I>
-GemvFn pick_gemv(Isa isa) {
-  if (isa >= Isa::kAvx512) return gemv_avx512<V, I>;
-  if (isa >= Isa::kAvx2) return gemv_avx2<V, I>;
-  return gemv_scalar<V, I>;
+void gemv_scalar_cols(const SparseMatrix& w, const float* x, int64_t, const float* bias, float* y,
+                      int64_t, int64_t r0, int64_t r1) {
+  gemv_scalar<V, I>(w, x, bias, y, r0, r1);
+}
+template <class V, class I>
+void gemv_avx2_cols(const SparseMatrix& w, const float* x, int64_t, const float* bias, float* y,
+                    int64_t, int64_t r0, int64_t r1) {
+  gemv_avx2<V, I>(w, x, bias, y, r0, r1);
+}
+
+// The gather kernel for up to `batch` columns; *columns says how many it takes.
+template <class V, class I>
+GemvFn pick_gemv(Isa isa, int64_t batch, int* columns) {
+  if (isa >= Isa::kAvx512) {
+    *columns = int(std::min<int64_t>(batch, kMaxGatherBatch));
+    switch (*columns) {
+      case 1: return gemv_avx512<V, I, 1>;
+      case 2: return gemv_avx512<V, I, 2>;
+      case 3: return gemv_avx512<V, I, 3>;
+      default: return gemv_avx512<V, I, 4>;
+    }
+  }
+  *columns = 1;
+  if (isa >= Isa::kAvx2) return gemv_avx2_cols<V, I>;
+  return gemv_scalar_cols<V, I>;
 }
 
 // The panel kernel and its width W for this batch: the fewest vectors that
@@ -379,9 +418,15 @@ template <class V, class I>
 void forward_typed(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
                    const float* bias, float* y, int n_threads) {
   const Isa isa = active_isa();
-  if (batch == 1) {
-    const GemvFn gemv = pick_gemv<V, I>(isa);
-    for_row_ranges(w, 1, n_threads, [&](int64_t r0, int64_t r1) { gemv(w, x, bias, y, r0, r1); });
+  if (batch == 1 || (isa >= Isa::kAvx512 && batch <= kMaxGatherBatch)) {
+    for_row_ranges(w, batch, n_threads, [&](int64_t r0, int64_t r1) {
+      for (int64_t b = 0; b < batch;) {
+        int columns = 1;
+        const GemvFn gemv = pick_gemv<V, I>(isa, batch - b, &columns);
+        gemv(w, x + b * ldx, ldx, bias, y + b * w.rows, w.rows, r0, r1);
+        b += columns;
+      }
+    });
     return;
   }
   int width = 0;
