@@ -254,7 +254,7 @@ SLIMTORCH_AVX512 inline __m512i index16(const int32_t* p, __mmask16 m) {
   return _mm512_maskz_loadu_epi32(m, p);
 }
 
-// NB (1..4) batch columns at once: the indices and values of a chunk are
+// NB (1..3) batch columns at once: the indices and values of a chunk are
 // loaded once and serve NB gathers (x[b] = x + b * ldx, y[b] = y + b * ldy).
 template <class V, class I, int NB>
 SLIMTORCH_AVX512 void gemv_avx512(const SparseMatrix& w, const float* x, int64_t ldx, const float* bias,
@@ -354,8 +354,7 @@ GemvFn pick_gemv(Isa isa, int64_t batch, int* columns) {
     switch (*columns) {
       case 1: return gemv_avx512<V, I, 1>;
       case 2: return gemv_avx512<V, I, 2>;
-      case 3: return gemv_avx512<V, I, 3>;
-      default: return gemv_avx512<V, I, 4>;
+      default: return gemv_avx512<V, I, 3>;
     }
   }
   *columns = 1;
