@@ -34,12 +34,10 @@ BATCHES = [1, 16, 128]
 
 
 @pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
+def _inference():
+    # Threads: benchmarks/conftest.py (SLIMTORCH_BENCH_THREADS, default 2).
     with torch.no_grad():
         yield
-    torch.set_num_threads(previous)
 
 
 _cache: dict = {}

@@ -30,6 +30,7 @@
 #pragma once
 
 #include "slimtorch/common.h"
+#include "slimtorch/cuda.h"
 
 namespace slimtorch {
 
@@ -55,5 +56,14 @@ Status spmm_forward(const SparseMatrix& w, const float* x, int64_t batch, int64_
 // fully overwritten. Threads split the batch (each owns whole grad_x rows).
 Status spmm_backward_input(const SparseMatrix& w, const float* grad_y, int64_t batch,
                            float* grad_x, int n_threads);
+
+namespace cuda {
+// Device version of spmm_forward: every pointer is a device pointer; runs on
+// `stream` without synchronizing. One warp per output row; its lanes stride
+// over the row's nonzeros for up to 8 batch columns at a time, then reduce
+// with shuffles. (The gradient with respect to x runs on torch on CUDA.)
+Status spmm_forward(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
+                    const float* bias, float* y, Stream stream);
+}  // namespace cuda
 
 }  // namespace slimtorch
