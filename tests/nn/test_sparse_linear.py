@@ -156,14 +156,21 @@ def test_dense_fallback_above_break_even(monkeypatch):
 
 
 def test_break_even_table_rule(monkeypatch):
-    table = {"float": ((1, 0.6), (16, 0.4), (128, 0.2)), "int8": ((1, 0.7), (16, 0.7), (128, 0.7))}
+    table = {
+        ("float", "cached"): ((1, 0.6), (16, 0.4), (128, 0.2)),
+        ("int8", "cached"): ((1, 0.7), (16, 0.7), (128, 0.7)),
+        ("float", "large"): ((1, 0.9), (16, 0.9), (128, 0.9)),
+        ("int8", "large"): ((1, 0.9), (16, 0.9), (128, 0.9)),
+    }
     monkeypatch.setattr(sparse_linear_module, "BREAK_EVEN_DENSITY", table)
     rule = sparse_linear_module._sparse_max_batch
-    assert rule(0.1, torch.float32) == math.inf
-    assert rule(0.3, torch.float32) == 16
-    assert rule(0.5, torch.float16) == 1
-    assert rule(0.61, torch.float32) == 0
-    assert rule(0.65, torch.int8) == math.inf
+    small, large = 100 * 100, 4096 * 4096
+    assert rule(0.1, torch.float32, small) == math.inf
+    assert rule(0.3, torch.float32, small) == 16
+    assert rule(0.5, torch.float16, small) == 1
+    assert rule(0.61, torch.float32, small) == 0
+    assert rule(0.65, torch.int8, small) == math.inf
+    assert rule(0.8, torch.float32, large) == math.inf
 
 
 def test_fast_path_equals_op_path():

@@ -3,13 +3,16 @@ on slimtorch's sparse kernels, or on torch's dense kernel where that is faster.
 
 Dense fallback ("never slower than what it replaces"): the sparse kernels
 beat dense only below some density, and that density falls as the batch
-grows. ``BREAK_EVEN_DENSITY`` holds, per batch size, the highest density at
-which the sparse kernel was measured faster than ``nn.Linear`` with the same
-weights (benchmarks/break_even.py, 2 threads, AMD EPYC with AVX-512, shapes
-768->3072, 3072->768 and 4096->4096, the smallest of the three break-evens
-taken; values kept a margin below the measured crossing). A layer whose density is above the
-break-even for a batch size runs ``F.linear`` on a dense copy of its weight
-(built once, not saved in the state_dict) for that batch size and larger ones.
+grows and rises when the dense weight no longer fits in the last-level cache.
+``BREAK_EVEN_DENSITY`` holds, per values kind, weight size class and batch
+size, the highest density at which the sparse kernel was measured faster
+than ``nn.Linear`` with the same weights (benchmarks/break_even.py: 2 threads
+on a shared 2-core AMD EPYC with AVX-512, shapes 768->3072 and 3072->768 for
+"cached", 4096->4096 for "large"; the smaller of two shapes' crossings, kept
+a grid step below where the measurement was a tie, because that machine's
+timings were noisy). A layer whose density is above the break-even of a
+batch size runs ``F.linear`` on a dense copy of its weight (built once, not
+saved in the state_dict) for that batch size and larger ones.
 GPU break-evens were not measured; the same table is used there.
 """
 
@@ -27,18 +30,27 @@ from slimtorch.ops.spmm import MAX_NARROW_COLS, VALUE_DTYPES, SparseWeight, _spa
 
 __all__ = ["SparseLinear", "BREAK_EVEN_DENSITY"]
 
-# {values kind: ((batch, highest density at which sparse wins), ...)}, batch ascending.
-BREAK_EVEN_DENSITY: dict[str, tuple[tuple[int, float], ...]] = {
-    "float": ((1, 0.5), (16, 0.5), (128, 0.5)),
-    "int8": ((1, 0.5), (16, 0.5), (128, 0.5)),
+# {(values kind, weight size class): ((batch, highest density at which the
+# sparse kernel wins), ...)}, batch ascending. The size class matters because
+# a dense weight that stays in the last-level cache makes torch's dense GEMV
+# compute-bound and fast, while the sparse kernel is bound by its gathers.
+BREAK_EVEN_DENSITY: dict[tuple[str, str], tuple[tuple[int, float], ...]] = {
+    ("float", "cached"): ((1, 0.1), (16, 0.2), (128, 0.4)),
+    ("float", "large"): ((1, 0.4), (16, 0.7), (128, 0.5)),
+    ("int8", "cached"): ((1, 0.1), (16, 0.2), (128, 0.5)),
+    ("int8", "large"): ((1, 0.4), (16, 0.7), (128, 0.6)),
 }
+# Dense float32 weights up to this size count as "cached" (half the 32 MiB L3
+# of the machine the table was measured on).
+CACHED_WEIGHT_BYTES = 16 << 20
 
 _PACKED = ("row_ptr", "col_idx", "values", "row_scales")
 
 
-def _sparse_max_batch(density: float, values_dtype: torch.dtype) -> float:
+def _sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements: int) -> float:
     """The largest batch (rows of x) for which the sparse kernel is used."""
-    table = BREAK_EVEN_DENSITY["int8" if values_dtype == torch.int8 else "float"]
+    size = "cached" if 4 * weight_elements <= CACHED_WEIGHT_BYTES else "large"
+    table = BREAK_EVEN_DENSITY[("int8" if values_dtype == torch.int8 else "float", size)]
     best = 0
     for batch, limit in table:
         if density > limit:
@@ -195,7 +207,8 @@ class SparseLinear(nn.Module):
     def _configure(self) -> None:
         """Derives the dispatch state from the buffers: the dense fallback
         decision (and its dense weight) and the native fast path's arguments."""
-        self._sparse_max_batch = _sparse_max_batch(self.density, self.values.dtype)
+        self._sparse_max_batch = _sparse_max_batch(
+            self.density, self.values.dtype, self.in_features * self.out_features)
         self._buffers.pop("_dense_weight", None)
         if self._sparse_max_batch != math.inf:
             dense = self.packed().to_dense()
