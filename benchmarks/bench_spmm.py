@@ -103,7 +103,7 @@ def test_sparse(benchmark, shape, batch, sparsity, impl):
 def test_call_overhead(benchmark, impl):
     # 64->64 at batch 1: the time is all call overhead.
     linear = _pruned_linear(64, 64, 0.9)
-    layer = linear if impl == "dense" else SparseLinear.from_dense(linear).requires_grad_(False)
+    layer = linear if impl == "dense" else _sparse_layer(linear, torch.float32)
     x = torch.randn(1, 64)
     _info(benchmark, "overhead", (64, 64), 1, 0.9, impl)
     benchmark.pedantic(layer, (x,), rounds=200, iterations=200, warmup_rounds=5)

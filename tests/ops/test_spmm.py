@@ -91,6 +91,18 @@ def test_empty_rows_and_all_zero(isa, values_dtype):
         assert torch.equal(ops.sparse_linear(x[:b], zero), torch.zeros(b, 40))
 
 
+@pytest.mark.parametrize("in_f, out_f", [(0, 3), (3, 0), (0, 0)])
+def test_zero_features(isa, in_f, out_f):
+    weight = SparseWeight.from_dense(torch.zeros(out_f, in_f))
+    bias = _x((out_f,))
+    for batch in (1, 4):
+        x = _x((batch, in_f)).requires_grad_()
+        y = ops.sparse_linear(x, weight, bias)
+        assert torch.equal(y, bias.expand(batch, out_f))
+        y.sum().backward()
+        assert x.grad.shape == (batch, in_f)
+
+
 @pytest.mark.parametrize("in_f", [40000, 70000])
 def test_wide_columns(isa, in_f):
     # 40000: 16-bit indices >= 32768 stored as negative int16; 70000: int32 indices.
@@ -307,3 +319,19 @@ def test_reference_agrees_with_kernel():
     x = _x((4, 13))
     expected = reference.sparse_linear(x, weight.row_ptr, weight.col_idx, weight.values, None, None, 13)
     torch.testing.assert_close(ops.sparse_linear(x, weight), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("values_dtype", VALUE_DTYPES)
+@pytest.mark.parametrize("batch", [1, 7, 16, 33])
+def test_cuda_matches_fp64_reference(values_dtype, batch):
+    weight = SparseWeight.from_dense(_pruned(300, 1000, 0.9), values_dtype)
+    on_gpu = SparseWeight(*(t.cuda() if t is not None else None for t in
+                            (weight.row_ptr, weight.col_idx, weight.values, weight.row_scales)), 1000)
+    x, bias = _x((batch, 1000)), _x((300,), seed=2)
+    y = ops.sparse_linear(x.cuda(), on_gpu, bias.cuda())
+    assert y.device.type == "cuda"
+    assert_close_to_fp64(y.cpu(), x, weight, bias)
+    xg = x.cuda().requires_grad_()
+    ops.sparse_linear(xg, on_gpu).sum().backward()
+    torch.testing.assert_close(xg.grad.cpu(), weight.to_dense().sum(0).expand(batch, -1), rtol=1e-4, atol=1e-4)

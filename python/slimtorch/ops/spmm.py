@@ -11,6 +11,8 @@ bfloat16; the kernels compute in float32 and return ``x.dtype``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from slimtorch import _native, reference
@@ -53,7 +55,7 @@ def _(x, row_ptr, col_idx, values, row_scales, bias, in_features):
 def _as_float_matrix(t: torch.Tensor, width: int) -> torch.Tensor:
     """``t`` as a float32 ``[rows, width]`` matrix with unit column stride and
     a row stride the kernels accept (a copy only where needed)."""
-    m = t.reshape(-1, width)
+    m = t.reshape(math.prod(t.shape[:-1]), width)  # not -1: width may be 0
     if m.dtype != torch.float32:
         m = m.float()
     if m.stride(-1) != 1 or (m.shape[0] > 1 and m.stride(0) < width):
@@ -103,7 +105,7 @@ def _(grad_y, row_ptr, col_idx, values, row_scales, in_features):
     if _native.cpu is None:
         return reference.sparse_linear_grad_input(grad_y, row_ptr, col_idx, values, row_scales, in_features)
     out_features = row_ptr.shape[0] - 1
-    g = grad_y.reshape(-1, out_features).float().contiguous()
+    g = grad_y.reshape(math.prod(grad_y.shape[:-1]), out_features).float().contiguous()
     grad_x = torch.empty((g.shape[0], in_features), dtype=torch.float32)
     _native.cpu.spmm_backward_input(
         out_features, in_features, row_ptr.data_ptr(), col_idx.data_ptr(),
@@ -128,7 +130,7 @@ def _backward(ctx, grad):
     if ctx.needs_input_grad[0]:
         grad_x = _grad_input_op(grad, row_ptr, col_idx, values, row_scales, ctx.in_features)
     if ctx.needs_input_grad[5]:
-        grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0).to(ctx.bias_dtype)
+        grad_bias = grad.reshape(math.prod(grad.shape[:-1]), grad.shape[-1]).sum(0).to(ctx.bias_dtype)
     return grad_x, None, None, None, None, grad_bias, None
 
 
