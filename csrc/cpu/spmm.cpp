@@ -290,6 +290,47 @@ SLIMTORCH_AVX512 void gemv_avx512(const SparseMatrix& w, const float* x, int64_t
   }
 }
 
+// Batch 1 through the column bitmap (see spmm.h): the values of a row are
+// consecutive and column-ordered, so each 16-column block takes the next
+// popcount(mask) of them, expanded into the lanes its mask selects.
+template <class V>
+SLIMTORCH_AVX512 void gemv_bitmap_avx512(const SparseMatrix& w, const float* x, const float* bias,
+                                         float* y, int64_t r0, int64_t r1) {
+  const int64_t blocks = (w.cols + 15) / 16;
+  for (int64_t r = r0; r < r1; ++r) {
+    const V* v = static_cast<const V*>(w.values) + w.row_ptr[r];
+    const uint16_t* masks = w.bitmap + r * blocks;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t b = 0;
+    // Four blocks per step: their value offsets come from popcounts of one
+    // 64-bit load of the masks, so the loads do not wait on each other.
+    for (; b + 4 <= blocks; b += 4) {
+      uint64_t m;
+      std::memcpy(&m, masks + b, sizeof m);
+      if (m == 0) continue;
+      const int n0 = __builtin_popcountll(m & 0xffffu), n01 = __builtin_popcountll(m & 0xffffffffu);
+      const int n012 = __builtin_popcountll(m & 0xffffffffffffull), n = __builtin_popcountll(m);
+      const __mmask16 m0 = __mmask16(m), m1 = __mmask16(m >> 16), m2 = __mmask16(m >> 32), m3 = __mmask16(m >> 48);
+      // Masked loads: never past the row's values or x's end.
+      const __m512 p0 = load16(v, first_lanes(n0)), p1 = load16(v + n0, first_lanes(n01 - n0));
+      const __m512 p2 = load16(v + n01, first_lanes(n012 - n01)), p3 = load16(v + n012, first_lanes(n - n012));
+      const float* xb = x + 16 * b;
+      acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m0, p0), _mm512_maskz_loadu_ps(m0, xb), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m1, p1), _mm512_maskz_loadu_ps(m1, xb + 16), acc1);
+      acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m2, p2), _mm512_maskz_loadu_ps(m2, xb + 32), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m3, p3), _mm512_maskz_loadu_ps(m3, xb + 48), acc1);
+      v += n;
+    }
+    for (; b < blocks; ++b) {
+      const __mmask16 m = masks[b];
+      const __m512 p = load16(v, first_lanes(__builtin_popcount(m)));
+      acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m, p), _mm512_maskz_loadu_ps(m, x + 16 * b), acc0);
+      v += __builtin_popcount(m);
+    }
+    y[r] = finish_row(w, bias, r, _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)));
+  }
+}
+
 // Batched rows with W = 16 * NV batch columns per panel (see panel_avx2).
 template <class V, class I, int NV>
 SLIMTORCH_AVX512 void panel_avx512(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb,
@@ -417,6 +458,12 @@ template <class V, class I>
 void forward_typed(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
                    const float* bias, float* y, int n_threads) {
   const Isa isa = active_isa();
+  if (batch == 1 && isa >= Isa::kAvx512 && w.bitmap != nullptr) {
+    for_row_ranges(w, 1, n_threads, [&](int64_t r0, int64_t r1) {
+      gemv_bitmap_avx512<V>(w, x, bias, y, r0, r1);
+    });
+    return;
+  }
   if (batch == 1 || (isa >= Isa::kAvx512 && batch <= kMaxGatherBatch)) {
     for_row_ranges(w, batch, n_threads, [&](int64_t r0, int64_t r1) {
       for (int64_t b = 0; b < batch;) {

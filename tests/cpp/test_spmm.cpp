@@ -25,6 +25,7 @@ struct Packed {
   std::vector<int8_t> i8;
   std::vector<float> scales;
   std::vector<double> dense;
+  std::vector<uint16_t> bitmap;  // [rows][ceil(cols / 16)]
   SparseMatrix matrix;
 };
 
@@ -71,12 +72,16 @@ Packed make(int64_t rows, int64_t cols, double density, SparseValues type, bool 
           break;
         }
       }
+      const int64_t blocks = (cols + 15) / 16;
+      if (p.bitmap.empty()) p.bitmap.assign(size_t(rows * blocks), 0);
+      p.bitmap[size_t(r * blocks + c / 16)] |= uint16_t(1u << (c % 16));
       p.idx16.push_back(uint16_t(c));
       p.idx32.push_back(int32_t(c));
       p.dense[size_t(r * cols + c)] = exact;
     }
     p.row_ptr.push_back(int64_t(p.idx32.size()));
   }
+  if (p.bitmap.empty()) p.bitmap.assign(size_t(rows * ((cols + 15) / 16)), 0);
   SparseMatrix& m = p.matrix;
   m.rows = rows;
   m.cols = cols;
@@ -112,15 +117,19 @@ TEST(forward_matches_oracle_on_every_path) {
     for (SparseValues type : types) {
       for (bool wide : {false, true}) {
         for (auto [rows, cols, density] : {std::tuple<int64_t, int64_t, double>{37, 300, 0.3},
-                                           {1, 1, 1.0}, {5, 17, 0.0}, {64, 33, 0.9}}) {
+                                           {1, 1, 1.0}, {5, 17, 0.0}, {64, 33, 0.9},
+                                           {9, 100, 0.6}}) {
           Packed p = make(rows, cols, density, type, wide, uint32_t(rows * 7 + cols));
           for (int64_t batch : {1, 2, 3, 4, 15, 16, 17, 33, 65, 130}) {
             const int64_t ldx = cols + 3;  // a padded row stride
             const std::vector<float> x = random_vector(batch * ldx, uint32_t(batch));
             const std::vector<float> bias = random_vector(rows, 99);
             for (int threads : {1, 3}) {
+            for (bool use_bitmap : {false, true}) {
+              SparseMatrix matrix = p.matrix;
+              matrix.bitmap = use_bitmap ? p.bitmap.data() : nullptr;
               std::vector<float> y(size_t(batch * rows), -7.0f);
-              CHECK(spmm_forward(p.matrix, x.data(), batch, ldx, bias.data(), y.data(), threads) == Status::kOk);
+              CHECK(spmm_forward(matrix, x.data(), batch, ldx, bias.data(), y.data(), threads) == Status::kOk);
               for (int64_t b = 0; b < batch; ++b) {
                 for (int64_t r = 0; r < rows; ++r) {
                   double want = bias[size_t(r)], magnitude = std::fabs(want);
@@ -132,6 +141,7 @@ TEST(forward_matches_oracle_on_every_path) {
                   CHECK(close(y[size_t(b * rows + r)], want, magnitude));
                 }
               }
+            }
             }
           }
         }

@@ -91,6 +91,34 @@ def test_empty_rows_and_all_zero(isa, values_dtype):
         assert torch.equal(ops.sparse_linear(x[:b], zero), torch.zeros(b, 40))
 
 
+@pytest.mark.parametrize("values_dtype", VALUE_DTYPES)
+@pytest.mark.parametrize("in_f", [1, 15, 16, 17, 63, 64, 65, 100, 1000])
+def test_bitmap_path(isa, values_dtype, in_f):
+    # Dense enough for the column bitmap; tails of 4-block steps and of blocks.
+    w = _pruned(21, in_f, 0.5, seed=in_f)
+    w[3] = 0
+    w[5, :] = 1.0
+    weight = SparseWeight.from_dense(w, values_dtype)
+    assert weight.bitmap is not None and weight.bitmap.shape == (21, (in_f + 15) // 16)
+    bits = weight.bitmap.int() & 0xFFFF
+    expanded = ((bits[:, :, None] >> torch.arange(16)) & 1).reshape(21, -1)[:, :in_f]
+    assert torch.equal(expanded.bool(), w != 0)
+    x, bias = _x((1, in_f)), _x((21,), seed=2)
+    y = ops.sparse_linear(x, weight, bias)
+    assert_close_to_fp64(y, x, weight, bias)
+    weight.bitmap = None  # the gather path gives the same result within tolerance
+    torch.testing.assert_close(ops.sparse_linear(x, weight, bias), y, rtol=1e-5, atol=1e-5)
+
+
+def test_bitmap_only_when_it_pays_and_columns_ascend():
+    assert SparseWeight.from_dense(_pruned(30, 40, 0.9)).bitmap is None  # too sparse
+    weight = SparseWeight.from_dense(_pruned(3, 40, 0.2))
+    assert weight.bitmap is not None
+    swapped = weight.col_idx.clone()
+    swapped[[0, 1]] = swapped[[1, 0]]  # not ascending within row 0
+    assert SparseWeight(weight.row_ptr, swapped, weight.values, None, 40).bitmap is None
+
+
 @pytest.mark.parametrize("in_f, out_f", [(0, 3), (3, 0), (0, 0)])
 def test_zero_features(isa, in_f, out_f):
     weight = SparseWeight.from_dense(torch.zeros(out_f, in_f))

@@ -9,7 +9,8 @@ namespace {
 // The packed weight as it crosses the binding: addresses of the validated
 // tensors plus the facts the op layer read from their dtypes.
 SparseMatrix make_matrix(int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
-                         bool wide_idx, uintptr_t values, int value_type, uintptr_t row_scales) {
+                         bool wide_idx, uintptr_t values, int value_type, uintptr_t row_scales,
+                         uintptr_t bitmap = 0) {
   if (value_type < 0 || value_type > 3)
     throw py::value_error("values: unknown value type code " + std::to_string(value_type));
   SparseMatrix w;
@@ -21,6 +22,7 @@ SparseMatrix make_matrix(int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_
   w.values = as_ptr<const void>(values);
   w.value_type = SparseValues(value_type);
   w.row_scales = as_ptr<const float>(row_scales);
+  w.bitmap = as_ptr<const uint16_t>(bitmap);
   return w;
 }
 }  // namespace
@@ -31,10 +33,10 @@ void bind_spmm(py::module_& m) {
   // is released only when the work is large enough for that to matter.
   m.def("spmm_forward", [](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
                            bool wide_idx, uintptr_t values, int value_type, uintptr_t row_scales,
-                           int64_t nnz, uintptr_t x, int64_t batch, int64_t ldx, uintptr_t bias,
-                           uintptr_t y, int n_threads) {
-    const SparseMatrix w =
-        make_matrix(rows, cols, row_ptr, col_idx, wide_idx, values, value_type, row_scales);
+                           int64_t nnz, uintptr_t bitmap, uintptr_t x, int64_t batch, int64_t ldx,
+                           uintptr_t bias, uintptr_t y, int n_threads) {
+    const SparseMatrix w = make_matrix(rows, cols, row_ptr, col_idx, wide_idx, values, value_type,
+                                       row_scales, bitmap);
     Status status;
     if (nnz * batch < (int64_t(1) << 16)) {
       status = spmm_forward(w, as_ptr<const float>(x), batch, ldx, as_ptr<const float>(bias),

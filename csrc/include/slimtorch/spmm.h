@@ -25,6 +25,9 @@
 //  - batch > 1: X is transposed into panels of W batch columns (x^T[col][0:W],
 //    W = 16/32/64 lanes on AVX-512, 8/16/32 on AVX2, 8 scalar), sized to stay
 //    in L2; for every nonzero w[r, c], y[r, panel] += w * x^T[c, panel].
+//  - batch 1 with a bitmap (AVX-512): per block of 16 columns, the row's next
+//    popcount(mask) values are expanded into the set lanes and multiplied by a
+//    plain (masked) load of x: no gathers, 1 bit per column instead of 16.
 //  Threads split the rows so each gets about the same number of nonzeros
 //  (plus a fixed cost per row), found by binary search on row_ptr.
 #pragma once
@@ -45,6 +48,11 @@ struct SparseMatrix {
   const void* values = nullptr;
   SparseValues value_type = SparseValues::kFloat32;
   const float* row_scales = nullptr;  // int8 only
+  // Optional second encoding of the columns, used by the AVX-512 batch-1 path:
+  // uint16[rows][ceil(cols / 16)], bit j of block b set iff column 16b + j is
+  // stored in the row. Must describe exactly the columns of col_idx, which
+  // must then be ascending within each row (values are read in that order).
+  const uint16_t* bitmap = nullptr;
 };
 
 // y[b, r] = sum_k w[r, col_k] * x[b, col_k] (+ bias[r]) for b < batch.

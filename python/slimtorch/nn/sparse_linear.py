@@ -36,9 +36,9 @@ __all__ = ["SparseLinear", "BREAK_EVEN_DENSITY"]
 # compute-bound and fast, while the sparse kernel is bound by its gathers.
 BREAK_EVEN_DENSITY: dict[tuple[str, str], tuple[tuple[int, float], ...]] = {
     ("float", "cached"): ((1, 0.1), (16, 0.2), (128, 0.4)),
-    ("float", "large"): ((1, 0.4), (16, 0.7), (128, 0.5)),
+    ("float", "large"): ((1, 0.5), (16, 0.7), (128, 0.5)),
     ("int8", "cached"): ((1, 0.1), (16, 0.2), (128, 0.5)),
-    ("int8", "large"): ((1, 0.4), (16, 0.7), (128, 0.6)),
+    ("int8", "large"): ((1, 0.5), (16, 0.7), (128, 0.6)),
 }
 # Dense float32 weights up to this size count as "cached" (half the 32 MiB L3
 # of the machine the table was measured on).
@@ -209,9 +209,12 @@ class SparseLinear(nn.Module):
         decision (and its dense weight) and the native fast path's arguments."""
         self._sparse_max_batch = _sparse_max_batch(
             self.density, self.values.dtype, self.in_features * self.out_features)
+        packed = self.packed()
+        # Derived, not saved: the column bitmap of the batch-1 kernel.
+        self.register_buffer("_bitmap", packed.bitmap, persistent=False)
         self._buffers.pop("_dense_weight", None)
         if self._sparse_max_batch != math.inf:
-            dense = self.packed().to_dense()
+            dense = packed.to_dense()
             if self.bias is not None and self.bias.dtype != dense.dtype:
                 dense = dense.to(self.bias.dtype)
             self.register_buffer("_dense_weight", dense, persistent=False)
@@ -223,6 +226,7 @@ class SparseLinear(nn.Module):
                 self.out_features, self.in_features, self.row_ptr.data_ptr(), self.col_idx.data_ptr(),
                 self.col_idx.dtype == torch.int32, self.values.data_ptr(), value_code(self.values.dtype),
                 0 if self.row_scales is None else self.row_scales.data_ptr(), self.values.shape[0],
+                0 if self._bitmap is None else self._bitmap.data_ptr(),
             )
         else:
             self._native_args = None
@@ -300,4 +304,5 @@ class SparseLinear(nn.Module):
         if batch > self._sparse_max_batch:
             weight = self._dense_weight
             return F.linear(x, weight if weight.dtype == x.dtype else weight.to(x.dtype), bias)
-        return _sparse_linear_op(x, self.row_ptr, self.col_idx, self.values, self.row_scales, bias, in_features)
+        return _sparse_linear_op(x, self.row_ptr, self.col_idx, self.values, self.row_scales, bias, in_features,
+                                 self._bitmap)
