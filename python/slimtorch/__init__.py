@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from slimtorch import ops, reference
+from slimtorch import nn, ops, reference
 from slimtorch.structured import prune_channels
 
 try:
@@ -10,4 +10,12 @@ try:
 except PackageNotFoundError:  # a source checkout that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["ops", "prune_channels", "reference", "__version__"]
+
+
+__all__ = [
+    "nn",
+    "ops",
+    "prune_channels",
+    "reference",
+    "__version__",
+]

@@ -8,6 +8,7 @@ ops work under ``torch.compile(fullgraph=True)`` and ``torch.export``.
 
 from slimtorch.ops.quantize import choose_qparams, dequantize, quantize
 from slimtorch.ops.select import magnitude_masks, magnitude_threshold
+from slimtorch.ops.spmm import SparseWeight, sparse_linear
 from slimtorch.ops.threshold import prune_mask, threshold_
 
 __all__ = [
@@ -17,5 +18,7 @@ __all__ = [
     "magnitude_threshold",
     "prune_mask",
     "quantize",
+    "sparse_linear",
+    "SparseWeight",
     "threshold_",
 ]

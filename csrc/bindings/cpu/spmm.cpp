@@ -1,0 +1,67 @@
+#include "slimtorch/spmm.h"
+
+#include "../glue.h"
+#include "families.h"
+
+namespace slimtorch::bindings {
+
+namespace {
+// The packed weight as it crosses the binding: addresses of the validated
+// tensors plus the facts the op layer read from their dtypes.
+SparseMatrix make_matrix(int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
+                         bool wide_idx, uintptr_t values, int value_type, uintptr_t row_scales,
+                         uintptr_t bitmap = 0) {
+  if (value_type < 0 || value_type > 3)
+    throw py::value_error("values: unknown value type code " + std::to_string(value_type));
+  SparseMatrix w;
+  w.rows = rows;
+  w.cols = cols;
+  w.row_ptr = as_ptr<const int64_t>(row_ptr);
+  w.col_idx = as_ptr<const void>(col_idx);
+  w.wide_idx = wide_idx;
+  w.values = as_ptr<const void>(values);
+  w.value_type = SparseValues(value_type);
+  w.row_scales = as_ptr<const float>(row_scales);
+  w.bitmap = as_ptr<const uint16_t>(bitmap);
+  return w;
+}
+}  // namespace
+
+void bind_spmm(py::module_& m) {
+  // Called directly (no torch.library) by SparseLinear's eager inference
+  // path, so it must stay cheap: raw integers in, nothing allocated. The GIL
+  // is released only when the work is large enough for that to matter.
+  m.def("spmm_forward", [](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
+                           bool wide_idx, uintptr_t values, int value_type, uintptr_t row_scales,
+                           int64_t nnz, uintptr_t bitmap, uintptr_t x, int64_t batch, int64_t ldx,
+                           uintptr_t bias, uintptr_t y, int n_threads) {
+    const SparseMatrix w = make_matrix(rows, cols, row_ptr, col_idx, wide_idx, values, value_type,
+                                       row_scales, bitmap);
+    Status status;
+    if (nnz * batch < (int64_t(1) << 16)) {
+      status = spmm_forward(w, as_ptr<const float>(x), batch, ldx, as_ptr<const float>(bias),
+                            as_ptr<float>(y), n_threads);
+    } else {
+      py::gil_scoped_release release;
+      status = spmm_forward(w, as_ptr<const float>(x), batch, ldx, as_ptr<const float>(bias),
+                            as_ptr<float>(y), n_threads);
+    }
+    check(status, "sparse_linear");
+  });
+  m.def("spmm_backward_input", [](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
+                                  bool wide_idx, uintptr_t values, int value_type,
+                                  uintptr_t row_scales, uintptr_t grad_y, int64_t batch,
+                                  uintptr_t grad_x, int n_threads) {
+    const SparseMatrix w =
+        make_matrix(rows, cols, row_ptr, col_idx, wide_idx, values, value_type, row_scales);
+    Status status;
+    {
+      py::gil_scoped_release release;
+      status = spmm_backward_input(w, as_ptr<const float>(grad_y), batch, as_ptr<float>(grad_x),
+                                   n_threads);
+    }
+    check(status, "sparse_linear backward");
+  });
+}
+
+}  // namespace slimtorch::bindings

@@ -1,0 +1,549 @@
+// Sparse (packed CSR) x dense products on the CPU. Layout and paths: see
+// slimtorch/spmm.h. Every path accumulates in float32; half and int8 values
+// are widened exactly before the multiply, int8 rows are scaled once at the end.
+#include "slimtorch/spmm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+// GCC 12 reports its own masked-load intrinsics (maskz_loadu with an undefined
+// pass-through operand) as "maybe uninitialized" once inlined; false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace slimtorch {
+namespace {
+
+// Per-row work that does not depend on the nonzero count (loop setup, the
+// horizontal reduction, the store), in units of one nonzero. Used to balance
+// threads on matrices with many short or empty rows.
+constexpr int64_t kRowCost = 8;
+// Work (nonzeros x batch columns) below which one more thread costs more than
+// it saves: waking a pool thread and joining it costs ~5-10 us, about the time
+// one core needs for 2^15 multiply-adds through gathers.
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 15;
+// Target size of one transposed X panel (cols x W floats): half of a 1 MiB L2,
+// so the panel and the streamed weights share L2.
+constexpr int64_t kPanelBytes = int64_t(512) << 10;
+
+// Value element types. fp16 and bf16 are both 16-bit patterns; distinct types
+// select the right widening.
+struct F16 { uint16_t bits; };
+struct BF16 { uint16_t bits; };
+
+inline float widen(float v) { return v; }
+inline float widen(F16 v) { return fp16_to_float(v.bits); }
+inline float widen(BF16 v) { return bf16_to_float(v.bits); }
+inline float widen(int8_t v) { return float(v); }
+
+// Applies the int8 row scale and the bias to a finished row sum.
+inline float finish_row(const SparseMatrix& w, const float* bias, int64_t r, float acc) {
+  if (w.row_scales != nullptr) acc *= w.row_scales[r];
+  if (bias != nullptr) acc += bias[r];
+  return acc;
+}
+
+// Calls f(V{}, I{}) with the value and index element types of w.
+template <class F>
+void with_types(const SparseMatrix& w, F&& f) {
+  auto by_index = [&](auto value_tag) {
+    if (w.wide_idx) f(value_tag, int32_t{});
+    else f(value_tag, uint16_t{});
+  };
+  switch (w.value_type) {
+    case SparseValues::kFloat32: by_index(float{}); break;
+    case SparseValues::kFloat16: by_index(F16{}); break;
+    case SparseValues::kBFloat16: by_index(BF16{}); break;
+    case SparseValues::kInt8: by_index(int8_t{}); break;
+  }
+}
+
+// ---- thread split by nonzeros ------------------------------------------------
+
+inline int64_t cost_before(const SparseMatrix& w, int64_t r) { return w.row_ptr[r] + r * kRowCost; }
+
+// The first row r with cost_before(r) >= target; cost_before is non-decreasing.
+int64_t split_row(const SparseMatrix& w, int64_t target) {
+  int64_t lo = 0, hi = w.rows;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (cost_before(w, mid) < target) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+// Runs body(r0, r1) over a partition of the rows into up to n_threads ranges
+// of about equal cost; fewer ranges when the work is too small to share.
+template <class Body>
+void for_row_ranges(const SparseMatrix& w, int64_t batch, int n_threads, const Body& body) {
+  const int64_t total = cost_before(w, w.rows);
+  const int64_t by_work = std::max<int64_t>(1, total * batch / kMinWorkPerThread);
+  const int parts = int(std::max<int64_t>(1, std::min<int64_t>({int64_t(n_threads), by_work, w.rows})));
+  if (parts == 1) {
+    body(int64_t(0), w.rows);
+    return;
+  }
+  parallel_for(parts, parts, 1, [&](int64_t begin, int64_t end, int) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t r0 = p == 0 ? 0 : split_row(w, total * p / parts);
+      const int64_t r1 = p + 1 == parts ? w.rows : split_row(w, total * (p + 1) / parts);
+      if (r0 < r1) body(r0, r1);
+    }
+  });
+}
+
+// ---- scalar paths ------------------------------------------------------------------
+
+template <class V, class I>
+void gemv_scalar(const SparseMatrix& w, const float* x, const float* bias, float* y, int64_t r0,
+                 int64_t r1) {
+  const V* val = static_cast<const V*>(w.values);
+  const I* idx = static_cast<const I*>(w.col_idx);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t end = w.row_ptr[r + 1];
+    int64_t k = w.row_ptr[r];
+    // Eight independent partial sums, like the vector paths' lanes: they
+    // hide the multiply-add latency and keep each running sum short.
+    float a[8] = {};
+    for (; k + 8 <= end; k += 8)
+      for (int j = 0; j < 8; ++j) a[j] += widen(val[k + j]) * x[idx[k + j]];
+    for (; k < end; ++k) a[0] += widen(val[k]) * x[idx[k]];
+    const float a0 = a[0] + a[4], a1 = a[1] + a[5], a2 = a[2] + a[6], a3 = a[3] + a[7];
+    y[r] = finish_row(w, bias, r, (a0 + a1) + (a2 + a3));
+  }
+}
+
+// Rows r0..r1 of one panel: xt is [cols][8], the panel covers batch columns
+// b0..b0+nb of y ([batch][ldy]).
+template <class V, class I>
+void panel_scalar(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb, const float* bias,
+                  float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  constexpr int kW = 8;
+  const V* val = static_cast<const V*>(w.values);
+  const I* idx = static_cast<const I*>(w.col_idx);
+  for (int64_t r = r0; r < r1; ++r) {
+    // Four partial sums per column (nonzero k goes to sum k % 4): without a
+    // fused multiply-add every product is rounded, and short sums keep the
+    // total error near that of torch's float32 product.
+    float acc[4][kW] = {};
+    const int64_t begin = w.row_ptr[r];
+    for (int64_t k = begin; k < w.row_ptr[r + 1]; ++k) {
+      const float v = widen(val[k]);
+      const float* xr = xt + int64_t(idx[k]) * kW;
+      float* sum = acc[(k - begin) & 3];
+      for (int j = 0; j < kW; ++j) sum[j] += v * xr[j];
+    }
+    for (int64_t j = 0; j < nb; ++j)
+      y[(b0 + j) * ldy + r] = finish_row(w, bias, r, (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]));
+  }
+}
+
+// ---- AVX2 paths ----------------------------------------------------------------------
+
+#define SLIMTORCH_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+SLIMTORCH_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+SLIMTORCH_AVX2 inline __m256 load8(const F16* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+SLIMTORCH_AVX2 inline __m256 load8(const BF16* p) {
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+SLIMTORCH_AVX2 inline __m256 load8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+SLIMTORCH_AVX2 inline __m256i index8(const uint16_t* p) {
+  return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+SLIMTORCH_AVX2 inline __m256i index8(const int32_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+SLIMTORCH_AVX2 inline float sum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <class V, class I>
+SLIMTORCH_AVX2 void gemv_avx2(const SparseMatrix& w, const float* x, const float* bias, float* y,
+                              int64_t r0, int64_t r1) {
+  const V* val = static_cast<const V*>(w.values);
+  const I* idx = static_cast<const I*>(w.col_idx);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t end = w.row_ptr[r + 1];
+    int64_t k = w.row_ptr[r];
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (; k + 16 <= end; k += 16) {
+      acc0 = _mm256_fmadd_ps(load8(val + k), _mm256_i32gather_ps(x, index8(idx + k), 4), acc0);
+      acc1 = _mm256_fmadd_ps(load8(val + k + 8), _mm256_i32gather_ps(x, index8(idx + k + 8), 4), acc1);
+    }
+    if (k + 8 <= end) {
+      acc0 = _mm256_fmadd_ps(load8(val + k), _mm256_i32gather_ps(x, index8(idx + k), 4), acc0);
+      k += 8;
+    }
+    float tail = 0.0f;
+    for (; k < end; ++k) tail += widen(val[k]) * x[idx[k]];
+    y[r] = finish_row(w, bias, r, sum8(_mm256_add_ps(acc0, acc1)) + tail);
+  }
+}
+
+// Batched rows with W = 8 * NV batch columns per panel. Eight nonzeros at a
+// time are widened into a small buffer, then each one is broadcast and
+// multiplied into NV accumulators with its x^T row.
+template <class V, class I, int NV>
+SLIMTORCH_AVX2 void panel_avx2(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb,
+                               const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  constexpr int kW = 8 * NV;
+  const V* val = static_cast<const V*>(w.values);
+  const I* idx = static_cast<const I*>(w.col_idx);
+  alignas(32) float vbuf[8];
+  alignas(32) int32_t ibuf[8];
+  alignas(32) float out[kW];
+  for (int64_t r = r0; r < r1; ++r) {
+    __m256 acc[NV];
+    for (int u = 0; u < NV; ++u) acc[u] = _mm256_setzero_ps();
+    const int64_t end = w.row_ptr[r + 1];
+    int64_t k = w.row_ptr[r];
+    for (; k + 8 <= end; k += 8) {
+      _mm256_store_ps(vbuf, load8(val + k));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(ibuf), index8(idx + k));
+      for (int j = 0; j < 8; ++j) {
+        const __m256 v = _mm256_set1_ps(vbuf[j]);
+        const float* xr = xt + int64_t(ibuf[j]) * kW;
+        for (int u = 0; u < NV; ++u) acc[u] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8 * u), acc[u]);
+      }
+    }
+    for (; k < end; ++k) {
+      const __m256 v = _mm256_set1_ps(widen(val[k]));
+      const float* xr = xt + int64_t(idx[k]) * kW;
+      for (int u = 0; u < NV; ++u) acc[u] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8 * u), acc[u]);
+    }
+    const __m256 scale = _mm256_set1_ps(w.row_scales != nullptr ? w.row_scales[r] : 1.0f);
+    const __m256 shift = _mm256_set1_ps(bias != nullptr ? bias[r] : 0.0f);
+    for (int u = 0; u < NV; ++u) _mm256_store_ps(out + 8 * u, _mm256_fmadd_ps(acc[u], scale, shift));
+    for (int64_t j = 0; j < nb; ++j) y[(b0 + j) * ldy + r] = out[j];
+  }
+}
+
+// ---- AVX-512 paths -------------------------------------------------------------------
+
+#define SLIMTORCH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+
+SLIMTORCH_AVX512 inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
+}
+SLIMTORCH_AVX512 inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+SLIMTORCH_AVX512 inline __m512 load16(const F16* p, __mmask16 m) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+SLIMTORCH_AVX512 inline __m512 load16(const BF16* p, __mmask16 m) {
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+SLIMTORCH_AVX512 inline __m512 load16(const int8_t* p, __mmask16 m) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
+}
+SLIMTORCH_AVX512 inline __m512i index16(const uint16_t* p, __mmask16 m) {
+  return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+}
+SLIMTORCH_AVX512 inline __m512i index16(const int32_t* p, __mmask16 m) {
+  return _mm512_maskz_loadu_epi32(m, p);
+}
+
+// NB (1..3) batch columns at once: the indices and values of a chunk are
+// loaded once and serve NB gathers (x[b] = x + b * ldx, y[b] = y + b * ldy).
+template <class V, class I, int NB>
+SLIMTORCH_AVX512 void gemv_avx512(const SparseMatrix& w, const float* x, int64_t ldx, const float* bias,
+                                  float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  const V* val = static_cast<const V*>(w.values);
+  const I* idx = static_cast<const I*>(w.col_idx);
+  const __mmask16 all = 0xffff;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t end = w.row_ptr[r + 1];
+    int64_t k = w.row_ptr[r];
+    __m512 acc0[NB], acc1[NB];
+    for (int b = 0; b < NB; ++b) acc0[b] = acc1[b] = _mm512_setzero_ps();
+    for (; k + 32 <= end; k += 32) {
+      const __m512 v0 = load16(val + k, all), v1 = load16(val + k + 16, all);
+      const __m512i i0 = index16(idx + k, all), i1 = index16(idx + k + 16, all);
+      for (int b = 0; b < NB; ++b) {
+        acc0[b] = _mm512_fmadd_ps(v0, _mm512_i32gather_ps(i0, x + b * ldx, 4), acc0[b]);
+        acc1[b] = _mm512_fmadd_ps(v1, _mm512_i32gather_ps(i1, x + b * ldx, 4), acc1[b]);
+      }
+    }
+    // At most two masked steps finish the row: no scalar remainder.
+    for (; k < end; k += 16) {
+      const __mmask16 m = first_lanes(end - k);
+      const __m512 v = load16(val + k, m);
+      const __m512i i = index16(idx + k, m);
+      for (int b = 0; b < NB; ++b) {
+        const __m512 xs = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, i, x + b * ldx, 4);
+        acc0[b] = _mm512_fmadd_ps(v, xs, acc0[b]);
+      }
+    }
+    for (int b = 0; b < NB; ++b)
+      y[b * ldy + r] = finish_row(w, bias, r, _mm512_reduce_add_ps(_mm512_add_ps(acc0[b], acc1[b])));
+  }
+}
+
+// Batch 1 through the column bitmap (see spmm.h): the values of a row are
+// consecutive and column-ordered, so each 16-column block takes the next
+// popcount(mask) of them, expanded into the lanes its mask selects.
+template <class V>
+SLIMTORCH_AVX512 void gemv_bitmap_avx512(const SparseMatrix& w, const float* x, const float* bias,
+                                         float* y, int64_t r0, int64_t r1) {
+  const int64_t blocks = (w.cols + 15) / 16;
+  for (int64_t r = r0; r < r1; ++r) {
+    const V* v = static_cast<const V*>(w.values) + w.row_ptr[r];
+    const uint16_t* masks = w.bitmap + r * blocks;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t b = 0;
+    // Four blocks per step: their value offsets come from popcounts of one
+    // 64-bit load of the masks, so the loads do not wait on each other.
+    for (; b + 4 <= blocks; b += 4) {
+      uint64_t m;
+      std::memcpy(&m, masks + b, sizeof m);
+      if (m == 0) continue;
+      const int n0 = __builtin_popcountll(m & 0xffffu), n01 = __builtin_popcountll(m & 0xffffffffu);
+      const int n012 = __builtin_popcountll(m & 0xffffffffffffull), n = __builtin_popcountll(m);
+      const __mmask16 m0 = __mmask16(m), m1 = __mmask16(m >> 16), m2 = __mmask16(m >> 32), m3 = __mmask16(m >> 48);
+      // Masked loads: never past the row's values or x's end.
+      const __m512 p0 = load16(v, first_lanes(n0)), p1 = load16(v + n0, first_lanes(n01 - n0));
+      const __m512 p2 = load16(v + n01, first_lanes(n012 - n01)), p3 = load16(v + n012, first_lanes(n - n012));
+      const float* xb = x + 16 * b;
+      acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m0, p0), _mm512_maskz_loadu_ps(m0, xb), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m1, p1), _mm512_maskz_loadu_ps(m1, xb + 16), acc1);
+      acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m2, p2), _mm512_maskz_loadu_ps(m2, xb + 32), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m3, p3), _mm512_maskz_loadu_ps(m3, xb + 48), acc1);
+      v += n;
+    }
+    for (; b < blocks; ++b) {
+      const __mmask16 m = masks[b];
+      const __m512 p = load16(v, first_lanes(__builtin_popcount(m)));
+      acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m, p), _mm512_maskz_loadu_ps(m, x + 16 * b), acc0);
+      v += __builtin_popcount(m);
+    }
+    y[r] = finish_row(w, bias, r, _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)));
+  }
+}
+
+// Batched rows with W = 16 * NV batch columns per panel (see panel_avx2).
+template <class V, class I, int NV>
+SLIMTORCH_AVX512 void panel_avx512(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb,
+                                   const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  constexpr int kW = 16 * NV;
+  const V* val = static_cast<const V*>(w.values);
+  const I* idx = static_cast<const I*>(w.col_idx);
+  alignas(64) float vbuf[16];
+  alignas(64) int32_t ibuf[16];
+  alignas(64) float out[kW];
+  for (int64_t r = r0; r < r1; ++r) {
+    __m512 acc[NV];
+    for (int u = 0; u < NV; ++u) acc[u] = _mm512_setzero_ps();
+    const int64_t end = w.row_ptr[r + 1];
+    for (int64_t k = w.row_ptr[r]; k < end; k += 16) {
+      const int64_t n = std::min<int64_t>(16, end - k);
+      const __mmask16 m = first_lanes(n);
+      _mm512_store_ps(vbuf, load16(val + k, m));
+      _mm512_store_si512(ibuf, index16(idx + k, m));
+      for (int64_t j = 0; j < n; ++j) {
+        const __m512 v = _mm512_set1_ps(vbuf[j]);
+        const float* xr = xt + int64_t(ibuf[j]) * kW;
+        for (int u = 0; u < NV; ++u) acc[u] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16 * u), acc[u]);
+      }
+    }
+    const __m512 scale = _mm512_set1_ps(w.row_scales != nullptr ? w.row_scales[r] : 1.0f);
+    const __m512 shift = _mm512_set1_ps(bias != nullptr ? bias[r] : 0.0f);
+    for (int u = 0; u < NV; ++u) _mm512_store_ps(out + 16 * u, _mm512_fmadd_ps(acc[u], scale, shift));
+    for (int64_t j = 0; j < nb; ++j) y[(b0 + j) * ldy + r] = out[j];
+  }
+}
+
+// ---- drivers ---------------------------------------------------------------------------
+
+// Gather paths handle kMaxGatherBatch columns per pass (scalar/AVX2: one).
+using GemvFn = void (*)(const SparseMatrix&, const float*, int64_t, const float*, float*, int64_t,
+                        int64_t, int64_t);
+using PanelFn = void (*)(const SparseMatrix&, const float*, int64_t, int64_t, const float*, float*,
+                         int64_t, int64_t, int64_t);
+
+// Columns of x handled by one gather pass, and the batch below which the
+// gather paths beat the transposed panels (a panel costs about as much for
+// 1 column as for 16; a gather pass costs about one gather per nonzero per column).
+constexpr int kMaxGatherBatch = 3;
+
+template <class V, class I>
+void gemv_scalar_cols(const SparseMatrix& w, const float* x, int64_t, const float* bias, float* y,
+                      int64_t, int64_t r0, int64_t r1) {
+  gemv_scalar<V, I>(w, x, bias, y, r0, r1);
+}
+template <class V, class I>
+void gemv_avx2_cols(const SparseMatrix& w, const float* x, int64_t, const float* bias, float* y,
+                    int64_t, int64_t r0, int64_t r1) {
+  gemv_avx2<V, I>(w, x, bias, y, r0, r1);
+}
+
+// The gather kernel for up to `batch` columns; *columns says how many it takes.
+template <class V, class I>
+GemvFn pick_gemv(Isa isa, int64_t batch, int* columns) {
+  if (isa >= Isa::kAvx512) {
+    *columns = int(std::min<int64_t>(batch, kMaxGatherBatch));
+    switch (*columns) {
+      case 1: return gemv_avx512<V, I, 1>;
+      case 2: return gemv_avx512<V, I, 2>;
+      default: return gemv_avx512<V, I, 3>;
+    }
+  }
+  *columns = 1;
+  if (isa >= Isa::kAvx2) return gemv_avx2_cols<V, I>;
+  return gemv_scalar_cols<V, I>;
+}
+
+// The panel kernel and its width W for this batch: the fewest vectors that
+// cover the batch, capped so a panel (cols x W floats) stays near kPanelBytes.
+template <class V, class I>
+PanelFn pick_panel(Isa isa, int64_t batch, int64_t cols, int* width) {
+  if (isa == Isa::kScalar) {
+    *width = 8;
+    return panel_scalar<V, I>;
+  }
+  const int lanes = isa >= Isa::kAvx512 ? 16 : 8;
+  int nv = 1;
+  while (nv < 4 && int64_t(nv) * lanes < batch && int64_t(2 * nv) * lanes * cols * 4 <= kPanelBytes) nv *= 2;
+  *width = nv * lanes;
+  if (isa >= Isa::kAvx512) {
+    if (nv == 4) return panel_avx512<V, I, 4>;
+    if (nv == 2) return panel_avx512<V, I, 2>;
+    return panel_avx512<V, I, 1>;
+  }
+  if (nv == 4) return panel_avx2<V, I, 4>;
+  if (nv == 2) return panel_avx2<V, I, 2>;
+  return panel_avx2<V, I, 1>;
+}
+
+// Transposes x ([batch][ldx]) into panels: panel p is [cols][W] floats holding
+// batch columns p*W .. p*W+W-1, zero past the batch. Threads split the columns.
+void build_panels(const float* x, int64_t batch, int64_t ldx, int64_t cols, int width, float* xt,
+                  int n_threads) {
+  const int64_t panels = (batch + width - 1) / width;
+  parallel_for(n_threads, cols, 512, [&](int64_t c0, int64_t c1, int) {
+    for (int64_t p = 0; p < panels; ++p) {
+      float* dst = xt + p * cols * width;
+      const int64_t b0 = p * width, nb = std::min<int64_t>(width, batch - b0);
+      for (int64_t j = 0; j < nb; ++j) {
+        const float* src = x + (b0 + j) * ldx;
+        for (int64_t c = c0; c < c1; ++c) dst[c * width + j] = src[c];
+      }
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t j = nb; j < width; ++j) dst[c * width + j] = 0.0f;
+    }
+  });
+}
+
+// Per-calling-thread scratch for the panels; grows, never shrinks, so a
+// steady stream of calls does not pay for fresh pages each time.
+float* panel_scratch(int64_t floats) {
+  static thread_local std::vector<float> buffer;
+  const size_t need = size_t(floats) + 16;  // room to align to 64 bytes
+  if (buffer.size() < need) buffer.assign(need, 0.0f);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
+  return reinterpret_cast<float*>((address + 63) & ~uintptr_t(63));
+}
+
+template <class V, class I>
+void forward_typed(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
+                   const float* bias, float* y, int n_threads) {
+  const Isa isa = active_isa();
+  if (batch == 1 && isa >= Isa::kAvx512 && w.bitmap != nullptr) {
+    for_row_ranges(w, 1, n_threads, [&](int64_t r0, int64_t r1) {
+      gemv_bitmap_avx512<V>(w, x, bias, y, r0, r1);
+    });
+    return;
+  }
+  if (batch == 1 || (isa >= Isa::kAvx512 && batch <= kMaxGatherBatch)) {
+    for_row_ranges(w, batch, n_threads, [&](int64_t r0, int64_t r1) {
+      for (int64_t b = 0; b < batch;) {
+        int columns = 1;
+        const GemvFn gemv = pick_gemv<V, I>(isa, batch - b, &columns);
+        gemv(w, x + b * ldx, ldx, bias, y + b * w.rows, w.rows, r0, r1);
+        b += columns;
+      }
+    });
+    return;
+  }
+  int width = 0;
+  const PanelFn panel = pick_panel<V, I>(isa, batch, w.cols, &width);
+  const int64_t panels = (batch + width - 1) / width;
+  float* xt = panel_scratch(panels * w.cols * width);
+  build_panels(x, batch, ldx, w.cols, width, xt, n_threads);
+  for_row_ranges(w, batch, n_threads, [&](int64_t r0, int64_t r1) {
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t b0 = p * width;
+      panel(w, xt + p * w.cols * width, b0, std::min<int64_t>(width, batch - b0), bias, y, w.rows, r0, r1);
+    }
+  });
+}
+
+template <class V, class I>
+void backward_typed(const SparseMatrix& w, const float* grad_y, int64_t batch, float* grad_x,
+                    int n_threads) {
+  const V* val = static_cast<const V*>(w.values);
+  const I* idx = static_cast<const I*>(w.col_idx);
+  const int64_t work_per_row = (w.rows > 0 ? cost_before(w, w.rows) : 0) + w.cols;
+  const int64_t grain = std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, work_per_row));
+  parallel_for(n_threads, batch, grain, [&](int64_t b0, int64_t b1, int) {
+    for (int64_t b = b0; b < b1; ++b) {
+      float* gx = grad_x + b * w.cols;
+      const float* gy = grad_y + b * w.rows;
+      std::fill(gx, gx + w.cols, 0.0f);
+      for (int64_t r = 0; r < w.rows; ++r) {
+        const float g = w.row_scales != nullptr ? gy[r] * w.row_scales[r] : gy[r];
+        for (int64_t k = w.row_ptr[r]; k < w.row_ptr[r + 1]; ++k) gx[idx[k]] += g * widen(val[k]);
+      }
+    }
+  });
+}
+
+// Sizes and pointers only: the contents were validated by the op layer.
+bool valid_matrix(const SparseMatrix& w) {
+  if (w.rows < 0 || w.cols < 0) return false;
+  if (w.rows > 0 && w.row_ptr == nullptr) return false;
+  if (int(w.value_type) < 0 || int(w.value_type) > 3) return false;
+  if ((w.value_type == SparseValues::kInt8) != (w.row_scales != nullptr) && w.rows > 0) return false;
+  if (!w.wide_idx && w.cols > 65536) return false;
+  if (w.cols > int64_t(INT32_MAX)) return false;
+  const int64_t nnz = w.rows > 0 ? w.row_ptr[w.rows] : 0;
+  if (nnz < 0 || (nnz > 0 && (w.values == nullptr || w.col_idx == nullptr))) return false;
+  return true;
+}
+
+}  // namespace
+
+Status spmm_forward(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
+                    const float* bias, float* y, int n_threads) {
+  if (!valid_matrix(w) || batch < 0 || n_threads < 1) return Status::kInvalidArgument;
+  if (batch == 0 || w.rows == 0) return Status::kOk;
+  if (y == nullptr || (w.cols > 0 && x == nullptr) || (batch > 1 && ldx < w.cols))
+    return Status::kInvalidArgument;
+  with_types(w, [&](auto value_tag, auto index_tag) {
+    forward_typed<decltype(value_tag), decltype(index_tag)>(w, x, batch, ldx, bias, y, n_threads);
+  });
+  return Status::kOk;
+}
+
+Status spmm_backward_input(const SparseMatrix& w, const float* grad_y, int64_t batch,
+                           float* grad_x, int n_threads) {
+  if (!valid_matrix(w) || batch < 0 || n_threads < 1) return Status::kInvalidArgument;
+  if (batch == 0 || w.cols == 0) return Status::kOk;
+  if (grad_x == nullptr || (w.rows > 0 && grad_y == nullptr)) return Status::kInvalidArgument;
+  with_types(w, [&](auto value_tag, auto index_tag) {
+    backward_typed<decltype(value_tag), decltype(index_tag)>(w, grad_y, batch, grad_x, n_threads);
+  });
+  return Status::kOk;
+}
+
+}  // namespace slimtorch

@@ -1,0 +1,308 @@
+"""SparseLinear: a pruned ``nn.Linear`` stored as packed sparse rows and run
+on slimtorch's sparse kernels, or on torch's dense kernel where that is faster.
+
+Dense fallback ("never slower than what it replaces"): the sparse kernels
+beat dense only below some density, and that density falls as the batch
+grows and rises when the dense weight no longer fits in the last-level cache.
+``BREAK_EVEN_DENSITY`` holds, per values kind, weight size class and batch
+size, the highest density at which the sparse kernel was measured faster
+than ``nn.Linear`` with the same weights (benchmarks/break_even.py: 2 threads
+on a shared 2-core AMD EPYC with AVX-512, shapes 768->3072 and 3072->768 for
+"cached", 4096->4096 for "large"; the smaller of two shapes' crossings, kept
+a grid step below where the measurement was a tie, because that machine's
+timings were noisy). A layer whose density is above the break-even of a
+batch size runs ``F.linear`` on a dense copy of its weight (built once, not
+saved in the state_dict) for that batch size and larger ones.
+GPU break-evens were not measured; the same table is used there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from slimtorch import _native, ops
+from slimtorch.ops._checks import check_fraction
+from slimtorch.ops.spmm import MAX_NARROW_COLS, VALUE_DTYPES, SparseWeight, _sparse_linear_op, value_code
+
+__all__ = ["SparseLinear", "BREAK_EVEN_DENSITY"]
+
+# {(values kind, weight size class): ((batch, highest density at which the
+# sparse kernel wins), ...)}, batch ascending. The size class matters because
+# a dense weight that stays in the last-level cache makes torch's dense GEMV
+# compute-bound and fast, while the sparse kernel is bound by its gathers.
+BREAK_EVEN_DENSITY: dict[tuple[str, str], tuple[tuple[int, float], ...]] = {
+    ("float", "cached"): ((1, 0.1), (16, 0.2), (128, 0.4)),
+    ("float", "large"): ((1, 0.5), (16, 0.7), (128, 0.5)),
+    ("int8", "cached"): ((1, 0.1), (16, 0.2), (128, 0.5)),
+    ("int8", "large"): ((1, 0.5), (16, 0.7), (128, 0.6)),
+}
+# Dense float32 weights up to this size count as "cached" (half the 32 MiB L3
+# of the machine the table was measured on).
+CACHED_WEIGHT_BYTES = 16 << 20
+
+_PACKED = ("row_ptr", "col_idx", "values", "row_scales")
+
+
+def _sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements: int) -> float:
+    """The largest batch (rows of x) for which the sparse kernel is used."""
+    size = "cached" if 4 * weight_elements <= CACHED_WEIGHT_BYTES else "large"
+    table = BREAK_EVEN_DENSITY[("int8" if values_dtype == torch.int8 else "float", size)]
+    best = 0
+    for batch, limit in table:
+        if density > limit:
+            break
+        best = batch
+    return math.inf if best == table[-1][0] else best
+
+
+def _magnitude_keep_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep-mask that prunes exactly ``round(sparsity * numel)`` smallest-|w| weights.
+
+    TEMPORARY: replace the body with
+    ``slimtorch.ops.magnitude_masks([weight], sparsity)[0]`` (branch ``select``)
+    once it is merged. Ties at the threshold: the lower flat index is pruned
+    first (stable sort); NaN counts as the largest magnitude.
+    """
+    if hasattr(ops, "magnitude_masks"):
+        return ops.magnitude_masks([weight], sparsity)[0]
+    n = weight.numel()
+    n_prune = round(sparsity * n)
+    order = torch.sort(weight.detach().float().abs().flatten(), stable=True).indices
+    keep = torch.ones(n, dtype=torch.bool, device=weight.device)
+    keep[order[:n_prune]] = False
+    return keep.reshape(weight.shape)
+
+
+class SparseLinear(nn.Module):
+    """``y = x @ W.T + b`` with a sparse, frozen ``W`` packed as compressed rows.
+
+    Build one with :meth:`from_dense`. Buffers (the whole state_dict besides
+    ``bias``): ``row_ptr`` int64 ``[out+1]``, ``col_idx`` int16/int32 ``[nnz]``,
+    ``values`` ``[nnz]`` float32/float16/bfloat16/int8, and ``row_scales``
+    float32 ``[out]`` for int8 values. ``bias`` is a trainable parameter; the
+    weight is frozen, gradients flow to the input and the bias.
+
+    Args:
+        in_features, out_features: layer sizes.
+        bias: whether the layer has a bias.
+        values_dtype: dtype of the stored nonzeros.
+        device: where the (all-zero) packed weight is created.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        values_dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+        if values_dtype not in VALUE_DTYPES:
+            raise TypeError(f"values_dtype: expected one of float32, float16, bfloat16, int8, got {values_dtype}")
+        self.in_features = in_features
+        self.out_features = out_features
+        index_dtype = torch.int16 if in_features <= MAX_NARROW_COLS else torch.int32
+        scales = torch.ones(out_features, device=device) if values_dtype == torch.int8 else None
+        self._set_packed(SparseWeight(
+            torch.zeros(out_features + 1, dtype=torch.int64, device=device),
+            torch.empty(0, dtype=index_dtype, device=device),
+            torch.empty(0, dtype=values_dtype, device=device),
+            scales, in_features,
+        ))
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device)) if bias else None
+        self._configure()
+
+    # ---- construction ------------------------------------------------------------
+
+    @classmethod
+    def from_dense(
+        cls,
+        linear: nn.Linear,
+        *,
+        sparsity: float | None = None,
+        values_dtype: torch.dtype | None = None,
+    ) -> SparseLinear:
+        """A SparseLinear computing what ``linear`` computes with its zeros dropped.
+
+        Args:
+            linear: the ``nn.Linear`` to convert (not modified).
+            sparsity: None keeps exactly the zeros already in ``linear.weight``;
+                a number in [0, 1] first prunes ``round(sparsity * numel)``
+                weights of smallest magnitude.
+            values_dtype: None keeps the weight's dtype; float32, float16 or
+                bfloat16 converts; int8 stores symmetric per-output-row int8
+                ("sparse int8") with float32 row scales.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear: expected a torch.nn.Linear, got {type(linear).__name__}")
+        if values_dtype is not None and values_dtype not in VALUE_DTYPES:
+            raise TypeError(f"values_dtype: expected None or one of float32, float16, bfloat16, int8, got {values_dtype}")
+        weight = linear.weight.detach()
+        if sparsity is not None:
+            sparsity = check_fraction("sparsity", sparsity)
+            weight = torch.where(_magnitude_keep_mask(weight, sparsity), weight, torch.zeros_like(weight))
+        packed = SparseWeight.from_dense(weight, values_dtype)
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    values_dtype=packed.values.dtype, device=weight.device)
+        layer._set_packed(packed)
+        if linear.bias is not None:
+            layer.bias = nn.Parameter(linear.bias.detach().clone())
+        layer._configure()
+        return layer
+
+    def to_dense(self) -> nn.Linear:
+        """An ``nn.Linear`` with the same weights and a copy of the bias, in
+        the bias's dtype (without a bias: float32 for int8 values, else the
+        values' dtype)."""
+        weight = self.packed().to_dense()
+        if self.bias is not None:
+            weight = weight.to(self.bias.dtype)
+        elif self.values.dtype != torch.int8:
+            weight = weight.to(self.values.dtype)
+        linear = nn.Linear(self.in_features, self.out_features, self.bias is not None,
+                           device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            if self.bias is not None:
+                linear.bias.copy_(self.bias)
+        return linear
+
+    def packed(self) -> SparseWeight:
+        """The packed weight (validated again: O(nnz))."""
+        return SparseWeight(self.row_ptr, self.col_idx, self.values, self.row_scales, self.in_features)
+
+    @property
+    def nnz(self) -> int:
+        return self.values.numel()
+
+    @property
+    def density(self) -> float:
+        total = self.in_features * self.out_features
+        return self.nnz / total if total else 0.0
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, values={str(self.values.dtype).removeprefix('torch.')}, "
+                f"density={self.density:.3f}")
+
+    # ---- internal state ------------------------------------------------------------
+
+    def _set_packed(self, packed: SparseWeight) -> None:
+        if packed.in_features != self.in_features or packed.out_features != self.out_features:
+            raise ValueError(f"weight: expected a {self.out_features}x{self.in_features} packed weight, "
+                             f"got {packed.out_features}x{packed.in_features}")
+        for name in _PACKED:
+            self._buffers.pop(name, None)
+            self.register_buffer(name, getattr(packed, name))
+
+    def _configure(self) -> None:
+        """Derives the dispatch state from the buffers: the dense fallback
+        decision (and its dense weight) and the native fast path's arguments."""
+        self._sparse_max_batch = _sparse_max_batch(
+            self.density, self.values.dtype, self.in_features * self.out_features)
+        packed = self.packed()
+        # Derived, not saved: the column bitmap of the batch-1 kernel.
+        self.register_buffer("_bitmap", packed.bitmap, persistent=False)
+        self._buffers.pop("_dense_weight", None)
+        if self._sparse_max_batch != math.inf:
+            dense = packed.to_dense()
+            if self.bias is not None and self.bias.dtype != dense.dtype:
+                dense = dense.to(self.bias.dtype)
+            self.register_buffer("_dense_weight", dense, persistent=False)
+        self.__dict__["_bias_ref"] = self._parameters.get("bias")
+        # Raw arguments for _C.spmm_forward, so the eager CPU inference path
+        # skips torch.library dispatch and most attribute lookups.
+        if _native.cpu is not None and self.values.device.type == "cpu":
+            self._native_args = (
+                self.out_features, self.in_features, self.row_ptr.data_ptr(), self.col_idx.data_ptr(),
+                self.col_idx.dtype == torch.int32, self.values.data_ptr(), value_code(self.values.dtype),
+                0 if self.row_scales is None else self.row_scales.data_ptr(), self.values.shape[0],
+                0 if self._bitmap is None else self._bitmap.data_ptr(),
+            )
+        else:
+            self._native_args = None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name in _PACKED or name == "bias":
+            # The cached pointers and the dense copy describe the old tensors.
+            self.__dict__["_native_args"] = None
+            self.__dict__["_bias_ref"] = self._parameters.get("bias")
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        # Module.half()/double() convert every float buffer; the kernels need
+        # float32 row scales whatever happened to them.
+        if self.row_scales is not None and self.row_scales.dtype != torch.float32:
+            self._buffers["row_scales"] = self.row_scales.float()
+        if self.values.dtype not in VALUE_DTYPES:
+            self._buffers["values"] = self.values.float()
+        self._configure()
+        return result
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # The packed tensors' sizes depend on nnz, so they replace the buffers
+        # (after validation) instead of being copied into them.
+        keys = [prefix + name for name in ("row_ptr", "col_idx", "values")]
+        if all(key in state_dict for key in keys):
+            device = self.row_ptr.device
+            try:
+                packed = SparseWeight(*(state_dict[key].detach().to(device) for key in keys),
+                                      None if state_dict.get(prefix + "row_scales") is None
+                                      else state_dict[prefix + "row_scales"].detach().to(device),
+                                      self.in_features)
+                self._set_packed(packed)
+            except (TypeError, ValueError) as error:
+                error_msgs.append(f"{prefix}: invalid packed sparse weight: {error}")
+                return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self._configure()
+
+    # ---- forward -------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[..., in_features]`` float32/float16/bfloat16 on the layer's
+        device. Returns ``[..., out_features]`` in ``x.dtype``."""
+        in_features = self.in_features
+        if x.dim() < 1 or x.shape[-1] != in_features:
+            raise ValueError(f"x: expected shape [..., {in_features}], got {tuple(x.shape)}")
+        batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
+        args = self._native_args
+        bias = self._bias_ref  # self.bias, without Module.__getattr__
+        if (args is not None and batch <= self._sparse_max_batch and x.dtype == torch.float32
+                and x.device.type == "cpu" and x.is_contiguous() and not torch.compiler.is_compiling()
+                and not (x.requires_grad and torch.is_grad_enabled())):
+            # Eager CPU, no gradient to x: straight to the kernel (no dispatcher).
+            y = torch.empty((*x.shape[:-1], self.out_features))
+            fused = bias is not None and bias.dtype == torch.float32 and not (
+                bias.requires_grad and torch.is_grad_enabled())
+            _native.cpu.spmm_forward(*args, x.data_ptr(), batch, in_features,
+                                     bias.data_ptr() if fused else 0, y.data_ptr(),
+                                     torch.get_num_threads())
+            # A bias being trained (or not float32) is added by torch, so
+            # autograd sees it.
+            return y if fused or bias is None else y + bias
+        if args is None and _native.cpu is not None and self.values.device.type == "cpu":
+            self._configure()  # a buffer was reassigned since the last call
+        if not x.is_floating_point() or x.dtype == torch.float64:
+            raise TypeError(f"x: expected dtype float32, float16 or bfloat16, got {x.dtype}")
+        if x.device != self.values.device:
+            raise ValueError(f"x: expected device {self.values.device} (that of the layer), got {x.device}")
+        if bias is not None and bias.dtype != x.dtype:
+            bias = bias.to(x.dtype)
+        if batch > self._sparse_max_batch:
+            weight = self._dense_weight
+            return F.linear(x, weight if weight.dtype == x.dtype else weight.to(x.dtype), bias)
+        return _sparse_linear_op(x, self.row_ptr, self.col_idx, self.values, self.row_scales, bias, in_features,
+                                 self._bitmap)

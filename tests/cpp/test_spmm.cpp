@@ -1,0 +1,195 @@
+// spmm_forward / spmm_backward_input on every ISA path against a double-precision oracle.
+#include "slimtorch/spmm.h"
+
+#include <cmath>
+#include <random>
+#include <tuple>
+#include <vector>
+
+#include "check.h"
+
+using namespace slimtorch;
+using slimtorch::testing::supported_isas;
+
+namespace {
+
+// A random packed matrix; value bytes are stored per type, `dense` holds the
+// exact (widened, scaled) weights for the oracle.
+struct Packed {
+  int64_t rows, cols;
+  std::vector<int64_t> row_ptr;
+  std::vector<uint16_t> idx16;
+  std::vector<int32_t> idx32;
+  std::vector<float> f32;
+  std::vector<uint16_t> half;  // fp16 or bf16 bits
+  std::vector<int8_t> i8;
+  std::vector<float> scales;
+  std::vector<double> dense;
+  std::vector<uint16_t> bitmap;  // [rows][ceil(cols / 16)]
+  SparseMatrix matrix;
+};
+
+uint16_t to_bf16(float x) { return uint16_t(float_to_bits(x) >> 16); }  // truncation is fine here
+
+Packed make(int64_t rows, int64_t cols, double density, SparseValues type, bool wide, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::bernoulli_distribution keep(density);
+  Packed p;
+  p.rows = rows;
+  p.cols = cols;
+  p.row_ptr.push_back(0);
+  p.dense.assign(size_t(rows * cols), 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float scale = 0.01f * float(r + 1);
+    p.scales.push_back(scale);
+    for (int64_t c = 0; c < cols; ++c) {
+      if (!keep(rng)) continue;
+      const float v = uniform(rng);
+      double exact = v;
+      switch (type) {
+        case SparseValues::kFloat32: p.f32.push_back(v); break;
+        case SparseValues::kFloat16: {
+          // Values k/1024 in [-1, 1] are exact in fp16: 0x3c00 is 1.0.
+          const int k = int(std::lround(v * 1024));
+          const float q = float(k) / 1024.0f;
+          uint16_t bits = 0;
+          if (k != 0) {
+            int e = 0;
+            const float m = std::frexp(std::fabs(q), &e);  // q = m * 2^e, m in [0.5, 1)
+            bits = uint16_t(((e - 1 + 15) << 10) | (int(std::lround(m * 2048)) & 0x3ff));
+            if (q < 0) bits |= 0x8000;
+          }
+          p.half.push_back(bits);
+          exact = fp16_to_float(bits);
+          break;
+        }
+        case SparseValues::kBFloat16: p.half.push_back(to_bf16(v)); exact = bf16_to_float(to_bf16(v)); break;
+        case SparseValues::kInt8: {
+          const int8_t q = int8_t(std::lround(v * 127));
+          p.i8.push_back(q);
+          exact = double(q) * scale;
+          break;
+        }
+      }
+      const int64_t blocks = (cols + 15) / 16;
+      if (p.bitmap.empty()) p.bitmap.assign(size_t(rows * blocks), 0);
+      p.bitmap[size_t(r * blocks + c / 16)] |= uint16_t(1u << (c % 16));
+      p.idx16.push_back(uint16_t(c));
+      p.idx32.push_back(int32_t(c));
+      p.dense[size_t(r * cols + c)] = exact;
+    }
+    p.row_ptr.push_back(int64_t(p.idx32.size()));
+  }
+  if (p.bitmap.empty()) p.bitmap.assign(size_t(rows * ((cols + 15) / 16)), 0);
+  SparseMatrix& m = p.matrix;
+  m.rows = rows;
+  m.cols = cols;
+  m.row_ptr = p.row_ptr.data();
+  m.wide_idx = wide;
+  m.col_idx = wide ? static_cast<const void*>(p.idx32.data()) : static_cast<const void*>(p.idx16.data());
+  m.value_type = type;
+  m.values = type == SparseValues::kFloat32 ? static_cast<const void*>(p.f32.data())
+             : type == SparseValues::kInt8  ? static_cast<const void*>(p.i8.data())
+                                            : static_cast<const void*>(p.half.data());
+  m.row_scales = type == SparseValues::kInt8 ? p.scales.data() : nullptr;
+  return p;
+}
+
+std::vector<float> random_vector(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = normal(rng);
+  return v;
+}
+
+// |error| <= 1e-5 * (sum |terms| + 1): float32 accumulation of a few hundred terms.
+bool close(double got, double want, double magnitude) { return std::fabs(got - want) <= 1e-5 * (magnitude + 1.0); }
+
+}  // namespace
+
+TEST(forward_matches_oracle_on_every_path) {
+  const SparseValues types[] = {SparseValues::kFloat32, SparseValues::kFloat16, SparseValues::kBFloat16,
+                                SparseValues::kInt8};
+  for (Isa isa : supported_isas()) {
+    CHECK(set_active_isa(isa));
+    for (SparseValues type : types) {
+      for (bool wide : {false, true}) {
+        for (auto [rows, cols, density] : {std::tuple<int64_t, int64_t, double>{37, 300, 0.3},
+                                           {1, 1, 1.0}, {5, 17, 0.0}, {64, 33, 0.9},
+                                           {9, 100, 0.6}}) {
+          Packed p = make(rows, cols, density, type, wide, uint32_t(rows * 7 + cols));
+          for (int64_t batch : {1, 2, 3, 4, 15, 16, 17, 33, 65, 130}) {
+            const int64_t ldx = cols + 3;  // a padded row stride
+            const std::vector<float> x = random_vector(batch * ldx, uint32_t(batch));
+            const std::vector<float> bias = random_vector(rows, 99);
+            for (int threads : {1, 3}) {
+            for (bool use_bitmap : {false, true}) {
+              SparseMatrix matrix = p.matrix;
+              matrix.bitmap = use_bitmap ? p.bitmap.data() : nullptr;
+              std::vector<float> y(size_t(batch * rows), -7.0f);
+              CHECK(spmm_forward(matrix, x.data(), batch, ldx, bias.data(), y.data(), threads) == Status::kOk);
+              for (int64_t b = 0; b < batch; ++b) {
+                for (int64_t r = 0; r < rows; ++r) {
+                  double want = bias[size_t(r)], magnitude = std::fabs(want);
+                  for (int64_t c = 0; c < cols; ++c) {
+                    const double term = p.dense[size_t(r * cols + c)] * x[size_t(b * ldx + c)];
+                    want += term;
+                    magnitude += std::fabs(term);
+                  }
+                  CHECK(close(y[size_t(b * rows + r)], want, magnitude));
+                }
+              }
+            }
+            }
+          }
+        }
+      }
+    }
+  }
+  set_active_isa(detected_isa());
+}
+
+TEST(backward_matches_oracle) {
+  Packed p = make(23, 41, 0.4, SparseValues::kInt8, false, 5);
+  for (int64_t batch : {1, 6}) {
+    const std::vector<float> gy = random_vector(batch * 23, 3);
+    for (int threads : {1, 2}) {
+      std::vector<float> gx(size_t(batch * 41), 123.0f);
+      CHECK(spmm_backward_input(p.matrix, gy.data(), batch, gx.data(), threads) == Status::kOk);
+      for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t c = 0; c < 41; ++c) {
+          double want = 0.0, magnitude = 0.0;
+          for (int64_t r = 0; r < 23; ++r) {
+            const double term = p.dense[size_t(r * 41 + c)] * gy[size_t(b * 23 + r)];
+            want += term;
+            magnitude += std::fabs(term);
+          }
+          CHECK(close(gx[size_t(b * 41 + c)], want, magnitude));
+        }
+      }
+    }
+  }
+}
+
+TEST(invalid_arguments_are_rejected) {
+  Packed p = make(4, 6, 0.5, SparseValues::kFloat32, false, 1);
+  std::vector<float> x(24), y(16);
+  CHECK(spmm_forward(p.matrix, x.data(), -1, 6, nullptr, y.data(), 1) == Status::kInvalidArgument);
+  CHECK(spmm_forward(p.matrix, x.data(), 2, 5, nullptr, y.data(), 1) == Status::kInvalidArgument);
+  CHECK(spmm_forward(p.matrix, x.data(), 2, 6, nullptr, nullptr, 1) == Status::kInvalidArgument);
+  CHECK(spmm_forward(p.matrix, x.data(), 2, 6, nullptr, y.data(), 0) == Status::kInvalidArgument);
+  SparseMatrix int8_without_scales = p.matrix;
+  int8_without_scales.value_type = SparseValues::kInt8;
+  CHECK(spmm_forward(int8_without_scales, x.data(), 1, 6, nullptr, y.data(), 1) == Status::kInvalidArgument);
+  SparseMatrix too_wide = p.matrix;
+  too_wide.cols = 70000;
+  CHECK(spmm_forward(too_wide, x.data(), 1, 70000, nullptr, y.data(), 1) == Status::kInvalidArgument);
+  // Nothing to do is fine, even without buffers.
+  CHECK(spmm_forward(p.matrix, nullptr, 0, 6, nullptr, nullptr, 1) == Status::kOk);
+  SparseMatrix empty;
+  CHECK(spmm_backward_input(empty, nullptr, 3, nullptr, 1) == Status::kOk);
+}
+
+SLIMTORCH_TEST_MAIN()

@@ -1,0 +1,218 @@
+"""SparseLinear against nn.Linear with the same pruned weights."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from slimtorch.nn import SparseLinear
+from slimtorch.nn import sparse_linear as sparse_linear_module
+
+
+def _linear(in_f: int, out_f: int, bias: bool = True, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(in_f, out_f, bias=bias)
+
+
+def _x(*shape, seed: int = 1) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("bias", [True, False])
+def test_prunes_exact_count_and_matches_dense(sparsity, bias):
+    linear = _linear(37, 23, bias)
+    layer = SparseLinear.from_dense(linear, sparsity=sparsity)
+    assert layer.nnz == 37 * 23 - round(sparsity * 37 * 23)
+    dense = layer.to_dense().requires_grad_(False)
+    # The kept weights are the largest-magnitude ones, bit for bit.
+    kept = dense.weight != 0
+    assert torch.equal(dense.weight[kept], linear.weight.detach()[kept])
+    if 0 < layer.nnz < 37 * 23:
+        assert float(dense.weight[kept].abs().min()) >= float(linear.weight.detach()[~kept].abs().max())
+    with torch.no_grad():
+        for shape in [(37,), (1, 37), (5, 37), (2, 3, 37), (0, 37)]:
+            x = _x(*shape)
+            _close(layer(x), dense(x))
+    assert layer(_x(4, 37)).shape == (4, 23)
+
+
+def test_sparsity_none_keeps_existing_zeros():
+    linear = _linear(20, 10)
+    with torch.no_grad():
+        linear.weight[linear.weight.abs() < 0.1] = 0
+    layer = SparseLinear.from_dense(linear)
+    assert layer.nnz == int((linear.weight != 0).sum())
+    assert torch.equal(layer.to_dense().weight, linear.weight)
+    assert torch.equal(layer.to_dense().bias, linear.bias)
+
+
+@pytest.mark.parametrize("values_dtype", [torch.float16, torch.bfloat16, torch.int8])
+def test_values_dtypes(values_dtype):
+    linear = _linear(64, 48)
+    layer = SparseLinear.from_dense(linear, sparsity=0.8, values_dtype=values_dtype)
+    assert layer.values.dtype == values_dtype
+    assert (layer.row_scales is not None) == (values_dtype == torch.int8)
+    reference = layer.to_dense().float()  # the dequantized weights
+    x = _x(7, 64)
+    with torch.no_grad():
+        _close(layer(x), reference(x))
+        _close(layer(x[0]), reference(x[0]))
+
+
+@pytest.mark.parametrize("values_dtype", [torch.float32, torch.int8])
+def test_state_dict_round_trip_is_exact(values_dtype):
+    layer = SparseLinear.from_dense(_linear(30, 12), sparsity=0.7, values_dtype=values_dtype)
+    state = layer.state_dict()
+    expected_keys = {"row_ptr", "col_idx", "values", "bias"} | ({"row_scales"} if values_dtype == torch.int8 else set())
+    assert set(state) == expected_keys
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    fresh = SparseLinear(30, 12, values_dtype=values_dtype)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    for key, value in layer.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value)
+    x = _x(6, 30)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), layer(x))
+        assert torch.equal(fresh(x[0]), layer(x[0]))
+
+
+def test_load_state_dict_rejects_bad_packed_data():
+    layer = SparseLinear.from_dense(_linear(30, 12), sparsity=0.7)
+    state = layer.state_dict()
+    state["col_idx"] = state["col_idx"].clone()
+    state["col_idx"][0] = 31  # out of range
+    with pytest.raises(RuntimeError, match=r"col_idx: expected columns in \[0, 30\)"):
+        SparseLinear(30, 12).load_state_dict(state)
+    with pytest.raises(RuntimeError, match="weight: expected a 13x30 packed weight, got 12x30"):
+        SparseLinear(30, 13).load_state_dict(layer.state_dict(), strict=False)
+
+
+def test_gradients_flow_to_input_and_bias_only():
+    linear = _linear(16, 8)
+    layer = SparseLinear.from_dense(linear, sparsity=0.5)
+    dense = layer.to_dense()
+    x = _x(3, 16).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    layer(x).pow(2).sum().backward()
+    dense(x_ref).pow(2).sum().backward()
+    _close(x.grad, x_ref.grad)
+    _close(layer.bias.grad, dense.bias.grad)
+    assert [name for name, _ in layer.named_parameters()] == ["bias"]
+    # No gradient to x but a trainable bias: the fast path still feeds autograd.
+    layer.bias.grad = None
+    layer(_x(3, 16)).sum().backward()
+    _close(layer.bias.grad, torch.full((8,), 3.0))
+
+
+def test_fine_tuning_step_inside_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 4))
+    model[0] = SparseLinear.from_dense(model[0], sparsity=0.6)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, target = _x(16, 10), _x(16, 4, seed=2)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = (model(x) - target).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_compile_fullgraph():
+    model = nn.Sequential(SparseLinear.from_dense(_linear(24, 16), sparsity=0.8), nn.ReLU())
+    x = _x(5, 24)
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        _close(compiled(x), model(x))
+    x.requires_grad_()
+    compiled(x).sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+def test_dense_fallback_above_break_even(monkeypatch):
+    linear = _linear(40, 30)
+    layer = SparseLinear.from_dense(linear, sparsity=0.0)  # density 1: dense always wins
+    assert layer._sparse_max_batch == 0
+    assert "_dense_weight" not in layer.state_dict()
+    x = _x(4, 40)
+    with torch.no_grad():
+        assert torch.equal(layer(x), linear(x))
+    sparse = SparseLinear.from_dense(linear, sparsity=0.95)
+    assert sparse._sparse_max_batch == math.inf
+    assert not hasattr(sparse, "_dense_weight")
+
+
+def test_break_even_table_rule(monkeypatch):
+    table = {
+        ("float", "cached"): ((1, 0.6), (16, 0.4), (128, 0.2)),
+        ("int8", "cached"): ((1, 0.7), (16, 0.7), (128, 0.7)),
+        ("float", "large"): ((1, 0.9), (16, 0.9), (128, 0.9)),
+        ("int8", "large"): ((1, 0.9), (16, 0.9), (128, 0.9)),
+    }
+    monkeypatch.setattr(sparse_linear_module, "BREAK_EVEN_DENSITY", table)
+    rule = sparse_linear_module._sparse_max_batch
+    small, large = 100 * 100, 4096 * 4096
+    assert rule(0.1, torch.float32, small) == math.inf
+    assert rule(0.3, torch.float32, small) == 16
+    assert rule(0.5, torch.float16, small) == 1
+    assert rule(0.61, torch.float32, small) == 0
+    assert rule(0.65, torch.int8, small) == math.inf
+    assert rule(0.8, torch.float32, large) == math.inf
+
+
+def test_fast_path_equals_op_path():
+    layer = SparseLinear.from_dense(_linear(50, 20), sparsity=0.9)
+    x = _x(3, 50)
+    with torch.no_grad():
+        fast = layer(x)
+    slow = layer(x.clone().requires_grad_())
+    assert torch.equal(fast, slow.detach())
+    assert torch.equal(layer(x[:, None, :].transpose(0, 1).contiguous())[0], fast)
+
+
+def test_module_conversions_keep_scales_float32():
+    layer = SparseLinear.from_dense(_linear(20, 10), sparsity=0.5, values_dtype=torch.int8)
+    half = layer.half()
+    assert half.row_scales.dtype == torch.float32 and half.values.dtype == torch.int8
+    y = half(_x(2, 20).half())
+    assert y.dtype == torch.float16
+    torch.testing.assert_close(y.float(), half.to_dense().float()(_x(2, 20)), rtol=1e-2, atol=1e-2)
+
+
+def test_reassigned_buffers_are_picked_up():
+    layer = SparseLinear.from_dense(_linear(8, 4), sparsity=0.5)
+    layer.bias = nn.Parameter(torch.full((4,), 100.0))
+    with torch.no_grad():
+        assert bool((layer(_x(2, 8)) > 50).all())
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: SparseLinear.from_dense(nn.Conv1d(2, 2, 1)), TypeError, "linear: expected a torch.nn.Linear"),
+        (lambda: SparseLinear.from_dense(_linear(4, 4), sparsity=1.5), ValueError, r"sparsity: expected a number in \[0, 1\]"),
+        (lambda: SparseLinear.from_dense(_linear(4, 4), sparsity="x"), TypeError, "sparsity: expected a real number"),
+        (lambda: SparseLinear.from_dense(_linear(4, 4), values_dtype=torch.float64), TypeError, "values_dtype: expected"),
+        (lambda: SparseLinear(-1, 4), ValueError, "in_features: expected a non-negative int"),
+        (lambda: SparseLinear(4, 4)(torch.ones(2, 5)), ValueError, r"x: expected shape \[..., 4\]"),
+        (lambda: SparseLinear(4, 4)(torch.ones(2, 4, dtype=torch.int64)), TypeError, "x: expected dtype"),
+        (lambda: SparseLinear(4, 4)(torch.ones(2, 4, dtype=torch.float64)), TypeError, "x: expected dtype"),
+        (lambda: SparseLinear(4, 4)(torch.ones(2, 4, device="meta")), ValueError, "x: expected device cpu"),
+    ],
+)
+def test_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
