@@ -6,6 +6,17 @@ argument), allocates outputs with torch, and dispatches through a
 ops work under ``torch.compile(fullgraph=True)`` and ``torch.export``.
 """
 
+from slimtorch.ops.qgemm import (
+    qgemm_pack_weight,
+    qgemm_quantize_rows,
+    qgemm_quantize_weight,
+    qgemm_s32,
+    qlinear_dynamic,
+    qlinear_static,
+    qlinear_weight_only,
+)
 from slimtorch.ops.threshold import prune_mask, threshold_
 
 __all__ = ["prune_mask", "threshold_"]
+__all__ += ["qgemm_pack_weight", "qgemm_quantize_rows", "qgemm_quantize_weight", "qgemm_s32",
+            "qlinear_dynamic", "qlinear_static", "qlinear_weight_only"]
