@@ -46,18 +46,11 @@ constexpr int kMaxTileRows = 6;
 constexpr int kMaxTileBlocks = 4;
 constexpr int kMaxTileCols = kMaxTileBlocks * int(kQgemmBlockN);
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// Register tiles live in arrays of vectors indexed by compile-time loop
+// counters; GCC keeps them in registers only when these loops are fully unrolled.
+#define SLIMTORCH_UNROLL _Pragma("GCC unroll 16")
 
-inline int32_t load_group(const uint8_t* row, int64_t g, int64_t k) {
-  // The 4 activation bytes of group g, zero-padded past k (the packed weights
-  // are zero there too, so any value would do, but nothing past k is read).
-  uint8_t bytes[4] = {0, 0, 0, 0};
-  const int64_t take = std::min<int64_t>(4, k - 4 * g);
-  std::memcpy(bytes, row + 4 * g, size_t(take));
-  int32_t v;
-  std::memcpy(&v, bytes, 4);
-  return v;
-}
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // ---- tile shapes per path ----------------------------------------------------
 
@@ -68,13 +61,17 @@ struct TileShape {
 
 // ---- integer micro-kernels: acc[r * kMaxTileCols + c] for a rows x (blocks*16) tile
 
+// k must be a multiple of 4: callers pad activation rows to whole groups
+// (the pad meets zero weights), which keeps a tail path out of the hot loop.
 using IntTileFn = void (*)(const uint8_t* a, int64_t lda, int64_t k, const int8_t* b,
                            int64_t block_stride, int32_t* acc);
 
 template <int R, int B>
 void int_tile_scalar(const uint8_t* a, int64_t lda, int64_t k, const int8_t* b,
                      int64_t block_stride, int32_t* acc) {
+  SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r) {
+    SLIMTORCH_UNROLL
     for (int blk = 0; blk < B; ++blk) {
       for (int j = 0; j < kQgemmBlockN; ++j) {
         // |sum| <= 255 * 127 * K < 2^31 for K <= kQgemmMaxK: no overflow.
@@ -95,33 +92,38 @@ __attribute__((target("avx2,fma"))) void int_tile_avx2(const uint8_t* a, int64_t
                                                        int32_t* acc) {
   // Each 16-lane block is two ymm halves of 8 lanes.
   __m256i c[R][2 * B];
+  SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
     for (int h = 0; h < 2 * B; ++h) c[r][h] = _mm256_setzero_si256();
-  const int64_t groups = ceil_div(k, 4);
-  const int64_t full = k / 4;
+  const int64_t groups = k / 4;
   for (int64_t g = 0; g < groups; ++g) {
     // Activation pairs as int16: even = (a0, a2), odd = (a1, a3) per 32-bit lane.
     __m256i even[R], odd[R];
+    SLIMTORCH_UNROLL
     for (int r = 0; r < R; ++r) {
       int32_t v;
-      if (g < full) std::memcpy(&v, a + r * lda + 4 * g, 4);
-      else v = load_group(a + r * lda, g, k);
+      std::memcpy(&v, a + r * lda + 4 * g, 4);
       even[r] = _mm256_set1_epi32(v & 0x00ff00ff);
       odd[r] = _mm256_set1_epi32((int32_t(uint32_t(v) >> 8)) & 0x00ff00ff);
     }
+    SLIMTORCH_UNROLL
     for (int h = 0; h < 2 * B; ++h) {
       const __m256i w = _mm256_loadu_si256(
           reinterpret_cast<const __m256i*>(b + (h / 2) * block_stride + g * kGroupBytes + (h % 2) * 32));
       // Sign-extended weight bytes (0, 2) and (1, 3) of each 32-bit lane as int16 pairs.
       const __m256i w_even = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
       const __m256i w_odd = _mm256_srai_epi16(w, 8);
+      SLIMTORCH_UNROLL
       for (int r = 0; r < R; ++r) {
         c[r][h] = _mm256_add_epi32(c[r][h], _mm256_madd_epi16(w_even, even[r]));
         c[r][h] = _mm256_add_epi32(c[r][h], _mm256_madd_epi16(w_odd, odd[r]));
       }
     }
   }
+  SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
     for (int h = 0; h < 2 * B; ++h)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * kMaxTileCols + h * 8), c[r][h]);
 }
@@ -131,44 +133,44 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void int_tile_vn
     const uint8_t* a, int64_t lda, int64_t k, const int8_t* b, int64_t block_stride,
     int32_t* acc) {
   __m512i c[R][B];
+  SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
     for (int blk = 0; blk < B; ++blk) c[r][blk] = _mm512_setzero_si512();
-  const int64_t full = k / 4;
-  int64_t g = 0;
-  for (; g < full; ++g) {
+  const int64_t groups = k / 4;  // k is a multiple of 4 (see IntTileFn)
+  for (int64_t g = 0; g < groups; ++g) {
     __m512i w[B];
+    SLIMTORCH_UNROLL
     for (int blk = 0; blk < B; ++blk)
       w[blk] = _mm512_loadu_si512(b + blk * block_stride + g * kGroupBytes);
+    SLIMTORCH_UNROLL
     for (int r = 0; r < R; ++r) {
       int32_t v;
       std::memcpy(&v, a + r * lda + 4 * g, 4);
       const __m512i av = _mm512_set1_epi32(v);
+      SLIMTORCH_UNROLL
       for (int blk = 0; blk < B; ++blk) c[r][blk] = _mm512_dpbusd_epi32(c[r][blk], av, w[blk]);
     }
   }
-  if (g * 4 < k) {  // partial last group
-    __m512i w[B];
-    for (int blk = 0; blk < B; ++blk)
-      w[blk] = _mm512_loadu_si512(b + blk * block_stride + g * kGroupBytes);
-    for (int r = 0; r < R; ++r) {
-      const __m512i av = _mm512_set1_epi32(load_group(a + r * lda, g, k));
-      for (int blk = 0; blk < B; ++blk) c[r][blk] = _mm512_dpbusd_epi32(c[r][blk], av, w[blk]);
-    }
-  }
+  SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
     for (int blk = 0; blk < B; ++blk)
       _mm512_storeu_si512(acc + r * kMaxTileCols + blk * kQgemmBlockN, c[r][blk]);
 }
 
 // ---- weight-only (float) micro-kernels -----------------------------------------
 
+// As IntTileFn, k must be a multiple of 4 (callers pad x rows with zeros).
 using FloatTileFn = void (*)(const float* x, int64_t ldx, int64_t k, const int8_t* b,
                              int64_t block_stride, float* acc);
 
 template <int R, int B>
 void float_tile_scalar(const float* x, int64_t ldx, int64_t k, const int8_t* b,
                        int64_t block_stride, float* acc) {
+  SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
     for (int blk = 0; blk < B; ++blk)
       for (int j = 0; j < kQgemmBlockN; ++j) {
         float sum = 0.0f;
@@ -184,17 +186,21 @@ __attribute__((target("avx2,fma"))) void float_tile_avx2(const float* x, int64_t
                                                          const int8_t* b, int64_t block_stride,
                                                          float* acc) {
   __m256 c[R][2 * B];
+  SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
     for (int h = 0; h < 2 * B; ++h) c[r][h] = _mm256_setzero_ps();
-  const int64_t groups = ceil_div(k, 4);
+  const int64_t groups = k / 4;  // k is a multiple of 4 (see FloatTileFn)
   for (int64_t g = 0; g < groups; ++g) {
-    const int live = int(std::min<int64_t>(4, k - 4 * g));
     __m256i w[2 * B];
+    SLIMTORCH_UNROLL
     for (int h = 0; h < 2 * B; ++h)
       w[h] = _mm256_loadu_si256(
           reinterpret_cast<const __m256i*>(b + (h / 2) * block_stride + g * kGroupBytes + (h % 2) * 32));
-    for (int i = 0; i < live; ++i) {
+    SLIMTORCH_UNROLL
+    for (int i = 0; i < 4; ++i) {
       __m256 wf[2 * B];
+      SLIMTORCH_UNROLL
       for (int h = 0; h < 2 * B; ++h) {
         // Byte i of each lane to the top, then back with sign: int8 -> int32.
         __m256i v = w[h];
@@ -203,13 +209,17 @@ __attribute__((target("avx2,fma"))) void float_tile_avx2(const float* x, int64_t
         else if (i == 2) v = _mm256_slli_epi32(v, 8);
         wf[h] = _mm256_cvtepi32_ps(_mm256_srai_epi32(v, 24));
       }
+      SLIMTORCH_UNROLL
       for (int r = 0; r < R; ++r) {
         const __m256 xv = _mm256_set1_ps(x[r * ldx + 4 * g + i]);
+        SLIMTORCH_UNROLL
         for (int h = 0; h < 2 * B; ++h) c[r][h] = _mm256_fmadd_ps(xv, wf[h], c[r][h]);
       }
     }
   }
+  SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
     for (int h = 0; h < 2 * B; ++h) _mm256_storeu_ps(acc + r * kMaxTileCols + h * 8, c[r][h]);
 }
 
@@ -217,16 +227,20 @@ template <int R, int B>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void float_tile_avx512(
     const float* x, int64_t ldx, int64_t k, const int8_t* b, int64_t block_stride, float* acc) {
   __m512 c[R][B];
+  SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
     for (int blk = 0; blk < B; ++blk) c[r][blk] = _mm512_setzero_ps();
-  const int64_t groups = ceil_div(k, 4);
+  const int64_t groups = k / 4;  // k is a multiple of 4 (see FloatTileFn)
   for (int64_t g = 0; g < groups; ++g) {
-    const int live = int(std::min<int64_t>(4, k - 4 * g));
     __m512i w[B];
+    SLIMTORCH_UNROLL
     for (int blk = 0; blk < B; ++blk)
       w[blk] = _mm512_loadu_si512(b + blk * block_stride + g * kGroupBytes);
-    for (int i = 0; i < live; ++i) {
+    SLIMTORCH_UNROLL
+    for (int i = 0; i < 4; ++i) {
       __m512 wf[B];
+      SLIMTORCH_UNROLL
       for (int blk = 0; blk < B; ++blk) {
         __m512i v = w[blk];
         if (i == 0) v = _mm512_slli_epi32(v, 24);
@@ -234,13 +248,17 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void float_tile_avx512(
         else if (i == 2) v = _mm512_slli_epi32(v, 8);
         wf[blk] = _mm512_cvtepi32_ps(_mm512_srai_epi32(v, 24));
       }
+      SLIMTORCH_UNROLL
       for (int r = 0; r < R; ++r) {
         const __m512 xv = _mm512_set1_ps(x[r * ldx + 4 * g + i]);
+        SLIMTORCH_UNROLL
         for (int blk = 0; blk < B; ++blk) c[r][blk] = _mm512_fmadd_ps(xv, wf[blk], c[r][blk]);
       }
     }
   }
+  SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
     for (int blk = 0; blk < B; ++blk)
       _mm512_storeu_ps(acc + r * kMaxTileCols + blk * kQgemmBlockN, c[r][blk]);
 }
@@ -643,11 +661,25 @@ Status qgemm_u8s8s32(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const 
   if (m < 0 || n < 0 || k < 0 || k > kQgemmMaxK || lda < k || ldc < n ||
       (m > 0 && n > 0 && (c == nullptr || (k > 0 && (a == nullptr || packed == nullptr)))))
     return Status::kInvalidArgument;
+  if (m == 0 || n == 0) return Status::kOk;
+  // Rows whose length is not a whole number of 4-byte groups are copied into
+  // a zero-padded buffer (see IntTileFn).
+  const int64_t k_pad = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
+  std::unique_ptr<uint8_t[]> padded;
+  if (k_pad != k) {
+    padded.reset(new uint8_t[size_t(m * k_pad)]);
+    for (int64_t r = 0; r < m; ++r) {
+      std::memcpy(padded.get() + r * k_pad, a + r * lda, size_t(k));
+      std::memset(padded.get() + r * k_pad + k, 0, size_t(k_pad - k));
+    }
+    a = padded.get();
+    lda = k_pad;
+  }
   const IntPath path = int_path();
-  const int64_t block_stride = ceil_div(k, kQgemmGroupK) * kGroupBytes;
-  for_each_tile(m, n, k, int_shape(path), n_threads, [&](int64_t m0, int rows, int64_t nb0, int blocks) {
+  const int64_t block_stride = k_pad / kQgemmGroupK * kGroupBytes;
+  for_each_tile(m, n, k_pad, int_shape(path), n_threads, [&](int64_t m0, int rows, int64_t nb0, int blocks) {
     alignas(64) int32_t acc[kMaxTileRows * kMaxTileCols];
-    int_tile(path, rows, blocks)(a + m0 * lda, lda, k, packed + nb0 * block_stride, block_stride, acc);
+    int_tile(path, rows, blocks)(a + m0 * lda, lda, k_pad, packed + nb0 * block_stride, block_stride, acc);
     const int64_t c0 = nb0 * kQgemmBlockN;
     const int64_t cols = std::min<int64_t>(blocks * kQgemmBlockN, n - c0);
     for (int r = 0; r < rows; ++r)
@@ -703,11 +735,23 @@ Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
       (m > 0 && n > 0 && (y == nullptr || w_scale == nullptr ||
                           (k > 0 && (x == nullptr || packed == nullptr)))))
     return Status::kInvalidArgument;
+  if (m == 0 || n == 0) return Status::kOk;
+  const int64_t k_pad = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
+  std::unique_ptr<float[]> padded;
+  if (k_pad != k) {
+    padded.reset(new float[size_t(m * k_pad)]);
+    for (int64_t r = 0; r < m; ++r) {
+      std::memcpy(padded.get() + r * k_pad, x + r * ldx, size_t(k) * sizeof(float));
+      std::fill(padded.get() + r * k_pad + k, padded.get() + (r + 1) * k_pad, 0.0f);
+    }
+    x = padded.get();
+    ldx = k_pad;
+  }
   const Isa isa = active_isa();
-  const int64_t block_stride = ceil_div(k, kQgemmGroupK) * kGroupBytes;
-  for_each_tile(m, n, k, float_shape(isa), n_threads, [&](int64_t m0, int rows, int64_t nb0, int blocks) {
+  const int64_t block_stride = k_pad / kQgemmGroupK * kGroupBytes;
+  for_each_tile(m, n, k_pad, float_shape(isa), n_threads, [&](int64_t m0, int rows, int64_t nb0, int blocks) {
     alignas(64) float acc[kMaxTileRows * kMaxTileCols];
-    float_tile(isa, rows, blocks)(x + m0 * ldx, ldx, k, packed + nb0 * block_stride, block_stride, acc);
+    float_tile(isa, rows, blocks)(x + m0 * ldx, ldx, k_pad, packed + nb0 * block_stride, block_stride, acc);
     const int64_t c0 = nb0 * kQgemmBlockN;
     const int64_t cols = std::min<int64_t>(blocks * kQgemmBlockN, n - c0);
     const float* b = bias ? bias + c0 : nullptr;
