@@ -7,6 +7,8 @@ ops work under ``torch.compile(fullgraph=True)`` and ``torch.export``.
 """
 
 from slimtorch.ops.qgemm import (
+    PackedInt8Weight,
+    qgemm_prepare_weight,
     qgemm_pack_weight,
     qgemm_quantize_rows,
     qgemm_quantize_weight,
@@ -18,5 +20,5 @@ from slimtorch.ops.qgemm import (
 from slimtorch.ops.threshold import prune_mask, threshold_
 
 __all__ = ["prune_mask", "threshold_"]
-__all__ += ["qgemm_pack_weight", "qgemm_quantize_rows", "qgemm_quantize_weight", "qgemm_s32",
+__all__ += ["PackedInt8Weight", "qgemm_prepare_weight", "qgemm_pack_weight", "qgemm_quantize_rows", "qgemm_quantize_weight", "qgemm_s32",
             "qlinear_dynamic", "qlinear_static", "qlinear_weight_only"]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import torch
 
@@ -39,6 +40,8 @@ from slimtorch.reference import qgemm as ref
 
 __all__ = [
     "MAX_K",
+    "PackedInt8Weight",
+    "qgemm_prepare_weight",
     "qgemm_pack_weight",
     "qgemm_quantize_rows",
     "qgemm_quantize_weight",
@@ -245,55 +248,78 @@ for _op in (_dynamic_op, _static_op, _weight_only_op):
     _op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# ---- the packed weight ----------------------------------------------------------------
+
+class PackedInt8Weight(NamedTuple):
+    """A linear weight ready for the int8 kernels (see :func:`qgemm_prepare_weight`).
+
+    ``packed``: int8 ``[ceil(N/16), ceil(K/4), 16, 4]`` with
+    ``packed[nb, g, j, i] = q[16 nb + j, 4 g + i]`` (zero padded);
+    ``scale``: float32 ``[N]`` per-channel scales; ``colsum``: int32 ``[N]``,
+    ``colsum[n] = sum_k q[n, k]`` (zero-point compensation); ``in_features``:
+    K, which the padded layout alone does not determine.
+    """
+
+    packed: torch.Tensor
+    scale: torch.Tensor
+    colsum: torch.Tensor
+    in_features: int
+
+    @property
+    def out_features(self) -> int:
+        return self.scale.shape[0]
+
+
 # ---- validation -------------------------------------------------------------------
 
-def _check_packed(packed: object, n: int | None = None, k: int | None = None) -> torch.Tensor:
-    packed = check_tensor("packed", packed, (torch.int8,))
-    if packed.dim() != 4 or tuple(packed.shape[2:]) != (BLOCK_N, GROUP_K):
-        raise ValueError(
-            f"packed: expected the layout [ceil(N/16), ceil(K/4), 16, 4] from qgemm_pack_weight, "
-            f"got shape {tuple(packed.shape)}"
-        )
-    if not packed.is_contiguous():
-        raise ValueError("packed: expected a contiguous tensor (from qgemm_pack_weight)")
-    if n is not None and packed.shape[0] != -(-n // BLOCK_N):
-        raise ValueError(f"packed: holds {packed.shape[0]} blocks of 16 output channels, "
-                         f"expected {-(-n // BLOCK_N)} for {n} output channels")
-    if k is not None and packed.shape[1] != -(-k // GROUP_K):
-        raise ValueError(f"packed: holds {packed.shape[1]} groups of 4 input features, "
-                         f"expected {-(-k // GROUP_K)} for x with {k} features")
-    return packed
+def _check_weight(name: str, weight: object, device: torch.device) -> PackedInt8Weight:
+    if not isinstance(weight, PackedInt8Weight):
+        raise TypeError(f"{name}: expected a PackedInt8Weight (from qgemm_prepare_weight), got {type(weight).__name__}")
+    packed, scale, colsum, k = weight
+    check_tensor(f"{name}.packed", packed, (torch.int8,))
+    check_tensor(f"{name}.scale", scale, (torch.float32,))
+    check_tensor(f"{name}.colsum", colsum, (torch.int32,))
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise TypeError(f"{name}.in_features: expected a non-negative int, got {k!r}")
+    n = scale.shape[0] if scale.dim() == 1 else -1
+    if scale.dim() != 1 or tuple(colsum.shape) != (n,):
+        raise ValueError(f"{name}: expected scale and colsum of shape (N,), got {tuple(scale.shape)} and {tuple(colsum.shape)}")
+    expected = (-(-n // BLOCK_N), -(-k // GROUP_K), BLOCK_N, GROUP_K)
+    if tuple(packed.shape) != expected:
+        raise ValueError(f"{name}.packed: expected shape {expected} for {n} outputs and {k} inputs, got {tuple(packed.shape)}")
+    if not (packed.is_contiguous() and scale.is_contiguous() and colsum.is_contiguous()):
+        raise ValueError(f"{name}: expected contiguous tensors (from qgemm_prepare_weight)")
+    for part, tensor in (("packed", packed), ("scale", scale), ("colsum", colsum)):
+        if tensor.device != device:
+            raise ValueError(f"{name}.{part}: expected a tensor on {device} (the input's device), got {tensor.device}")
+    return weight
 
 
-def _check_vector(name: str, value: object, dtypes, n: int, device: torch.device) -> torch.Tensor:
-    value = check_tensor(name, value, dtypes)
-    if value.dim() != 1 or value.shape[0] != n:
-        raise ValueError(f"{name}: expected shape ({n},), got {tuple(value.shape)}")
-    if value.device != device:
-        raise ValueError(f"{name}: expected a tensor on {device}, got {value.device}")
-    return value
-
-
-def _check_linear_args(x, packed, w_scale, colsum, bias, integer: bool):
-    x = check_tensor("x", x, FLOAT_DTYPES)
+def _check_input(name: str, x: object, dtypes, weight: object, integer: bool) -> tuple[torch.Tensor, PackedInt8Weight | None]:
+    """Checks x and, unless weight is None, the weight and that they match."""
+    x = check_tensor(name, x, dtypes)
     if x.dim() < 1:
-        raise ValueError("x: expected at least 1 dimension [..., in_features], got a 0-d tensor")
+        raise ValueError(f"{name}: expected at least 1 dimension [..., in_features], got a 0-d tensor")
     k = x.shape[-1]
     if integer and k > MAX_K:
-        raise ValueError(f"x: at most {MAX_K} features fit exact int32 accumulation, got {k}")
-    w_scale = check_tensor("w_scale", w_scale, (torch.float32,))
-    if w_scale.dim() != 1:
-        raise ValueError(f"w_scale: expected a 1-d tensor of per-channel scales, got shape {tuple(w_scale.shape)}")
-    n = w_scale.shape[0]
-    packed = _check_packed(packed, n, k)
-    if packed.device != x.device:
-        raise ValueError(f"packed: expected a tensor on {x.device} (the device of x), got {packed.device}")
-    w_scale = _check_vector("w_scale", w_scale, (torch.float32,), n, x.device).contiguous()
-    if colsum is not None:
-        colsum = _check_vector("colsum", colsum, (torch.int32,), n, x.device).contiguous()
-    if bias is not None:
-        bias = _check_vector("bias", bias, FLOAT_DTYPES, n, x.device).to(torch.float32).contiguous()
-    return x, packed, w_scale, colsum, bias
+        raise ValueError(f"{name}: at most {MAX_K} features fit exact int32 accumulation, got {k}")
+    if weight is None:
+        return x, None
+    weight = _check_weight("weight", weight, x.device)
+    if k != weight.in_features:
+        raise ValueError(f"{name}: expected shape [..., {weight.in_features}] (the weight's in_features), got {tuple(x.shape)}")
+    return x, weight
+
+
+def _check_bias(bias: object, n: int, device: torch.device) -> torch.Tensor | None:
+    if bias is None:
+        return None
+    bias = check_tensor("bias", bias, FLOAT_DTYPES)
+    if tuple(bias.shape) != (n,):
+        raise ValueError(f"bias: expected shape ({n},), got {tuple(bias.shape)}")
+    if bias.device != device:
+        raise ValueError(f"bias: expected a tensor on {device} (the input's device), got {bias.device}")
+    return bias.to(torch.float32).contiguous()
 
 
 def check_zero_point(value: object) -> int:
@@ -340,20 +366,27 @@ def qgemm_quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return ref.quantize_weight(weight)
 
 
-def qgemm_pack_weight(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pack int8 weights ``q [N, K]`` (values in [-127, 127]) for the kernels.
-
-    Returns:
-        ``(packed, colsum)``: int8 ``[ceil(N/16), ceil(K/4), 16, 4]`` with
-        ``packed[nb, g, j, i] = q[16 nb + j, 4 g + i]`` (zero padded), and int32
-        ``colsum[n] = sum_k q[n, k]`` (zero-point compensation).
-    """
+def qgemm_pack_weight(q: torch.Tensor, scale: torch.Tensor) -> PackedInt8Weight:
+    """Pack int8 weights ``q [N, K]`` (values in [-127, 127]) and their float32
+    per-channel ``scale [N]`` for the kernels: the VNNI 16x4 layout plus the
+    column sums (see :class:`PackedInt8Weight`). Done once per layer."""
     q = check_tensor("q", q, (torch.int8,))
     if q.dim() != 2:
         raise ValueError(f"q: expected a 2-d tensor [out_features, in_features], got shape {tuple(q.shape)}")
     if q.numel() and int(q.min()) < -127:
         raise ValueError("q: expected symmetric int8 values in [-127, 127], found -128")
-    return ref.pack_weight(q)
+    scale = check_tensor("scale", scale, (torch.float32,))
+    if tuple(scale.shape) != (q.shape[0],):
+        raise ValueError(f"scale: expected shape ({q.shape[0]},), got {tuple(scale.shape)}")
+    if scale.device != q.device:
+        raise ValueError(f"scale: expected a tensor on {q.device} (the device of q), got {scale.device}")
+    packed, colsum = ref.pack_weight(q)
+    return PackedInt8Weight(packed, scale.contiguous(), colsum, q.shape[1])
+
+
+def qgemm_prepare_weight(weight: torch.Tensor) -> PackedInt8Weight:
+    """:func:`qgemm_quantize_weight` then :func:`qgemm_pack_weight`."""
+    return qgemm_pack_weight(*qgemm_quantize_weight(weight))
 
 
 def qgemm_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -365,63 +398,51 @@ def qgemm_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
         shape ``x.shape[:-1]``. Rules in :mod:`slimtorch.reference.qgemm`; a row
         with NaN/Inf gets scale NaN, zero point 0 and all-zero ``a``.
     """
-    x = check_tensor("x", x, FLOAT_DTYPES)
-    if x.dim() < 1:
-        raise ValueError("x: expected at least 1 dimension, got a 0-d tensor")
+    x, _ = _check_input("x", x, FLOAT_DTYPES, None, False)
     return _quantize_rows_op(x)
 
 
-def qgemm_s32(a: torch.Tensor, packed: torch.Tensor, n: int) -> torch.Tensor:
-    """Exact int32 accumulators ``acc[..., j] = sum_k a[..., k] * q[j, k]``.
+def qgemm_s32(a: torch.Tensor, weight: PackedInt8Weight) -> torch.Tensor:
+    """Exact int32 accumulators ``acc[..., n] = sum_k a[..., k] * q[n, k]``.
 
     Args:
-        a: uint8 ``[..., K]`` (K <= MAX_K).
-        packed: packed weight from :func:`qgemm_pack_weight`.
-        n: number of output channels N of the packed weight.
+        a: uint8 ``[..., K]`` (K <= MAX_K), e.g. from :func:`qgemm_quantize_rows`.
+        weight: from :func:`qgemm_prepare_weight` / :func:`qgemm_pack_weight`.
     """
-    a = check_tensor("a", a, (torch.uint8,))
-    if a.dim() < 1:
-        raise ValueError("a: expected at least 1 dimension, got a 0-d tensor")
-    if a.shape[-1] > MAX_K:
-        raise ValueError(f"a: at most {MAX_K} features fit exact int32 accumulation, got {a.shape[-1]}")
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n: expected an int, got {type(n).__name__}")
-    if n < 0:
-        raise ValueError(f"n: expected a non-negative int, got {n}")
-    packed = _check_packed(packed, n, a.shape[-1])
-    if packed.device != a.device:
-        raise ValueError(f"packed: expected a tensor on {a.device} (the device of a), got {packed.device}")
-    return _qgemm_s32_op(a, packed, n)
+    a, weight = _check_input("a", a, (torch.uint8,), weight, True)
+    return _qgemm_s32_op(a, weight.packed, weight.out_features)
 
 
-def qlinear_dynamic(x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor, colsum: torch.Tensor,
-                    bias: torch.Tensor | None = None) -> torch.Tensor:
+def qlinear_dynamic(x: torch.Tensor, weight: PackedInt8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Dynamic int8 linear: rows of ``x [..., K]`` quantized on the fly.
 
     Args:
         x: float32/float16/bfloat16 ``[..., K]``, any strides.
-        packed, colsum: from :func:`qgemm_pack_weight`; w_scale: float32 ``[N]``.
+        weight: from :func:`qgemm_prepare_weight`.
         bias: optional float ``[N]``.
 
     Returns:
         ``[..., N]`` in x's dtype (computed in float32). A row of x with NaN/Inf
         gives a NaN output row.
     """
-    x, packed, w_scale, colsum, bias = _check_linear_args(x, packed, w_scale, colsum, bias, True)
-    return _dynamic_op(x, packed, w_scale, colsum, bias)
+    x, weight = _check_input("x", x, FLOAT_DTYPES, weight, True)
+    bias = _check_bias(bias, weight.out_features, x.device)
+    return _dynamic_op(x, weight.packed, weight.scale, weight.colsum, bias)
 
 
-def qlinear_static(x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor, colsum: torch.Tensor,
-                   x_scale: float, x_zero_point: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+def qlinear_static(x: torch.Tensor, weight: PackedInt8Weight, x_scale: float, x_zero_point: int,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
     """Static int8 linear: ``x`` quantized with a given per-tensor ``x_scale`` (> 0)
     and ``x_zero_point`` (uint8, [0, 255]); otherwise as :func:`qlinear_dynamic`."""
-    x, packed, w_scale, colsum, bias = _check_linear_args(x, packed, w_scale, colsum, bias, True)
-    return _static_op(x, packed, w_scale, colsum, bias, check_scale(x_scale), check_zero_point(x_zero_point))
+    x, weight = _check_input("x", x, FLOAT_DTYPES, weight, True)
+    bias = _check_bias(bias, weight.out_features, x.device)
+    return _static_op(x, weight.packed, weight.scale, weight.colsum, bias,
+                      check_scale(x_scale), check_zero_point(x_zero_point))
 
 
-def qlinear_weight_only(x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor,
-                        bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Weight-only int8 linear: ``(x @ q.T) * w_scale + bias`` in float32 with the
-    int8 weight converted inside the kernel; output in x's dtype."""
-    x, packed, w_scale, _, bias = _check_linear_args(x, packed, w_scale, None, bias, False)
-    return _weight_only_op(x, packed, w_scale, bias)
+def qlinear_weight_only(x: torch.Tensor, weight: PackedInt8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Weight-only int8 linear: ``(x @ q.T) * scale + bias`` summed in float32
+    with the int8 weight converted inside the kernel; output in x's dtype."""
+    x, weight = _check_input("x", x, FLOAT_DTYPES, weight, False)
+    bias = _check_bias(bias, weight.out_features, x.device)
+    return _weight_only_op(x, weight.packed, weight.scale, bias)
