@@ -27,6 +27,7 @@ from torch import nn
 
 from slimtorch import _native
 from slimtorch.ops import qgemm as qops
+from slimtorch.ops._checks import FLOAT_DTYPES
 
 __all__ = ["Int8Linear"]
 
@@ -146,8 +147,12 @@ class Int8Linear(nn.Module):
             raise TypeError(f"input: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"input: expected shape [..., {self.in_features}], got {tuple(x.shape)}")
+        if x.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"input: expected dtype float32, float16 or bfloat16, got {x.dtype}")
         buffers = self._buffers
         packed, w_scale, bias = buffers["packed"], buffers["weight_scale"], buffers["bias"]
+        if x.device != packed.device:
+            raise ValueError(f"input: expected a tensor on {packed.device} (the layer's device), got {x.device}")
         mode = self.mode
         # Eager CPU inference calls the native kernel directly: torch.library
         # dispatch alone costs more than a small layer's whole GEMV.
