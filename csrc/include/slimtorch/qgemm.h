@@ -22,6 +22,7 @@
 #pragma once
 
 #include "slimtorch/common.h"
+#include "slimtorch/cuda.h"
 
 namespace slimtorch {
 
@@ -67,5 +68,31 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
 Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
                            const int8_t* packed, const float* w_scale, const float* bias,
                            int64_t n, float* y, int64_t ldy, int n_threads);
+
+// ---- CUDA (csrc/cuda/qgemm.cu); pointers are device memory, nothing synchronizes.
+namespace cuda {
+
+// As the CPU quantize_rows_u8 (dynamic when x_scale is null, else static with
+// *x_scale (host value) and x_zero_point); also zeroes a's bytes k..lda-1 of
+// every row, so a padded buffer (lda a multiple of 4) feeds qgemm_u8s8.
+Status quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* a,
+                        int64_t lda, float* scale, int32_t* zero_point, const float* x_scale,
+                        int32_t x_zero_point, Stream stream);
+
+// a: uint8 rows of k_pad bytes (a multiple of 4, zero past the true K), row
+// stride lda (a multiple of 4). If c is not null, writes the int32
+// accumulators c[m][n]; otherwise the linear epilogue of qlinear_u8s8 into y
+// with per-row zero_point / row_scale (from quantize_rows_u8).
+Status qgemm_u8s8(const uint8_t* a, int64_t m, int64_t k_pad, int64_t lda, const int8_t* packed,
+                  int64_t n, int32_t* c, int64_t ldc, const int32_t* zero_point,
+                  const float* row_scale, const float* w_scale, const int32_t* colsum,
+                  const float* bias, float* y, int64_t ldy, Stream stream);
+
+// Weight-only linear (a GEMV, 8 rows of x per pass over the weight).
+Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
+                           const int8_t* packed, const float* w_scale, const float* bias,
+                           int64_t n, float* y, int64_t ldy, Stream stream);
+
+}  // namespace cuda
 
 }  // namespace slimtorch

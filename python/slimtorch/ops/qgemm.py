@@ -227,6 +227,73 @@ def _(x, packed, w_scale, bias):
     return _cpu_weight_only(x, packed, w_scale, bias)
 
 
+# ---- CUDA kernels (registered only when slimtorch._C_cuda is built) -----------------
+
+if _native.cuda is not None and hasattr(_native.cuda, "qgemm_u8s8"):
+
+    def _stream(t: torch.Tensor) -> int:
+        return torch.cuda.current_stream(t.device).cuda_stream
+
+    def _cuda_quantize(x: torch.Tensor, is_static: bool, x_scale: float, x_zero_point: int):
+        """Rows of x as uint8 [M, round_up(K, 4)] (zero padded), scale, zero point."""
+        k = x.shape[-1]
+        x2 = x.reshape(math.prod(x.shape[:-1]), k).float().contiguous()
+        m, k_pad = x2.shape[0], -(-k // GROUP_K) * GROUP_K
+        a = torch.empty((m, k_pad), dtype=torch.uint8, device=x.device)
+        scale = torch.empty(m, dtype=torch.float32, device=x.device)
+        zero_point = torch.empty(m, dtype=torch.int32, device=x.device)
+        _native.cuda.quantize_rows_u8(x2.data_ptr(), m, k, k, a.data_ptr(), k_pad, scale.data_ptr(),
+                                      zero_point.data_ptr(), is_static, x_scale, x_zero_point, _stream(x))
+        return a, scale, zero_point
+
+    def _cuda_u8s8(x, packed, w_scale, colsum, bias, is_static, x_scale, x_zero_point):
+        n = w_scale.shape[0]
+        a, scale, zero_point = _cuda_quantize(x, is_static, x_scale, x_zero_point)
+        m, k_pad = a.shape
+        y = torch.empty((m, n), dtype=torch.float32, device=x.device)
+        _native.cuda.qgemm_u8s8(a.data_ptr(), m, k_pad, k_pad, packed.data_ptr(), n, 0, 0,
+                                zero_point.data_ptr(), scale.data_ptr(), w_scale.data_ptr(),
+                                colsum.data_ptr(), 0 if bias is None else bias.data_ptr(),
+                                y.data_ptr(), n, _stream(x))
+        return y.reshape(*x.shape[:-1], n).to(x.dtype)
+
+    @_quantize_rows_op.register_kernel("cuda")
+    def _(x):
+        k = x.shape[-1]
+        a, scale, zero_point = _cuda_quantize(x, False, 1.0, 0)
+        lead = x.shape[:-1]
+        return a[:, :k].contiguous().reshape(x.shape), scale.reshape(lead), zero_point.reshape(lead)
+
+    @_qgemm_s32_op.register_kernel("cuda")
+    def _(a, packed, n):
+        k = a.shape[-1]
+        k_pad = -(-k // GROUP_K) * GROUP_K
+        a2 = torch.nn.functional.pad(a.reshape(math.prod(a.shape[:-1]), k), (0, k_pad - k)).contiguous()
+        m = a2.shape[0]
+        c = torch.empty((m, n), dtype=torch.int32, device=a.device)
+        _native.cuda.qgemm_u8s8(a2.data_ptr(), m, k_pad, k_pad, packed.data_ptr(), n, c.data_ptr(), n,
+                                0, 0, 0, 0, 0, 0, 0, _stream(a))
+        return c.reshape(*a.shape[:-1], n)
+
+    @_dynamic_op.register_kernel("cuda")
+    def _(x, packed, w_scale, colsum, bias):
+        return _cuda_u8s8(x, packed, w_scale, colsum, bias, False, 1.0, 0)
+
+    @_static_op.register_kernel("cuda")
+    def _(x, packed, w_scale, colsum, bias, x_scale, x_zero_point):
+        return _cuda_u8s8(x, packed, w_scale, colsum, bias, True, x_scale, x_zero_point)
+
+    @_weight_only_op.register_kernel("cuda")
+    def _(x, packed, w_scale, bias):
+        n, k = w_scale.shape[0], x.shape[-1]
+        x2 = x.reshape(math.prod(x.shape[:-1]), k).float().contiguous()
+        m = x2.shape[0]
+        y = torch.empty((m, n), dtype=torch.float32, device=x.device)
+        _native.cuda.qlinear_weight_only(x2.data_ptr(), m, k, k, packed.data_ptr(), w_scale.data_ptr(),
+                                         0 if bias is None else bias.data_ptr(), n, y.data_ptr(), n, _stream(x))
+        return y.reshape(*x.shape[:-1], n).to(x.dtype)
+
+
 # ---- gradients: with respect to x only (straight-through for the integer modes)
 
 def _setup_context(ctx, inputs, output):
