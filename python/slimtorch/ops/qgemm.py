@@ -12,7 +12,10 @@ column sums. Three linear modes use the packed weight:
 * :func:`qlinear_static`: the same with a given per-tensor activation scale and
   zero point (from calibration).
 * :func:`qlinear_weight_only`: float activations; the kernel converts int8
-  weights in registers and never materialises a float weight.
+  weights in registers and never materialises a float weight. A single row
+  (batch 1) runs a GEMV kernel that sums in another order than the batched
+  kernel, so its last bits may differ from the same row inside a batch; the
+  integer modes are bit-identical whatever the batch and thread count.
 
 :func:`qgemm_quantize_rows` and :func:`qgemm_s32` expose the two integer
 stages (row quantization, exact int32 accumulators) for testing and for
