@@ -1,11 +1,15 @@
 #include "slimtorch/qgemm.h"
 
+#include <optional>
+
 #include "../glue.h"
 #include "families.h"
 
 namespace slimtorch::bindings {
 
 // The address of an optional tensor (bias) arrives as 0 for "none".
+constexpr int64_t kReleaseGilMacs = int64_t(1) << 22;  // ~10 us of work and up
+
 void bind_qgemm(py::module_& m) {
   m.attr("qgemm_max_k") = kQgemmMaxK;
   m.def("qgemm_packed_bytes", &qgemm_packed_bytes);
@@ -29,12 +33,14 @@ void bind_qgemm(py::module_& m) {
     }
     check(status, "qgemm_u8s8s32");
   });
-  // The linear entry points keep the GIL: they are the batch-1 hot path, where
-  // releasing and re-taking it costs more than a small layer's whole GEMV.
+  // The linear entry points release the GIL only for large problems: at batch
+  // 1 releasing and re-taking it costs a noticeable part of a small layer's GEMV.
   m.def("qlinear_u8s8", [](uintptr_t x, int64_t m, int64_t k, int64_t ldx, uintptr_t packed,
                            uintptr_t w_scale, uintptr_t colsum, uintptr_t bias, int64_t n,
                            uintptr_t y, int64_t ldy, bool is_static, float x_scale,
                            int32_t x_zero_point, int n_threads) {
+    std::optional<py::gil_scoped_release> release;
+    if (m * n * k >= kReleaseGilMacs) release.emplace();
     check(qlinear_u8s8(as_ptr<const float>(x), m, k, ldx, as_ptr<const int8_t>(packed),
                        as_ptr<const float>(w_scale), as_ptr<const int32_t>(colsum),
                        as_ptr<const float>(bias), n, as_ptr<float>(y), ldy,
@@ -44,6 +50,8 @@ void bind_qgemm(py::module_& m) {
   m.def("qlinear_weight_only", [](uintptr_t x, int64_t m, int64_t k, int64_t ldx,
                                   uintptr_t packed, uintptr_t w_scale, uintptr_t bias, int64_t n,
                                   uintptr_t y, int64_t ldy, int n_threads) {
+    std::optional<py::gil_scoped_release> release;
+    if (m * n * k >= kReleaseGilMacs) release.emplace();
     check(qlinear_weight_only(as_ptr<const float>(x), m, k, ldx, as_ptr<const int8_t>(packed),
                               as_ptr<const float>(w_scale), as_ptr<const float>(bias), n,
                               as_ptr<float>(y), ldy, n_threads),
