@@ -92,3 +92,77 @@ def test_call_overhead_64(benchmark, impl):
     model = _model(impl, 64, 64)
     _info(benchmark, (64, 64), 1, impl)
     _measure(benchmark, model, torch.randn(1, 64))
+
+
+# ---- interleaved ratios (python benchmarks/bench_qgemm.py) ---------------------------------
+#
+# On a shared machine the load drifts between pytest-benchmark's sequential
+# runs, which skews ratios of medians. This mode interleaves: every round
+# times each implementation once (best of 3 short bursts), and a ratio is the
+# median over rounds of the per-round ratio.
+
+def _burst(model, x, seconds=0.002) -> float:
+    model(x)
+    t0 = time.perf_counter()
+    model(x)
+    once = time.perf_counter() - t0
+    reps = max(1, int(seconds / max(once, 1e-7)))
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            model(x)
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return best
+
+
+def interleaved(shapes=SHAPES, batches=BATCHES, impls=IMPLS, rounds: int = 7) -> str:
+    """Markdown table: median per-round time of each impl and median per-round
+    speedups vs dense and vs fbgemm."""
+    import statistics
+
+    lines = ["| shape | batch | impl | ms (median) | x vs dense | x vs fbgemm |", "|---|---|---|---|---|---|"]
+    for shape in list(shapes) + [(64, 64)]:
+        for batch in batches if shape != (64, 64) else [1]:
+            models = {}
+            for impl in impls if shape != (64, 64) else impls[:3]:
+                try:
+                    models[impl] = _model(impl, *shape)
+                    _cache.clear()
+                except pytest.skip.Exception:
+                    continue
+            x = torch.randn(batch, shape[0])
+            times = {impl: [] for impl in models}
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for _ in range(rounds):
+                    for impl, model in models.items():
+                        times[impl].append(_burst(model, x))
+            for impl in models:
+                row = [f"{shape[0]}x{shape[1]}", str(batch), impl, f"{statistics.median(times[impl]) * 1e3:.4g}"]
+                for base in ("dense", "fbgemm"):
+                    if base in times and impl != base:
+                        row.append(f"{statistics.median(b / t for b, t in zip(times[base], times[impl])):.2f}")
+                    else:
+                        row.append("")
+                lines.append("| " + " | ".join(row) + " |")
+            print(lines[-1 - len(models) + 1:] and "\n".join(lines[-len(models):]), flush=True)
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(description="interleaved int8 linear ratios")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("SLIMTORCH_BENCH_THREADS", "2")))
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--out", default=None, help="write the markdown table here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    table = interleaved(rounds=args.rounds)
+    print(f"\nthreads={args.threads} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}\n")
+    print(table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table)

@@ -215,3 +215,21 @@ def test_call_overhead_is_small():
     with torch.no_grad():
         ratios = [best(layer) / best(linear) for _ in range(3)]
     assert min(ratios) < 2.0, ratios
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_sizes_copy_and_pickle(mode):
+    import copy
+    import pickle
+
+    kwargs = STATIC if mode == "static" else {}
+    for k, n in [(0, 3), (3, 0)]:
+        layer = Int8Linear(k, n, mode=mode, **kwargs)
+        with torch.no_grad():
+            layer.bias.fill_(0.5) if n else None
+            assert torch.equal(layer(torch.randn(2, k)), torch.full((2, n), 0.5))
+    _, layer = _layer(mode)
+    x = torch.randn(3, 37)
+    with torch.no_grad():
+        for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+            assert torch.equal(clone(x), layer(x))

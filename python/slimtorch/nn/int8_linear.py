@@ -43,6 +43,11 @@ def _check_features(name: str, value: object) -> int:
     return value
 
 
+def _repack_after_load(module: Int8Linear, incompatible_keys) -> None:
+    # A module-level function, not a lambda, so that the layer stays picklable.
+    module._repack()
+
+
 class Int8Linear(nn.Module):
     """``y = x @ W.T + b`` with ``W`` stored as int8 per output channel.
 
@@ -84,7 +89,7 @@ class Int8Linear(nn.Module):
         if mode == "static":
             self.register_buffer("input_scale", torch.tensor(scale, dtype=torch.float32, device=device))
             self.register_buffer("input_zero_point", torch.tensor(zero_point, dtype=torch.int32, device=device))
-        self.register_load_state_dict_post_hook(lambda module, keys: module._repack())
+        self.register_load_state_dict_post_hook(_repack_after_load)
         self._repack()
 
     @classmethod
