@@ -63,24 +63,26 @@ struct TileShape {
 
 // k must be a multiple of 4: callers pad activation rows to whole groups
 // (the pad meets zero weights), which keeps a tail path out of the hot loop.
+// With accumulate, the tile adds to the values already in acc (K blocking).
 using IntTileFn = void (*)(const uint8_t* a, int64_t lda, int64_t k, const int8_t* b,
-                           int64_t block_stride, int32_t* acc);
+                           int64_t block_stride, int32_t* acc, bool accumulate);
 
 template <int R, int B>
 void int_tile_scalar(const uint8_t* a, int64_t lda, int64_t k, const int8_t* b,
-                     int64_t block_stride, int32_t* acc) {
+                     int64_t block_stride, int32_t* acc, bool accumulate) {
   SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r) {
     SLIMTORCH_UNROLL
     for (int blk = 0; blk < B; ++blk) {
       for (int j = 0; j < kQgemmBlockN; ++j) {
         // |sum| <= 255 * 127 * K < 2^31 for K <= kQgemmMaxK: no overflow.
-        int32_t sum = 0;
+        int32_t& out = acc[r * kMaxTileCols + blk * kQgemmBlockN + j];
+        int32_t sum = accumulate ? out : 0;
         for (int64_t kk = 0; kk < k; ++kk) {
           const int8_t w = b[blk * block_stride + (kk / 4) * kGroupBytes + j * 4 + kk % 4];
           sum += int32_t(a[r * lda + kk]) * int32_t(w);
         }
-        acc[r * kMaxTileCols + blk * kQgemmBlockN + j] = sum;
+        out = sum;
       }
     }
   }
@@ -89,13 +91,15 @@ void int_tile_scalar(const uint8_t* a, int64_t lda, int64_t k, const int8_t* b,
 template <int R, int B>
 __attribute__((target("avx2,fma"))) void int_tile_avx2(const uint8_t* a, int64_t lda, int64_t k,
                                                        const int8_t* b, int64_t block_stride,
-                                                       int32_t* acc) {
+                                                       int32_t* acc, bool accumulate) {
   // Each 16-lane block is two ymm halves of 8 lanes.
   __m256i c[R][2 * B];
   SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r)
     SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h) c[r][h] = _mm256_setzero_si256();
+    for (int h = 0; h < 2 * B; ++h)
+      c[r][h] = accumulate ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + r * kMaxTileCols + h * 8))
+                           : _mm256_setzero_si256();
   const int64_t groups = k / 4;
   for (int64_t g = 0; g < groups; ++g) {
     // Activation pairs as int16: even = (a0, a2), odd = (a1, a3) per 32-bit lane.
@@ -131,12 +135,14 @@ __attribute__((target("avx2,fma"))) void int_tile_avx2(const uint8_t* a, int64_t
 template <int R, int B>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void int_tile_vnni(
     const uint8_t* a, int64_t lda, int64_t k, const int8_t* b, int64_t block_stride,
-    int32_t* acc) {
+    int32_t* acc, bool accumulate) {
   __m512i c[R][B];
   SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r)
     SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk) c[r][blk] = _mm512_setzero_si512();
+    for (int blk = 0; blk < B; ++blk)
+      c[r][blk] = accumulate ? _mm512_loadu_si512(acc + r * kMaxTileCols + blk * kQgemmBlockN)
+                             : _mm512_setzero_si512();
   const int64_t groups = k / 4;  // k is a multiple of 4 (see IntTileFn)
   for (int64_t g = 0; g < groups; ++g) {
     __m512i w[B];
@@ -364,12 +370,12 @@ FloatTileFn float_tile(Isa isa, int rows, int blocks) {
 
 // ---- tiling over threads ------------------------------------------------------------
 
-// Calls body(m0, rows, nb0, blocks) for every output tile. Work items are
+// Calls body(first_row_tile, last_row_tile, nb0, blocks) for every work item:
 // (column tile, row panel) pairs in column-tile-major order; rows are split
 // into panels only when there are too few column tiles to feed every thread.
 template <typename Body>
-void for_each_tile(int64_t m, int64_t n, int64_t k, TileShape shape, int n_threads,
-                   const Body& body) {
+void for_each_panel(int64_t m, int64_t n, int64_t k, TileShape shape, int n_threads,
+                    const Body& body) {
   if (m <= 0 || n <= 0) return;
   const int64_t n_blocks = ceil_div(n, kQgemmBlockN);
   const int64_t col_tiles = ceil_div(n_blocks, shape.blocks);
@@ -386,12 +392,62 @@ void for_each_tile(int64_t m, int64_t n, int64_t k, TileShape shape, int n_threa
       const int64_t col_tile = item / panels, panel = item % panels;
       const int64_t nb0 = col_tile * shape.blocks;
       const int blocks = int(std::min<int64_t>(shape.blocks, n_blocks - nb0));
-      const int64_t first = row_tiles * panel / panels, last = row_tiles * (panel + 1) / panels;
+      body(row_tiles * panel / panels, row_tiles * (panel + 1) / panels, nb0, blocks);
+    }
+  });
+}
+
+// Calls body(m0, rows, nb0, blocks) for every output tile.
+template <typename Body>
+void for_each_tile(int64_t m, int64_t n, int64_t k, TileShape shape, int n_threads,
+                   const Body& body) {
+  for_each_panel(m, n, k, shape, n_threads, [&](int64_t first, int64_t last, int64_t nb0, int blocks) {
+    for (int64_t t = first; t < last; ++t) {
+      const int64_t m0 = t * shape.rows;
+      body(m0, int(std::min<int64_t>(shape.rows, m - m0)), nb0, blocks);
+    }
+  });
+}
+
+constexpr int kTileAcc = kMaxTileRows * kMaxTileCols;
+// K block of the integer GEMM: with long rows the 64-column weight panel
+// (64 * K bytes) and the activation panel stop fitting in L2 together; in
+// K blocks of this many bytes the weight sub-panel (64 KB) stays in L2 while
+// every row tile of the panel passes over it.
+constexpr int64_t kIntKBlock = 1024;
+
+// Integer GEMM over all tiles: a is [m][k] with k a multiple of 4 (row stride
+// lda); calls finish(m0, rows, c0, cols, acc) with each tile's accumulators.
+template <typename Finish>
+void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed, int64_t n,
+              int n_threads, const Finish& finish) {
+  const IntPath path = int_path();
+  const TileShape shape = int_shape(path);
+  const int64_t block_stride = k / kQgemmGroupK * kGroupBytes;
+  for_each_panel(m, n, k, shape, n_threads, [&](int64_t first, int64_t last, int64_t nb0, int blocks) {
+    const int64_t c0 = nb0 * kQgemmBlockN;
+    const int64_t cols = std::min<int64_t>(blocks * kQgemmBlockN, n - c0);
+    const int8_t* b = packed + nb0 * block_stride;
+    const auto rows_of = [&](int64_t t) { return int(std::min<int64_t>(shape.rows, m - t * shape.rows)); };
+    if (k <= kIntKBlock || last - first == 1) {
+      alignas(64) int32_t acc[kTileAcc];
       for (int64_t t = first; t < last; ++t) {
         const int64_t m0 = t * shape.rows;
-        body(m0, int(std::min<int64_t>(shape.rows, m - m0)), nb0, blocks);
+        int_tile(path, rows_of(t), blocks)(a + m0 * lda, lda, k, b, block_stride, acc, false);
+        finish(m0, rows_of(t), c0, cols, acc);
       }
+      return;
     }
+    std::unique_ptr<int32_t[]> acc(new int32_t[size_t((last - first) * kTileAcc)]);
+    for (int64_t k0 = 0; k0 < k; k0 += kIntKBlock) {
+      const int64_t kc = std::min(kIntKBlock, k - k0);
+      for (int64_t t = first; t < last; ++t)
+        int_tile(path, rows_of(t), blocks)(a + t * shape.rows * lda + k0, lda, kc,
+                                            b + k0 / kQgemmGroupK * kGroupBytes, block_stride,
+                                            acc.get() + (t - first) * kTileAcc, k0 > 0);
+    }
+    for (int64_t t = first; t < last; ++t)
+      finish(t * shape.rows, rows_of(t), c0, cols, acc.get() + (t - first) * kTileAcc);
   });
 }
 
@@ -715,16 +771,11 @@ Status qgemm_u8s8s32(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const 
     a = padded.get();
     lda = k_pad;
   }
-  const IntPath path = int_path();
-  const int64_t block_stride = k_pad / kQgemmGroupK * kGroupBytes;
-  for_each_tile(m, n, k_pad, int_shape(path), n_threads, [&](int64_t m0, int rows, int64_t nb0, int blocks) {
-    alignas(64) int32_t acc[kMaxTileRows * kMaxTileCols];
-    int_tile(path, rows, blocks)(a + m0 * lda, lda, k_pad, packed + nb0 * block_stride, block_stride, acc);
-    const int64_t c0 = nb0 * kQgemmBlockN;
-    const int64_t cols = std::min<int64_t>(blocks * kQgemmBlockN, n - c0);
-    for (int r = 0; r < rows; ++r)
-      std::memcpy(c + (m0 + r) * ldc + c0, acc + r * kMaxTileCols, size_t(cols) * sizeof(int32_t));
-  });
+  int_gemm(a, m, k_pad, lda, packed, n, n_threads,
+           [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
+             for (int r = 0; r < rows; ++r)
+               std::memcpy(c + (m0 + r) * ldc + c0, acc + r * kMaxTileCols, size_t(cols) * sizeof(int32_t));
+           });
   return Status::kOk;
 }
 
@@ -751,20 +802,14 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
   quantize_rows(x, m, k, ldx, a.get(), lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point,
                 n_threads);
 
-  const IntPath path = int_path();
   const Isa isa = active_isa();
   const LinearEpilogue epilogue{row_zp.get(), row_scale.get(), w_scale, colsum, bias, y, ldy};
-  const int64_t block_stride = ceil_div(k, kQgemmGroupK) * kGroupBytes;
-  for_each_tile(m, n, lda, int_shape(path), n_threads, [&](int64_t m0, int rows, int64_t nb0, int blocks) {
-    alignas(64) int32_t acc[kMaxTileRows * kMaxTileCols];
-    int_tile(path, rows, blocks)(a.get() + m0 * lda, lda, lda, packed + nb0 * block_stride,
-                                 block_stride, acc);
-    const int64_t c0 = nb0 * kQgemmBlockN;
-    const int64_t cols = std::min<int64_t>(blocks * kQgemmBlockN, n - c0);
-    if (isa >= Isa::kAvx512) linear_epilogue_avx512(epilogue, acc, m0, rows, c0, cols);
-    else if (isa >= Isa::kAvx2) linear_epilogue_avx2(epilogue, acc, m0, rows, c0, cols);
-    else linear_epilogue_scalar(epilogue, acc, m0, rows, c0, cols);
-  });
+  int_gemm(a.get(), m, lda, lda, packed, n, n_threads,
+           [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
+             if (isa >= Isa::kAvx512) linear_epilogue_avx512(epilogue, acc, m0, rows, c0, cols);
+             else if (isa >= Isa::kAvx2) linear_epilogue_avx2(epilogue, acc, m0, rows, c0, cols);
+             else linear_epilogue_scalar(epilogue, acc, m0, rows, c0, cols);
+           });
   return Status::kOk;
 }
 

@@ -21,7 +21,8 @@ struct Shape {
 
 // 1s, group (4) / block (16) / column tile (64) / row tiles (2, 4, 6) +/- 1.
 const Shape kShapes[] = {{1, 1, 1},   {1, 3, 5},    {2, 4, 16},  {3, 5, 17},  {5, 63, 63},
-                         {6, 64, 64}, {7, 65, 65},  {13, 9, 129}, {1, 768, 77}, {40, 130, 200}};
+                         {6, 64, 64}, {7, 65, 65},  {13, 9, 129}, {1, 768, 77}, {40, 130, 200},
+                         {20, 2500, 70}};  // last: K blocking over several row tiles
 
 std::vector<int8_t> random_weights(int64_t n, int64_t k, uint32_t seed) {
   std::mt19937 rng(seed);
