@@ -8,8 +8,8 @@ ops work under ``torch.compile(fullgraph=True)`` and ``torch.export``.
 
 from slimtorch.ops.qgemm import (
     PackedInt8Weight,
-    qgemm_prepare_weight,
     qgemm_pack_weight,
+    qgemm_prepare_weight,
     qgemm_quantize_rows,
     qgemm_quantize_weight,
     qgemm_s32,
@@ -17,8 +17,18 @@ from slimtorch.ops.qgemm import (
     qlinear_static,
     qlinear_weight_only,
 )
+from slimtorch.ops.quantize import choose_qparams, dequantize, quantize
+from slimtorch.ops.select import magnitude_masks, magnitude_threshold
 from slimtorch.ops.threshold import prune_mask, threshold_
 
-__all__ = ["prune_mask", "threshold_"]
-__all__ += ["PackedInt8Weight", "qgemm_prepare_weight", "qgemm_pack_weight", "qgemm_quantize_rows", "qgemm_quantize_weight", "qgemm_s32",
-            "qlinear_dynamic", "qlinear_static", "qlinear_weight_only"]
+__all__ = [
+    "choose_qparams",
+    "dequantize",
+    "magnitude_masks",
+    "magnitude_threshold",
+    "prune_mask",
+    "quantize",
+    "threshold_",
+]
+__all__ += ["PackedInt8Weight", "qgemm_pack_weight", "qgemm_prepare_weight", "qgemm_quantize_rows",
+            "qgemm_quantize_weight", "qgemm_s32", "qlinear_dynamic", "qlinear_static", "qlinear_weight_only"]

@@ -6,7 +6,17 @@ contract; speed is not a goal here.
 """
 
 from slimtorch.reference import qgemm
+from slimtorch.reference.quantize import choose_qparams, dequantize, quantize
+from slimtorch.reference.select import magnitude_masks, magnitude_threshold
 from slimtorch.reference.threshold import prune_mask, threshold_
 
-__all__ = ["prune_mask", "threshold_"]
+__all__ = [
+    "choose_qparams",
+    "dequantize",
+    "magnitude_masks",
+    "magnitude_threshold",
+    "prune_mask",
+    "quantize",
+    "threshold_",
+]
 __all__ += ["qgemm"]
