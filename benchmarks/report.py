@@ -16,8 +16,9 @@ Convention for benchmarks (set ``benchmark.extra_info`` in every benchmark):
 Speedup of an impl = median(baseline) / median(impl), both from the same
 JSON (one run). Every other impl also gets a column "x vs <impl>" for each
 name passed in ``--also`` (e.g. ``--also torch_csr``).
-Outputs: ``<out>.md`` (table) and ``<out>.png`` (plot; only for suites with
-sparsities).
+Outputs: ``<out>.md`` (table) and ``<out>.png`` (plot: speedup against
+sparsity where the suites have sparsities, else speedup against batch size,
+one panel per shape).
 """
 
 from __future__ import annotations
@@ -109,6 +110,44 @@ def plot(groups, baseline: str, path: Path) -> bool:
     return True
 
 
+def plot_by_batch(groups, baseline: str, path: Path) -> bool:
+    """Speedup vs batch size, one panel per (suite, shape), for suites without
+    sparsities (e.g. int8); False if nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: dict[tuple, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
+    for key, times in groups.items():
+        base = times.get(baseline)
+        if key[3] is not None or not base:
+            continue
+        for impl, t in times.items():
+            if impl != baseline:
+                panels[key[:2]][impl].append((key[2], base / t))
+    panels = {k: v for k, v in panels.items() if any(len(p) > 1 for p in v.values())}
+    if not panels:
+        return False
+    names = sorted(panels)
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for impl, points in sorted(panels[name].items()):
+            points.sort()
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=impl)
+        ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{name[0]} {name[1]}")
+        ax.set_xlabel("batch")
+        ax.set_ylabel(f"speedup vs {baseline}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", type=Path, help="pytest-benchmark --benchmark-json output")
@@ -122,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     markdown = table(groups, args.baseline, [a for a in args.also if a != args.baseline])
     args.out.with_suffix(".md").write_text(markdown)
-    plotted = plot(groups, args.baseline, args.out.with_suffix(".png"))
+    plotted = plot(groups, args.baseline, args.out.with_suffix(".png")) or plot_by_batch(
+        groups, args.baseline, args.out.with_suffix(".png"))
     print(markdown)
     print(f"wrote {args.out.with_suffix('.md')}" + (f" and {args.out.with_suffix('.png')}" if plotted else ""))
 

@@ -73,6 +73,19 @@ Isa detected_isa() {
   return detected;
 }
 
+bool cpu_has_avx512_vnni() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool vnni = [] {
+    unsigned eax, ebx, ecx, edx;
+    if (detected_isa() < Isa::kAvx512 || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    return (ecx & (1u << 11)) != 0;  // CPUID.(7,0):ECX[11] = AVX512_VNNI
+  }();
+  return vnni;
+#else
+  return false;
+#endif
+}
+
 Isa active_isa() { return Isa(active_isa_slot().load(std::memory_order_relaxed)); }
 
 bool set_active_isa(Isa isa) {

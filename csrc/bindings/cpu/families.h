@@ -8,4 +8,5 @@ void bind_threshold(pybind11::module_& m);
 void bind_select(pybind11::module_& m);
 void bind_quantize(pybind11::module_& m);
 void bind_spmm(pybind11::module_& m);
+void bind_qgemm(pybind11::module_& m);
 }  // namespace slimtorch::bindings

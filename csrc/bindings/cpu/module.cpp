@@ -28,4 +28,5 @@ PYBIND11_MODULE(_C, m) {
   bindings::bind_select(m);
   bindings::bind_quantize(m);
   bindings::bind_spmm(m);
+  bindings::bind_qgemm(m);
 }

@@ -8,4 +8,5 @@ void bind_threshold_cuda(pybind11::module_& m);
 void bind_select_cuda(pybind11::module_& m);
 void bind_quantize_cuda(pybind11::module_& m);
 void bind_spmm_cuda(pybind11::module_& m);
+void bind_qgemm_cuda(pybind11::module_& m);
 }  // namespace slimtorch::bindings

@@ -12,4 +12,5 @@ PYBIND11_MODULE(_C_cuda, m) {
   slimtorch::bindings::bind_select_cuda(m);
   slimtorch::bindings::bind_quantize_cuda(m);
   slimtorch::bindings::bind_spmm_cuda(m);
+  slimtorch::bindings::bind_qgemm_cuda(m);
 }

@@ -34,6 +34,9 @@ Isa detected_isa();
 Isa active_isa();
 // Returns false (and changes nothing) if the CPU lacks `isa`.
 bool set_active_isa(Isa isa);
+// True when the CPU (and OS) also run AVX512_VNNI (vpdpbusd); only meaningful
+// on the kAvx512 path.
+bool cpu_has_avx512_vnni();
 
 // Runs fn(begin, end, thread) over [0, n) split into at most n_threads
 // contiguous chunks of at least `grain` items; chunk t runs on thread t, so a

@@ -6,6 +6,17 @@ argument), allocates outputs with torch, and dispatches through a
 ops work under ``torch.compile(fullgraph=True)`` and ``torch.export``.
 """
 
+from slimtorch.ops.qgemm import (
+    PackedInt8Weight,
+    qgemm_pack_weight,
+    qgemm_prepare_weight,
+    qgemm_quantize_rows,
+    qgemm_quantize_weight,
+    qgemm_s32,
+    qlinear_dynamic,
+    qlinear_static,
+    qlinear_weight_only,
+)
 from slimtorch.ops.quantize import choose_qparams, dequantize, quantize
 from slimtorch.ops.select import magnitude_masks, magnitude_threshold
 from slimtorch.ops.spmm import SparseWeight, sparse_linear
@@ -22,3 +33,5 @@ __all__ = [
     "SparseWeight",
     "threshold_",
 ]
+__all__ += ["PackedInt8Weight", "qgemm_pack_weight", "qgemm_prepare_weight", "qgemm_quantize_rows",
+            "qgemm_quantize_weight", "qgemm_s32", "qlinear_dynamic", "qlinear_static", "qlinear_weight_only"]

@@ -5,6 +5,7 @@ Each function is the shortest obviously-correct statement of the op's
 contract; speed is not a goal here.
 """
 
+from slimtorch.reference import qgemm
 from slimtorch.reference.quantize import choose_qparams, dequantize, quantize
 from slimtorch.reference.select import magnitude_masks, magnitude_threshold
 from slimtorch.reference.spmm import sparse_linear, sparse_linear_grad_input, sparse_to_dense
@@ -22,3 +23,4 @@ __all__ = [
     "sparse_to_dense",
     "threshold_",
 ]
+__all__ += ["qgemm"]

@@ -1,0 +1,225 @@
+// qgemm kernels on every ISA path against scalar oracles written here from
+// the contract in slimtorch/qgemm.h.
+#include "slimtorch/qgemm.h"
+
+#include <cfloat>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "check.h"
+
+using namespace slimtorch;
+using slimtorch::testing::supported_isas;
+
+namespace {
+
+struct Shape {
+  int64_t m, k, n;
+};
+
+// 1s, group (4) / block (16) / column tile (64) / row tiles (2, 4, 6) +/- 1.
+const Shape kShapes[] = {{1, 1, 1},   {1, 3, 5},    {2, 4, 16},  {3, 5, 17},  {5, 63, 63},
+                         {6, 64, 64}, {7, 65, 65},  {13, 9, 129}, {1, 768, 77}, {40, 130, 200},
+                         {20, 2500, 70}};  // last: K blocking over several row tiles
+
+std::vector<int8_t> random_weights(int64_t n, int64_t k, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> dist(-127, 127);
+  std::vector<int8_t> q(size_t(n * k));
+  for (auto& v : q) v = int8_t(dist(rng));
+  return q;
+}
+
+std::vector<int8_t> pack(const std::vector<int8_t>& q, int64_t n, int64_t k, std::vector<int32_t>* colsum) {
+  std::vector<int8_t> packed(size_t(qgemm_packed_bytes(n, k)) + 1);  // +1: never a null pointer
+  colsum->assign(size_t(n), -1);
+  CHECK(qgemm_pack(q.data(), n, k, k, packed.data(), colsum->data()) == Status::kOk);
+  return packed;
+}
+
+}  // namespace
+
+TEST(pack_layout) {
+  const int64_t n = 18, k = 6;
+  const std::vector<int8_t> q = random_weights(n, k, 1);
+  std::vector<int32_t> colsum;
+  const std::vector<int8_t> packed = pack(q, n, k, &colsum);
+  CHECK(qgemm_packed_bytes(n, k) == 2 * 2 * 64);
+  for (int64_t nb = 0; nb < 2; ++nb)
+    for (int64_t g = 0; g < 2; ++g)
+      for (int64_t j = 0; j < 16; ++j)
+        for (int64_t i = 0; i < 4; ++i) {
+          const int64_t row = nb * 16 + j, col = g * 4 + i;
+          const int8_t expected = row < n && col < k ? q[size_t(row * k + col)] : 0;
+          CHECK(packed[size_t(((nb * 2 + g) * 16 + j) * 4 + i)] == expected);
+        }
+  for (int64_t row = 0; row < n; ++row) {
+    int32_t sum = 0;
+    for (int64_t col = 0; col < k; ++col) sum += q[size_t(row * k + col)];
+    CHECK(colsum[size_t(row)] == sum);
+  }
+}
+
+TEST(u8s8s32_exact_on_every_path) {
+  for (Isa isa : supported_isas()) {
+    CHECK(set_active_isa(isa));
+    for (const Shape& s : kShapes) {
+      for (int threads : {1, 3}) {
+        std::mt19937 rng(uint32_t(s.m * 7 + s.k));
+        std::uniform_int_distribution<int> byte(0, 255);
+        std::vector<uint8_t> a(size_t(s.m * s.k));
+        for (auto& v : a) v = uint8_t(byte(rng));
+        const std::vector<int8_t> q = random_weights(s.n, s.k, 2);
+        std::vector<int32_t> colsum;
+        const std::vector<int8_t> packed = pack(q, s.n, s.k, &colsum);
+        std::vector<int32_t> c(size_t(s.m * s.n), 12345);
+        CHECK(qgemm_u8s8s32(a.data(), s.m, s.k, s.k, packed.data(), s.n, c.data(), s.n, threads) == Status::kOk);
+        for (int64_t r = 0; r < s.m; ++r)
+          for (int64_t col = 0; col < s.n; ++col) {
+            int64_t sum = 0;
+            for (int64_t kk = 0; kk < s.k; ++kk)
+              sum += int64_t(a[size_t(r * s.k + kk)]) * q[size_t(col * s.k + kk)];
+            CHECK(c[size_t(r * s.n + col)] == sum);
+          }
+      }
+    }
+  }
+  set_active_isa(detected_isa());
+}
+
+TEST(u8s8s32_extremes_at_max_k) {
+  // The largest products everywhere: no int16 saturation (AVX2) or int32 overflow.
+  const int64_t k = kQgemmMaxK, n = 17;
+  std::vector<uint8_t> a(size_t(k), 255);
+  std::vector<int8_t> q(size_t(n * k));
+  for (int64_t row = 0; row < n; ++row)
+    for (int64_t col = 0; col < k; ++col) q[size_t(row * k + col)] = row % 2 ? -127 : 127;
+  std::vector<int32_t> colsum;
+  const std::vector<int8_t> packed = pack(q, n, k, &colsum);
+  for (Isa isa : supported_isas()) {
+    CHECK(set_active_isa(isa));
+    std::vector<int32_t> c(static_cast<size_t>(n), 0);
+    CHECK(qgemm_u8s8s32(a.data(), 1, k, k, packed.data(), n, c.data(), n, 2) == Status::kOk);
+    CHECK(c[0] == int64_t(255) * 127 * k);
+    CHECK(c[1] == -int64_t(255) * 127 * k);
+  }
+  set_active_isa(detected_isa());
+}
+
+TEST(quantize_rows_contract) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const int64_t k = 19;
+  std::vector<float> x(size_t(4 * k), 0.0f);
+  for (int64_t i = 0; i < k; ++i) x[size_t(k + i)] = float(i) - 6.0f;  // row 1: [-6, 12]
+  x[size_t(2 * k + 5)] = nan;
+  x[size_t(3 * k + 7)] = -inf;
+  for (Isa isa : supported_isas()) {
+    CHECK(set_active_isa(isa));
+    std::vector<uint8_t> a(size_t(4 * k), 77);
+    float scale[4];
+    int32_t zp[4];
+    CHECK(quantize_rows_u8(x.data(), 4, k, k, a.data(), k, scale, zp, 2) == Status::kOk);
+    CHECK(scale[0] == FLT_MIN && zp[0] == 0 && a[0] == 0);
+    const float s = 12.0f / 255.0f - (-6.0f) / 255.0f;
+    CHECK(scale[1] == s);
+    CHECK(zp[1] == int32_t(std::nearbyint(6.0f * (1.0f / s))));
+    for (int64_t i = 0; i < k; ++i) {
+      const float v = std::nearbyint((float(i) - 6.0f) * (1.0f / s)) + float(zp[1]);
+      CHECK(a[size_t(k + i)] == uint8_t(std::fmin(std::fmax(v, 0.0f), 255.0f)));
+      CHECK(a[size_t(2 * k + i)] == 0 && a[size_t(3 * k + i)] == 0);
+    }
+    CHECK(std::isnan(scale[2]) && std::isnan(scale[3]) && zp[2] == 0 && zp[3] == 0);
+  }
+  set_active_isa(detected_isa());
+}
+
+TEST(linear_modes_match_oracle) {
+  for (Isa isa : supported_isas()) {
+    CHECK(set_active_isa(isa));
+    for (const Shape& s : kShapes) {
+      std::mt19937 rng(uint32_t(s.n));
+      std::normal_distribution<float> normal;
+      std::vector<float> x(size_t(s.m * s.k)), w_scale(size_t(s.n)), bias(size_t(s.n));
+      for (auto& v : x) v = 3.0f * normal(rng);
+      for (auto& v : w_scale) v = 0.01f + std::fabs(normal(rng)) * 0.01f;
+      for (auto& v : bias) v = normal(rng);
+      const std::vector<int8_t> q = random_weights(s.n, s.k, 3);
+      std::vector<int32_t> colsum;
+      const std::vector<int8_t> packed = pack(q, s.n, s.k, &colsum);
+      std::vector<float> y(size_t(s.m * s.n)), y_wo(size_t(s.m * s.n));
+      CHECK(qlinear_u8s8(x.data(), s.m, s.k, s.k, packed.data(), w_scale.data(), colsum.data(),
+                         bias.data(), s.n, y.data(), s.n, nullptr, 0, 2) == Status::kOk);
+      CHECK(qlinear_weight_only(x.data(), s.m, s.k, s.k, packed.data(), w_scale.data(), bias.data(),
+                                s.n, y_wo.data(), s.n, 2) == Status::kOk);
+      std::vector<uint8_t> a(size_t(s.m * s.k) + 1);
+      std::vector<float> a_scale(size_t(s.m));
+      std::vector<int32_t> zp(size_t(s.m));
+      CHECK(quantize_rows_u8(x.data(), s.m, s.k, s.k, a.data(), s.k, a_scale.data(), zp.data(), 1) == Status::kOk);
+      for (int64_t r = 0; r < s.m; ++r)
+        for (int64_t col = 0; col < s.n; ++col) {
+          int64_t acc = 0;
+          double dot = 0.0, mag = 0.0;
+          for (int64_t kk = 0; kk < s.k; ++kk) {
+            const int8_t wq = q[size_t(col * s.k + kk)];
+            acc += int64_t(a[size_t(r * s.k + kk)] - zp[size_t(r)]) * wq;
+            dot += double(x[size_t(r * s.k + kk)]) * wq;
+            mag += std::fabs(double(x[size_t(r * s.k + kk)]) * wq);
+          }
+          const double p = double(acc) * (double(a_scale[size_t(r)]) * w_scale[size_t(col)]);
+          const double got = y[size_t(r * s.n + col)];
+          CHECK(std::fabs(got - (p + bias[size_t(col)])) <= 8 * FLT_EPSILON * (std::fabs(p) + std::fabs(bias[size_t(col)])));
+          const double wo = dot * w_scale[size_t(col)] + bias[size_t(col)];
+          const double bound = (double(s.k) + 4) * FLT_EPSILON * (mag * w_scale[size_t(col)] + std::fabs(bias[size_t(col)]));
+          CHECK(std::fabs(double(y_wo[size_t(r * s.n + col)]) - wo) <= bound);
+        }
+    }
+  }
+  set_active_isa(detected_isa());
+}
+
+TEST(static_and_non_finite_rows) {
+  const int64_t m = 3, k = 10, n = 20;
+  std::vector<float> x(size_t(m * k), 0.5f);
+  x[size_t(k + 3)] = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<int8_t> q = random_weights(n, k, 4);
+  std::vector<int32_t> colsum;
+  const std::vector<int8_t> packed = pack(q, n, k, &colsum);
+  std::vector<float> w_scale(size_t(n), 0.1f), y(size_t(m * n));
+  const float x_scale = 0.01f;
+  for (Isa isa : supported_isas()) {
+    CHECK(set_active_isa(isa));
+    CHECK(qlinear_u8s8(x.data(), m, k, k, packed.data(), w_scale.data(), colsum.data(), nullptr, n,
+                       y.data(), n, &x_scale, 100, 1) == Status::kOk);
+    for (int64_t col = 0; col < n; ++col) {
+      // 0.5 / 0.01 = 50 exactly representable steps: a - zp = 50 everywhere.
+      const double expected = 50.0 * colsum[size_t(col)] * (0.01f * 0.1f);
+      CHECK(std::fabs(y[size_t(col)] - expected) <= 1e-5 * (1 + std::fabs(expected)));
+      CHECK(std::isnan(y[size_t(n + col)]));
+      CHECK(y[size_t(2 * n + col)] == y[size_t(col)]);
+    }
+  }
+  set_active_isa(detected_isa());
+}
+
+TEST(invalid_arguments_rejected) {
+  int8_t packed[64] = {};
+  int32_t colsum[1] = {0}, c[1];
+  float w_scale[1] = {1.0f}, x[4] = {}, y[1];
+  uint8_t a[4] = {};
+  CHECK(qgemm_u8s8s32(a, 1, kQgemmMaxK + 1, kQgemmMaxK + 1, packed, 1, c, 1, 1) == Status::kInvalidArgument);
+  CHECK(qgemm_u8s8s32(a, -1, 4, 4, packed, 1, c, 1, 1) == Status::kInvalidArgument);
+  CHECK(qgemm_u8s8s32(a, 1, 4, 3, packed, 1, c, 1, 1) == Status::kInvalidArgument);  // lda < k
+  CHECK(qgemm_u8s8s32(nullptr, 1, 4, 4, packed, 1, c, 1, 1) == Status::kInvalidArgument);
+  const float bad_scale = 0.0f;
+  CHECK(qlinear_u8s8(x, 1, 4, 4, packed, w_scale, colsum, nullptr, 1, y, 1, &bad_scale, 0, 1) == Status::kInvalidArgument);
+  const float good_scale = 1.0f;
+  CHECK(qlinear_u8s8(x, 1, 4, 4, packed, w_scale, colsum, nullptr, 1, y, 1, &good_scale, 256, 1) == Status::kInvalidArgument);
+  CHECK(qlinear_u8s8(x, 1, 4, 4, packed, nullptr, colsum, nullptr, 1, y, 1, nullptr, 0, 1) == Status::kInvalidArgument);
+  CHECK(qlinear_weight_only(x, 1, 4, 4, packed, w_scale, nullptr, 1, nullptr, 1, 1) == Status::kInvalidArgument);
+  CHECK(qgemm_pack(nullptr, 1, 4, 4, packed, colsum) == Status::kInvalidArgument);
+  CHECK(qgemm_u8s8s32(nullptr, 0, 4, 4, nullptr, 1, nullptr, 1, 1) == Status::kOk);  // empty
+}
+
+SLIMTORCH_TEST_MAIN()

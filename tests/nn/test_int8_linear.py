@@ -1,0 +1,235 @@
+"""Int8Linear: from_dense, the eager fast path against the op path, state_dict
+round trip, leading dims, gradients, torch.compile and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from slimtorch import ops
+from slimtorch.nn import Int8Linear
+from slimtorch.reference import qgemm as ref
+
+MODES = ["dynamic", "weight_only", "static"]
+STATIC = dict(x_scale=0.03, x_zero_point=120)
+
+
+def _layer(mode, k=37, n=29, bias=True, seed=0):
+    torch.manual_seed(seed)
+    linear = nn.Linear(k, n, bias=bias)
+    kwargs = STATIC if mode == "static" else {}
+    return linear, Int8Linear.from_dense(linear, mode=mode, **kwargs)
+
+
+def _reference(layer, x):
+    q, scale = layer.weight_int8, layer.weight_scale
+    if layer.mode == "dynamic":
+        return ref.qlinear_dynamic(x, q, scale, layer.bias)
+    if layer.mode == "static":
+        return ref.qlinear_static(x, q, scale, layer.bias, STATIC["x_scale"], STATIC["x_zero_point"])
+    return ref.qlinear_weight_only(x, q, scale, layer.bias)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_from_dense_close_to_linear(mode, bias):
+    linear, layer = _layer(mode, 256, 96, bias)
+    x = torch.randn(20, 256) * 0.5
+    with torch.no_grad():
+        exact = linear(x)
+        y = layer(x)
+    assert y.shape == exact.shape and y.dtype == torch.float32
+    assert (y - exact).norm() / exact.norm() < 0.03
+    q, scale = ops.qgemm_quantize_weight(linear.weight)
+    assert torch.equal(layer.weight_int8, q) and torch.equal(layer.weight_scale, scale)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", [(1,), (2, 37), (3, 5, 37), (2, 1, 4, 37), (0, 37)])
+def test_fast_path_equals_op_path(isa, mode, shape):
+    _, layer = _layer(mode)
+    x = torch.randn(*shape[:-1], 37) if shape != (1,) else torch.randn(37)
+    with torch.no_grad():
+        fast = layer(x)
+    slow = layer(x.clone().requires_grad_())  # autograd: through torch.library
+    assert fast.shape == (*x.shape[:-1], 29)
+    assert torch.equal(fast, slow.detach())
+    if x.numel():
+        torch.testing.assert_close(fast, _reference(layer, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_non_contiguous_and_half_inputs(mode):
+    _, layer = _layer(mode)
+    x = torch.randn(6, 74)[:, ::2]
+    with torch.no_grad():
+        assert torch.equal(layer(x), layer(x.contiguous()))
+        xt = torch.randn(37, 6).T
+        assert torch.equal(layer(xt), layer(xt.contiguous()))
+        for dtype in (torch.float16, torch.bfloat16):
+            y = layer(x.to(dtype))
+            assert y.dtype == dtype
+            assert torch.equal(y, layer(x.to(dtype).float()).to(dtype))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_edge_sizes(mode):
+    for k, n in [(1, 1), (1, 17), (17, 1), (64, 64), (65, 63)]:
+        linear, layer = _layer(mode, k, n)
+        x = torch.randn(3, k)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), _reference(layer, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_state_dict_round_trip(mode, tmp_path):
+    _, layer = _layer(mode)
+    state = layer.state_dict()
+    expected_keys = {"weight_int8", "weight_scale", "bias"}
+    if mode == "static":
+        expected_keys |= {"input_scale", "input_zero_point"}
+    assert set(state) == expected_keys
+    assert state["weight_int8"].dtype == torch.int8 and state["weight_scale"].dtype == torch.float32
+    kwargs = STATIC if mode == "static" else {}
+    fresh = Int8Linear(37, 29, mode=mode, **({"x_scale": 1.0, "x_zero_point": 0} if mode == "static" else {}))
+    path = tmp_path / "layer.pt"
+    torch.save(state, path)
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    for key, value in layer.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value)
+    assert torch.equal(fresh.packed, layer.packed) and torch.equal(fresh.colsum, layer.colsum)
+    x = torch.randn(4, 37)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), layer(x))
+    if kwargs:  # the static parameters come back from the state_dict too
+        assert (fresh._x_scale, fresh._x_zero_point) == (layer._x_scale, 120)
+
+
+def test_to_dense_and_dtype_moves():
+    linear, layer = _layer("dynamic")
+    dense = layer.to_dense()
+    torch.testing.assert_close(dense.weight, layer.weight_int8.float() * layer.weight_scale[:, None])
+    assert (dense.weight - linear.weight).abs().max() <= layer.weight_scale.max() / 2 + 1e-7
+    layer.half()  # scales and bias keep float32; the int8 weight is untouched
+    assert layer.weight_scale.dtype == torch.float32 and layer.bias.dtype == torch.float32
+    assert layer.weight_int8.dtype == torch.int8
+    x = torch.randn(2, 37, dtype=torch.float16)
+    with torch.no_grad():
+        assert layer(x).dtype == torch.float16
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradient_wrt_input(mode):
+    _, layer = _layer(mode)
+    x = torch.randn(2, 3, 37, requires_grad=True)
+    y = layer(x)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    torch.testing.assert_close(x.grad, grad @ (layer.weight_int8.float() * layer.weight_scale[:, None]))
+    assert not any(p.requires_grad for p in layer.parameters())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_non_finite_inputs(mode):
+    _, layer = _layer(mode)
+    x = torch.randn(4, 37)
+    x[1, 2] = float("nan")
+    x[2, 3] = float("inf")
+    with torch.no_grad():
+        y = layer(x)
+    assert torch.isfinite(y[[0, 3]]).all()
+    if mode != "weight_only":
+        assert y[1:3].isnan().all()
+    else:
+        assert y[1].isnan().all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_compile_fullgraph(mode):
+    _, layer = _layer(mode)
+    model = nn.Sequential(layer, nn.ReLU())
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = torch.randn(3, 2, 37)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), model(x))
+
+
+def test_bad_input():
+    linear, layer = _layer("dynamic")
+    with pytest.raises(TypeError, match="linear: expected a torch.nn.Linear"):
+        Int8Linear.from_dense(nn.Conv1d(3, 3, 1))
+    with pytest.raises(ValueError, match="mode: expected one of"):
+        Int8Linear.from_dense(linear, mode="int4")
+    with pytest.raises(ValueError, match="x_scale: static mode needs"):
+        Int8Linear.from_dense(linear, mode="static")
+    with pytest.raises(ValueError, match="x_scale: only static mode"):
+        Int8Linear.from_dense(linear, mode="dynamic", x_scale=0.1, x_zero_point=0)
+    with pytest.raises(ValueError, match=r"x_zero_point: expected an int in \[0, 255\]"):
+        Int8Linear.from_dense(linear, mode="static", x_scale=0.1, x_zero_point=300)
+    with pytest.raises(ValueError, match="x_scale: expected a positive"):
+        Int8Linear.from_dense(linear, mode="static", x_scale=-0.1, x_zero_point=3)
+    with pytest.raises(TypeError, match="in_features: expected an int"):
+        Int8Linear(3.0, 4)
+    with pytest.raises(ValueError, match="in_features: at most 66311"):
+        Int8Linear(70000, 4)
+    Int8Linear(70000, 1, mode="weight_only")  # no int32 limit
+    bad = nn.Linear(3, 2)
+    with torch.no_grad():
+        bad.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="weight: contains NaN or Inf"):
+        Int8Linear.from_dense(bad)
+    with pytest.raises(TypeError, match="input: expected a torch.Tensor"):
+        layer([1.0] * 37)
+    with pytest.raises(ValueError, match=r"input: expected shape \[..., 37\]"):
+        layer(torch.randn(2, 36))
+    with pytest.raises(ValueError, match=r"input: expected shape \[..., 37\]"):
+        layer(torch.tensor(1.0))
+    with pytest.raises(TypeError, match="input: expected dtype"):
+        layer(torch.ones(2, 37, dtype=torch.int64))
+    state = layer.state_dict()
+    state["weight_int8"] = torch.zeros(29, 36, dtype=torch.int8)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        layer.load_state_dict(state)
+
+
+def test_call_overhead_is_small():
+    """A 64->64 Int8Linear at batch 1 within 2x of nn.Linear (measured
+    interleaved, best of several rounds; generous margin for a noisy machine)."""
+    import time
+
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 64)
+    layer = Int8Linear.from_dense(linear)
+    x = torch.randn(1, 64)
+
+    def best(f, reps=300, rounds=7):
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                f(x)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    with torch.no_grad():
+        ratios = [best(layer) / best(linear) for _ in range(3)]
+    assert min(ratios) < 2.0, ratios
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_sizes_copy_and_pickle(mode):
+    import copy
+    import pickle
+
+    kwargs = STATIC if mode == "static" else {}
+    for k, n in [(0, 3), (3, 0)]:
+        layer = Int8Linear(k, n, mode=mode, **kwargs)
+        with torch.no_grad():
+            layer.bias.fill_(0.5) if n else None
+            assert torch.equal(layer(torch.randn(2, k)), torch.full((2, n), 0.5))
+    _, layer = _layer(mode)
+    x = torch.randn(3, 37)
+    with torch.no_grad():
+        for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+            assert torch.equal(clone(x), layer(x))
