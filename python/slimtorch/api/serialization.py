@@ -233,11 +233,6 @@ def _build_layer(name: str, info: Any, tensors: dict[str, torch.Tensor], device:
     return layer
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name), child, module)
-
-
 def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load a file written by :func:`save` into ``model`` (a freshly built
     model of the original architecture, or the same compressed model): swaps
@@ -291,7 +286,7 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         if name == "":
             raise ValueError("model: the whole model is a swapped layer; load it with its own class")
         layer.train(modules[name].training)
-        _set_module(model, name, layer)
+        model.set_submodule(name, layer)
     for name in meta["pruned"]:
         module = modules[name]
         if not is_pruned(module):
