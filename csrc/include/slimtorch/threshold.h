@@ -6,6 +6,7 @@
 #pragma once
 
 #include "slimtorch/common.h"
+#include "slimtorch/cuda.h"
 
 namespace slimtorch {
 
@@ -24,5 +25,14 @@ Status prune_mask(const void* w, DType dtype, int64_t n, float threshold, uint8_
 // |w| <= threshold  <=>  (bits(w) & ~sign) <= result, for every non-NaN w,
 // which lets kernels compare integers instead of converting to float.
 int64_t magnitude_bits_at_most(DType dtype, float threshold);
+
+namespace cuda {
+// Device versions: w, keep and *kept are device pointers; *kept (int64) is
+// overwritten with the count on `stream`.
+Status threshold_inplace(void* w, DType dtype, int64_t n, float threshold, int64_t* kept,
+                         Stream stream);
+Status prune_mask(const void* w, DType dtype, int64_t n, float threshold, uint8_t* keep,
+                  int64_t* kept, Stream stream);
+}  // namespace cuda
 
 }  // namespace slimtorch

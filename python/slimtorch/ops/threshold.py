@@ -83,9 +83,10 @@ if _native.cuda is not None:
     def _(w: torch.Tensor, threshold: float) -> torch.Tensor:
         dense = w.contiguous()
         keep = torch.empty(w.shape, dtype=torch.bool, device=w.device)
+        kept = torch.empty((), dtype=torch.int64, device=w.device)
         _native.cuda.prune_mask(
             dense.data_ptr(), _native.dtype_code(w.dtype), dense.numel(), threshold,
-            keep.data_ptr(), torch.cuda.current_stream(w.device).cuda_stream,
+            keep.data_ptr(), kept.data_ptr(), torch.cuda.current_stream(w.device).cuda_stream,
         )
         return keep
 
