@@ -45,7 +45,8 @@ from slimtorch.api.pruning import weight_mask
 from slimtorch.api.quantization import ActivationRange, QATLinear, calibrate
 from slimtorch.ops._checks import check_fraction
 
-__all__ = ["CompressConfig", "CompressReport", "LayerDecision", "compress_", "register_format", "FORMATS"]
+__all__ = ["CompressConfig", "CompressReport", "LayerDecision", "compress_", "register_format", "FORMATS",
+           "register_layer_class", "LAYER_INIT_ARGS"]
 
 FilterFn = Callable[[nn.Module, str], bool]
 QUANTIZE_MODES = (None, "int8_dynamic", "int8_weight_only", "int8_static")
@@ -101,6 +102,33 @@ def _int8_static(cls: type, linear: nn.Linear, activation: ActivationRange | Non
     if activation is None:
         raise ValueError("no calibrated activation range for this layer")
     return cls.from_dense(linear, mode="static", input_scale=activation.scale, input_zero_point=activation.zero_point)
+
+
+# How to rebuild an empty layer of each class before loading its state_dict
+# (slimtorch.save / load_): class name -> layer -> constructor keyword arguments.
+LAYER_INIT_ARGS: dict[str, Callable[[nn.Module], dict]] = {}
+
+
+def register_layer_class(class_name: str) -> Callable:
+    """Decorator registering ``init_args(layer) -> dict`` for ``slimtorch.nn.<class_name>``."""
+
+    def decorate(init_args: Callable[[nn.Module], dict]) -> Callable:
+        LAYER_INIT_ARGS[class_name] = init_args
+        return init_args
+
+    return decorate
+
+
+@register_layer_class("SparseLinear")
+def _sparse_linear_args(layer: nn.Module) -> dict:
+    return {"in_features": layer.in_features, "out_features": layer.out_features,
+            "bias": layer.bias is not None, "values_dtype": layer.values.dtype}
+
+
+@register_layer_class("Int8Linear")
+def _int8_linear_args(layer: nn.Module) -> dict:
+    return {"in_features": layer.in_features, "out_features": layer.out_features,
+            "bias": layer.bias is not None, "mode": layer.mode}
 
 
 def _candidates(sparse: bool, quantize: str | None) -> list[str]:

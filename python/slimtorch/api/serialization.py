@@ -11,17 +11,18 @@ File format (version 1) — a plain safetensors file:
 
   ``format``   "slimtorch";  ``version``  1
   ``slimtorch`` / ``torch``   versions that wrote the file (informational)
-  ``layers``   {module name: {"class": "SparseLinear" | "Int8Linear" | ...,
-               "attrs": {...}, "params": [...], "buffers": [...]}} — modules
-               swapped for ``slimtorch.nn`` layers, with their non-tensor
-               attributes (formats, quantization mode, shapes) and which
-               tensors are parameters or buffers
+  ``layers``   {module name: {"class": "SparseLinear" | "Int8Linear",
+               "init": {constructor keyword arguments}}} — modules swapped for
+               ``slimtorch.nn`` layers: sizes, value dtype, quantization mode
+               (dtypes as {"dtype": "int8"}); their packed data (nnz values,
+               int8 weights, scales, quantization parameters) are the tensors
   ``pruned``   {module name: {"sparsity": fraction masked}}
   ``packed_bool`` {key: shape};  ``aliases`` {key: key stored}
   ``sha256``   {key: hex digest of the stored bytes}
 
 Loading never unpickles and never imports anything named by the file: layer
-classes are looked up among ``slimtorch.nn``'s layers only. ``load_`` first
+classes are looked up among the layer classes registered in
+``slimtorch.api.compress.LAYER_INIT_ARGS`` only. ``load_`` first
 applies the recorded structure to a freshly built model of the original
 architecture (swaps the layers, attaches masks), checks every key, shape, dtype
 and checksum, and only then copies the tensors, so a bad file leaves the model
@@ -51,8 +52,6 @@ FORMAT_VERSION = 1
 _META_KEY = "slimtorch"
 _MASK_KEY = "parametrizations.weight.0.mask"
 _ORIGINAL_KEY = "parametrizations.weight.original"
-# nn.Module bookkeeping that is not part of a layer's configuration.
-_MODULE_INTERNALS = {"training"}
 
 
 def _check_args(model: object, path: object) -> str:
@@ -94,23 +93,12 @@ def _is_slimtorch_layer(module: nn.Module) -> bool:
 
 
 def _describe_layer(name: str, module: nn.Module) -> dict:
-    attrs = {}
-    for key, value in vars(module).items():
-        if key.startswith("_") or key in _MODULE_INTERNALS:
-            continue
-        try:
-            attrs[key] = _json_value(value)
-        except TypeError as error:
-            raise TypeError(f"model: layer {name} ({type(module).__name__}) has attribute {key} "
-                            f"of type {error} that cannot be saved") from None
-    if any(True for _ in module.children()):
-        raise TypeError(f"model: layer {name} ({type(module).__name__}) has child modules; cannot be saved")
-    return {
-        "class": type(module).__name__,
-        "attrs": attrs,
-        "params": [k for k, v in module._parameters.items() if v is not None],
-        "buffers": [k for k, v in module._buffers.items() if v is not None and k not in module._non_persistent_buffers_set],
-    }
+    from slimtorch.api.compress import LAYER_INIT_ARGS
+
+    init_args = LAYER_INIT_ARGS.get(type(module).__name__)
+    if init_args is None:
+        raise TypeError(f"model: layer {name!r} is a {type(module).__name__}, which slimtorch.save cannot store")
+    return {"class": type(module).__name__, "init": {k: _json_value(v) for k, v in init_args(module).items()}}
 
 
 def save(model: nn.Module, path: str | os.PathLike) -> None:
@@ -207,30 +195,22 @@ def _read(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def _build_layer(name: str, info: Any, tensors: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
-    """A ``slimtorch.nn`` layer rebuilt from its recorded attributes and tensors."""
-    if not isinstance(info, dict) or not isinstance(info.get("class"), str):
+    """A ``slimtorch.nn`` layer built empty from its recorded constructor
+    arguments, then loaded with its tensors from the file."""
+    from slimtorch.api.compress import LAYER_INIT_ARGS
+
+    if not isinstance(info, dict) or not isinstance(info.get("class"), str) or not isinstance(info.get("init"), dict):
         raise ValueError(f"path: layer entry {name!r} is corrupt")
+    if info["class"] not in LAYER_INIT_ARGS:  # only known slimtorch layers are ever built
+        raise ValueError(f"path: layer {name!r} has unknown class {info['class']!r}")
     try:
         cls = _backend.layer_class(info["class"])
-    except RuntimeError as error:
-        raise ValueError(f"path: layer {name!r} needs {error}") from None
-    # A shell: nn.Module initialized, no constructor run; attributes and tensors
-    # are exactly those the saved layer had.
-    layer = cls.__new__(cls)
-    nn.Module.__init__(layer)
-    for key, value in info.get("attrs", {}).items():
-        setattr(layer, key, _from_json_value(value))
-    prefix = f"{name}." if name else ""
-    for kind in ("params", "buffers"):
-        for key in info.get(kind, []):
-            if prefix + key not in tensors:
-                raise ValueError(f"path: tensor {prefix + key!r} of layer {name!r} is missing")
-            value = torch.empty_like(tensors[prefix + key], device=device)
-            if kind == "params":
-                layer.register_parameter(key, nn.Parameter(value, requires_grad=value.is_floating_point()))
-            else:
-                layer.register_buffer(key, value)
-    return layer
+        layer = cls(**{k: _from_json_value(v) for k, v in info["init"].items()})
+        prefix = f"{name}."
+        layer.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"path: cannot rebuild layer {name!r} ({info['class']}): {error}") from None
+    return layer.to(device)
 
 
 def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -244,6 +224,8 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     modules = dict(model.named_modules())
     swaps: dict[str, nn.Module] = {}
     for name, info in meta["layers"].items():
+        if name == "":
+            raise ValueError(f"path: {path!r} stores the whole model as one layer; load it with that layer's class")
         current = modules.get(name)
         if current is None:
             raise ValueError(f"path: {path!r} has layer {name!r}, which model does not have")
@@ -258,11 +240,9 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     # The state_dict keys model will have once the structure is applied.
     expected: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
-        if not any(key.startswith(f"{name}.") or name == "" for name in swaps):
+        if not any(key.startswith(f"{name}.") for name in swaps):
             expected[key] = value
-    for name, layer in swaps.items():
-        prefix = f"{name}." if name else ""
-        expected.update({prefix + k: v for k, v in layer.state_dict().items()})
+    swapped_keys = {f"{name}.{k}" for name, layer in swaps.items() for k in layer.state_dict()}
     for name in meta["pruned"]:
         prefix = f"{name}." if name else ""
         if not is_pruned(modules[name]):
@@ -272,7 +252,7 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             expected[prefix + _ORIGINAL_KEY] = weight
             expected[prefix + _MASK_KEY] = torch.empty(weight.shape, dtype=torch.bool)
     missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
+    unexpected = sorted(set(tensors) - set(expected) - swapped_keys)
     if missing or unexpected:
         raise ValueError(f"path: {path!r} does not match model: missing {missing[:5]}, unexpected {unexpected[:5]}"
                          + (" (and more)" if len(missing) > 5 or len(unexpected) > 5 else ""))
@@ -283,8 +263,6 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
                              f"{got.dtype} {tuple(got.shape)}, model has {want.dtype} {tuple(want.shape)}")
     # Everything checked: apply the structure, then copy.
     for name, layer in swaps.items():
-        if name == "":
-            raise ValueError("model: the whole model is a swapped layer; load it with its own class")
         layer.train(modules[name].training)
         model.set_submodule(name, layer)
     for name in meta["pruned"]:

@@ -1,8 +1,8 @@
 """``summary(model)``: per-layer type, shape, sparsity, dtype, bytes and
 compression ratio, with totals; a printable table that is also plain data.
 
-A row is a module that holds tensors itself (parameters or buffers, not
-counting its children); a parametrized (pruned) module is one row that includes
+A row is a module that holds tensors itself (parameters or persistent
+buffers, not counting its children); a parametrized (pruned) module is one row that includes
 its mask. ``bytes`` is what the module holds now; ``dense_bytes`` is what the
 same layer holds as a dense float32 layer, and ``ratio = dense_bytes / bytes``.
 Sparsity is the fraction of exact zeros in the (effective) weight.
@@ -92,7 +92,9 @@ class ModelSummary:
 
 def _own_tensors(module: nn.Module) -> list[torch.Tensor]:
     tensors = [t for t in module._parameters.values() if t is not None]
-    tensors += [t for t in module._buffers.values() if t is not None]
+    # Persistent buffers only: caches a layer rebuilds (e.g. a dense fallback
+    # copy) are not what it stores.
+    tensors += [t for k, t in module._buffers.items() if t is not None and k not in module._non_persistent_buffers_set]
     if parametrize.is_parametrized(module):
         for plist in module.parametrizations.values():
             tensors += [t for t in plist.parameters()] + [t for t in plist.buffers()]
