@@ -197,7 +197,7 @@ def test_prepare_qat_swaps_and_fake_quantizes_with_ste():
     for _ in range(10):
         opt.zero_grad()
         loss = nn.functional.mse_loss(model(inputs), target)
-        loss0 = loss0 or float(loss)
+        loss0 = loss0 or float(loss.detach())
         loss.backward()
         opt.step()
     assert float(loss) < loss0
