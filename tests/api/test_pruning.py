@@ -257,6 +257,15 @@ def test_agp_bad_arguments(kwargs, error, match):
         slimtorch.AGPSchedule(**kwargs)
 
 
+def test_nan_weight_rejected_and_model_untouched():
+    model = mlp()
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="^model: the weight of '2'"):
+        slimtorch.prune_(model, 0.5)
+    assert not any(is_pruned(m) for m in model)
+
+
 @pytest.mark.parametrize("args, kwargs, error, match", [
     (("model", 0.5), {}, TypeError, "model"),
     ((None, 0.5), {}, TypeError, "model"),

@@ -22,10 +22,9 @@ is undone (both are zeros, so the count and the result are unchanged).
 
 from __future__ import annotations
 
-import math
 import numbers
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -133,6 +132,9 @@ def _grow_masks(effective: list[torch.Tensor], old: list[torch.Tensor | None], s
 def _apply_masks(targets: list[tuple[str, nn.Module]], sparsity: float, scope: str) -> PruneReport:
     groups = [targets] if scope == "global" else [[t] for t in targets]
     # All masks are computed before any is applied: a rejected sparsity changes nothing.
+    for name, module in targets:
+        if module.weight.isnan().any():
+            raise ValueError(f"model: the weight of {name!r} contains NaN, which has no magnitude to rank")
     plans = []
     for group in groups:
         old = [weight_mask(module) for _, module in group]
