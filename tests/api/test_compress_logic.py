@@ -163,3 +163,13 @@ def test_compress_bad_arguments():
         slimtorch.compress_(None, slimtorch.CompressConfig())
     with pytest.raises(TypeError, match="^config"):
         slimtorch.compress_(make_mlp(), {"sparsity": 0.5})
+
+
+def test_cnn_head_only_linear_swapped(fake_layers):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 10))
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_weight_only", speed_check=False))
+    assert report.swapped == {"4": "int8_weight_only", "6": "int8_weight_only"}
+    assert type(model[0]) is nn.Conv2d
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
