@@ -247,23 +247,23 @@ class CompressReport:
 
 # ---- timing --------------------------------------------------------------------------
 
-def _median_us(fns: list[Callable[[], object]], target_s: float = 0.02, rounds: int = 5) -> list[float]:
+def _median_us(fns: list[Callable[[], object]], target_s: float = 0.05, rounds: int = 5) -> list[float]:
     """Median time per call of each function, in microseconds; the functions
     are timed interleaved, round by round, so load changes hit them alike."""
-    for fn in fns:  # warm up (first-call allocations, lazy packing)
+    reps = []
+    for fn in fns:  # warm up (first-call allocations, lazy packing), then size the repeats
         fn()
+        t0 = time.perf_counter()
         fn()
-    t0 = time.perf_counter()
-    fns[0]()
-    once = max(time.perf_counter() - t0, 1e-7)
-    reps = max(1, min(1000, int(target_s / once)))
+        once = max(time.perf_counter() - t0, 1e-7)
+        reps.append(max(1, min(1000, int(target_s / rounds / once))))
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
-        for fn, sample in zip(fns, samples):
+        for fn, n, sample in zip(fns, reps, samples):
             t0 = time.perf_counter()
-            for _ in range(reps):
+            for _ in range(n):
                 fn()
-            sample.append((time.perf_counter() - t0) / reps * 1e6)
+            sample.append((time.perf_counter() - t0) / n * 1e6)
     return [statistics.median(s) for s in samples]
 
 

@@ -75,12 +75,9 @@ class PruneReport:
     sparsity: float
     scope: str
     layers: dict[str, float]
+    total: float
     pruned: int
     numel: int
-
-    @property
-    def total(self) -> float:
-        return self.pruned / self.numel if self.numel else 0.0
 
 
 def _default_filter(module: nn.Module, name: str) -> bool:
@@ -154,7 +151,8 @@ def _apply_masks(targets: list[tuple[str, nn.Module]], sparsity: float, scope: s
         layers[name] = n_pruned / mask.numel() if mask.numel() else 0.0
         pruned += n_pruned
         numel += mask.numel()
-    return PruneReport(sparsity=sparsity, scope=scope, layers=layers, pruned=pruned, numel=numel)
+    total = pruned / numel if numel else 0.0
+    return PruneReport(sparsity=sparsity, scope=scope, layers=layers, total=total, pruned=pruned, numel=numel)
 
 
 def _check_model(model: object) -> nn.Module:
