@@ -267,13 +267,15 @@ def _median_us(fns: list[Callable[[], object]], target_s: float = 0.05, rounds: 
     return [statistics.median(s) for s in samples]
 
 
-def _record_inputs(model: nn.Module, names: list[str], example_inputs: object) -> dict[str, torch.Tensor]:
-    inputs: dict[str, torch.Tensor] = {}
+def _record_inputs(model: nn.Module, names: list[str], example_inputs: object) -> dict[str, tuple]:
+    """Shape, dtype and device of each layer's first input (timing does not
+    depend on the values, so none are kept)."""
+    inputs: dict[str, tuple] = {}
     handles = []
     for name in names:
         def hook(module: nn.Module, args: tuple, name: str = name) -> None:
             if name not in inputs and args and isinstance(args[0], torch.Tensor):
-                inputs[name] = args[0].detach().clone()
+                inputs[name] = (tuple(args[0].shape), args[0].dtype, args[0].device)
         handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
     was_training = model.training
     model.eval()
@@ -385,10 +387,9 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
             decisions.append(LayerDecision(name, fmt, "speed check off", sparsity))
             model.set_submodule(name, layer.train(linear.training))
             continue
-        x = inputs.get(name)
-        if x is None:
-            x = torch.randn(layer_config.speed_check_rows, linear.in_features, dtype=linear.weight.dtype,
-                            device=linear.weight.device)
+        shape, dtype, device = inputs.get(
+            name, ((layer_config.speed_check_rows, linear.in_features), linear.weight.dtype, linear.weight.device))
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype=dtype, device=device)
         runnable = []
         for fmt, layer in built:
             try:
