@@ -5,4 +5,5 @@
 
 namespace slimtorch::bindings {
 void bind_threshold(pybind11::module_& m);
+void bind_select(pybind11::module_& m);
 }  // namespace slimtorch::bindings
