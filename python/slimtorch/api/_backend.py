@@ -24,19 +24,7 @@ from slimtorch import ops as _ops
 __all__ = ["magnitude_masks", "qparams_from_range", "layer_class"]
 
 
-def _interim_magnitude_masks(tensors: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
-    # Exactly round(sparsity * N) elements pruned over all tensors together;
-    # ties broken by position (a stable sort: earlier tensor, lower flat index
-    # pruned first). NaN sorts last, i.e. is never pruned before a number.
-    flat = torch.cat([t.detach().reshape(-1).float().abs() for t in tensors]) if tensors else torch.empty(0)
-    n_prune = round(sparsity * flat.numel())
-    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
-    order = torch.sort(flat, stable=True).indices
-    keep[order[:n_prune]] = False
-    return [k.view(t.shape) for k, t in zip(keep.split([t.numel() for t in tensors]), tensors)]
-
-
-magnitude_masks = getattr(_ops, "magnitude_masks", _interim_magnitude_masks)
+magnitude_masks = _ops.magnitude_masks
 
 
 _QRANGE = {torch.int8: (-128, 127), torch.uint8: (0, 255)}
