@@ -30,7 +30,7 @@ class _Stub(nn.Module):
 
     @classmethod
     def from_dense(cls, linear: nn.Linear, **kwargs):
-        if kwargs.get("mode") == "static" and kwargs.get("input_scale", 1) <= 0:
+        if kwargs.get("mode") == "static" and kwargs.get("x_scale", 1) <= 0:
             raise ValueError("bad scale")
         return cls(linear, **kwargs)
 
@@ -133,8 +133,8 @@ def test_static_needs_calibration(fake_layers):
                                  calibration=data)
     assert report.swapped == {"0": "int8_static", "2": "int8_static", "4": "int8_static"}
     ranges = slimtorch.calibrate(make_mlp(), data)
-    assert FakeInt8.built[0] == {"mode": "static", "input_scale": ranges["0"].scale,
-                                 "input_zero_point": ranges["0"].zero_point}
+    assert FakeInt8.built[0] == {"mode": "static", "x_scale": ranges["0"].scale,
+                                 "x_zero_point": ranges["0"].zero_point}
     model = make_mlp()
     report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_static", speed_check=False),
                                  calibration={"0": ranges["0"]})

@@ -169,7 +169,7 @@ def test_calibrate_bad_arguments(kwargs, error, match):
 
 
 def _fq_weight(w):
-    scale = (w.abs().amax(dim=1) / 127).clamp_min(2.0**-23)
+    scale = (w.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
     return torch.clamp(torch.round(w / scale[:, None]), -127, 127) * scale[:, None]
 
 

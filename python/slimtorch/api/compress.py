@@ -101,7 +101,7 @@ def _int8_weight_only(cls: type, linear: nn.Linear, _: ActivationRange | None) -
 def _int8_static(cls: type, linear: nn.Linear, activation: ActivationRange | None) -> nn.Module:
     if activation is None:
         raise ValueError("no calibrated activation range for this layer")
-    return cls.from_dense(linear, mode="static", input_scale=activation.scale, input_zero_point=activation.zero_point)
+    return cls.from_dense(linear, mode="static", x_scale=activation.scale, x_zero_point=activation.zero_point)
 
 
 # How to rebuild an empty layer of each class before loading its state_dict
@@ -127,8 +127,11 @@ def _sparse_linear_args(layer: nn.Module) -> dict:
 
 @register_layer_class("Int8Linear")
 def _int8_linear_args(layer: nn.Module) -> dict:
-    return {"in_features": layer.in_features, "out_features": layer.out_features,
+    args = {"in_features": layer.in_features, "out_features": layer.out_features,
             "bias": layer.bias is not None, "mode": layer.mode}
+    if layer.mode == "static":  # required by the constructor; load_state_dict then sets the same values
+        args.update(x_scale=float(layer.input_scale), x_zero_point=int(layer.input_zero_point))
+    return args
 
 
 def _candidates(sparse: bool, quantize: str | None) -> list[str]:

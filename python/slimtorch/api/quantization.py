@@ -341,8 +341,9 @@ def calibrate(model: nn.Module, data: Iterable, *, observer: Callable[[], Observ
 # ---- quantization-aware training -------------------------------------------------
 
 def _fake_quantize_weight(w: torch.Tensor) -> torch.Tensor:
-    # Per output channel, symmetric int8 in [-127, 127] (Int8Linear's weights).
-    scale = (w.detach().abs().amax(dim=1).float() / 127.0).clamp_min(2.0**-23)
+    # Per output channel, symmetric int8 in [-127, 127], exactly Int8Linear's
+    # weights: scale = max(max|w| / 127, FLT_MIN), q = clamp(rint(w * (1/scale))).
+    scale = (w.detach().abs().amax(dim=1).float() / 127.0).clamp_min(torch.finfo(torch.float32).tiny)
     zero = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
     return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -127, 127)
 
@@ -439,6 +440,6 @@ def convert_qat_(model: nn.Module) -> nn.Module:
             layer = int8_linear.from_dense(dense, mode="dynamic")
         else:
             scale, zero_point = qat.observer.calculate_qparams()
-            layer = int8_linear.from_dense(dense, mode="static", input_scale=scale, input_zero_point=zero_point)
+            layer = int8_linear.from_dense(dense, mode="static", x_scale=scale, x_zero_point=zero_point)
         model.set_submodule(name, layer)
     return model
