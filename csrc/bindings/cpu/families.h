@@ -6,4 +6,5 @@
 namespace slimtorch::bindings {
 void bind_threshold(pybind11::module_& m);
 void bind_select(pybind11::module_& m);
+void bind_quantize(pybind11::module_& m);
 }  // namespace slimtorch::bindings

@@ -26,4 +26,5 @@ PYBIND11_MODULE(_C, m) {
   });
   bindings::bind_threshold(m);
   bindings::bind_select(m);
+  bindings::bind_quantize(m);
 }

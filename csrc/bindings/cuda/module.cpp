@@ -10,4 +10,5 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.attr("architectures") = SLIMTORCH_CUDA_ARCHITECTURES;
   slimtorch::bindings::bind_threshold_cuda(m);
   slimtorch::bindings::bind_select_cuda(m);
+  slimtorch::bindings::bind_quantize_cuda(m);
 }

@@ -6,7 +6,16 @@ argument), allocates outputs with torch, and dispatches through a
 ops work under ``torch.compile(fullgraph=True)`` and ``torch.export``.
 """
 
+from slimtorch.ops.quantize import choose_qparams, dequantize, quantize
 from slimtorch.ops.select import magnitude_masks, magnitude_threshold
 from slimtorch.ops.threshold import prune_mask, threshold_
 
-__all__ = ["magnitude_masks", "magnitude_threshold", "prune_mask", "threshold_"]
+__all__ = [
+    "choose_qparams",
+    "dequantize",
+    "magnitude_masks",
+    "magnitude_threshold",
+    "prune_mask",
+    "quantize",
+    "threshold_",
+]

@@ -5,7 +5,16 @@ Each function is the shortest obviously-correct statement of the op's
 contract; speed is not a goal here.
 """
 
+from slimtorch.reference.quantize import choose_qparams, dequantize, quantize
 from slimtorch.reference.select import magnitude_masks, magnitude_threshold
 from slimtorch.reference.threshold import prune_mask, threshold_
 
-__all__ = ["magnitude_masks", "magnitude_threshold", "prune_mask", "threshold_"]
+__all__ = [
+    "choose_qparams",
+    "dequantize",
+    "magnitude_masks",
+    "magnitude_threshold",
+    "prune_mask",
+    "quantize",
+    "threshold_",
+]
