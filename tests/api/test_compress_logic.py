@@ -108,14 +108,14 @@ def test_speed_check_keeps_faster_and_leaves_slower_dense(fake_layers):
     model = make_mlp()
     x = torch.randn(4, 12)
     expected = model(x)
-    FakeInt8.delay_s = 0.01  # far slower than a tiny dense layer
+    FakeInt8.delay_s = 0.03  # far slower than a tiny dense layer
     report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_dynamic"), example_inputs=x)
     assert report.swapped == {}
     for d in report.layers:
         assert d.format is None and "slower" in d.reason and d.compressed_us > d.dense_us > 0
     assert torch.equal(model(x), expected)
     FakeInt8.delay_s = 0.0
-    FakeSparse.delay_s = 0.01
+    FakeSparse.delay_s = 0.03
     report = slimtorch.compress_(model, slimtorch.CompressConfig(sparsity=0.9, quantize="int8_dynamic"),
                                  example_inputs=(x,))
     # sparse_int8 is slow: the dense int8 fallback is chosen where it wins (stub = dense speed, noisy)
