@@ -5,10 +5,11 @@ from importlib.metadata import PackageNotFoundError, version
 from slimtorch import ops, reference
 from slimtorch.api import *  # noqa: F403  (the model-level API: prune_, compress_, save, ...)
 from slimtorch.api import __all__ as _api_all
+from slimtorch.structured import prune_channels
 
 try:
     __version__ = version("slimtorch")
 except PackageNotFoundError:  # a source checkout that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["ops", "reference", "__version__", *_api_all]
+__all__ = ["ops", "prune_channels", "reference", "__version__", *_api_all]
