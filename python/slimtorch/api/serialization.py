@@ -233,7 +233,14 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             raise ValueError(f"path: {path!r} has a {info.get('class')} at {name!r}, where model has "
                              f"{type(current).__name__}")
         device = next(iter(current.parameters()), next(iter(current.buffers()), torch.empty(0))).device
-        swaps[name] = _build_layer(name, info, tensors, device)
+        layer = _build_layer(name, info, tensors, device)
+        for attr in ("in_features", "out_features"):
+            if getattr(current, attr, None) != getattr(layer, attr, None):
+                raise ValueError(f"path: {path!r} does not match model at {name!r}: file has {attr}="
+                                 f"{getattr(layer, attr, None)}, model has {getattr(current, attr, None)}")
+        if (getattr(current, "bias", None) is None) != (getattr(layer, "bias", None) is None):
+            raise ValueError(f"path: {path!r} does not match model at {name!r}: bias present in one, not the other")
+        swaps[name] = layer
     for name in meta["pruned"]:
         if name not in modules or name in swaps:
             raise ValueError(f"path: {path!r} has pruned module {name!r}, which model does not have as a dense layer")
