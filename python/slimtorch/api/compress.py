@@ -252,14 +252,19 @@ class CompressReport:
 
 def _median_us(fns: list[Callable[[], object]], target_s: float = 0.05, rounds: int = 5) -> list[float]:
     """Median time per call of each function, in microseconds; the functions
-    are timed interleaved, round by round, so load changes hit them alike."""
-    reps = []
+    are timed interleaved, round by round, so load changes hit them alike.
+    Each round runs a function about ``target_s / rounds`` seconds (at least
+    once); layers slower than that get 3 rounds."""
+    reps, slowest = [], 0.0
     for fn in fns:  # warm up (first-call allocations, lazy packing), then size the repeats
         fn()
         t0 = time.perf_counter()
         fn()
         once = max(time.perf_counter() - t0, 1e-7)
+        slowest = max(slowest, once)
         reps.append(max(1, min(1000, int(target_s / rounds / once))))
+    if slowest > target_s:
+        rounds = 3
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
         for fn, n, sample in zip(fns, reps, samples):
@@ -363,58 +368,60 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
         if layer_config is None:
             decisions.append(LayerDecision(name, None, reason, _zero_fraction(linear)))
             continue
-        if layer_config.sparsity is not None:
-            _prune_layer(linear, layer_config.sparsity)
-        sparsity = _zero_fraction(linear)
-        sparse = layer_config.sparsity is not None or (sparsity > 0 and sparsity >= layer_config.min_sparsity)
-        candidates = _candidates(sparse, layer_config.quantize)
-        if not candidates:
-            decisions.append(LayerDecision(name, None, f"nothing to do: weights {sparsity:.0%} zero, no quantization", sparsity))
-            continue
-        built, failures = [], []
-        for fmt in candidates:
-            spec = FORMATS[fmt]
-            try:
-                layer = spec.build(_backend.layer_class(spec.class_name), linear, ranges.get(name))
-            except (TypeError, ValueError, RuntimeError, NotImplementedError) as error:
-                failures.append(f"{fmt}: {error}")
-                continue
-            built.append((fmt, layer))
-            if not layer_config.speed_check:
-                break  # no timing: the first format that builds is taken
-        if not built:
-            decisions.append(LayerDecision(name, None, "; ".join(failures), sparsity))
-            continue
-        if not layer_config.speed_check:
-            fmt, layer = built[0]
-            decisions.append(LayerDecision(name, fmt, "speed check off", sparsity))
+        decision, layer = _compress_layer(name, linear, layer_config, ranges.get(name), inputs.get(name))
+        decisions.append(decision)
+        if layer is not None:
             model.set_submodule(name, layer.train(linear.training))
-            continue
-        shape, dtype, device = inputs.get(
-            name, ((layer_config.speed_check_rows, linear.in_features), linear.weight.dtype, linear.weight.device))
-        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype=dtype, device=device)
-        runnable = []
-        for fmt, layer in built:
-            try:
-                layer(x)
-                runnable.append((fmt, layer))
-            except (TypeError, ValueError, RuntimeError, NotImplementedError) as error:
-                failures.append(f"{fmt}: {error}")
-        if not runnable:
-            decisions.append(LayerDecision(name, None, "; ".join(failures), sparsity))
-            continue
-        built = runnable
-        dense_fn = (lambda lin=linear: lin(x))
-        times = _median_us([dense_fn] + [(lambda layer=layer: layer(x)) for _, layer in built])
-        dense_us, best = times[0], min(range(len(built)), key=lambda i: times[i + 1])
-        fmt, layer = built[best]
-        if times[best + 1] < dense_us:
-            others = [f"{f} {t:.0f} us" for (f, _), t in zip(built, times[1:]) if f != fmt]
-            why = f"{dense_us / times[best + 1]:.2f}x faster than dense" + (f" (also timed: {', '.join(others)})" if others else "")
-            decisions.append(LayerDecision(name, fmt, why, sparsity, dense_us, times[best + 1]))
-            model.set_submodule(name, layer.train(linear.training))
-        else:
-            timed = ", ".join(f"{f} {t:.0f} us" for (f, _), t in zip(built, times[1:]))
-            decisions.append(LayerDecision(name, None, f"compressed would be slower: dense {dense_us:.0f} us vs {timed}",
-                                           sparsity, dense_us, times[best + 1]))
     return CompressReport(decisions)
+
+
+_BUILD_ERRORS = (TypeError, ValueError, RuntimeError, NotImplementedError)
+
+
+def _compress_layer(name: str, linear: nn.Linear, config: CompressConfig, activation: ActivationRange | None,
+                    input_spec: tuple | None) -> tuple[LayerDecision, nn.Module | None]:
+    """Prune (if asked), build the candidate formats, time them against the
+    dense layer (if asked) and pick one; returns the decision and the new
+    layer (None: stay dense)."""
+    if config.sparsity is not None:
+        _prune_layer(linear, config.sparsity)
+    sparsity = _zero_fraction(linear)
+    sparse = config.sparsity is not None or (sparsity > 0 and sparsity >= config.min_sparsity)
+    candidates = _candidates(sparse, config.quantize)
+    if not candidates:
+        return LayerDecision(name, None, f"nothing to do: weights {sparsity:.0%} zero, no quantization", sparsity), None
+    built, failures = [], []
+    for fmt in candidates:
+        spec = FORMATS[fmt]
+        try:
+            built.append((fmt, spec.build(_backend.layer_class(spec.class_name), linear, activation)))
+        except _BUILD_ERRORS as error:
+            failures.append(f"{fmt}: {error}")
+            continue
+        if not config.speed_check:
+            return LayerDecision(name, fmt, "speed check off", sparsity), built[0][1]
+    shape, dtype, device = input_spec or ((config.speed_check_rows, linear.in_features), linear.weight.dtype,
+                                          linear.weight.device)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype=dtype, device=device)
+    runnable = []
+    for fmt, layer in built:  # a layer that cannot run this input (dtype, size) is no candidate
+        try:
+            with torch.no_grad():
+                layer(x)
+            runnable.append((fmt, layer))
+        except _BUILD_ERRORS as error:
+            failures.append(f"{fmt}: {error}")
+    if not runnable:
+        return LayerDecision(name, None, "; ".join(failures), sparsity), None
+    with torch.no_grad():
+        times = _median_us([lambda: linear(x)] + [(lambda layer=layer: layer(x)) for _, layer in runnable])
+    dense_us, new_times = times[0], times[1:]
+    best = min(range(len(runnable)), key=new_times.__getitem__)
+    fmt, layer = runnable[best]
+    timed = [f"{f} {t:.0f} us" for (f, _), t in zip(runnable, new_times)]
+    if new_times[best] < dense_us:
+        others = [t for (f, _), t in zip(runnable, timed) if f != fmt]
+        why = f"{dense_us / new_times[best]:.2f}x faster than dense" + (f" (also timed: {', '.join(others)})" if others else "")
+        return LayerDecision(name, fmt, why, sparsity, dense_us, new_times[best]), layer
+    why = f"compressed would be slower: dense {dense_us:.0f} us vs {', '.join(timed)}"
+    return LayerDecision(name, None, why, sparsity, dense_us, new_times[best]), None
