@@ -3,9 +3,11 @@ dynamic quantization, save/load of compressed models, summary, QAT conversion.""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
+import safetensors
 import torch
 from torch import nn
 
@@ -89,6 +91,13 @@ def test_save_load_compressed_mlp_bit_exact(tmp_path, name):
         assert torch.equal(fresh(x), model(x))
     packed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     assert os.path.getsize(path) <= packed + 4096
+    meta = json.loads(safetensors.safe_open(path, "pt").metadata()["slimtorch"])
+    assert sorted(meta["layers"]) == ["0", "2", "4"]
+    entry = meta["layers"]["2"]
+    assert entry["class"] == CONFIGS[name][1].__name__ and entry["format"] == name
+    assert entry["sparsity"] == pytest.approx(0.9 if "sparse" in name else 0.0, abs=0.01)
+    if name == "int8_static":
+        assert entry["init"]["x_scale"] == float(model[2].input_scale)
 
 
 @pytest.mark.parametrize("name", ["sparse_int8", "int8_dynamic"])

@@ -46,7 +46,7 @@ from slimtorch.api.quantization import ActivationRange, QATLinear, calibrate
 from slimtorch.ops._checks import check_fraction
 
 __all__ = ["CompressConfig", "CompressReport", "LayerDecision", "compress_", "register_format", "FORMATS",
-           "register_layer_class", "LAYER_INIT_ARGS"]
+           "register_layer_class", "LAYER_CLASSES"]
 
 FilterFn = Callable[[nn.Module, str], bool]
 QUANTIZE_MODES = (None, "int8_dynamic", "int8_weight_only", "int8_static")
@@ -104,28 +104,36 @@ def _int8_static(cls: type, linear: nn.Linear, activation: ActivationRange | Non
     return cls.from_dense(linear, mode="static", x_scale=activation.scale, x_zero_point=activation.zero_point)
 
 
-# How to rebuild an empty layer of each class before loading its state_dict
-# (slimtorch.save / load_): class name -> layer -> constructor keyword arguments.
-LAYER_INIT_ARGS: dict[str, Callable[[nn.Module], dict]] = {}
+@dataclass(frozen=True)
+class LayerClass:
+    """How ``slimtorch.save`` / ``load_`` handle a ``slimtorch.nn`` layer class:
+    ``init_args(layer)`` gives the constructor keyword arguments of an empty
+    layer that its state_dict then fills; ``format_of(layer)`` names its format."""
+
+    init_args: Callable[[nn.Module], dict]
+    format_of: Callable[[nn.Module], str]
 
 
-def register_layer_class(class_name: str) -> Callable:
+LAYER_CLASSES: dict[str, LayerClass] = {}
+
+
+def register_layer_class(class_name: str, format_of: Callable[[nn.Module], str]) -> Callable:
     """Decorator registering ``init_args(layer) -> dict`` for ``slimtorch.nn.<class_name>``."""
 
     def decorate(init_args: Callable[[nn.Module], dict]) -> Callable:
-        LAYER_INIT_ARGS[class_name] = init_args
+        LAYER_CLASSES[class_name] = LayerClass(init_args, format_of)
         return init_args
 
     return decorate
 
 
-@register_layer_class("SparseLinear")
+@register_layer_class("SparseLinear", lambda m: "sparse_int8" if m.values.dtype == torch.int8 else "sparse")
 def _sparse_linear_args(layer: nn.Module) -> dict:
     return {"in_features": layer.in_features, "out_features": layer.out_features,
             "bias": layer.bias is not None, "values_dtype": layer.values.dtype}
 
 
-@register_layer_class("Int8Linear")
+@register_layer_class("Int8Linear", lambda m: f"int8_{m.mode}")
 def _int8_linear_args(layer: nn.Module) -> dict:
     args = {"in_features": layer.in_features, "out_features": layer.out_features,
             "bias": layer.bias is not None, "mode": layer.mode}

@@ -12,17 +12,20 @@ File format (version 1) — a plain safetensors file:
   ``format``   "slimtorch";  ``version``  1
   ``slimtorch`` / ``torch``   versions that wrote the file (informational)
   ``layers``   {module name: {"class": "SparseLinear" | "Int8Linear",
+               "format": "sparse" | "sparse_int8" | "int8_dynamic" | ...,
+               "sparsity": fraction of zero weights,
                "init": {constructor keyword arguments}}} — modules swapped for
                ``slimtorch.nn`` layers: sizes, value dtype, quantization mode
-               (dtypes as {"dtype": "int8"}); their packed data (nnz values,
-               int8 weights, scales, quantization parameters) are the tensors
+               and static activation scale/zero point (dtypes as
+               {"dtype": "int8"}); their packed data (nnz values, int8
+               weights, scales, quantization parameters) are the tensors
   ``pruned``   {module name: {"sparsity": fraction masked}}
   ``packed_bool`` {key: shape};  ``aliases`` {key: key stored}
   ``sha256``   {key: hex digest of the stored bytes}
 
 Loading never unpickles and never imports anything named by the file: layer
 classes are looked up among the layer classes registered in
-``slimtorch.api.compress.LAYER_INIT_ARGS`` only. ``load_`` first
+``slimtorch.api.compress.LAYER_CLASSES`` only. ``load_`` first
 applies the recorded structure to a freshly built model of the original
 architecture (swaps the layers, attaches masks), checks every key, shape, dtype
 and checksum, and only then copies the tensors, so a bad file leaves the model
@@ -93,12 +96,18 @@ def _is_slimtorch_layer(module: nn.Module) -> bool:
 
 
 def _describe_layer(name: str, module: nn.Module) -> dict:
-    from slimtorch.api.compress import LAYER_INIT_ARGS
+    from slimtorch.api.compress import LAYER_CLASSES
 
-    init_args = LAYER_INIT_ARGS.get(type(module).__name__)
-    if init_args is None:
+    spec = LAYER_CLASSES.get(type(module).__name__)
+    if spec is None:
         raise TypeError(f"model: layer {name!r} is a {type(module).__name__}, which slimtorch.save cannot store")
-    return {"class": type(module).__name__, "init": {k: _json_value(v) for k, v in init_args(module).items()}}
+    weight = module.to_dense().weight
+    return {
+        "class": type(module).__name__,
+        "format": spec.format_of(module),
+        "sparsity": float((weight == 0).sum()) / weight.numel() if weight.numel() else 0.0,
+        "init": {k: _json_value(v) for k, v in spec.init_args(module).items()},
+    }
 
 
 def save(model: nn.Module, path: str | os.PathLike) -> None:
@@ -197,11 +206,11 @@ def _read(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
 def _build_layer(name: str, info: Any, tensors: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
     """A ``slimtorch.nn`` layer built empty from its recorded constructor
     arguments, then loaded with its tensors from the file."""
-    from slimtorch.api.compress import LAYER_INIT_ARGS
+    from slimtorch.api.compress import LAYER_CLASSES
 
     if not isinstance(info, dict) or not isinstance(info.get("class"), str) or not isinstance(info.get("init"), dict):
         raise ValueError(f"path: layer entry {name!r} is corrupt")
-    if info["class"] not in LAYER_INIT_ARGS:  # only known slimtorch layers are ever built
+    if info["class"] not in LAYER_CLASSES:  # only registered slimtorch layers are ever built
         raise ValueError(f"path: layer {name!r} has unknown class {info['class']!r}")
     try:
         cls = _backend.layer_class(info["class"])
