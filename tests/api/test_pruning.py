@@ -7,6 +7,8 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import slimtorch
@@ -285,3 +287,18 @@ def test_prune_bad_arguments(args, kwargs, error, match):
         slimtorch.prune_(*args, **kwargs)
     with pytest.raises(TypeError, match="^model"):
         slimtorch.strip_(object())
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.tuples(st.integers(1, 9), st.integers(1, 9)), min_size=1, max_size=4),
+       sparsity=st.floats(0, 1), scope=st.sampled_from(["global", "layer"]), seed=st.integers(0, 2**16))
+def test_prune_counts_property(sizes, sparsity, scope, seed):
+    torch.manual_seed(seed)
+    model = nn.Sequential(*[nn.Linear(i, o) for i, o in sizes])
+    report = slimtorch.prune_(model, sparsity, scope=scope)
+    counts = [int((~weight_mask(m)).sum()) for m in model]
+    if scope == "global":
+        assert sum(counts) == round(sparsity * sum(i * o for i, o in sizes)) == report.pruned
+    else:
+        assert counts == [round(sparsity * (i * o)) for i, o in sizes]
+    assert report.total == pytest.approx(sum(counts) / sum(i * o for i, o in sizes))
