@@ -302,3 +302,25 @@ def test_prune_counts_property(sizes, sparsity, scope, seed):
     else:
         assert counts == [round(sparsity * (i * o)) for i, o in sizes]
     assert report.total == pytest.approx(sum(counts) / sum(i * o for i, o in sizes))
+
+
+def test_agp_with_distiller_keeps_masks_exact(tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from slimtorch.distill import Distiller, KDLoss, StepSchedule
+
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(64, 12, generator=g), torch.randint(0, 3, (64,), generator=g))
+    loader = DataLoader(data, batch_size=8, shuffle=False)
+    teacher, student = mlp(seed=1).eval(), mlp(seed=2)
+    schedule = slimtorch.AGPSchedule(final_sparsity=0.8, start_step=0, end_step=12, every=4)
+    assert isinstance(schedule, StepSchedule)
+    slimtorch.prune_(student, schedule)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=0.01, weight_decay=0.1)
+    Distiller(teacher, student, KDLoss(2.0, 0.5), optimizer, pruning=schedule, progress=False).fit(loader, epochs=2)
+    assert schedule.step_count == 16 and schedule.current_sparsity == 0.8
+    masks = [weight_mask(m) for m in student if is_pruned(m)]
+    assert sum(int((~k).sum()) for k in masks) == round(0.8 * sum(k.numel() for k in masks))
+    for m in student:
+        if is_pruned(m):
+            assert (m.weight[~weight_mask(m)] == 0).all()
