@@ -15,8 +15,6 @@ prints the ratios directly.
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
@@ -26,7 +24,7 @@ SIZES = [1 << 20, 16 << 20, 64 << 20]
 ROUNDS = {1 << 20: 30, 16 << 20: 8, 64 << 20: 3}  # keep the 64M cases to seconds
 CHANNELS = 1024  # per-channel cases: a [n / 1024, 1024] weight, quantized per row (axis 0)
 
-warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+pytestmark = pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions:UserWarning")
 
 
 def _data(n: int) -> torch.Tensor:
@@ -98,23 +96,31 @@ def test_dequantize_per_channel(benchmark, n, impl):
 
 
 if __name__ == "__main__":
-    # Ratio table from one pytest run: speed-up vs torch and % of copy bandwidth.
+    # Ratio table: `python benchmarks/bench_quantize.py [runs]` runs the suite
+    # `runs` times (default 1) and prints, per case, the median over runs of
+    # the per-run medians: speed-up vs torch and % of the copy's bandwidth.
     import json
+    import statistics
     import subprocess
     import sys
     import tempfile
 
-    with tempfile.NamedTemporaryFile(suffix=".json") as report:
-        subprocess.run(
-            [sys.executable, "-m", "pytest", __file__, "--benchmark-enable", "-q", "-p", "no:cacheprovider",
-             f"--benchmark-json={report.name}"],
-            check=True,
-        )
-        results = json.load(open(report.name))["benchmarks"]
-    median = {(b["extra_info"]["op"], b["extra_info"]["n"], b["extra_info"]["impl"]): b["stats"]["median"]
-              for b in results}
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    medians: dict[tuple, list[float]] = {}
+    for _ in range(runs):
+        with tempfile.NamedTemporaryFile(suffix=".json") as report:
+            subprocess.run(
+                [sys.executable, "-m", "pytest", __file__, "--benchmark-enable", "-q", "-p", "no:cacheprovider",
+                 f"--benchmark-json={report.name}"],
+                check=True,
+            )
+            for b in json.load(open(report.name))["benchmarks"]:
+                key = (b["extra_info"]["op"], b["extra_info"]["n"], b["extra_info"]["impl"])
+                medians.setdefault(key, []).append(b["stats"]["median"])
+    median = {key: statistics.median(values) for key, values in medians.items()}
     for op in ["quantize_per_tensor", "quantize_per_channel", "dequantize_per_tensor", "dequantize_per_channel"]:
         for n in SIZES:
             ours, theirs, copy = median[(op, n, "slimtorch")], median[(op, n, "torch")], median[("copy", n, "copy")]
             print(f"{op:24s} n={n >> 20:3d}M  {ours * 1e3:8.3f} ms  x{theirs / ours:5.2f} vs torch  "
-                  f"{5 * n / ours / 1e9:6.2f} GB/s = {100 * (5 * n / ours) / (8 * n / copy):5.1f}% of copy")
+                  f"{5 * n / ours / 1e9:6.2f} GB/s = {100 * (5 * n / ours) / (8 * n / copy):5.1f}% of copy "
+                  f"({8 * n / copy / 1e9:.2f} GB/s)")

@@ -44,3 +44,23 @@ def test_magnitude_threshold(benchmark, weights, impl):
     big = concatenated.numel() > (1 << 24)
     rounds = (3 if big else 5) if impl == "torch" else (10 if big else 20)
     benchmark.pedantic(run, rounds=rounds, warmup_rounds=1 if impl == "slimtorch" else 0)
+
+
+@pytest.mark.parametrize("impl", ["slimtorch", "torch"])
+def test_magnitude_masks(benchmark, weights, impl):
+    """Exact-count keep-masks against what torch.nn.utils.prune.global_unstructured
+    computes: topk of the smallest magnitudes over the concatenated weights."""
+    label, tensors, concatenated = weights
+    if concatenated.numel() > (1 << 24):
+        pytest.skip("topk over 64M weights takes too long for a routine run")
+    benchmark.extra_info.update(suite="ops", op="magnitude_masks", n=label, impl=impl)
+    k = round(SPARSITY * concatenated.numel())
+
+    def torch_masks() -> list[torch.Tensor]:
+        keep = torch.ones(concatenated.numel(), dtype=torch.bool)
+        keep[torch.topk(concatenated.abs(), k, largest=False).indices] = False
+        return list(keep.split([t.numel() for t in tensors]))
+
+    run = (lambda: ops.magnitude_masks(tensors, SPARSITY)) if impl == "slimtorch" else torch_masks
+    rounds = 3 if impl == "torch" else 10
+    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1 if impl == "slimtorch" else 0)

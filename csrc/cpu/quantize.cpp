@@ -37,6 +37,7 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 16;     // elements per chunk below which threads cost more than they save
 constexpr int64_t kShortInner = 16;     // rows shorter than this use array runs
+constexpr int64_t kStreamBytes = int64_t(16) << 20;  // outputs this large bypass the caches
 constexpr uint32_t kInfBits = 0x7f800000u;  // |x| bits >= this: Inf or NaN
 
 // Outputs are freshly allocated by torch and written once, so for large
@@ -220,6 +221,22 @@ SLIMTORCH_AVX2 void dequantize_run_avx2(const uint8_t* q, int64_t i, int64_t n, 
   dequantize_run_scalar<kSigned, O, kArrays>(q, i + j, n - j, rest, out);
 }
 
+template <bool kSigned>
+SLIMTORCH_AVX2 void dequantize_run_avx2_stream(const uint8_t* q, int64_t i, int64_t n, RunParams p,
+                                               void* out) {
+  float* dst = static_cast<float*>(out) + i;
+  const __m256 scale = _mm256_set1_ps(p.mul[0]), zp = _mm256_set1_ps(p.zp[0]);
+  // Head (scalar) up to the first 32-byte boundary, streamed body, scalar tail.
+  int64_t j = std::min<int64_t>(n, int64_t((32 - (reinterpret_cast<uintptr_t>(dst) & 31)) & 31) / 4);
+  dequantize_run_scalar<kSigned, DType::kFloat32, false>(q, i, j, p, out);
+  for (; j + 8 <= n; j += 8) {
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i + j));
+    const __m256i levels = kSigned ? _mm256_cvtepi8_epi32(bytes) : _mm256_cvtepu8_epi32(bytes);
+    _mm256_stream_ps(dst + j, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(levels), zp), scale));
+  }
+  dequantize_run_scalar<kSigned, DType::kFloat32, false>(q, i + j, n - j, p, out);
+}
+
 SLIMTORCH_AVX2 inline float hmin8(__m256 v) {
   __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   m = _mm_min_ps(m, _mm_movehl_ps(m, m));
@@ -269,6 +286,15 @@ SLIMTORCH_AVX512 inline __m512 load16(const void* x, int64_t i, __mmask16 live) 
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+template <bool kFma>
+SLIMTORCH_AVX512 inline __m128i quantize16(__m512 v, __m512 inv, __m512 zp, __m512 lo, __m512 hi) {
+  __m512 t = kFma ? _mm512_fmadd_ps(v, inv, zp) : _mm512_add_ps(_mm512_mul_ps(v, inv), zp);
+  t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q), zp);  // NaN -> zero point
+  const __m512i levels = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(t, lo), hi));
+  // Truncating to bytes gives int8 or uint8: levels are already in range.
+  return _mm512_cvtepi32_epi8(levels);
+}
+
 template <DType D, bool kFma, bool kArrays>
 SLIMTORCH_AVX512 void quantize_run_avx512(const void* x, int64_t i, int64_t n, RunParams p,
                                           float qlo, float qhi, uint8_t* q) {
@@ -277,13 +303,26 @@ SLIMTORCH_AVX512 void quantize_run_avx512(const void* x, int64_t i, int64_t n, R
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 live = tail_mask(n - j);
     if (kArrays) inv = _mm512_maskz_loadu_ps(live, p.mul + j), zp = _mm512_maskz_loadu_ps(live, p.zp + j);
-    const __m512 v = load16<D>(x, i + j, live);
-    __m512 t = kFma ? _mm512_fmadd_ps(v, inv, zp) : _mm512_add_ps(_mm512_mul_ps(v, inv), zp);
-    t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q), zp);  // NaN -> zero point
-    const __m512i levels = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(t, lo), hi));
-    // Truncating to bytes gives int8 or uint8: levels are already in range.
-    _mm_mask_storeu_epi8(q + i + j, live, _mm512_cvtepi32_epi8(levels));
+    _mm_mask_storeu_epi8(q + i + j, live, quantize16<kFma>(load16<D>(x, i + j, live), inv, zp, lo, hi));
   }
+}
+
+// A broadcast run with non-temporal stores (large outputs, see kStreamBytes;
+// the caller fences once per chunk):
+// unaligned head and tail through the normal path, 16-byte aligned body streamed.
+template <DType D, bool kFma>
+SLIMTORCH_AVX512 void quantize_run_avx512_stream(const void* x, int64_t i, int64_t n, RunParams p,
+                                                 float qlo, float qhi, uint8_t* q) {
+  const int64_t head = std::min<int64_t>(n, int64_t((16 - (reinterpret_cast<uintptr_t>(q + i) & 15)) & 15));
+  quantize_run_avx512<D, kFma, false>(x, i, head, p, qlo, qhi, q);
+  const __m512 lo = _mm512_set1_ps(qlo), hi = _mm512_set1_ps(qhi);
+  const __m512 inv = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
+  int64_t j = head;
+  for (; j + 16 <= n; j += 16) {
+    const __m128i bytes = quantize16<kFma>(load16<D>(x, i + j, 0xffff), inv, zp, lo, hi);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(q + i + j), bytes);
+  }
+  quantize_run_avx512<D, kFma, false>(x, i + j, n - j, p, qlo, qhi, q);
 }
 
 template <bool kSigned, DType O, bool kArrays>
@@ -311,6 +350,34 @@ SLIMTORCH_AVX512 void dequantize_run_avx512(const uint8_t* q, int64_t i, int64_t
           _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16));
     }
     _mm256_mask_storeu_epi16(static_cast<uint16_t*>(out) + i + j, live, h);
+  }
+}
+
+template <bool kSigned>
+SLIMTORCH_AVX512 inline __m512 dequantize16(__m128i bytes, __m512 zp, __m512 scale) {
+  const __m512i levels = kSigned ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
+  return _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(levels), zp), scale);
+}
+
+// Float32 output of a broadcast run with non-temporal stores: for outputs
+// far larger than the caches this skips the read-for-ownership of every
+// written line (4 of the 5 bytes per element are writes).
+template <bool kSigned>
+SLIMTORCH_AVX512 void dequantize_run_avx512_stream(const uint8_t* q, int64_t i, int64_t n, RunParams p,
+                                                   void* out) {
+  float* dst = static_cast<float*>(out) + i;
+  const __m512 scale = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
+  // Head: up to the first 64-byte boundary of dst (dst is 4-byte aligned).
+  int64_t j = std::min<int64_t>(n, int64_t((64 - (reinterpret_cast<uintptr_t>(dst) & 63)) & 63) / 4);
+  if (j > 0) {
+    const __mmask16 live = tail_mask(j);
+    _mm512_mask_storeu_ps(dst, live, dequantize16<kSigned>(_mm_maskz_loadu_epi8(live, q + i), zp, scale));
+  }
+  for (; j + 16 <= n; j += 16)
+    _mm512_stream_ps(dst + j, dequantize16<kSigned>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i + j)), zp, scale));
+  if (j < n) {
+    const __mmask16 live = tail_mask(n - j);
+    _mm512_mask_storeu_ps(dst + j, live, dequantize16<kSigned>(_mm_maskz_loadu_epi8(live, q + i + j), zp, scale));
   }
 }
 
@@ -354,6 +421,16 @@ QuantizeRun pick_quantize(Isa isa, bool fma, bool arrays) {
   return arrays ? pick_quantize<D, false, true>(isa) : pick_quantize<D, false, false>(isa);
 }
 
+template <bool kFma>
+QuantizeRun pick_quantize_stream(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return quantize_run_avx512_stream<DType::kFloat32, kFma>;
+    case DType::kFloat16: return quantize_run_avx512_stream<DType::kFloat16, kFma>;
+    case DType::kBFloat16: return quantize_run_avx512_stream<DType::kBFloat16, kFma>;
+  }
+  return nullptr;
+}
+
 QuantizeRun pick_quantize(Isa isa, DType dtype, bool fma, bool arrays) {
   switch (dtype) {
     case DType::kFloat32: return pick_quantize<DType::kFloat32>(isa, fma, arrays);
@@ -377,6 +454,13 @@ DequantizeRun pick_dequantize(Isa isa, DType out) {
     case DType::kFloat16: return pick_dequantize<kSigned, DType::kFloat16, kArrays>(isa);
     case DType::kBFloat16: return pick_dequantize<kSigned, DType::kBFloat16, kArrays>(isa);
   }
+  return nullptr;
+}
+
+DequantizeRun pick_dequantize_stream(Isa isa, QType qtype) {
+  const bool is_signed = qtype == QType::kInt8;
+  if (isa >= Isa::kAvx512) return is_signed ? dequantize_run_avx512_stream<true> : dequantize_run_avx512_stream<false>;
+  if (isa >= Isa::kAvx2) return is_signed ? dequantize_run_avx2_stream<true> : dequantize_run_avx2_stream<false>;
   return nullptr;
 }
 
@@ -487,7 +571,9 @@ Status quantize(const void* x, DType dtype, ChannelView view, bool per_channel,
   if (n == 0) return Status::kOk;
   const bool arrays = per_channel && view.inner < kShortInner;
   const ParamTable params(view, arrays, scale, zero_point, /*reciprocal=*/true);
-  const QuantizeRun run = pick_quantize(active_isa(), dtype, /*fma=*/!per_channel, arrays);
+  QuantizeRun run = pick_quantize(active_isa(), dtype, /*fma=*/!per_channel, arrays);
+  const bool streaming = !arrays && n >= kStreamBytes && active_isa() >= Isa::kAvx512;
+  if (streaming) run = per_channel ? pick_quantize_stream<false>(dtype) : pick_quantize_stream<true>(dtype);
   advise_huge_pages(q, n);
   const float qlo = float(qtype_min(qtype)), qhi = float(qtype_max(qtype));
   uint8_t* out = static_cast<uint8_t*>(q);
@@ -495,6 +581,7 @@ Status quantize(const void* x, DType dtype, ChannelView view, bool per_channel,
     for_each_run(view, arrays, begin, end, [&](int64_t i, int64_t len, int64_t k) {
       run(x, i, len, params.at(k), qlo, qhi, out);
     });
+    if (streaming) _mm_sfence();  // streamed stores complete before the chunk reports done
   });
   return Status::kOk;
 }
@@ -514,13 +601,17 @@ Status dequantize(const void* q, QType qtype, ChannelView view, const float* sca
   if (n == 0) return Status::kOk;
   const bool arrays = view.channels > 1 && view.inner < kShortInner;
   const ParamTable params(view, arrays, scale, zero_point, /*reciprocal=*/false);
-  const DequantizeRun run = pick_dequantize(active_isa(), qtype, out_dtype, arrays);
+  DequantizeRun run = pick_dequantize(active_isa(), qtype, out_dtype, arrays);
+  const DequantizeRun streamed = pick_dequantize_stream(active_isa(), qtype);
+  const bool streaming = out_dtype == DType::kFloat32 && !arrays && n * 4 >= kStreamBytes && streamed;
+  if (streaming) run = streamed;
   advise_huge_pages(out, n * dtype_size(out_dtype));
   const uint8_t* levels = static_cast<const uint8_t*>(q);
   parallel_for(n_threads, n, kGrain, [&](int64_t begin, int64_t end, int) {
     for_each_run(view, arrays, begin, end, [&](int64_t i, int64_t len, int64_t k) {
       run(levels, i, len, params.at(k), out);
     });
+    if (streaming) _mm_sfence();  // streamed stores complete before the chunk reports done
   });
   return Status::kOk;
 }

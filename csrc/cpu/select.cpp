@@ -6,9 +6,20 @@
 // sequence, never concatenated). The bin holding the k-th key becomes part of
 // the prefix; after the last level the prefix is the key itself.
 //
+// Large inputs (>= 2^20 elements) first try a sampled window (window_select):
+// one streaming pass that counts and compresses instead of scattering into a
+// histogram, ~2x faster; it is exact too and falls back to the histogram
+// select whenever the sample misleads it.
+//
+// Measured (64M fp32 weights, 1 thread, AVX2, Zen 4): histogram level 1
+// ~35 ms (scatter-bound, ~0.5 ns/element), level 2 ~16 ms (a filtering pass);
+// the window path ~16 ms in all, about one memory-bound read (torch amax:
+// 12 ms). The AVX-512 paths are no faster at histogramming (scatter-bound)
+// but share the loaders and masked tails.
+//
 // Threads: parallel_for splits the sequence into contiguous chunks, one per
-// thread; each thread fills its own histogram, and the main thread sums them
-// (integer sums: the result does not depend on the split).
+// thread; each thread fills its own histogram / tally, and the main thread
+// sums them (integer sums: the result does not depend on the split).
 #include "slimtorch/select.h"
 
 #include <immintrin.h>
@@ -16,6 +27,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 namespace slimtorch {
@@ -249,6 +261,144 @@ SLIMTORCH_AVX512 int64_t mask_avx512(const void* data, int64_t begin, int64_t en
 
 #pragma GCC diagnostic pop
 
+
+// ---- window pass (the sampled fast path, see window_select) --------------------
+
+// One chunk's tally of keys against the window (lo, hi]: keys below lo, keys
+// equal to lo, and the keys inside, stored in `stored`. The SIMD paths store
+// whole vectors of compressed keys, branch-free, so `stored` has kSlack
+// entries of room past `cap`; more than `cap` keys inside sets `overflow`
+// and ends the scan (the caller then falls back).
+constexpr size_t kSlack = 16;
+
+struct WindowTally {
+  uint32_t lo = 0, hi = 0;
+  int64_t less = 0, at_lo = 0;
+  uint32_t max_key = 0;
+  std::unique_ptr<uint32_t[]> stored;  // cap + kSlack entries, written from the front
+  size_t count = 0, cap = 0;
+  bool overflow = false;
+
+  void allocate(size_t capacity) {
+    cap = capacity;
+    stored.reset(new uint32_t[cap + kSlack]);  // uninitialised: pages are touched only as used
+  }
+};
+
+template <DType D>
+void window_scalar(const void* data, int64_t begin, int64_t end, WindowTally& t) {
+  const uint32_t lo = t.lo, hi = t.hi;
+  uint32_t max_key = t.max_key;
+  int64_t less = 0, at_lo = 0;  // locals, as in window_avx2
+  size_t count = t.count;
+  for (int64_t i = begin; i < end; ++i) {
+    const uint32_t key = key_at<D>(data, i);
+    max_key = std::max(max_key, key);
+    less += key < lo;
+    at_lo += key == lo;
+    if (key > lo && key <= hi) {
+      if (count == t.cap) {
+        t.overflow = true;
+        break;
+      }
+      t.stored[count++] = key;
+    }
+  }
+  t.count = count;
+  t.max_key = max_key;
+  t.less += less;
+  t.at_lo += at_lo;
+}
+
+// For each 8-bit lane mask, the lanes set, in order, as permutevar8x32 indices
+// (one byte each), so that a permute moves the selected keys to the front.
+struct CompressTable {
+  uint64_t indices[256];
+  CompressTable() {
+    for (unsigned mask = 0; mask < 256; ++mask) {
+      uint64_t packed = 0;
+      int slot = 0;
+      for (int lane = 0; lane < 8; ++lane)
+        if (mask & (1u << lane)) packed |= uint64_t(lane) << (8 * slot++);
+      indices[mask] = packed;
+    }
+  }
+};
+const CompressTable kCompress;
+
+template <DType D>
+SLIMTORCH_AVX2 void window_avx2(const void* data, int64_t begin, int64_t end, WindowTally& t) {
+  // Keys are < 2^31, so the signed compares are exact.
+  const __m256i lo = _mm256_set1_epi32(int32_t(t.lo)), hi = _mm256_set1_epi32(int32_t(t.hi));
+  __m256i max_key = _mm256_set1_epi32(int32_t(t.max_key));
+  // Counters live in locals: as struct fields the compiler keeps them in
+  // memory (the stores to `stored` may alias them), a chain through memory.
+  int64_t less = 0, at_lo_count = 0;
+  uint32_t* stored = t.stored.get();
+  size_t count = t.count;
+  const size_t cap = t.cap;
+  int64_t i = begin;
+  for (; i + 8 <= end; i += 8) {
+    if (count > cap) break;
+    const __m256i key = keys8_avx2<D>(data, i);
+    max_key = _mm256_max_epu32(max_key, key);
+    const __m256i above_lo = _mm256_cmpgt_epi32(key, lo);
+    const __m256i at_lo = _mm256_cmpeq_epi32(key, lo);
+    const unsigned below = ~unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(above_lo, at_lo)))) & 0xff;
+    less += __builtin_popcount(below);
+    at_lo_count += __builtin_popcount(unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(at_lo))));
+    const unsigned inside = unsigned(_mm256_movemask_ps(
+        _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(key, hi), above_lo))));
+    const __m256i order = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+        reinterpret_cast<const __m128i*>(&kCompress.indices[inside])));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(stored + count), _mm256_permutevar8x32_epi32(key, order));
+    count += size_t(__builtin_popcount(inside));
+  }
+  t.count = count;
+  t.less += less;
+  t.at_lo += at_lo_count;
+  alignas(32) uint32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), max_key);
+  for (uint32_t m : lanes) t.max_key = std::max(t.max_key, m);
+  if (count > cap) t.overflow = true;
+  else window_scalar<D>(data, i, end, t);
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+template <DType D>
+SLIMTORCH_AVX512 void window_avx512(const void* data, int64_t begin, int64_t end, WindowTally& t) {
+  const __m512i lo = _mm512_set1_epi32(int32_t(t.lo)), hi = _mm512_set1_epi32(int32_t(t.hi));
+  __m512i max_key = _mm512_set1_epi32(int32_t(t.max_key));  // masked-off lanes load 0
+  int64_t less = 0, at_lo = 0;  // locals, as in window_avx2
+  uint32_t* stored = t.stored.get();
+  size_t count = t.count;
+  const size_t cap = t.cap;
+  for (int64_t i = begin; i < end; i += 16) {
+    if (count > cap) break;
+    const __mmask16 live = live_lanes(end - i);
+    const __m512i key = keys16_avx512<D>(data, i, live);
+    max_key = _mm512_max_epu32(max_key, key);
+    less += __builtin_popcount(unsigned(_mm512_mask_cmplt_epu32_mask(live, key, lo)));
+    at_lo += __builtin_popcount(unsigned(_mm512_mask_cmpeq_epu32_mask(live, key, lo)));
+    const __mmask16 inside = _mm512_mask_cmple_epu32_mask(_mm512_mask_cmpgt_epu32_mask(live, key, lo), key, hi);
+    // Register-form compress, then a plain store (the memory form is slow on Zen 4).
+    _mm512_storeu_si512(stored + count, _mm512_maskz_compress_epi32(inside, key));
+    count += size_t(__builtin_popcount(unsigned(inside)));
+  }
+  t.count = count;
+  t.overflow = count > cap;
+  t.less += less;
+  t.at_lo += at_lo;
+  alignas(64) uint32_t lanes[16];
+  _mm512_store_si512(lanes, max_key);
+  for (uint32_t m : lanes) t.max_key = std::max(t.max_key, m);
+}
+
+#pragma GCC diagnostic pop
+
 // ---- dispatch ----------------------------------------------------------------
 
 template <DType D>
@@ -264,6 +414,22 @@ void hist_range(const Segment& s, int64_t begin, int64_t end, HistJob& job) {
     case DType::kFloat32: return hist_range<DType::kFloat32>(s.data, begin, end, job);
     case DType::kFloat16: return hist_range<DType::kFloat16>(s.data, begin, end, job);
     case DType::kBFloat16: return hist_range<DType::kBFloat16>(s.data, begin, end, job);
+  }
+}
+
+template <DType D>
+void window_range(const void* data, int64_t begin, int64_t end, WindowTally& t) {
+  const Isa isa = active_isa();
+  if (isa >= Isa::kAvx512) window_avx512<D>(data, begin, end, t);
+  else if (isa >= Isa::kAvx2) window_avx2<D>(data, begin, end, t);
+  else window_scalar<D>(data, begin, end, t);
+}
+
+void window_range(const Segment& s, int64_t begin, int64_t end, WindowTally& t) {
+  switch (s.dtype) {
+    case DType::kFloat32: return window_range<DType::kFloat32>(s.data, begin, end, t);
+    case DType::kFloat16: return window_range<DType::kFloat16>(s.data, begin, end, t);
+    case DType::kBFloat16: return window_range<DType::kBFloat16>(s.data, begin, end, t);
   }
 }
 
@@ -319,6 +485,19 @@ class Sequence {
     for (int s = 0; s < count; ++s) start_[size_t(s) + 1] = start_[size_t(s)] + segments[s].n;
   }
   int64_t size() const { return start_.back(); }
+
+  // Key of the element at sequence index i (scalar; for sampling).
+  uint32_t key(int64_t i) const {
+    const int s = int(std::upper_bound(start_.begin(), start_.end(), i) - start_.begin()) - 1;
+    const Segment& seg = segments_[s];
+    const int64_t j = i - start_[size_t(s)];
+    switch (seg.dtype) {
+      case DType::kFloat32: return key_at<DType::kFloat32>(seg.data, j);
+      case DType::kFloat16: return key_at<DType::kFloat16>(seg.data, j);
+      case DType::kBFloat16: return key_at<DType::kBFloat16>(seg.data, j);
+    }
+    return 0;
+  }
   const Segment& segment(int s) const { return segments_[s]; }
 
   // Calls fn(s, local_begin, local_end) for every segment s overlapping the
@@ -345,7 +524,7 @@ uint32_t histogram(const Sequence& seq, int n_threads, Digit digit, uint32_t pre
                    std::vector<uint64_t>& bins) {
   const size_t n_bins = size_t(1) << digit.bits;
   const int chunks = plan_chunks(n_threads, seq.size(), kGrain);
-  std::vector<std::vector<uint64_t>> partial{size_t(chunks)};
+  std::vector<std::vector<uint64_t>> partial(static_cast<size_t>(chunks));
   std::vector<uint32_t> max_keys(size_t(chunks), 0u);
   parallel_for(n_threads, seq.size(), kGrain, [&](int64_t begin, int64_t end, int t) {
     std::vector<uint32_t> counts(n_bins * kCopies, 0);
@@ -394,18 +573,12 @@ Status check_segments(const Segment* segments, int n_segments, int64_t* total) {
 
 }  // namespace
 
-Status magnitude_select(const Segment* segments, int n_segments, int64_t k, int n_threads,
+namespace {
+
+// The exact histogram radix select (see the top of the file).
+Status histogram_select(const Sequence& seq, int64_t k, int n_threads, int known_zero_bits,
                         MagnitudeSelection* out) {
-  int64_t total = 0;
-  if (out == nullptr) return Status::kInvalidArgument;
-  if (Status status = check_segments(segments, n_segments, &total); status != Status::kOk)
-    return status;
-  if (k < 0 || k > total) return Status::kInvalidArgument;
-  const Sequence seq(segments, n_segments);
-  int known_zero_bits = 16;
-  for (int s = 0; s < n_segments; ++s)
-    known_zero_bits = std::min(known_zero_bits, zero_low_bits(segments[s].dtype));
-  const bool small = total <= kSmallInput;
+  const bool small = seq.size() <= kSmallInput;
   const Digit* digits = small ? kSmallDigits : kLargeDigits;
   const int levels = small ? 4 : 2;
 
@@ -437,6 +610,101 @@ Status magnitude_select(const Segment* segments, int n_segments, int64_t k, int 
   }
   *out = {bits_to_float(prefix << shift), below, rank};
   return Status::kOk;
+}
+
+// Fast path for large inputs, still exact: a strided sample of the keys
+// brackets the k-th key in a window (lo, hi] that very likely holds it; one
+// streaming pass counts the keys below lo and equal to lo, and stores the
+// few inside the window (SIMD compares, no scatter); the histogram select
+// then runs on the stored keys only. When the sample misled (the k-th key is
+// outside the window, or too many keys fall inside, e.g. heavy ties) it
+// returns false and the caller runs the full histogram select.
+constexpr int64_t kWindowMinInput = int64_t(1) << 20;
+constexpr int64_t kSampleSize = int64_t(1) << 16;
+constexpr int64_t kSampleRun = 16;
+constexpr double kWindowSigmas = 5.0;  // half-width of the window in binomial std deviations
+
+bool window_select(const Sequence& seq, int64_t k, int n_threads, int known_zero_bits,
+                   MagnitudeSelection* out, Status* status) {
+  const int64_t n = seq.size();
+  if (n < kWindowMinInput || k == 0) return false;
+  // Sample ranks around k's position; the sample's order statistics bound it.
+  std::vector<uint32_t> sample(static_cast<size_t>(kSampleSize));
+  // Runs of kSampleRun consecutive keys (a cache line of fp32) at evenly
+  // spaced places: one cache miss per run instead of one per key.
+  for (int64_t run = 0; run < kSampleSize / kSampleRun; ++run) {
+    const int64_t at = run * (n / (kSampleSize / kSampleRun));
+    for (int64_t j = 0; j < kSampleRun; ++j) sample[size_t(run * kSampleRun + j)] = seq.key(at + j);
+  }
+  const double q = double(k) / double(n), m = double(kSampleSize);
+  const double spread = kWindowSigmas * std::sqrt(m * q * (1.0 - q)) + 2.0;
+  const int64_t r_lo = std::max<int64_t>(1, int64_t(q * m - spread));
+  const int64_t r_hi = std::min<int64_t>(kSampleSize, int64_t(q * m + spread) + 1);
+  // The sample's r_lo-th and r_hi-th smallest keys, by the same radix select.
+  const Segment sample_segment{sample.data(), DType::kFloat32, kSampleSize};
+  const Sequence sample_seq(&sample_segment, 1);
+  MagnitudeSelection lo_pick{}, hi_pick{};
+  *status = histogram_select(sample_seq, r_lo, 1, 0, &lo_pick);
+  if (*status == Status::kOk) *status = histogram_select(sample_seq, r_hi, 1, 0, &hi_pick);
+  if (*status != Status::kOk) return true;  // NaN in the sample
+  const uint32_t lo = float_to_bits(lo_pick.threshold), hi = float_to_bits(hi_pick.threshold);
+  // Expected fraction of keys inside: (r_hi - r_lo) / m; stop storing at 4x that.
+  const double expected = double(r_hi - r_lo + 1) / m;
+  const int chunks = plan_chunks(n_threads, n, kGrain);
+  std::vector<WindowTally> tallies(static_cast<size_t>(chunks));
+  parallel_for(n_threads, n, kGrain, [&](int64_t begin, int64_t end, int t) {
+    WindowTally& tally = tallies[size_t(t)];
+    tally.lo = lo;
+    tally.hi = hi;
+    tally.allocate(size_t(4.0 * expected * double(end - begin)) + 1024);
+    seq.for_each_piece(begin, end, [&](int s, int64_t b, int64_t e) {
+      if (!tally.overflow) window_range(seq.segment(s), b, e, tally);
+    });
+  });
+  int64_t less = 0, at_lo = 0, inside = 0;
+  for (const WindowTally& t : tallies) {
+    if (t.overflow) return false;  // max_key incomplete too: the full path rescans
+    if (t.max_key > kInfKey) {
+      *status = Status::kNonFinite;
+      return true;
+    }
+    less += t.less;
+    at_lo += t.at_lo;
+    inside += int64_t(t.count);
+  }
+  if (k <= less || k > less + at_lo + inside) return false;  // outside the window
+  if (k <= less + at_lo) {
+    *out = {bits_to_float(lo), less, k - less};
+    *status = Status::kOk;
+    return true;
+  }
+  // The stored keys are float32 bit patterns of magnitudes: select among them.
+  std::vector<Segment> stored;
+  for (const WindowTally& t : tallies)
+    stored.push_back({t.stored.get(), DType::kFloat32, int64_t(t.count)});
+  MagnitudeSelection inner{};
+  *status = histogram_select(Sequence(stored.data(), int(stored.size())), k - less - at_lo, n_threads,
+                             known_zero_bits, &inner);
+  *out = {inner.threshold, less + at_lo + inner.count_less, inner.ties_to_prune};
+  return true;
+}
+
+}  // namespace
+
+Status magnitude_select(const Segment* segments, int n_segments, int64_t k, int n_threads,
+                        MagnitudeSelection* out) {
+  int64_t total = 0;
+  if (out == nullptr) return Status::kInvalidArgument;
+  if (Status status = check_segments(segments, n_segments, &total); status != Status::kOk)
+    return status;
+  if (k < 0 || k > total) return Status::kInvalidArgument;
+  const Sequence seq(segments, n_segments);
+  int known_zero_bits = 16;
+  for (int s = 0; s < n_segments; ++s)
+    known_zero_bits = std::min(known_zero_bits, zero_low_bits(segments[s].dtype));
+  Status status = Status::kOk;
+  if (window_select(seq, k, n_threads, known_zero_bits, out, &status)) return status;
+  return histogram_select(seq, k, n_threads, known_zero_bits, out);
 }
 
 Status magnitude_masks(const Segment* segments, int n_segments, int64_t k, uint8_t* const* keep,

@@ -127,6 +127,48 @@ TEST(half_inputs_and_outputs_on_every_path) {
   set_active_isa(detected_isa());
 }
 
+TEST(streamed_float32_output_any_alignment) {
+  // Outputs of >= 16 MiB use non-temporal stores after an unaligned head.
+  const int64_t n = (int64_t(4) << 20) + 21;
+  std::vector<uint8_t> q(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) q[size_t(i)] = uint8_t(i * 7 + (i >> 9));
+  std::vector<float> out(static_cast<size_t>(n) + 16);
+  const float scale = 0.0173f;
+  const int32_t zp = 5;
+  for (Isa isa : supported_isas()) {
+    CHECK(set_active_isa(isa));
+    for (int64_t shift : {0, 1, 3}) {
+      float* dst = out.data() + shift;
+      CHECK(dequantize(q.data(), QType::kUInt8, {1, 1, n}, &scale, &zp, dst, DType::kFloat32, 2) == Status::kOk);
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < n; ++i) wrong += dst[i] != float(int32_t(q[size_t(i)]) - zp) * scale;
+      CHECK(wrong == 0);
+    }
+  }
+  set_active_isa(detected_isa());
+}
+
+TEST(streamed_quantize_output_any_alignment) {
+  // Outputs of >= 16 MiB use non-temporal stores (AVX-512) after an unaligned head.
+  const int64_t n = (int64_t(16) << 20) + 37;
+  const std::vector<float> x = random_floats(n, 17, 3.0f);
+  std::vector<uint8_t> out(static_cast<size_t>(n) + 16);
+  const float scale = 0.0173f;
+  const int32_t zp = -3;
+  for (int64_t shift : {0, 5}) {
+    uint8_t* dst = out.data() + shift;
+    for (bool per_channel : {false, true}) {
+      CHECK(quantize(x.data(), DType::kFloat32, {1, 1, n}, per_channel, &scale, &zp, QType::kInt8, dst, 3) ==
+            Status::kOk);
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < n; i += 1) {
+        wrong += int32_t(int8_t(dst[i])) != oracle_quantize(x[size_t(i)], scale, zp, per_channel, QType::kInt8);
+      }
+      CHECK(wrong == 0);
+    }
+  }
+}
+
 TEST(half_conversions) {
   CHECK(float_to_fp16(1.0f) == 0x3c00);
   CHECK(float_to_fp16(-2.0f) == 0xc000);

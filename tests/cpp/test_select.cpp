@@ -181,6 +181,33 @@ TEST(ties_zeros_and_infinities) {
   set_active_isa(detected_isa());
 }
 
+// Inputs of >= 2^20 elements take the sampled-window fast path; these make
+// the sample mislead it so that the exact fallback must run. The sample reads
+// runs of 16 keys every n / 4096 elements.
+TEST(sampled_window_fallbacks) {
+  const int64_t n = (int64_t(1) << 20) + 12345, stride = n / 4096;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  // 1. Sampled runs all zero, the rest random: the window is empty.
+  // 2. Sampled runs spread over [0, 1), the rest inside a narrow band around
+  //    0.5: far more keys fall in the window than it may store.
+  // 3. A fraction of the sampled runs zero: the window sits too low.
+  for (int variant = 0; variant < 3; ++variant) {
+    int64_t index = 0;
+    const Input in = make_input({n}, {DType::kFloat32}, [&] {
+      const bool sampled = index++ % stride < 16;
+      if (variant == 0) return sampled ? 0.0f : uniform(rng) + 0.1f;
+      if (variant == 1) return sampled ? uniform(rng) : 0.5f + 1e-3f * (uniform(rng) - 0.5f);
+      return sampled && (index / stride) % 3 == 0 ? 0.0f : uniform(rng);
+    });
+    for (Isa isa : supported_isas()) {
+      CHECK(set_active_isa(isa));
+      check_against_oracle(in, {n / 2}, {2});
+    }
+  }
+  set_active_isa(detected_isa());
+}
+
 TEST(nan_is_reported) {
   for (Isa isa : supported_isas()) {
     CHECK(set_active_isa(isa));

@@ -109,6 +109,34 @@ def test_per_channel_large(isa, shape, dtype):
         assert torch.equal(out, reference.dequantize(q, scale, zero_point, axis, dtype))
 
 
+@pytest.mark.parametrize("qdtype", QDTYPES)
+def test_dequantize_streaming_stores(isa, threads, qdtype):
+    # Float32 outputs of 16 MiB and more take the non-temporal store path;
+    # 3 threads make chunks start off 64-byte boundaries.
+    torch.set_num_threads(3)
+    n = (4 << 20) + 5
+    levels = torch.randint(*QRANGE[qdtype], (n,), generator=_generator(8)).to(qdtype)
+    scale, zero_point = _qparams(None, qdtype, seed=8)
+    want = reference.dequantize(levels, scale, zero_point, None, torch.float32)
+    assert torch.equal(ops.dequantize(levels, scale, zero_point), want)
+    assert torch.equal(ops.dequantize(levels[1:], scale, zero_point), want[1:])
+
+
+@pytest.mark.parametrize("qdtype", QDTYPES)
+def test_quantize_streaming_stores(threads, qdtype):
+    # Outputs of 16 MiB and more take the non-temporal store path (AVX-512);
+    # 3 threads make chunks start off 16-byte boundaries.
+    torch.set_num_threads(3)
+    n = (16 << 20) + 7
+    x = _data(n, seed=13, spread=2.0)
+    scale, zero_point = _qparams(None, qdtype, seed=13)
+    assert torch.equal(ops.quantize(x, scale, zero_point, dtype=qdtype), _torch_quantize(x, scale, zero_point, None, qdtype))
+    rows = x[: n - 7].reshape(4, -1)
+    scales, zero_points = _qparams(4, qdtype, seed=14)
+    assert torch.equal(ops.quantize(rows, scales, zero_points, axis=0, dtype=qdtype),
+                       _torch_quantize(rows, scales, zero_points, 0, qdtype))
+
+
 def test_zero_size_dims(isa):
     for shape, axis in [((0,), 0), ((3, 0), 0), ((0, 4), 1), ((2, 0, 3), 2)]:
         x = torch.empty(shape)
@@ -193,8 +221,9 @@ def test_dequantize_half_rounding(isa, out_dtype):
     scales = torch.cat([torch.rand(40, generator=_generator(3)) * 10, torch.tensor(
         [2**-24, 2**-20, 3 * 2**-25, 1e-6, 1e-40 * 1e5, 300.0, 600.0, 1e35, 2.0**120, 1.0 + 2**-11, 1.0 + 3 * 2**-11,
          1.0 + 2**-8, 1.0 + 3 * 2**-8, 1 / 3, 0.1, 1e-30, 65504.0 / 127, 65520.0 / 127, 0.7, 0.9, 1.1, 5.0, 9.0, 1e-3])])
+    assert scales.numel() == 64
     x = levels.reshape(-1, 64)
-    scale = scales[:64] if scales.numel() >= 64 else scales.repeat(2)[:64]
+    scale = scales
     zero_point = torch.randint(-128, 128, (64,), generator=_generator(4), dtype=torch.int32)
     got = ops.dequantize(x, scale, zero_point, axis=1, dtype=out_dtype)
     assert torch.equal(got.view(torch.int16), reference.dequantize(x, scale, zero_point, 1, out_dtype).view(torch.int16))
@@ -321,8 +350,11 @@ def test_property_matches_reference_and_torch(values, scale, zp_fraction, qdtype
     if finite.all() and x.numel():
         assert torch.equal(q, _torch_quantize(x.float(), scale, zero_point, None, qdtype))
     if x.numel():
-        qc = ops.quantize(x, scale.expand(x.shape[0]).clone(), zero_point.expand(x.shape[0]).clone(), axis=0, dtype=qdtype)
-        assert torch.equal(qc, reference.quantize(x, scale.expand(x.shape[0]), zero_point.expand(x.shape[0]), 0, qdtype))
+        scales, zero_points = scale.expand(x.shape[0]).clone(), zero_point.expand(x.shape[0]).clone()
+        qc = ops.quantize(x, scales, zero_points, axis=0, dtype=qdtype)
+        assert torch.equal(qc, reference.quantize(x, scales, zero_points, 0, qdtype))
+        if finite.all():
+            assert torch.equal(qc, _torch_quantize(x.float(), scales, zero_points, 0, qdtype))
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
@@ -448,3 +480,76 @@ def test_compile_fullgraph():
     x = _data((16, 100), seed=6)
     compiled = torch.compile(fake_quant, fullgraph=True, backend="eager")
     assert torch.equal(compiled(x), fake_quant(x))
+
+
+def test_reference_fallback_without_native_module(monkeypatch):
+    from slimtorch import _native
+
+    x = _data((5, 40), seed=12)
+    scale, zero_point = ops.choose_qparams(x, axis=0, symmetric=False, dtype=torch.uint8)
+    q = ops.quantize(x, scale, zero_point, axis=0, dtype=torch.uint8)
+    out = ops.dequantize(q, scale, zero_point, axis=0, dtype=torch.bfloat16)
+    monkeypatch.setattr(_native, "cpu", None)
+    monkeypatch.setattr(_native, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="using the slower pure-torch reference"):
+        got = ops.choose_qparams(x, axis=0, symmetric=False, dtype=torch.uint8)
+    assert torch.equal(got[0], scale) and torch.equal(got[1], zero_point)
+    with pytest.warns(RuntimeWarning, match="slimtorch.ops.quantize"):
+        assert torch.equal(ops.quantize(x, scale, zero_point, axis=0, dtype=torch.uint8), q)
+    with pytest.warns(RuntimeWarning, match="slimtorch.ops.dequantize"):
+        assert torch.equal(ops.dequantize(q, scale, zero_point, axis=0, dtype=torch.bfloat16), out)
+    # Value checks still run on the fallback path.
+    with pytest.raises(ValueError, match="^scale: expected finite values"):
+        ops.quantize(x, torch.zeros(5), zero_point, axis=0, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="^x: expected finite values"):
+        ops.choose_qparams(torch.tensor([1.0, float("nan")]))
+
+
+# ---- CUDA: bit-exact with the CPU kernels (runs only where a GPU is present) --------------
+
+def _cuda_usable() -> bool:
+    from slimtorch import _native
+
+    return _native.cuda_usable()
+
+
+@pytest.mark.skipif(not _cuda_usable(), reason="needs the CUDA kernels and a GPU")
+@pytest.mark.parametrize("qdtype", QDTYPES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("shape", [(0,), (1,), (33,), (3, 17), (2, 3, 19), (5, 70001), (70001, 3)], ids=str)
+def test_cuda_matches_cpu(shape, dtype, qdtype):
+    x = _data(shape, dtype, seed=21)
+    for axis in [None, *range(len(shape))]:
+        for symmetric in (True, False):
+            want = ops.choose_qparams(x, axis=axis, symmetric=symmetric, dtype=qdtype)
+            got = ops.choose_qparams(x.cuda(), axis=axis, symmetric=symmetric, dtype=qdtype)
+            assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
+        scale, zero_point = _qparams(None if axis is None else shape[axis], qdtype, seed=22)
+        special = x.clone().reshape(-1)
+        if special.numel() > 4:
+            special[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)
+        special = special.reshape(shape)
+        q = ops.quantize(special, scale, zero_point, axis=axis, dtype=qdtype)
+        q_cuda = ops.quantize(special.cuda(), scale.cuda(), zero_point.cuda(), axis=axis, dtype=qdtype)
+        assert torch.equal(q_cuda.cpu(), q)
+        for out_dtype in FLOAT_DTYPES:
+            want = ops.dequantize(q, scale, zero_point, axis=axis, dtype=out_dtype)
+            got = ops.dequantize(q.cuda(), scale.cuda(), zero_point.cuda(), axis=axis, dtype=out_dtype)
+            assert torch.equal(got.cpu(), want)
+
+
+@pytest.mark.skipif(not _cuda_usable(), reason="needs the CUDA kernels and a GPU")
+def test_cuda_errors():
+    x = torch.zeros(1000, device="cuda")
+    x[999] = float("nan")
+    with pytest.raises(ValueError, match="^x: expected finite values"):
+        ops.choose_qparams(x)
+    with pytest.raises(ValueError, match="^scale: expected finite values"):
+        ops.quantize(x, torch.tensor(0.0, device="cuda"), torch.tensor(0, dtype=torch.int32, device="cuda"))
+    with pytest.raises(ValueError, match="^scale: expected a tensor on x's device"):
+        ops.quantize(x, torch.tensor(0.1), torch.tensor(0, dtype=torch.int32, device="cuda"))
+    # Bit-exact with torch's CPU quantization on data at rounding ties.
+    scale, zero_point = _qparams(None, torch.uint8, seed=23)
+    ties = _tie_data(scale, zero_point, 100_000, seed=23)
+    got = ops.quantize(ties.cuda(), scale.cuda(), zero_point.cuda(), dtype=torch.uint8).cpu()
+    assert torch.equal(got, _torch_quantize(ties, scale, zero_point, None, torch.uint8))

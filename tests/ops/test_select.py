@@ -77,6 +77,15 @@ def test_large_multi_tensor(isa, dtype):
     _assert_matches_reference(list(_large(dtype)), 0.5, ("large", dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_with_ties(isa, dtype):
+    # Inputs of >= 2^20 elements take a sampled fast path; heavy ties at the
+    # threshold take its "equal to the window's low end" branch.
+    g = torch.Generator().manual_seed(15)
+    tensors = [torch.randint(-6, 7, (700_001,), generator=g).to(dtype), torch.zeros(400_000, dtype=dtype)]
+    _assert_matches_reference(tensors, 0.45, ("large_ties", dtype))
+
+
 def test_large_multi_tensor_sparsities():
     tensors = list(_large(torch.float32))
     for sparsity in [1e-6, 0.9]:
@@ -230,6 +239,7 @@ def test_property_matches_reference(values, cuts, sparsity, dtypes):
         (torch.ones(3), True, TypeError, "sparsity: expected a real number"),
         (torch.ones(3), "0.5", TypeError, "sparsity: expected a real number"),
         (torch.ones(3), None, TypeError, "sparsity: expected a real number"),
+        ([torch.ones(2), torch.ones(2, device="meta")], 0.5, ValueError, "tensors: all tensors must be on one device"),
         (torch.tensor([1.0, float("nan")]), 0.5, ValueError, "tensors: expected no NaN"),
         (torch.tensor([1.0, float("nan")]), 0.0, ValueError, "tensors: expected no NaN"),
         ([torch.ones(70_000), torch.tensor([-float("nan")])], 1.0, ValueError, "tensors: expected no NaN"),

@@ -21,8 +21,9 @@ Conventions (all three ops):
   - per channel: ``q = clamp(rint((x * inv) + zp), qmin, qmax)`` with the product
     and the sum each rounded to float32, as ``torch.quantize_per_channel``.
 
-  Both equal DESIGN.md's ``clamp(rint(x * inv) + zp)`` when ``zp == 0`` and differ
-  from it only when ``x * inv`` lies within one float32 rounding of a half-integer.
+  Both equal DESIGN.md's ``clamp(rint(x * inv) + zp)`` when ``zp == 0``; otherwise
+  they differ from it only when ``x * inv`` is a half-integer or within one float32
+  rounding of one (ties then go to the even ``q``, not to the even ``q - zp``).
   float16 / bfloat16 inputs are converted to float32 exactly, then the same formula.
   Non-finite input (torch's behaviour is not followed here): NaN -> ``zp``,
   ``+Inf`` -> ``qmax``, ``-Inf`` -> ``qmin``; finite values whose ``x * inv``
@@ -48,7 +49,6 @@ _reference = importlib.import_module("slimtorch.reference.quantize")
 
 _QTYPE_CODES = {torch.int8: 0, torch.uint8: 1}
 _QRANGE = _reference.QRANGE
-_MIN_SCALE_RECIPROCAL = 1.0 / 3.4028234663852886e38  # below this, float32(1/scale) overflows
 
 
 def _view(shape: torch.Size, axis: int | None) -> tuple[int, int, int]:
@@ -69,7 +69,10 @@ def _check_qparam_values(scale: torch.Tensor, zero_point: torch.Tensor, dtype: t
     scale, zero_point = scale.reshape(-1).cpu(), zero_point.reshape(-1).cpu()
     bad = ~(torch.isfinite(scale) & (scale > 0) & torch.isfinite(1.0 / scale))
     qmin, qmax = _QRANGE[dtype]
-    where = lambda i: f" at index {i}" if scale.numel() > 1 else ""  # noqa: E731
+
+    def where(i: int) -> str:
+        return f" at index {i}" if scale.numel() > 1 else ""
+
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
         raise ValueError(
@@ -283,9 +286,11 @@ def choose_qparams(
 
     Returns:
         ``(scale, zero_point)``: float32 and int32 tensors on ``x``'s device,
-        0-dim for ``axis=None``, else of shape ``(x.shape[axis],)``. They can be
-        passed to :func:`quantize` and, with ``.double()`` / as they are, to
-        ``torch.quantize_per_channel``.
+        0-dim for ``axis=None``, else of shape ``(x.shape[axis],)``. They go
+        straight into :func:`quantize` / :func:`dequantize`, and into
+        ``torch.quantize_per_channel`` (which accepts float32 scales and int32
+        zero points) or, via ``float(scale)`` / ``int(zero_point)``,
+        ``torch.quantize_per_tensor``.
     """
     check_float_tensor("x", x)
     axis = check_axis("axis", axis, x.dim())

@@ -2,9 +2,12 @@
 keep-masks that prune exactly ``round(sparsity * N)`` weights.
 
 Both ops select over all given tensors together (N = their total size)
-without concatenating them, exactly, by a histogram radix select over the
-sign-cleared float32 bit patterns of the magnitudes (no sort). Rules shared by
-both:
+without concatenating them, exactly, by radix selection over the sign-cleared
+float32 bit patterns of the magnitudes (histograms of key digits; no sort).
+On CPU, inputs of >= 2^20 elements first try a sampled window: one streaming
+pass counts the keys below it and keeps the few inside, then the radix select
+runs on those; it falls back to the full histogram select if the sample
+misleads it. Rules shared by both ops:
 
 - Count: ``k = round(sparsity * N)`` with Python's ``round`` (half to even) —
   the count ``torch.nn.utils.prune`` uses.
