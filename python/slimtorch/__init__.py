@@ -3,6 +3,8 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from slimtorch import nn, ops, reference
+from slimtorch.api import *  # noqa: F403  (the model-level API: prune_, compress_, save, ...)
+from slimtorch.api import __all__ as _api_all
 from slimtorch.structured import prune_channels
 
 try:
@@ -10,12 +12,4 @@ try:
 except PackageNotFoundError:  # a source checkout that was never installed
     __version__ = "0.0.0+unknown"
 
-
-
-__all__ = [
-    "nn",
-    "ops",
-    "prune_channels",
-    "reference",
-    "__version__",
-]
+__all__ = ["nn", "ops", "prune_channels", "reference", "__version__", *_api_all]

@@ -1,0 +1,435 @@
+"""``compress_(model, config)``: swap ``nn.Linear`` layers for compressed ones.
+
+A small registry maps a *format* name to the ``slimtorch.nn`` layer class that
+implements it and a builder from a dense ``nn.Linear`` (torchao style; the
+layer classes are looked up by name, so this module imports none of them):
+
+============== =============================================== ==========================
+format         layer                                           chosen for
+============== =============================================== ==========================
+sparse         ``SparseLinear.from_dense(linear)``             sparse weights, no quantize
+sparse_int8    ``SparseLinear.from_dense(linear,               sparse weights + int8_dynamic
+               values_dtype=torch.int8)``                      or int8_weight_only
+int8_dynamic   ``Int8Linear.from_dense(linear, mode=...)``     quantize='int8_dynamic'
+int8_weight_only                                               quantize='int8_weight_only'
+int8_static                                                    quantize='int8_static'
+============== =============================================== ==========================
+
+A layer's weights count as sparse when ``config.sparsity`` is a number (the
+layer is first pruned to it by magnitude) or, with ``sparsity=None``, when at
+least ``config.min_sparsity`` of its weights are already zero. For sparse +
+quantized layers the dense int8 format is the fallback candidate.
+
+Speed check (``config.speed_check``, on by default): each candidate layer is
+timed against the dense layer on the layer's real input (recorded from
+``example_inputs``) or on ``config.speed_check_rows`` random rows, and the
+fastest candidate that beats the dense layer is kept; otherwise the layer stays
+dense and the report says why. Timing makes the choice depend on the machine;
+``speed_check=False`` swaps every layer the config asks for.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import numbers
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from slimtorch.api import _backend
+from slimtorch.api.pruning import weight_mask
+from slimtorch.api.quantization import ActivationRange, QATLinear, calibrate
+from slimtorch.ops._checks import check_fraction
+
+__all__ = ["CompressConfig", "CompressReport", "LayerDecision", "compress_", "register_format", "FORMATS",
+           "register_layer_class", "LAYER_CLASSES"]
+
+FilterFn = Callable[[nn.Module, str], bool]
+QUANTIZE_MODES = (None, "int8_dynamic", "int8_weight_only", "int8_static")
+
+
+# ---- registry ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerFormat:
+    """A compressed layer format: the ``slimtorch.nn`` class that implements it
+    and ``build(linear, activation_range) -> module``."""
+
+    name: str
+    class_name: str
+    build: Callable[[type, nn.Linear, ActivationRange | None], nn.Module]
+
+
+FORMATS: dict[str, LayerFormat] = {}
+
+
+def register_format(name: str, class_name: str) -> Callable:
+    """Decorator registering ``build(layer_cls, linear, activation_range)`` as format ``name``."""
+
+    def decorate(build: Callable) -> Callable:
+        FORMATS[name] = LayerFormat(name, class_name, build)
+        return build
+
+    return decorate
+
+
+@register_format("sparse", "SparseLinear")
+def _sparse(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
+    return cls.from_dense(linear)
+
+
+@register_format("sparse_int8", "SparseLinear")
+def _sparse_int8(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
+    return cls.from_dense(linear, values_dtype=torch.int8)
+
+
+@register_format("int8_dynamic", "Int8Linear")
+def _int8_dynamic(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
+    return cls.from_dense(linear, mode="dynamic")
+
+
+@register_format("int8_weight_only", "Int8Linear")
+def _int8_weight_only(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
+    return cls.from_dense(linear, mode="weight_only")
+
+
+@register_format("int8_static", "Int8Linear")
+def _int8_static(cls: type, linear: nn.Linear, activation: ActivationRange | None) -> nn.Module:
+    if activation is None:
+        raise ValueError("no calibrated activation range for this layer")
+    return cls.from_dense(linear, mode="static", x_scale=activation.scale, x_zero_point=activation.zero_point)
+
+
+@dataclass(frozen=True)
+class LayerClass:
+    """How ``slimtorch.save`` / ``load_`` handle a ``slimtorch.nn`` layer class:
+    ``init_args(layer)`` gives the constructor keyword arguments of an empty
+    layer that its state_dict then fills; ``format_of(layer)`` names its format."""
+
+    init_args: Callable[[nn.Module], dict]
+    format_of: Callable[[nn.Module], str]
+
+
+LAYER_CLASSES: dict[str, LayerClass] = {}
+
+
+def register_layer_class(class_name: str, format_of: Callable[[nn.Module], str]) -> Callable:
+    """Decorator registering ``init_args(layer) -> dict`` for ``slimtorch.nn.<class_name>``."""
+
+    def decorate(init_args: Callable[[nn.Module], dict]) -> Callable:
+        LAYER_CLASSES[class_name] = LayerClass(init_args, format_of)
+        return init_args
+
+    return decorate
+
+
+@register_layer_class("SparseLinear", lambda m: "sparse_int8" if m.values.dtype == torch.int8 else "sparse")
+def _sparse_linear_args(layer: nn.Module) -> dict:
+    return {"in_features": layer.in_features, "out_features": layer.out_features,
+            "bias": layer.bias is not None, "values_dtype": layer.values.dtype}
+
+
+@register_layer_class("Int8Linear", lambda m: f"int8_{m.mode}")
+def _int8_linear_args(layer: nn.Module) -> dict:
+    args = {"in_features": layer.in_features, "out_features": layer.out_features,
+            "bias": layer.bias is not None, "mode": layer.mode}
+    if layer.mode == "static":  # required by the constructor; load_state_dict then sets the same values
+        args.update(x_scale=float(layer.input_scale), x_zero_point=int(layer.input_zero_point))
+    return args
+
+
+def _candidates(sparse: bool, quantize: str | None) -> list[str]:
+    """Formats to try, preferred first."""
+    if quantize is None:
+        return ["sparse"] if sparse else []
+    if sparse and quantize in ("int8_dynamic", "int8_weight_only"):
+        return ["sparse_int8", quantize]
+    return [quantize]
+
+
+# ---- configuration -----------------------------------------------------------------
+
+@dataclass
+class CompressConfig:
+    """What ``compress_`` does to each ``nn.Linear``.
+
+    Attributes:
+        sparsity: None keeps the weights' existing zeros; a number in [0, 1]
+            first prunes each layer to that sparsity by magnitude.
+        quantize: None, ``'int8_dynamic'`` (int8 weights, activations
+            quantized per row at run time), ``'int8_weight_only'`` or
+            ``'int8_static'`` (per-tensor activation scale from calibration).
+        overrides: ``{module-name pattern: CompressConfig or None}``; the first
+            pattern (``fnmatch`` syntax, in insertion order) that matches a
+            layer's name gives its sparsity/quantize; None leaves it dense.
+        filter_fn: ``filter_fn(module, name) -> bool``; layers it rejects stay dense.
+        min_sparsity: with ``sparsity=None``, the fraction of zero weights at
+            which a layer is stored sparse.
+        speed_check: keep a compressed layer only if it is faster than the
+            dense one (see the module docstring).
+        speed_check_rows: rows of the random input timed when ``compress_`` got
+            no ``example_inputs``.
+    """
+
+    sparsity: float | None = None
+    quantize: str | None = None
+    overrides: Mapping[str, CompressConfig | None] = field(default_factory=dict)
+    filter_fn: FilterFn | None = None
+    min_sparsity: float = 0.5
+    speed_check: bool = True
+    speed_check_rows: int = 128
+
+    def __post_init__(self) -> None:
+        if self.sparsity is not None:
+            if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, numbers.Real):
+                raise TypeError(f"sparsity: expected None or a number in [0, 1], got {type(self.sparsity).__name__}")
+            self.sparsity = check_fraction("sparsity", self.sparsity)
+        if self.quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize: expected one of {QUANTIZE_MODES}, got {self.quantize!r}")
+        if not isinstance(self.overrides, Mapping):
+            raise TypeError(f"overrides: expected a mapping of pattern -> CompressConfig or None, got {type(self.overrides).__name__}")
+        for pattern, value in self.overrides.items():
+            if not isinstance(pattern, str):
+                raise TypeError(f"overrides: expected str patterns, got {type(pattern).__name__}")
+            if value is not None and not isinstance(value, CompressConfig):
+                raise TypeError(f"overrides: value for {pattern!r} must be a CompressConfig or None, got {type(value).__name__}")
+        if self.filter_fn is not None and not callable(self.filter_fn):
+            raise TypeError(f"filter_fn: expected None or a callable (module, name) -> bool, got {type(self.filter_fn).__name__}")
+        self.min_sparsity = check_fraction("min_sparsity", self.min_sparsity)
+        if not isinstance(self.speed_check, bool):
+            raise TypeError(f"speed_check: expected a bool, got {type(self.speed_check).__name__}")
+        if isinstance(self.speed_check_rows, bool) or not isinstance(self.speed_check_rows, int) or self.speed_check_rows < 1:
+            raise ValueError(f"speed_check_rows: expected an int >= 1, got {self.speed_check_rows!r}")
+
+    def for_layer(self, name: str) -> CompressConfig | None:
+        """The configuration that applies to layer ``name`` (None: leave dense)."""
+        for pattern, value in self.overrides.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                if value is None:
+                    return None
+                return replace(self, sparsity=value.sparsity, quantize=value.quantize, overrides={})
+        return self
+
+
+# ---- report ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerDecision:
+    """What happened to one ``nn.Linear``: ``format`` is None when it stayed dense."""
+
+    name: str
+    format: str | None
+    reason: str
+    sparsity: float
+    dense_us: float | None = None
+    compressed_us: float | None = None
+
+
+@dataclass(frozen=True)
+class CompressReport:
+    """Per-layer decisions of ``compress_``; ``str()`` gives a table."""
+
+    layers: list[LayerDecision]
+
+    @property
+    def swapped(self) -> dict[str, str]:
+        return {d.name: d.format for d in self.layers if d.format is not None}
+
+    @property
+    def dense(self) -> dict[str, str]:
+        return {d.name: d.reason for d in self.layers if d.format is None}
+
+    def __str__(self) -> str:
+        def us(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f}"
+
+        rows = [("layer", "format", "sparsity", "dense us", "new us", "reason")]
+        rows += [(d.name, d.format or "dense", f"{d.sparsity:.1%}", us(d.dense_us), us(d.compressed_us), d.reason)
+                 for d in self.layers]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
+        lines.append(f"{len(self.swapped)} of {len(self.layers)} Linear layers compressed")
+        return "\n".join(lines)
+
+
+# ---- timing --------------------------------------------------------------------------
+
+def _median_us(fns: list[Callable[[], object]], target_s: float = 0.05, rounds: int = 5) -> list[float]:
+    """Median time per call of each function, in microseconds; the functions
+    are timed interleaved, round by round, so load changes hit them alike.
+    Each round runs a function about ``target_s / rounds`` seconds (at least
+    once); layers slower than that get 3 rounds."""
+    reps, slowest = [], 0.0
+    for fn in fns:  # warm up (first-call allocations, lazy packing), then size the repeats
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        once = max(time.perf_counter() - t0, 1e-7)
+        slowest = max(slowest, once)
+        reps.append(max(1, min(1000, int(target_s / rounds / once))))
+    if slowest > target_s:
+        rounds = 3
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, n, sample in zip(fns, reps, samples):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            sample.append((time.perf_counter() - t0) / n * 1e6)
+    return [statistics.median(s) for s in samples]
+
+
+def _record_inputs(model: nn.Module, names: list[str], example_inputs: object) -> dict[str, tuple]:
+    """Shape, dtype and device of each layer's first input (timing does not
+    depend on the values, so none are kept)."""
+    inputs: dict[str, tuple] = {}
+    handles = []
+    for name in names:
+        def hook(module: nn.Module, args: tuple, name: str = name) -> None:
+            if name not in inputs and args and isinstance(args[0], torch.Tensor):
+                inputs[name] = (tuple(args[0].shape), args[0].dtype, args[0].device)
+        handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if isinstance(example_inputs, Mapping):
+                model(**example_inputs)
+            elif isinstance(example_inputs, (tuple, list)):
+                model(*example_inputs)
+            else:
+                model(example_inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return inputs
+
+
+# ---- compress_ ---------------------------------------------------------------------
+
+@torch.no_grad()
+def _prune_layer(linear: nn.Linear, sparsity: float) -> None:
+    keep = _backend.magnitude_masks([linear.weight.detach()], sparsity)[0]
+    mask = weight_mask(linear)
+    if mask is None:
+        linear.weight.masked_fill_(~keep, 0)
+    else:  # a prune_-masked layer: write through to the stored original and the mask
+        linear.parametrizations["weight"].original.masked_fill_(~keep, 0)
+        mask.logical_and_(keep)
+
+
+def _zero_fraction(linear: nn.Linear) -> float:
+    w = linear.weight
+    return float((w == 0).sum()) / w.numel() if w.numel() else 0.0
+
+
+def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: object = None,
+              calibration: Mapping[str, ActivationRange] | Iterable | None = None) -> CompressReport:
+    """Swap the ``nn.Linear`` layers of ``model`` for compressed layers, in place.
+
+    Args:
+        model: any ``nn.Module``; every ``nn.Linear`` in it is considered
+            (including pruned ones; ``QATLinear`` is left to ``convert_qat_``).
+        config: a :class:`CompressConfig`.
+        example_inputs: one batch (tensor, tuple or dict, as ``calibrate``
+            takes them) whose per-layer inputs the speed check times.
+        calibration: for ``'int8_static'``: the result of
+            :func:`slimtorch.calibrate`, or an iterable of batches to calibrate on.
+
+    Returns:
+        A :class:`CompressReport`: the format of every layer, or why it stayed dense.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, CompressConfig):
+        raise TypeError(f"config: expected a slimtorch.CompressConfig, got {type(config).__name__}")
+    linears = [(name, m) for name, m in model.named_modules()
+               if isinstance(m, nn.Linear) and not isinstance(m, QATLinear) and name]
+    plans = []
+    for name, linear in linears:
+        layer_config = config.for_layer(name)
+        if layer_config is None:
+            plans.append((name, linear, None, "override: left dense"))
+        elif config.filter_fn is not None and not config.filter_fn(linear, name):
+            plans.append((name, linear, None, "filter_fn: left dense"))
+        else:
+            plans.append((name, linear, layer_config, ""))
+    wants_static = any(c is not None and c.quantize == "int8_static" for _, _, c, _ in plans)
+    ranges: Mapping[str, ActivationRange] = {}
+    if wants_static:
+        if calibration is None:
+            raise ValueError("calibration: quantize='int8_static' needs calibrate(...) results or calibration batches")
+        if isinstance(calibration, Mapping):
+            ranges = calibration
+        else:
+            ranges = calibrate(model, calibration)
+    any_check = any(c is not None and c.speed_check for _, _, c, _ in plans)
+    inputs = _record_inputs(model, [n for n, *_ in plans], example_inputs) if any_check and example_inputs is not None else {}
+
+    decisions = []
+    for name, linear, layer_config, reason in plans:
+        if layer_config is None:
+            decisions.append(LayerDecision(name, None, reason, _zero_fraction(linear)))
+            continue
+        decision, layer = _compress_layer(name, linear, layer_config, ranges.get(name), inputs.get(name))
+        decisions.append(decision)
+        if layer is not None:
+            model.set_submodule(name, layer.train(linear.training))
+    return CompressReport(decisions)
+
+
+_BUILD_ERRORS = (TypeError, ValueError, RuntimeError, NotImplementedError)
+
+
+def _compress_layer(name: str, linear: nn.Linear, config: CompressConfig, activation: ActivationRange | None,
+                    input_spec: tuple | None) -> tuple[LayerDecision, nn.Module | None]:
+    """Prune (if asked), build the candidate formats, time them against the
+    dense layer (if asked) and pick one; returns the decision and the new
+    layer (None: stay dense)."""
+    if config.sparsity is not None:
+        _prune_layer(linear, config.sparsity)
+    sparsity = _zero_fraction(linear)
+    sparse = config.sparsity is not None or (sparsity > 0 and sparsity >= config.min_sparsity)
+    candidates = _candidates(sparse, config.quantize)
+    if not candidates:
+        return LayerDecision(name, None, f"nothing to do: weights {sparsity:.0%} zero, no quantization", sparsity), None
+    built, failures = [], []
+    for fmt in candidates:
+        spec = FORMATS[fmt]
+        try:
+            built.append((fmt, spec.build(_backend.layer_class(spec.class_name), linear, activation)))
+        except _BUILD_ERRORS as error:
+            failures.append(f"{fmt}: {error}")
+            continue
+        if not config.speed_check:
+            return LayerDecision(name, fmt, "speed check off", sparsity), built[0][1]
+    shape, dtype, device = input_spec or ((config.speed_check_rows, linear.in_features), linear.weight.dtype,
+                                          linear.weight.device)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype=dtype, device=device)
+    runnable = []
+    for fmt, layer in built:  # a layer that cannot run this input (dtype, size) is no candidate
+        try:
+            with torch.no_grad():
+                layer(x)
+            runnable.append((fmt, layer))
+        except _BUILD_ERRORS as error:
+            failures.append(f"{fmt}: {error}")
+    if not runnable:
+        return LayerDecision(name, None, "; ".join(failures), sparsity), None
+    with torch.no_grad():
+        times = _median_us([lambda: linear(x)] + [(lambda layer=layer: layer(x)) for _, layer in runnable])
+    dense_us, new_times = times[0], times[1:]
+    best = min(range(len(runnable)), key=new_times.__getitem__)
+    fmt, layer = runnable[best]
+    timed = [f"{f} {t:.0f} us" for (f, _), t in zip(runnable, new_times)]
+    if new_times[best] < dense_us:
+        others = [t for (f, _), t in zip(runnable, timed) if f != fmt]
+        why = f"{dense_us / new_times[best]:.2f}x faster than dense" + (f" (also timed: {', '.join(others)})" if others else "")
+        return LayerDecision(name, fmt, why, sparsity, dense_us, new_times[best]), layer
+    why = f"compressed would be slower: dense {dense_us:.0f} us vs {', '.join(timed)}"
+    return LayerDecision(name, None, why, sparsity, dense_us, new_times[best]), None

@@ -1,0 +1,291 @@
+"""``save(model, path)`` / ``load_(model, path)``: compressed models on disk.
+
+File format (version 1) — a plain safetensors file:
+
+- tensors: the model's ``state_dict`` entries, stored once each. Bool tensors
+  (pruning masks) are bit-packed to ``uint8`` (``numpy.packbits``, little bit
+  order); a pruned weight is stored as its effective (masked) value under its
+  ``parametrizations.weight.original`` key. Tensors that share memory (tied
+  weights) are stored once and listed under ``aliases``.
+- header ``__metadata__["slimtorch"]``: a JSON object
+
+  ``format``   "slimtorch";  ``version``  1
+  ``slimtorch`` / ``torch``   versions that wrote the file (informational)
+  ``layers``   {module name: {"class": "SparseLinear" | "Int8Linear",
+               "format": "sparse" | "sparse_int8" | "int8_dynamic" | ...,
+               "sparsity": fraction of zero weights,
+               "init": {constructor keyword arguments}}} — modules swapped for
+               ``slimtorch.nn`` layers: sizes, value dtype, quantization mode
+               and static activation scale/zero point (dtypes as
+               {"dtype": "int8"}); their packed data (nnz values, int8
+               weights, scales, quantization parameters) are the tensors
+  ``pruned``   {module name: {"sparsity": fraction masked}}
+  ``packed_bool`` {key: shape};  ``aliases`` {key: key stored}
+  ``sha256``   {key: hex digest of the stored bytes}
+
+Loading never unpickles and never imports anything named by the file: layer
+classes are looked up among the layer classes registered in
+``slimtorch.api.compress.LAYER_CLASSES`` only. ``load_`` first
+applies the recorded structure to a freshly built model of the original
+architecture (swaps the layers, attaches masks), checks every key, shape, dtype
+and checksum, and only then copies the tensors, so a bad file leaves the model
+untouched and raises ``ValueError`` naming the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from slimtorch._io import atomic_write_bytes
+from slimtorch.api import _backend
+from slimtorch.api.pruning import WeightMask, is_pruned, weight_mask
+
+__all__ = ["save", "load_", "FORMAT_VERSION"]
+
+FORMAT_NAME = "slimtorch"
+FORMAT_VERSION = 1
+_META_KEY = "slimtorch"
+_MASK_KEY = "parametrizations.weight.0.mask"
+_ORIGINAL_KEY = "parametrizations.weight.original"
+
+
+def _check_args(model: object, path: object) -> str:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
+    return os.fspath(path)
+
+
+def _sha256(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _json_value(value: Any) -> Any:
+    """A layer attribute as JSON (dtypes tagged), or raises TypeError."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.dtype):
+        return {"dtype": str(value).removeprefix("torch.")}
+    if isinstance(value, (tuple, list)):
+        return [_json_value(v) for v in value]
+    raise TypeError(type(value).__name__)
+
+
+def _from_json_value(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"dtype"}:
+        dtype = getattr(torch, str(value["dtype"]), None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {value['dtype']!r}")
+        return dtype
+    if isinstance(value, list):
+        return tuple(_from_json_value(v) for v in value)
+    return value
+
+
+def _is_slimtorch_layer(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("slimtorch.nn")
+
+
+def _describe_layer(name: str, module: nn.Module) -> dict:
+    from slimtorch.api.compress import LAYER_CLASSES
+
+    spec = LAYER_CLASSES.get(type(module).__name__)
+    if spec is None:
+        raise TypeError(f"model: layer {name!r} is a {type(module).__name__}, which slimtorch.save cannot store")
+    weight = module.to_dense().weight
+    return {
+        "class": type(module).__name__,
+        "format": spec.format_of(module),
+        "sparsity": float((weight == 0).sum()) / weight.numel() if weight.numel() else 0.0,
+        "init": {k: _json_value(v) for k, v in spec.init_args(module).items()},
+    }
+
+
+def save(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write ``model``'s weights and compression structure to ``path`` (see the
+    module docstring for the format). The write is atomic."""
+    path = _check_args(model, path)
+    layers: dict[str, dict] = {}
+    pruned: dict[str, dict] = {}
+    effective: dict[str, torch.Tensor] = {}
+    for name, module in model.named_modules():
+        if _is_slimtorch_layer(module):
+            layers[name] = _describe_layer(name, module)
+        if is_pruned(module):
+            mask = weight_mask(module)
+            pruned[name] = {"sparsity": 1.0 - mask.sum().item() / mask.numel() if mask.numel() else 0.0}
+            prefix = f"{name}." if name else ""
+            effective[prefix + _ORIGINAL_KEY] = module.weight.detach()
+    tensors: dict[str, torch.Tensor] = {}
+    packed_bool: dict[str, list[int]] = {}
+    aliases: dict[str, str] = {}
+    sha: dict[str, str] = {}
+    stored_at: dict[tuple, str] = {}
+    for key, value in model.state_dict().items():
+        value = effective.get(key, value).detach()
+        if value.numel():
+            where = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
+                     value.stride(), value.dtype, value.device)
+            if where in stored_at:
+                aliases[key] = stored_at[where]
+                continue
+            stored_at[where] = key
+        value = value.cpu().contiguous()
+        if value.dtype == torch.bool:
+            packed_bool[key] = list(value.shape)
+            value = torch.from_numpy(np.packbits(value.reshape(-1).numpy(), bitorder="little"))
+        tensors[key] = value
+        sha[key] = _sha256(value)
+    from slimtorch import __version__
+
+    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "slimtorch": __version__, "torch": torch.__version__,
+            "layers": layers, "pruned": pruned, "packed_bool": packed_bool, "aliases": aliases, "sha256": sha}
+    import safetensors.torch
+
+    data = safetensors.torch.save(tensors, {_META_KEY: json.dumps(meta, allow_nan=False)})
+    atomic_write_bytes(path, data)
+
+
+def _read(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Metadata and tensors of a slimtorch file, fully verified."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise ValueError(f"path: cannot read {path!r}: {error.strerror or error}") from error
+    if len(data) < 8:
+        raise ValueError(f"path: {path!r} is not a slimtorch file (too short: {len(data)} bytes)")
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len > len(data) - 8:
+        raise ValueError(f"path: {path!r} is truncated or not a safetensors file (header says {header_len} bytes, "
+                         f"file has {len(data) - 8} after the length field)")
+    try:
+        header = json.loads(data[8:8 + header_len])
+        meta = json.loads(header["__metadata__"][_META_KEY])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise ValueError(f"path: {path!r} is corrupt or not a slimtorch file (header: {error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ValueError(f"path: {path!r} is not a slimtorch file (format {meta.get('format')!r})")
+    version = meta.get("version")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise ValueError(f"path: {path!r} has format version {version!r}; this slimtorch reads versions 1..{FORMAT_VERSION}")
+    for field in ("layers", "pruned", "packed_bool", "aliases", "sha256"):
+        if not isinstance(meta.get(field), dict):
+            raise ValueError(f"path: {path!r} is corrupt (metadata field {field!r} missing or not an object)")
+    import safetensors.torch
+
+    try:
+        tensors = safetensors.torch.load(data)
+    except Exception as error:  # safetensors raises its own error type for malformed files
+        raise ValueError(f"path: {path!r} is truncated or corrupt ({error})") from None
+    if set(tensors) != set(meta["sha256"]):
+        raise ValueError(f"path: {path!r} is corrupt (tensor list does not match its metadata)")
+    for key, value in tensors.items():
+        if _sha256(value) != meta["sha256"][key]:
+            raise ValueError(f"path: {path!r} is corrupt (checksum of tensor {key!r} does not match)")
+    for key, shape in meta["packed_bool"].items():
+        numel = int(np.prod(shape)) if shape else 1
+        bits = np.unpackbits(tensors[key].numpy(), count=numel, bitorder="little")
+        tensors[key] = torch.from_numpy(bits.astype(np.bool_)).reshape(shape)
+    for key, target in meta["aliases"].items():
+        if target not in tensors:
+            raise ValueError(f"path: {path!r} is corrupt (alias {key!r} -> missing {target!r})")
+        tensors[key] = tensors[target]
+    return meta, tensors
+
+
+def _build_layer(name: str, info: Any, tensors: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
+    """A ``slimtorch.nn`` layer built empty from its recorded constructor
+    arguments, then loaded with its tensors from the file."""
+    from slimtorch.api.compress import LAYER_CLASSES
+
+    if not isinstance(info, dict) or not isinstance(info.get("class"), str) or not isinstance(info.get("init"), dict):
+        raise ValueError(f"path: layer entry {name!r} is corrupt")
+    if info["class"] not in LAYER_CLASSES:  # only registered slimtorch layers are ever built
+        raise ValueError(f"path: layer {name!r} has unknown class {info['class']!r}")
+    try:
+        cls = _backend.layer_class(info["class"])
+        layer = cls(**{k: _from_json_value(v) for k, v in info["init"].items()})
+        prefix = f"{name}."
+        layer.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"path: cannot rebuild layer {name!r} ({info['class']}): {error}") from None
+    return layer.to(device)
+
+
+def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a file written by :func:`save` into ``model`` (a freshly built
+    model of the original architecture, or the same compressed model): swaps
+    in the recorded layers, attaches the recorded masks, and copies every
+    tensor exactly. Raises ``ValueError`` for a truncated, corrupt or
+    mismatched file, leaving ``model`` unchanged. Returns ``model``."""
+    path = _check_args(model, path)
+    meta, tensors = _read(path)
+    modules = dict(model.named_modules())
+    swaps: dict[str, nn.Module] = {}
+    for name, info in meta["layers"].items():
+        if name == "":
+            raise ValueError(f"path: {path!r} stores the whole model as one layer; load it with that layer's class")
+        current = modules.get(name)
+        if current is None:
+            raise ValueError(f"path: {path!r} has layer {name!r}, which model does not have")
+        if not (isinstance(current, nn.Linear) or type(current).__name__ == info.get("class")):
+            raise ValueError(f"path: {path!r} has a {info.get('class')} at {name!r}, where model has "
+                             f"{type(current).__name__}")
+        device = next(iter(current.parameters()), next(iter(current.buffers()), torch.empty(0))).device
+        layer = _build_layer(name, info, tensors, device)
+        for attr in ("in_features", "out_features"):
+            if getattr(current, attr, None) != getattr(layer, attr, None):
+                raise ValueError(f"path: {path!r} does not match model at {name!r}: file has {attr}="
+                                 f"{getattr(layer, attr, None)}, model has {getattr(current, attr, None)}")
+        if (getattr(current, "bias", None) is None) != (getattr(layer, "bias", None) is None):
+            raise ValueError(f"path: {path!r} does not match model at {name!r}: bias present in one, not the other")
+        swaps[name] = layer
+    for name in meta["pruned"]:
+        if name not in modules or name in swaps:
+            raise ValueError(f"path: {path!r} has pruned module {name!r}, which model does not have as a dense layer")
+    # The state_dict keys model will have once the structure is applied.
+    expected: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if not any(key.startswith(f"{name}.") for name in swaps):
+            expected[key] = value
+    swapped_keys = {f"{name}.{k}" for name, layer in swaps.items() for k in layer.state_dict()}
+    for name in meta["pruned"]:
+        prefix = f"{name}." if name else ""
+        if not is_pruned(modules[name]):
+            weight = expected.pop(prefix + "weight", None)
+            if weight is None:
+                raise ValueError(f"path: {path!r} has pruned module {name!r}, which has no weight in model")
+            expected[prefix + _ORIGINAL_KEY] = weight
+            expected[prefix + _MASK_KEY] = torch.empty(weight.shape, dtype=torch.bool)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected) - swapped_keys)
+    if missing or unexpected:
+        raise ValueError(f"path: {path!r} does not match model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+                         + (" (and more)" if len(missing) > 5 or len(unexpected) > 5 else ""))
+    for key, want in expected.items():
+        got = tensors[key]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise ValueError(f"path: {path!r} does not match model at {key!r}: file has "
+                             f"{got.dtype} {tuple(got.shape)}, model has {want.dtype} {tuple(want.shape)}")
+    # Everything checked: apply the structure, then copy.
+    for name, layer in swaps.items():
+        layer.train(modules[name].training)
+        model.set_submodule(name, layer)
+    for name in meta["pruned"]:
+        module = modules[name]
+        if not is_pruned(module):
+            keep = torch.ones(module.weight.shape, dtype=torch.bool, device=module.weight.device)
+            parametrize.register_parametrization(module, "weight", WeightMask(keep))
+    with torch.no_grad():
+        model.load_state_dict(tensors, strict=True)
+    return model

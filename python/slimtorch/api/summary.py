@@ -1,0 +1,155 @@
+"""``summary(model)``: per-layer type, shape, sparsity, dtype, bytes and
+compression ratio, with totals; a printable table that is also plain data.
+
+A row is a module that holds tensors itself (parameters or persistent
+buffers, not counting its children); a parametrized (pruned) module is one row that includes
+its mask. ``bytes`` is what the module holds now; ``dense_bytes`` is what the
+same layer holds as a dense float32 layer, and ``ratio = dense_bytes / bytes``.
+Sparsity is the fraction of exact zeros in the (effective) weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+__all__ = ["LayerSummary", "ModelSummary", "summary"]
+
+_FP32_BYTES = 4
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    """One row of :class:`ModelSummary`."""
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+    dtype: str
+    weight_numel: int
+    zeros: int
+    bytes: int
+    dense_bytes: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.weight_numel if self.weight_numel else 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.dense_bytes / self.bytes if self.bytes else 1.0
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """Rows plus totals. ``str()`` gives the table, ``to_dict()`` the data."""
+
+    layers: list[LayerSummary]
+
+    @property
+    def bytes(self) -> int:
+        return sum(layer.bytes for layer in self.layers)
+
+    @property
+    def dense_bytes(self) -> int:
+        return sum(layer.dense_bytes for layer in self.layers)
+
+    @property
+    def ratio(self) -> float:
+        return self.dense_bytes / self.bytes if self.bytes else 1.0
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of zeros over all weights (the ``weight`` of each row)."""
+        numel = sum(layer.weight_numel for layer in self.layers)
+        return sum(layer.zeros for layer in self.layers) / numel if numel else 0.0
+
+    def to_dict(self) -> dict:
+        rows = [dict(asdict(layer), sparsity=layer.sparsity, ratio=layer.ratio) for layer in self.layers]
+        totals = {"bytes": self.bytes, "dense_bytes": self.dense_bytes, "ratio": self.ratio, "sparsity": self.sparsity}
+        return {"layers": rows, "total": totals}
+
+    def __str__(self) -> str:
+        header = ("name", "type", "shape", "sparsity", "dtype", "bytes", "ratio")
+        rows = [
+            (layer.name or "(model)", layer.type, "x".join(map(str, layer.shape)) or "-", f"{layer.sparsity:.1%}",
+             layer.dtype, f"{layer.bytes:,}", f"{layer.ratio:.2f}x")
+            for layer in self.layers
+        ]
+        rows.append(("total", "", "", f"{self.sparsity:.1%}", "", f"{self.bytes:,}", f"{self.ratio:.2f}x"))
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        right = {3, 5, 6}
+
+        def fmt(row: tuple) -> str:
+            return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+        rule = "-" * len(fmt(header))
+        return "\n".join([fmt(header), rule, *map(fmt, rows[:-1]), rule, fmt(rows[-1])])
+
+
+def _own_tensors(module: nn.Module) -> list[torch.Tensor]:
+    tensors = [t for t in module._parameters.values() if t is not None]
+    # Persistent buffers only: caches a layer rebuilds (e.g. a dense fallback
+    # copy) are not what it stores.
+    tensors += [t for k, t in module._buffers.items() if t is not None and k not in module._non_persistent_buffers_set]
+    if parametrize.is_parametrized(module):
+        for plist in module.parametrizations.values():
+            tensors += [t for t in plist.parameters()] + [t for t in plist.buffers()]
+    return tensors
+
+
+def _nbytes(tensors: list[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _row(name: str, module: nn.Module) -> LayerSummary | None:
+    tensors = _own_tensors(module)
+    if not tensors:
+        return None
+    nbytes = _nbytes(tensors)
+    weight = None
+    if "weight" in module._parameters or parametrize.is_parametrized(module, "weight"):
+        weight = module.weight.detach()
+    if weight is not None:
+        # A plain (possibly masked) layer: dense fp32 holds each float value once, no mask.
+        dense_numel = sum(t.numel() for t in tensors if t.dtype != torch.bool)
+        return LayerSummary(name, type(module).__name__.removeprefix("Parametrized"), tuple(weight.shape),
+                            str(weight.dtype).removeprefix("torch."), weight.numel(), int((weight == 0).sum()),
+                            nbytes, dense_numel * _FP32_BYTES)
+    to_dense = getattr(module, "to_dense", None)
+    if callable(to_dense) and hasattr(module, "in_features") and hasattr(module, "out_features"):
+        # A compressed layer: compare with the dense layer it stands for.
+        dense = to_dense()
+        w = dense.weight.detach()
+        dense_numel = w.numel() + (dense.bias.numel() if getattr(dense, "bias", None) is not None else 0)
+        largest = max(tensors, key=lambda t: t.numel() * t.element_size())
+        return LayerSummary(name, type(module).__name__, tuple(w.shape), str(largest.dtype).removeprefix("torch."),
+                            w.numel(), int((w == 0).sum()), nbytes, dense_numel * _FP32_BYTES)
+    largest = max(tensors, key=lambda t: t.numel())
+    return LayerSummary(name, type(module).__name__, tuple(largest.shape), str(largest.dtype).removeprefix("torch."),
+                        0, 0, nbytes, sum(t.numel() for t in tensors) * _FP32_BYTES)
+
+
+def summary(model: nn.Module) -> ModelSummary:
+    """Per-layer type, shape, sparsity, dtype, bytes and compression ratio.
+
+    ``print(summary(model))`` shows a table with totals; the returned
+    :class:`ModelSummary` holds the same numbers as data (``.layers``,
+    ``.bytes``, ``.ratio``, ``.sparsity``, ``.to_dict()``).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    inside_parametrizations = {id(m) for mod in model.modules() if parametrize.is_parametrized(mod)
+                               for m in mod.parametrizations.modules()}
+    rows = []
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if id(module) in inside_parametrizations:
+                continue
+            row = _row(name, module)
+            if row is not None:
+                rows.append(row)
+    return ModelSummary(rows)

@@ -1,0 +1,175 @@
+"""compress_ decision logic (config, overrides, filter, pruning, speed check,
+report) with stand-in layer classes, independent of the real kernels."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import slimtorch
+from slimtorch.api import _backend
+from slimtorch.api.compress import _candidates
+from _api_models import make_mlp
+
+
+class _Stub(nn.Module):
+    """Records how it was built; runs the dense computation, optionally slowed down."""
+
+    delay_s = 0.0
+    built: list = []
+
+    def __init__(self, linear: nn.Linear, **kwargs):
+        super().__init__()
+        self.linear = nn.Linear(linear.in_features, linear.out_features)
+        self.linear.load_state_dict({"weight": linear.weight.detach().clone(), "bias": linear.bias.detach().clone()})
+        self.kwargs = kwargs
+        type(self).built.append(kwargs)
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, **kwargs):
+        if kwargs.get("mode") == "static" and kwargs.get("x_scale", 1) <= 0:
+            raise ValueError("bad scale")
+        return cls(linear, **kwargs)
+
+    def forward(self, x):
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return self.linear(x)
+
+
+class FakeSparse(_Stub):
+    pass
+
+
+class FakeInt8(_Stub):
+    pass
+
+
+@pytest.fixture
+def fake_layers(monkeypatch):
+    classes = {"SparseLinear": FakeSparse, "Int8Linear": FakeInt8}
+    monkeypatch.setattr(_backend, "layer_class", lambda name: classes[name])
+    for cls in classes.values():
+        monkeypatch.setattr(cls, "delay_s", 0.0)
+        monkeypatch.setattr(cls, "built", [])
+    return classes
+
+
+def test_candidates_table():
+    assert _candidates(False, None) == []
+    assert _candidates(True, None) == ["sparse"]
+    assert _candidates(False, "int8_dynamic") == ["int8_dynamic"]
+    assert _candidates(True, "int8_dynamic") == ["sparse_int8", "int8_dynamic"]
+    assert _candidates(True, "int8_weight_only") == ["sparse_int8", "int8_weight_only"]
+    assert _candidates(True, "int8_static") == ["int8_static"]
+
+
+def test_sparsity_prunes_then_swaps(fake_layers):
+    model = make_mlp()
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(sparsity=0.75, speed_check=False))
+    assert report.swapped == {"0": "sparse", "2": "sparse", "4": "sparse"}
+    for i in (0, 2, 4):
+        w = model[i].linear.weight
+        assert int((w == 0).sum()) == round(0.75 * w.numel())
+        assert isinstance(model[i], FakeSparse)
+    assert all(d.sparsity == pytest.approx(0.75, abs=0.02) for d in report.layers)
+    assert "3 of 3" in str(report)
+
+
+def test_existing_zeros_and_min_sparsity(fake_layers):
+    model = make_mlp()
+    slimtorch.prune_(model, 0.6, scope="layer", filter_fn=lambda m, n: n == "2")
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_dynamic", speed_check=False))
+    assert report.swapped == {"0": "int8_dynamic", "2": "sparse_int8", "4": "int8_dynamic"}
+    assert FakeSparse.built == [{"values_dtype": torch.int8}]
+    assert FakeInt8.built == [{"mode": "dynamic"}] * 2
+    model = make_mlp()
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(speed_check=False))
+    assert report.swapped == {} and "nothing to do" in report.dense["0"]
+
+
+def test_overrides_and_filter(fake_layers):
+    model = make_mlp()
+    config = slimtorch.CompressConfig(
+        quantize="int8_weight_only", speed_check=False,
+        overrides={"4": None, "[02]": slimtorch.CompressConfig(sparsity=0.5, quantize=None)},
+        filter_fn=lambda m, name: name != "2",
+    )
+    report = slimtorch.compress_(model, config)
+    assert report.swapped == {"0": "sparse"}
+    assert "override" in report.dense["4"] and "filter_fn" in report.dense["2"]
+    assert type(model[2]) is nn.Linear and int((model[2].weight == 0).sum()) == 0  # filtered: not pruned either
+
+
+def test_speed_check_keeps_faster_and_leaves_slower_dense(fake_layers):
+    model = make_mlp()
+    x = torch.randn(4, 12)
+    expected = model(x)
+    FakeInt8.delay_s = 0.03  # far slower than a tiny dense layer
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_dynamic"), example_inputs=x)
+    assert report.swapped == {}
+    for d in report.layers:
+        assert d.format is None and "slower" in d.reason and d.compressed_us > d.dense_us > 0
+    assert torch.equal(model(x), expected)
+    FakeInt8.delay_s = 0.0
+    FakeSparse.delay_s = 0.03
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(sparsity=0.9, quantize="int8_dynamic"),
+                                 example_inputs=(x,))
+    # sparse_int8 is slow: the dense int8 fallback is chosen where it wins (stub = dense speed, noisy)
+    for d in report.layers:
+        assert d.format in (None, "int8_dynamic")
+        assert d.format is None or d.compressed_us < d.dense_us
+
+
+def test_static_needs_calibration(fake_layers):
+    model = make_mlp()
+    with pytest.raises(ValueError, match="^calibration"):
+        slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_static"))
+    data = [torch.randn(8, 12) for _ in range(2)]
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_static", speed_check=False),
+                                 calibration=data)
+    assert report.swapped == {"0": "int8_static", "2": "int8_static", "4": "int8_static"}
+    ranges = slimtorch.calibrate(make_mlp(), data)
+    assert FakeInt8.built[0] == {"mode": "static", "x_scale": ranges["0"].scale,
+                                 "x_zero_point": ranges["0"].zero_point}
+    model = make_mlp()
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_static", speed_check=False),
+                                 calibration={"0": ranges["0"]})
+    assert report.swapped == {"0": "int8_static"} and "no calibrated" in report.dense["2"]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(sparsity=1.5), ValueError, "sparsity"),
+    (dict(sparsity="0.5"), TypeError, "sparsity"),
+    (dict(quantize="int4"), ValueError, "quantize"),
+    (dict(overrides=[("a", None)]), TypeError, "overrides"),
+    (dict(overrides={"a": 0.5}), TypeError, "overrides"),
+    (dict(overrides={1: None}), TypeError, "overrides"),
+    (dict(filter_fn=3), TypeError, "filter_fn"),
+    (dict(min_sparsity=-1), ValueError, "min_sparsity"),
+    (dict(speed_check="yes"), TypeError, "speed_check"),
+    (dict(speed_check_rows=0), ValueError, "speed_check_rows"),
+])
+def test_config_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=f"^{match}"):
+        slimtorch.CompressConfig(**kwargs)
+
+
+def test_compress_bad_arguments():
+    with pytest.raises(TypeError, match="^model"):
+        slimtorch.compress_(None, slimtorch.CompressConfig())
+    with pytest.raises(TypeError, match="^config"):
+        slimtorch.compress_(make_mlp(), {"sparsity": 0.5})
+
+
+def test_cnn_head_only_linear_swapped(fake_layers):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 10))
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_weight_only", speed_check=False))
+    assert report.swapped == {"4": "int8_weight_only", "6": "int8_weight_only"}
+    assert type(model[0]) is nn.Conv2d
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)

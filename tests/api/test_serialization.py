@@ -1,0 +1,166 @@
+"""save / load_: exact round trips, compact files, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import safetensors.torch
+import torch
+from torch import nn
+
+import slimtorch
+from slimtorch.api.pruning import is_pruned, weight_mask
+from _api_models import bert_input, make_bert, make_mlp
+
+
+def tensor_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def test_plain_roundtrip_is_bit_exact(tmp_path):
+    model = make_mlp()
+    path = tmp_path / "m.safetensors"
+    slimtorch.save(model, path)
+    fresh = make_mlp(seed=1)
+    assert slimtorch.load_(fresh, path) is fresh
+    x = torch.randn(9, 12)
+    assert torch.equal(fresh(x), model(x))
+    assert os.path.getsize(path) < tensor_bytes(model) + 4096
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
+
+
+def test_pruned_roundtrip_into_fresh_model(tmp_path):
+    model = make_mlp()
+    slimtorch.prune_(model, 0.8)
+    with torch.no_grad():  # drift originals at pruned positions: the file stores effective weights
+        model[0].parametrizations.weight.original.add_(1)
+    path = tmp_path / "pruned.safetensors"
+    slimtorch.save(model, path)
+    fresh = make_mlp(seed=5)
+    slimtorch.load_(fresh, str(path))
+    x = torch.randn(6, 12)
+    assert torch.equal(fresh(x), model(x))
+    for a, b in zip(model, fresh):
+        if is_pruned(a):
+            assert is_pruned(b) and torch.equal(weight_mask(a), weight_mask(b))
+    # masks are bit-packed: far smaller than the bool (1 byte per weight) state_dict
+    masks = sum(weight_mask(m).numel() for m in model if is_pruned(m))
+    assert os.path.getsize(path) < tensor_bytes(model) - masks + masks // 8 + 4096
+    meta = json.loads(safetensors.safe_open(path, "pt").metadata()["slimtorch"])
+    assert meta["version"] == 1 and set(meta["pruned"]) == {"0", "2", "4"}
+    # loading into the same (already pruned) model works too
+    slimtorch.load_(model, path)
+    assert torch.equal(model(x), fresh(x))
+
+
+def test_stripped_model_saves_plain_keys(tmp_path):
+    model = make_mlp()
+    slimtorch.prune_(model, 0.5)
+    slimtorch.strip_(model)
+    slimtorch.save(model, tmp_path / "s.safetensors")
+    with safetensors.safe_open(tmp_path / "s.safetensors", "pt") as f:
+        assert sorted(f.keys()) == sorted(make_mlp().state_dict())
+
+
+def test_bert_roundtrip(tmp_path):
+    model = make_bert()
+    slimtorch.prune_(model, 0.5, scope="layer")
+    slimtorch.save(model, tmp_path / "bert.safetensors")
+    fresh = make_bert(seed=3)
+    slimtorch.load_(fresh, tmp_path / "bert.safetensors")
+    x = bert_input()
+    with torch.no_grad():
+        assert torch.equal(fresh(x).last_hidden_state, model(x).last_hidden_state)
+
+
+def test_tied_weights_stored_once(tmp_path):
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(50, 16)
+            self.out = nn.Linear(16, 50, bias=False)
+            self.out.weight = self.emb.weight
+
+        def forward(self, x):
+            return self.out(self.emb(x))
+
+    torch.manual_seed(0)
+    model = Tied()
+    slimtorch.save(model, tmp_path / "t.safetensors")
+    assert os.path.getsize(tmp_path / "t.safetensors") < 50 * 16 * 4 + 2048
+    fresh = Tied()
+    slimtorch.load_(fresh, tmp_path / "t.safetensors")
+    x = torch.arange(10)
+    assert torch.equal(fresh(x), model(x)) and fresh.out.weight is fresh.emb.weight
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = make_mlp()
+    slimtorch.prune_(model, 0.5)
+    path = tmp_path / "good.safetensors"
+    slimtorch.save(model, path)
+    return path
+
+
+def _unchanged(model: nn.Module, before: dict) -> bool:
+    return model.state_dict().keys() == before.keys() and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda b: b[: len(b) // 2], "truncated"),
+    (lambda b: b[:-1], "truncated or corrupt"),
+    (lambda b: b[:5], "too short"),
+    (lambda b: b[:-5] + bytes([b[-5] ^ 0xFF]) + b[-4:], "checksum"),
+    (lambda b: b[:8] + b"}" + b[9:], "corrupt"),
+    (lambda b: b"", "too short"),
+])
+def test_damaged_file_raises_and_leaves_model_alone(saved, tmp_path, damage, match):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(damage(saved.read_bytes()))
+    model = make_mlp(seed=9)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=f"^path: .*{match}"):
+        slimtorch.load_(model, bad)
+    assert _unchanged(model, before)
+
+
+def test_mismatched_model_raises(saved):
+    for other in (nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3)),
+                  nn.Sequential(nn.Linear(12, 32)),
+                  make_mlp().double()):
+        before = {k: v.clone() for k, v in other.state_dict().items()}
+        with pytest.raises(ValueError, match="^path: .*(does not match|does not have)"):
+            slimtorch.load_(other, saved)
+        assert _unchanged(other, before)
+
+
+def test_foreign_or_future_files_rejected(tmp_path):
+    plain = tmp_path / "plain.safetensors"
+    safetensors.torch.save_file({"0.weight": torch.zeros(2, 2)}, plain)
+    with pytest.raises(ValueError, match="not a slimtorch file"):
+        slimtorch.load_(make_mlp(), plain)
+    future = tmp_path / "future.safetensors"
+    meta = {"format": "slimtorch", "version": 99}
+    safetensors.torch.save_file({"x": torch.zeros(1)}, future, metadata={"slimtorch": json.dumps(meta)})
+    with pytest.raises(ValueError, match="version 99"):
+        slimtorch.load_(make_mlp(), future)
+    pickled = tmp_path / "pickle.pt"
+    torch.save(make_mlp().state_dict(), pickled)
+    with pytest.raises(ValueError, match="^path"):
+        slimtorch.load_(make_mlp(), pickled)
+    with pytest.raises(ValueError, match="cannot read"):
+        slimtorch.load_(make_mlp(), tmp_path / "missing.safetensors")
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(TypeError, match="^model"):
+        slimtorch.save("model", tmp_path / "x")
+    with pytest.raises(TypeError, match="^path"):
+        slimtorch.save(make_mlp(), 3)
+    with pytest.raises(TypeError, match="^model"):
+        slimtorch.load_(None, tmp_path / "x")
+    with pytest.raises(ValueError, match="^path"):
+        slimtorch.save(make_mlp(), tmp_path / "no" / "dir" / "x.safetensors")
