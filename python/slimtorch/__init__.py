@@ -3,10 +3,11 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from slimtorch import nn, ops, reference
+from slimtorch.structured import prune_channels
 
 try:
     __version__ = version("slimtorch")
 except PackageNotFoundError:  # a source checkout that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["nn", "ops", "reference", "__version__"]
+__all__ = ["nn", "ops", "prune_channels", "reference", "__version__"]

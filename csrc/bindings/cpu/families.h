@@ -5,5 +5,7 @@
 
 namespace slimtorch::bindings {
 void bind_threshold(pybind11::module_& m);
+void bind_select(pybind11::module_& m);
+void bind_quantize(pybind11::module_& m);
 void bind_spmm(pybind11::module_& m);
 }  // namespace slimtorch::bindings

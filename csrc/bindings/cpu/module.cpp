@@ -25,5 +25,7 @@ PYBIND11_MODULE(_C, m) {
     throw py::value_error("isa: expected 'scalar', 'avx2' or 'avx512', got '" + name + "'");
   });
   bindings::bind_threshold(m);
+  bindings::bind_select(m);
+  bindings::bind_quantize(m);
   bindings::bind_spmm(m);
 }

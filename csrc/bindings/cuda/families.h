@@ -5,5 +5,7 @@
 
 namespace slimtorch::bindings {
 void bind_threshold_cuda(pybind11::module_& m);
+void bind_select_cuda(pybind11::module_& m);
+void bind_quantize_cuda(pybind11::module_& m);
 void bind_spmm_cuda(pybind11::module_& m);
 }  // namespace slimtorch::bindings

@@ -9,5 +9,7 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "slimtorch CUDA kernels (raw-pointer glue; use slimtorch.ops)";
   m.attr("architectures") = SLIMTORCH_CUDA_ARCHITECTURES;
   slimtorch::bindings::bind_threshold_cuda(m);
+  slimtorch::bindings::bind_select_cuda(m);
+  slimtorch::bindings::bind_quantize_cuda(m);
   slimtorch::bindings::bind_spmm_cuda(m);
 }

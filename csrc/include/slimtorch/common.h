@@ -79,6 +79,34 @@ inline float half_to_float(uint16_t h, DType dtype) {
   return dtype == DType::kFloat16 ? fp16_to_float(h) : bf16_to_float(h);
 }
 
+// float -> bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN.
+inline uint16_t float_to_bf16(float f) {
+  const uint32_t bits = float_to_bits(f);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return uint16_t((bits >> 16) | 0x0040u);
+  return uint16_t((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// float -> IEEE half bits, round to nearest even (overflow -> Inf); NaN stays NaN.
+inline uint16_t float_to_fp16(float f) {
+  const uint32_t bits = float_to_bits(f);
+  const uint16_t sign = uint16_t((bits >> 16) & 0x8000u);
+  const uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return uint16_t(sign | 0x7e00u | ((magnitude >> 13) & 0x3ffu));
+  if (magnitude >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // >= 65520 rounds to Inf
+  if (magnitude < 0x38800000u) {
+    // Below 2^-14: a subnormal half, in units of 2^-24. The scaling is exact;
+    // rounding to an integer is the half's rounding (1024 = smallest normal).
+    const float units = bits_to_float(magnitude) * 16777216.0f;
+    uint32_t rounded = uint32_t(units);
+    const float rest = units - float(rounded);
+    if (rest > 0.5f || (rest == 0.5f && (rounded & 1u))) ++rounded;
+    return uint16_t(sign | rounded);
+  }
+  // Normal: rebias the exponent (127 -> 15) and round 23 -> 10 mantissa bits;
+  // a carry out of the mantissa correctly increments the exponent.
+  return uint16_t(sign | ((magnitude - 0x38000000u + 0xfffu + ((magnitude >> 13) & 1u)) >> 13));
+}
+
 // Reads element i of a float buffer of the given dtype as float.
 inline float load_as_float(const void* data, DType dtype, int64_t i) {
   switch (dtype) {

@@ -5,8 +5,20 @@ Each function is the shortest obviously-correct statement of the op's
 contract; speed is not a goal here.
 """
 
+from slimtorch.reference.quantize import choose_qparams, dequantize, quantize
+from slimtorch.reference.select import magnitude_masks, magnitude_threshold
 from slimtorch.reference.spmm import sparse_linear, sparse_linear_grad_input, sparse_to_dense
 from slimtorch.reference.threshold import prune_mask, threshold_
 
-__all__ = ["prune_mask", "threshold_"]
-__all__ += ["sparse_linear", "sparse_linear_grad_input", "sparse_to_dense"]
+__all__ = [
+    "choose_qparams",
+    "dequantize",
+    "magnitude_masks",
+    "magnitude_threshold",
+    "prune_mask",
+    "quantize",
+    "sparse_linear",
+    "sparse_linear_grad_input",
+    "sparse_to_dense",
+    "threshold_",
+]
