@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     if not groups:
         raise SystemExit(f"json: no benchmark with extra_info['impl'] in {args.json}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    markdown = table(groups, args.baseline, [a for a in args.also if a != args.baseline])
+    present = {impl for g in groups.values() for impl in g}
+    markdown = table(groups, args.baseline, [a for a in args.also if a != args.baseline and a in present])
     args.out.with_suffix(".md").write_text(markdown)
     plotted = plot(groups, args.baseline, args.out.with_suffix(".png"))
     print(markdown)
