@@ -93,11 +93,19 @@ def plot(groups, baseline: str, path: Path) -> bool:
     if not series:
         return False
     batches = sorted(series)
+    # One colour per impl and one line style per shape, the same in every panel.
+    impls = sorted({impl for b in series.values() for (_, _, impl) in b})
+    shapes = sorted({shape for b in series.values() for (_, shape, _) in b})
+    styles = ["-", "--", ":", "-."]
     fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 4), squeeze=False)
     for ax, batch in zip(axes[0], batches):
         for (suite, shape, impl), points in sorted(series[batch].items()):
+            if len(points) < 2:  # a single sparsity is no curve (e.g. an overhead case)
+                continue
             points.sort()
-            ax.plot([100 * p[0] for p in points], [p[1] for p in points], marker="o", label=f"{impl} {shape}")
+            ax.plot([100 * p[0] for p in points], [p[1] for p in points], marker="o",
+                    color=f"C{impls.index(impl) % 10}", linestyle=styles[shapes.index(shape) % len(styles)],
+                    label=f"{impl} {shape}" + (f" ({suite})" if suite else ""))
         ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
         ax.set_yscale("log")
         ax.set_title(f"batch {batch}")
@@ -159,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     if not groups:
         raise SystemExit(f"json: no benchmark with extra_info['impl'] in {args.json}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    markdown = table(groups, args.baseline, [a for a in args.also if a != args.baseline])
+    present = {impl for g in groups.values() for impl in g}
+    markdown = table(groups, args.baseline, [a for a in args.also if a != args.baseline and a in present])
     args.out.with_suffix(".md").write_text(markdown)
     plotted = plot(groups, args.baseline, args.out.with_suffix(".png")) or plot_by_batch(
         groups, args.baseline, args.out.with_suffix(".png"))

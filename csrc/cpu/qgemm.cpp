@@ -545,18 +545,11 @@ void float_epilogue_scalar(const float* acc, const float* w_scale, const float* 
 
 // ---- row quantization -----------------------------------------------------------------
 
-// Rounds half to even (the default rounding mode) after clamping to a range
-// where the conversion is defined; NaN becomes lo.
-inline int32_t round_clamped(float v, float lo, float hi) {
-  if (!(v >= lo)) v = lo;
-  if (v > hi) v = hi;
-  return int32_t(std::nearbyint(v));
-}
-
-// |x * (1/scale)| is clamped to this before rounding: wide enough that the
-// final clamp to [0, 255] (zp in [0, 255]) gives the same byte, small enough
-// for an exact int32 conversion.
-constexpr float kRoundLimit = 512.0f;
+// Quantization follows the quantize op family (csrc/cpu/quantize.cpp,
+// python/slimtorch/reference/quantize.py). This file is compiled with
+// -ffp-contract=off (CMakeLists.txt) so that "x * inv + zp" below is two
+// roundings exactly where the reference rounds twice.
+constexpr float kMinScale = FLT_EPSILON;  // smallest scale choose_qparams returns
 
 struct RowParams {
   float scale;     // NaN for a row with NaN/Inf
@@ -564,20 +557,28 @@ struct RowParams {
   bool finite;
 };
 
+// choose_qparams, asymmetric uint8: scale and zero point computed in double.
 RowParams dynamic_params(float lo, float hi, bool finite) {
   if (!finite) return {std::numeric_limits<float>::quiet_NaN(), 0, false};
-  lo = std::min(lo, 0.0f);
-  hi = std::max(hi, 0.0f);
-  // hi/255 - lo/255 cannot overflow even for |x| near FLT_MAX.
-  const float scale = std::max(hi / 255.0f - lo / 255.0f, FLT_MIN);
-  const float inv = 1.0f / scale;
-  const int32_t zp = std::clamp(round_clamped(-lo * inv, -kRoundLimit, kRoundLimit), 0, 255);
-  return {scale, zp, true};
+  const double lo_d = std::min(double(lo), 0.0), hi_d = std::max(double(hi), 0.0);
+  const float scale = std::max(float((hi_d - lo_d) / 255.0), kMinScale);
+  const double zp = std::clamp(-std::nearbyint(lo_d / double(scale)), 0.0, 255.0);
+  return {scale, int32_t(zp), true};
 }
 
-void quantize_row_scalar(const float* x, int64_t k, float inv, int32_t zp, uint8_t* a) {
-  for (int64_t i = 0; i < k; ++i)
-    a[i] = uint8_t(std::clamp(round_clamped(x[i] * inv, -kRoundLimit, kRoundLimit) + zp, 0, 255));
+// t = float32(float32(x * inv) + zp) per row (per-channel quantize), or one
+// rounding of fma(x, inv, zp) (per-tensor quantize, the static mode); then
+// clamp to [0, 255] and round half to even. NaN gives 0 (such rows are
+// replaced anyway).
+inline uint8_t quantize_value(float x, float inv, float zp, bool fused) {
+  float t = fused ? std::fma(x, inv, zp) : x * inv + zp;
+  if (!(t >= 0.0f)) t = 0.0f;
+  if (t > 255.0f) t = 255.0f;
+  return uint8_t(std::nearbyint(t));
+}
+
+void quantize_row_scalar(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
+  for (int64_t i = 0; i < k; ++i) a[i] = quantize_value(x[i], inv, float(zp), fused);
 }
 
 void minmax_scalar(const float* x, int64_t k, float* lo, float* hi, bool* finite) {
@@ -594,22 +595,19 @@ void minmax_scalar(const float* x, int64_t k, float* lo, float* hi, bool* finite
 }
 
 __attribute__((target("avx2,fma"))) void quantize_row_avx2(const float* x, int64_t k, float inv,
-                                                          int32_t zp, uint8_t* a) {
-  const __m256 scale = _mm256_set1_ps(inv);
-  const __m256 lim_lo = _mm256_set1_ps(-kRoundLimit), lim_hi = _mm256_set1_ps(kRoundLimit);
-  const __m256i zpv = _mm256_set1_epi32(zp);
+                                                          int32_t zp, bool fused, uint8_t* a) {
+  const __m256 scale = _mm256_set1_ps(inv), zpv = _mm256_set1_ps(float(zp));
+  const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(255.0f);
   int64_t i = 0;
   for (; i + 8 <= k; i += 8) {
-    // max(v, lo) returns lo for NaN v (second operand on unordered).
-    __m256 v = _mm256_max_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), scale), lim_lo);
-    v = _mm256_min_ps(v, lim_hi);
-    const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(v), zpv);
-    // Signed saturation to int16 then unsigned saturation to uint8 = clamp(q, 0, 255).
+    const __m256 v = _mm256_loadu_ps(x + i);
+    __m256 t = fused ? _mm256_fmadd_ps(v, scale, zpv) : _mm256_add_ps(_mm256_mul_ps(v, scale), zpv);
+    t = _mm256_min_ps(_mm256_max_ps(t, lo), hi);  // max(NaN, 0) = 0 (second operand)
+    const __m256i q = _mm256_cvtps_epi32(t);      // round half to even
     const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-    const __m128i q8 = _mm_packus_epi16(q16, q16);
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(a + i), q8);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(a + i), _mm_packus_epi16(q16, q16));
   }
-  quantize_row_scalar(x + i, k - i, inv, zp, a + i);
+  quantize_row_scalar(x + i, k - i, inv, zp, fused, a + i);
 }
 
 __attribute__((target("avx2,fma"))) void minmax_avx2(const float* x, int64_t k, float* lo,
@@ -640,18 +638,15 @@ __attribute__((target("avx2,fma"))) void minmax_avx2(const float* x, int64_t k, 
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void quantize_row_avx512(
-    const float* x, int64_t k, float inv, int32_t zp, uint8_t* a) {
-  const __m512 scale = _mm512_set1_ps(inv);
-  const __m512 lim_lo = _mm512_set1_ps(-kRoundLimit), lim_hi = _mm512_set1_ps(kRoundLimit);
-  const __m512i zpv = _mm512_set1_epi32(zp);
-  const __m512i zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
+    const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
+  const __m512 scale = _mm512_set1_ps(inv), zpv = _mm512_set1_ps(float(zp));
+  const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
   for (int64_t i = 0; i < k; i += 16) {
     const __mmask16 live = k - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k - i)) - 1);
-    __m512 v = _mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, x + i), scale), lim_lo);
-    v = _mm512_min_ps(v, lim_hi);
-    __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zpv);
-    q = _mm512_min_epi32(_mm512_max_epi32(q, zero), top);
-    _mm_mask_storeu_epi8(a + i, live, _mm512_cvtepi32_epi8(q));
+    const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
+    __m512 t = fused ? _mm512_fmadd_ps(v, scale, zpv) : _mm512_add_ps(_mm512_mul_ps(v, scale), zpv);
+    t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
+    _mm_mask_storeu_epi8(a + i, live, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(t)));
   }
 }
 
@@ -678,10 +673,10 @@ void minmax_row(Isa isa, const float* x, int64_t k, float* lo, float* hi, bool* 
   minmax_scalar(x, k, lo, hi, finite);
 }
 
-void quantize_row(Isa isa, const float* x, int64_t k, float inv, int32_t zp, uint8_t* a) {
-  if (isa >= Isa::kAvx512) return quantize_row_avx512(x, k, inv, zp, a);
-  if (isa >= Isa::kAvx2) return quantize_row_avx2(x, k, inv, zp, a);
-  quantize_row_scalar(x, k, inv, zp, a);
+void quantize_row(Isa isa, const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
+  if (isa >= Isa::kAvx512) return quantize_row_avx512(x, k, inv, zp, fused, a);
+  if (isa >= Isa::kAvx2) return quantize_row_avx2(x, k, inv, zp, fused, a);
+  quantize_row_scalar(x, k, inv, zp, fused, a);
 }
 
 // Quantizes rows [0, m): dynamic (static_scale == nullptr) or static. Writes
@@ -708,7 +703,8 @@ void quantize_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* a
       }
       scale[r] = params.scale;
       zero_point[r] = params.zp;
-      if (params.finite) quantize_row(isa, row, k, 1.0f / params.scale, params.zp, out);
+      if (params.finite)
+        quantize_row(isa, row, k, 1.0f / params.scale, params.zp, static_scale != nullptr, out);
       else if (k > 0) std::memset(out, 0, size_t(k));
     }
   });

@@ -3,7 +3,7 @@
 // the int32 word of channel 16*nb + j and k-group g is word (nb*G + g)*16 + j).
 //
 // * quantize_rows_u8: one block per row; min/max/non-finite reduction, then
-//   the same float32 arithmetic as the CPU path (rintf = round half even).
+//   the same arithmetic as the CPU path (rint = round half even).
 // * qgemm_u8s8: 64x64 output tiles, 256 threads of 4x4 outputs, k in chunks
 //   of 16 groups staged in shared memory; dp4a.u32.s32 (u8 x s8, 4 products
 //   into int32) is exact, so accumulators equal the integer reference.
@@ -83,10 +83,10 @@ __global__ void quantize_rows_kernel(const float* x, int64_t k, int64_t ldx, uin
       row_scale = x_scale;
       zp = x_zp;
     } else {
-      // Same operations, in the same order, as the CPU path and the reference.
-      row_scale = fmaxf(__fsub_rn(__fdiv_rn(hi, 255.0f), __fdiv_rn(lo, 255.0f)), FLT_MIN);
-      const float inv = __fdiv_rn(1.0f, row_scale);
-      zp = min(max(round_clamped(__fmul_rn(-lo, inv), -512.0f, 512.0f), 0), 255);
+      // choose_qparams (asymmetric uint8) in double, as the CPU path and the reference.
+      const double lo_d = fmin(double(lo), 0.0), hi_d = fmax(double(hi), 0.0);
+      row_scale = fmaxf(__double2float_rn(__ddiv_rn(hi_d - lo_d, 255.0)), FLT_EPSILON);
+      zp = int32_t(fmin(fmax(-rint(__ddiv_rn(lo_d, double(row_scale))), 0.0), 255.0));
     }
     scale[row] = row_scale;
     zero_point[row] = zp;
@@ -100,7 +100,11 @@ __global__ void quantize_rows_kernel(const float* x, int64_t k, int64_t ldx, uin
   const bool finite = s_finite;
   for (int64_t i = threadIdx.x; i < lda; i += blockDim.x) {
     uint8_t q = 0;
-    if (finite && i < k) q = uint8_t(min(max(round_clamped(__fmul_rn(in[i], inv), -512.0f, 512.0f) + zp, 0), 255));
+    if (finite && i < k) {
+      // Per-row: float32(float32(x * inv) + zp); static (per tensor): one fma rounding.
+      const float t = is_static ? __fmaf_rn(in[i], inv, float(zp)) : __fadd_rn(__fmul_rn(in[i], inv), float(zp));
+      q = uint8_t(round_clamped(t, 0.0f, 255.0f));
+    }
     out[i] = q;  // pad bytes past k are zero
   }
 }

@@ -121,13 +121,15 @@ TEST(quantize_rows_contract) {
     float scale[4];
     int32_t zp[4];
     CHECK(quantize_rows_u8(x.data(), 4, k, k, a.data(), k, scale, zp, 2) == Status::kOk);
-    CHECK(scale[0] == FLT_MIN && zp[0] == 0 && a[0] == 0);
-    const float s = 12.0f / 255.0f - (-6.0f) / 255.0f;
+    CHECK(scale[0] == FLT_EPSILON && zp[0] == 0 && a[0] == 0);
+    const float s = float((12.0 - (-6.0)) / 255.0);
     CHECK(scale[1] == s);
-    CHECK(zp[1] == int32_t(std::nearbyint(6.0f * (1.0f / s))));
+    const int32_t z = int32_t(-std::nearbyint(-6.0 / double(s)));
+    CHECK(zp[1] == z);
     for (int64_t i = 0; i < k; ++i) {
-      const float v = std::nearbyint((float(i) - 6.0f) * (1.0f / s)) + float(zp[1]);
-      CHECK(a[size_t(k + i)] == uint8_t(std::fmin(std::fmax(v, 0.0f), 255.0f)));
+      volatile float prod = (float(i) - 6.0f) * (1.0f / s);  // volatile: two roundings, never an FMA
+      const float t = prod + float(z);
+      CHECK(a[size_t(k + i)] == uint8_t(std::nearbyint(std::fmin(std::fmax(t, 0.0f), 255.0f))));
       CHECK(a[size_t(2 * k + i)] == 0 && a[size_t(3 * k + i)] == 0);
     }
     CHECK(std::isnan(scale[2]) && std::isnan(scale[3]) && zp[2] == 0 && zp[3] == 0);

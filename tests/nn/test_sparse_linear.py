@@ -142,7 +142,7 @@ def test_compile_fullgraph():
     assert x.grad is not None and x.grad.shape == x.shape
 
 
-def test_dense_fallback_above_break_even(monkeypatch):
+def test_dense_fallback_above_break_even():
     linear = _linear(40, 30)
     layer = SparseLinear.from_dense(linear, sparsity=0.0)  # density 1: dense always wins
     assert layer._sparse_max_batch == 0

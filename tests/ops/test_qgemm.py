@@ -66,7 +66,7 @@ def test_weight_quantization_and_packing():
     q, scale = ops.qgemm_quantize_weight(w)
     assert q.dtype == torch.int8 and scale.dtype == torch.float32
     assert q[0].tolist() == [64, -127, 32, 0, 127]  # 63.5 rounds half to even: 64
-    assert q[1].tolist() == [0] * 5 and scale[1] == torch.finfo(torch.float32).tiny
+    assert q[1].tolist() == [0] * 5 and scale[1] == torch.finfo(torch.float32).eps
     assert q[2, :3].tolist() == [127, -127, 64]
     packed, _, colsum, k = ops.qgemm_pack_weight(q, scale)
     assert packed.shape == (1, 2, 16, 4) and colsum.tolist() == q.sum(1).tolist() and k == 5
@@ -76,6 +76,23 @@ def test_weight_quantization_and_packing():
 
 
 # ---- row quantization --------------------------------------------------------------
+
+def test_row_and_weight_quantization_follow_the_quantize_family():
+    from slimtorch.reference.quantize import choose_qparams
+    from slimtorch.reference.quantize import quantize as quantize_affine
+
+    x, w, *_ = _case(9, 50, 7)
+    a, scale, zp = ops.qgemm_quantize_rows(x)
+    for r in range(9):
+        s, z = choose_qparams(x[r], None, False, torch.uint8)
+        assert scale[r] == s and zp[r] == z
+        assert torch.equal(a[r], quantize_affine(x[r : r + 1], s.reshape(1), z.reshape(1), 0, torch.uint8)[0])
+    q, w_scale = ops.qgemm_quantize_weight(w)
+    s, z = choose_qparams(w, 0, True, torch.int8)
+    assert torch.equal(w_scale, s) and (z == 0).all() and torch.equal(q, quantize_affine(w, s, z, 0, torch.int8))
+    a_static, _, _ = ref.quantize_rows_static(x, 0.05, 128)
+    assert torch.equal(a_static, quantize_affine(x, torch.tensor(0.05), torch.tensor(128), None, torch.uint8))
+
 
 @pytest.mark.parametrize("m, k, n", SHAPES)
 def test_quantize_rows_exact(isa, m, k, n):
@@ -95,14 +112,14 @@ def test_quantize_rows_special_rows(isa):
         [1.0, inf, 2.0, 0.0, 0.0],
         [1.0, -inf, 2.0, 0.0, 0.0],
         [nan, 1.0, 2.0, 0.0, 0.0],
-        [3e38, -3e38, 1.0, 0.0, 0.0],         # hi - lo overflows float32; hi/255 - lo/255 does not
+        [3e38, -3e38, 1.0, 0.0, 0.0],         # hi - lo overflows float32 (computed in double)
         [1e-40, -1e-41, 0.0, 0.0, 0.0],       # subnormal
     ])
     a, scale, zp = ops.qgemm_quantize_rows(x)
     a_ref, scale_ref, zp_ref = ref.quantize_rows(x)
     assert torch.equal(a, a_ref) and torch.equal(zp, zp_ref)
     assert torch.equal(scale.isnan(), scale_ref.isnan()) and torch.equal(scale.nan_to_num(), scale_ref.nan_to_num())
-    assert scale[0] == torch.finfo(torch.float32).tiny and a[0].sum() == 0
+    assert scale[0] == torch.finfo(torch.float32).eps and a[0].sum() == 0
     assert zp[1] == 0 and a[1, 4] == 255 and zp[2] == 255 and a[2, 4] == 0
     assert scale[4:7].isnan().all() and (a[4:7] == 0).all() and (zp[4:7] == 0).all()
     assert torch.isfinite(scale[7]) and a[7, 0] == 255 and a[7, 1] == 0

@@ -39,11 +39,12 @@ Status qgemm_pack(const int8_t* q, int64_t n, int64_t k, int64_t ldq, int8_t* pa
                   int32_t* colsum);
 
 // Per-row asymmetric uint8 quantization of float rows x[m][0..k) (row stride
-// ldx) into a[m][0..k) (row stride lda):
+// ldx) into a[m][0..k) (row stride lda), as the quantize op family's
+// choose_qparams + per-channel quantize (slimtorch/reference/quantize.py):
 //   lo = min(0, min x), hi = max(0, max x)
-//   scale = max(hi/255 - lo/255, FLT_MIN)          (float32, never 0)
-//   zp    = clamp(round_half_even(-lo * (1/scale)), 0, 255)
-//   a     = clamp(round_half_even(x * (1/scale)) + zp, 0, 255)
+//   scale = max(float((hi - lo) / 255 in double), FLT_EPSILON)
+//   zp    = clamp(-round_half_even(lo / scale in double), 0, 255)
+//   a     = clamp(round_half_even(float32(float32(x * (1/scale)) + zp)), 0, 255)
 // A row with NaN/Inf gets scale = NaN, zp = 0 and a = 0.
 Status quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* a,
                         int64_t lda, float* scale, int32_t* zero_point, int n_threads);
@@ -55,7 +56,7 @@ Status qgemm_u8s8s32(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const 
 // Quantized linear, float in and out: y[m][n] (row stride ldy) from x[m][k]
 // (row stride ldx). Rows are quantized as quantize_rows_u8 does (dynamic,
 // x_scale == nullptr) or with the given per-tensor *x_scale and x_zero_point
-// in [0, 255] (static: a = clamp(round_half_even(x * (1/x_scale)) + zp, 0, 255)).
+// in [0, 255] (static, per-tensor quantize: a = clamp(round_half_even(fma(x, 1/x_scale, zp)), 0, 255)).
 // bias may be null.
 Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* packed,
                     const float* w_scale, const int32_t* colsum, const float* bias, int64_t n,

@@ -59,24 +59,6 @@ def _sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements
     return math.inf if best == table[-1][0] else best
 
 
-def _magnitude_keep_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Keep-mask that prunes exactly ``round(sparsity * numel)`` smallest-|w| weights.
-
-    TEMPORARY: replace the body with
-    ``slimtorch.ops.magnitude_masks([weight], sparsity)[0]`` (branch ``select``)
-    once it is merged. Ties at the threshold: the lower flat index is pruned
-    first (stable sort); NaN counts as the largest magnitude.
-    """
-    if hasattr(ops, "magnitude_masks"):
-        return ops.magnitude_masks([weight], sparsity)[0]
-    n = weight.numel()
-    n_prune = round(sparsity * n)
-    order = torch.sort(weight.detach().float().abs().flatten(), stable=True).indices
-    keep = torch.ones(n, dtype=torch.bool, device=weight.device)
-    keep[order[:n_prune]] = False
-    return keep.reshape(weight.shape)
-
-
 class SparseLinear(nn.Module):
     """``y = x @ W.T + b`` with a sparse, frozen ``W`` packed as compressed rows.
 
@@ -149,7 +131,8 @@ class SparseLinear(nn.Module):
         weight = linear.weight.detach()
         if sparsity is not None:
             sparsity = check_fraction("sparsity", sparsity)
-            weight = torch.where(_magnitude_keep_mask(weight, sparsity), weight, torch.zeros_like(weight))
+            keep = ops.magnitude_masks([weight], sparsity)[0]  # exactly round(sparsity * numel) pruned
+            weight = torch.where(keep, weight, torch.zeros_like(weight))
         packed = SparseWeight.from_dense(weight, values_dtype)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
                     values_dtype=packed.values.dtype, device=weight.device)

@@ -425,8 +425,9 @@ def qgemm_quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
     Returns:
         ``(q, scale)``: int8 ``[N, K]`` with values in [-127, 127] and float32
-        ``[N]`` with ``scale[n] = max(max|weight[n]| / 127, FLT_MIN)`` and
-        ``q = clamp(round_half_even(weight * (1/scale)), -127, 127)``.
+        ``[N]``: the quantize family's symmetric per-channel ``choose_qparams``
+        (``scale[n] = max(max|weight[n]| / 127, eps)``) and ``quantize``
+        (``q = rint(float32(weight * (1/scale)))``).
     """
     weight = check_tensor("weight", weight, FLOAT_DTYPES)
     if weight.dim() != 2:
@@ -465,8 +466,10 @@ def qgemm_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
 
     Returns:
         ``(a, scale, zero_point)``: uint8 of x's shape, float32 and int32 of
-        shape ``x.shape[:-1]``. Rules in :mod:`slimtorch.reference.qgemm`; a row
-        with NaN/Inf gets scale NaN, zero point 0 and all-zero ``a``.
+        shape ``x.shape[:-1]``: per row, asymmetric uint8 ``choose_qparams`` and
+        per-channel ``quantize`` of the quantize op family (details in
+        :mod:`slimtorch.reference.qgemm`); a row with NaN/Inf gets scale NaN,
+        zero point 0 and all-zero ``a``.
     """
     x, _ = _check_input("x", x, FLOAT_DTYPES, None, False)
     return _quantize_rows_op(x)

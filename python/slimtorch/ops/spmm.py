@@ -17,6 +17,7 @@ import torch
 
 from slimtorch import _native, reference
 from slimtorch.ops._checks import FLOAT_DTYPES, check_float_tensor, check_tensor
+from slimtorch.ops.quantize import choose_qparams, quantize
 
 __all__ = ["SparseWeight", "sparse_linear"]
 
@@ -266,7 +267,7 @@ class SparseWeight:
         col_idx = col_idx.to(index_dtype)
         picked = weight[rows, cols]
         if values_dtype == torch.int8:
-            values, row_scales = _quantize_rows_int8(weight, rows, picked)
+            values, row_scales = _quantize_rows_int8(weight, keep)
         else:
             values, row_scales = picked.to(values_dtype), None
         return cls(row_ptr, col_idx, values, row_scales, in_features)
@@ -311,23 +312,20 @@ def _column_bitmap(row_ptr: torch.Tensor, cols: torch.Tensor, rows: int, in_feat
     return torch.where(flat >= 32768, flat - 65536, flat).to(torch.int16).reshape(rows, blocks)
 
 
-def _quantize_rows_int8(
-    weight: torch.Tensor, rows: torch.Tensor, picked: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-row int8 of the kept values.
-
-    TEMPORARY: replace with ``slimtorch.ops.choose_qparams`` / ``quantize``
-    (branch ``quantize``) once merged. Same conventions as DESIGN.md:
-    ``q = clamp(round_half_even(w * (1 / scale)), -127, 127)``, scale =
-    ``max|w_row| / 127``, an all-zero row gets a tiny positive scale.
-    """
-    amax = weight.float().abs().amax(dim=1) if weight.shape[1] else weight.new_zeros(weight.shape[0], dtype=torch.float32)
-    if not bool(torch.isfinite(amax).all()):
+def _quantize_rows_int8(weight: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-row int8 of the kept values, by the project's
+    quantize ops (``choose_qparams``/``quantize`` along axis 0: scale =
+    ``max|w_row| / 127``, zero point 0, round half to even; an all-zero row
+    gets scale 2**-23). Returns the int8 values where ``keep`` (row-major,
+    the order of ``keep.nonzero()``) and the float32 row scales."""
+    if weight.numel() and not bool(torch.isfinite(weight).all()):
         raise ValueError("weight: int8 values need a finite weight (found NaN or Inf)")
-    scales = torch.where(amax > 0, amax / 127.0, torch.full_like(amax, torch.finfo(torch.float32).tiny))
-    inverse = 1.0 / scales
-    q = torch.round(picked.float() * inverse[rows]).clamp_(-127, 127).to(torch.int8)
-    return q, scales.float()
+    if weight.numel() == 0:
+        scales = torch.full((weight.shape[0],), torch.finfo(torch.float32).eps, device=weight.device)
+        return torch.empty(0, dtype=torch.int8, device=weight.device), scales
+    scales, zero_points = choose_qparams(weight, axis=0, symmetric=True)
+    q = quantize(weight, scales, zero_points, axis=0)
+    return q[keep], scales.float().contiguous()
 
 
 # ---- public API ----------------------------------------------------------------

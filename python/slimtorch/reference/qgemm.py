@@ -2,15 +2,20 @@
 times per-row asymmetric uint8 activations (dynamic, static) or float
 activations (weight-only).
 
-Conventions (DESIGN.md): quantize is ``clamp(round_half_even(x * (1/scale)) +
-zero_point, qmin, qmax)`` with the float32 reciprocal multiply.
+Quantization follows the ``quantize`` op family (:mod:`slimtorch.reference.quantize`,
+whose ``choose_qparams`` / ``quantize`` this module calls):
 
-* Weights, per output channel n: ``scale[n] = max(max|w[n]| / 127, FLT_MIN)``,
-  ``q = clamp(round(w * (1/scale)), -127, 127)`` (symmetric, zero point 0).
-* Activations (dynamic), per row: ``lo = min(0, min x)``, ``hi = max(0, max x)``,
-  ``scale = max(hi/255 - lo/255, FLT_MIN)``, ``zp = clamp(round(-lo * (1/scale)), 0, 255)``,
-  ``a = clamp(round(x * (1/scale)) + zp, 0, 255)`` as uint8. A row holding NaN
-  or +/-Inf gets scale NaN, zero point 0 and a = 0, so its output row is NaN.
+* Weights, per output channel: ``choose_qparams`` symmetric int8 (scale
+  ``max(max|w[n]| / 127, eps)``, zero point 0), then per-channel ``quantize``
+  (``rint(float32(w * (1/scale)))``, values in [-127, 127]).
+* Activations (dynamic), per row: ``choose_qparams`` asymmetric uint8 of the row
+  (``lo = min(0, min x)``, ``hi = max(0, max x)``, scale ``max((hi - lo) / 255, eps)``,
+  zero point ``clamp(-round(lo / scale), 0, 255)``), then per-channel ``quantize``
+  along the rows: ``clamp(rint(float32(float32(x * (1/scale)) + zp)), 0, 255)``.
+  A row holding NaN or +/-Inf gets scale NaN, zero point 0 and a = 0, so its
+  output row is NaN (``choose_qparams`` itself rejects such input).
+* Activations (static): per-tensor ``quantize`` with the given scale and zero
+  point (one rounding of ``fma(x, 1/scale, zp)``, as ``torch.quantize_per_tensor``).
 * ``acc = a @ q.T`` exactly in int32; the epilogue is
   ``y = float(acc - zp * colsum) * (a_scale * w_scale) + bias`` with
   ``colsum[n] = sum_k q[n, k]``.
@@ -22,23 +27,26 @@ import math
 
 import torch
 
+from slimtorch.reference.quantize import qparams_from_range
+from slimtorch.reference.quantize import quantize as quantize_affine
+
 FLT_MIN = torch.finfo(torch.float32).tiny
 BLOCK_N = 16  # output channels per packed block
 GROUP_K = 4  # k values per 32-bit lane (vpdpbusd)
 
 
-def _round_clamp(v: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    # torch.round is round-half-to-even.
-    return torch.round(v.nan_to_num(nan=0.0)).clamp(lo, hi)
+def _row_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if x.shape[-1] == 0:
+        zero = x.new_zeros(x.shape[:-1])
+        return zero, zero
+    return x.amin(dim=-1), x.amax(dim=-1)
 
 
 def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel symmetric int8: (q int8 [N, K], scale float32 [N])."""
     w = weight.detach().float()
-    amax = w.abs().amax(dim=1) if w.shape[1] > 0 else w.new_zeros(w.shape[0])
-    scale = (amax / 127).clamp_min(FLT_MIN)
-    q = _round_clamp(w * (1.0 / scale)[:, None], -127, 127).to(torch.int8)
-    return q, scale
+    scale, zero_point = qparams_from_range(*_row_range(w), True, torch.int8)
+    return quantize_affine(w, scale, zero_point, 0, torch.int8), scale
 
 
 def pack_weight(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,40 +67,35 @@ def unpack_weight(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
     return full[:n, :k]
 
 
+def _mark_non_finite(x, a, scale, zp):
+    finite = torch.isfinite(x).all(dim=-1)
+    a = torch.where(finite[..., None], a, torch.zeros((), dtype=a.dtype))
+    scale = torch.where(finite, scale, torch.full((), float("nan")))
+    zp = torch.where(finite, zp, torch.zeros((), dtype=zp.dtype))
+    return a, scale, zp
+
+
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-row asymmetric uint8 of x [..., K]: (a uint8 [..., K], scale float32 [...],
     zero_point int32 [...])."""
     x = x.float()
-    finite = torch.isfinite(x).all(dim=-1)
-    if x.shape[-1] > 0:
-        lo = x.amin(dim=-1).clamp_max(0.0)
-        hi = x.amax(dim=-1).clamp_min(0.0)
-    else:
-        lo = hi = x.new_zeros(x.shape[:-1])
-    scale = (hi / 255 - lo / 255).clamp_min(FLT_MIN)
-    inv = 1.0 / scale
-    zp = _round_clamp(-lo * inv, 0, 255)
-    a = _round_clamp(x * inv[..., None], -512, 512)
-    a = (a + zp[..., None]).clamp(0, 255)
-    zero = torch.zeros((), dtype=x.dtype)
-    a = torch.where(finite[..., None], a, zero).to(torch.uint8)
-    scale = torch.where(finite, scale, torch.full((), float("nan")))
-    zp = torch.where(finite, zp, zero).to(torch.int32)
-    return a, scale, zp
+    rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+    lo, hi = _row_range(rows.nan_to_num(0.0, 0.0, 0.0))  # non-finite rows are replaced below
+    scale, zp = qparams_from_range(lo, hi, False, torch.uint8)
+    a = quantize_affine(rows, scale, zp, 0, torch.uint8)
+    a, scale, zp = _mark_non_finite(rows, a, scale, zp)
+    return a.reshape(x.shape), scale.reshape(x.shape[:-1]), zp.reshape(x.shape[:-1])
 
 
 def quantize_rows_static(x: torch.Tensor, x_scale: float, x_zero_point: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows quantized with a given per-tensor scale and zero point; same output
-    as :func:`quantize_rows` (non-finite rows: scale NaN, zero point 0, a = 0)."""
+    """Rows quantized per tensor with the given scale and zero point; same
+    outputs as :func:`quantize_rows` (non-finite rows: scale NaN, zero point 0, a = 0)."""
     x = x.float()
-    finite = torch.isfinite(x).all(dim=-1)
     scale = torch.tensor(x_scale, dtype=torch.float32)
-    inv = 1.0 / scale
-    a = (_round_clamp(x * inv, -512, 512) + x_zero_point).clamp(0, 255)
-    a = torch.where(finite[..., None], a, torch.zeros(())).to(torch.uint8)
-    scales = torch.where(finite, scale, torch.full((), float("nan")))
-    zp = torch.where(finite, torch.tensor(x_zero_point, dtype=torch.int32), torch.zeros((), dtype=torch.int32))
-    return a, scales, zp
+    zp = torch.tensor(x_zero_point, dtype=torch.int32)
+    a = quantize_affine(x, scale, zp, None, torch.uint8)
+    lead = x.shape[:-1]
+    return _mark_non_finite(x, a, scale.expand(lead), zp.expand(lead))
 
 
 def qgemm_s32(a: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
