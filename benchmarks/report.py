@@ -39,7 +39,9 @@ def load(path: Path) -> dict[Key, dict[str, float]]:
         info = bench.get("extra_info", {})
         if "impl" not in info:
             continue
-        key = (info.get("suite", ""), str(info.get("shape", "")), int(info.get("batch", 0)), info.get("sparsity"))
+        # Op benchmarks name an op and a size instead of a shape.
+        shape = info.get("shape", " ".join(str(info[k]) for k in ("op", "n") if k in info))
+        key = (info.get("suite", ""), str(shape), int(info.get("batch", 0)), info.get("sparsity"))
         groups[key][info["impl"]] = float(bench["stats"]["median"])
     return groups
 
