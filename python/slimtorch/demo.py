@@ -10,6 +10,7 @@ functions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -198,14 +199,15 @@ def run(*, teacher_epochs: int = 20, student_epochs: int = 20, seed: int = 0,
 
 def prune_student(dense: nn.Module, teacher: nn.Module | None, data: DigitsData, *, final_sparsity: float,
                   epochs: int, seed: int = 0, temperature: float = 4.0, alpha: float = 0.5,
-                  lr: float = 1e-3) -> tuple[nn.Module, list[tuple[float, float]]]:
+                  lr: float = 1e-3, scope: str = "global") -> tuple[nn.Module, list[tuple[float, float]]]:
     """Prunes a copy of the trained ``dense`` student gradually (AGP, global
     magnitude) to ``final_sparsity`` while training it for ``epochs`` epochs:
     with :class:`~slimtorch.distill.KDLoss` from ``teacher``, or with plain
     cross-entropy when ``teacher`` is None (the same schedule and optimizer).
 
-    The sparsity ramps up over the first 60% of the steps; the rest
-    fine-tunes at the final sparsity. Returns the pruned student (masks still
+    The sparsity ramps up over the first 60% of the steps at a constant
+    learning rate; the rest fine-tunes at the final sparsity while the
+    learning rate decays to 0 along a cosine. Returns the pruned student (masks still
     attached, eval mode) and the curve ``[(sparsity, test accuracy)]`` after
     every epoch.
     """
@@ -217,10 +219,13 @@ def prune_student(dense: nn.Module, teacher: nn.Module | None, data: DigitsData,
     epochs = _check_positive_int("epochs", epochs)
     student = copy.deepcopy(dense).train()
     steps = epochs * len(data.train_loader)
-    schedule = AGPSchedule(final_sparsity, 0, max(1, int(0.6 * steps)), every=max(1, len(data.train_loader) // 2))
-    prune_(student, schedule, scope="global")
+    ramp = max(1, int(0.6 * steps))
+    schedule = AGPSchedule(final_sparsity, 0, ramp, every=max(1, len(data.train_loader) // 2))
+    prune_(student, schedule, scope=scope)
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(student.parameters(), lr=lr)
+    decay = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 1.0 if step < ramp else 0.5 * (1 + math.cos(math.pi * (step - ramp) / max(1, steps - ramp))))
     kd = KDLoss(temperature, alpha) if teacher is not None else None
     curve: list[tuple[float, float]] = []
     for _ in range(epochs):
@@ -236,6 +241,7 @@ def prune_student(dense: nn.Module, teacher: nn.Module | None, data: DigitsData,
                 loss = kd(logits, teacher_logits, y)
             loss.backward()
             optimizer.step()
+            decay.step()
             schedule.step()
         curve.append((schedule.current_sparsity, evaluate_accuracy(student, data.test_loader)))
     return student.eval(), curve
