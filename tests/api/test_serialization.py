@@ -201,7 +201,8 @@ def test_sparse_int8_roundtrip_is_exact_and_compact(tmp_path, in_features):
     assert meta["version"] == 2 and isinstance(meta["sha256"], str)
     assert stored["0.row_ptr"].dtype == torch.uint8 and stored["0.row_ptr"].numel() == 32  # per-row counts
     assert torch.equal(stored["0.row_ptr"].long(), want["0.row_ptr"].diff())
-    assert stored["0.col_idx"].dtype == (torch.uint8 if in_features <= 256 else torch.int16)
+    assert stored["0.col_idx"].dtype == torch.uint8  # as is (< 256 columns), or as in-row deltas
+    assert meta["encoded"]["0.col_idx"][0] == ("narrow" if in_features <= 256 else "row_deltas")
     nonempty = want["0.row_ptr"].diff() > 0
     assert not nonempty.all() and torch.equal(stored["0.row_scales"], want["0.row_scales"][nonempty])
     assert meta["encoded"]["0.row_scales"][0] == "nonempty_rows"
@@ -229,6 +230,7 @@ def test_corrupt_encoding_rejected(tmp_path):
 
     for how, edit in (("bad kind", lambda m: m["encoded"]["0.row_ptr"].__setitem__(0, "zip")),
                       ("bad shape", lambda m: m["encoded"]["0.col_idx"].__setitem__(2, [3])),
+                      ("bad rows", lambda m: m["encoded"]["0.row_scales"].__setitem__(3, "4.row_ptr")),
                       ("bad dtype", lambda m: m["encoded"]["0.row_ptr"].__setitem__(1, "nothing"))):
         bad = json.loads(json.dumps(meta))
         edit(bad)
@@ -252,3 +254,37 @@ def test_version_1_files_still_load(tmp_path):
     slimtorch.load_(fresh, path)
     x = torch.randn(3, 12)
     assert torch.equal(fresh(x), model(x))
+
+
+def test_row_deltas_fall_back_when_a_gap_exceeds_255(tmp_path):
+    from slimtorch.nn import SparseLinear
+
+    dense = nn.Linear(1000, 4)
+    with torch.no_grad():
+        dense.weight.zero_()
+        dense.weight[0, [3, 700]] = 1.0  # gap 697: deltas do not fit uint8
+        dense.weight[1, 999] = 2.0
+        dense.weight[3, [0, 1, 255, 510]] = 3.0
+    model = nn.Sequential(SparseLinear.from_dense(dense))
+    path = tmp_path / "gap.safetensors"
+    slimtorch.save(model, path)
+    meta = json.loads(safetensors.safe_open(path, "pt").metadata()["slimtorch"])
+    assert "0.col_idx" not in meta["encoded"]
+    fresh = nn.Sequential(nn.Linear(1000, 4))
+    slimtorch.load_(fresh, path)
+    assert torch.equal(fresh[0].col_idx, model[0].col_idx)
+    with torch.no_grad():
+        dense.weight[0, 700] = 0.0
+    model = nn.Sequential(SparseLinear.from_dense(dense))  # every gap and first column now <= 255... except 999
+    slimtorch.save(model, path)
+    slimtorch.load_(fresh, path)
+    assert torch.equal(fresh[0].col_idx, model[0].col_idx)
+    with torch.no_grad():
+        dense.weight[1, 999] = 0.0
+        dense.weight[1, 200] = 2.0
+    model = nn.Sequential(SparseLinear.from_dense(dense))
+    slimtorch.save(model, path)
+    meta = json.loads(safetensors.safe_open(path, "pt").metadata()["slimtorch"])
+    assert meta["encoded"]["0.col_idx"][0] == "row_deltas"
+    slimtorch.load_(fresh, path)
+    assert torch.equal(fresh[0].col_idx, model[0].col_idx) and fresh[0].col_idx.dtype == torch.int16

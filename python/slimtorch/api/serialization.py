@@ -31,7 +31,9 @@ Version 2 stores derivable or narrower data compactly (the in-memory tensors
 are rebuilt exactly on load; nothing lossy): ``"counts"`` — a ``row_ptr``
 (compressed-row offsets, starting at 0) as its per-row counts; ``"narrow"`` —
 an integer tensor (counts, column indices) in the narrowest of uint8 / int16 /
-int32 that holds its values; ``"nonempty_rows"`` — int8 row scales of a
+int32 that holds its values; ``"row_deltas"`` — column indices, when they do
+not fit in uint8 themselves, as uint8 differences from the previous column of
+the same row (the first of a row: the column itself); ``"nonempty_rows"`` — int8 row scales of a
 ``SparseLinear`` stored for rows holding nonzeros only (an empty row's scale
 is the fixed ``finfo(float32).tiny`` that packing gives it).
 
@@ -124,16 +126,28 @@ def _encode_sparse_linear(prefix: str, tensors: dict[str, torch.Tensor], encoded
     encoded[row_ptr_key] = ["counts", str(row_ptr.dtype).removeprefix("torch."), list(row_ptr.shape)]
     tensors[row_ptr_key] = _narrow(counts)
     col = tensors.get(col_key)
-    if col is not None and not col.is_floating_point():
-        narrow = _narrow(col)
-        if narrow.dtype != col.dtype:
-            encoded[col_key] = ["narrow", str(col.dtype).removeprefix("torch."), list(col.shape)]
-            tensors[col_key] = narrow
+    if col is None or col.is_floating_point() or col.shape != (int(row_ptr[-1]),):
+        return
+    dtype_name = str(col.dtype).removeprefix("torch.")
+    narrow = _narrow(col)
+    if narrow.dtype == torch.uint8:
+        encoded[col_key] = ["narrow", dtype_name, list(col.shape)]
+        tensors[col_key] = narrow
+        return
+    wide = col.to(torch.int64)
+    deltas = wide - torch.cat([wide.new_zeros(1), wide[:-1]])
+    deltas[row_ptr[:-1][counts > 0]] = wide[row_ptr[:-1][counts > 0]]  # a row starts from column 0
+    if col.numel() and int(wide.min()) >= 0 and 0 <= int(deltas.min()) and int(deltas.max()) <= 255:
+        encoded[col_key] = ["row_deltas", dtype_name, list(col.shape), row_ptr_key]
+        tensors[col_key] = deltas.to(torch.uint8)
+    elif narrow.dtype != col.dtype:
+        encoded[col_key] = ["narrow", dtype_name, list(col.shape)]
+        tensors[col_key] = narrow
 
 
 def _decode(tensors: dict[str, torch.Tensor], encoded: dict[str, list]) -> None:
     """Undoes :func:`_encode_sparse_linear` (row offsets first: scales need them)."""
-    for key in sorted(encoded, key=lambda k: encoded[k][0] == "nonempty_rows"):
+    for key in sorted(encoded, key=lambda k: encoded[k][0] in ("nonempty_rows", "row_deltas")):
         how, dtype_name, shape, *extra = encoded[key]
         dtype = getattr(torch, str(dtype_name), None)
         if not isinstance(dtype, torch.dtype) or key not in tensors:
@@ -145,6 +159,14 @@ def _decode(tensors: dict[str, torch.Tensor], encoded: dict[str, list]) -> None:
             value = value.to(dtype)
         elif how == "narrow":
             value = stored.to(dtype)
+        elif how == "row_deltas" and len(extra) == 1 and extra[0] in tensors:
+            row_ptr = tensors[extra[0]]
+            if row_ptr.dim() != 1 or row_ptr.numel() < 1 or int(row_ptr[-1]) != stored.numel():
+                raise ValueError(f"encoding of {key!r} does not match its row offsets")
+            running = torch.cumsum(stored.to(torch.int64), 0)
+            before_row = torch.cat([running.new_zeros(1), running])[row_ptr[:-1]]  # sum up to each row's start
+            rows = torch.repeat_interleave(torch.arange(row_ptr.numel() - 1), row_ptr.diff())
+            value = (running - before_row[rows]).to(dtype)
         elif how == "nonempty_rows" and len(extra) == 1 and extra[0] in tensors:
             rows = tensors[extra[0]].diff() != 0
             if int(rows.sum()) != stored.numel():
