@@ -133,4 +133,4 @@ def test_bench_arguments(capsys, monkeypatch):
 
 def test_demo_arguments():
     args = cli.build_parser().parse_args(["demo"])
-    assert (args.out, args.sparsity, args.seeds, args.quick) == ("slimtorch-demo", 0.95, 3, False)
+    assert (args.out, args.sparsity, args.seeds, args.quick) == ("slimtorch-demo", 0.95, 5, False)

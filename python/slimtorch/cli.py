@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="slimtorch-demo", help="output directory (default: %(default)s)")
     demo.add_argument("--sparsity", type=float, default=0.95, help="final sparsity (default: %(default)s)")
-    demo.add_argument("--seeds", type=int, default=3, help="seeds for the distillation comparison "
+    demo.add_argument("--seeds", type=int, default=5, help="seeds for the distillation comparison "
                       "(default: %(default)s)")
     demo.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="tiny settings (seconds; for testing the pipeline)")

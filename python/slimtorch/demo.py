@@ -354,9 +354,9 @@ def _plot(curves: dict[str, list[tuple[float, float]]], path: str) -> None:
     plt.close(fig)
 
 
-def run_demo(out_dir: str = "slimtorch-demo", *, final_sparsity: float = 0.95, seeds: int = 3,
+def run_demo(out_dir: str = "slimtorch-demo", *, final_sparsity: float = 0.95, seeds: int = 5,
              teacher_epochs: int = 30, student_epochs: int = 30, prune_epochs: int = 40,
-             temperature: float = 2.0, alpha: float = 0.8, latency_repeats: int = 15,
+             temperature: float = 1.0, alpha: float = 0.5, prune_lr: float = 3e-3, latency_repeats: int = 15,
              log: Any = print) -> DemoResult:
     """The ``slimtorch demo`` pipeline; writes into ``out_dir``:
     ``dense_student.safetensors`` (fp32 weights), ``student_sparse_fp32.safetensors``,
@@ -398,7 +398,7 @@ def run_demo(out_dir: str = "slimtorch-demo", *, final_sparsity: float = 0.95, s
             log(f"pruning to {100 * final_sparsity:.0f}% sparsity, {label}, seed {seed}")
             pruned, curve = prune_student(dense, teacher_or_none, data, final_sparsity=final_sparsity,
                                           epochs=prune_epochs, seed=seed, temperature=temperature,
-                                          alpha=alpha)
+                                          alpha=alpha, lr=prune_lr)
             accs.append(curve[-1][1])
             if seed == 0:
                 curves[label] = [(0.0, evaluate_accuracy(dense, data.test_loader)), *curve]
