@@ -89,7 +89,7 @@ def _bench(args: argparse.Namespace) -> int:
         json_path = out / f"bench_{suite}.json"
         command = [sys.executable, "-m", "pytest", *(str(directory / f) for f in files), "-c", os.devnull,
                    f"--rootdir={directory}", "-p", "no:cacheprovider", "-q", "--benchmark-enable",
-                   f"--benchmark-json={json_path}"]
+                   f"--benchmark-json={json_path}", "--benchmark-columns=median,rounds"]
         if args.quick:
             command += ["--benchmark-max-time=0.05", "--benchmark-min-rounds=3"]
         print(f"running {suite} benchmarks: {', '.join(files)}", flush=True)
@@ -101,7 +101,8 @@ def _bench(args: argparse.Namespace) -> int:
         markdown = report.table(groups, baseline, [])
         (out / f"bench_{suite}.md").write_text(markdown)
         png = out / f"bench_{suite}.png"
-        plotted = report.plot(groups, baseline, png) or report.plot_by_batch(groups, baseline, png)
+        plotted = (report.plot(groups, baseline, png) or report.plot_by_batch(groups, baseline, png)
+                   or report.plot_ratios(groups, baseline, png))
         print(f"\n{suite}: ratios against {baseline!r} (x > 1: slimtorch faster)\n")
         print(markdown)
         print(f"wrote {out / f'bench_{suite}.md'}" + (f" and {png}" if plotted else ""))

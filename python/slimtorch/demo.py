@@ -346,7 +346,7 @@ def _plot(curves: dict[str, list[tuple[float, float]]], path: str) -> None:
         ax.plot([100 * s for s, _ in curve], [100 * a for _, a in curve], marker="o", markersize=3, label=label)
     ax.set_xlabel("sparsity (%)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("LeNet-300-100 student on digits: accuracy vs sparsity")
+    ax.set_title("LeNet-300-100 student on digits: accuracy during gradual pruning")
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
