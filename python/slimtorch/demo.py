@@ -3,9 +3,11 @@
 scikit-learn's 8x8 handwritten digits (1797 images, 64 features, 10 classes),
 split deterministically into train/val/test; a teacher MLP trained with plain
 cross-entropy; a LeNet-300-100-shaped student (64-300-100-10) distilled from
-it with :class:`slimtorch.distill.Distiller`. Pruning, quantization, the
-native kernels and saving are wired in by the ``demo`` command on top of these
-functions.
+it with :class:`slimtorch.distill.Distiller`; and :func:`run_demo`, the
+``slimtorch demo`` pipeline: a CNN teacher (:func:`teacher_cnn`), gradual
+pruning of the trained dense student with and without distillation over
+several seeds (:func:`prune_student`), int8 ``SparseLinear`` kernel layers
+(:func:`to_kernel_layers`), save / load back, and the table and plot.
 """
 
 from __future__ import annotations
