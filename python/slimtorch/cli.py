@@ -42,7 +42,8 @@ def _demo(args: argparse.Namespace) -> int:
         settings = dict(seeds=1, teacher_epochs=2, student_epochs=2, prune_epochs=2, latency_repeats=3)
     else:
         settings = dict(seeds=args.seeds)
-    result = run_demo(args.out, final_sparsity=args.sparsity, **settings)
+    result = run_demo(args.out, final_sparsity=args.sparsity, temperature=args.temperature, alpha=args.alpha,
+                      **settings)
     print()
     print(result.table())
     print(f"\nwrote {', '.join(result.files.values())}")
@@ -197,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--sparsity", type=float, default=0.95, help="final sparsity (default: %(default)s)")
     demo.add_argument("--seeds", type=int, default=5, help="seeds for the distillation comparison "
                       "(default: %(default)s)")
+    demo.add_argument("--temperature", type=float, default=1.0, help="distillation temperature "
+                      "(default: %(default)s)")
+    demo.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label term in the "
+                      "distillation loss (default: %(default)s)")
     demo.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="tiny settings (seconds; for testing the pipeline)")
     demo.set_defaults(run=_demo)
