@@ -134,3 +134,10 @@ def test_bench_arguments(capsys, monkeypatch):
 def test_demo_arguments():
     args = cli.build_parser().parse_args(["demo"])
     assert (args.out, args.sparsity, args.seeds, args.quick) == ("slimtorch-demo", 0.95, 5, False)
+
+
+@pytest.mark.parametrize("bad", [["--sparsity", "1.5"], ["--alpha", "-0.1"], ["--temperature", "0"],
+                                 ["--seeds", "0"], ["--threads", "0"]])
+def test_demo_rejects_out_of_range_arguments(bad, capsys, tmp_path):
+    message = _one_line_error(capsys, ["demo", "--out", str(tmp_path), *bad])
+    assert bad[0] in message

@@ -36,6 +36,11 @@ def _demo(args: argparse.Namespace) -> int:
 
     from slimtorch.demo import run_demo
 
+    for name, ok in (("--sparsity", 0 <= args.sparsity <= 1), ("--alpha", 0 <= args.alpha <= 1),
+                     ("--temperature", args.temperature > 0), ("--seeds", args.seeds >= 1),
+                     ("--threads", args.threads >= 1)):
+        if not ok:
+            raise CLIError(f"demo: {name} is out of range (see slimtorch demo --help)")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     if args.quick:
