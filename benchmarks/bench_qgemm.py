@@ -15,6 +15,7 @@ torch without fbgemm) are skipped. Every call runs under torch.no_grad().
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 
@@ -26,6 +27,8 @@ from slimtorch.nn import Int8Linear
 
 SHAPES = [(768, 3072), (3072, 768), (4096, 4096)]
 BATCHES = [1, 16, 128]
+if os.environ.get("SLIMTORCH_BENCH_QUICK", "") not in ("", "0"):  # slimtorch bench --quick
+    SHAPES, BATCHES = [(768, 3072)], [1, 128]
 IMPLS = ["dense", "slimtorch_dynamic", "slimtorch_weight_only", "fbgemm", "torchao_wo", "torchao_dyn"]
 
 _cache: dict = {}

@@ -15,12 +15,16 @@ prints the ratios directly.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from slimtorch import ops
 
 SIZES = [1 << 20, 16 << 20, 64 << 20]
+if os.environ.get("SLIMTORCH_BENCH_QUICK", "") not in ("", "0"):  # slimtorch bench --quick
+    SIZES = [1 << 20]
 ROUNDS = {1 << 20: 30, 16 << 20: 8, 64 << 20: 3}  # keep the 64M cases to seconds
 CHANNELS = 1024  # per-channel cases: a [n / 1024, 1024] weight, quantized per row (axis 0)
 

@@ -9,12 +9,16 @@ into one tensor (the concatenation is not timed, which favours torch).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from slimtorch import ops
 
 SIZES = {"1M": 1 << 20, "16M": 1 << 24, "64M": 1 << 26}
+if os.environ.get("SLIMTORCH_BENCH_QUICK", "") not in ("", "0"):  # slimtorch bench --quick
+    SIZES = {"1M": 1 << 20}
 SPARSITY = 0.5
 # Split fractions: four "layers" of different sizes.
 SPLIT = (0.4, 0.3, 0.2, 0.1)

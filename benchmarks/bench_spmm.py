@@ -31,6 +31,8 @@ FULL = os.environ.get("SLIMTORCH_BENCH_FULL", "") not in ("", "0")
 SHAPES = [(768, 3072), (3072, 768), (4096, 4096)] if FULL else [(4096, 4096)]
 SPARSITIES = [0.5, 0.7, 0.8, 0.9, 0.95]
 BATCHES = [1, 16, 128]
+if os.environ.get("SLIMTORCH_BENCH_QUICK", "") not in ("", "0"):  # slimtorch bench --quick
+    SHAPES, SPARSITIES, BATCHES = [(768, 3072)], [0.9, 0.95], [1, 128]
 
 
 @pytest.fixture(autouse=True)

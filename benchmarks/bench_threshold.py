@@ -6,12 +6,16 @@ start from the same cache state.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from slimtorch import ops
 
 SIZES = {"1M": 1 << 20, "16M": 1 << 24, "64M": 1 << 26}
+if os.environ.get("SLIMTORCH_BENCH_QUICK", "") not in ("", "0"):  # slimtorch bench --quick
+    SIZES = {"1M": 1 << 20}
 THRESHOLD = 0.5  # prunes ~38% of standard-normal weights
 
 

@@ -39,7 +39,9 @@ def load(path: Path) -> dict[Key, dict[str, float]]:
         info = bench.get("extra_info", {})
         if "impl" not in info:
             continue
-        key = (info.get("suite", ""), str(info.get("shape", "")), int(info.get("batch", 0)), info.get("sparsity"))
+        # Op benchmarks name an op and a size instead of a shape.
+        shape = info.get("shape", " ".join(str(info[k]) for k in ("op", "n") if k in info))
+        key = (info.get("suite", ""), str(shape), int(info.get("batch", 0)), info.get("sparsity"))
         groups[key][info["impl"]] = float(bench["stats"]["median"])
     return groups
 
@@ -156,6 +158,30 @@ def plot_by_batch(groups, baseline: str, path: Path) -> bool:
     return True
 
 
+def plot_ratios(groups, baseline: str, path: Path) -> bool:
+    """Bar chart of every impl's speedup per case (suites with neither
+    sparsities nor several batch sizes, e.g. the ops); False if nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [(f"{key[1]} ({impl})", base / t) for key, times in sorted(groups.items(), key=lambda kv: str(kv[0]))
+            if (base := times.get(baseline)) for impl, t in sorted(times.items()) if impl != baseline]
+    if not bars:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(bars) + 1.2))
+    ax.barh([b[0] for b in bars], [b[1] for b in bars])
+    ax.axvline(1.0, color="gray", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"speedup vs {baseline}")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", type=Path, help="pytest-benchmark --benchmark-json output")
@@ -170,8 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     present = {impl for g in groups.values() for impl in g}
     markdown = table(groups, args.baseline, [a for a in args.also if a != args.baseline and a in present])
     args.out.with_suffix(".md").write_text(markdown)
-    plotted = plot(groups, args.baseline, args.out.with_suffix(".png")) or plot_by_batch(
-        groups, args.baseline, args.out.with_suffix(".png"))
+    plotted = (plot(groups, args.baseline, args.out.with_suffix(".png"))
+               or plot_by_batch(groups, args.baseline, args.out.with_suffix(".png"))
+               or plot_ratios(groups, args.baseline, args.out.with_suffix(".png")))
     print(markdown)
     print(f"wrote {args.out.with_suffix('.md')}" + (f" and {args.out.with_suffix('.png')}" if plotted else ""))
 

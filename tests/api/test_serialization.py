@@ -49,7 +49,7 @@ def test_pruned_roundtrip_into_fresh_model(tmp_path):
     masks = sum(weight_mask(m).numel() for m in model if is_pruned(m))
     assert os.path.getsize(path) < tensor_bytes(model) - masks + masks // 8 + 4096
     meta = json.loads(safetensors.safe_open(path, "pt").metadata()["slimtorch"])
-    assert meta["version"] == 1 and set(meta["pruned"]) == {"0", "2", "4"}
+    assert meta["version"] == slimtorch.api.serialization.FORMAT_VERSION and set(meta["pruned"]) == {"0", "2", "4"}
     # loading into the same (already pruned) model works too
     slimtorch.load_(model, path)
     assert torch.equal(model(x), fresh(x))
@@ -164,3 +164,127 @@ def test_bad_arguments(tmp_path):
         slimtorch.load_(None, tmp_path / "x")
     with pytest.raises(ValueError, match="^path"):
         slimtorch.save(make_mlp(), tmp_path / "no" / "dir" / "x.safetensors")
+
+
+# ---- version 2: compact, lossless encoding of SparseLinear's packed tensors ----------
+
+
+def _sparse_int8_mlp(in_features: int = 12) -> nn.Sequential:
+    """Three SparseLinear int8 layers with empty rows (rows 0 and 5 of each)."""
+    from slimtorch.nn import SparseLinear
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(in_features, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+    for i in (0, 2, 4):
+        with torch.no_grad():
+            model[i].weight[[0, 2 if i == 4 else 5]] = 0
+        model[i] = SparseLinear.from_dense(model[i], sparsity=0.8, values_dtype=torch.int8)
+    return model
+
+
+@pytest.mark.parametrize("in_features", [12, 300])  # uint8 column indices, and int16 ones (>= 256)
+def test_sparse_int8_roundtrip_is_exact_and_compact(tmp_path, in_features):
+    model = _sparse_int8_mlp(in_features)
+    path = tmp_path / "sparse.safetensors"
+    slimtorch.save(model, path)
+    fresh = nn.Sequential(nn.Linear(in_features, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+    slimtorch.load_(fresh, path)
+    want, got = model.state_dict(), fresh.state_dict()
+    assert want.keys() == got.keys()
+    for key in want:  # the in-memory packed layout is rebuilt exactly
+        assert want[key].dtype == got[key].dtype and torch.equal(want[key], got[key]), key
+    x = torch.randn(5, in_features)
+    assert torch.equal(fresh(x), model(x))
+    with safetensors.safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["slimtorch"])
+        stored = {k: f.get_tensor(k) for k in f.keys()}
+    assert meta["version"] == 2 and isinstance(meta["sha256"], str)
+    assert stored["0.row_ptr"].dtype == torch.uint8 and stored["0.row_ptr"].numel() == 32  # per-row counts
+    assert torch.equal(stored["0.row_ptr"].long(), want["0.row_ptr"].diff())
+    assert stored["0.col_idx"].dtype == torch.uint8  # as is (< 256 columns), or as in-row deltas
+    assert meta["encoded"]["0.col_idx"][0] == ("narrow" if in_features <= 256 else "row_deltas")
+    nonempty = want["0.row_ptr"].diff() > 0
+    assert not nonempty.all() and torch.equal(stored["0.row_scales"], want["0.row_scales"][nonempty])
+    assert meta["encoded"]["0.row_scales"][0] == "nonempty_rows"
+
+
+def test_sparse_encoding_skipped_when_not_derivable(tmp_path):
+    model = _sparse_int8_mlp()
+    model[0].row_scales[0] = 0.5  # an empty row with a non-default scale must be stored as it is
+    path = tmp_path / "s.safetensors"
+    slimtorch.save(model, path)
+    fresh = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+    slimtorch.load_(fresh, path)
+    assert torch.equal(fresh[0].row_scales, model[0].row_scales)
+    meta = json.loads(safetensors.safe_open(path, "pt").metadata()["slimtorch"])
+    assert "0.row_scales" not in meta["encoded"] and "2.row_scales" in meta["encoded"]
+
+
+def test_corrupt_encoding_rejected(tmp_path):
+    path = tmp_path / "s.safetensors"
+    slimtorch.save(_sparse_int8_mlp(), path)
+    with safetensors.safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["slimtorch"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    from slimtorch.api.serialization import _checksum
+
+    for how, edit in (("bad kind", lambda m: m["encoded"]["0.row_ptr"].__setitem__(0, "zip")),
+                      ("bad shape", lambda m: m["encoded"]["0.col_idx"].__setitem__(2, [3])),
+                      ("bad rows", lambda m: m["encoded"]["0.row_scales"].__setitem__(3, "4.row_ptr")),
+                      ("bad dtype", lambda m: m["encoded"]["0.row_ptr"].__setitem__(1, "nothing"))):
+        bad = json.loads(json.dumps(meta))
+        edit(bad)
+        bad["sha256"] = _checksum(tensors)
+        broken = tmp_path / f"{how}.safetensors"
+        safetensors.torch.save_file(tensors, broken, metadata={"slimtorch": json.dumps(bad)})
+        with pytest.raises(ValueError, match="^path: .*corrupt"):
+            slimtorch.load_(make_mlp(), broken)
+
+
+def test_version_1_files_still_load(tmp_path):
+    from slimtorch.api.serialization import _sha256
+
+    model = make_mlp()
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "slimtorch", "version": 1, "layers": {}, "pruned": {}, "packed_bool": {}, "aliases": {},
+            "sha256": {k: _sha256(v) for k, v in tensors.items()}}
+    path = tmp_path / "v1.safetensors"
+    safetensors.torch.save_file(tensors, path, metadata={"slimtorch": json.dumps(meta)})
+    fresh = make_mlp(seed=4)
+    slimtorch.load_(fresh, path)
+    x = torch.randn(3, 12)
+    assert torch.equal(fresh(x), model(x))
+
+
+def test_row_deltas_fall_back_when_a_gap_exceeds_255(tmp_path):
+    from slimtorch.nn import SparseLinear
+
+    dense = nn.Linear(1000, 4)
+    with torch.no_grad():
+        dense.weight.zero_()
+        dense.weight[0, [3, 700]] = 1.0  # gap 697: deltas do not fit uint8
+        dense.weight[1, 999] = 2.0
+        dense.weight[3, [0, 1, 255, 510]] = 3.0
+    model = nn.Sequential(SparseLinear.from_dense(dense))
+    path = tmp_path / "gap.safetensors"
+    slimtorch.save(model, path)
+    meta = json.loads(safetensors.safe_open(path, "pt").metadata()["slimtorch"])
+    assert "0.col_idx" not in meta["encoded"]
+    fresh = nn.Sequential(nn.Linear(1000, 4))
+    slimtorch.load_(fresh, path)
+    assert torch.equal(fresh[0].col_idx, model[0].col_idx)
+    with torch.no_grad():
+        dense.weight[0, 700] = 0.0
+    model = nn.Sequential(SparseLinear.from_dense(dense))  # every gap and first column now <= 255... except 999
+    slimtorch.save(model, path)
+    slimtorch.load_(fresh, path)
+    assert torch.equal(fresh[0].col_idx, model[0].col_idx)
+    with torch.no_grad():
+        dense.weight[1, 999] = 0.0
+        dense.weight[1, 200] = 2.0
+    model = nn.Sequential(SparseLinear.from_dense(dense))
+    slimtorch.save(model, path)
+    meta = json.loads(safetensors.safe_open(path, "pt").metadata()["slimtorch"])
+    assert meta["encoded"]["0.col_idx"][0] == "row_deltas"
+    slimtorch.load_(fresh, path)
+    assert torch.equal(fresh[0].col_idx, model[0].col_idx) and fresh[0].col_idx.dtype == torch.int16

@@ -21,7 +21,21 @@ File format (version 1) — a plain safetensors file:
                weights, scales, quantization parameters) are the tensors
   ``pruned``   {module name: {"sparsity": fraction masked}}
   ``packed_bool`` {key: shape};  ``aliases`` {key: key stored}
-  ``sha256``   {key: hex digest of the stored bytes}
+  ``encoded``  {key: [how, dtype, shape(, row_ptr key)]} — tensors stored in a
+               smaller, lossless form (version 2; see below)
+  ``sha256``   version 1: {key: hex digest of the stored bytes}; version 2:
+               one hex digest over every stored tensor (key, dtype, shape and
+               bytes, in key order)
+
+Version 2 stores derivable or narrower data compactly (the in-memory tensors
+are rebuilt exactly on load; nothing lossy): ``"counts"`` — a ``row_ptr``
+(compressed-row offsets, starting at 0) as its per-row counts; ``"narrow"`` —
+an integer tensor (counts, column indices) in the narrowest of uint8 / int16 /
+int32 that holds its values; ``"row_deltas"`` — column indices, when they do
+not fit in uint8 themselves, as uint8 differences from the previous column of
+the same row (the first of a row: the column itself); ``"nonempty_rows"`` — int8 row scales of a
+``SparseLinear`` stored for rows holding nonzeros only (an empty row's scale
+is the fixed ``finfo(float32).tiny`` that packing gives it).
 
 Loading never unpickles and never imports anything named by the file: layer
 classes are looked up among the layer classes registered in
@@ -51,7 +65,7 @@ from slimtorch.api.pruning import WeightMask, is_pruned, weight_mask
 __all__ = ["save", "load_", "FORMAT_VERSION"]
 
 FORMAT_NAME = "slimtorch"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _META_KEY = "slimtorch"
 _MASK_KEY = "parametrizations.weight.0.mask"
 _ORIGINAL_KEY = "parametrizations.weight.original"
@@ -67,6 +81,103 @@ def _check_args(model: object, path: object) -> str:
 
 def _sha256(t: torch.Tensor) -> str:
     return hashlib.sha256(t.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        value = tensors[key]
+        digest.update(f"{key}\0{value.dtype}\0{list(value.shape)}\0".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _narrow(t: torch.Tensor) -> torch.Tensor:
+    """The integer tensor ``t`` in the narrowest dtype that holds its values."""
+    if t.numel() == 0:
+        return t.to(torch.uint8)
+    low, high = int(t.min()), int(t.max())
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        info = torch.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return t.to(dtype)
+    return t
+
+
+_EMPTY_ROW_SCALE = torch.finfo(torch.float32).tiny
+
+
+def _encode_sparse_linear(prefix: str, tensors: dict[str, torch.Tensor], encoded: dict[str, list]) -> None:
+    """Compact, lossless on-disk forms of one SparseLinear's packed tensors
+    (in place in ``tensors``; how to undo each is recorded in ``encoded``)."""
+    row_ptr_key, col_key, scales_key = prefix + "row_ptr", prefix + "col_idx", prefix + "row_scales"
+    row_ptr = tensors.get(row_ptr_key)
+    if row_ptr is None or row_ptr.dim() != 1 or row_ptr.numel() < 1 or int(row_ptr[0]) != 0:
+        return
+    counts = row_ptr.diff()
+    if bool((counts < 0).any()):
+        return
+    scales = tensors.get(scales_key)
+    if scales is not None and scales.dtype == torch.float32 and scales.shape == counts.shape:
+        empty = counts == 0
+        if bool((scales[empty] == _EMPTY_ROW_SCALE).all()):
+            encoded[scales_key] = ["nonempty_rows", "float32", list(scales.shape), row_ptr_key]
+            tensors[scales_key] = scales[~empty].contiguous()
+    encoded[row_ptr_key] = ["counts", str(row_ptr.dtype).removeprefix("torch."), list(row_ptr.shape)]
+    tensors[row_ptr_key] = _narrow(counts)
+    col = tensors.get(col_key)
+    if col is None or col.is_floating_point() or col.shape != (int(row_ptr[-1]),):
+        return
+    dtype_name = str(col.dtype).removeprefix("torch.")
+    narrow = _narrow(col)
+    if narrow.dtype == torch.uint8:
+        encoded[col_key] = ["narrow", dtype_name, list(col.shape)]
+        tensors[col_key] = narrow
+        return
+    wide = col.to(torch.int64)
+    deltas = wide - torch.cat([wide.new_zeros(1), wide[:-1]])
+    deltas[row_ptr[:-1][counts > 0]] = wide[row_ptr[:-1][counts > 0]]  # a row starts from column 0
+    if col.numel() and int(wide.min()) >= 0 and 0 <= int(deltas.min()) and int(deltas.max()) <= 255:
+        encoded[col_key] = ["row_deltas", dtype_name, list(col.shape), row_ptr_key]
+        tensors[col_key] = deltas.to(torch.uint8)
+    elif narrow.dtype != col.dtype:
+        encoded[col_key] = ["narrow", dtype_name, list(col.shape)]
+        tensors[col_key] = narrow
+
+
+def _decode(tensors: dict[str, torch.Tensor], encoded: dict[str, list]) -> None:
+    """Undoes :func:`_encode_sparse_linear` (row offsets first: scales need them)."""
+    for key in sorted(encoded, key=lambda k: encoded[k][0] in ("nonempty_rows", "row_deltas")):
+        how, dtype_name, shape, *extra = encoded[key]
+        dtype = getattr(torch, str(dtype_name), None)
+        if not isinstance(dtype, torch.dtype) or key not in tensors:
+            raise ValueError(f"encoding of {key!r} is corrupt")
+        stored = tensors[key]
+        if how == "counts":
+            value = torch.zeros(stored.numel() + 1, dtype=torch.int64)
+            torch.cumsum(stored.to(torch.int64), 0, out=value[1:])
+            value = value.to(dtype)
+        elif how == "narrow":
+            value = stored.to(dtype)
+        elif how == "row_deltas" and len(extra) == 1 and extra[0] in tensors:
+            row_ptr = tensors[extra[0]]
+            if row_ptr.dim() != 1 or row_ptr.numel() < 1 or int(row_ptr[-1]) != stored.numel():
+                raise ValueError(f"encoding of {key!r} does not match its row offsets")
+            running = torch.cumsum(stored.to(torch.int64), 0)
+            before_row = torch.cat([running.new_zeros(1), running])[row_ptr[:-1]]  # sum up to each row's start
+            rows = torch.repeat_interleave(torch.arange(row_ptr.numel() - 1), row_ptr.diff())
+            value = (running - before_row[rows]).to(dtype)
+        elif how == "nonempty_rows" and len(extra) == 1 and extra[0] in tensors:
+            rows = tensors[extra[0]].diff() != 0
+            if int(rows.sum()) != stored.numel():
+                raise ValueError(f"encoding of {key!r} does not match its row offsets")
+            value = torch.full((rows.numel(),), _EMPTY_ROW_SCALE, dtype=dtype)
+            value[rows] = stored.to(dtype)
+        else:
+            raise ValueError(f"encoding of {key!r} is corrupt ({how!r})")
+        if list(value.shape) != list(shape):
+            raise ValueError(f"encoding of {key!r} gives shape {list(value.shape)}, expected {shape}")
+        tensors[key] = value
 
 
 def _json_value(value: Any) -> Any:
@@ -105,7 +216,7 @@ def _describe_layer(name: str, module: nn.Module) -> dict:
     return {
         "class": type(module).__name__,
         "format": spec.format_of(module),
-        "sparsity": float((weight == 0).sum()) / weight.numel() if weight.numel() else 0.0,
+        "sparsity": round(float((weight == 0).sum()) / weight.numel(), 6) if weight.numel() else 0.0,
         "init": {k: _json_value(v) for k, v in spec.init_args(module).items()},
     }
 
@@ -122,13 +233,12 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
             layers[name] = _describe_layer(name, module)
         if is_pruned(module):
             mask = weight_mask(module)
-            pruned[name] = {"sparsity": 1.0 - mask.sum().item() / mask.numel() if mask.numel() else 0.0}
+            pruned[name] = {"sparsity": round(1.0 - mask.sum().item() / mask.numel(), 6) if mask.numel() else 0.0}
             prefix = f"{name}." if name else ""
             effective[prefix + _ORIGINAL_KEY] = module.weight.detach()
     tensors: dict[str, torch.Tensor] = {}
     packed_bool: dict[str, list[int]] = {}
     aliases: dict[str, str] = {}
-    sha: dict[str, str] = {}
     stored_at: dict[tuple, str] = {}
     for key, value in model.state_dict().items():
         value = effective.get(key, value).detach()
@@ -144,11 +254,15 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
             packed_bool[key] = list(value.shape)
             value = torch.from_numpy(np.packbits(value.reshape(-1).numpy(), bitorder="little"))
         tensors[key] = value
-        sha[key] = _sha256(value)
+    encoded: dict[str, list] = {}
+    for name, info in layers.items():
+        if info["class"] == "SparseLinear":
+            _encode_sparse_linear(f"{name}." if name else "", tensors, encoded)
     from slimtorch import __version__
 
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "slimtorch": __version__, "torch": torch.__version__,
-            "layers": layers, "pruned": pruned, "packed_bool": packed_bool, "aliases": aliases, "sha256": sha}
+            "layers": layers, "pruned": pruned, "packed_bool": packed_bool, "aliases": aliases,
+            "encoded": encoded, "sha256": _checksum(tensors)}
     import safetensors.torch
 
     data = safetensors.torch.save(tensors, {_META_KEY: json.dumps(meta, allow_nan=False)})
@@ -178,7 +292,8 @@ def _read(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
     version = meta.get("version")
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise ValueError(f"path: {path!r} has format version {version!r}; this slimtorch reads versions 1..{FORMAT_VERSION}")
-    for field in ("layers", "pruned", "packed_bool", "aliases", "sha256"):
+    fields = ("layers", "pruned", "packed_bool", "aliases") + (("sha256",) if version == 1 else ("encoded",))
+    for field in fields:
         if not isinstance(meta.get(field), dict):
             raise ValueError(f"path: {path!r} is corrupt (metadata field {field!r} missing or not an object)")
     import safetensors.torch
@@ -187,11 +302,19 @@ def _read(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
         tensors = safetensors.torch.load(data)
     except Exception as error:  # safetensors raises its own error type for malformed files
         raise ValueError(f"path: {path!r} is truncated or corrupt ({error})") from None
-    if set(tensors) != set(meta["sha256"]):
-        raise ValueError(f"path: {path!r} is corrupt (tensor list does not match its metadata)")
-    for key, value in tensors.items():
-        if _sha256(value) != meta["sha256"][key]:
-            raise ValueError(f"path: {path!r} is corrupt (checksum of tensor {key!r} does not match)")
+    if version == 1:
+        if set(tensors) != set(meta["sha256"]):
+            raise ValueError(f"path: {path!r} is corrupt (tensor list does not match its metadata)")
+        for key, value in tensors.items():
+            if _sha256(value) != meta["sha256"][key]:
+                raise ValueError(f"path: {path!r} is corrupt (checksum of tensor {key!r} does not match)")
+    else:
+        if _checksum(tensors) != meta.get("sha256"):
+            raise ValueError(f"path: {path!r} is corrupt (checksum of the tensors does not match)")
+        try:
+            _decode(tensors, meta["encoded"])
+        except (ValueError, TypeError, RuntimeError) as error:
+            raise ValueError(f"path: {path!r} is corrupt ({error})") from None
     for key, shape in meta["packed_bool"].items():
         numel = int(np.prod(shape)) if shape else 1
         bits = np.unpackbits(tensors[key].numpy(), count=numel, bitorder="little")

@@ -1,0 +1,76 @@
+"""`slimtorch demo`'s pipeline with tiny settings (seconds): every file is
+written, the saved int8 student loads back into kernel layers that give the
+accuracy the table reports, and pruning reaches the requested sparsity."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import slimtorch
+from slimtorch import cli, demo
+from slimtorch.nn import SparseLinear
+
+
+@pytest.fixture(scope="module")
+def data():
+    return demo.load_digits_data(seed=0)
+
+
+def test_prune_student_reaches_sparsity(data):
+    torch.manual_seed(0)
+    dense = demo.student_lenet()
+    teacher = demo.teacher_mlp(hidden=(32,))
+    for t in (teacher, None):
+        pruned, curve = demo.prune_student(dense, t, data, final_sparsity=0.9, epochs=2, seed=0)
+        assert len(curve) == 2 and curve[-1][0] == 0.9 and curve[0][0] < 0.9
+        weights = [m.weight for m in pruned if isinstance(m, torch.nn.Linear)]
+        zeros = sum(int((w == 0).sum()) for w in weights)
+        assert zeros == round(0.9 * sum(w.numel() for w in weights))
+        assert all(0 <= acc <= 1 for _, acc in curve)
+    assert all(torch.count_nonzero(m.weight) == m.weight.numel() for m in dense if isinstance(m, torch.nn.Linear))
+    with pytest.raises(ValueError, match="^epochs"):
+        demo.prune_student(dense, None, data, final_sparsity=0.9, epochs=0)
+
+
+def test_to_kernel_layers_swaps_every_linear(data):
+    torch.manual_seed(0)
+    model = demo.student_lenet()
+    slimtorch.prune_(model, 0.9)
+    x = data.test.tensors[0][:7]
+    want = model(x)
+    demo.to_kernel_layers(model, torch.float32)
+    assert [type(m) for m in model if not isinstance(m, torch.nn.ReLU)] == [SparseLinear] * 3
+    torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_quick_demo_end_to_end(tmp_path, capsys, threads):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for row in ("dense student (fp32)", "pruned student (sparse fp32)", "pruned + int8 (kernel layers)",
+                "with distillation", "hard labels only"):
+        assert row in printed
+    names = {"dense_student.safetensors", "student_sparse_fp32.safetensors", "student_int8.safetensors",
+             "accuracy_vs_sparsity.png"}
+    assert names <= set(os.listdir(out))
+    assert (out / "accuracy_vs_sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the int8 file loads into kernel layers of a fresh student; the table's accuracy is theirs
+    loaded = slimtorch.load_(demo.student_lenet(), out / "student_int8.safetensors")
+    assert all(isinstance(loaded[i], SparseLinear) and loaded[i].values.dtype == torch.int8 for i in (0, 2, 4))
+    accuracy = demo.evaluate_accuracy(loaded, demo.load_digits_data(seed=0).test_loader)
+    assert f"{100 * accuracy:.2f}%" in [line for line in printed.splitlines() if "int8 (kernel" in line][0]
+    dense_bytes = os.path.getsize(out / "dense_student.safetensors")
+    assert 50_610 * 4 < dense_bytes < 50_610 * 4 + 1024
+    assert os.path.getsize(out / "student_int8.safetensors") < dense_bytes / 8
+
+
+def test_run_demo_bad_arguments(tmp_path):
+    with pytest.raises(TypeError, match="^out_dir"):
+        demo.run_demo(3)
+    with pytest.raises(ValueError, match="^final_sparsity"):
+        demo.run_demo(str(tmp_path), final_sparsity=1.5)
+    with pytest.raises(ValueError, match="^seeds"):
+        demo.run_demo(str(tmp_path), seeds=0)
