@@ -35,7 +35,7 @@ int32 that holds its values; ``"row_deltas"`` — column indices, when they do
 not fit in uint8 themselves, as uint8 differences from the previous column of
 the same row (the first of a row: the column itself); ``"nonempty_rows"`` — int8 row scales of a
 ``SparseLinear`` stored for rows holding nonzeros only (an empty row's scale
-is the fixed ``finfo(float32).tiny`` that packing gives it).
+is the fixed ``choose_qparams`` minimum, 2**-23, that packing gives it).
 
 Loading never unpickles and never imports anything named by the file: layer
 classes are looked up among the layer classes registered in
@@ -104,7 +104,8 @@ def _narrow(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-_EMPTY_ROW_SCALE = torch.finfo(torch.float32).tiny
+# An all-zero row's scale: choose_qparams's minimum (SparseLinear packs int8 with it).
+_EMPTY_ROW_SCALE = torch.finfo(torch.float32).eps
 
 
 def _encode_sparse_linear(prefix: str, tensors: dict[str, torch.Tensor], encoded: dict[str, list]) -> None:
