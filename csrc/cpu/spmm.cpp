@@ -300,14 +300,15 @@ SLIMTORCH_AVX512 void gemv_avx512(const SparseMatrix& w, const float* x, int64_t
   }
 }
 
-// The next popcount(m) values of a row, widened and expanded into the lanes
-// m selects (the others zero). float32 expands straight from memory; the
-// other types are loaded with a mask (never past the row's values) first.
+// The next n = popcount(m) values of a row, widened and expanded into the
+// lanes m selects (the others zero). float32 expands straight from memory;
+// the other types are loaded with a mask (never past the row's values) first.
 template <class V>
-SLIMTORCH_AVX512 inline __m512 expand16(const V* v, __mmask16 m) {
-  return _mm512_maskz_expand_ps(m, load16(v, first_lanes(__builtin_popcount(m))));
+SLIMTORCH_AVX512 inline __m512 expand16(const V* v, __mmask16 m, int n) {
+  // The lanes below n (n <= 16), without a branch.
+  return _mm512_maskz_expand_ps(m, load16(v, __mmask16(0xffffu >> (16 - n))));
 }
-SLIMTORCH_AVX512 inline __m512 expand16(const float* v, __mmask16 m) {
+SLIMTORCH_AVX512 inline __m512 expand16(const float* v, __mmask16 m, int) {
   return _mm512_maskz_expandloadu_ps(m, v);
 }
 
@@ -321,9 +322,9 @@ SLIMTORCH_AVX512 void gemv_bitmap_avx512(const SparseMatrix& w, const float* x, 
   for (int64_t r = r0; r < r1; ++r) {
     const V* v = static_cast<const V*>(w.values) + w.row_ptr[r];
     const uint16_t* masks = w.bitmap + r * blocks;
-    // One accumulator per block of a step: four independent FMA chains.
+    // Two accumulators (alternate blocks). Four measured no faster for
+    // float32 and ~30% slower for int8 values (AMD Zen 4).
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    __m512 acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
     int64_t b = 0;
     // Four blocks per step: their value offsets come from popcounts of one
     // 64-bit load of the masks, so the loads do not wait on each other.
@@ -332,23 +333,23 @@ SLIMTORCH_AVX512 void gemv_bitmap_avx512(const SparseMatrix& w, const float* x, 
       std::memcpy(&m, masks + b, sizeof m);
       if (m == 0) continue;
       const int n0 = __builtin_popcountll(m & 0xffffu), n01 = __builtin_popcountll(m & 0xffffffffu);
-      const int n012 = __builtin_popcountll(m & 0xffffffffffffull);
+      const int n012 = __builtin_popcountll(m & 0xffffffffffffull), n = __builtin_popcountll(m);
       const __mmask16 m0 = __mmask16(m), m1 = __mmask16(m >> 16), m2 = __mmask16(m >> 32), m3 = __mmask16(m >> 48);
       const float* xb = x + 16 * b;
       // Masked x loads: never past x's end, and no 0 * inf from pruned columns.
-      acc0 = _mm512_fmadd_ps(expand16(v, m0), _mm512_maskz_loadu_ps(m0, xb), acc0);
-      acc1 = _mm512_fmadd_ps(expand16(v + n0, m1), _mm512_maskz_loadu_ps(m1, xb + 16), acc1);
-      acc2 = _mm512_fmadd_ps(expand16(v + n01, m2), _mm512_maskz_loadu_ps(m2, xb + 32), acc2);
-      acc3 = _mm512_fmadd_ps(expand16(v + n012, m3), _mm512_maskz_loadu_ps(m3, xb + 48), acc3);
-      v += __builtin_popcountll(m);
+      acc0 = _mm512_fmadd_ps(expand16(v, m0, n0), _mm512_maskz_loadu_ps(m0, xb), acc0);
+      acc1 = _mm512_fmadd_ps(expand16(v + n0, m1, n01 - n0), _mm512_maskz_loadu_ps(m1, xb + 16), acc1);
+      acc0 = _mm512_fmadd_ps(expand16(v + n01, m2, n012 - n01), _mm512_maskz_loadu_ps(m2, xb + 32), acc0);
+      acc1 = _mm512_fmadd_ps(expand16(v + n012, m3, n - n012), _mm512_maskz_loadu_ps(m3, xb + 48), acc1);
+      v += n;
     }
     for (; b < blocks; ++b) {
       const __mmask16 m = masks[b];
-      acc0 = _mm512_fmadd_ps(expand16(v, m), _mm512_maskz_loadu_ps(m, x + 16 * b), acc0);
-      v += __builtin_popcount(m);
+      const int n = __builtin_popcount(m);
+      acc0 = _mm512_fmadd_ps(expand16(v, m, n), _mm512_maskz_loadu_ps(m, x + 16 * b), acc0);
+      v += n;
     }
-    const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3));
-    y[r] = finish_row(w, bias, r, _mm512_reduce_add_ps(sum));
+    y[r] = finish_row(w, bias, r, _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)));
   }
 }
 
