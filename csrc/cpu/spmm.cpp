@@ -6,6 +6,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <vector>
 
 // GCC 12 reports its own masked-load intrinsics (maskz_loadu with an undefined
@@ -74,8 +76,13 @@ int64_t split_row(const SparseMatrix& w, int64_t target) {
   return lo;
 }
 
-// Runs body(r0, r1) over a partition of the rows into up to n_threads ranges
-// of about equal cost; fewer ranges when the work is too small to share.
+// Runs body(r0, r1) over a partition of the rows into ranges of about equal
+// cost, on up to n_threads threads (fewer when the work is too small to
+// share). Each thread takes kChunksPerThread ranges on average, pulled from a
+// shared counter: on a busy machine a thread that starts late (or is
+// descheduled) leaves its share to the others instead of holding up the call.
+constexpr int kChunksPerThread = 8;
+
 template <class Body>
 void for_row_ranges(const SparseMatrix& w, int64_t batch, int n_threads, const Body& body) {
   const int64_t total = cost_before(w, w.rows);
@@ -85,10 +92,13 @@ void for_row_ranges(const SparseMatrix& w, int64_t batch, int n_threads, const B
     body(int64_t(0), w.rows);
     return;
   }
-  parallel_for(parts, parts, 1, [&](int64_t begin, int64_t end, int) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t r0 = p == 0 ? 0 : split_row(w, total * p / parts);
-      const int64_t r1 = p + 1 == parts ? w.rows : split_row(w, total * (p + 1) / parts);
+  const int64_t chunks = std::min<int64_t>(w.rows, int64_t(parts) * kChunksPerThread);
+  std::atomic<int64_t> next{0};
+  parallel_for(parts, parts, 1, [&](int64_t, int64_t, int) {
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
+         c = next.fetch_add(1, std::memory_order_relaxed)) {
+      const int64_t r0 = c == 0 ? 0 : split_row(w, total * c / chunks);
+      const int64_t r1 = c + 1 == chunks ? w.rows : split_row(w, total * (c + 1) / chunks);
       if (r0 < r1) body(r0, r1);
     }
   });
@@ -290,6 +300,18 @@ SLIMTORCH_AVX512 void gemv_avx512(const SparseMatrix& w, const float* x, int64_t
   }
 }
 
+// The next n = popcount(m) values of a row, widened and expanded into the
+// lanes m selects (the others zero). float32 expands straight from memory;
+// the other types are loaded with a mask (never past the row's values) first.
+template <class V>
+SLIMTORCH_AVX512 inline __m512 expand16(const V* v, __mmask16 m, int n) {
+  // The lanes below n (n <= 16), without a branch.
+  return _mm512_maskz_expand_ps(m, load16(v, __mmask16(0xffffu >> (16 - n))));
+}
+SLIMTORCH_AVX512 inline __m512 expand16(const float* v, __mmask16 m, int) {
+  return _mm512_maskz_expandloadu_ps(m, v);
+}
+
 // Batch 1 through the column bitmap (see spmm.h): the values of a row are
 // consecutive and column-ordered, so each 16-column block takes the next
 // popcount(mask) of them, expanded into the lanes its mask selects.
@@ -300,6 +322,8 @@ SLIMTORCH_AVX512 void gemv_bitmap_avx512(const SparseMatrix& w, const float* x, 
   for (int64_t r = r0; r < r1; ++r) {
     const V* v = static_cast<const V*>(w.values) + w.row_ptr[r];
     const uint16_t* masks = w.bitmap + r * blocks;
+    // Two accumulators (alternate blocks). Four measured no faster for
+    // float32 and ~30% slower for int8 values (AMD Zen 4).
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     int64_t b = 0;
     // Four blocks per step: their value offsets come from popcounts of one
@@ -311,21 +335,19 @@ SLIMTORCH_AVX512 void gemv_bitmap_avx512(const SparseMatrix& w, const float* x, 
       const int n0 = __builtin_popcountll(m & 0xffffu), n01 = __builtin_popcountll(m & 0xffffffffu);
       const int n012 = __builtin_popcountll(m & 0xffffffffffffull), n = __builtin_popcountll(m);
       const __mmask16 m0 = __mmask16(m), m1 = __mmask16(m >> 16), m2 = __mmask16(m >> 32), m3 = __mmask16(m >> 48);
-      // Masked loads: never past the row's values or x's end.
-      const __m512 p0 = load16(v, first_lanes(n0)), p1 = load16(v + n0, first_lanes(n01 - n0));
-      const __m512 p2 = load16(v + n01, first_lanes(n012 - n01)), p3 = load16(v + n012, first_lanes(n - n012));
       const float* xb = x + 16 * b;
-      acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m0, p0), _mm512_maskz_loadu_ps(m0, xb), acc0);
-      acc1 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m1, p1), _mm512_maskz_loadu_ps(m1, xb + 16), acc1);
-      acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m2, p2), _mm512_maskz_loadu_ps(m2, xb + 32), acc0);
-      acc1 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m3, p3), _mm512_maskz_loadu_ps(m3, xb + 48), acc1);
+      // Masked x loads: never past x's end, and no 0 * inf from pruned columns.
+      acc0 = _mm512_fmadd_ps(expand16(v, m0, n0), _mm512_maskz_loadu_ps(m0, xb), acc0);
+      acc1 = _mm512_fmadd_ps(expand16(v + n0, m1, n01 - n0), _mm512_maskz_loadu_ps(m1, xb + 16), acc1);
+      acc0 = _mm512_fmadd_ps(expand16(v + n01, m2, n012 - n01), _mm512_maskz_loadu_ps(m2, xb + 32), acc0);
+      acc1 = _mm512_fmadd_ps(expand16(v + n012, m3, n - n012), _mm512_maskz_loadu_ps(m3, xb + 48), acc1);
       v += n;
     }
     for (; b < blocks; ++b) {
       const __mmask16 m = masks[b];
-      const __m512 p = load16(v, first_lanes(__builtin_popcount(m)));
-      acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m, p), _mm512_maskz_loadu_ps(m, x + 16 * b), acc0);
-      v += __builtin_popcount(m);
+      const int n = __builtin_popcount(m);
+      acc0 = _mm512_fmadd_ps(expand16(v, m, n), _mm512_maskz_loadu_ps(m, x + 16 * b), acc0);
+      v += n;
     }
     y[r] = finish_row(w, bias, r, _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)));
   }

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from slimtorch import ops, reference
 from slimtorch.ops import SparseWeight
+from slimtorch.ops.spmm import BITMAP_MIN_DENSITY
 
 VALUE_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int8]
 
@@ -112,6 +113,12 @@ def test_bitmap_path(isa, values_dtype, in_f):
 
 def test_bitmap_only_when_it_pays_and_columns_ascend():
     assert SparseWeight.from_dense(_pruned(30, 40, 0.9)).bitmap is None  # too sparse
+    # The threshold is on the stored count: BITMAP_MIN_DENSITY of the 10 x 40 entries gets one.
+    at = torch.zeros(10, 40)
+    at.view(-1)[: round(BITMAP_MIN_DENSITY * 400)] = 1.0
+    assert SparseWeight.from_dense(at).bitmap is not None
+    at.view(-1)[round(BITMAP_MIN_DENSITY * 400) - 1] = 0.0
+    assert SparseWeight.from_dense(at).bitmap is None
     weight = SparseWeight.from_dense(_pruned(3, 40, 0.2))
     assert weight.bitmap is not None
     swapped = weight.col_idx.clone()

@@ -28,8 +28,9 @@
 //  - batch 1 with a bitmap (AVX-512): per block of 16 columns, the row's next
 //    popcount(mask) values are expanded into the set lanes and multiplied by a
 //    plain (masked) load of x: no gathers, 1 bit per column instead of 16.
-//  Threads split the rows so each gets about the same number of nonzeros
-//  (plus a fixed cost per row), found by binary search on row_ptr.
+//  The rows are cut into ranges of about the same number of nonzeros (plus a
+//  fixed cost per row, found by binary search on row_ptr), 8 per thread;
+//  threads pull ranges from a shared counter, so a late thread delays no one.
 #pragma once
 
 #include "slimtorch/common.h"

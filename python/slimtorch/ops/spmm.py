@@ -287,10 +287,11 @@ class SparseWeight:
 
 
 # The bitmap kernel walks every 16-column block of a row, the gather kernel
-# only the stored values: measured on 4096x4096 at batch 1 (2 threads, AVX-512),
-# the bitmap wins from about density 0.4 (x1.1-1.6 at 0.4, x1.3-2 at 0.5) and
-# loses below 0.3 (x0.5 at 0.1). Only the AVX-512 batch-1 path uses it.
-BITMAP_MIN_DENSITY = 0.35
+# only the stored values. Measured at batch 1 (2 threads, AVX-512, Zen 4), bitmap
+# over gather: density 0.4 x1.15-2.2 (fp32) x1.5 (int8); 0.3: x0.95 on
+# 4096x4096, x1.7 on 768x3072 / 3072x768 (fp32), x1.1 (int8); 0.2: x0.8-1.4;
+# 0.1: x0.4-0.9. Only the AVX-512 batch-1 path uses it.
+BITMAP_MIN_DENSITY = 0.3
 
 
 def _column_bitmap(row_ptr: torch.Tensor, cols: torch.Tensor, rows: int, in_features: int) -> torch.Tensor | None:
