@@ -23,15 +23,26 @@ from slimtorch.ops.spmm import SparseWeight, sparse_linear
 from slimtorch.ops.threshold import prune_mask, threshold_
 
 __all__ = [
-    "choose_qparams",
-    "dequantize",
+    # threshold, select: magnitude pruning
     "magnitude_masks",
     "magnitude_threshold",
     "prune_mask",
-    "quantize",
-    "sparse_linear",
-    "SparseWeight",
     "threshold_",
+    # quantize
+    "choose_qparams",
+    "dequantize",
+    "quantize",
+    # spmm: sparse linear
+    "SparseWeight",
+    "sparse_linear",
+    # qgemm: int8 linear
+    "PackedInt8Weight",
+    "qgemm_pack_weight",
+    "qgemm_prepare_weight",
+    "qgemm_quantize_rows",
+    "qgemm_quantize_weight",
+    "qgemm_s32",
+    "qlinear_dynamic",
+    "qlinear_static",
+    "qlinear_weight_only",
 ]
-__all__ += ["PackedInt8Weight", "qgemm_pack_weight", "qgemm_prepare_weight", "qgemm_quantize_rows",
-            "qgemm_quantize_weight", "qgemm_s32", "qlinear_dynamic", "qlinear_static", "qlinear_weight_only"]

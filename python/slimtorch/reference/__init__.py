@@ -22,5 +22,5 @@ __all__ = [
     "sparse_linear_grad_input",
     "sparse_to_dense",
     "threshold_",
+    "qgemm",  # a module: its functions share names with ops in other families
 ]
-__all__ += ["qgemm"]
