@@ -4,7 +4,6 @@
 // as n_threads, so kernels follow torch's setting.
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -16,16 +15,12 @@
 namespace slimtorch {
 namespace {
 
-// Wake-up latency decides whether threads pay off for mid-sized calls: a
-// condition variable takes 50-100 us to wake a worker on a VM, longer than a
-// 1M-element kernel runs. So workers spin on an atomic generation counter for
-// kSpinTime after each job (as OpenMP runtimes do) and only then sleep.
 class ThreadPool {
  public:
   ~ThreadPool() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stopping_.store(true);
+      stopping_ = true;
     }
     wake_.notify_all();
     for (auto& worker : workers_) worker.join();
@@ -37,36 +32,22 @@ class ThreadPool {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock()) return false;
     grow(n_chunks - 1);
-    job_ = &fn;
-    pending_.store(n_chunks - 1, std::memory_order_relaxed);
     {
-      // Under the mutex, so a worker about to sleep cannot miss the change.
       std::lock_guard<std::mutex> lock(mutex_);
-      const uint64_t generation = (state_.load(std::memory_order_relaxed) >> kChunkBits) + 1;
-      state_.store((generation << kChunkBits) | uint64_t(n_chunks), std::memory_order_release);
+      job_ = &fn;
+      job_chunks_ = n_chunks;
+      pending_ = n_chunks - 1;
+      ++generation_;
     }
-    if (sleepers_.load(std::memory_order_acquire) > 0) wake_.notify_all();
+    wake_.notify_all();
     fn(0);
-    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
-      if (spins < 4096) pause();
-      else std::this_thread::yield();  // a worker was descheduled: give it the core
-    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return pending_ == 0; });
+    job_ = nullptr;
     return true;
   }
 
  private:
-  static constexpr auto kSpinTime = std::chrono::microseconds(200);
-  // state_ = generation << kChunkBits | chunks of that generation's job, in one
-  // atomic: a worker outside the job (chunk >= chunks) never reads job_, which
-  // the caller may already be replacing for the next generation.
-  static constexpr int kChunkBits = 16;  // plan_chunks caps chunks at 256
-
-  static void pause() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
-
   void grow(int n_workers) {
     while (int(workers_.size()) < n_workers) {
       const int chunk = int(workers_.size()) + 1;
@@ -74,49 +55,31 @@ class ThreadPool {
     }
   }
 
-  // Waits until state_ differs from `seen`, spinning first if `spin`; false
-  // when stopping.
-  bool wait_for_job(uint64_t seen, bool spin) {
-    const auto spin_until = std::chrono::steady_clock::now() + (spin ? kSpinTime : std::chrono::microseconds(0));
-    for (int spins = 0; state_.load(std::memory_order_acquire) == seen; ++spins) {
-      pause();
-      if ((spins & 255) == 255 && std::chrono::steady_clock::now() > spin_until) {
-        std::unique_lock<std::mutex> lock(mutex_);
-        sleepers_.fetch_add(1, std::memory_order_acq_rel);
-        wake_.wait(lock, [&] {
-          return stopping_.load() || state_.load(std::memory_order_acquire) != seen;
-        });
-        sleepers_.fetch_sub(1, std::memory_order_acq_rel);
-        break;
-      }
-    }
-    return !stopping_.load();
-  }
-
   void work(int chunk) {
     uint64_t seen = 0;
-    bool took_part = false;
-    // Only workers of the last job spin: one left out (fewer threads asked
-    // for) sleeps at once instead of taking a core from those that work.
-    while (wait_for_job(seen, took_part)) {
-      seen = state_.load(std::memory_order_acquire);
-      took_part = chunk < int(seen & ((1u << kChunkBits) - 1));
-      if (!took_part) continue;
-      // job_ was written before state_'s release and stays until pending_ is 0.
-      (*job_)(chunk);
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      if (stopping_) return;
+      seen = generation_;
+      if (chunk >= job_chunks_) continue;
+      const std::function<void(int)>* job = job_;
+      lock.unlock();
+      (*job)(chunk);
+      lock.lock();
+      if (--pending_ == 0) done_.notify_one();
     }
   }
 
   std::mutex busy_;   // held for the duration of one parallel_for
-  std::mutex mutex_;  // pairs with wake_ for sleeping workers
-  std::condition_variable wake_;
+  std::mutex mutex_;  // guards the job fields below
+  std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   const std::function<void(int)>* job_ = nullptr;
-  std::atomic<uint64_t> state_{0};
-  std::atomic<int> pending_{0};
-  std::atomic<int> sleepers_{0};
-  std::atomic<bool> stopping_{false};
+  int job_chunks_ = 0;
+  int pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
 };
 
 ThreadPool& pool() {
