@@ -22,9 +22,11 @@ namespace {
 // threads on matrices with many short or empty rows.
 constexpr int64_t kRowCost = 8;
 // Work (nonzeros x batch columns) below which one more thread costs more than
-// it saves: waking a pool thread and joining it costs ~5-10 us, about the time
-// one core needs for 2^15 multiply-adds through gathers.
-constexpr int64_t kMinWorkPerThread = int64_t(1) << 15;
+// it saves: waking a pool thread (condition variable) and joining it was
+// measured at 50-100 us on the 2-core VM, about the time one core needs for
+// 2^18 multiply-adds through gathers. (2^15, tuned for a 5-10 us wake, made
+// the 64-300-100-10 demo student 0.74-0.89x nn.Linear.)
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 18;
 // Target size of one transposed X panel (cols x W floats): half of a 1 MiB L2,
 // so the panel and the streamed weights share L2.
 constexpr int64_t kPanelBytes = int64_t(512) << 10;
