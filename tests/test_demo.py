@@ -74,3 +74,29 @@ def test_run_demo_bad_arguments(tmp_path):
         demo.run_demo(str(tmp_path), final_sparsity=1.5)
     with pytest.raises(ValueError, match="^seeds"):
         demo.run_demo(str(tmp_path), seeds=0)
+
+
+def test_random_shift_moves_every_pixel_by_one_offset():
+    x = torch.arange(1, 65, dtype=torch.float32).reshape(1, 64).repeat(3, 1)
+    for seed in range(20):
+        shifted = demo.random_shift(x, torch.Generator().manual_seed(seed)).reshape(3, 8, 8)
+        image = x.reshape(3, 8, 8)
+        # Find the offset from where pixel (3, 3) went; every other pixel must agree.
+        (dy, dx), = [(r - 3, c - 3) for r in range(8) for c in range(8) if shifted[0, r, c] == image[0, 3, 3]]
+        assert -1 <= dy <= 1 and -1 <= dx <= 1
+        for r in range(8):
+            for c in range(8):
+                inside = 0 <= r - dy < 8 and 0 <= c - dx < 8
+                expected = image[:, r - dy, c - dx] if inside else torch.zeros(3)
+                assert torch.equal(shifted[:, r, c], expected)
+
+
+def test_train_classifier_depends_only_on_its_seed(data):
+    def train() -> torch.Tensor:
+        torch.manual_seed(123)
+        model = demo.train_classifier(demo.student_lenet(), data.train_loader, epochs=1, seed=3, augment=True)
+        return model[0].weight.detach().clone()
+
+    first = train()
+    next(iter(data.train_loader))  # consumes the shared loader's generator
+    assert torch.equal(first, train())

@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--sparsity", type=float, default=0.95, help="final sparsity (default: %(default)s)")
     demo.add_argument("--seeds", type=int, default=5, help="seeds for the distillation comparison "
                       "(default: %(default)s)")
-    demo.add_argument("--temperature", type=float, default=1.0, help="distillation temperature "
+    demo.add_argument("--temperature", type=float, default=2.0, help="distillation temperature "
                       "(default: %(default)s)")
     demo.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label term in the "
                       "distillation loss (default: %(default)s)")

