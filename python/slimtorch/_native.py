@@ -76,6 +76,8 @@ def build_info() -> dict[str, object]:
         info["isa_detected"] = cpu.detected_isa()
         info["isa_active"] = cpu.active_isa()
     info["threads"] = num_threads()
+    if cpu is not None:
+        info["thread_pool"] = cpu.thread_pool()
     if cuda is None:
         info["cuda_kernels"] = "not built" if cuda_import_error and "No module" in cuda_import_error else f"not loadable ({cuda_import_error})"
     else:

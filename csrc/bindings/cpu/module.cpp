@@ -14,6 +14,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("compiler") = SLIMTORCH_COMPILER;
   m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); });
   m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
+  m.def("thread_pool", [] { return std::string(thread_pool_name()); });
   m.def("set_active_isa", [](const std::string& name) {
     for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
       if (name == isa_name(isa)) {

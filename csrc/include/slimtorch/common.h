@@ -38,16 +38,19 @@ bool set_active_isa(Isa isa);
 // on the kAvx512 path.
 bool cpu_has_avx512_vnni();
 
-// Runs fn(begin, end, thread) over [0, n) split into at most n_threads
-// contiguous chunks of at least `grain` items; chunk t runs on thread t, so a
-// kernel can keep per-thread partial results in an array indexed by `thread`
-// and combine them deterministically. The caller's thread runs chunk 0. If
-// the pool is busy (a concurrent or nested call), the caller's thread runs
-// every chunk in turn, with the same chunk/thread numbering. fn must not throw.
-using RangeFn = std::function<void(int64_t begin, int64_t end, int thread)>;
+// Runs fn(begin, end, chunk) over [0, n) split into at most n_threads
+// contiguous chunks of at least `grain` items, numbered 0..chunks-1; each
+// chunk runs exactly once, on one thread, so a kernel can keep partial
+// results in an array indexed by `chunk` and combine them deterministically.
+// The chunks run on torch's OpenMP team when torch's libgomp is loaded, else
+// on a built-in pool (see parallel.cpp); a busy or nested call may run them
+// one after another on the caller's thread. fn must not throw.
+using RangeFn = std::function<void(int64_t begin, int64_t end, int chunk)>;
 void parallel_for(int n_threads, int64_t n, int64_t grain, const RangeFn& fn);
 // How many chunks parallel_for will use for these arguments (>= 1).
 int plan_chunks(int n_threads, int64_t n, int64_t grain);
+// "openmp" (torch's libgomp team) or "builtin": where parallel_for runs now.
+const char* thread_pool_name();
 
 // ---- half-precision bit conversions (scalar; exact, round-to-nearest-even) --
 
