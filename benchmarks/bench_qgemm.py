@@ -121,10 +121,12 @@ def _burst(model, x, seconds=0.002) -> float:
 
 def interleaved(shapes=SHAPES, batches=BATCHES, impls=IMPLS, rounds: int = 7) -> str:
     """Markdown table: median per-round time of each impl and median per-round
-    speedups vs dense and vs fbgemm."""
+    speedups vs dense, fbgemm and the two torchao configs."""
     import statistics
 
-    lines = ["| shape | batch | impl | ms (median) | x vs dense | x vs fbgemm |", "|---|---|---|---|---|---|"]
+    bases = ("dense", "fbgemm", "torchao_dyn", "torchao_wo")
+    lines = ["| shape | batch | impl | ms (median) | " + " | ".join(f"x vs {b}" for b in bases) + " |",
+             "|---" * (4 + len(bases)) + "|"]
     for shape in list(shapes) + [(64, 64)]:
         for batch in batches if shape != (64, 64) else [1]:
             models = {}
@@ -143,7 +145,7 @@ def interleaved(shapes=SHAPES, batches=BATCHES, impls=IMPLS, rounds: int = 7) ->
                         times[impl].append(_burst(model, x))
             for impl in models:
                 row = [f"{shape[0]}x{shape[1]}", str(batch), impl, f"{statistics.median(times[impl]) * 1e3:.4g}"]
-                for base in ("dense", "fbgemm"):
+                for base in bases:
                     if base in times and impl != base:
                         row.append(f"{statistics.median(b / t for b, t in zip(times[base], times[impl])):.2f}")
                     else:

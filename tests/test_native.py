@@ -29,10 +29,40 @@ def test_isa_environment_variable_lowers_the_path():
     assert out.stdout.strip() == "scalar"
 
 
-def test_concurrent_callers_share_the_pool(threads):
+@pytest.fixture(params=["openmp", "builtin"])
+def pool(request, monkeypatch):
+    """Runs a test on torch's OpenMP team and on the built-in pool."""
+    if request.param == "builtin":
+        monkeypatch.setenv("SLIMTORCH_POOL", "builtin")
+    else:
+        monkeypatch.delenv("SLIMTORCH_POOL", raising=False)
+    assert _native.cpu.thread_pool() == request.param
+    return request.param
+
+
+def test_thread_pool_follows_the_environment(monkeypatch):
+    monkeypatch.delenv("SLIMTORCH_POOL", raising=False)
+    # torch is imported, so its libgomp is in the global symbol scope.
+    assert _native.cpu.thread_pool() == "openmp"
+    monkeypatch.setenv("SLIMTORCH_POOL", "builtin")
+    assert _native.cpu.thread_pool() == "builtin"
+    assert _native.build_info()["thread_pool"] == "builtin"
+
+
+def test_both_pools_give_the_same_results(pool):
+    torch.set_num_threads(2)
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.randn(2_000_003, generator=generator), torch.randn(777, 1001, generator=generator)]
+    assert ops.magnitude_threshold(weights, 0.7) == reference.magnitude_threshold(weights, 0.7)
+    x = torch.randn(3_000_001, generator=generator)
+    scale, zero_point = torch.tensor(0.02), torch.tensor(3, dtype=torch.int32)
+    assert torch.equal(ops.quantize(x, scale, zero_point), reference.quantize(x, scale, zero_point, None, torch.int8))
+
+
+def test_concurrent_callers_share_the_pool(threads, pool):
     # Several Python threads call kernels at once (the GIL is released inside):
-    # a caller that finds the pool busy runs its chunks itself. Results must
-    # not mix.
+    # on the built-in pool a caller that finds it busy runs its chunks itself;
+    # on OpenMP each caller gets its own team. Results must not mix.
     torch.set_num_threads(2)
     inputs = [torch.randn(300_001, generator=torch.Generator().manual_seed(i)) for i in range(6)]
     expected = [reference.prune_mask(w, 0.3) for w in inputs]
@@ -54,7 +84,7 @@ def test_concurrent_callers_share_the_pool(threads):
 def test_info_command(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    for key in ("version", "isa_active", "threads", "cuda_kernels", "cuda_usable"):
+    for key in ("version", "isa_active", "threads", "thread_pool", "cuda_kernels", "cuda_usable"):
         assert key in out
     assert _native.cpu.detected_isa() in out
 
