@@ -12,7 +12,7 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["cpu", "cuda", "cuda_usable", "num_threads", "dtype_code", "warn_fallback"]
+__all__ = ["cpu", "cuda", "cuda_usable", "eager_cpu", "num_threads", "dtype_code", "warn_fallback"]
 
 
 def _load(name: str) -> tuple[ModuleType | None, str | None]:
@@ -37,6 +37,17 @@ def dtype_code(dtype: torch.dtype) -> int:
 def num_threads() -> int:
     """Threads a native CPU kernel may use: torch's own setting."""
     return torch.get_num_threads()
+
+
+def eager_cpu(*tensors: torch.Tensor) -> bool:
+    """True when an op may call the CPU kernel directly on these tensors'
+    memory instead of going through its ``torch.library`` op: the native module
+    is loaded, every tensor is a plain CPU ``torch.Tensor`` (no subclass such as
+    FakeTensor), and nothing traces the call (``torch.compile``, ``export``, a
+    dispatch mode such as ``make_fx``). The op dispatch alone costs 10-20 us,
+    more than a 1M-element kernel's whole margin."""
+    return (cpu is not None and all(type(t) is torch.Tensor and t.device.type == "cpu" for t in tensors)
+            and not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() == 0)
 
 
 def cuda_usable() -> bool:

@@ -389,6 +389,78 @@ S, Z = torch.tensor(0.1), torch.tensor(0, dtype=torch.int32)
 S3, Z3 = torch.full((3,), 0.1), torch.zeros(3, dtype=torch.int32)
 
 
+# ---- out= ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("axis", [None, 1])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_out_receives_the_result(axis, compiled):
+    x = _data((33, 70), seed=21)
+    scale, zero_point = ops.choose_qparams(x, axis=axis, symmetric=False, dtype=torch.uint8)
+    q_out, f_out = torch.full(x.shape, 7, dtype=torch.uint8), torch.full(x.shape, -1.0, dtype=torch.bfloat16)
+
+    def both(x, q_out, f_out):
+        q = ops.quantize(x, scale, zero_point, axis=axis, dtype=torch.uint8, out=q_out)
+        return q, ops.dequantize(q, scale, zero_point, axis=axis, dtype=torch.bfloat16, out=f_out)
+
+    fn = torch.compile(both, fullgraph=True, backend="eager") if compiled else both
+    q, f = fn(x, q_out, f_out)
+    assert q is q_out and f is f_out
+    expected = reference.quantize(x, scale, zero_point, axis, torch.uint8)
+    assert torch.equal(q_out, expected)
+    assert torch.equal(f_out, reference.dequantize(expected, scale, zero_point, axis, torch.bfloat16))
+
+
+def test_traced_calls_go_through_the_op():
+    # Under a dispatch mode (make_fx) the eager shortcut must not run: the
+    # graph records the torch.library op.
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    graph = make_fx(lambda x: ops.dequantize(ops.quantize(x, S, Z), S, Z))(X)
+    targets = {str(node.target) for node in graph.graph.nodes}
+    assert {"slimtorch.quantize.default", "slimtorch.dequantize.default"} <= targets
+
+
+_Q = X.to(torch.int8)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: ops.quantize(X, S, Z, out=[0]), TypeError, "^out: expected a torch.Tensor or None"),
+        (lambda: ops.quantize(X, S, Z, out=torch.empty(4, 3, dtype=torch.uint8)), TypeError, "^out: expected dtype int8"),
+        (lambda: ops.quantize(X, S, Z, out=torch.empty(3, 4, dtype=torch.int8)), ValueError, r"^out: expected shape \(4, 3\)"),
+        (lambda: ops.quantize(X, S, Z, out=torch.empty(3, 4, dtype=torch.int8).t()), ValueError, "^out: expected a contiguous"),
+        (lambda: ops.quantize(X, S, Z, out=torch.empty(4, 3, dtype=torch.int8, device="meta")), ValueError,
+         "^out: expected a tensor on cpu"),
+        (lambda: ops.dequantize(_Q, S, Z, out=torch.empty(4, 3, dtype=torch.float16)), TypeError, "^out: expected dtype float32"),
+        (lambda: ops.dequantize(_Q, S, Z, out=torch.empty(12)), ValueError, r"^out: expected shape \(4, 3\)"),
+        (lambda: ops.dequantize(_Q, S, Z, out=torch.empty(4, 3, requires_grad=True)), ValueError,
+         "^out: expected a tensor that does not require grad"),
+        (lambda: ops.quantize(X, S, Z, out=X.view(torch.int8)[:, :3]), ValueError, "^out: expected a contiguous"),
+    ],
+)
+def test_bad_out(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_out_overlapping_the_input_gets_the_result():
+    # The result is computed first, then copied over the input's bytes.
+    x = _data((64,), seed=5)
+    scale, zero_point = torch.tensor(0.03), torch.tensor(-4, dtype=torch.int32)
+    expected = reference.quantize(x, scale, zero_point, None, torch.int8)
+    out = x.view(torch.int8)[:64]
+    assert ops.quantize(x, scale, zero_point, out=out) is out
+    assert torch.equal(out, expected)
+    buffer = torch.zeros(32, dtype=torch.int8)
+    buffer[:8] = torch.arange(-4, 4, dtype=torch.int8)
+    q = buffer[:8]
+    want = reference.dequantize(q.clone(), S, Z, None, torch.float16)
+    out = buffer.view(torch.float16)[2:10]  # bytes 4..20: overlaps q's bytes 4..8
+    assert torch.equal(ops.dequantize(q, S, Z, dtype=torch.float16, out=out), want)
+
+
+
 @pytest.mark.parametrize(
     "call, error, match",
     [

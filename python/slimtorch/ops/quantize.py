@@ -140,8 +140,14 @@ def _(x, scale, zero_point, axis, dtype):
         _native.warn_fallback("quantize", x.device)
         _check_qparam_values(scale, zero_point, dtype)
         return _reference.quantize(x, scale, zero_point, axis, dtype)
+    return _quantize_cpu(x, scale, zero_point, axis, dtype)
+
+
+def _quantize_cpu(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None,
+                  dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The native CPU kernel, into ``out`` (checked by the caller) or a new tensor."""
     dense, scale, zero_point = x.contiguous(), scale.contiguous(), zero_point.contiguous()
-    q = torch.empty(x.shape, dtype=dtype)
+    q = torch.empty(x.shape, dtype=dtype) if out is None else out
     _native.cpu.quantize(
         dense.data_ptr(), _native.dtype_code(x.dtype), *_view(x.shape, axis), axis is not None,
         scale.data_ptr(), zero_point.data_ptr(), _QTYPE_CODES[dtype], q.data_ptr(), _native.num_threads(),
@@ -169,13 +175,19 @@ def _(q, scale, zero_point, axis, dtype):
         _native.warn_fallback("dequantize", q.device)
         _check_qparam_values(scale, zero_point, q.dtype)
         return _reference.dequantize(q, scale, zero_point, axis, dtype)
+    return _dequantize_cpu(q, scale, zero_point, axis, dtype)
+
+
+def _dequantize_cpu(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None,
+                    dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The native CPU kernel, into ``out`` (checked by the caller) or a new tensor."""
     dense, scale, zero_point = q.contiguous(), scale.contiguous(), zero_point.contiguous()
-    out = torch.empty(q.shape, dtype=dtype)
+    result = torch.empty(q.shape, dtype=dtype) if out is None else out
     _native.cpu.dequantize(
         dense.data_ptr(), _QTYPE_CODES[q.dtype], *_view(q.shape, axis), scale.data_ptr(),
-        zero_point.data_ptr(), out.data_ptr(), _native.dtype_code(dtype), _native.num_threads(),
+        zero_point.data_ptr(), result.data_ptr(), _native.dtype_code(dtype), _native.num_threads(),
     )
-    return out
+    return result
 
 
 if _native.cuda is not None:
@@ -254,6 +266,31 @@ def _check_qparams(
     return scale, zero_point
 
 
+def _check_out(out: object, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """``out`` is None, or a contiguous ``dtype`` tensor of ``like``'s shape and device."""
+    if out is None:
+        return None
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out: expected a torch.Tensor or None, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out: expected dtype {str(dtype).removeprefix('torch.')}, got {out.dtype}")
+    if out.shape != like.shape:
+        raise ValueError(f"out: expected shape {tuple(like.shape)}, got {tuple(out.shape)}")
+    if out.device != like.device:
+        raise ValueError(f"out: expected a tensor on {like.device}, got {out.device}")
+    if not out.is_contiguous():
+        raise ValueError("out: expected a contiguous tensor")
+    if out.requires_grad:
+        raise ValueError("out: expected a tensor that does not require grad")
+    return out
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when the bytes of two (contiguous) tensors overlap."""
+    a_end, b_end = a.data_ptr() + a.numel() * a.element_size(), b.data_ptr() + b.numel() * b.element_size()
+    return a.numel() > 0 and b.numel() > 0 and a.data_ptr() < b_end and b.data_ptr() < a_end
+
+
 def _check_flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
@@ -306,6 +343,7 @@ def quantize(
     *,
     axis: int | None = None,
     dtype: torch.dtype = torch.int8,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Quantize ``x`` to ``dtype`` (formulas in the module docstring).
 
@@ -315,9 +353,15 @@ def quantize(
         zero_point: int32 tensor with values in ``dtype``'s range.
         axis: ``None`` (per tensor) or the per-channel dimension.
         dtype: ``torch.int8`` or ``torch.uint8``.
+        out: optional preallocated result: a contiguous ``dtype`` tensor of
+            ``x``'s shape on ``x``'s device. Reusing one buffer saves the
+            allocation and, for large tensors, the page faults of first
+            touching fresh memory. If it overlaps ``x`` the result is computed
+            first, then copied in.
 
     Returns:
-        A contiguous ``dtype`` tensor of ``x``'s shape, bit-exact with
+        A contiguous ``dtype`` tensor of ``x``'s shape (``out`` when given),
+        bit-exact with
         ``torch.quantize_per_tensor(x, scale, zero_point, qint8|quint8).int_repr()``
         (``axis=None``) or ``torch.quantize_per_channel(...).int_repr()`` on CPU
         for finite float32 input; NaN -> zero_point, +/-Inf -> qmax/qmin.
@@ -326,7 +370,13 @@ def quantize(
     axis = check_axis("axis", axis, x.dim())
     dtype = _check_qdtype("dtype", dtype)
     scale, zero_point = _check_qparams("x", x, scale, zero_point, axis)
-    return _quantize_op(x, scale, zero_point, axis, dtype)
+    out = _check_out(out, x, dtype)
+    if _native.eager_cpu(x, scale, zero_point):
+        if out is None or not _overlap(out, x):  # the kernel reads x while it writes out
+            return _quantize_cpu(x, scale, zero_point, axis, dtype, out)
+        return out.copy_(_quantize_cpu(x, scale, zero_point, axis, dtype))
+    q = _quantize_op(x, scale, zero_point, axis, dtype)
+    return q if out is None else out.copy_(q)
 
 
 def dequantize(
@@ -336,6 +386,7 @@ def dequantize(
     *,
     axis: int | None = None,
     dtype: torch.dtype = torch.float32,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``(q - zero_point) * scale`` as ``dtype``.
 
@@ -346,14 +397,23 @@ def dequantize(
         dtype: the output dtype: float32, float16 or bfloat16. The value is
             computed in float32 (exact integer difference, one multiply) and
             rounded once to ``dtype`` (round to nearest even).
+        out: optional preallocated result, as for :func:`quantize` (a
+            contiguous ``dtype`` tensor of ``q``'s shape).
 
     Returns:
-        A contiguous ``dtype`` tensor of ``q``'s shape. For float32 it is
-        bit-exact with torch's ``.dequantize()`` of the same quantized tensor.
+        A contiguous ``dtype`` tensor of ``q``'s shape (``out`` when given).
+        For float32 it is bit-exact with torch's ``.dequantize()`` of the same
+        quantized tensor.
     """
     check_tensor("q", q, (torch.int8, torch.uint8))
     axis = check_axis("axis", axis, q.dim())
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"dtype: expected torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
     scale, zero_point = _check_qparams("q", q, scale, zero_point, axis)
-    return _dequantize_op(q, scale, zero_point, axis, dtype)
+    out = _check_out(out, q, dtype)
+    if _native.eager_cpu(q, scale, zero_point):
+        if out is None or not _overlap(out, q):  # the kernel reads q while it writes out
+            return _dequantize_cpu(q, scale, zero_point, axis, dtype, out)
+        return out.copy_(_dequantize_cpu(q, scale, zero_point, axis, dtype))
+    result = _dequantize_op(q, scale, zero_point, axis, dtype)
+    return result if out is None else out.copy_(result)
