@@ -24,7 +24,8 @@ CONFIGS = {
     "sparse": (dict(sparsity=0.9), SparseLinear),
     "int8_dynamic": (dict(quantize="int8_dynamic"), Int8Linear),
     "int8_weight_only": (dict(quantize="int8_weight_only"), Int8Linear),
-    "sparse_int8": (dict(sparsity=0.9, quantize="int8_dynamic"), SparseLinear),
+    "sparse_int8_dynamic": (dict(sparsity=0.9, quantize="int8_dynamic"), SparseLinear),
+    "sparse_int8": (dict(sparsity=0.9, quantize="int8_weight_only"), SparseLinear),
     "int8_static": (dict(quantize="int8_static"), Int8Linear),
 }
 
@@ -45,8 +46,7 @@ def test_mlp_formats_swap_and_stay_close(name):
     model, reference = make_mlp(), make_mlp()
     data = mlp_data()
     report = compress(model, name, data)
-    fmt = "sparse_int8" if name == "sparse_int8" else name
-    assert report.swapped == {"0": fmt, "2": fmt, "4": fmt}
+    assert report.swapped == {"0": name, "2": name, "4": name}
     assert all(isinstance(model[i], CONFIGS[name][1]) for i in (0, 2, 4))
     if "sparse" in name:  # the reference is the same model pruned the same way
         for i in (0, 2, 4):
@@ -100,7 +100,7 @@ def test_save_load_compressed_mlp_bit_exact(tmp_path, name):
         assert entry["init"]["x_scale"] == float(model[2].input_scale)
 
 
-@pytest.mark.parametrize("name", ["sparse_int8", "int8_dynamic"])
+@pytest.mark.parametrize("name", ["sparse_int8_dynamic", "sparse_int8", "int8_dynamic"])
 def test_bert_compress_save_load(tmp_path, name):
     model = make_bert()
     x = bert_input()
@@ -119,7 +119,7 @@ def test_bert_compress_save_load(tmp_path, name):
     s = slimtorch.summary(model)
     linear_rows = [r for r in s.layers if r.type in ("SparseLinear", "Int8Linear")]
     assert len(linear_rows) == 13 and all(r.ratio > 3 for r in linear_rows)
-    if name == "sparse_int8":
+    if name.startswith("sparse"):
         assert all(r.sparsity == pytest.approx(0.9, abs=0.01) for r in linear_rows)
     assert "Int8Linear" in str(s) or "SparseLinear" in str(s)
 

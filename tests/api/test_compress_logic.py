@@ -62,7 +62,7 @@ def test_candidates_table():
     assert _candidates(False, None) == []
     assert _candidates(True, None) == ["sparse"]
     assert _candidates(False, "int8_dynamic") == ["int8_dynamic"]
-    assert _candidates(True, "int8_dynamic") == ["sparse_int8", "int8_dynamic"]
+    assert _candidates(True, "int8_dynamic") == ["sparse_int8_dynamic", "sparse_int8", "int8_dynamic"]
     assert _candidates(True, "int8_weight_only") == ["sparse_int8", "int8_weight_only"]
     assert _candidates(True, "int8_static") == ["int8_static"]
 
@@ -83,8 +83,8 @@ def test_existing_zeros_and_min_sparsity(fake_layers):
     model = make_mlp()
     slimtorch.prune_(model, 0.6, scope="layer", filter_fn=lambda m, n: n == "2")
     report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_dynamic", speed_check=False))
-    assert report.swapped == {"0": "int8_dynamic", "2": "sparse_int8", "4": "int8_dynamic"}
-    assert FakeSparse.built == [{"values_dtype": torch.int8}]
+    assert report.swapped == {"0": "int8_dynamic", "2": "sparse_int8_dynamic", "4": "int8_dynamic"}
+    assert FakeSparse.built == [{"values_dtype": torch.int8, "activations": "int8_dynamic"}]
     assert FakeInt8.built == [{"mode": "dynamic"}] * 2
     model = make_mlp()
     report = slimtorch.compress_(model, slimtorch.CompressConfig(speed_check=False))

@@ -1,6 +1,8 @@
 // spmm_forward / spmm_backward_input on every ISA path against a double-precision oracle.
 #include "slimtorch/spmm.h"
 
+#include "slimtorch/qgemm.h"
+
 #include <cmath>
 #include <random>
 #include <tuple>
@@ -173,6 +175,41 @@ TEST(backward_matches_oracle) {
   }
 }
 
+// The dynamic int8 kernel against exact integer sums of the same row codes.
+TEST(int8_dynamic_matches_integer_sums) {
+  const Isa previous = active_isa();
+  CHECK(set_active_isa(detected_isa()));
+  for (auto [rows, cols, batch] : {std::tuple<int64_t, int64_t, int64_t>{37, 100, 65}, {5, 7, 1}, {64, 770, 128},
+                                   {300, 64, 130}}) {
+    Packed p = make(rows, cols, 0.2, SparseValues::kInt8, false, uint32_t(rows + cols));
+    if (!spmm_dynamic_supported(p.matrix)) {
+      std::printf("  (int8_dynamic: no AVX-512 VNNI here, kernel not run)\n");
+      break;
+    }
+    const std::vector<float> x = random_vector(batch * cols, 7), bias = random_vector(rows, 8);
+    std::vector<float> y(static_cast<size_t>(batch * rows)), scale(static_cast<size_t>(batch));
+    std::vector<uint8_t> codes(static_cast<size_t>(batch * cols));
+    std::vector<int32_t> zero_point(static_cast<size_t>(batch));
+    CHECK(quantize_rows_u8(x.data(), batch, cols, cols, codes.data(), cols, scale.data(), zero_point.data(), 1) ==
+          Status::kOk);
+    for (int threads : {1, 3}) {
+      CHECK(spmm_forward_dynamic(p.matrix, x.data(), batch, cols, bias.data(), y.data(), threads) == Status::kOk);
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t r = 0; r < rows; ++r) {
+          int64_t acc = 0, sum = 0;
+          for (int64_t k = p.row_ptr[size_t(r)]; k < p.row_ptr[size_t(r + 1)]; ++k) {
+            acc += int64_t(p.i8[size_t(k)]) * codes[size_t(b * cols + p.idx16[size_t(k)])];
+            sum += p.i8[size_t(k)];
+          }
+          const double want = double(acc - zero_point[size_t(b)] * sum) * scale[size_t(b)] * p.scales[size_t(r)] +
+                              bias[size_t(r)];
+          CHECK(close(y[size_t(b * rows + r)], want, std::fabs(want)));
+        }
+    }
+  }
+  CHECK(set_active_isa(previous));
+}
+
 TEST(invalid_arguments_are_rejected) {
   Packed p = make(4, 6, 0.5, SparseValues::kFloat32, false, 1);
   std::vector<float> x(24), y(16);
@@ -190,6 +227,9 @@ TEST(invalid_arguments_are_rejected) {
   CHECK(spmm_forward(p.matrix, nullptr, 0, 6, nullptr, nullptr, 1) == Status::kOk);
   SparseMatrix empty;
   CHECK(spmm_backward_input(empty, nullptr, 3, nullptr, 1) == Status::kOk);
+  // The dynamic kernel takes int8 values only.
+  CHECK(!spmm_dynamic_supported(p.matrix));
+  CHECK(spmm_forward_dynamic(p.matrix, x.data(), 2, 6, nullptr, y.data(), 1) == Status::kInvalidArgument);
 }
 
 SLIMTORCH_TEST_MAIN()

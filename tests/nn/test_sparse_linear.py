@@ -216,3 +216,82 @@ def test_reassigned_buffers_are_picked_up():
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ---- int8_dynamic activations ---------------------------------------------------------------
+
+def _dynamic_reference(layer: SparseLinear, x: torch.Tensor) -> torch.Tensor:
+    """Exact integer products of the quantized rows, then the float epilogue."""
+    from slimtorch.reference.qgemm import quantize_rows
+
+    codes, scale, zero_point = quantize_rows(x)
+    weight = torch.zeros(layer.out_features, layer.in_features, dtype=torch.int64)
+    rows = torch.repeat_interleave(torch.arange(layer.out_features), layer.row_ptr.diff())
+    weight[rows, layer.col_idx.long() & 0xFFFF] = layer.values.long()
+    flat = codes.reshape(-1, layer.in_features).long()
+    acc = flat @ weight.T - zero_point.reshape(-1, 1).long() * weight.sum(1)
+    y = acc.double() * (scale.reshape(-1, 1).double() * layer.row_scales.double())
+    if layer.bias is not None:
+        y = y + layer.bias.double()
+    return y.float().reshape(*x.shape[:-1], layer.out_features)
+
+
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"], indirect=True)
+@pytest.mark.parametrize("shape", [(64, 100, 65), (300, 64, 130), (33, 770, 32), (5, 7, 31), (768, 200, 200)])
+def test_int8_dynamic_matches_integer_reference(isa, shape):
+    out_f, in_f, batch = shape
+    layer = SparseLinear.from_dense(_linear(in_f, out_f), sparsity=0.85, activations="int8_dynamic")
+    assert layer.values.dtype == torch.int8 and "activations='int8_dynamic'" in repr(layer)
+    x = _x(batch, in_f) * 3
+    with torch.no_grad():
+        y = layer(x)
+    torch.testing.assert_close(y, _dynamic_reference(layer, x), rtol=1e-5, atol=1e-5)
+
+
+def test_int8_dynamic_small_batch_leading_dims_and_non_finite_rows():
+    layer = SparseLinear.from_dense(_linear(96, 40), sparsity=0.7, activations="int8_dynamic")
+    for shape in [(2, 96), (3, 5, 96), (2, 40, 96)]:  # below and above DYNAMIC_MIN_BATCH
+        x = _x(*shape)
+        x.reshape(-1, 96)[1, 7] = float("nan")
+        with torch.no_grad():
+            y = layer(x)
+        assert y.shape == (*shape[:-1], 40)
+        flat = y.reshape(-1, 40)
+        assert torch.isnan(flat[1]).all() and torch.isfinite(flat[0]).all()
+        keep = torch.ones(flat.shape[0], dtype=torch.bool)
+        keep[1] = False
+        expected = _dynamic_reference(layer, x.reshape(-1, 96)[keep])
+        torch.testing.assert_close(flat[keep], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_int8_dynamic_gradient_passes_through_the_rounding():
+    layer = SparseLinear.from_dense(_linear(50, 20), sparsity=0.6, activations="int8_dynamic")
+    x = _x(40, 50).requires_grad_()
+    y = layer(x)
+    y.sum().backward()
+    dense = layer.to_dense()
+    torch.testing.assert_close(x.grad, torch.ones(40, 20) @ dense.weight, rtol=1e-5, atol=1e-5)
+    assert layer.bias.grad is not None
+    with torch.no_grad():
+        torch.testing.assert_close(y.detach(), layer(x.detach()), rtol=1e-5, atol=1e-5)
+
+
+def test_int8_dynamic_compile_and_state_dict_round_trip():
+    layer = SparseLinear.from_dense(_linear(64, 48), sparsity=0.8, activations="int8_dynamic")
+    x = _x(70, 64)
+    compiled = torch.compile(layer, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), layer(x), rtol=1e-5, atol=1e-5)
+    fresh = SparseLinear(64, 48, values_dtype=torch.int8, activations="int8_dynamic")
+    fresh.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh(x), layer(x))
+
+
+def test_int8_dynamic_bad_arguments():
+    with pytest.raises(ValueError, match="^activations: 'int8_dynamic' needs values_dtype=torch.int8"):
+        SparseLinear.from_dense(_linear(8, 4), values_dtype=torch.float16, activations="int8_dynamic")
+    with pytest.raises(ValueError, match="^activations: expected one of 'float', 'int8_dynamic'"):
+        SparseLinear(8, 4, activations="int4")
+    with pytest.raises(ValueError, match="^activations: 'int8_dynamic' needs values_dtype=torch.int8"):
+        SparseLinear(8, 4, activations="int8_dynamic")

@@ -27,6 +27,31 @@ void bind_spmm(py::module_& m) {
     }
     check(status, "sparse_linear");
   });
+  m.def("spmm_dynamic_supported", [](int64_t rows, int64_t cols, bool wide_idx, int value_type) {
+    SparseMatrix w;
+    w.rows = rows;
+    w.cols = cols;
+    w.wide_idx = wide_idx;
+    w.value_type = SparseValues(value_type);
+    static const float one = 1.0f;
+    w.row_scales = &one;
+    return spmm_dynamic_supported(w);
+  });
+  // As spmm_forward, with activations quantized per row (int8 values only).
+  m.def("spmm_forward_dynamic", [](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
+                                   bool wide_idx, uintptr_t values, int value_type, uintptr_t row_scales,
+                                   int64_t, uintptr_t bitmap, uintptr_t x, int64_t batch, int64_t ldx,
+                                   uintptr_t bias, uintptr_t y, int n_threads) {
+    const SparseMatrix w = make_matrix(rows, cols, row_ptr, col_idx, wide_idx, values, value_type,
+                                       row_scales, bitmap);
+    Status status;
+    {
+      py::gil_scoped_release release;
+      status = spmm_forward_dynamic(w, as_ptr<const float>(x), batch, ldx, as_ptr<const float>(bias),
+                                    as_ptr<float>(y), n_threads);
+    }
+    check(status, "sparse_linear (int8_dynamic)");
+  });
   m.def("spmm_backward_input", [](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
                                   bool wide_idx, uintptr_t values, int value_type,
                                   uintptr_t row_scales, uintptr_t grad_y, int64_t batch,

@@ -60,6 +60,18 @@ struct SparseMatrix {
 Status spmm_forward(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
                     const float* bias, float* y, int n_threads);
 
+// Int8 values times activations quantized per row on the fly ("sparse int8
+// dynamic"): each row of x gets uint8 codes with its own scale and zero point
+// exactly as quantize_rows_u8 (slimtorch/qgemm.h) gives them, the sums
+// acc[b, r] = sum_k w[r, col_k] * code[b, col_k] are exact int32, and
+//   y[b, r] = float(acc - zp[b] * sum_k w[r, col_k]) * (x_scale[b] * row_scales[r]) + bias[r].
+// AVX-512 VNNI only (see spmm.cpp); spmm_dynamic_supported says whether this
+// CPU, ISA setting and matrix (int8 values, 16-bit columns, cols <= kQgemmMaxK)
+// can run it; otherwise spmm_forward_dynamic returns kInvalidArgument.
+bool spmm_dynamic_supported(const SparseMatrix& w);
+Status spmm_forward_dynamic(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
+                            const float* bias, float* y, int n_threads);
+
 // Gradient with respect to x: grad_x[b, c] = sum_r grad_y[b, r] * w[r, c].
 // grad_y is [batch, rows] contiguous, grad_x is [batch, cols] contiguous and
 // fully overwritten. Threads split the batch (each owns whole grad_x rows).

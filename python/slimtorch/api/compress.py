@@ -8,6 +8,9 @@ layer classes are looked up by name, so this module imports none of them):
 format         layer                                           chosen for
 ============== =============================================== ==========================
 sparse         ``SparseLinear.from_dense(linear)``             sparse weights, no quantize
+sparse_int8_dynamic ``SparseLinear.from_dense(linear,          sparse weights + int8_dynamic
+               values_dtype=torch.int8,
+               activations="int8_dynamic")``
 sparse_int8    ``SparseLinear.from_dense(linear,               sparse weights + int8_dynamic
                values_dtype=torch.int8)``                      or int8_weight_only
 int8_dynamic   ``Int8Linear.from_dense(linear, mode=...)``     quantize='int8_dynamic'
@@ -87,6 +90,11 @@ def _sparse_int8(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.
     return cls.from_dense(linear, values_dtype=torch.int8)
 
 
+@register_format("sparse_int8_dynamic", "SparseLinear")
+def _sparse_int8_dynamic(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
+    return cls.from_dense(linear, values_dtype=torch.int8, activations="int8_dynamic")
+
+
 @register_format("int8_dynamic", "Int8Linear")
 def _int8_dynamic(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
     return cls.from_dense(linear, mode="dynamic")
@@ -127,10 +135,19 @@ def register_layer_class(class_name: str, format_of: Callable[[nn.Module], str])
     return decorate
 
 
-@register_layer_class("SparseLinear", lambda m: "sparse_int8" if m.values.dtype == torch.int8 else "sparse")
+def _sparse_format(layer: nn.Module) -> str:
+    if layer.activations == "int8_dynamic":
+        return "sparse_int8_dynamic"
+    return "sparse_int8" if layer.values.dtype == torch.int8 else "sparse"
+
+
+@register_layer_class("SparseLinear", _sparse_format)
 def _sparse_linear_args(layer: nn.Module) -> dict:
-    return {"in_features": layer.in_features, "out_features": layer.out_features,
+    args = {"in_features": layer.in_features, "out_features": layer.out_features,
             "bias": layer.bias is not None, "values_dtype": layer.values.dtype}
+    if layer.activations != "float":  # files written before the argument existed load as "float"
+        args["activations"] = layer.activations
+    return args
 
 
 @register_layer_class("Int8Linear", lambda m: f"int8_{m.mode}")
@@ -146,7 +163,9 @@ def _candidates(sparse: bool, quantize: str | None) -> list[str]:
     """Formats to try, preferred first."""
     if quantize is None:
         return ["sparse"] if sparse else []
-    if sparse and quantize in ("int8_dynamic", "int8_weight_only"):
+    if sparse and quantize == "int8_dynamic":
+        return ["sparse_int8_dynamic", "sparse_int8", quantize]
+    if sparse and quantize == "int8_weight_only":
         return ["sparse_int8", quantize]
     return [quantize]
 

@@ -28,7 +28,17 @@ from slimtorch import _native, ops
 from slimtorch.ops._checks import check_fraction
 from slimtorch.ops.spmm import MAX_NARROW_COLS, VALUE_DTYPES, SparseWeight, _sparse_linear_op, value_code
 
-__all__ = ["SparseLinear", "BREAK_EVEN_DENSITY"]
+__all__ = ["SparseLinear", "BREAK_EVEN_DENSITY", "ACTIVATIONS"]
+
+# How a SparseLinear treats its input: "float" multiplies it as it is;
+# "int8_dynamic" (int8 values only) quantizes each input row to uint8 with its
+# own scale and zero point, as Int8Linear's dynamic mode does, and multiplies
+# the codes by the int8 values in exact integer arithmetic.
+ACTIVATIONS = ("float", "int8_dynamic")
+# Below this many input rows the int8_dynamic kernel (64-row tiles) does not
+# pay: the codes are dequantized and the float kernel runs (same values up to
+# float rounding).
+DYNAMIC_MIN_BATCH = 32
 
 # {(values kind, weight size class): ((batch, highest density at which the
 # sparse kernel wins), ...)}, batch ascending. The size class matters because
@@ -77,6 +87,12 @@ class SparseLinear(nn.Module):
         in_features, out_features: layer sizes.
         bias: whether the layer has a bias.
         values_dtype: dtype of the stored nonzeros.
+        activations: ``"float"`` or ``"int8_dynamic"`` (``ACTIVATIONS``; the
+            latter needs int8 values): each input row quantized to uint8 on
+            the fly, integer products (AVX-512 VNNI kernel; elsewhere the
+            quantized rows are dequantized and the float kernel runs). The
+            gradient with respect to the input passes straight through the
+            rounding.
         device: where the (all-zero) packed weight is created.
     """
 
@@ -87,9 +103,12 @@ class SparseLinear(nn.Module):
         bias: bool = True,
         *,
         values_dtype: torch.dtype = torch.float32,
+        activations: str = "float",
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
+        _check_activations(activations, values_dtype)
+        self.activations = activations
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
@@ -117,6 +136,7 @@ class SparseLinear(nn.Module):
         *,
         sparsity: float | None = None,
         values_dtype: torch.dtype | None = None,
+        activations: str = "float",
     ) -> SparseLinear:
         """A SparseLinear computing what ``linear`` computes with its zeros dropped.
 
@@ -128,11 +148,16 @@ class SparseLinear(nn.Module):
             values_dtype: None keeps the weight's dtype; float32, float16 or
                 bfloat16 converts; int8 stores symmetric per-output-row int8
                 ("sparse int8") with float32 row scales.
+            activations: ``"float"`` or ``"int8_dynamic"`` (see the class);
+                ``"int8_dynamic"`` with ``values_dtype=None`` stores int8 values.
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected a torch.nn.Linear, got {type(linear).__name__}")
         if values_dtype is not None and values_dtype not in VALUE_DTYPES:
             raise TypeError(f"values_dtype: expected None or one of float32, float16, bfloat16, int8, got {values_dtype}")
+        if activations == "int8_dynamic" and values_dtype is None:
+            values_dtype = torch.int8
+        _check_activations(activations, values_dtype or linear.weight.dtype)
         weight = linear.weight.detach()
         if sparsity is not None:
             sparsity = check_fraction("sparsity", sparsity)
@@ -140,7 +165,7 @@ class SparseLinear(nn.Module):
             weight = torch.where(keep, weight, torch.zeros_like(weight))
         packed = SparseWeight.from_dense(weight, values_dtype)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    values_dtype=packed.values.dtype, device=weight.device)
+                    values_dtype=packed.values.dtype, activations=activations, device=weight.device)
         layer._set_packed(packed)
         if linear.bias is not None:
             layer.bias = nn.Parameter(linear.bias.detach().clone())
@@ -180,7 +205,8 @@ class SparseLinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, values={str(self.values.dtype).removeprefix('torch.')}, "
-                f"density={self.density:.3f}")
+                f"density={self.density:.3f}"
+                + (f", activations={self.activations!r}" if self.activations != "float" else ""))
 
     # ---- internal state ------------------------------------------------------------
 
@@ -195,7 +221,9 @@ class SparseLinear(nn.Module):
     def _configure(self) -> None:
         """Derives the dispatch state from the buffers: the dense fallback
         decision (and its dense weight) and the native fast path's arguments."""
-        self._sparse_max_batch = _sparse_max_batch(
+        # No dense fallback for int8_dynamic: no break-even was measured for it
+        # (compress_ times it against the dense layer instead).
+        self._sparse_max_batch = math.inf if self.activations == "int8_dynamic" else _sparse_max_batch(
             self.density, self.values.dtype, self.in_features * self.out_features)
         packed = self.packed()
         # Derived, not saved: the column bitmap of the batch-1 kernel.
@@ -272,15 +300,23 @@ class SparseLinear(nn.Module):
                 and x.device.type == "cpu" and x.is_contiguous() and not torch.compiler.is_compiling()
                 and not (x.requires_grad and torch.is_grad_enabled())):
             # Eager CPU, no gradient to x: straight to the kernel (no dispatcher).
+            kernel = _native.cpu.spmm_forward
+            if self.activations == "int8_dynamic":
+                if batch >= DYNAMIC_MIN_BATCH and in_features > 0 and _native.cpu.spmm_dynamic_supported(
+                        self.out_features, in_features, args[4], args[6]):  # this CPU and ISA setting
+                    kernel = _native.cpu.spmm_forward_dynamic  # quantizes the rows itself
+                else:
+                    x = _fake_quantize_rows(x)
             y = torch.empty((*x.shape[:-1], self.out_features))
             fused = bias is not None and bias.dtype == torch.float32 and not (
                 bias.requires_grad and torch.is_grad_enabled())
-            _native.cpu.spmm_forward(*args, x.data_ptr(), batch, in_features,
-                                     bias.data_ptr() if fused else 0, y.data_ptr(),
-                                     torch.get_num_threads())
+            kernel(*args, x.data_ptr(), batch, in_features, bias.data_ptr() if fused else 0, y.data_ptr(),
+                   torch.get_num_threads())
             # A bias being trained (or not float32) is added by torch, so
             # autograd sees it.
             return y if fused or bias is None else y + bias
+        if self.activations == "int8_dynamic":
+            x = _fake_quantize_rows(x)
         if args is None and _native.cpu is not None and self.values.device.type == "cpu":
             self._configure()  # a buffer was reassigned since the last call
         if not x.is_floating_point() or x.dtype == torch.float64:
@@ -294,3 +330,21 @@ class SparseLinear(nn.Module):
             return F.linear(x, weight if weight.dtype == x.dtype else weight.to(x.dtype), bias)
         return _sparse_linear_op(x, self.row_ptr, self.col_idx, self.values, self.row_scales, bias, in_features,
                                  self._bitmap)
+
+
+def _check_activations(activations: object, values_dtype: torch.dtype) -> None:
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"activations: expected one of {', '.join(map(repr, ACTIVATIONS))}, got {activations!r}")
+    if activations == "int8_dynamic" and values_dtype != torch.int8:
+        raise ValueError(f"activations: 'int8_dynamic' needs values_dtype=torch.int8, got {values_dtype}")
+
+
+def _fake_quantize_rows(x: torch.Tensor) -> torch.Tensor:
+    """x with each row replaced by its uint8 quantization, dequantized (the
+    codes the int8_dynamic kernel multiplies); the gradient passes straight
+    through. A row holding NaN or Inf becomes NaN, as in the kernel."""
+    from slimtorch.reference.qgemm import quantize_rows
+
+    codes, scale, zero_point = quantize_rows(x.detach())
+    dequantized = (codes.float() - zero_point.unsqueeze(-1).float()) * scale.unsqueeze(-1)
+    return x + (dequantized.to(x.dtype) - x).detach()
