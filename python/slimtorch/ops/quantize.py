@@ -291,6 +291,19 @@ def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.numel() > 0 and b.numel() > 0 and a.data_ptr() < b_end and b.data_ptr() < a_end
 
 
+def _run(cpu_kernel, op, source: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+         axis: int | None, dtype: torch.dtype, out: torch.Tensor | None) -> torch.Tensor:
+    """Eager CPU calls go straight to the kernel (into ``out`` unless it
+    overlaps ``source``, which the kernel reads while it writes); everything
+    else (CUDA, tracing, compile, no native module) through the torch.library op."""
+    if _native.eager_cpu(source, scale, zero_point):
+        if out is None or not _overlap(out, source):
+            return cpu_kernel(source, scale, zero_point, axis, dtype, out)
+        return out.copy_(cpu_kernel(source, scale, zero_point, axis, dtype))
+    result = op(source, scale, zero_point, axis, dtype)
+    return result if out is None else out.copy_(result)
+
+
 def _check_flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
@@ -371,12 +384,7 @@ def quantize(
     dtype = _check_qdtype("dtype", dtype)
     scale, zero_point = _check_qparams("x", x, scale, zero_point, axis)
     out = _check_out(out, x, dtype)
-    if _native.eager_cpu(x, scale, zero_point):
-        if out is None or not _overlap(out, x):  # the kernel reads x while it writes out
-            return _quantize_cpu(x, scale, zero_point, axis, dtype, out)
-        return out.copy_(_quantize_cpu(x, scale, zero_point, axis, dtype))
-    q = _quantize_op(x, scale, zero_point, axis, dtype)
-    return q if out is None else out.copy_(q)
+    return _run(_quantize_cpu, _quantize_op, x, scale, zero_point, axis, dtype, out)
 
 
 def dequantize(
@@ -411,9 +419,4 @@ def dequantize(
         raise TypeError(f"dtype: expected torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
     scale, zero_point = _check_qparams("q", q, scale, zero_point, axis)
     out = _check_out(out, q, dtype)
-    if _native.eager_cpu(q, scale, zero_point):
-        if out is None or not _overlap(out, q):  # the kernel reads q while it writes out
-            return _dequantize_cpu(q, scale, zero_point, axis, dtype, out)
-        return out.copy_(_dequantize_cpu(q, scale, zero_point, axis, dtype))
-    result = _dequantize_op(q, scale, zero_point, axis, dtype)
-    return result if out is None else out.copy_(result)
+    return _run(_dequantize_cpu, _dequantize_op, q, scale, zero_point, axis, dtype, out)
