@@ -295,12 +295,55 @@ SLIMTORCH_AVX512 inline __m128i quantize16(__m512 v, __m512 inv, __m512 zp, __m5
   return _mm512_cvtepi32_epi8(levels);
 }
 
+// 64 elements with broadcast parameters at once. Instead of clamping both
+// ends in float and narrowing each vector with vpmovdb (2 uops on Zen 4),
+// only the top is clamped in float (it also keeps huge values off
+// cvtps2dq's INT_MIN) and the saturating packs clamp the bottom while they
+// narrow 4 vectors to one: int32 -> int16 (signed) -> int8 (signed) or uint8
+// (unsigned). The packs interleave 128-bit lanes, hence the final permute.
+// Same results as quantize16: rint then saturate equals clamp then rint for
+// these integer bounds. 2.4x fewer vector uops per element.
+template <DType D, bool kFma, bool kSigned>
+SLIMTORCH_AVX512 inline __m512i quantize64(const void* x, int64_t i, __m512 inv, __m512 zp, __m512 hi) {
+  __m512i levels[4];
+  for (int u = 0; u < 4; ++u) {
+    const __m512 v = load16<D>(x, i + 16 * u, 0xffff);
+    __m512 t = kFma ? _mm512_fmadd_ps(v, inv, zp) : _mm512_add_ps(_mm512_mul_ps(v, inv), zp);
+    t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q), zp);  // NaN -> zero point
+    levels[u] = _mm512_cvtps_epi32(_mm512_min_ps(t, hi));
+  }
+  const __m512i words01 = _mm512_packs_epi32(levels[0], levels[1]);
+  const __m512i words23 = _mm512_packs_epi32(levels[2], levels[3]);
+  const __m512i bytes = kSigned ? _mm512_packs_epi16(words01, words23) : _mm512_packus_epi16(words01, words23);
+  // Dword 4L + u of `bytes` holds elements 16u + 4L .. +3; put it at 4u + L.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_epi32(order, bytes);
+}
+
+// The 64-element body of a broadcast run: elements [j, n - n % 64) from j
+// (a multiple of 64 past the start); returns where it stopped.
+template <DType D, bool kFma, bool kStream>
+SLIMTORCH_AVX512 int64_t quantize_body64(const void* x, int64_t i, int64_t j, int64_t n, RunParams p,
+                                         float qlo, float qhi, uint8_t* q) {
+  const __m512 hi = _mm512_set1_ps(qhi);
+  const __m512 inv = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
+  const bool is_signed = qlo < 0.0f;
+  for (; j + 64 <= n; j += 64) {
+    const __m512i bytes = is_signed ? quantize64<D, kFma, true>(x, i + j, inv, zp, hi)
+                                    : quantize64<D, kFma, false>(x, i + j, inv, zp, hi);
+    if (kStream) _mm512_stream_si512(reinterpret_cast<__m512i*>(q + i + j), bytes);
+    else _mm512_storeu_si512(q + i + j, bytes);
+  }
+  return j;
+}
+
 template <DType D, bool kFma, bool kArrays>
 SLIMTORCH_AVX512 void quantize_run_avx512(const void* x, int64_t i, int64_t n, RunParams p,
                                           float qlo, float qhi, uint8_t* q) {
   const __m512 lo = _mm512_set1_ps(qlo), hi = _mm512_set1_ps(qhi);
   __m512 inv = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
-  for (int64_t j = 0; j < n; j += 16) {
+  const int64_t start = kArrays ? 0 : quantize_body64<D, kFma, false>(x, i, 0, n, p, qlo, qhi, q);
+  for (int64_t j = start; j < n; j += 16) {
     const __mmask16 live = tail_mask(n - j);
     if (kArrays) inv = _mm512_maskz_loadu_ps(live, p.mul + j), zp = _mm512_maskz_loadu_ps(live, p.zp + j);
     _mm_mask_storeu_epi8(q + i + j, live, quantize16<kFma>(load16<D>(x, i + j, live), inv, zp, lo, hi));
@@ -309,19 +352,13 @@ SLIMTORCH_AVX512 void quantize_run_avx512(const void* x, int64_t i, int64_t n, R
 
 // A broadcast run with non-temporal stores (large outputs, see kStreamBytes;
 // the caller fences once per chunk):
-// unaligned head and tail through the normal path, 16-byte aligned body streamed.
+// unaligned head and tail through the normal path, 64-byte aligned body streamed.
 template <DType D, bool kFma>
 SLIMTORCH_AVX512 void quantize_run_avx512_stream(const void* x, int64_t i, int64_t n, RunParams p,
                                                  float qlo, float qhi, uint8_t* q) {
-  const int64_t head = std::min<int64_t>(n, int64_t((16 - (reinterpret_cast<uintptr_t>(q + i) & 15)) & 15));
+  const int64_t head = std::min<int64_t>(n, int64_t((64 - (reinterpret_cast<uintptr_t>(q + i) & 63)) & 63));
   quantize_run_avx512<D, kFma, false>(x, i, head, p, qlo, qhi, q);
-  const __m512 lo = _mm512_set1_ps(qlo), hi = _mm512_set1_ps(qhi);
-  const __m512 inv = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
-  int64_t j = head;
-  for (; j + 16 <= n; j += 16) {
-    const __m128i bytes = quantize16<kFma>(load16<D>(x, i + j, 0xffff), inv, zp, lo, hi);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(q + i + j), bytes);
-  }
+  const int64_t j = quantize_body64<D, kFma, true>(x, i, head, n, p, qlo, qhi, q);
   quantize_run_avx512<D, kFma, false>(x, i + j, n - j, p, qlo, qhi, q);
 }
 
