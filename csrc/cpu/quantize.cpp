@@ -14,6 +14,8 @@
 //    parameter arrays expanded to that row, so vector loops stay long.
 #include "slimtorch/quantize.h"
 
+#include "narrow.h"
+
 // GCC 12's AVX-512 headers initialise "undefined" vectors as `__Y = __Y`,
 // which -Wall reports at every inlined use; the warning is a false positive.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -298,11 +300,9 @@ SLIMTORCH_AVX512 inline __m128i quantize16(__m512 v, __m512 inv, __m512 zp, __m5
 // 64 elements with broadcast parameters at once. Instead of clamping both
 // ends in float and narrowing each vector with vpmovdb (2 uops on Zen 4),
 // only the top is clamped in float (it also keeps huge values off
-// cvtps2dq's INT_MIN) and the saturating packs clamp the bottom while they
-// narrow 4 vectors to one: int32 -> int16 (signed) -> int8 (signed) or uint8
-// (unsigned). The packs interleave 128-bit lanes, hence the final permute.
-// Same results as quantize16: rint then saturate equals clamp then rint for
-// these integer bounds. 2.4x fewer vector uops per element.
+// cvtps2dq's INT_MIN) and narrow_to_bytes64's saturating packs clamp the
+// bottom while they narrow 4 vectors to one. Same results as quantize16:
+// rint then saturate equals clamp then rint for these integer bounds.
 template <DType D, bool kFma, bool kSigned>
 SLIMTORCH_AVX512 inline __m512i quantize64(const void* x, int64_t i, __m512 inv, __m512 zp, __m512 hi) {
   __m512i levels[4];
@@ -312,12 +312,7 @@ SLIMTORCH_AVX512 inline __m512i quantize64(const void* x, int64_t i, __m512 inv,
     t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q), zp);  // NaN -> zero point
     levels[u] = _mm512_cvtps_epi32(_mm512_min_ps(t, hi));
   }
-  const __m512i words01 = _mm512_packs_epi32(levels[0], levels[1]);
-  const __m512i words23 = _mm512_packs_epi32(levels[2], levels[3]);
-  const __m512i bytes = kSigned ? _mm512_packs_epi16(words01, words23) : _mm512_packus_epi16(words01, words23);
-  // Dword 4L + u of `bytes` holds elements 16u + 4L .. +3; put it at 4u + L.
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  return _mm512_permutexvar_epi32(order, bytes);
+  return narrow_to_bytes64<kSigned>(levels);
 }
 
 // The 64-element body of a broadcast run: elements [j, n - n % 64) from j
