@@ -107,3 +107,29 @@ def test_missing_native_module_falls_back_to_reference_with_one_warning(monkeypa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ops.threshold_(w, 0.5)  # warned once already
+
+
+@pytest.mark.parametrize("pool_env", ["openmp", "builtin"])
+def test_forked_child_runs_parallel_kernels(pool_env):
+    # The parent's threads do not exist in a forked child; waiting on them
+    # would hang (torch's own OpenMP ops do). The child must get a fresh pool.
+    code = """
+import os, torch
+from slimtorch import ops, _native
+torch.set_num_threads(2)
+x = torch.randn(4_000_000, generator=torch.Generator().manual_seed(0))
+expected = ops.magnitude_threshold([x], 0.5)  # the parent's pool is now running
+pid = os.fork()
+if pid == 0:
+    ok = ops.magnitude_threshold([x], 0.5) == expected and _native.cpu.thread_pool() == "builtin"
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    env = {**__import__("os").environ}
+    env.pop("SLIMTORCH_POOL", None)
+    if pool_env == "builtin":
+        env["SLIMTORCH_POOL"] = "builtin"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"

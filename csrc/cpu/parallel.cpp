@@ -10,11 +10,13 @@
 // last op takes our job without a wake-up. A condition-variable wake costs
 // 50-100 us on the VMs we measure on, 10-25% of a 1 ms int8 layer.
 //
-// Without libgomp (the edge build, the C++ tests) or with
-// SLIMTORCH_POOL=builtin, a small persistent pool of our own runs the chunks.
+// Without libgomp (the edge build, the C++ tests), with
+// SLIMTORCH_POOL=builtin, or in a forked child, a small persistent pool of
+// our own runs the chunks.
 // The Python op layer passes torch.get_num_threads() as n_threads, so kernels
 // follow torch's setting either way.
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -98,10 +100,22 @@ class ThreadPool {
   bool stopping_ = false;
 };
 
+// The process that loaded the library. A forked child inherits the pools'
+// bookkeeping but none of their threads: waiting on those would hang (torch's
+// own OpenMP ops hang there too, which is why DataLoader workers run on one
+// thread). A child therefore gets a fresh built-in pool.
+const pid_t loading_process = getpid();
+
 ThreadPool& pool() {
   // Leaked on purpose: joining threads from a static destructor at interpreter
-  // exit can deadlock; the OS reclaims them.
+  // exit can deadlock; the OS reclaims them. After a fork the old one is
+  // leaked too (its threads do not exist in the child).
   static ThreadPool* instance = new ThreadPool();
+  static pid_t owner = getpid();
+  if (owner != getpid()) {
+    instance = new ThreadPool();
+    owner = getpid();
+  }
   return *instance;
 }
 
@@ -118,7 +132,8 @@ GompParallel gomp_parallel() {
 
 bool use_builtin_pool() {
   const char* forced = std::getenv("SLIMTORCH_POOL");  // read per call: tests switch it
-  return gomp_parallel() == nullptr || (forced != nullptr && std::strcmp(forced, "builtin") == 0);
+  return gomp_parallel() == nullptr || (forced != nullptr && std::strcmp(forced, "builtin") == 0) ||
+         getpid() != loading_process;  // a forked child: libgomp's team is gone (see loading_process)
 }
 
 struct TeamJob {
