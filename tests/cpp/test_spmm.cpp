@@ -120,7 +120,7 @@ TEST(forward_matches_oracle_on_every_path) {
       for (bool wide : {false, true}) {
         for (auto [rows, cols, density] : {std::tuple<int64_t, int64_t, double>{37, 300, 0.3},
                                            {1, 1, 1.0}, {5, 17, 0.0}, {64, 33, 0.9},
-                                           {9, 100, 0.6}}) {
+                                           {9, 100, 0.6}, {3, 1000, 0.5}}) {
           Packed p = make(rows, cols, density, type, wide, uint32_t(rows * 7 + cols));
           for (int64_t batch : {1, 2, 3, 4, 15, 16, 17, 33, 65, 130}) {
             const int64_t ldx = cols + 3;  // a padded row stride

@@ -161,7 +161,7 @@ class Int8Linear(nn.Module):
         mode = self.mode
         # Eager CPU inference calls the native kernel directly: torch.library
         # dispatch alone costs more than a small layer's whole GEMV.
-        if (x.dtype is torch.float32 and x.device.type == "cpu" and _native.cpu is not None
+        if (x.dtype is torch.float32 and x.is_cpu and _native.cpu is not None
                 and self.in_features > 0 and not (x.requires_grad and torch.is_grad_enabled())
                 and not torch.compiler.is_compiling()):
             n = self.out_features
@@ -169,7 +169,7 @@ class Int8Linear(nn.Module):
             if not x2.is_contiguous():
                 x2 = x2.contiguous()
             m, k = x2.shape
-            y = torch.empty((m, n))
+            y = torch.empty(m, n)
             bias_ptr = 0 if bias is None else bias.data_ptr()
             if mode == "weight_only":
                 _native.cpu.qlinear_weight_only(x2.data_ptr(), m, k, k, packed.data_ptr(), w_scale.data_ptr(),

@@ -297,7 +297,7 @@ class SparseLinear(nn.Module):
         args = self._native_args
         bias = self._bias_ref  # self.bias, without Module.__getattr__
         if (args is not None and batch <= self._sparse_max_batch and x.dtype == torch.float32
-                and x.device.type == "cpu" and x.is_contiguous() and not torch.compiler.is_compiling()
+                and x.is_cpu and x.is_contiguous() and not torch.compiler.is_compiling()
                 and not (x.requires_grad and torch.is_grad_enabled())):
             # Eager CPU, no gradient to x: straight to the kernel (no dispatcher).
             kernel = _native.cpu.spmm_forward
@@ -307,7 +307,7 @@ class SparseLinear(nn.Module):
                     kernel = _native.cpu.spmm_forward_dynamic  # quantizes the rows itself
                 else:
                     x = _fake_quantize_rows(x)
-            y = torch.empty((*x.shape[:-1], self.out_features))
+            y = torch.empty(*x.shape[:-1], self.out_features)  # 0.5 us less than passing a tuple
             fused = bias is not None and bias.dtype == torch.float32 and not (
                 bias.requires_grad and torch.is_grad_enabled())
             kernel(*args, x.data_ptr(), batch, in_features, bias.data_ptr() if fused else 0, y.data_ptr(),
