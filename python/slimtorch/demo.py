@@ -312,21 +312,26 @@ def to_kernel_layers(model: nn.Module, values_dtype: torch.dtype = torch.int8) -
     return model.eval()
 
 
-def _median_latency_us(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
+def _median_latencies_us(models: Sequence[nn.Module], x: torch.Tensor, repeats: int) -> list[float]:
+    """Median microseconds per call of each model on ``x``, timed round-robin
+    (every round times each model once), so that a noisy neighbour slows all
+    of them alike instead of whichever happened to run at the time."""
     import statistics
     import time
 
+    inner = max(1, int(2000 // max(1, x.shape[0])))  # enough calls per sample to beat timer noise
+    samples: list[list[float]] = [[] for _ in models]
     with torch.inference_mode():
-        for _ in range(3):
-            model(x)
-        inner = max(1, int(2000 // max(1, x.shape[0])))  # enough calls per sample to beat timer noise
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(inner):
+        for model in models:
+            for _ in range(3):
                 model(x)
-            samples.append((time.perf_counter() - start) / inner * 1e6)
-    return statistics.median(samples)
+        for _ in range(repeats):
+            for model, times in zip(models, samples):
+                start = time.perf_counter()
+                for _ in range(inner):
+                    model(x)
+                times.append((time.perf_counter() - start) / inner * 1e6)
+    return [statistics.median(times) for times in samples]
 
 
 @dataclass
@@ -443,14 +448,14 @@ def run_demo(out_dir: str = "slimtorch-demo", *, final_sparsity: float = 0.95, s
     loaded = load_(student_lenet(), files["student_int8.safetensors"]).eval()
 
     x1, x256 = data.test.tensors[0][:1].contiguous(), data.test.tensors[0][:256].contiguous()
-    rows = []
-    for name, model, path in (("dense student (fp32)", dense, "dense_student.safetensors"),
-                              ("pruned student (sparse fp32)", sparse_fp32, "student_sparse_fp32.safetensors"),
-                              ("pruned + int8 (kernel layers)", loaded, "student_int8.safetensors")):
-        rows.append({"model": name, "accuracy": evaluate_accuracy(model, data.test_loader),
-                     "bytes": os.path.getsize(files[path]),
-                     "latency_b1_us": _median_latency_us(model, x1, latency_repeats),
-                     "latency_b256_us": _median_latency_us(model, x256, latency_repeats)})
+    table = (("dense student (fp32)", dense, "dense_student.safetensors"),
+             ("pruned student (sparse fp32)", sparse_fp32, "student_sparse_fp32.safetensors"),
+             ("pruned + int8 (kernel layers)", loaded, "student_int8.safetensors"))
+    models = [model for _, model, _ in table]
+    b1, b256 = _median_latencies_us(models, x1, latency_repeats), _median_latencies_us(models, x256, latency_repeats)
+    rows = [{"model": name, "accuracy": evaluate_accuracy(model, data.test_loader),
+             "bytes": os.path.getsize(files[path]), "latency_b1_us": b1[i], "latency_b256_us": b256[i]}
+            for i, (name, model, path) in enumerate(table)]
     _plot(curves, files["accuracy_vs_sparsity.png"])
     return DemoResult(rows, teacher_accuracy, final_sparsity, kd_acc, hard_acc, curves, files)
 
