@@ -295,3 +295,17 @@ def test_int8_dynamic_bad_arguments():
         SparseLinear(8, 4, activations="int4")
     with pytest.raises(ValueError, match="^activations: 'int8_dynamic' needs values_dtype=torch.int8"):
         SparseLinear(8, 4, activations="int8_dynamic")
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3), (5, 0, 3), (5, 4, 0), (7, 3, 40)])
+def test_int8_dynamic_empty_sizes_every_path(shape):
+    in_f, out_f, batch = shape
+    layer = SparseLinear.from_dense(_linear(in_f, out_f), sparsity=0.5, activations="int8_dynamic")
+    x = _x(batch, in_f)
+    with torch.no_grad():
+        y = layer(x)
+    assert y.shape == (batch, out_f)
+    if in_f == 0:  # nothing to multiply: the bias
+        assert torch.equal(y, layer.bias.detach().expand(batch, out_f))
+    assert layer(x.requires_grad_()).shape == (batch, out_f)  # the fake-quantize path
+    assert layer(x.detach().half()).dtype == torch.float16
