@@ -357,6 +357,12 @@ SLIMTORCH_AVX512 void quantize_run_avx512_stream(const void* x, int64_t i, int64
   quantize_run_avx512<D, kFma, false>(x, i + j, n - j, p, qlo, qhi, q);
 }
 
+template <bool kSigned>
+SLIMTORCH_AVX512 inline __m512 dequantize16(__m128i bytes, __m512 zp, __m512 scale) {
+  const __m512i levels = kSigned ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
+  return _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(levels), zp), scale);
+}
+
 template <bool kSigned, DType O, bool kArrays>
 SLIMTORCH_AVX512 void dequantize_run_avx512(const uint8_t* q, int64_t i, int64_t n, RunParams p,
                                             void* out) {
@@ -364,9 +370,7 @@ SLIMTORCH_AVX512 void dequantize_run_avx512(const uint8_t* q, int64_t i, int64_t
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 live = tail_mask(n - j);
     if (kArrays) scale = _mm512_maskz_loadu_ps(live, p.mul + j), zp = _mm512_maskz_loadu_ps(live, p.zp + j);
-    const __m128i bytes = _mm_maskz_loadu_epi8(live, q + i + j);
-    const __m512i levels = kSigned ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
-    const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(levels), zp), scale);
+    const __m512 v = dequantize16<kSigned>(_mm_maskz_loadu_epi8(live, q + i + j), zp, scale);
     if (O == DType::kFloat32) {
       _mm512_mask_storeu_ps(static_cast<float*>(out) + i + j, live, v);
       continue;
@@ -383,12 +387,6 @@ SLIMTORCH_AVX512 void dequantize_run_avx512(const uint8_t* q, int64_t i, int64_t
     }
     _mm256_mask_storeu_epi16(static_cast<uint16_t*>(out) + i + j, live, h);
   }
-}
-
-template <bool kSigned>
-SLIMTORCH_AVX512 inline __m512 dequantize16(__m128i bytes, __m512 zp, __m512 scale) {
-  const __m512i levels = kSigned ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
-  return _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(levels), zp), scale);
 }
 
 // Float32 output of a broadcast run with non-temporal stores: for outputs

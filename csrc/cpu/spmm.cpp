@@ -471,14 +471,15 @@ void build_panels(const float* x, int64_t batch, int64_t ldx, int64_t cols, int 
   });
 }
 
-// Per-calling-thread scratch for the panels; grows, never shrinks, so a
-// steady stream of calls does not pay for fresh pages each time.
-float* panel_scratch(int64_t floats) {
-  static thread_local std::vector<float> buffer;
-  const size_t need = size_t(floats) + 16;  // room to align to 64 bytes
-  if (buffer.size() < need) buffer.assign(need, 0.0f);
+// Per-calling-thread scratch (transposed panels or tiles), 64-byte aligned;
+// grows, never shrinks, so a steady stream of calls does not pay for fresh
+// pages each time. One call uses it at a time.
+uint8_t* scratch_bytes(int64_t bytes) {
+  static thread_local std::vector<uint8_t> buffer;
+  const size_t need = size_t(bytes) + 64;  // room to align to 64 bytes
+  if (buffer.size() < need) buffer.assign(need, 0);
   const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
-  return reinterpret_cast<float*>((address + 63) & ~uintptr_t(63));
+  return reinterpret_cast<uint8_t*>((address + 63) & ~uintptr_t(63));
 }
 
 // Batch 1 without a bitmap, average nonzeros per row below which the 8-lane
@@ -514,7 +515,7 @@ void forward_typed(const SparseMatrix& w, const float* x, int64_t batch, int64_t
   int width = 0;
   const PanelFn panel = pick_panel<V, I>(isa, batch, w.cols, &width);
   const int64_t panels = (batch + width - 1) / width;
-  float* xt = panel_scratch(panels * w.cols * width);
+  float* xt = reinterpret_cast<float*>(scratch_bytes(panels * w.cols * width * int64_t(sizeof(float))));
   build_panels(x, batch, ldx, w.cols, width, xt, n_threads);
   for_row_ranges(w, batch, n_threads, [&](int64_t r0, int64_t r1) {
     for (int64_t p = 0; p < panels; ++p) {
@@ -667,15 +668,6 @@ void transpose_tile(const uint8_t* a, int64_t cols, int64_t b0, int64_t nb, uint
   }
 }
 
-// Per-calling-thread scratch bytes, 64-byte aligned; grows, never shrinks.
-uint8_t* dynamic_scratch(int64_t bytes) {
-  static thread_local std::vector<uint8_t> buffer;
-  const size_t need = size_t(bytes) + 64;
-  if (buffer.size() < need) buffer.assign(need, 0);
-  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
-  return reinterpret_cast<uint8_t*>((address + 63) & ~uintptr_t(63));
-}
-
 void forward_dynamic(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx, const float* bias,
                      float* y, int n_threads) {
   const int64_t cols = w.cols, tiles = (batch + kDynamicTile - 1) / kDynamicTile;
@@ -683,7 +675,7 @@ void forward_dynamic(const SparseMatrix& w, const float* x, int64_t batch, int64
   // One scratch block: quantized rows, the transposed tiles, then the
   // per-row parameters in lane order and the weight row sums.
   const int64_t rows_bytes = batch * cols, tile_bytes = padded * cols;
-  uint8_t* scratch = dynamic_scratch(rows_bytes + tile_bytes + 16 * padded + 4 * w.rows + 64);
+  uint8_t* scratch = scratch_bytes(rows_bytes + tile_bytes + 16 * padded + 4 * w.rows + 64);
   uint8_t* a = scratch;
   uint8_t* xt = a + ((rows_bytes + 63) & ~int64_t(63));
   auto* lane_zp = reinterpret_cast<int32_t*>(xt + tile_bytes);

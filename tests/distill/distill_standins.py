@@ -11,6 +11,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import TensorDataset
 
+from slimtorch.demo import _mlp
+
 
 class _Mask(nn.Module):
     def __init__(self, shape: torch.Size) -> None:
@@ -63,14 +65,8 @@ class StepMagnitudePruning:
 
 
 def mlp(widths: list[int], dropout: float = 0.0) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1]))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-            if dropout:
-                layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
+    """Linear layers of the given widths, ReLU (and dropout) between them."""
+    return _mlp(widths, dropout)
 
 
 def blobs(n: int, features: int = 8, classes: int = 3, seed: int = 0) -> TensorDataset:

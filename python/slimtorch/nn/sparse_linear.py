@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from slimtorch import _native, ops
 from slimtorch.ops._checks import check_fraction
 from slimtorch.ops.spmm import MAX_NARROW_COLS, VALUE_DTYPES, SparseWeight, _sparse_linear_op, value_code
+from slimtorch.reference.qgemm import quantize_rows
 
 __all__ = ["SparseLinear", "BREAK_EVEN_DENSITY", "ACTIVATIONS"]
 
@@ -302,8 +303,9 @@ class SparseLinear(nn.Module):
             # Eager CPU, no gradient to x: straight to the kernel (no dispatcher).
             kernel = _native.cpu.spmm_forward
             if self.activations == "int8_dynamic":
-                if batch >= DYNAMIC_MIN_BATCH and in_features > 0 and _native.cpu.spmm_dynamic_supported(
-                        self.out_features, in_features, args[4], args[6]):  # this CPU and ISA setting
+                rows, cols, _, _, wide_idx, _, value_type = args[:7]
+                if batch >= DYNAMIC_MIN_BATCH and cols > 0 and _native.cpu.spmm_dynamic_supported(
+                        rows, cols, wide_idx, value_type):  # this CPU and ISA setting, per call
                     kernel = _native.cpu.spmm_forward_dynamic  # quantizes the rows itself
                 else:
                     x = _fake_quantize_rows(x)
@@ -343,8 +345,6 @@ def _fake_quantize_rows(x: torch.Tensor) -> torch.Tensor:
     """x with each row replaced by its uint8 quantization, dequantized (the
     codes the int8_dynamic kernel multiplies); the gradient passes straight
     through. A row holding NaN or Inf becomes NaN, as in the kernel."""
-    from slimtorch.reference.qgemm import quantize_rows
-
     codes, scale, zero_point = quantize_rows(x.detach())
     dequantized = (codes.float() - zero_point.unsqueeze(-1).float()) * scale.unsqueeze(-1)
     return x + (dequantized.to(x.dtype) - x).detach()
