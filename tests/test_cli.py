@@ -67,6 +67,15 @@ def test_inspect_saved_model(tmp_path, capsys):
     assert per_layer == data_bytes
     assert lines[-1].endswith(f"= {os.path.getsize(path):,d} bytes on disk")
     assert f"{data_bytes:,d} bytes of tensor data" in lines[-1]
+    packed = tmp_path / "model.safetensors.xz"
+    slimtorch.save(model, packed, compress=True)
+    assert cli.main(["inspect", str(packed)]) == 0
+    compressed_lines = capsys.readouterr().out.splitlines()
+    assert compressed_lines[1:-1] == lines[1:-1]  # the same per-layer rows
+    assert compressed_lines[-1] == (lines[-1].removesuffix(" on disk")
+                                    + f", xz-compressed to {os.path.getsize(packed):,d} bytes on disk")
+    (tmp_path / "cut.xz").write_bytes(packed.read_bytes()[:30])
+    assert "truncated" in _one_line_error(capsys, ["inspect", str(tmp_path / "cut.xz")])
 
 
 def _one_line_error(capsys, argv) -> str:
@@ -133,7 +142,7 @@ def test_bench_arguments(capsys, monkeypatch):
 
 def test_demo_arguments():
     args = cli.build_parser().parse_args(["demo"])
-    assert (args.out, args.sparsity, args.seeds, args.quick) == ("slimtorch-demo", 0.95, 5, False)
+    assert (args.out, args.sparsity, args.seeds, args.quick) == ("slimtorch-demo", 0.975, 5, False)
 
 
 @pytest.mark.parametrize("bad", [["--sparsity", "1.5"], ["--alpha", "-0.1"], ["--temperature", "0"],

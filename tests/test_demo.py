@@ -46,6 +46,17 @@ def test_to_kernel_layers_swaps_every_linear(data):
     torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-5)
 
 
+def test_to_kernel_layers_rounds_biases(data):
+    torch.manual_seed(0)
+    model = demo.student_lenet()
+    biases = [model[i].bias.detach().clone() for i in (0, 2, 4)]
+    demo.to_kernel_layers(model, torch.int8, bias_dtype=torch.bfloat16)
+    for i, bias in zip((0, 2, 4), biases):
+        assert torch.equal(model[i].bias, bias.bfloat16().float()) and model[i].bias.dtype == torch.float32
+    with pytest.raises(TypeError, match="^bias_dtype"):
+        demo.to_kernel_layers(demo.student_lenet(), bias_dtype=torch.int8)
+
+
 def test_quick_demo_end_to_end(tmp_path, capsys, threads):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
@@ -53,18 +64,21 @@ def test_quick_demo_end_to_end(tmp_path, capsys, threads):
     for row in ("dense student (fp32)", "pruned student (sparse fp32)", "pruned + int8 (kernel layers)",
                 "with distillation", "hard labels only"):
         assert row in printed
-    names = {"dense_student.safetensors", "student_sparse_fp32.safetensors", "student_int8.safetensors",
+    names = {"dense_student.safetensors", "student_sparse_fp32.safetensors.xz", "student_int8.safetensors.xz",
              "accuracy_vs_sparsity.png"}
     assert names <= set(os.listdir(out))
     assert (out / "accuracy_vs_sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the int8 file loads into kernel layers of a fresh student; the table's accuracy is theirs
-    loaded = slimtorch.load_(demo.student_lenet(), out / "student_int8.safetensors")
+    loaded = slimtorch.load_(demo.student_lenet(), out / "student_int8.safetensors.xz")
     assert all(isinstance(loaded[i], SparseLinear) and loaded[i].values.dtype == torch.int8 for i in (0, 2, 4))
     accuracy = demo.evaluate_accuracy(loaded, demo.load_digits_data(seed=0).test_loader)
     assert f"{100 * accuracy:.2f}%" in [line for line in printed.splitlines() if "int8 (kernel" in line][0]
     dense_bytes = os.path.getsize(out / "dense_student.safetensors")
     assert 50_610 * 4 < dense_bytes < 50_610 * 4 + 1024
-    assert os.path.getsize(out / "student_int8.safetensors") < dense_bytes / 8
+    assert os.path.getsize(out / "student_int8.safetensors.xz") < dense_bytes / 8
+    assert (out / "student_int8.safetensors.xz").read_bytes()[:6] == b"\xfd7zXZ\x00"
+    # biases rounded to float16 precision, so the file stores them as float16
+    assert all(torch.equal(loaded[i].bias, loaded[i].bias.half().float()) for i in (0, 2, 4))
 
 
 def test_run_demo_bad_arguments(tmp_path):

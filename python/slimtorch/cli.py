@@ -119,21 +119,24 @@ _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 
                 "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
-def read_header(path: str) -> tuple[dict, dict, int]:
+def read_header(path: str) -> tuple[dict, dict, int, int | None]:
     """The safetensors header of a slimtorch file (tensors, slimtorch
-    metadata, file size), read as JSON only: no tensor data, no code, no pickle."""
+    metadata, safetensors size, and the size on disk when the file is xz
+    compressed, else None), read as JSON only: no tensor data, no code, no pickle."""
+    from slimtorch.api.serialization import read_file
+
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise CLIError(f"inspect: {path} is not a slimtorch file (too short: {size} bytes)")
-            length = int.from_bytes(head, "little")
-            if length > size - 8 or length > 100 << 20:
-                raise CLIError(f"inspect: {path} is truncated or not a safetensors file")
-            header = json.loads(f.read(length))
-    except OSError as error:
-        raise CLIError(f"inspect: cannot read {path}: {error.strerror or error}") from None
+        head, compressed = read_file(path, header_only=True)
+    except ValueError as error:
+        raise CLIError(f"inspect: {str(error).removeprefix('path: ')}") from None
+    disk_size = os.path.getsize(path)
+    if len(head) < 8:
+        raise CLIError(f"inspect: {path} is not a slimtorch file (too short: {disk_size} bytes)")
+    length = int.from_bytes(head[:8], "little")
+    if length > len(head) - 8:
+        raise CLIError(f"inspect: {path} is truncated or not a safetensors file")
+    try:
+        header = json.loads(head[8:8 + length])
     except (ValueError, UnicodeDecodeError):
         raise CLIError(f"inspect: {path} is corrupt or not a safetensors file (bad header)") from None
     try:
@@ -142,17 +145,21 @@ def read_header(path: str) -> tuple[dict, dict, int]:
             raise KeyError
     except (KeyError, TypeError, ValueError, AttributeError):
         raise CLIError(f"inspect: {path} is a safetensors file but not one written by slimtorch.save") from None
+    data_size = max((entry.get("data_offsets", [0, 0])[1] for entry in header.values() if isinstance(entry, dict)
+                     and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2),
+                    default=0)
+    size = 8 + length + data_size if compressed else disk_size
     for key, entry in header.items():
         ok = isinstance(entry, dict) and isinstance(entry.get("shape"), list) and entry.get("dtype") in _DTYPE_BYTES
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not ok or not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1]
-                          <= size - 8 - length):
+        if not ok or not (isinstance(offsets, list) and len(offsets) == 2 and isinstance(offsets[0], int)
+                          and isinstance(offsets[1], int) and 0 <= offsets[0] <= offsets[1] <= size - 8 - length):
             raise CLIError(f"inspect: {path} is corrupt (tensor entry {key!r})")
-    return header, meta, size
+    return header, meta, size, disk_size if compressed else None
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    header, meta, size = read_header(args.file)
+    header, meta, size, compressed_size = read_header(args.file)
     layers, pruned = meta.get("layers", {}), meta.get("pruned", {})
     named = sorted(set(layers) | set(pruned), key=len, reverse=True)
     groups: dict[str, list[str]] = {}
@@ -181,7 +188,8 @@ def _inspect(args: argparse.Namespace) -> int:
         spars = f"{100 * sparsity:.1f}%" if isinstance(sparsity, (int, float)) else ""
         print(f"{owner or '(root)':<28} {fmt:<14} {shape:<12} {spars:>8}  {dtypes:<20} {nbytes:>10,d}")
     print(f"total: {len(header)} tensors, {total:,d} bytes of tensor data + {size - total:,d} bytes of "
-          f"header and metadata = {size:,d} bytes on disk")
+          f"header and metadata = {size:,d} bytes" + (f", xz-compressed to {compressed_size:,d} bytes on disk"
+                                                        if compressed_size is not None else " on disk"))
     return 0
 
 
@@ -200,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         "disk, compression ratio and latency against the dense student; plot accuracy vs sparsity.",
     )
     demo.add_argument("--out", default="slimtorch-demo", help="output directory (default: %(default)s)")
-    demo.add_argument("--sparsity", type=float, default=0.95, help="final sparsity (default: %(default)s)")
+    demo.add_argument("--sparsity", type=float, default=0.975, help="final sparsity (default: %(default)s)")
     demo.add_argument("--seeds", type=int, default=5, help="seeds for the distillation comparison "
                       "(default: %(default)s)")
     demo.add_argument("--temperature", type=float, default=2.0, help="distillation temperature "

@@ -198,11 +198,11 @@ def test_sparse_int8_roundtrip_is_exact_and_compact(tmp_path, in_features):
     with safetensors.safe_open(path, "pt") as f:
         meta = json.loads(f.metadata()["slimtorch"])
         stored = {k: f.get_tensor(k) for k in f.keys()}
-    assert meta["version"] == 2 and isinstance(meta["sha256"], str)
+    assert meta["version"] == 3 and isinstance(meta["sha256"], str)
     assert stored["0.row_ptr"].dtype == torch.uint8 and stored["0.row_ptr"].numel() == 32  # per-row counts
     assert torch.equal(stored["0.row_ptr"].long(), want["0.row_ptr"].diff())
-    assert stored["0.col_idx"].dtype == torch.uint8  # as is (< 256 columns), or as in-row deltas
-    assert meta["encoded"]["0.col_idx"][0] == ("narrow" if in_features <= 256 else "row_deltas")
+    assert stored["0.col_idx"].dtype == torch.uint8  # in-row deltas as varints
+    assert meta["encoded"]["0.col_idx"][0] == "varint_row_deltas"
     nonempty = want["0.row_ptr"].diff() > 0
     assert not nonempty.all() and torch.equal(stored["0.row_scales"], want["0.row_scales"][nonempty])
     assert meta["encoded"]["0.row_scales"][0] == "nonempty_rows"
@@ -256,35 +256,144 @@ def test_version_1_files_still_load(tmp_path):
     assert torch.equal(fresh(x), model(x))
 
 
-def test_row_deltas_fall_back_when_a_gap_exceeds_255(tmp_path):
+def test_varint_deltas_hold_any_gap(tmp_path):
+    from slimtorch.api.serialization import _varint_decode, _varint_encode
     from slimtorch.nn import SparseLinear
 
-    dense = nn.Linear(1000, 4)
+    values = torch.tensor([0, 1, 127, 128, 255, 256, 16383, 16384, 65535, 2**40])
+    stream = _varint_encode(values)
+    assert stream.tolist()[:6] == [0, 1, 127, 0x80, 1, 0xFF] and stream.numel() == 1 + 1 + 1 + 2 + 2 + 2 + 2 + 3 + 3 + 6
+    assert torch.equal(_varint_decode(stream, values.numel()), values)
+    for bad, count in ((stream[:-1], values.numel()), (stream, values.numel() - 1), (stream.to(torch.int16), 10),
+                       (torch.full((12,), 0x80, dtype=torch.uint8), 0)):
+        with pytest.raises(ValueError):
+            _varint_decode(bad, count)
+    dense = nn.Linear(70000, 4)  # int32 columns; gaps of 1 to 69999
     with torch.no_grad():
         dense.weight.zero_()
-        dense.weight[0, [3, 700]] = 1.0  # gap 697: deltas do not fit uint8
+        dense.weight[0, [3, 700, 69999]] = 1.0
         dense.weight[1, 999] = 2.0
-        dense.weight[3, [0, 1, 255, 510]] = 3.0
+        dense.weight[3, [0, 1, 255, 510, 66000]] = 3.0
     model = nn.Sequential(SparseLinear.from_dense(dense))
     path = tmp_path / "gap.safetensors"
     slimtorch.save(model, path)
     meta = json.loads(safetensors.safe_open(path, "pt").metadata()["slimtorch"])
-    assert "0.col_idx" not in meta["encoded"]
-    fresh = nn.Sequential(nn.Linear(1000, 4))
+    assert meta["encoded"]["0.col_idx"][:2] == ["varint_row_deltas", "int32"]
+    fresh = nn.Sequential(nn.Linear(70000, 4))
     slimtorch.load_(fresh, path)
-    assert torch.equal(fresh[0].col_idx, model[0].col_idx)
-    with torch.no_grad():
-        dense.weight[0, 700] = 0.0
-    model = nn.Sequential(SparseLinear.from_dense(dense))  # every gap and first column now <= 255... except 999
+    assert torch.equal(fresh[0].col_idx, model[0].col_idx) and fresh[0].col_idx.dtype == torch.int32
+
+
+def test_version_2_row_deltas_still_load(tmp_path):
+    """A version-2 file with uint8 ``row_deltas`` (what version 2 wrote) loads exactly."""
+    from slimtorch.api.serialization import _checksum
+
+    model = _sparse_int8_mlp()
+    path = tmp_path / "v3.safetensors"
     slimtorch.save(model, path)
-    slimtorch.load_(fresh, path)
-    assert torch.equal(fresh[0].col_idx, model[0].col_idx)
+    with safetensors.safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["slimtorch"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for key in [k for k, v in meta["encoded"].items() if v[0] == "varint_row_deltas"]:
+        col = model.state_dict()[key].long()
+        row_ptr = model.state_dict()[key.replace("col_idx", "row_ptr")]
+        deltas = col - torch.cat([col.new_zeros(1), col[:-1]])
+        starts = row_ptr[:-1][row_ptr.diff() > 0]
+        deltas[starts] = col[starts]
+        tensors[key] = deltas.to(torch.uint8)
+        meta["encoded"][key][0] = "row_deltas"
+    for key in [k for k, v in meta["encoded"].items() if v[0] == "narrow" and v[1] == "float32"]:
+        tensors[key] = tensors[key].float()  # version 2 narrows integers only
+        del meta["encoded"][key]
+    meta["version"], meta["sha256"] = 2, _checksum(tensors)
+    old = tmp_path / "v2.safetensors"
+    safetensors.torch.save_file(tensors, old, metadata={"slimtorch": json.dumps(meta)})
+    fresh = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+    slimtorch.load_(fresh, old)
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
+# ---- version 3: float32 tensors that are exactly float16/bfloat16 are stored narrow ----------
+
+
+def test_exact_narrow_floats_are_stored_narrow(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 3), nn.Linear(3, 2))
     with torch.no_grad():
-        dense.weight[1, 999] = 0.0
-        dense.weight[1, 200] = 2.0
-    model = nn.Sequential(SparseLinear.from_dense(dense))
+        model[0].bias.copy_(torch.tensor([0.5, -0.0, 65504.0, 2.0**-24, float("inf"), -3.0]))  # float16
+        model[0].weight.copy_(torch.randn(6, 4).bfloat16().float() * 2.0**100)  # bfloat16, out of float16 range
+        model[1].bias.copy_(torch.tensor([float("nan"), 0.5, 0.25]))  # NaN's bits change in float16: kept
+        model[2].bias.copy_(torch.tensor([1.0, 1.0 + 2.0**-11]))  # 11 fraction bits: neither float16 nor bfloat16
+    path = tmp_path / "f.safetensors"
     slimtorch.save(model, path)
-    meta = json.loads(safetensors.safe_open(path, "pt").metadata()["slimtorch"])
-    assert meta["encoded"]["0.col_idx"][0] == "row_deltas"
+    with safetensors.safe_open(path, "pt") as f:
+        stored = {k: f.get_tensor(k).dtype for k in f.keys()}
+    assert stored["0.bias"] == torch.float16 and stored["0.weight"] == torch.bfloat16
+    assert stored["1.bias"] == stored["2.bias"] == stored["1.weight"] == torch.float32
+    fresh = nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 3), nn.Linear(3, 2))
     slimtorch.load_(fresh, path)
-    assert torch.equal(fresh[0].col_idx, model[0].col_idx) and fresh[0].col_idx.dtype == torch.int16
+    for key, value in model.state_dict().items():  # bit for bit, NaN and -0.0 included
+        assert torch.equal(fresh.state_dict()[key].view(torch.int32), value.view(torch.int32)), key
+
+
+# ---- compress=True: the same file as one xz stream ----------
+
+
+def test_compressed_roundtrip_is_exact_and_smaller(tmp_path):
+    model = _sparse_int8_mlp(300)
+    plain, packed = tmp_path / "m.safetensors", tmp_path / "m.safetensors.xz"
+    slimtorch.save(model, plain)
+    slimtorch.save(model, packed, compress=True)
+    import lzma
+
+    data = packed.read_bytes()
+    assert data[:6] == b"\xfd7zXZ\x00" and len(data) < 0.8 * os.path.getsize(plain)
+    assert lzma.decompress(data) == plain.read_bytes()  # `xz -d` gives the plain file
+    fresh = nn.Sequential(nn.Linear(300, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+    slimtorch.load_(fresh, packed)
+    x = torch.randn(5, 300)
+    assert torch.equal(fresh(x), model(x))
+    with pytest.raises(TypeError, match="^compress"):
+        slimtorch.save(model, packed, compress="xz")
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda b, p: b[: len(b) // 2], "truncated"),
+    (lambda b, p: b[:20], "truncated"),
+    (lambda b, p: b[:-1], "corrupt or truncated"),
+    (lambda b, p: b[:40] + bytes([b[40] ^ 0x55]) + b[41:], "corrupt"),
+    (lambda b, p: b + b"\0" * 4, "corrupt"),
+    (lambda b, p: b + b, "trailing data"),
+    (lambda b, p: __import__("lzma").compress(p + b"\0" * 1000), "more data than its header"),
+    (lambda b, p: __import__("lzma").compress(b"\xff" * 16), "not a slimtorch file"),
+])
+def test_damaged_compressed_file_raises_and_leaves_model_alone(tmp_path, damage, match):
+    model = make_mlp()
+    slimtorch.prune_(model, 0.5)
+    plain, packed = tmp_path / "p.safetensors", tmp_path / "p.safetensors.xz"
+    slimtorch.save(model, plain)
+    slimtorch.save(model, packed, compress=True)
+    bad = tmp_path / "bad.xz"
+    bad.write_bytes(damage(packed.read_bytes(), plain.read_bytes()))
+    victim = make_mlp(seed=9)
+    before = {k: v.clone() for k, v in victim.state_dict().items()}
+    with pytest.raises(ValueError, match=f"^path: .*{match}"):
+        slimtorch.load_(victim, bad)
+    assert _unchanged(victim, before)
+
+
+def test_compressed_file_cannot_expand_past_its_header():
+    """A stream claiming a small file but holding gigabytes of zeros is
+    rejected after decompressing only what the header describes."""
+    import lzma
+
+    from slimtorch.api.serialization import _unxz
+
+    header = json.dumps({"x": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}}).encode()
+    compressor = lzma.LZMACompressor()
+    bomb = compressor.compress(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    chunk = b"\0" * (1 << 20)
+    bomb += b"".join(compressor.compress(chunk) for _ in range(256)) + compressor.flush()  # 256 MiB of zeros
+    assert len(bomb) < 100_000
+    with pytest.raises(ValueError, match="more data than its header"):
+        _unxz(bomb, header_only=False)
