@@ -363,11 +363,25 @@ SLIMTORCH_AVX512 inline __m512 dequantize16(__m128i bytes, __m512 zp, __m512 sca
   return _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(levels), zp), scale);
 }
 
+// The body of a broadcast float32 run: 64 elements per step with plain
+// (unmasked) loads and stores; returns where it stopped.
+template <bool kSigned>
+SLIMTORCH_AVX512 int64_t dequantize_body64(const uint8_t* q, int64_t n, __m512 zp, __m512 scale, float* dst) {
+  int64_t j = 0;
+  for (; j + 64 <= n; j += 64) {
+    for (int u = 0; u < 64; u += 16)
+      _mm512_storeu_ps(dst + j + u, dequantize16<kSigned>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + j + u)), zp, scale));
+  }
+  return j;
+}
+
 template <bool kSigned, DType O, bool kArrays>
 SLIMTORCH_AVX512 void dequantize_run_avx512(const uint8_t* q, int64_t i, int64_t n, RunParams p,
                                             void* out) {
   __m512 scale = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
-  for (int64_t j = 0; j < n; j += 16) {
+  const int64_t start = (kArrays || O != DType::kFloat32)
+                            ? 0 : dequantize_body64<kSigned>(q + i, n, zp, scale, static_cast<float*>(out) + i);
+  for (int64_t j = start; j < n; j += 16) {
     const __mmask16 live = tail_mask(n - j);
     if (kArrays) scale = _mm512_maskz_loadu_ps(live, p.mul + j), zp = _mm512_maskz_loadu_ps(live, p.zp + j);
     const __m512 v = dequantize16<kSigned>(_mm_maskz_loadu_epi8(live, q + i + j), zp, scale);

@@ -29,7 +29,7 @@ def check_tensor(
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
     if dtypes is not None and value.dtype not in dtypes:
         raise TypeError(f"{name}: expected dtype {_names(dtypes)}, got {value.dtype}")
-    if value.device.type not in SUPPORTED_DEVICES and value.device.type != "meta":
+    if not value.is_cpu and value.device.type not in SUPPORTED_DEVICES and value.device.type != "meta":
         raise ValueError(f"{name}: expected a cpu or cuda tensor, got device {value.device}")
     return value
 
