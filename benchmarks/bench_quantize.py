@@ -93,7 +93,10 @@ if __name__ == "__main__":
     #   python benchmarks/bench_quantize.py [--rounds R] [--threads T]
     # Speed-up vs torch compares the allocating calls (torch's functions
     # allocate); the bandwidth compares the out= call with the copy, both
-    # between preallocated tensors.
+    # between preallocated tensors. "floor" is a lower bound on any
+    # implementation's time: torch reading the input once (x.sum(), for
+    # quantize) or writing the float32 output once (out.fill_, for
+    # dequantize); "2x possible" says whether torch's time / 2 is above it.
     import argparse
     import statistics
     import time
@@ -115,13 +118,15 @@ if __name__ == "__main__":
         return best
 
     print(f"threads={args.threads} rounds={args.rounds}")
-    print("| op | n | slimtorch ms | torch ms | x vs torch | out= ms | GB/s | % of copy |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| op | n | slimtorch ms | torch ms | x vs torch | out= ms | GB/s | % of copy | floor ms | 2x possible |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in SIZES:
         repeats = 10 if n <= 1 << 20 else 2
         for op in OPS:
             fns = {impl: make_fn(op, n, impl) for impl in IMPLS}
             fns["copy"] = make_fn("copy", n, "copy")
+            source, sink = _data(n), torch.empty(n)
+            fns["floor"] = source.sum if op.startswith("quantize") else (lambda: sink.fill_(1.0))
             times: dict[str, list[float]] = {impl: [] for impl in fns}
             for fn in fns.values():
                 fn()
@@ -133,4 +138,5 @@ if __name__ == "__main__":
             print(f"| {op} | {n >> 20}M | {statistics.median(times['slimtorch']) * 1e3:.3f} | "
                   f"{statistics.median(times['torch']) * 1e3:.3f} | {ratio('torch', 'slimtorch'):.2f} | "
                   f"{out_ms * 1e3:.3f} | {5 * n / out_ms / 1e9:.1f} | "
-                  f"{100 * 5 / 8 * ratio('copy', 'slimtorch_out'):.0f}% |", flush=True)
+                  f"{100 * 5 / 8 * ratio('copy', 'slimtorch_out'):.0f}% | {statistics.median(times['floor']) * 1e3:.3f} | "
+                  f"{'yes' if ratio('torch', 'floor') >= 2 else 'no'} |", flush=True)
