@@ -29,6 +29,14 @@ constexpr int64_t kRowCost = 8;
 // 64-300-100-10 MLP against nn.Linear: 2^18 gives 1.12x at batch 16 and 1.2x at
 // batch 256; 2^16 gave 0.91x and 1.04x.
 constexpr int64_t kMinWorkPerThread = int64_t(1) << 18;
+// The same for the gather kernels (batch 1 to kMaxGatherBatch, bitmap or
+// not), where one nonzero costs about 0.6 ns per core, some 10x a panel
+// kernel's multiply-add: 2^13 is ~5 us of one core's work, above the ~2-3 us
+// it takes to start torch's OpenMP team. Measured at batch 1, 2 threads,
+// float32 values, median us with 2^18 / 2^13: 1024->1024 at 10% 66.8 / 29.2,
+// 768->3072 at 5% 51.4 / 34.6, at 20% 206 / 126, 4096->4096 at 2% 132 / 82;
+// 64->300 at 5% (3.4k work, one thread either way) 5.9 / 5.8.
+constexpr int64_t kMinGatherWorkPerThread = int64_t(1) << 13;
 // Target size of one transposed X panel (cols x W floats): half of a 1 MiB L2,
 // so the panel and the streamed weights share L2.
 constexpr int64_t kPanelBytes = int64_t(512) << 10;
@@ -89,9 +97,9 @@ constexpr int kChunksPerThread = 8;
 
 template <class Body>
 void for_row_ranges(const SparseMatrix& w, int64_t batch, int n_threads, const Body& body,
-                    int chunks_per_thread = kChunksPerThread) {
+                    int chunks_per_thread = kChunksPerThread, int64_t min_work = kMinWorkPerThread) {
   const int64_t total = cost_before(w, w.rows);
-  const int64_t by_work = std::max<int64_t>(1, total * batch / kMinWorkPerThread);
+  const int64_t by_work = std::max<int64_t>(1, total * batch / min_work);
   const int parts = int(std::max<int64_t>(1, std::min<int64_t>({int64_t(n_threads), by_work, w.rows})));
   if (parts == 1) {
     body(int64_t(0), w.rows);
@@ -498,7 +506,7 @@ void forward_typed(const SparseMatrix& w, const float* x, int64_t batch, int64_t
   if (batch == 1 && isa >= Isa::kAvx512 && w.bitmap != nullptr) {
     for_row_ranges(w, 1, n_threads, [&](int64_t r0, int64_t r1) {
       gemv_bitmap_avx512<V>(w, x, bias, y, r0, r1);
-    });
+    }, kChunksPerThread, kMinGatherWorkPerThread);
     return;
   }
   if (batch == 1 || (isa >= Isa::kAvx512 && batch <= kMaxGatherBatch)) {
@@ -509,7 +517,7 @@ void forward_typed(const SparseMatrix& w, const float* x, int64_t batch, int64_t
         gemv(w, x + b * ldx, ldx, bias, y + b * w.rows, w.rows, r0, r1);
         b += columns;
       }
-    });
+    }, kChunksPerThread, kMinGatherWorkPerThread);
     return;
   }
   int width = 0;

@@ -45,16 +45,18 @@ DYNAMIC_MIN_BATCH = 32
 # sparse kernel wins), ...)}, batch ascending. The size class matters because
 # a dense weight that stays in the last-level cache makes torch's dense GEMV
 # compute-bound and fast, while the sparse kernel is bound by its gathers.
-# Batch 1, large (benchmarks/break_even.py, 2 threads, 3 runs): the bitmap
-# kernel beat nn.Linear on 4096x4096 at density 0.6 (x1.0-2.0, float) and
-# 0.7 (x1.5-1.8, int8); the "cached" batch-1 entries stay (dense ~0.175 ms from L3).
-# Batch 128, large (bench_spmm.py on a quiet machine): density 0.5 was a tie or
-# a loss (x0.90 float, x1.05 int8), 0.3 a win (x1.56 float), so 0.4.
+# Measured with benchmarks/break_even.py (2 threads, --reps 9, margin 1.1,
+# two runs agreeing) once the batch-1 gather kernels started a second thread
+# from 2^13 nonzeros: at batch 1 the sparse kernel beat nn.Linear at every
+# density from 0.05 to 0.7 (the highest measured) on both size classes,
+# x1.26-5.7; at batch 16 up to 0.4 (cached; 0.5: x0.94-1.42) and 0.6 (large);
+# at batch 128, cached, up to 0.3 (0.4: x1.06-1.25, 0.5: x0.86-1.05), large
+# up to 0.4 (0.5 was a tie or a loss on a quiet machine, x0.90-1.05).
 BREAK_EVEN_DENSITY: dict[tuple[str, str], tuple[tuple[int, float], ...]] = {
-    ("float", "cached"): ((1, 0.1), (16, 0.2), (128, 0.4)),
-    ("float", "large"): ((1, 0.6), (16, 0.7), (128, 0.4)),
-    ("int8", "cached"): ((1, 0.1), (16, 0.2), (128, 0.5)),
-    ("int8", "large"): ((1, 0.7), (16, 0.7), (128, 0.4)),
+    ("float", "cached"): ((1, 0.7), (16, 0.4), (128, 0.3)),
+    ("float", "large"): ((1, 0.7), (16, 0.6), (128, 0.4)),
+    ("int8", "cached"): ((1, 0.7), (16, 0.4), (128, 0.3)),
+    ("int8", "large"): ((1, 0.7), (16, 0.6), (128, 0.4)),
 }
 # Dense float32 weights up to this size count as "cached" (half the 32 MiB L3
 # of the machine the table was measured on).
