@@ -36,6 +36,17 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _file_mode(target: Path) -> int:
+    """The permissions ``target`` gets: those it has if it exists, else what
+    ``open()`` would give a new file (0666 less the process umask)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)  # reading the umask means setting it; restored at once
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[IO[bytes]], Any]) -> Path:
     """Writes a file atomically: ``write_fn`` fills a binary file object.
 
@@ -59,6 +70,7 @@ def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[IO[bytes]], A
         raise ValueError(f"path: directory {str(directory)!r} does not exist")
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
     try:
+        os.chmod(tmp_name, _file_mode(target))  # mkstemp's 0600 would make the file private
         with os.fdopen(fd, "wb") as handle:
             write_fn(handle)
             handle.flush()

@@ -168,6 +168,18 @@ def test_atomic_write_never_shows_partial_file(tmp_path: Path) -> None:
     assert json.loads(target.read_text()) == {"b": [1, 2]}
 
 
+def test_atomic_write_permissions_follow_umask_or_existing_file(tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "new.bin", b"x")  # a new file: 0666 less the umask, not mkstemp's 0600
+        assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o640
+        os.chmod(tmp_path / "new.bin", 0o604)
+        atomic_write_bytes(tmp_path / "new.bin", b"y")  # a replaced file keeps its permissions
+        assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o604
+    finally:
+        os.umask(previous)
+
+
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="^step"):
         save_checkpoint(tmp_path, -1, {})
