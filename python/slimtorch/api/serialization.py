@@ -37,10 +37,9 @@ an integer tensor (counts, column indices) in the narrowest of uint8 / int16 /
 int32 that holds its values; ``"row_deltas"`` — column indices as uint8
 differences from the previous column of the same row (the first of a row: the
 column itself), where every difference fits (written by version 2 only);
-``"nonempty_rows"`` — int8 row
-scales of a ``SparseLinear`` stored for rows holding nonzeros only (an empty
-row's scale is the fixed ``choose_qparams`` minimum, 2**-23, that packing
-gives it).
+``"nonempty_rows"`` — int8 row scales of a ``SparseLinear`` stored for rows
+holding nonzeros only (an empty row's scale is the fixed ``choose_qparams``
+minimum, 2**-23, that packing gives it).
 
 Version 3 adds ``"narrow"`` for float32 tensors: one whose every value
 (bit for bit) is a float16, or else a bfloat16, value is stored in that dtype
@@ -209,7 +208,8 @@ def _narrow_floats(tensors: dict[str, torch.Tensor], encoded: dict[str, list]) -
 
 
 def _decode(tensors: dict[str, torch.Tensor], encoded: dict[str, list]) -> None:
-    """Undoes :func:`_encode_sparse_linear` (row offsets first: scales need them)."""
+    """Undoes :func:`_encode_sparse_linear` and :func:`_narrow_floats` (row
+    offsets first: column deltas and row scales need them)."""
     for key in sorted(encoded, key=lambda k: encoded[k][0] in ("nonempty_rows", "row_deltas", "varint_row_deltas")):
         how, dtype_name, shape, *extra = encoded[key]
         dtype = getattr(torch, str(dtype_name), None)
