@@ -173,6 +173,19 @@ def test_break_even_table_rule(monkeypatch):
     assert rule(0.8, torch.float32, large) == math.inf
 
 
+@pytest.mark.skipif(sparse_linear_module._native.cpu is None, reason="needs the native CPU module")
+def test_break_even_table_follows_the_isa(monkeypatch):
+    """Without the AVX-512 kernels (no bitmap kernel) the conservative table applies."""
+    rule = sparse_linear_module._sparse_max_batch
+    small = 768 * 3072
+    monkeypatch.setattr(sparse_linear_module._native.cpu, "active_isa", lambda: "avx512")
+    assert rule(0.7, torch.float32, small) == 1  # the bitmap kernel wins at batch 1
+    monkeypatch.setattr(sparse_linear_module._native.cpu, "active_isa", lambda: "avx2")
+    assert rule(0.7, torch.float32, small) == 0 and rule(0.5, torch.int8, small) == 0
+    assert rule(0.3, torch.float32, small) == math.inf
+    assert rule(0.7, torch.float32, small, torch.device("cuda")) == 1  # CUDA layers: the main table
+
+
 def test_fast_path_equals_op_path():
     layer = SparseLinear.from_dense(_linear(50, 20), sparsity=0.9)
     x = _x(3, 50)

@@ -29,7 +29,7 @@ from slimtorch.ops._checks import check_fraction
 from slimtorch.ops.spmm import MAX_NARROW_COLS, VALUE_DTYPES, SparseWeight, _sparse_linear_op, value_code
 from slimtorch.reference.qgemm import quantize_rows
 
-__all__ = ["SparseLinear", "BREAK_EVEN_DENSITY", "ACTIVATIONS"]
+__all__ = ["SparseLinear", "BREAK_EVEN_DENSITY", "BREAK_EVEN_DENSITY_NO_AVX512", "ACTIVATIONS"]
 
 # How a SparseLinear treats its input: "float" multiplies it as it is;
 # "int8_dynamic" (int8 values only) quantizes each input row to uint8 with its
@@ -58,6 +58,20 @@ BREAK_EVEN_DENSITY: dict[tuple[str, str], tuple[tuple[int, float], ...]] = {
     ("int8", "cached"): ((1, 0.7), (16, 0.4), (128, 0.3)),
     ("int8", "large"): ((1, 0.7), (16, 0.6), (128, 0.4)),
 }
+# The same where the AVX-512 kernels do not run (an AVX2-only or older CPU,
+# SLIMTORCH_ISA=avx2|scalar, no native module): without the bitmap kernel the
+# batch-1 sparse kernel loses at medium densities. Measured with the AVX2
+# kernels forced (SLIMTORCH_ISA=avx2) against torch's own AVX-512 dense GEMM
+# on the same machine, the worst case: cached, 0.3 wins at every batch
+# (x1.18-2.01), 0.5 loses at batch 1 (x0.68-0.97) and ties at 16 (x0.95-1.22);
+# large, 0.5 wins at batch 1 and 16 (x1.32-2.00), 0.4 at 128 is a tie
+# (x1.18-1.30), 0.3 wins (x1.70-1.80).
+BREAK_EVEN_DENSITY_NO_AVX512: dict[tuple[str, str], tuple[tuple[int, float], ...]] = {
+    ("float", "cached"): ((1, 0.3), (16, 0.3), (128, 0.3)),
+    ("float", "large"): ((1, 0.5), (16, 0.5), (128, 0.3)),
+    ("int8", "cached"): ((1, 0.3), (16, 0.3), (128, 0.3)),
+    ("int8", "large"): ((1, 0.5), (16, 0.5), (128, 0.3)),
+}
 # Dense float32 weights up to this size count as "cached" (half the 32 MiB L3
 # of the machine the table was measured on).
 CACHED_WEIGHT_BYTES = 16 << 20
@@ -65,10 +79,13 @@ CACHED_WEIGHT_BYTES = 16 << 20
 _PACKED = ("row_ptr", "col_idx", "values", "row_scales")
 
 
-def _sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements: int) -> float:
+def _sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements: int,
+                      device: torch.device = torch.device("cpu")) -> float:
     """The largest batch (rows of x) for which the sparse kernel is used."""
     size = "cached" if 4 * weight_elements <= CACHED_WEIGHT_BYTES else "large"
-    table = BREAK_EVEN_DENSITY[("int8" if values_dtype == torch.int8 else "float", size)]
+    avx512 = device.type != "cpu" or (_native.cpu is not None and _native.cpu.active_isa() == "avx512")
+    tables = BREAK_EVEN_DENSITY if avx512 else BREAK_EVEN_DENSITY_NO_AVX512
+    table = tables[("int8" if values_dtype == torch.int8 else "float", size)]
     best = 0
     for batch, limit in table:
         if density > limit:
@@ -227,7 +244,7 @@ class SparseLinear(nn.Module):
         # No dense fallback for int8_dynamic: no break-even was measured for it
         # (compress_ times it against the dense layer instead).
         self._sparse_max_batch = math.inf if self.activations == "int8_dynamic" else _sparse_max_batch(
-            self.density, self.values.dtype, self.in_features * self.out_features)
+            self.density, self.values.dtype, self.in_features * self.out_features, self.values.device)
         packed = self.packed()
         # Derived, not saved: the column bitmap of the batch-1 kernel.
         self.register_buffer("_bitmap", packed.bitmap, persistent=False)
