@@ -46,17 +46,18 @@ DYNAMIC_MIN_BATCH = 32
 # a dense weight that stays in the last-level cache makes torch's dense GEMV
 # compute-bound and fast, while the sparse kernel is bound by its gathers.
 # Measured with benchmarks/break_even.py (2 threads, --reps 9, margin 1.1,
-# two runs agreeing) once the batch-1 gather kernels started a second thread
-# from 2^13 nonzeros: at batch 1 the sparse kernel beat nn.Linear at every
-# density from 0.05 to 0.7 (the highest measured) on both size classes,
-# x1.26-5.7; at batch 16 up to 0.4 (cached; 0.5: x0.94-1.42) and 0.6 (large);
-# at batch 128, cached, up to 0.3 (0.4: x1.06-1.25, 0.5: x0.86-1.05), large
-# up to 0.4 (0.5 was a tie or a loss on a quiet machine, x0.90-1.05).
+# two runs agreeing) after the batch-1 gather kernels started a second thread
+# from 2^13 nonzeros and the panels moved to 16x16 register transposes: at
+# batch 1 the sparse kernel beat nn.Linear at every density from 0.05 to 0.7
+# (the highest measured) on both size classes, x1.26-5.7; at batch 16 up to
+# 0.4 (cached: x1.17-1.50; 0.5: x0.98-1.22), 0.6 (large, float) and 0.7 (large, int8);
+# at batch 128 up to 0.4 (cached: x1.14-1.32; 0.5: x1.03-1.07), 0.4 (large,
+# float; 0.5: x1.03) and 0.5 (large, int8: x1.17; 0.6: x0.93).
 BREAK_EVEN_DENSITY: dict[tuple[str, str], tuple[tuple[int, float], ...]] = {
-    ("float", "cached"): ((1, 0.7), (16, 0.4), (128, 0.3)),
+    ("float", "cached"): ((1, 0.7), (16, 0.4), (128, 0.4)),
     ("float", "large"): ((1, 0.7), (16, 0.6), (128, 0.4)),
-    ("int8", "cached"): ((1, 0.7), (16, 0.4), (128, 0.3)),
-    ("int8", "large"): ((1, 0.7), (16, 0.6), (128, 0.4)),
+    ("int8", "cached"): ((1, 0.7), (16, 0.4), (128, 0.4)),
+    ("int8", "large"): ((1, 0.7), (16, 0.7), (128, 0.5)),
 }
 # The same where the AVX-512 kernels do not run (an AVX2-only or older CPU,
 # SLIMTORCH_ISA=avx2|scalar, no native module): without the bitmap kernel the
