@@ -531,7 +531,6 @@ PanelFn pick_panel(Isa isa, int64_t batch, int64_t cols, int* width) {
 // batch columns p*W .. p*W+W-1, zero past the batch. Threads split the columns.
 void build_panels(const float* x, int64_t batch, int64_t ldx, int64_t cols, int width, float* xt,
                   int n_threads) {
-  const int64_t panels = (batch + width - 1) / width;
   if (active_isa() >= Isa::kAvx512 && width % 16 == 0) {
     // Blocks of 16 columns; a thread gets at least 32 of them (one thread below 512 columns, as before).
     parallel_for(n_threads, (cols + 15) / 16, 32, [&](int64_t k0, int64_t k1, int) {
@@ -539,6 +538,7 @@ void build_panels(const float* x, int64_t batch, int64_t ldx, int64_t cols, int 
     });
     return;
   }
+  const int64_t panels = (batch + width - 1) / width;
   parallel_for(n_threads, cols, 512, [&](int64_t c0, int64_t c1, int) {
     for (int64_t p = 0; p < panels; ++p) {
       float* dst = xt + p * cols * width;

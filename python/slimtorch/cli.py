@@ -123,7 +123,7 @@ def read_header(path: str) -> tuple[dict, dict, int, int | None]:
     """The safetensors header of a slimtorch file (tensors, slimtorch
     metadata, safetensors size, and the size on disk when the file is xz
     compressed, else None), read as JSON only: no tensor data, no code, no pickle."""
-    from slimtorch.api.serialization import read_file
+    from slimtorch.api.serialization import data_length, read_file
 
     try:
         head, compressed = read_file(path, header_only=True)
@@ -145,16 +145,17 @@ def read_header(path: str) -> tuple[dict, dict, int, int | None]:
             raise KeyError
     except (KeyError, TypeError, ValueError, AttributeError):
         raise CLIError(f"inspect: {path} is a safetensors file but not one written by slimtorch.save") from None
-    data_size = max((entry.get("data_offsets", [0, 0])[1] for entry in header.values() if isinstance(entry, dict)
-                     and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2),
-                    default=0)
-    size = 8 + length + data_size if compressed else disk_size
     for key, entry in header.items():
         ok = isinstance(entry, dict) and isinstance(entry.get("shape"), list) and entry.get("dtype") in _DTYPE_BYTES
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
         if not ok or not (isinstance(offsets, list) and len(offsets) == 2 and isinstance(offsets[0], int)
-                          and isinstance(offsets[1], int) and 0 <= offsets[0] <= offsets[1] <= size - 8 - length):
+                          and isinstance(offsets[1], int) and 0 <= offsets[0] <= offsets[1]):
             raise CLIError(f"inspect: {path} is corrupt (tensor entry {key!r})")
+    # The data an xz file holds is what its header says; a plain file's is what is on disk.
+    size = 8 + length + data_length(header) if compressed else disk_size
+    past = next((key for key, entry in header.items() if entry["data_offsets"][1] > size - 8 - length), None)
+    if past is not None:
+        raise CLIError(f"inspect: {path} is corrupt (tensor entry {past!r})")
     return header, meta, size, disk_size if compressed else None
 
 

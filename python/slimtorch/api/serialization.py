@@ -80,7 +80,7 @@ from slimtorch._io import atomic_write_bytes
 from slimtorch.api import _backend
 from slimtorch.api.pruning import WeightMask, is_pruned, weight_mask
 
-__all__ = ["save", "load_", "read_file", "FORMAT_VERSION"]
+__all__ = ["save", "load_", "read_file", "data_length", "FORMAT_VERSION"]
 
 FORMAT_NAME = "slimtorch"
 FORMAT_VERSION = 3
@@ -151,11 +151,10 @@ def _encode_sparse_linear(prefix: str, tensors: dict[str, torch.Tensor], encoded
     wide = col.to(torch.int64)
     deltas = wide - torch.cat([wide.new_zeros(1), wide[:-1]])
     deltas[row_ptr[:-1][counts > 0]] = wide[row_ptr[:-1][counts > 0]]  # a row starts from column 0
-    narrow = _narrow(col)
     if col.numel() and int(wide.min()) >= 0 and int(deltas.min()) >= 0:
         encoded[col_key] = ["varint_row_deltas", dtype_name, list(col.shape), row_ptr_key]
         tensors[col_key] = _varint_encode(deltas)
-    elif narrow.dtype != col.dtype:
+    elif (narrow := _narrow(col)).dtype != col.dtype:
         encoded[col_key] = ["narrow", dtype_name, list(col.shape)]
         tensors[col_key] = narrow
 
@@ -356,9 +355,9 @@ XZ_MAGIC = b"\xfd7zXZ\x00"
 _MAX_HEADER_BYTES = 100 << 20
 
 
-def _data_length(header_json: bytes) -> int:
-    """The tensor-data length a safetensors header describes (its largest end offset)."""
-    header = json.loads(header_json)
+def data_length(header: dict) -> int:
+    """The tensor-data length a parsed safetensors header describes (its
+    largest end offset); raises ValueError, KeyError or TypeError when malformed."""
     ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
     if not all(isinstance(end, int) and end >= 0 for end in ends):
         raise ValueError("bad data offsets")
@@ -379,7 +378,7 @@ def _unxz(data: bytes, header_only: bool) -> bytes:
         raise ValueError("the compressed file is truncated")
     if header_only:
         return head + header
-    size = _data_length(header)
+    size = data_length(json.loads(header))
     body = decompressor.decompress(b"", max_length=size) if size else b""
     if len(body) < size:
         raise ValueError("the compressed file is truncated")
