@@ -420,7 +420,7 @@ def run_demo(out_dir: str = "slimtorch-demo", *, final_sparsity: float = 0.975, 
     import safetensors.torch
 
     from slimtorch.api.serialization import load_, save
-    from slimtorch.ops._checks import check_fraction
+    from slimtorch._checks import check_fraction
 
     if not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"out_dir: expected a str or os.PathLike, got {type(out_dir).__name__}")

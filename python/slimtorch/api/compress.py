@@ -46,7 +46,7 @@ from torch import nn
 from slimtorch.api import _backend
 from slimtorch.api.pruning import weight_mask
 from slimtorch.api.quantization import ActivationRange, QATLinear, calibrate
-from slimtorch.ops._checks import check_fraction
+from slimtorch._checks import check_fraction
 
 __all__ = ["CompressConfig", "CompressReport", "LayerDecision", "compress_", "register_format", "FORMATS",
            "register_layer_class", "LAYER_CLASSES"]

@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimtorch.api import _backend
-from slimtorch.ops._checks import check_fraction
+from slimtorch._checks import check_fraction
 
 __all__ = ["AGPSchedule", "PruneReport", "prune_", "strip_", "is_pruned", "weight_mask"]
 

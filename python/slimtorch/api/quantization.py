@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from slimtorch.api import _backend
-from slimtorch.ops._checks import check_float_tensor, check_fraction, check_real
+from slimtorch._checks import check_float_tensor, check_fraction, check_real
 
 __all__ = [
     "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver", "MSEObserver",

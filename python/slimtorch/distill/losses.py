@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimtorch.ops._checks import check_fraction, check_real
+from slimtorch._checks import check_fraction, check_real
 
 __all__ = ["KDLoss", "FeatureLoss", "EmbeddingLoss", "CombinedLoss"]
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from slimtorch import _native
 from slimtorch.ops import qgemm as qops
-from slimtorch.ops._checks import FLOAT_DTYPES
+from slimtorch._checks import FLOAT_DTYPES
 
 __all__ = ["Int8Linear"]
 

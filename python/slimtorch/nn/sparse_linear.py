@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimtorch import _native, ops
-from slimtorch.ops._checks import check_fraction
+from slimtorch._checks import check_fraction
 from slimtorch.ops.spmm import MAX_NARROW_COLS, VALUE_DTYPES, SparseWeight, _sparse_linear_op, value_code
 from slimtorch.reference.qgemm import quantize_rows
 

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import torch
 
 from slimtorch import _native
-from slimtorch.ops._checks import FLOAT_DTYPES, check_real, check_tensor
+from slimtorch._checks import FLOAT_DTYPES, check_real, check_tensor
 from slimtorch.reference import qgemm as ref
 
 __all__ = [

@@ -40,7 +40,7 @@ import math
 import torch
 
 from slimtorch import _native
-from slimtorch.ops._checks import check_axis, check_float_tensor, check_tensor
+from slimtorch._checks import check_axis, check_float_tensor, check_tensor
 
 __all__ = ["choose_qparams", "dequantize", "quantize"]
 

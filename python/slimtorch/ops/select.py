@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from slimtorch import _native, reference
-from slimtorch.ops._checks import check_float_tensor, check_fraction, check_same_device
+from slimtorch._checks import check_float_tensor, check_fraction, check_same_device
 
 __all__ = ["magnitude_masks", "magnitude_threshold"]
 

@@ -16,7 +16,7 @@ import math
 import torch
 
 from slimtorch import _native, reference
-from slimtorch.ops._checks import FLOAT_DTYPES, check_float_tensor, check_tensor
+from slimtorch._checks import FLOAT_DTYPES, check_float_tensor, check_tensor
 from slimtorch.ops.quantize import choose_qparams, quantize
 
 __all__ = ["SparseWeight", "sparse_linear"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from slimtorch import _native, reference
-from slimtorch.ops._checks import check_float_tensor, check_real
+from slimtorch._checks import check_float_tensor, check_real
 
 __all__ = ["prune_mask", "threshold_"]
 

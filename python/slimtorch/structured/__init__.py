@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from slimtorch.ops._checks import check_real
+from slimtorch._checks import check_real
 from slimtorch.structured.graph import Analysis, Slot, analyze
 from slimtorch.structured.surgery import PrunedMultiheadAttention, fix_attributes, slice_tensors
 

@@ -1,4 +1,6 @@
-"""Argument validation shared by the ops: native code only ever sees valid input.
+"""Argument validation for every public function of the package (ops, layers,
+api, distill, structured, demo): one helper per kind of argument, so a mistake
+gets the same error type and wording wherever it is made.
 
 Every check raises ``TypeError`` (wrong kind of object or dtype) or
 ``ValueError`` (wrong value or shape) whose message starts with the argument's
@@ -82,3 +84,40 @@ def check_axis(name: str, axis: object, ndim: int) -> int | None:
     if not -ndim <= axis < ndim:
         raise ValueError(f"{name}: expected an axis in [{-ndim}, {ndim}) for a {ndim}-d tensor, got {axis}")
     return axis % ndim
+
+
+def check_bool(name: str, value: object) -> bool:
+    """A real ``bool`` (not 0/1, not a tensor)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
+    return value
+
+
+def check_int(name: str, value: object, *, minimum: int | None = None, maximum: int | None = None,
+              allow_none: bool = False) -> int | None:
+    """An integer (``bool`` rejected) in ``[minimum, maximum]``; ``None`` if allowed."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        expected = "None or an int" if allow_none else "an int"
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
+    result = int(value)
+    if minimum is not None and result < minimum or maximum is not None and result > maximum:
+        bounds = (f"in [{minimum}, {maximum}]" if minimum is not None and maximum is not None
+                  else f">= {minimum}" if minimum is not None else f"<= {maximum}")
+        raise ValueError(f"{name}: expected an int {bounds}, got {result}")
+    return result
+
+
+def check_choice(name: str, value: object, choices: Sequence[object]) -> object:
+    """One of ``choices`` (compared with ``==``; unhashable values are simply not found)."""
+    if not any(value is choice or (type(value) is type(choice) and value == choice) for choice in choices):
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_module(name: str, value: object) -> torch.nn.Module:
+    """A ``torch.nn.Module``."""
+    if not isinstance(value, torch.nn.Module):
+        raise TypeError(f"{name}: expected a torch.nn.Module, got {type(value).__name__}")
+    return value
