@@ -22,21 +22,23 @@ is undone (both are zeros, so the count and the result are unchanged).
 
 from __future__ import annotations
 
+import math
 import numbers
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from slimtorch.api import _backend
-from slimtorch._checks import check_fraction
+from slimtorch._checks import check_choice, check_fraction
 
-__all__ = ["AGPSchedule", "PruneReport", "prune_", "strip_", "is_pruned", "weight_mask"]
+__all__ = ["AGPSchedule", "PruneReport", "prune_", "strip_", "is_pruned", "weight_mask", "input_norms", "is_hf_conv1d"]
 
 FilterFn = Callable[[nn.Module, str], bool]
-_SCOPES = ("global", "layer")
+_SCOPES = ("global", "layer", "row")
+_METHODS = ("magnitude", "wanda")
 _DEFAULT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -78,10 +80,50 @@ class PruneReport:
     total: float
     pruned: int
     numel: int
+    method: str = "magnitude"
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Hugging Face's ``Conv1D`` (GPT-2 style): ``y = x @ weight + bias`` with
+    ``weight [in, out]``. Recognised by name so transformers is never imported."""
+    cls = type(module)
+    return cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers")
 
 
 def _default_filter(module: nn.Module, name: str) -> bool:
-    return isinstance(module, _DEFAULT_TYPES)
+    return isinstance(module, _DEFAULT_TYPES) or is_hf_conv1d(module)
+
+
+def _rows(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` as ``[out, inputs]``: one row per output (a view)."""
+    return weight.T if is_hf_conv1d(module) else weight.reshape(weight.shape[0], -1)
+
+
+def _from_rows(module: nn.Module, rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return rows.T if is_hf_conv1d(module) else rows.reshape(like.shape)
+
+
+def _tied(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, str]:
+    """Targets whose weight shares its memory with a parameter or buffer
+    outside it: ``{module name: why it is skipped}``."""
+    owners: dict[tuple[int, int], list[str]] = {}
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, tensor in named:
+        if tensor.numel():
+            key = (tensor.untyped_storage().data_ptr(), tensor.device.index or 0)
+            owners.setdefault(key, []).append(name)
+    skipped = {}
+    for name, module in targets:
+        weight = module.parametrizations["weight"].original if is_pruned(module) else module.weight
+        if not weight.numel():
+            continue
+        own = (f"{name}.parametrizations.weight.original" if is_pruned(module) else f"{name}.weight").lstrip(".")
+        others = [o for o in owners.get((weight.untyped_storage().data_ptr(), weight.device.index or 0), [])
+                  if o != own]
+        if others:
+            skipped[name] = f"weight tied to {', '.join(sorted(others))}; a tied group is never pruned in part"
+    return skipped
 
 
 def _targets(model: nn.Module, filter_fn: FilterFn | None) -> list[tuple[str, nn.Module]]:
@@ -125,18 +167,61 @@ def _grow_masks(effective: list[torch.Tensor], old: list[torch.Tensor | None], s
     return [k.view(t.shape) for k, t in zip(flat_keep.split(sizes), effective)]
 
 
+def _pattern_keep(ranks: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep the ``n`` highest-ranked of every ``m`` consecutive entries of each
+    row of ``ranks [rows, cols]`` (ties: the lower column is kept)."""
+    groups = ranks.reshape(ranks.shape[0], -1, m)
+    order = torch.sort(groups, dim=-1, descending=True, stable=True).indices
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(-1, order[..., :n], True)
+    return keep.reshape(ranks.shape)
+
+
+def _row_keep(ranks: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Prune ``round(sparsity * cols)`` lowest-ranked entries of each row
+    (ties: the lower column is pruned first)."""
+    count = round(sparsity * ranks.shape[1])
+    order = torch.sort(ranks, dim=1, stable=True).indices
+    keep = torch.ones_like(ranks, dtype=torch.bool)
+    keep.scatter_(1, order[:, :count], False)
+    return keep
+
+
 @torch.no_grad()
-def _apply_masks(targets: list[tuple[str, nn.Module]], sparsity: float, scope: str) -> PruneReport:
-    groups = [targets] if scope == "global" else [[t] for t in targets]
+def _apply_masks(targets: list[tuple[str, nn.Module]], sparsity: float | tuple[int, int], scope: str,
+                 norms: dict[str, torch.Tensor] | None = None, skipped: dict[str, str] | None = None) -> PruneReport:
+    """Prune ``targets`` to ``sparsity`` (a fraction, or ``(n, m)`` of an N:M
+    pattern) ranking ``|W|``, or ``|W| * norms[name]`` per input when ``norms`` is given."""
     # All masks are computed before any is applied: a rejected sparsity changes nothing.
     for name, module in targets:
         if module.weight.isnan().any():
             raise ValueError(f"model: the weight of {name!r} contains NaN, which has no magnitude to rank")
+    ranks = []
+    for name, module in targets:
+        weight = module.weight.detach()
+        rank = weight.abs() if norms is None else (_rows(module, weight).abs().float() * norms[name]).to(weight.dtype)
+        ranks.append(rank if norms is None else _from_rows(module, rank, weight))
     plans = []
-    for group in groups:
-        old = [weight_mask(module) for _, module in group]
-        new = _grow_masks([module.weight.detach() for _, module in group], old, sparsity)
-        plans.extend(zip(group, new, old))
+    if isinstance(sparsity, tuple) or scope == "row":
+        for (name, module), rank in zip(targets, ranks):
+            rows = _rows(module, rank).float()
+            if isinstance(sparsity, tuple):
+                n, m = sparsity
+                if rows.shape[1] % m:
+                    raise ValueError(f"sparsity: a {n}:{m} pattern needs the inputs per output of {name!r} "
+                                     f"to be a multiple of {m}, got {rows.shape[1]}")
+                keep = _pattern_keep(rows, n, m)
+            else:
+                keep = _row_keep(rows, sparsity)
+            old = weight_mask(module)
+            keep = _from_rows(module, keep, rank)
+            plans.append(((name, module), keep if old is None else keep & old, old))
+    else:
+        groups = [list(range(len(targets)))] if scope == "global" else [[i] for i in range(len(targets))]
+        for group in groups:
+            old = [weight_mask(targets[i][1]) for i in group]
+            new = _grow_masks([ranks[i] for i in group], old, sparsity)
+            plans.extend(zip([targets[i] for i in group], new, old))
     for (_, module), mask, previous in plans:
         if previous is None:
             parametrize.register_parametrization(module, "weight", WeightMask(mask.contiguous()))
@@ -152,7 +237,9 @@ def _apply_masks(targets: list[tuple[str, nn.Module]], sparsity: float, scope: s
         pruned += n_pruned
         numel += mask.numel()
     total = pruned / numel if numel else 0.0
-    return PruneReport(sparsity=sparsity, scope=scope, layers=layers, total=total, pruned=pruned, numel=numel)
+    nominal = sparsity if not isinstance(sparsity, tuple) else 1 - sparsity[0] / sparsity[1]
+    return PruneReport(sparsity=nominal, scope=scope, layers=layers, total=total, pruned=pruned, numel=numel,
+                       method="magnitude" if norms is None else "wanda", skipped=dict(skipped or {}))
 
 
 def _check_model(model: object) -> nn.Module:
@@ -271,40 +358,139 @@ class AGPSchedule:
         self.current_sparsity = check_fraction("state['current_sparsity']", state["current_sparsity"])
 
 
-def prune_(model: nn.Module, sparsity: float | AGPSchedule, *, scope: str = "global",
-           filter_fn: FilterFn | None = None) -> PruneReport:
-    """Prune ``model`` in place by weight magnitude and keep it pruned while training.
+def _run(model: nn.Module, batch: object) -> None:
+    if isinstance(batch, Mapping):
+        model(**batch)
+    elif isinstance(batch, (tuple, list)):
+        model(*batch)
+    else:
+        model(batch)
+
+
+@torch.no_grad()
+def input_norms(model: nn.Module, targets: list[tuple[str, nn.Module]], calibration: Iterable) -> dict[str, torch.Tensor]:
+    """``{name: ||X[:, i]||_2 per input of the row view}`` of every target over
+    the calibration batches. Only a running sum of squares per input channel
+    is kept, so memory stays at the model plus one batch's activations."""
+    sums: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str, module: nn.Module) -> Callable:
+        def hook(_: nn.Module, args: tuple) -> None:
+            x = args[0].detach()
+            if isinstance(module, nn.modules.conv._ConvNd):
+                square = x.double().square().transpose(0, 1).reshape(x.shape[1], -1).sum(dim=1)
+            else:
+                square = x.double().square().reshape(-1, x.shape[-1]).sum(dim=0)
+            sums[name] = square if name not in sums else sums[name] + square
+        return hook
+
+    handles = [module.register_forward_pre_hook(hook_for(name, module)) for name, module in targets]
+    was_training = model.training
+    model.eval()
+    batches = 0
+    try:
+        for batch in calibration:
+            _run(model, batch)
+            batches += 1
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    if batches == 0:
+        raise ValueError("calibration: expected at least one batch, got an empty iterable")
+    norms = {}
+    for name, module in targets:
+        if name not in sums:
+            raise ValueError(f"calibration: layer {name!r} never ran on the calibration batches")
+        norm = sums[name].sqrt().float()
+        if isinstance(module, nn.modules.conv._ConvNd):
+            # Row view of a conv weight: [out, in_channels * kernel elements], channel-major.
+            norm = norm.repeat_interleave(math.prod(module.kernel_size))
+        norms[name] = norm
+    return norms
+
+
+def _parse_pattern(text: str) -> tuple[int, int]:
+    parts = text.split(":")
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        n, m = int(parts[0]), int(parts[1])
+        if 0 < n <= m:
+            return n, m
+    raise ValueError(f"sparsity: expected a number in [0, 1], an AGPSchedule or an 'N:M' pattern "
+                     f"with 0 < N <= M such as '2:4', got {text!r}")
+
+
+def prune_(model: nn.Module, sparsity: float | str | AGPSchedule, *, scope: str | None = None,
+           filter_fn: FilterFn | None = None, method: str = "magnitude",
+           calibration: Iterable | None = None) -> PruneReport:
+    """Prune ``model`` in place and keep it pruned while training.
 
     Args:
         model: any ``nn.Module``.
-        sparsity: a fraction in [0, 1] — exactly ``round(sparsity * N)`` weights
-            are masked (N over all selected weights for ``scope='global'``, per
-            layer for ``scope='layer'``) — or an :class:`AGPSchedule`, which is
-            bound to the model, prunes to its initial sparsity now and re-prunes
-            on ``schedule.step()``.
-        scope: ``'global'`` (one magnitude threshold across layers) or ``'layer'``.
+        sparsity: a fraction in [0, 1]; an ``"N:M"`` pattern such as ``"2:4"``
+            (in every group of M consecutive inputs of an output row, N are
+            kept); or an :class:`AGPSchedule` (magnitude only), which is bound
+            to the model, prunes to its initial sparsity now and re-prunes on
+            ``schedule.step()``.
+        scope: which weights compete (ignored by N:M patterns): ``'global'``
+            (one threshold across layers; the default of ``'magnitude'``) —
+            exactly ``round(sparsity * N)`` of all N selected weights are
+            pruned —, ``'layer'`` (``round(sparsity * n)`` per layer) or
+            ``'row'`` (``round(sparsity * inputs)`` per output row; the default
+            of ``'wanda'``).
         filter_fn: ``filter_fn(module, name) -> bool`` chooses among modules
             whose ``weight`` is a float parameter of rank >= 2 (default:
-            ``nn.Linear`` and ``nn.Conv1d/2d/3d``).
+            ``nn.Linear``, ``nn.Conv1d/2d/3d`` and Hugging Face ``Conv1D``).
+        method: ``'magnitude'`` ranks ``|W|``; ``'wanda'`` ranks ``|W|`` times
+            the L2 norm of the weight's input channel over ``calibration``.
+        calibration: ``'wanda'`` only: an iterable of batches run through the
+            model in eval mode without gradients (a tensor is passed as
+            ``model(batch)``, a tuple/list as ``model(*batch)``, a dict as
+            ``model(**batch)``).
 
     Returns:
-        A :class:`PruneReport` (per-layer and total sparsity). Pruning an
-        already pruned model grows its masks; it never lowers sparsity.
+        A :class:`PruneReport` (per-layer and total sparsity, layers skipped
+        and why). Pruning an already pruned model grows its masks; it never
+        lowers sparsity.
     """
     _check_model(model)
+    check_choice("method", method, _METHODS)
+    if scope is None:
+        scope = "row" if method == "wanda" else "global"
     if isinstance(scope, bool) or not isinstance(scope, str):
-        raise TypeError(f"scope: expected 'global' or 'layer', got {type(scope).__name__}")
-    if scope not in _SCOPES:
-        raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
+        raise TypeError(f"scope: expected 'global', 'layer' or 'row', got {type(scope).__name__}")
+    check_choice("scope", scope, _SCOPES)
     _check_filter(filter_fn)
+    if method == "wanda" and calibration is None:
+        raise ValueError("calibration: method='wanda' needs calibration batches")
+    if method == "magnitude" and calibration is not None:
+        raise ValueError("calibration: only method='wanda' uses calibration batches")
+    if calibration is not None and not isinstance(calibration, Iterable):
+        raise TypeError(f"calibration: expected an iterable of batches, got {type(calibration).__name__}")
     targets = _targets(model, filter_fn)
+    skipped = _tied(model, targets)
+    targets = [(name, module) for name, module in targets if name not in skipped]
     if not targets:
-        raise ValueError("model: no layer to prune (no Linear/Conv weight, or filter_fn accepted none)")
+        why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+        raise ValueError("model: no layer to prune (no Linear/Conv weight, or filter_fn accepted none)"
+                         + (f"; skipped {why}" if why else ""))
     if isinstance(sparsity, AGPSchedule):
+        if method != "magnitude":
+            raise ValueError("method: an AGPSchedule prunes by magnitude only")
         return sparsity._bind(model, targets, scope)
-    if not isinstance(sparsity, (numbers.Real, torch.Tensor)) or isinstance(sparsity, bool):
-        raise TypeError(f"sparsity: expected a number in [0, 1] or an AGPSchedule, got {type(sparsity).__name__}")
-    return _apply_masks(targets, check_fraction("sparsity", sparsity), scope)
+    if isinstance(sparsity, str):
+        amount: float | tuple[int, int] = _parse_pattern(sparsity)
+    elif not isinstance(sparsity, (numbers.Real, torch.Tensor)) or isinstance(sparsity, bool):
+        raise TypeError(f"sparsity: expected a number in [0, 1], an 'N:M' pattern or an AGPSchedule, "
+                        f"got {type(sparsity).__name__}")
+    else:
+        amount = check_fraction("sparsity", sparsity)
+    if method == "wanda":
+        for name, module in targets:
+            if getattr(module, "groups", 1) != 1:
+                raise ValueError(f"method: 'wanda' does not support grouped convolutions ({name!r})")
+    norms = input_norms(model, targets, calibration) if method == "wanda" else None
+    return _apply_masks(targets, amount, scope, norms, skipped)
 
 
 def strip_(model: nn.Module) -> nn.Module:
