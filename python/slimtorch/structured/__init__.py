@@ -42,9 +42,9 @@ from torch import nn
 
 from slimtorch._checks import check_real
 from slimtorch.structured.graph import Analysis, Slot, analyze
-from slimtorch.structured.surgery import PrunedMultiheadAttention, fix_attributes, slice_tensors
+from slimtorch.structured.surgery import PrunedMultiheadAttention, fix_attributes, resize_, slice_tensors
 
-__all__ = ["prune_channels", "channel_groups", "PrunedMultiheadAttention"]
+__all__ = ["prune_channels", "channel_groups", "PrunedMultiheadAttention", "resize_", "pruned_shapes"]
 
 Importance = Callable[[list[torch.Tensor]], torch.Tensor]
 
@@ -257,3 +257,16 @@ def _verify(pruned: nn.Module, expected: list[tuple[int, ...]], args: tuple, kwa
     got = [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
     if sorted(got) != sorted(expected):
         raise RuntimeError(f"prune_channels: the pruned model's output shapes {got} differ from {expected}")
+
+
+def pruned_shapes(model: nn.Module, original: nn.Module) -> dict[str, tuple[int, ...]]:
+    """``{state-dict key: shape}`` of every tensor of ``model`` (a
+    :func:`prune_channels` result) whose shape differs from ``original``'s:
+    what :func:`resize_` needs to rebuild the pruned modules in a fresh copy
+    of ``original``."""
+    before = original.state_dict(keep_vars=True)
+    shapes = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if key in before and tuple(before[key].shape) != tuple(tensor.shape):
+            shapes[key] = tuple(tensor.shape)
+    return shapes

@@ -156,3 +156,53 @@ def fix_attributes(model: nn.Module) -> None:
         ):
             module.all_head_size = query.weight.shape[0]
             module.num_attention_heads = module.all_head_size // module.attention_head_size
+
+
+# Modules whose tensors resize_ may shrink: the ones fix_attributes knows how
+# to make consistent again.
+_RESIZABLE = (nn.Linear, nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.Embedding,
+              nn.MultiheadAttention)
+
+
+def resize_(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> nn.Module:
+    """Shrink ``model``'s parameters and buffers to ``shapes`` (``{state-dict
+    key: shape}``, as a channel-pruned copy of the same architecture has
+    them), then fix the modules' size attributes, so that the pruned
+    state_dict loads into a freshly built original model.
+
+    Only shrinking is allowed (every dimension in ``[0, original]``, same
+    rank), only on Linear, Conv, BatchNorm, Embedding and MultiheadAttention
+    tensors; everything is checked before anything changes. New tensors are
+    zero-filled (``load_state_dict`` fills them). Tied tensors change together.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(shapes, dict):
+        raise TypeError(f"shapes: expected a dict of state-dict key -> shape, got {type(shapes).__name__}")
+    tensors = {**dict(model.named_parameters(remove_duplicate=False)),
+               **dict(model.named_buffers(remove_duplicate=False))}
+    plan: dict[str, tuple[int, ...]] = {}
+    for key, shape in shapes.items():
+        if not isinstance(key, str) or key not in tensors:
+            raise ValueError(f"shapes: {key!r} is not a parameter or buffer of the model")
+        if not isinstance(shape, (tuple, list)) or not all(
+                isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise ValueError(f"shapes: {key!r}: expected a shape (a tuple of ints), got {shape!r}")
+        old = tuple(tensors[key].shape)
+        if len(shape) != len(old) or not all(0 <= new <= was for new, was in zip(shape, old)):
+            raise ValueError(f"shapes: {key!r}: {tuple(shape)} is not a shrunken {old} (same rank, "
+                             "no dimension larger than the model's)")
+        owner = model.get_submodule(key.rpartition(".")[0]) if "." in key else model
+        if tuple(shape) != old and not isinstance(owner, _RESIZABLE):
+            raise ValueError(f"shapes: {key!r} belongs to a {type(owner).__name__}, whose size cannot change here")
+        if tuple(shape) != old:
+            plan[key] = tuple(shape)
+    keep = {key: {dim: torch.arange(size) for dim, size in enumerate(shape)} for key, shape in plan.items()}
+    slice_tensors(model, keep)
+    with torch.no_grad():
+        for key in plan:
+            owner_name, _, attr = key.rpartition(".")
+            owner = model.get_submodule(owner_name) if owner_name else model
+            getattr(owner, attr).zero_()
+    fix_attributes(model)
+    return model
