@@ -1,0 +1,136 @@
+"""Int8Embedding: an ``nn.Embedding`` whose table is stored as int8, one
+symmetric scale per row (per token), and dequantized only for the rows a
+batch looks up.
+
+The rows are quantized with the same rule as an int8 linear weight's output
+channels (:func:`slimtorch.ops.qgemm_quantize_weight`: ``scale = max|row| /
+127``, round half to even), so a language-model head tied to the embedding can
+share the same int8 codes and scales.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from slimtorch import ops
+from slimtorch._checks import check_int, check_tensor
+
+__all__ = ["Int8Embedding"]
+
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _check_table(weight_int8: object, weight_scale: object, num_embeddings: int, embedding_dim: int,
+                 prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """The packed table is what this layer needs, or a ValueError/TypeError naming the key."""
+    weight_int8 = check_tensor(f"{prefix}weight_int8", weight_int8, (torch.int8,))
+    weight_scale = check_tensor(f"{prefix}weight_scale", weight_scale, (torch.float32,))
+    if tuple(weight_int8.shape) != (num_embeddings, embedding_dim):
+        raise ValueError(f"{prefix}weight_int8: expected shape {(num_embeddings, embedding_dim)}, "
+                         f"got {tuple(weight_int8.shape)}")
+    if tuple(weight_scale.shape) != (num_embeddings,):
+        raise ValueError(f"{prefix}weight_scale: expected shape ({num_embeddings},), got {tuple(weight_scale.shape)}")
+    if weight_int8.numel() and int(weight_int8.min()) < -127:
+        raise ValueError(f"{prefix}weight_int8: expected symmetric int8 codes in [-127, 127], found -128")
+    if weight_scale.numel() and not bool(((weight_scale > 0) & torch.isfinite(weight_scale)).all()):
+        raise ValueError(f"{prefix}weight_scale: expected finite positive scales")
+    return weight_int8, weight_scale
+
+
+class Int8Embedding(nn.Module):
+    """``weight[ids]`` with ``weight`` stored as int8 codes and per-row scales.
+
+    Buffers (the whole state_dict): ``weight_int8`` int8 ``[num_embeddings,
+    embedding_dim]`` and ``weight_scale`` float32 ``[num_embeddings]``. The
+    table is frozen. ``padding_idx`` is kept for ``to_dense()`` and gives the
+    usual zero row when the table was built from an embedding whose padding
+    row is zero.
+
+    Args:
+        num_embeddings, embedding_dim: sizes, as ``nn.Embedding``.
+        padding_idx: as ``nn.Embedding`` (non-negative or None).
+        dtype: dtype of the output rows (float32, float16 or bfloat16).
+        device: where the buffers live.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, *,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.num_embeddings = check_int("num_embeddings", num_embeddings, minimum=0)
+        self.embedding_dim = check_int("embedding_dim", embedding_dim, minimum=0)
+        if padding_idx is not None:
+            padding_idx = check_int("padding_idx", padding_idx, minimum=-num_embeddings, maximum=num_embeddings - 1)
+            padding_idx %= max(num_embeddings, 1)
+        self.padding_idx = padding_idx
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise TypeError(f"dtype: expected float32, float16 or bfloat16, got {dtype}")
+        self.dtype = dtype
+        self.register_buffer("weight_int8", torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8, device=device))
+        self.register_buffer("weight_scale", torch.ones(num_embeddings, dtype=torch.float32, device=device))
+
+    @classmethod
+    def from_dense(cls, embedding: nn.Embedding) -> Int8Embedding:
+        """Quantize ``embedding`` (not modified) row by row into an Int8Embedding on its device."""
+        if not isinstance(embedding, nn.Embedding):
+            raise TypeError(f"embedding: expected a torch.nn.Embedding, got {type(embedding).__name__}")
+        if embedding.max_norm is not None:
+            raise ValueError("embedding: max_norm renormalises rows on lookup, which a frozen int8 table cannot do")
+        weight = embedding.weight.detach()
+        if weight.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise TypeError(f"embedding: expected a float32, float16 or bfloat16 weight, got {weight.dtype}")
+        q, scale = ops.qgemm_quantize_weight(weight)
+        layer = cls(embedding.num_embeddings, embedding.embedding_dim, embedding.padding_idx,
+                    dtype=weight.dtype, device=weight.device)
+        layer.weight_int8.copy_(q)
+        layer.weight_scale.copy_(scale)
+        return layer
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The whole table as float32 ``q * scale``."""
+        return self.weight_int8.float() * self.weight_scale[:, None]
+
+    def to_dense(self) -> nn.Embedding:
+        """An ``nn.Embedding`` holding the dequantized table (in ``dtype``)."""
+        embedding = nn.Embedding(self.num_embeddings, self.embedding_dim, self.padding_idx,
+                                 device=self.weight_int8.device, dtype=self.dtype)
+        with torch.no_grad():
+            embedding.weight.copy_(self.dequantized_weight())
+        return embedding
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids``: integer tensor of any shape; returns ``[*ids.shape, embedding_dim]``."""
+        if not isinstance(ids, torch.Tensor):
+            raise TypeError(f"ids: expected a torch.Tensor, got {type(ids).__name__}")
+        if ids.dtype not in _INDEX_DTYPES:
+            raise TypeError(f"ids: expected an integer tensor, got {ids.dtype}")
+        if ids.device != self.weight_int8.device:
+            raise ValueError(f"ids: expected a tensor on {self.weight_int8.device} (the layer's device), got {ids.device}")
+        # Only the looked-up rows are widened: memory follows the batch, not the vocabulary.
+        flat = ids.reshape(-1).long()
+        rows = self.weight_int8.index_select(0, flat).float() * self.weight_scale.index_select(0, flat)[:, None]
+        return rows.to(self.dtype).view(*ids.shape, self.embedding_dim)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        keys = (prefix + "weight_int8", prefix + "weight_scale")
+        if all(key in state_dict for key in keys):
+            try:  # the whole table is checked before either buffer is touched
+                _check_table(state_dict[keys[0]], state_dict[keys[1]], self.num_embeddings, self.embedding_dim,
+                             prefix)
+            except (TypeError, ValueError) as error:
+                error_msgs.append(str(error))
+                return
+        elif any(key in state_dict for key in keys):
+            # A half table would pair new codes with old scales: refuse it even when strict=False.
+            present = [key for key in keys if key in state_dict]
+            error_msgs.append(f"{present[0]}: weight_int8 and weight_scale must be loaded together")
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        text = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.padding_idx is not None:
+            text += f", padding_idx={self.padding_idx}"
+        return text + f", dtype={str(self.dtype).removeprefix('torch.')}"
