@@ -451,6 +451,41 @@ def _check_meta(meta: dict, path: str) -> None:
             raise _corrupt(path, f"encoding of {key!r}")
 
 
+def _declared_shape(meta: dict, key: str, entry: TensorEntry) -> list[int] | tuple[int, ...]:
+    """The shape ``key`` has once loaded: packed and encoded tensors declare it."""
+    if key in meta["packed_bool"]:
+        return meta["packed_bool"][key]
+    if key in meta["encoded"]:
+        return meta["encoded"][key][2]
+    return entry.shape
+
+
+def _check_encodings(meta: dict, entries: dict[str, TensorEntry], path: str) -> None:
+    """Each packed or encoded tensor is stored, once, in a form whose size
+    fits the shape it declares."""
+    for key in list(meta["packed_bool"]) + list(meta["encoded"]):
+        if key not in entries or (key in meta["packed_bool"] and key in meta["encoded"]):
+            raise _corrupt(path, f"encoding of {key[:80]!r} names no stored tensor, or two encodings")
+    for key, shape in meta["packed_bool"].items():
+        if entries[key].dtype_name != "U8" or entries[key].shape != (-(-_numel(shape) // 8),):
+            raise _corrupt(path, f"packed bool tensor {key!r} does not hold shape {shape[:8]}")
+    for key, (how, _, shape, *extra) in meta["encoded"].items():
+        entry = entries[key]
+        stored = _numel(entry.shape)
+        if how == "counts":
+            ok = len(entry.shape) == 1 and shape == [stored + 1]
+        elif how == "narrow":
+            ok = stored == _numel(shape)
+        elif how == "varint_row_deltas":
+            ok = entry.dtype_name == "U8" and len(entry.shape) == 1 and len(shape) == 1 and bool(extra)
+        elif how == "nonempty_rows":
+            ok = len(entry.shape) == 1 and len(shape) == 1 and stored <= shape[0] and bool(extra)
+        else:
+            raise _corrupt(path, f"encoding of {key!r} is unknown ({how[:40]!r})")
+        if not ok:
+            raise _corrupt(path, f"encoding of {key!r} does not fit its stored tensor")
+
+
 def _read_exactly(handle: Any, count: int) -> bytearray:
     buffer = bytearray(count)
     view, done = memoryview(buffer), 0
@@ -517,12 +552,14 @@ def _read_header(path: str, max_header_bytes: int) -> tuple[FileHeader, Callable
     meta = _json_object(metadata[_META_KEY], path, "slimtorch metadata")
     _check_meta(meta, path)
     entries, data_bytes = _parse_entries(header, path)
+    _check_encodings(meta, entries, path)
     if not compressed and 8 + header_len + data_bytes != disk_bytes:
         raise ValueError(f"path: {path!r} is truncated or corrupt (its header describes "
                          f"{8 + header_len + data_bytes} bytes, the file has {disk_bytes})")
     info = FileHeader(path, entries, meta, 8 + header_len, data_bytes, compressed, disk_bytes)
 
-    def read_body() -> bytearray:
+    def read_body(keep: bool = True) -> bytearray:
+        """The tensor data; ``keep=False``: only checks an xz stream to its end."""
         if not compressed:
             try:
                 with open(path, "rb") as handle:
@@ -533,11 +570,12 @@ def _read_header(path: str, max_header_bytes: int) -> tuple[FileHeader, Callable
             if len(body) != data_bytes:
                 raise ValueError(f"path: {path!r} is truncated or corrupt (the file changed while it was read)")
             return body
-        body = bytearray(data_bytes)
+        body = bytearray(data_bytes if keep else 0)
         done = 0
         while done < data_bytes:
             chunk = unxz(min(_XZ_CHUNK, data_bytes - done), "tensor data")
-            body[done:done + len(chunk)] = chunk
+            if keep:
+                body[done:done + len(chunk)] = chunk
             done += len(chunk)
         try:
             extra = b"" if decompressor.eof else decompressor.decompress(unfed.pop() if unfed else b"", max_length=1)
@@ -555,12 +593,16 @@ def _read_header(path: str, max_header_bytes: int) -> tuple[FileHeader, Callable
 
 
 def read_header(path: str | os.PathLike) -> FileHeader:
-    """The verified header and metadata of the slimtorch file at ``path``,
-    read without its tensor data (for ``slimtorch inspect``). Raises
+    """The verified header and metadata of the slimtorch file at ``path``
+    (for ``slimtorch inspect``): the tensor data is not kept (an xz stream is
+    decompressed to its end, in chunks, to check it is whole). Raises
     ``ValueError`` naming the path and the problem."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
-    return _read_header(os.fspath(path), _MAX_HEADER_BYTES)[0]
+    header, read_body = _read_header(os.fspath(path), _MAX_HEADER_BYTES)
+    if header.compressed:
+        read_body(keep=False)  # a truncated or padded stream shows only at its end
+    return header
 
 
 def _tensor_views(header: FileHeader, body: bytearray) -> dict[str, torch.Tensor]:
@@ -619,7 +661,7 @@ def _new_layer(path: str, name: str, info: dict, current: nn.Module) -> nn.Modul
     for attr in ("in_features", "out_features"):
         want = getattr(current, attr, None)
         if not _is_int(init.get(attr)) or init[attr] != want:
-            raise ValueError(f"{where}: file has {attr}={str(init.get(attr))[:40]}, model has {want}")
+            raise ValueError(f"{where}: file has {attr}={repr(init.get(attr))[:40]}, model has {want}")
     if init.get("bias", True) is not (getattr(current, "bias", None) is not None):
         raise ValueError(f"{where}: bias present in one, not the other")
     if "device" in init:
@@ -627,8 +669,8 @@ def _new_layer(path: str, name: str, info: dict, current: nn.Module) -> nn.Modul
     try:
         cls = _backend.layer_class(info["class"])
         return cls(**{k: _from_json_value(v) for k, v in init.items()})
-    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
-        raise ValueError(f"path: cannot rebuild layer {name!r} ({info['class']}): {error}") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError, RecursionError) as error:
+        raise ValueError(f"path: {path!r}: cannot rebuild layer {name!r} ({info['class']}): {error}") from None
 
 
 def _expected_state(path: str, model: nn.Module, meta: dict
@@ -666,11 +708,14 @@ def _expected_state(path: str, model: nn.Module, meta: dict
     for name, layer in swaps.items():
         offsets_name, nnz_names = _COMPRESSED_ROWS.get(type(layer).__name__, (None, ()))
         nnz_max = layer.in_features * layer.out_features
+        parameters = dict(layer.named_parameters())
         for key, value in layer.state_dict().items():
+            # A parameter keeps the dtype it is given, as in any module; buffers are the layer's own.
+            dtype = None if key in parameters else value.dtype
             if key in nnz_names:
-                expected[f"{name}.{key}"] = _Expected(None, max_length=nnz_max)
+                expected[f"{name}.{key}"] = _Expected(None, dtype, max_length=nnz_max)
             else:
-                expected[f"{name}.{key}"] = _Expected(tuple(value.shape))
+                expected[f"{name}.{key}"] = _Expected(tuple(value.shape), dtype)
         if offsets_name is not None:
             row_offsets[f"{name}.{offsets_name}"] = _RowOffsets(
                 layer.out_features, layer.in_features, tuple(f"{name}.{k}" for k in nnz_names))
@@ -697,31 +742,16 @@ def _check_declared_sizes(path: str, header: FileHeader, expected: dict[str, _Ex
         raise ValueError(f"path: {path!r} does not match model: missing {missing[:5]}, unexpected "
                          f"{[k[:80] for k in unexpected[:5]]}"
                          + (" (and more)" if len(missing) > 5 or len(unexpected) > 5 else ""))
-    for key in list(meta["packed_bool"]) + list(meta["encoded"]):
-        if key not in entries or (key in meta["packed_bool"] and key in meta["encoded"]):
-            raise _corrupt(path, f"encoding of {key[:80]!r}")
     width_of = {key: offsets.width for offsets in row_offsets.values() for key in offsets.nnz_keys}
     for key, entry in entries.items():
         want = expected[key]
-        if key in meta["packed_bool"]:
-            shape = meta["packed_bool"][key]
-            ok = entry.dtype_name == "U8" and entry.shape == (-(-_numel(shape) // 8),)
-        elif key in meta["encoded"]:
-            how, _, shape, *_ = meta["encoded"][key]
-            stored = _numel(entry.shape)
+        ok, shape = True, _declared_shape(meta, key, entry)
+        if key in meta["encoded"]:
+            how = meta["encoded"][key][0]
             if how == "counts":
-                ok = key in row_offsets and len(entry.shape) == 1 and len(shape) == 1 and stored + 1 == shape[0]
-            elif how == "narrow":
-                ok = stored == _numel(shape)
+                ok = key in row_offsets
             elif how == "varint_row_deltas":
-                ok = (key in width_of and entry.dtype_name == "U8" and len(entry.shape) == 1 and len(shape) == 1
-                      and stored <= shape[0] * _varint_bytes(max(width_of[key] - 1, 0)))
-            elif how == "nonempty_rows":
-                ok = len(entry.shape) == 1 and len(shape) == 1 and stored <= shape[0]
-            else:
-                raise _corrupt(path, f"encoding of {key!r} is unknown ({how[:40]!r})")
-        else:
-            shape, ok = entry.shape, True
+                ok = key in width_of and _numel(entry.shape) <= shape[0] * _varint_bytes(max(width_of[key] - 1, 0))
         if not ok or not want.admits(shape):
             raise ValueError(f"path: {path!r} does not match model at {key!r}: file declares shape "
                              f"{list(shape)[:8]} (stored as {entry.dtype_name} {list(entry.shape)[:8]}), model "
@@ -768,7 +798,7 @@ def _decode(tensors: dict[str, torch.Tensor], encoded: dict[str, list], row_offs
             width = row_offsets[key].width
             if counts.dtype not in _INT_DTYPES or (counts.numel() and (int(counts.min()) < 0
                                                                       or int(counts.max()) > width)):
-                raise ValueError(f"encoding of {key!r}: row counts outside [0, {width}]")
+                raise ValueError(f"encoding of {key!r}: row counts must be integers in [0, {width}]")
             value = torch.zeros(counts.numel() + 1, dtype=torch.int64)
             torch.cumsum(counts.to(torch.int64), 0, out=value[1:])  # at most rows * width: no overflow
             tensors[key] = _narrowed(key, value, _DECODED_DTYPES[dtype_name])
@@ -878,7 +908,8 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             layer.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
                                   strict=True)
         except (TypeError, ValueError, RuntimeError) as error:
-            raise ValueError(f"path: cannot rebuild layer {name!r} ({type(layer).__name__}): {error}") from None
+            raise ValueError(f"path: {path!r}: cannot rebuild layer {name!r} ({type(layer).__name__}): "
+                             f"{error}") from None
         current = modules[name]
         device = next(iter(current.parameters()), next(iter(current.buffers()), torch.empty(0))).device
         swaps[name] = layer.to(device)
