@@ -398,7 +398,8 @@ def _parse_entries(header: dict, path: str) -> tuple[dict[str, TensorEntry], int
     for key, entry in header.items():
         if key == "__metadata__":
             continue
-        if not (isinstance(entry, dict) and entry.get("dtype") in DTYPES and _is_shape(entry.get("shape"))
+        if not (isinstance(entry, dict) and isinstance(entry.get("dtype"), str) and entry["dtype"] in DTYPES
+                and _is_shape(entry.get("shape"))
                 and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
                 and all(_is_int(n) for n in entry["data_offsets"])):
             raise _corrupt(path, f"tensor entry {key!r}")
@@ -446,7 +447,7 @@ def _check_meta(meta: dict, path: str) -> None:
             raise _corrupt(path, f"alias {key!r}")
     for key, how in meta["encoded"].items():
         if not (isinstance(how, list) and len(how) in (3, 4) and isinstance(how[0], str)
-                and how[1] in _DECODED_DTYPES and _is_shape(how[2])
+                and isinstance(how[1], str) and how[1] in _DECODED_DTYPES and _is_shape(how[2])
                 and (len(how) == 3 or isinstance(how[3], str))):
             raise _corrupt(path, f"encoding of {key!r}")
 
