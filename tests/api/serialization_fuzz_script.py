@@ -112,7 +112,7 @@ def main() -> None:
                     else None
                 for _ in range(draw(st.integers(1, 3))):
                     at = draw(st.integers(0, stored.numel() - 1))
-                    value = draw(st.integers(info.min, info.max)) if info else draw(st.floats(allow_nan=True))
+                    value = draw(st.integers(info.min, info.max)) if info else draw(st.floats(width=16))
                     stored[at] = value
             length = draw(st.integers(0, stored.numel() + 2))
             stored = torch.cat([stored, stored[:1].repeat(max(length - stored.numel(), 0))])[:length]
