@@ -135,6 +135,8 @@ def main() -> None:
     def check(data: bytes) -> None:
         with open(path, "wb") as f:
             f.write(data)
+        if sum(counts.values()) % 1000 == 999:
+            print(f"{sum(counts.values()) + 1} cases so far", flush=True)
         model = mixed_architecture()
         try:
             slimtorch.load_(model, path)
