@@ -54,6 +54,14 @@ constexpr int kMaxTileCols = kMaxTileBlocks * int(kQgemmBlockN);
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Sizes whose element offsets (row * stride, rounded up to whole blocks)
+// overflow int64 are rejected before any index is formed.
+constexpr int64_t kMaxDim = INT64_MAX / 4;
+inline bool offsets_fit(int64_t rows, int64_t stride) {
+  int64_t product = 0;
+  return rows <= kMaxDim && stride <= kMaxDim && !__builtin_mul_overflow(rows + 64, stride + 64, &product);
+}
+
 // ---- tile shapes per path ----------------------------------------------------
 
 struct TileShape {
@@ -732,7 +740,8 @@ int64_t qgemm_packed_bytes(int64_t n, int64_t k) {
 
 Status qgemm_pack(const int8_t* q, int64_t n, int64_t k, int64_t ldq, int8_t* packed,
                   int32_t* colsum) {
-  if (n < 0 || k < 0 || ldq < k || (n > 0 && k > 0 && (q == nullptr || packed == nullptr)))
+  if (n < 0 || k < 0 || ldq < k || (n > 0 && k > 0 && (q == nullptr || packed == nullptr)) ||
+      !offsets_fit(n, ldq))
     return Status::kInvalidArgument;
   const int64_t groups = ceil_div(k, kQgemmGroupK);
   const int64_t blocks = ceil_div(n, kQgemmBlockN);
@@ -756,7 +765,8 @@ Status qgemm_pack(const int8_t* q, int64_t n, int64_t k, int64_t ldq, int8_t* pa
 Status quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* a,
                         int64_t lda, float* scale, int32_t* zero_point, int n_threads) {
   if (m < 0 || k < 0 || ldx < k || lda < k ||
-      (m > 0 && (scale == nullptr || zero_point == nullptr || (k > 0 && (x == nullptr || a == nullptr)))))
+      (m > 0 && (scale == nullptr || zero_point == nullptr || (k > 0 && (x == nullptr || a == nullptr)))) ||
+      !offsets_fit(m, ldx) || !offsets_fit(m, lda))
     return Status::kInvalidArgument;
   quantize_rows(x, m, k, ldx, a, lda, scale, zero_point, nullptr, 0, n_threads);
   return Status::kOk;

@@ -807,11 +807,22 @@ bool valid_matrix(const SparseMatrix& w) {
   return true;
 }
 
+// Every index the kernels form (b * ldx + c, b * rows + r, panel offsets
+// rounded up to a whole panel) fits int64: sizes whose products overflow are
+// rejected, whatever buffers the caller holds.
+bool batch_fits(const SparseMatrix& w, int64_t batch, int64_t ldx) {
+  constexpr int64_t kPanelSlack = 64;  // the widest panel rounds batch up by less
+  int64_t product = 0;
+  const int64_t widest = std::max<int64_t>({ldx, w.cols, w.rows, 1});
+  return batch <= INT64_MAX - kPanelSlack && !__builtin_mul_overflow(batch + kPanelSlack, widest, &product);
+}
+
 }  // namespace
 
 Status spmm_forward(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
                     const float* bias, float* y, int n_threads) {
-  if (!valid_matrix(w) || batch < 0 || n_threads < 1) return Status::kInvalidArgument;
+  if (!valid_matrix(w) || batch < 0 || n_threads < 1 || !batch_fits(w, batch, ldx))
+    return Status::kInvalidArgument;
   if (batch == 0 || w.rows == 0) return Status::kOk;
   if (y == nullptr || (w.cols > 0 && x == nullptr) || (batch > 1 && ldx < w.cols))
     return Status::kInvalidArgument;
@@ -823,7 +834,8 @@ Status spmm_forward(const SparseMatrix& w, const float* x, int64_t batch, int64_
 
 Status spmm_backward_input(const SparseMatrix& w, const float* grad_y, int64_t batch,
                            float* grad_x, int n_threads) {
-  if (!valid_matrix(w) || batch < 0 || n_threads < 1) return Status::kInvalidArgument;
+  if (!valid_matrix(w) || batch < 0 || n_threads < 1 || !batch_fits(w, batch, 0))
+    return Status::kInvalidArgument;
   if (batch == 0 || w.cols == 0) return Status::kOk;
   if (grad_x == nullptr || (w.rows > 0 && grad_y == nullptr)) return Status::kInvalidArgument;
   with_types(w, [&](auto value_tag, auto index_tag) {
@@ -839,7 +851,8 @@ bool spmm_dynamic_supported(const SparseMatrix& w) {
 
 Status spmm_forward_dynamic(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
                             const float* bias, float* y, int n_threads) {
-  if (!valid_matrix(w) || !spmm_dynamic_supported(w) || batch < 0 || n_threads < 1)
+  if (!valid_matrix(w) || !spmm_dynamic_supported(w) || batch < 0 || n_threads < 1 ||
+      !batch_fits(w, batch, ldx))
     return Status::kInvalidArgument;
   if (batch == 0 || w.rows == 0) return Status::kOk;
   if (y == nullptr || (w.cols > 0 && x == nullptr) || (batch > 1 && ldx < w.cols))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -36,15 +36,19 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _file_mode(target: Path) -> int:
-    """The permissions ``target`` gets: those it has if it exists, else what
-    ``open()`` would give a new file (0666 less the process umask)."""
-    try:
-        return target.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)  # reading the umask means setting it; restored at once
-        os.umask(umask)
-        return 0o666 & ~umask
+def _create_temporary(directory: Path, name: str) -> tuple[int, str]:
+    """A new, empty temporary file next to ``name``: its descriptor and path.
+
+    Created with mode 0666 so the kernel applies the process umask, as
+    ``open()`` does for a new file; the umask is never read or changed."""
+    for _ in range(100):
+        tmp_name = os.path.join(directory, f".{name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+        try:
+            return os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), \
+                tmp_name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"path: no free temporary name in {str(directory)!r}")
 
 
 def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[IO[bytes]], Any]) -> Path:
@@ -68,10 +72,13 @@ def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[IO[bytes]], A
     directory = target.parent
     if not directory.is_dir():
         raise ValueError(f"path: directory {str(directory)!r} does not exist")
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
+    fd, tmp_name = _create_temporary(directory, target.name)
     try:
-        os.chmod(tmp_name, _file_mode(target))  # mkstemp's 0600 would make the file private
         with os.fdopen(fd, "wb") as handle:
+            try:
+                os.chmod(tmp_name, target.stat().st_mode & 0o7777)  # a replaced file keeps its permissions
+            except FileNotFoundError:
+                pass  # a new file: the kernel applied the umask
             write_fn(handle)
             handle.flush()
             os.fsync(handle.fileno())

@@ -115,83 +115,52 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
-                "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
-
-
-def read_header(path: str) -> tuple[dict, dict, int, int | None]:
-    """The safetensors header of a slimtorch file (tensors, slimtorch
-    metadata, safetensors size, and the size on disk when the file is xz
-    compressed, else None), read as JSON only: no tensor data, no code, no pickle."""
-    from slimtorch.api.serialization import data_length, read_file
+def _inspect(args: argparse.Namespace) -> int:
+    from slimtorch.api.serialization import read_header
 
     try:
-        head, compressed = read_file(path, header_only=True)
+        file = read_header(args.file)
     except ValueError as error:
         raise CLIError(f"inspect: {str(error).removeprefix('path: ')}") from None
-    disk_size = os.path.getsize(path)
-    if len(head) < 8:
-        raise CLIError(f"inspect: {path} is not a slimtorch file (too short: {disk_size} bytes)")
-    length = int.from_bytes(head[:8], "little")
-    if length > len(head) - 8:
-        raise CLIError(f"inspect: {path} is truncated or not a safetensors file")
-    try:
-        header = json.loads(head[8:8 + length])
-    except (ValueError, UnicodeDecodeError):
-        raise CLIError(f"inspect: {path} is corrupt or not a safetensors file (bad header)") from None
-    try:
-        meta = json.loads(header.pop("__metadata__")["slimtorch"])
-        if meta.get("format") != "slimtorch" or not isinstance(meta.get("layers"), dict):
-            raise KeyError
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise CLIError(f"inspect: {path} is a safetensors file but not one written by slimtorch.save") from None
-    for key, entry in header.items():
-        ok = isinstance(entry, dict) and isinstance(entry.get("shape"), list) and entry.get("dtype") in _DTYPE_BYTES
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not ok or not (isinstance(offsets, list) and len(offsets) == 2 and isinstance(offsets[0], int)
-                          and isinstance(offsets[1], int) and 0 <= offsets[0] <= offsets[1]):
-            raise CLIError(f"inspect: {path} is corrupt (tensor entry {key!r})")
-    # The data an xz file holds is what its header says; a plain file's is what is on disk.
-    size = 8 + length + data_length(header) if compressed else disk_size
-    past = next((key for key, entry in header.items() if entry["data_offsets"][1] > size - 8 - length), None)
-    if past is not None:
-        raise CLIError(f"inspect: {path} is corrupt (tensor entry {past!r})")
-    return header, meta, size, disk_size if compressed else None
-
-
-def _inspect(args: argparse.Namespace) -> int:
-    header, meta, size, compressed_size = read_header(args.file)
-    layers, pruned = meta.get("layers", {}), meta.get("pruned", {})
+    entries, meta = file.entries, file.meta
+    layers, pruned = meta["layers"], meta["pruned"]
     named = sorted(set(layers) | set(pruned), key=len, reverse=True)
     groups: dict[str, list[str]] = {}
-    for key in header:
+    for key in entries:
         owner = next((n for n in named if key.startswith(f"{n}.")), key.rpartition(".")[0])
         groups.setdefault(owner, []).append(key)
-    print(f"{args.file}: slimtorch format version {meta.get('version')}, written by slimtorch "
-          f"{meta.get('slimtorch', '?')} / torch {meta.get('torch', '?')}")
+    print(f"{args.file}: slimtorch format version {meta['version']}, written by slimtorch "
+          f"{_short(meta.get('slimtorch', '?'))} / torch {_short(meta.get('torch', '?'))}")
     print(f"{'module':<28} {'format':<14} {'shape':<12} {'sparsity':>8}  {'dtypes':<20} {'bytes':>10}")
     total = 0
     for owner in sorted(groups):
         keys = groups[owner]
-        nbytes = sum(header[k]["data_offsets"][1] - header[k]["data_offsets"][0] for k in keys)
+        nbytes = sum(entries[k].end - entries[k].start for k in keys)
         total += nbytes
         layer = layers.get(owner)
-        if isinstance(layer, dict):
-            init = layer.get("init", {})
-            fmt, sparsity = layer.get("format", "?"), layer.get("sparsity")
-            shape = f"{init.get('out_features', '?')}x{init.get('in_features', '?')}"
+        if layer is not None:
+            init = layer["init"]
+            fmt, sparsity = _short(layer.get("format", "?")), layer.get("sparsity")
+            shape = f"{_short(init.get('out_features', '?'))}x{_short(init.get('in_features', '?'))}"
         else:
             fmt = "pruned" if owner in pruned else "dense"
-            sparsity = pruned.get(owner, {}).get("sparsity") if owner in pruned else None
-            weight = header.get(f"{owner}.weight") or header.get(f"{owner}.parametrizations.weight.original")
-            shape = "x".join(map(str, weight["shape"])) if weight else ""
-        dtypes = ",".join(sorted({header[k]["dtype"].lower() for k in keys}))
-        spars = f"{100 * sparsity:.1f}%" if isinstance(sparsity, (int, float)) else ""
-        print(f"{owner or '(root)':<28} {fmt:<14} {shape:<12} {spars:>8}  {dtypes:<20} {nbytes:>10,d}")
-    print(f"total: {len(header)} tensors, {total:,d} bytes of tensor data + {size - total:,d} bytes of "
-          f"header and metadata = {size:,d} bytes" + (f", xz-compressed to {compressed_size:,d} bytes on disk"
-                                                        if compressed_size is not None else " on disk"))
+            sparsity = pruned[owner].get("sparsity") if owner in pruned else None
+            weight = entries.get(f"{owner}.weight") or entries.get(f"{owner}.parametrizations.weight.original")
+            shape = "x".join(map(str, weight.shape)) if weight else ""
+        dtypes = ",".join(sorted({entries[k].dtype_name.lower() for k in keys}))
+        spars = f"{100 * sparsity:.1f}%" if isinstance(sparsity, (int, float)) and abs(sparsity) <= 1 else ""
+        print(f"{_short(owner) or '(root)':<28} {fmt:<14} {shape:<12} {spars:>8}  {dtypes:<20} {nbytes:>10,d}")
+    size = file.header_bytes + file.data_bytes
+    print(f"total: {len(entries)} tensors, {total:,d} bytes of tensor data + {size - total:,d} bytes of "
+          f"header and metadata = {size:,d} bytes" + (f", xz-compressed to {file.disk_bytes:,d} bytes on disk"
+                                                        if file.compressed else " on disk"))
     return 0
+
+
+def _short(value: object) -> str:
+    """A value from the file, printed on one short line whatever it holds."""
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def build_parser() -> argparse.ArgumentParser:

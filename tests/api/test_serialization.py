@@ -166,7 +166,7 @@ def test_bad_arguments(tmp_path):
         slimtorch.save(make_mlp(), tmp_path / "no" / "dir" / "x.safetensors")
 
 
-# ---- version 2: compact, lossless encoding of SparseLinear's packed tensors ----------
+# ---- compact, lossless encoding of SparseLinear's packed tensors ----------
 
 
 def _sparse_int8_mlp(in_features: int = 12) -> nn.Sequential:
@@ -241,19 +241,54 @@ def test_corrupt_encoding_rejected(tmp_path):
             slimtorch.load_(make_mlp(), broken)
 
 
-def test_version_1_files_still_load(tmp_path):
-    from slimtorch.api.serialization import _sha256
-
+@pytest.mark.parametrize("version", [1, 2, 4, "3", True, None])
+def test_other_format_versions_rejected_naming_both_versions(tmp_path, version):
     model = make_mlp()
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": "slimtorch", "version": 1, "layers": {}, "pruned": {}, "packed_bool": {}, "aliases": {},
-            "sha256": {k: _sha256(v) for k, v in tensors.items()}}
-    path = tmp_path / "v1.safetensors"
+    path = tmp_path / "m.safetensors"
+    slimtorch.save(model, path)
+    with safetensors.safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["slimtorch"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta["version"] = version
     safetensors.torch.save_file(tensors, path, metadata={"slimtorch": json.dumps(meta)})
-    fresh = make_mlp(seed=4)
-    slimtorch.load_(fresh, path)
-    x = torch.randn(3, 12)
-    assert torch.equal(fresh(x), model(x))
+    with pytest.raises(ValueError, match=f"^path: .*format version {version}; this slimtorch reads version 3"):
+        slimtorch.load_(make_mlp(seed=1), path)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().contiguous().reshape(-1).view(torch.uint8)
+
+
+def _fixture_model() -> nn.Module:
+    """The architecture of tests/data/v3_mixed.* before compression."""
+    return nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 17), nn.ReLU(), nn.Linear(17, 8), nn.ReLU(),
+                         nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
+
+
+@pytest.mark.parametrize("name", ["v3_mixed.safetensors", "v3_mixed.safetensors.xz"])
+def test_files_written_by_the_release_load_bit_exactly(tmp_path, name):
+    """Files saved by the release that introduced format 3 (SparseLinear int8
+    with empty rows and float16, a pruned Linear, Int8Linear static and
+    dynamic) load into the same state, bit for bit, and save back to the
+    same stored tensors."""
+    data = os.path.join(os.path.dirname(__file__), "..", "data")
+    model = slimtorch.load_(_fixture_model(), os.path.join(data, name))
+    want = safetensors.torch.load_file(os.path.join(data, "v3_mixed.state_dict.safetensors"))
+    got = model.state_dict()
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key].dtype == value.dtype and torch.equal(_bits(got[key]), _bits(value)), key
+    again = tmp_path / "again.safetensors"
+    slimtorch.save(model, again)
+    plain = os.path.join(data, "v3_mixed.safetensors")
+    with safetensors.safe_open(plain, "pt") as f, safetensors.safe_open(again, "pt") as g:
+        old_meta, new_meta = json.loads(f.metadata()["slimtorch"]), json.loads(g.metadata()["slimtorch"])
+        assert sorted(f.keys()) == sorted(g.keys())
+        for key in f.keys():
+            assert torch.equal(_bits(f.get_tensor(key)), _bits(g.get_tensor(key))), key
+    for informational in ("slimtorch", "torch"):
+        old_meta.pop(informational), new_meta.pop(informational)
+    assert old_meta == new_meta
 
 
 def test_varint_deltas_hold_any_gap(tmp_path):
@@ -284,37 +319,7 @@ def test_varint_deltas_hold_any_gap(tmp_path):
     assert torch.equal(fresh[0].col_idx, model[0].col_idx) and fresh[0].col_idx.dtype == torch.int32
 
 
-def test_version_2_row_deltas_still_load(tmp_path):
-    """A version-2 file with uint8 ``row_deltas`` (what version 2 wrote) loads exactly."""
-    from slimtorch.api.serialization import _checksum
-
-    model = _sparse_int8_mlp()
-    path = tmp_path / "v3.safetensors"
-    slimtorch.save(model, path)
-    with safetensors.safe_open(path, "pt") as f:
-        meta = json.loads(f.metadata()["slimtorch"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    for key in [k for k, v in meta["encoded"].items() if v[0] == "varint_row_deltas"]:
-        col = model.state_dict()[key].long()
-        row_ptr = model.state_dict()[key.replace("col_idx", "row_ptr")]
-        deltas = col - torch.cat([col.new_zeros(1), col[:-1]])
-        starts = row_ptr[:-1][row_ptr.diff() > 0]
-        deltas[starts] = col[starts]
-        tensors[key] = deltas.to(torch.uint8)
-        meta["encoded"][key][0] = "row_deltas"
-    for key in [k for k, v in meta["encoded"].items() if v[0] == "narrow" and v[1] == "float32"]:
-        tensors[key] = tensors[key].float()  # version 2 narrows integers only
-        del meta["encoded"][key]
-    meta["version"], meta["sha256"] = 2, _checksum(tensors)
-    old = tmp_path / "v2.safetensors"
-    safetensors.torch.save_file(tensors, old, metadata={"slimtorch": json.dumps(meta)})
-    fresh = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
-    slimtorch.load_(fresh, old)
-    for key, value in model.state_dict().items():
-        assert torch.equal(fresh.state_dict()[key], value), key
-
-
-# ---- version 3: float32 tensors that are exactly float16/bfloat16 are stored narrow ----------
+# ---- float32 tensors that are exactly float16/bfloat16 are stored narrow ----------
 
 
 def test_exact_narrow_floats_are_stored_narrow(tmp_path):
@@ -382,18 +387,20 @@ def test_damaged_compressed_file_raises_and_leaves_model_alone(tmp_path, damage,
     assert _unchanged(victim, before)
 
 
-def test_compressed_file_cannot_expand_past_its_header():
-    """A stream claiming a small file but holding gigabytes of zeros is
-    rejected after decompressing only what the header describes."""
+def test_compressed_file_cannot_expand_past_its_header(tmp_path):
+    """A stream whose header matches the model but which holds 256 MiB of
+    zeros after the data is rejected after decompressing only what the header
+    describes."""
     import lzma
 
-    from slimtorch.api.serialization import _unxz
-
-    header = json.dumps({"x": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}}).encode()
+    model = make_mlp()
+    plain = tmp_path / "m.safetensors"
+    slimtorch.save(model, plain)
     compressor = lzma.LZMACompressor()
-    bomb = compressor.compress(len(header).to_bytes(8, "little") + header + b"\0" * 4)
     chunk = b"\0" * (1 << 20)
-    bomb += b"".join(compressor.compress(chunk) for _ in range(256)) + compressor.flush()  # 256 MiB of zeros
+    bomb = compressor.compress(plain.read_bytes()) + b"".join(compressor.compress(chunk) for _ in range(256))
+    bomb += compressor.flush()
     assert len(bomb) < 100_000
+    (tmp_path / "bomb.xz").write_bytes(bomb)
     with pytest.raises(ValueError, match="more data than its header"):
-        _unxz(bomb, header_only=False)
+        slimtorch.load_(make_mlp(seed=1), tmp_path / "bomb.xz")

@@ -209,3 +209,78 @@ def test_rewound_run_drops_later_checkpoints(tmp_path: Path, keep, expected) -> 
     save_checkpoint(tmp_path, 6, {"s": torch.tensor(6)}, keep=keep)
     assert [s for s, _ in list_checkpoints(tmp_path)] == expected
     assert latest_checkpoint(tmp_path)[1]["s"].item() == 6
+
+
+def test_atomic_write_never_touches_the_umask(tmp_path: Path, monkeypatch) -> None:
+    """The umask is process-wide: changing it, even briefly, gives files other
+    threads create meanwhile the wrong permissions."""
+    def forbidden(mask):
+        raise AssertionError("os.umask called")
+
+    previous = os.umask(0o027)
+    os.umask(previous)
+    monkeypatch.setattr(os, "umask", forbidden)
+    atomic_write_bytes(tmp_path / "new.bin", b"x")
+    assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o666 & ~previous
+    atomic_write_json(tmp_path / "new.json", {"a": 1})
+    assert json.loads((tmp_path / "new.json").read_text()) == {"a": 1}
+
+
+def test_resaving_a_step_always_leaves_a_complete_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    import slimtorch.distill.checkpoint as checkpoint
+
+    save_checkpoint(tmp_path, 4, {"w": torch.tensor([1.0])})
+    # Crash after the new tensor file, before the new record: the old checkpoint is intact.
+    real_write_json = checkpoint.atomic_write_json
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(checkpoint, "atomic_write_json", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 4, {"w": torch.tensor([2.0])})
+    assert load_checkpoint(tmp_path / "step-00000004.json")["w"].item() == 1.0
+    # Crash after the new record, before the old tensor file is removed: the new one is complete.
+    monkeypatch.setattr(checkpoint, "atomic_write_json", real_write_json)
+    monkeypatch.setattr(checkpoint, "_remove_old", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 4, {"w": torch.tensor([3.0])})
+    assert load_checkpoint(tmp_path / "step-00000004.json")["w"].item() == 3.0
+    monkeypatch.undo()
+    # The next save of the step uses the other name again and cleans up.
+    save_checkpoint(tmp_path, 4, {"w": torch.tensor([4.0])})
+    assert load_checkpoint(tmp_path / "step-00000004.json")["w"].item() == 4.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000004.json", "step-00000004.safetensors"]
+    save_checkpoint(tmp_path, 4, {"w": torch.tensor([5.0])})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000004.1.safetensors", "step-00000004.json"]
+    assert latest_checkpoint(tmp_path)[1]["w"].item() == 5.0
+
+
+@pytest.mark.parametrize("damage", [
+    lambda r: r["state"]["misc"].update({"inf": {"__slimtorch__": "float"}}),  # tagged value without its value
+    lambda r: r["state"]["misc"].update({"inf": {"__slimtorch__": "float", "value": "1e999x"}}),
+    lambda r: r["state"]["misc"].update({"t": {"__slimtorch__": "tuple", "items": 5}}),
+    lambda r: r["state"]["misc"].update({"d": {"__slimtorch__": "dict", "items": [[1]]}}),
+    lambda r: r["state"]["misc"].update({"d": {"__slimtorch__": "dict", "items": [[[1], 2]]}}),
+    lambda r: r["state"]["misc"].update({"x": {"__slimtorch__": "tensor"}}),
+    lambda r: r.update({"state": [1, 2]}),
+])
+def test_malformed_record_is_skipped_for_the_previous_one(tmp_path: Path, damage) -> None:
+    save_checkpoint(tmp_path, 1, {"misc": {"step": 1}}, keep=None)
+    save_checkpoint(tmp_path, 2, {"misc": {"step": 2, "inf": float("inf")}}, keep=None)
+    record_path = tmp_path / "step-00000002.json"
+    record = json.loads(record_path.read_text())
+    damage(record)
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="step-00000002"):
+        load_checkpoint(record_path)
+    with pytest.warns(RuntimeWarning, match="step-00000002"):
+        path, state = latest_checkpoint(tmp_path)
+    assert path.name == "step-00000001.json" and state["misc"]["step"] == 1
+
+
+def test_deeply_nested_record_is_a_checkpoint_error(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 1, {"a": 1})
+    (tmp_path / "step-00000001.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(tmp_path / "step-00000001.json")

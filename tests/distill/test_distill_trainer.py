@@ -18,6 +18,7 @@ from distill_standins import StepMagnitudePruning, blobs, mlp  # noqa: E402
 
 from slimtorch.distill import (  # noqa: E402
     CombinedLoss, Distiller, EmbeddingLoss, FeatureLoss, KDLoss, StepSchedule, accuracy)
+from slimtorch.distill.checkpoint import list_checkpoints  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -343,3 +344,44 @@ def test_quantization_aware_student_trains_and_resumes(teacher, tmp_path: Path) 
     second.fit(train, epochs=2, val_loader=val, resume=True)
     for key, value in reference.state_dict().items():
         assert torch.equal(student.state_dict()[key], value), key
+
+
+def test_fresh_run_refuses_a_directory_with_another_runs_checkpoints(teacher, tmp_path: Path) -> None:
+    train, _ = _loaders(32)
+    _distiller(teacher, checkpoint_dir=tmp_path).fit(train, epochs=2)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match="^checkpoint_dir: .*already holds checkpoints .*step 4.*overwrite=True"):
+        _distiller(teacher, checkpoint_dir=tmp_path).fit(train, epochs=1)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing deleted
+    with pytest.raises(TypeError, match="^overwrite"):
+        _distiller(teacher, checkpoint_dir=tmp_path).fit(train, epochs=1, overwrite=1)
+    # The same Distiller may go on writing into its own directory.
+    own = _distiller(teacher, checkpoint_dir=tmp_path / "own")
+    own.fit(train, epochs=1)
+    assert own.fit(train, epochs=2)[-1]["step"] == 4
+    # Asked to overwrite, a fresh run replaces the old checkpoints.
+    fresh = _distiller(teacher, checkpoint_dir=tmp_path)
+    assert fresh.fit(train, epochs=1, overwrite=True)[-1]["step"] == 2
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [2]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda r: r["state"]["position"].pop("epoch"),
+    lambda r: r["state"]["position"].update({"global_step": "four"}),
+    lambda r: r["state"]["position"].update({"batch": -1}),
+    lambda r: r["state"].pop("optimizer"),
+    lambda r: r["state"]["rng"].update({"rank0": 3}),
+    lambda r: r["state"].update({"history": {"epoch": 1}}),
+])
+def test_resume_skips_a_malformed_record_for_the_previous_checkpoint(teacher, tmp_path: Path, damage) -> None:
+    train, _ = _loaders(32)
+    _distiller(teacher, checkpoint_dir=tmp_path).fit(train, epochs=2)
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [2, 4]
+    record_path = tmp_path / "step-00000004.json"
+    record = json.loads(record_path.read_text())
+    damage(record)
+    record_path.write_text(json.dumps(record))
+    resumed = _distiller(teacher, checkpoint_dir=tmp_path)
+    with pytest.warns(RuntimeWarning, match="skipping damaged checkpoint: .*step-00000004"):
+        assert resumed.resume().name == "step-00000002.json"
+    assert resumed.global_step == 2 and resumed.epoch == 1

@@ -1,6 +1,6 @@
 """``save(model, path)`` / ``load_(model, path)``: compressed models on disk.
 
-File format (versions 1-3) — a plain safetensors file, or, written with
+File format, version 3 — a plain safetensors file, or, written with
 ``save(..., compress=True)``, the same file compressed as one xz stream
 (``xz -d`` gives the plain file back; ``load_`` tells them apart by the xz
 magic bytes):
@@ -12,7 +12,7 @@ magic bytes):
   weights) are stored once and listed under ``aliases``.
 - header ``__metadata__["slimtorch"]``: a JSON object
 
-  ``format``   "slimtorch";  ``version``  1
+  ``format``   "slimtorch";  ``version``  3
   ``slimtorch`` / ``torch``   versions that wrote the file (informational)
   ``layers``   {module name: {"class": "SparseLinear" | "Int8Linear",
                "format": "sparse" | "sparse_int8" | "int8_dynamic" | ...,
@@ -25,42 +25,39 @@ magic bytes):
   ``pruned``   {module name: {"sparsity": fraction masked}}
   ``packed_bool`` {key: shape};  ``aliases`` {key: key stored}
   ``encoded``  {key: [how, dtype, shape(, row_ptr key)]} — tensors stored in a
-               smaller, lossless form (version 2; see below)
-  ``sha256``   version 1: {key: hex digest of the stored bytes}; version 2:
-               one hex digest over every stored tensor (key, dtype, shape and
+               smaller, lossless form (see below)
+  ``sha256``   one hex digest over every stored tensor (key, dtype, shape and
                bytes, in key order)
 
-Version 2 stores derivable or narrower data compactly (the in-memory tensors
-are rebuilt exactly on load; nothing lossy): ``"counts"`` — a ``row_ptr``
-(compressed-row offsets, starting at 0) as its per-row counts; ``"narrow"`` —
-an integer tensor (counts, column indices) in the narrowest of uint8 / int16 /
-int32 that holds its values; ``"row_deltas"`` — column indices as uint8
-differences from the previous column of the same row (the first of a row: the
-column itself), where every difference fits (written by version 2 only);
-``"nonempty_rows"`` — int8 row scales of a ``SparseLinear`` stored for rows
-holding nonzeros only (an empty row's scale is the fixed ``choose_qparams``
-minimum, 2**-23, that packing gives it).
+Encodings (the in-memory tensors are rebuilt exactly on load; nothing lossy):
 
-Version 3 adds ``"narrow"`` for float32 tensors: one whose every value
-(bit for bit) is a float16, or else a bfloat16, value is stored in that dtype
-(row scales kept by ``"nonempty_rows"`` are narrowed the same way), and
-``"varint_row_deltas"``, which replaces ``"row_deltas"``: the same in-row
-differences (columns ascending within each row) as unsigned LEB128 varints in
-a uint8 stream (7 bits per byte, low bits first, the high bit set on every
-byte but a number's last), so one difference of 128 or more costs a byte
-more instead of disabling the encoding; small differences compress better
-than the columns themselves.
+- ``"counts"``: a ``row_ptr`` (compressed-row offsets, starting at 0) stored
+  as its per-row counts.
+- ``"narrow"``: an integer tensor (counts, column indices) in the narrowest of
+  uint8 / int16 / int32 that holds its values; a float32 tensor whose every
+  value (bit for bit) is a float16, or else a bfloat16, value in that dtype.
+- ``"varint_row_deltas"``: column indices as differences from the previous
+  column of the same row (the first of a row: the column itself; columns
+  ascend within a row), as unsigned LEB128 varints in a uint8 stream (7 bits
+  per byte, low bits first, the high bit set on every byte but a number's
+  last). Small differences compress better than the columns themselves.
+- ``"nonempty_rows"``: int8 row scales of a ``SparseLinear`` stored for rows
+  holding nonzeros only (an empty row's scale is the fixed ``choose_qparams``
+  minimum, 2**-23, that packing gives it); narrowed like other float32 tensors.
 
-Compression (xz, LZMA2) is for small models and files to ship: it writes
-about 2-3 MB/s and reads about 20 MB/s (2-core Zen 4).
+Compression (xz, LZMA2) is for small models and files to ship: it is far
+slower to write and read than the plain file.
 
-Loading never unpickles and never imports anything named by the file: layer
-classes are looked up among the layer classes registered in
-``slimtorch.api.compress.LAYER_CLASSES`` only. ``load_`` first
-applies the recorded structure to a freshly built model of the original
-architecture (swaps the layers, attaches masks), checks every key, shape, dtype
-and checksum, and only then copies the tensors, so a bad file leaves the model
-untouched and raises ``ValueError`` naming the problem.
+Loading treats every byte of the file as hostile. It never unpickles and never
+imports anything named by the file: layer classes are looked up among the
+registered ``slimtorch.nn`` layer classes only. ``load_`` reads the header
+first and checks every size it declares (tensor shapes, packed and encoded
+lengths, layer constructor arguments, the data length) against ``model``
+before it allocates or decompresses anything; then it reads the data, checks
+the checksum, decodes with every offset and count range-checked (in int64
+without overflow), builds the recorded layers and checks every key, shape and
+dtype, and only then changes ``model``. A bad file leaves the model untouched
+and raises ``ValueError`` naming the path and the problem.
 """
 
 from __future__ import annotations
@@ -68,7 +65,10 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -80,7 +80,7 @@ from slimtorch._io import atomic_write_bytes
 from slimtorch.api import _backend
 from slimtorch.api.pruning import WeightMask, is_pruned, weight_mask
 
-__all__ = ["save", "load_", "read_file", "data_length", "FORMAT_VERSION"]
+__all__ = ["save", "load_", "read_header", "FileHeader", "TensorEntry", "FORMAT_VERSION"]
 
 FORMAT_NAME = "slimtorch"
 FORMAT_VERSION = 3
@@ -97,16 +97,12 @@ def _check_args(model: object, path: object) -> str:
     return os.fspath(path)
 
 
-def _sha256(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
-
-
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for key in sorted(tensors):
         value = tensors[key]
         digest.update(f"{key}\0{value.dtype}\0{list(value.shape)}\0".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
@@ -206,46 +202,6 @@ def _narrow_floats(tensors: dict[str, torch.Tensor], encoded: dict[str, list]) -
                 break
 
 
-def _decode(tensors: dict[str, torch.Tensor], encoded: dict[str, list]) -> None:
-    """Undoes :func:`_encode_sparse_linear` and :func:`_narrow_floats` (row
-    offsets first: column deltas and row scales need them)."""
-    for key in sorted(encoded, key=lambda k: encoded[k][0] in ("nonempty_rows", "row_deltas", "varint_row_deltas")):
-        how, dtype_name, shape, *extra = encoded[key]
-        dtype = getattr(torch, str(dtype_name), None)
-        if not isinstance(dtype, torch.dtype) or key not in tensors:
-            raise ValueError(f"encoding of {key!r} is corrupt")
-        stored = tensors[key]
-        if how == "counts":
-            value = torch.zeros(stored.numel() + 1, dtype=torch.int64)
-            torch.cumsum(stored.to(torch.int64), 0, out=value[1:])
-            value = value.to(dtype)
-        elif how == "narrow":
-            value = stored.to(dtype)
-        elif how in ("row_deltas", "varint_row_deltas") and len(extra) == 1 and extra[0] in tensors:
-            row_ptr = tensors[extra[0]]
-            if row_ptr.dim() != 1 or row_ptr.numel() < 1:
-                raise ValueError(f"encoding of {key!r} does not match its row offsets")
-            nnz = int(row_ptr[-1])
-            deltas = stored.to(torch.int64) if how == "row_deltas" else _varint_decode(stored, nnz)
-            if deltas.numel() != nnz:
-                raise ValueError(f"encoding of {key!r} does not match its row offsets")
-            running = torch.cumsum(deltas, 0)
-            before_row = torch.cat([running.new_zeros(1), running])[row_ptr[:-1]]  # sum up to each row's start
-            rows = torch.repeat_interleave(torch.arange(row_ptr.numel() - 1), row_ptr.diff())
-            value = (running - before_row[rows]).to(dtype)
-        elif how == "nonempty_rows" and len(extra) == 1 and extra[0] in tensors:
-            rows = tensors[extra[0]].diff() != 0
-            if int(rows.sum()) != stored.numel():
-                raise ValueError(f"encoding of {key!r} does not match its row offsets")
-            value = torch.full((rows.numel(),), _EMPTY_ROW_SCALE, dtype=dtype)
-            value[rows] = stored.to(dtype)
-        else:
-            raise ValueError(f"encoding of {key!r} is corrupt ({how!r})")
-        if list(value.shape) != list(shape):
-            raise ValueError(f"encoding of {key!r} gives shape {list(value.shape)}, expected {shape}")
-        tensors[key] = value
-
-
 def _json_value(value: Any) -> Any:
     """A layer attribute as JSON (dtypes tagged), or raises TypeError."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -293,8 +249,7 @@ def save(model: nn.Module, path: str | os.PathLike, *, compress: bool = False) -
 
     ``compress=True`` writes the file as one xz stream: lossless, smallest on
     disk (int8 values, column deltas and zeros compress well), and slower to
-    write and read (about 2-3 MB/s and 20 MB/s), so meant for small models and
-    files to ship. :func:`load_` and ``slimtorch inspect`` read both forms.
+    write and read, so meant for small models and files to ship. :func:`load_` and ``slimtorch inspect`` read both forms.
     """
     path = _check_args(model, path)
     if not isinstance(compress, bool):
@@ -343,184 +298,405 @@ def save(model: nn.Module, path: str | os.PathLike, *, compress: bool = False) -
     data = safetensors.torch.save(tensors, {_META_KEY: json.dumps(meta, allow_nan=False, separators=(",", ":"))})
     if compress:
         # lc=0: the bytes (int8 values, deltas, float halves) are not text, so
-        # the previous byte predicts little; measured 2-4% smaller than lc=3.
-        # Preset 6 (94 MB of encoder memory): as small as 9e here, and as fast.
+        # the previous byte predicts little. Preset 6: an 8 MiB dictionary,
+        # which the reader's decoder memory limit admits.
         data = lzma.compress(data, format=lzma.FORMAT_XZ, filters=[
             {"id": lzma.FILTER_LZMA2, "preset": 6, "lc": 0, "lp": 0, "pb": 0}])
     atomic_write_bytes(path, data)
 
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
-# The largest safetensors header read (the limit safetensors itself applies).
+# The largest safetensors header read without a model to size it by (the
+# limit safetensors itself applies).
 _MAX_HEADER_BYTES = 100 << 20
+# Header bytes allowed per state_dict entry or module of the target model, on
+# top of a fixed allowance: a real header holds one short entry for each.
+_HEADER_BYTES_PER_ENTRY = 1024
+_HEADER_BYTES_BASE = 64 << 10
+_XZ_CHUNK = 16 << 20
+# Decoder memory allowed to an xz stream (its dictionary): what save's preset
+# needs, with room, so a stream cannot make the decoder allocate gigabytes.
+_XZ_MEMORY_LIMIT = 64 << 20
+
+# safetensors dtype names.
+DTYPES: dict[str, torch.dtype] = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "U16": torch.uint16,
+    "I32": torch.int32, "U32": torch.uint32, "I64": torch.int64, "U64": torch.uint64, "F16": torch.float16,
+    "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64, "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+# dtype names an encoding may decode to.
+_DECODED_DTYPES = {str(d).removeprefix("torch."): d for d in (
+    torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+    torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+# Packed layers whose tensor lengths depend on the data: class -> (row offsets
+# key, keys holding one entry per stored nonzero).
+_COMPRESSED_ROWS = {"SparseLinear": ("row_ptr", ("col_idx", "values"))}
 
 
-def data_length(header: dict) -> int:
-    """The tensor-data length a parsed safetensors header describes (its
-    largest end offset); raises ValueError, KeyError or TypeError when malformed."""
-    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-    if not all(isinstance(end, int) and end >= 0 for end in ends):
-        raise ValueError("bad data offsets")
-    return max(ends, default=0)
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of a safetensors header, checked: known dtype, non-negative
+    shape, and a byte range that matches it."""
+
+    dtype_name: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype_name]
 
 
-def _unxz(data: bytes, header_only: bool) -> bytes:
-    """The safetensors bytes inside an xz stream. Decompresses the 8-byte
-    length and the header first, then exactly the data length the header
-    gives, so a small file can never expand beyond what it claims to hold."""
-    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    head = decompressor.decompress(data, max_length=8)
-    length = int.from_bytes(head, "little")
-    if len(head) < 8 or length > _MAX_HEADER_BYTES:
-        raise ValueError("the compressed file is truncated or not a slimtorch file")
-    header = decompressor.decompress(b"", max_length=length)
-    if len(header) < length:
-        raise ValueError("the compressed file is truncated")
-    if header_only:
-        return head + header
-    size = data_length(json.loads(header))
-    body = decompressor.decompress(b"", max_length=size) if size else b""
-    if len(body) < size:
-        raise ValueError("the compressed file is truncated")
-    if not decompressor.eof and decompressor.decompress(b"", max_length=1):
-        raise ValueError("the compressed file holds more data than its header describes")
-    if not decompressor.eof or decompressor.unused_data:
-        raise ValueError("the compressed file is truncated or has trailing data")
-    return head + header + body
+@dataclass(frozen=True)
+class FileHeader:
+    """The verified header of a slimtorch file."""
+
+    path: str
+    entries: dict[str, TensorEntry]
+    meta: dict
+    header_bytes: int  # the 8-byte length field and the JSON header
+    data_bytes: int  # tensor data after the header
+    compressed: bool
+    disk_bytes: int
 
 
-def read_file(path: str, *, header_only: bool = False) -> tuple[bytes, bool]:
-    """The safetensors bytes of the slimtorch file at ``path`` (decompressed
-    when it is an xz stream) and whether it was compressed. ``header_only``:
-    the 8-byte length and the JSON header only. Raises ``ValueError``."""
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_shape(value: object) -> bool:
+    return isinstance(value, list) and all(_is_int(n) and n >= 0 for n in value)
+
+
+def _numel(shape: Any) -> int:
+    return math.prod(shape)  # Python ints: never overflows
+
+
+def _corrupt(path: str, what: str) -> ValueError:
+    return ValueError(f"path: {path!r} is corrupt ({what})")
+
+
+def _json_object(text: bytes | str, path: str, what: str) -> dict:
     try:
-        with open(path, "rb") as f:
-            data = f.read(len(XZ_MAGIC))
-            if data != XZ_MAGIC and header_only:
-                data += f.read(8 - len(data))
-                length = int.from_bytes(data, "little") if len(data) == 8 else 0
-                data += f.read(min(length, _MAX_HEADER_BYTES))
-            else:
-                data += f.read()
-    except OSError as error:
-        raise ValueError(f"path: cannot read {path!r}: {error.strerror or error}") from error
-    if not data.startswith(XZ_MAGIC):
-        return data, False
-    try:
-        return _unxz(data, header_only), True
-    except (lzma.LZMAError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
-        raise ValueError(f"path: {path!r} is corrupt or truncated ({error})") from None
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise ValueError(f"path: {path!r} is corrupt or not a slimtorch file ({what}: "
+                         f"{type(error).__name__}: {str(error)[:200]})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"path: {path!r} is corrupt or not a slimtorch file ({what} is not a JSON object)")
+    return value
 
 
-def _read(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Metadata and tensors of a slimtorch file, fully verified."""
-    data, _ = read_file(path)
-    if len(data) < 8:
-        raise ValueError(f"path: {path!r} is not a slimtorch file (too short: {len(data)} bytes)")
-    header_len = int.from_bytes(data[:8], "little")
-    if header_len > len(data) - 8:
-        raise ValueError(f"path: {path!r} is truncated or not a safetensors file (header says {header_len} bytes, "
-                         f"file has {len(data) - 8} after the length field)")
-    try:
-        header = json.loads(data[8:8 + header_len])
-        meta = json.loads(header["__metadata__"][_META_KEY])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
-        raise ValueError(f"path: {path!r} is corrupt or not a slimtorch file (header: {error})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise ValueError(f"path: {path!r} is not a slimtorch file (format {meta.get('format')!r})")
+def _parse_entries(header: dict, path: str) -> tuple[dict[str, TensorEntry], int]:
+    """The tensor entries of a safetensors header and the data length they
+    cover; ranges must tile the data from 0 without gaps or overlaps."""
+    entries: dict[str, TensorEntry] = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        if not (isinstance(entry, dict) and isinstance(entry.get("dtype"), str) and entry["dtype"] in DTYPES
+                and _is_shape(entry.get("shape"))
+                and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
+                and all(_is_int(n) for n in entry["data_offsets"])):
+            raise _corrupt(path, f"tensor entry {key!r}")
+        start, end = entry["data_offsets"]
+        shape = tuple(entry["shape"])
+        if not 0 <= start <= end or end - start != _numel(shape) * DTYPES[entry["dtype"]].itemsize:
+            raise _corrupt(path, f"tensor entry {key!r}: data offsets do not match its shape and dtype")
+        entries[key] = TensorEntry(entry["dtype"], shape, start, end)
+    position = 0
+    for key, entry in sorted(entries.items(), key=lambda item: (item[1].start, item[1].end)):
+        if entry.start != position:
+            raise _corrupt(path, f"tensor entry {key!r}: data overlaps another tensor or leaves a gap")
+        position = entry.end
+    return entries, position
+
+
+def _check_meta(meta: dict, path: str) -> None:
+    """The slimtorch metadata has every field, each of the right JSON type."""
+    if meta.get("format") != FORMAT_NAME:
+        raise ValueError(f"path: {path!r} is not a slimtorch file (format {str(meta.get('format'))[:40]!r})")
     version = meta.get("version")
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise ValueError(f"path: {path!r} has format version {version!r}; this slimtorch reads versions 1..{FORMAT_VERSION}")
-    fields = ("layers", "pruned", "packed_bool", "aliases") + (("sha256",) if version == 1 else ("encoded",))
-    for field in fields:
+    if not _is_int(version) or version != FORMAT_VERSION:
+        raise ValueError(f"path: {path!r} has format version {str(version)[:40]}; "
+                         f"this slimtorch reads version {FORMAT_VERSION}")
+    for field in ("layers", "pruned", "packed_bool", "aliases", "encoded"):
         if not isinstance(meta.get(field), dict):
-            raise ValueError(f"path: {path!r} is corrupt (metadata field {field!r} missing or not an object)")
-    import safetensors.torch
-
-    try:
-        tensors = safetensors.torch.load(data)
-    except Exception as error:  # safetensors raises its own error type for malformed files
-        raise ValueError(f"path: {path!r} is truncated or corrupt ({error})") from None
-    if version == 1:
-        if set(tensors) != set(meta["sha256"]):
-            raise ValueError(f"path: {path!r} is corrupt (tensor list does not match its metadata)")
-        for key, value in tensors.items():
-            if _sha256(value) != meta["sha256"][key]:
-                raise ValueError(f"path: {path!r} is corrupt (checksum of tensor {key!r} does not match)")
-    else:
-        if _checksum(tensors) != meta.get("sha256"):
-            raise ValueError(f"path: {path!r} is corrupt (checksum of the tensors does not match)")
-        try:
-            _decode(tensors, meta["encoded"])
-        except (ValueError, TypeError, RuntimeError, IndexError) as error:
-            raise ValueError(f"path: {path!r} is corrupt ({error})") from None
+            raise _corrupt(path, f"metadata field {field!r} missing or not an object")
+    if not isinstance(meta.get("sha256"), str):
+        raise _corrupt(path, "metadata field 'sha256' missing or not a string")
+    for name, info in meta["layers"].items():
+        if not (isinstance(info, dict) and isinstance(info.get("class"), str)
+                and isinstance(info.get("init"), dict) and isinstance(info.get("format", ""), str)
+                and isinstance(info.get("sparsity", 0.0), (int, float))
+                and not isinstance(info.get("sparsity", 0.0), bool)):
+            raise _corrupt(path, f"layer entry {name!r}")
+    for name, info in meta["pruned"].items():
+        sparsity = info.get("sparsity", 0.0) if isinstance(info, dict) else None
+        if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool):
+            raise _corrupt(path, f"pruned entry {name!r}")
     for key, shape in meta["packed_bool"].items():
-        numel = int(np.prod(shape)) if shape else 1
-        bits = np.unpackbits(tensors[key].numpy(), count=numel, bitorder="little")
-        tensors[key] = torch.from_numpy(bits.astype(np.bool_)).reshape(shape)
+        if not _is_shape(shape):
+            raise _corrupt(path, f"packed_bool entry {key!r}")
     for key, target in meta["aliases"].items():
-        if target not in tensors:
-            raise ValueError(f"path: {path!r} is corrupt (alias {key!r} -> missing {target!r})")
-        tensors[key] = tensors[target]
-    return meta, tensors
+        if not isinstance(target, str):
+            raise _corrupt(path, f"alias {key!r}")
+    for key, how in meta["encoded"].items():
+        if not (isinstance(how, list) and len(how) in (3, 4) and isinstance(how[0], str)
+                and isinstance(how[1], str) and how[1] in _DECODED_DTYPES and _is_shape(how[2])
+                and (len(how) == 3 or isinstance(how[3], str))):
+            raise _corrupt(path, f"encoding of {key!r}")
 
 
-def _build_layer(name: str, info: Any, tensors: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
-    """A ``slimtorch.nn`` layer built empty from its recorded constructor
-    arguments, then loaded with its tensors from the file."""
+def _declared_shape(meta: dict, key: str, entry: TensorEntry) -> list[int] | tuple[int, ...]:
+    """The shape ``key`` has once loaded: packed and encoded tensors declare it."""
+    if key in meta["packed_bool"]:
+        return meta["packed_bool"][key]
+    if key in meta["encoded"]:
+        return meta["encoded"][key][2]
+    return entry.shape
+
+
+def _check_encodings(meta: dict, entries: dict[str, TensorEntry], path: str) -> None:
+    """Each packed or encoded tensor is stored, once, in a form whose size
+    fits the shape it declares."""
+    for key in list(meta["packed_bool"]) + list(meta["encoded"]):
+        if key not in entries or (key in meta["packed_bool"] and key in meta["encoded"]):
+            raise _corrupt(path, f"encoding of {key[:80]!r} names no stored tensor, or two encodings")
+    for key, shape in meta["packed_bool"].items():
+        if entries[key].dtype_name != "U8" or entries[key].shape != (-(-_numel(shape) // 8),):
+            raise _corrupt(path, f"packed bool tensor {key!r} does not hold shape {shape[:8]}")
+    for key, (how, _, shape, *extra) in meta["encoded"].items():
+        entry = entries[key]
+        stored = _numel(entry.shape)
+        if how == "counts":
+            ok = len(entry.shape) == 1 and shape == [stored + 1]
+        elif how == "narrow":
+            ok = stored == _numel(shape)
+        elif how == "varint_row_deltas":
+            ok = entry.dtype_name == "U8" and len(entry.shape) == 1 and len(shape) == 1 and bool(extra)
+        elif how == "nonempty_rows":
+            ok = len(entry.shape) == 1 and len(shape) == 1 and stored <= shape[0] and bool(extra)
+        else:
+            raise _corrupt(path, f"encoding of {key!r} is unknown ({how[:40]!r})")
+        if not ok:
+            raise _corrupt(path, f"encoding of {key!r} does not fit its stored tensor")
+
+
+def _read_exactly(handle: Any, count: int) -> bytearray:
+    buffer = bytearray(count)
+    view, done = memoryview(buffer), 0
+    while done < count:
+        got = handle.readinto(view[done:])
+        if not got:
+            break
+        done += got
+    del view
+    return buffer[:done] if done < count else buffer
+
+
+def _read_header(path: str, max_header_bytes: int) -> tuple[FileHeader, Callable[[], bytearray]]:
+    """The verified header of the file at ``path`` and a function that reads
+    its tensor data (decompressed when it is an xz stream; never more than
+    the header declares). Raises ``ValueError``."""
+    try:
+        with open(path, "rb") as handle:
+            disk_bytes = os.fstat(handle.fileno()).st_size
+            start = handle.read(8)
+            compressed = start.startswith(XZ_MAGIC)
+            if compressed:
+                raw = start + handle.read()
+    except OSError as error:
+        raise ValueError(f"path: cannot read {path!r}: {error.strerror or error}") from None
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMORY_LIMIT)
+    unfed = [raw] if compressed else []  # compressed bytes not yet given to the decompressor
+
+    def unxz(count: int, what: str) -> bytes:
+        try:
+            data = decompressor.decompress(unfed.pop() if unfed else b"", max_length=count)
+        except (lzma.LZMAError, EOFError) as error:
+            raise ValueError(f"path: {path!r} is corrupt or truncated ({error or 'the xz stream ended'})") from None
+        if len(data) < count:
+            raise ValueError(f"path: {path!r} is corrupt or truncated (the compressed {what} ends early)")
+        return data
+
+    if compressed:
+        start = unxz(8, "file")
+    elif len(start) < 8:
+        raise ValueError(f"path: {path!r} is not a slimtorch file (too short: {disk_bytes} bytes)")
+    header_len = int.from_bytes(start, "little")
+    if header_len > max_header_bytes or (not compressed and header_len > disk_bytes - 8):
+        raise ValueError(f"path: {path!r} is truncated or not a slimtorch file (header length {header_len} "
+                         f"is more than " + (f"{max_header_bytes} bytes)" if header_len > max_header_bytes else
+                                             f"the {disk_bytes - 8} bytes after the length field)"))
+    if compressed:
+        text = unxz(header_len, "header")
+    else:
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(8)
+                text = _read_exactly(handle, header_len)
+        except OSError as error:
+            raise ValueError(f"path: cannot read {path!r}: {error.strerror or error}") from None
+        if len(text) < header_len:
+            raise ValueError(f"path: {path!r} is truncated (the file changed while it was read)")
+    header = _json_object(text, path, "header")
+    metadata = header.get("__metadata__")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get(_META_KEY), str):
+        raise ValueError(f"path: {path!r} is not a slimtorch file (a safetensors file, but not one written by "
+                         f"slimtorch.save)" if isinstance(metadata, (dict, type(None)))
+                         else f"path: {path!r} is corrupt (header __metadata__ is not an object)")
+    meta = _json_object(metadata[_META_KEY], path, "slimtorch metadata")
+    _check_meta(meta, path)
+    entries, data_bytes = _parse_entries(header, path)
+    _check_encodings(meta, entries, path)
+    if not compressed and 8 + header_len + data_bytes != disk_bytes:
+        raise ValueError(f"path: {path!r} is truncated or corrupt (its header describes "
+                         f"{8 + header_len + data_bytes} bytes, the file has {disk_bytes})")
+    info = FileHeader(path, entries, meta, 8 + header_len, data_bytes, compressed, disk_bytes)
+
+    def read_body(keep: bool = True) -> bytearray:
+        """The tensor data; ``keep=False``: only checks an xz stream to its end."""
+        if not compressed:
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(8 + header_len)
+                    body = _read_exactly(handle, data_bytes + 1)
+            except OSError as error:
+                raise ValueError(f"path: cannot read {path!r}: {error.strerror or error}") from None
+            if len(body) != data_bytes:
+                raise ValueError(f"path: {path!r} is truncated or corrupt (the file changed while it was read)")
+            return body
+        body = bytearray(data_bytes if keep else 0)
+        done = 0
+        while done < data_bytes:
+            chunk = unxz(min(_XZ_CHUNK, data_bytes - done), "tensor data")
+            if keep:
+                body[done:done + len(chunk)] = chunk
+            done += len(chunk)
+        try:
+            extra = b"" if decompressor.eof else decompressor.decompress(unfed.pop() if unfed else b"", max_length=1)
+        except (lzma.LZMAError, EOFError) as error:
+            raise ValueError(f"path: {path!r} is corrupt or truncated ({error})") from None
+        if extra:
+            raise ValueError(f"path: {path!r} is corrupt (the compressed file holds more data than its "
+                             f"header describes)")
+        if not decompressor.eof or decompressor.unused_data:
+            raise ValueError(f"path: {path!r} is corrupt or truncated (the xz stream is cut short or has "
+                             f"trailing data)")
+        return body
+
+    return info, read_body
+
+
+def read_header(path: str | os.PathLike) -> FileHeader:
+    """The verified header and metadata of the slimtorch file at ``path``
+    (for ``slimtorch inspect``): the tensor data is not kept (an xz stream is
+    decompressed to its end, in chunks, to check it is whole). Raises
+    ``ValueError`` naming the path and the problem."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
+    header, read_body = _read_header(os.fspath(path), _MAX_HEADER_BYTES)
+    if header.compressed:
+        read_body(keep=False)  # a truncated or padded stream shows only at its end
+    return header
+
+
+def _tensor_views(header: FileHeader, body: bytearray) -> dict[str, torch.Tensor]:
+    """The stored tensors as views of ``body`` (no copies); sizes already checked."""
+    tensors = {}
+    for key, entry in header.entries.items():
+        raw = torch.frombuffer(body, dtype=torch.uint8, count=entry.end - entry.start, offset=entry.start) \
+            if entry.end > entry.start else torch.empty(0, dtype=torch.uint8)
+        if entry.start % entry.dtype.itemsize:
+            raw = raw.clone()  # an unaligned range cannot be viewed as a wider dtype
+        tensors[key] = raw.view(entry.dtype).reshape(entry.shape)
+    return tensors
+
+
+@dataclass(frozen=True)
+class _Expected:
+    """What one key of the loaded state may hold: an exact shape (and dtype,
+    where the model fixes it), or, for a packed layer's per-nonzero tensors,
+    a 1-d length of at most ``max_length``."""
+
+    shape: tuple[int, ...] | None
+    dtype: torch.dtype | None = None
+    max_length: int = 0
+
+    def admits(self, shape: Any) -> bool:
+        if self.shape is not None:
+            return tuple(shape) == self.shape
+        return len(shape) == 1 and shape[0] <= self.max_length
+
+
+@dataclass(frozen=True)
+class _RowOffsets:
+    """A packed layer's row offsets key and the bounds its values must keep."""
+
+    rows: int
+    width: int  # columns per row: the most nonzeros one row can hold
+    nnz_keys: tuple[str, ...]
+
+
+def _registered_layer(name: str) -> bool:
     from slimtorch.api.compress import LAYER_CLASSES
 
-    if not isinstance(info, dict) or not isinstance(info.get("class"), str) or not isinstance(info.get("init"), dict):
-        raise ValueError(f"path: layer entry {name!r} is corrupt")
-    if info["class"] not in LAYER_CLASSES:  # only registered slimtorch layers are ever built
-        raise ValueError(f"path: layer {name!r} has unknown class {info['class']!r}")
+    return name in LAYER_CLASSES
+
+
+def _new_layer(path: str, name: str, info: dict, current: nn.Module) -> nn.Module:
+    """The layer ``info`` describes, built empty on the CPU once its
+    constructor arguments are checked against the module it replaces."""
+    where = f"path: {path!r} does not match model at {name!r}"
+    if not _registered_layer(info["class"]):  # only registered slimtorch layers are ever built
+        raise ValueError(f"path: {path!r} has layer {name!r} of unknown class {info['class'][:60]!r}")
+    if not (isinstance(current, nn.Linear) or type(current).__name__ == info["class"]):
+        raise ValueError(f"path: {path!r} has a {info['class']} at {name!r}, where model has "
+                         f"{type(current).__name__}")
+    init = info["init"]
+    for attr in ("in_features", "out_features"):
+        want = getattr(current, attr, None)
+        if not _is_int(init.get(attr)) or init[attr] != want:
+            raise ValueError(f"{where}: file has {attr}={repr(init.get(attr))[:40]}, model has {want}")
+    if init.get("bias", True) is not (getattr(current, "bias", None) is not None):
+        raise ValueError(f"{where}: bias present in one, not the other")
+    if "device" in init:
+        raise ValueError(f"path: {path!r} is corrupt (layer {name!r} names a device)")
     try:
         cls = _backend.layer_class(info["class"])
-        layer = cls(**{k: _from_json_value(v) for k, v in info["init"].items()})
-        prefix = f"{name}."
-        layer.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(f"path: cannot rebuild layer {name!r} ({info['class']}): {error}") from None
-    return layer.to(device)
+        return cls(**{k: _from_json_value(v) for k, v in init.items()})
+    except (TypeError, ValueError, RuntimeError, OverflowError, RecursionError) as error:
+        raise ValueError(f"path: {path!r}: cannot rebuild layer {name!r} ({info['class']}): {error}") from None
 
 
-def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a file written by :func:`save` into ``model`` (a freshly built
-    model of the original architecture, or the same compressed model): swaps
-    in the recorded layers, attaches the recorded masks, and copies every
-    tensor exactly. Raises ``ValueError`` for a truncated, corrupt or
-    mismatched file, leaving ``model`` unchanged. Returns ``model``."""
-    path = _check_args(model, path)
-    meta, tensors = _read(path)
+def _expected_state(path: str, model: nn.Module, meta: dict
+                    ) -> tuple[dict[str, nn.Module], dict[str, _Expected], dict[str, _RowOffsets]]:
+    """The layers to swap in, what every key of the file may hold once the
+    recorded structure is applied to ``model``, and the row offsets keys of
+    the packed layers. Allocates no more than the swapped-in layers."""
     modules = dict(model.named_modules())
     swaps: dict[str, nn.Module] = {}
     for name, info in meta["layers"].items():
         if name == "":
             raise ValueError(f"path: {path!r} stores the whole model as one layer; load it with that layer's class")
-        current = modules.get(name)
-        if current is None:
-            raise ValueError(f"path: {path!r} has layer {name!r}, which model does not have")
-        if not (isinstance(current, nn.Linear) or type(current).__name__ == info.get("class")):
-            raise ValueError(f"path: {path!r} has a {info.get('class')} at {name!r}, where model has "
-                             f"{type(current).__name__}")
-        device = next(iter(current.parameters()), next(iter(current.buffers()), torch.empty(0))).device
-        layer = _build_layer(name, info, tensors, device)
-        for attr in ("in_features", "out_features"):
-            if getattr(current, attr, None) != getattr(layer, attr, None):
-                raise ValueError(f"path: {path!r} does not match model at {name!r}: file has {attr}="
-                                 f"{getattr(layer, attr, None)}, model has {getattr(current, attr, None)}")
-        if (getattr(current, "bias", None) is None) != (getattr(layer, "bias", None) is None):
-            raise ValueError(f"path: {path!r} does not match model at {name!r}: bias present in one, not the other")
-        swaps[name] = layer
+        if name not in modules:
+            raise ValueError(f"path: {path!r} has layer {name[:80]!r}, which model does not have")
+        if any(name.startswith(f"{other}.") for other in meta["layers"]):
+            raise ValueError(f"path: {path!r} is corrupt (layer {name!r} inside another recorded layer)")
+        swaps[name] = _new_layer(path, name, info, modules[name])
     for name in meta["pruned"]:
-        if name not in modules or name in swaps:
-            raise ValueError(f"path: {path!r} has pruned module {name!r}, which model does not have as a dense layer")
-    # The state_dict keys model will have once the structure is applied.
-    expected: dict[str, torch.Tensor] = {}
+        if name not in modules or name in swaps or any(name.startswith(f"{s}.") for s in swaps):
+            raise ValueError(f"path: {path!r} has pruned module {name[:80]!r}, which model does not have as a "
+                             f"dense layer")
+    expected: dict[str, _Expected] = {}
     for key, value in model.state_dict().items():
         if not any(key.startswith(f"{name}.") for name in swaps):
-            expected[key] = value
-    swapped_keys = {f"{name}.{k}" for name, layer in swaps.items() for k in layer.state_dict()}
+            expected[key] = _Expected(tuple(value.shape), value.dtype)
     for name in meta["pruned"]:
         prefix = f"{name}." if name else ""
         if not is_pruned(modules[name]):
@@ -528,17 +704,216 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             if weight is None:
                 raise ValueError(f"path: {path!r} has pruned module {name!r}, which has no weight in model")
             expected[prefix + _ORIGINAL_KEY] = weight
-            expected[prefix + _MASK_KEY] = torch.empty(weight.shape, dtype=torch.bool)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected) - swapped_keys)
+            expected[prefix + _MASK_KEY] = _Expected(weight.shape, torch.bool)
+    row_offsets: dict[str, _RowOffsets] = {}
+    for name, layer in swaps.items():
+        offsets_name, nnz_names = _COMPRESSED_ROWS.get(type(layer).__name__, (None, ()))
+        nnz_max = layer.in_features * layer.out_features
+        parameters = dict(layer.named_parameters())
+        for key, value in layer.state_dict().items():
+            # A parameter keeps the dtype it is given, as in any module; buffers are the layer's own.
+            dtype = None if key in parameters else value.dtype
+            if key in nnz_names:
+                expected[f"{name}.{key}"] = _Expected(None, dtype, max_length=nnz_max)
+            else:
+                expected[f"{name}.{key}"] = _Expected(tuple(value.shape), dtype)
+        if offsets_name is not None:
+            row_offsets[f"{name}.{offsets_name}"] = _RowOffsets(
+                layer.out_features, layer.in_features, tuple(f"{name}.{k}" for k in nnz_names))
+    return swaps, expected, row_offsets
+
+
+def _varint_bytes(largest: int) -> int:
+    """Bytes of the unsigned LEB128 varint of ``largest``."""
+    return max(1, -(-largest.bit_length() // 7))
+
+
+def _check_declared_sizes(path: str, header: FileHeader, expected: dict[str, _Expected],
+                          row_offsets: dict[str, _RowOffsets]) -> None:
+    """Every size the header declares is one ``model`` can hold, before any
+    tensor data is read: stored shapes, packed-bool shapes, encoded shapes and
+    the stored length of each encoding."""
+    meta, entries = header.meta, header.entries
+    unexpected = sorted(set(entries) - set(expected))
+    for key, target in meta["aliases"].items():
+        if key not in expected or key in entries or target not in entries:
+            raise _corrupt(path, f"alias {key[:80]!r} -> {target[:80]!r}")
+    missing = sorted(set(expected) - set(entries) - set(meta["aliases"]))
     if missing or unexpected:
-        raise ValueError(f"path: {path!r} does not match model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        raise ValueError(f"path: {path!r} does not match model: missing {missing[:5]}, unexpected "
+                         f"{[k[:80] for k in unexpected[:5]]}"
                          + (" (and more)" if len(missing) > 5 or len(unexpected) > 5 else ""))
+    width_of = {key: offsets.width for offsets in row_offsets.values() for key in offsets.nnz_keys}
+    for key, entry in entries.items():
+        want = expected[key]
+        ok, shape = True, _declared_shape(meta, key, entry)
+        if key in meta["encoded"]:
+            how = meta["encoded"][key][0]
+            if how == "counts":
+                ok = key in row_offsets
+            elif how == "varint_row_deltas":
+                ok = key in width_of and _numel(entry.shape) <= shape[0] * _varint_bytes(max(width_of[key] - 1, 0))
+        if not ok or not want.admits(shape):
+            raise ValueError(f"path: {path!r} does not match model at {key!r}: file declares shape "
+                             f"{list(shape)[:8]} (stored as {entry.dtype_name} {list(entry.shape)[:8]}), model "
+                             f"has " + (f"{list(want.shape)}" if want.shape is not None else
+                                        f"at most {want.max_length} entries"))
+
+
+def _narrowed(key: str, stored: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Undoes "narrow": exact by construction, so a value the target dtype
+    cannot hold means the file is corrupt."""
+    if dtype in _INT_DTYPES and stored.dtype in _INT_DTYPES:
+        info = torch.iinfo(dtype)
+        if stored.numel() and not (info.min <= int(stored.min()) and int(stored.max()) <= info.max):
+            raise ValueError(f"encoding of {key!r}: values outside {dtype}")
+        return stored.to(dtype)
+    if dtype == torch.float32 and stored.dtype in (torch.float16, torch.bfloat16):
+        return stored.to(dtype)
+    raise ValueError(f"encoding of {key!r}: cannot narrow {dtype} to {stored.dtype}")
+
+
+def _check_row_offsets(key: str, row_ptr: torch.Tensor, offsets: _RowOffsets) -> int:
+    """Row offsets start at 0, never decrease, and give each row at most
+    ``width`` entries; compared, not subtracted, so no difference can wrap.
+    Returns nnz."""
+    if row_ptr.dtype != torch.int64 or tuple(row_ptr.shape) != (offsets.rows + 1,):
+        raise ValueError(f"{key!r}: expected int64 row offsets of shape [{offsets.rows + 1}], "
+                         f"got {row_ptr.dtype} {list(row_ptr.shape)}")
+    if int(row_ptr[0]) != 0 or bool((row_ptr[1:] < row_ptr[:-1]).any()):
+        raise ValueError(f"{key!r}: row offsets must start at 0 and never decrease")
+    nnz = int(row_ptr[-1])
+    if nnz > offsets.rows * offsets.width or bool((row_ptr[1:] - row_ptr[:-1] > offsets.width).any()):
+        raise ValueError(f"{key!r}: a row holds more than {offsets.width} entries")
+    return nnz
+
+
+def _decode(tensors: dict[str, torch.Tensor], encoded: dict[str, list], row_offsets: dict[str, _RowOffsets]
+            ) -> None:
+    """Undoes :func:`_encode_sparse_linear` and :func:`_narrow_floats`, in place,
+    checking every count and offset before it is used: row offsets first, then
+    the column deltas and row scales that need them."""
+    for key, (how, dtype_name, shape, *extra) in encoded.items():
+        if how == "counts":
+            counts = tensors[key]
+            width = row_offsets[key].width
+            if counts.dtype not in _INT_DTYPES or (counts.numel() and (int(counts.min()) < 0
+                                                                      or int(counts.max()) > width)):
+                raise ValueError(f"encoding of {key!r}: row counts must be integers in [0, {width}]")
+            value = torch.zeros(counts.numel() + 1, dtype=torch.int64)
+            torch.cumsum(counts.to(torch.int64), 0, out=value[1:])  # at most rows * width: no overflow
+            tensors[key] = _narrowed(key, value, _DECODED_DTYPES[dtype_name])
+        elif how == "narrow":
+            tensors[key] = _narrowed(key, tensors[key], _DECODED_DTYPES[dtype_name])
+    nnz_of = {}
+    for key, offsets in row_offsets.items():
+        nnz = nnz_of[key] = _check_row_offsets(key, tensors[key], offsets)
+        for nnz_key in offsets.nnz_keys:
+            length = encoded[nnz_key][2][0] if nnz_key in encoded else tensors[nnz_key].shape[0]
+            if length != nnz:
+                raise ValueError(f"{nnz_key!r} holds {length} entries, its row offsets {nnz}")
+    for key, (how, dtype_name, shape, *extra) in encoded.items():
+        if how not in ("varint_row_deltas", "nonempty_rows"):
+            continue
+        prefix = key.rpartition(".")[0]
+        row_key = f"{prefix}.row_ptr"
+        if extra != [row_key] or row_key not in row_offsets or key != f"{prefix}." + (
+                "col_idx" if how == "varint_row_deltas" else "row_scales"):
+            raise ValueError(f"encoding of {key!r} names the wrong row offsets")
+        row_ptr, dtype = tensors[row_key], _DECODED_DTYPES[dtype_name]
+        if how == "varint_row_deltas":
+            width = row_offsets[row_key].width
+            if dtype not in _INT_DTYPES:
+                raise ValueError(f"encoding of {key!r}: column indices must be integers")
+            deltas = _varint_decode(tensors[key], nnz_of[row_key])
+            if deltas.numel() and int(deltas.max()) >= width:
+                raise ValueError(f"encoding of {key!r}: a column difference is {int(deltas.max())}, "
+                                 f"more than the {width} columns")
+            running = torch.cumsum(deltas, 0)  # at most nnz * width: no overflow
+            before_row = torch.cat([running.new_zeros(1), running])[row_ptr[:-1]]  # sum up to each row's start
+            rows = torch.repeat_interleave(torch.arange(row_ptr.numel() - 1), row_ptr[1:] - row_ptr[:-1])
+            columns = running - before_row[rows]
+            if columns.numel() and int(columns.max()) >= width:
+                raise ValueError(f"encoding of {key!r}: a column index is past the {width} columns")
+            tensors[key] = columns.to(dtype)
+        else:
+            rows = row_ptr[1:] != row_ptr[:-1]
+            stored = tensors[key]
+            if int(rows.sum()) != stored.numel() or not stored.is_floating_point():
+                raise ValueError(f"encoding of {key!r} does not match its row offsets")
+            value = torch.full((rows.numel(),), _EMPTY_ROW_SCALE, dtype=dtype)
+            value[rows] = stored.to(dtype)
+            tensors[key] = value
+    for key, (how, dtype_name, shape, *extra) in encoded.items():
+        if list(tensors[key].shape) != list(shape) or tensors[key].dtype != _DECODED_DTYPES[dtype_name]:
+            raise ValueError(f"encoding of {key!r} gives {tensors[key].dtype} {list(tensors[key].shape)}, "
+                             f"expected {dtype_name} {shape}")
+
+
+def _header_limit(model: nn.Module) -> int:
+    entries = len(model.state_dict()) + sum(1 for _ in model.modules())
+    return _HEADER_BYTES_BASE + _HEADER_BYTES_PER_ENTRY * entries
+
+
+def _read(path: str, model: nn.Module) -> tuple[dict, dict[str, nn.Module], dict[str, torch.Tensor]]:
+    """The metadata, the layers to swap in and the tensors of the file at
+    ``path``, every one checked against ``model``. Raises ``ValueError``."""
+    header, read_body = _read_header(path, _header_limit(model))
+    meta = header.meta
+    swaps, expected, row_offsets = _expected_state(path, model, meta)
+    for key in meta["aliases"]:
+        if key in row_offsets or any(key in offsets.nnz_keys for offsets in row_offsets.values()):
+            raise _corrupt(path, f"alias of packed tensor {key!r}")
+    _check_declared_sizes(path, header, expected, row_offsets)
+    body = read_body()
+    tensors = _tensor_views(header, body)
+    if _checksum(tensors) != meta["sha256"]:
+        raise _corrupt(path, "checksum of the tensors does not match")
+    try:
+        _decode(tensors, meta["encoded"], row_offsets)
+    except (ValueError, TypeError, RuntimeError, IndexError) as error:
+        raise _corrupt(path, str(error)) from None
+    for key, shape in meta["packed_bool"].items():
+        bits = np.unpackbits(tensors[key].numpy(), count=_numel(shape), bitorder="little")
+        tensors[key] = torch.from_numpy(bits.view(np.bool_)).reshape(shape)
+    for key, target in meta["aliases"].items():
+        tensors[key] = tensors[target]
     for key, want in expected.items():
         got = tensors[key]
-        if got.shape != want.shape or got.dtype != want.dtype:
-            raise ValueError(f"path: {path!r} does not match model at {key!r}: file has "
-                             f"{got.dtype} {tuple(got.shape)}, model has {want.dtype} {tuple(want.shape)}")
+        if not want.admits(got.shape) or (want.dtype is not None and got.dtype != want.dtype):
+            raise ValueError(f"path: {path!r} does not match model at {key!r}: file has {got.dtype} "
+                             f"{tuple(got.shape)}, model has {want.dtype} {want.shape}")
+    swapped = tuple(f"{name}." for name in swaps)
+    for key, value in tensors.items():
+        # A layer may keep the tensors it is given: none of them may be a view
+        # that keeps the whole file buffer alive.
+        stored_key = meta["aliases"].get(key, key)
+        if key.startswith(swapped) and stored_key not in meta["encoded"] and stored_key not in meta["packed_bool"]:
+            tensors[key] = value.clone()
+    return meta, swaps, tensors
+
+
+def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a file written by :func:`save` into ``model`` (a freshly built
+    model of the original architecture, or the same compressed model): swaps
+    in the recorded layers, attaches the recorded masks, and copies every
+    tensor exactly. Raises ``ValueError`` for a truncated, corrupt, foreign or
+    mismatched file, naming the path and the problem, and leaves ``model``
+    unchanged. Returns ``model``."""
+    path = _check_args(model, path)
+    meta, swaps, tensors = _read(path, model)
+    modules = dict(model.named_modules())
+    for name, layer in swaps.items():
+        prefix = f"{name}."
+        try:
+            layer.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                                  strict=True)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"path: {path!r}: cannot rebuild layer {name!r} ({type(layer).__name__}): "
+                             f"{error}") from None
+        current = modules[name]
+        device = next(iter(current.parameters()), next(iter(current.buffers()), torch.empty(0))).device
+        swaps[name] = layer.to(device)
     # Everything checked: apply the structure, then copy.
     for name, layer in swaps.items():
         layer.train(modules[name].training)

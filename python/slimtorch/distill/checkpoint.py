@@ -4,7 +4,8 @@ Nothing here uses pickle, so loading a checkpoint cannot run code.
 
 A checkpoint for global step ``S`` in a directory is two files:
 
-``step-0000000S.safetensors``
+``step-0000000S.safetensors`` (``step-0000000S.1.safetensors`` when a
+step is saved again: see below)
     every tensor of the state, under structured keys that spell its place in
     the state tree (``model/fc1.weight``, ``optimizer/state/3/exp_avg``,
     ``rng/rank0/torch``).
@@ -17,7 +18,10 @@ tensor file first. The JSON file is the commit record: a checkpoint exists once
 its JSON file exists, and it is *complete* when the tensor file it names has
 the recorded size and hash. A run killed at any moment therefore leaves only
 complete checkpoints behind (plus possibly an orphan tensor file or a
-``.tmp`` file, which the next save removes).
+``.tmp`` file, which the next save removes). Saving a step that already has a
+checkpoint writes the new tensor file under the other of the two names, then
+the new record, and only then removes the old tensor file, so the step has a
+complete checkpoint at every moment.
 
 Corruption policy: :func:`load_checkpoint` on a damaged checkpoint raises
 :class:`CheckpointError` naming the file and the problem.
@@ -35,7 +39,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +63,7 @@ __all__ = [
 FORMAT = "slimtorch.checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^step-(\d{8,})\.json$")
+_FILE = re.compile(r"^step-(\d{8,})(?:\.1)?\.(json|safetensors)$")
 # Marks an encoded non-JSON value in the tree; a dict with this key is never user data.
 _TAG = "__slimtorch__"
 
@@ -161,15 +166,22 @@ def decode_state(tree: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
                     raise CheckpointError(f"checkpoint: tensor {key!r} is missing from the tensor file")
                 return tensors[key]
             if tag == "float":
+                if value.get("value") not in ("inf", "-inf", "nan"):
+                    raise CheckpointError(f"checkpoint: malformed float {str(value.get('value'))[:40]!r}")
                 return float(value["value"])
             if tag == "tuple":
                 return tuple(decode(v) for v in value["items"])
             if tag == "dict":
-                return {k: decode(v) for k, v in value["items"]}
+                return {k: decode(v) for k, v in value["items"]}  # a malformed item raises, caught below
             raise CheckpointError(f"checkpoint: unknown tagged value {tag!r}")
         return value
 
-    return decode(tree)
+    try:
+        return decode(tree)
+    except (KeyError, TypeError, ValueError, IndexError, RecursionError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint: malformed state tree ({type(error).__name__}: {error})") from None
 
 
 # ---------------------------------------------------------------------------
@@ -215,12 +227,17 @@ def save_checkpoint(directory: str | os.PathLike[str], step: int, state: Mapping
     tree, tensors = encode_state(dict(state))
     blob = _st_save(tensors, metadata={"format": FORMAT})
     stem = _stem(step)
-    atomic_write_bytes(directory / f"{stem}.safetensors", blob)
+    # Re-saving a step writes the tensors under the name its current record
+    # does not use, so the old checkpoint stays complete until the new record
+    # replaces it; the old tensor file is removed after that.
+    names = (f"{stem}.safetensors", f"{stem}.1.safetensors")
+    tensors_name = names[1] if _tensors_file(directory / f"{stem}.json") == names[0] else names[0]
+    atomic_write_bytes(directory / tensors_name, blob)
     record = {
         "format": FORMAT,
         "version": VERSION,
         "step": step,
-        "tensors_file": f"{stem}.safetensors",
+        "tensors_file": tensors_name,
         "tensors_bytes": len(blob),
         "tensors_sha256": hashlib.sha256(blob).hexdigest(),
         "state": tree,
@@ -230,18 +247,35 @@ def save_checkpoint(directory: str | os.PathLike[str], step: int, state: Mapping
     return path
 
 
+def _tensors_file(record_path: Path) -> str | None:
+    """The tensor file a commit record names; None when there is no readable record."""
+    try:
+        record = json.loads(record_path.read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    name = record.get("tensors_file") if isinstance(record, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def _remove_old(directory: Path, step: int, keep: int | None) -> None:
     earlier = [s for s, _ in list_checkpoints(directory) if s < step]
     if keep is not None:
         earlier = earlier[-(keep - 1):] if keep > 1 else []
     kept = {step, *earlier}
+    # Tensor files of kept checkpoints that their record does not name are
+    # leftovers of a re-save; a kept step whose record cannot be read keeps all.
+    named = {s: _tensors_file(directory / f"{_stem(s)}.json") for s in kept}
     for entry in directory.iterdir():
         name = entry.name
         if name.startswith(".step-") and name.endswith(TMP_SUFFIX):
             entry.unlink(missing_ok=True)  # left by a writer that was killed
             continue
-        match = re.match(r"^step-(\d{8,})\.(json|safetensors)$", name)
-        if match and int(match.group(1)) not in kept:
+        match = _FILE.match(name)
+        if not match:
+            continue
+        file_step = int(match.group(1))
+        if file_step not in kept or (match.group(2) == "safetensors" and named[file_step] is not None
+                                     and named[file_step] != name):
             entry.unlink(missing_ok=True)
 
 
@@ -275,7 +309,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(path)!r}: cannot read ({error})") from None
     try:
         record = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise CheckpointError(f"checkpoint {str(path)!r}: not valid JSON, truncated or corrupt ({error})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r}: not a {FORMAT} file")
@@ -299,27 +333,37 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         tensors = _st_load(blob)
     except (SafetensorError, ValueError) as error:
         raise CheckpointError(f"checkpoint {str(path)!r}: tensor file {tensors_name} is not valid safetensors ({error})") from None
-    state = decode_state(record.get("state"), tensors)
+    try:
+        state = decode_state(record.get("state"), tensors)
+    except CheckpointError as error:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {str(error).removeprefix('checkpoint: ')}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {str(path)!r}: state is not a mapping")
     return state
 
 
-def latest_checkpoint(directory: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
+def latest_checkpoint(directory: str | os.PathLike[str], validate: Callable[[dict[str, Any]], None] | None = None
+                      ) -> tuple[Path, dict[str, Any]] | None:
     """The newest complete checkpoint in ``directory`` and its state, or ``None``.
 
     Damaged checkpoints are skipped with a ``RuntimeWarning`` (see the module
-    docstring). Raises :class:`CheckpointError` when there are checkpoints but
-    none of them is complete.
+    docstring), and so are those whose state ``validate(state)`` rejects by
+    raising ``ValueError`` (a record that is whole but not what the caller
+    needs). Raises :class:`CheckpointError` when there are checkpoints but
+    none of them is usable.
     """
     found = list_checkpoints(directory)
     errors = []
     for _, path in reversed(found):
         try:
-            return path, load_checkpoint(path)
-        except CheckpointError as error:
-            errors.append(str(error))
-            warnings.warn(f"skipping damaged checkpoint: {error}", RuntimeWarning, stacklevel=2)
+            state = load_checkpoint(path)
+            if validate is not None:
+                validate(state)
+            return path, state
+        except ValueError as error:
+            message = str(error) if isinstance(error, CheckpointError) else f"checkpoint {str(path)!r}: {error}"
+            errors.append(message)
+            warnings.warn(f"skipping damaged checkpoint: {message}", RuntimeWarning, stacklevel=2)
     if errors:
         raise CheckpointError(f"directory {str(directory)!r}: no complete checkpoint; " + "; ".join(errors))
     return None

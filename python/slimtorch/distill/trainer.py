@@ -24,6 +24,7 @@ from slimtorch.distill import distributed as D
 from slimtorch.distill.checkpoint import (
     CheckpointError,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
@@ -311,6 +312,8 @@ class Distiller:
         self.global_step = 0  # optimizer steps taken
         self._epoch_loss_sum = 0.0  # sum of this epoch's batch losses (this rank)
         self.history: list[dict[str, Any]] = []
+        # True once this Distiller wrote or resumed the checkpoints in checkpoint_dir.
+        self._owns_checkpoints = False
 
     # ------------------------------------------------------------------ data
 
@@ -413,7 +416,7 @@ class Distiller:
         return self.progress if self.progress is not None else sys.stderr.isatty()
 
     def fit(self, train_loader: DataLoader, epochs: int, val_loader: DataLoader | None = None,
-            *, resume: bool = False) -> list[dict[str, Any]]:
+            *, resume: bool = False, overwrite: bool = False) -> list[dict[str, Any]]:
         """Trains until ``epochs`` epochs are complete.
 
         Args:
@@ -427,6 +430,10 @@ class Distiller:
                 metrics).
             resume: start from the newest complete checkpoint in
                 ``checkpoint_dir`` if there is one.
+            overwrite: without ``resume``, a ``checkpoint_dir`` that already
+                holds checkpoints this Distiller did not write is refused
+                (saving would delete them); ``overwrite=True`` starts afresh
+                and lets the new run replace them.
 
         Returns:
             The per-epoch records (also written to ``log_path``).
@@ -438,10 +445,21 @@ class Distiller:
             self._check_loader("val_loader", val_loader, rebuilt=D.is_distributed())
         if not isinstance(resume, bool):
             raise TypeError(f"resume: expected a bool, got {type(resume).__name__}")
+        if not isinstance(overwrite, bool):
+            raise TypeError(f"overwrite: expected a bool, got {type(overwrite).__name__}")
         if resume:
             if self.checkpoint_dir is None:
                 raise ValueError("resume: needs checkpoint_dir")
             self.resume()
+        elif self.checkpoint_dir is not None and not overwrite and not self._owns_checkpoints:
+            # Rank 0 looks; every rank raises together.
+            newest = list_checkpoints(self.checkpoint_dir)[-1][0] if self.rank == 0 and \
+                list_checkpoints(self.checkpoint_dir) else -1
+            newest = D.broadcast_int(newest)
+            if newest >= 0:
+                raise ValueError(f"checkpoint_dir: {str(self.checkpoint_dir)!r} already holds checkpoints of "
+                                 f"another run (newest: step {newest}); pass resume=True to continue that run "
+                                 f"or overwrite=True to replace its checkpoints")
 
         from tqdm.auto import tqdm
 
@@ -575,6 +593,7 @@ class Distiller:
         if self.checkpoint_dir is None:
             raise ValueError("checkpoint_dir: not set, cannot save a checkpoint")
         state = self.state_dict()
+        self._owns_checkpoints = True
         if self.rank != 0:
             return None
         return save_checkpoint(self.checkpoint_dir, self.global_step, state, keep=self.keep_checkpoints)
@@ -611,17 +630,51 @@ class Distiller:
         self.history = [dict(r) for r in state["history"]]
         self._write_log()
 
+    def _check_state(self, state: Mapping[str, Any]) -> None:
+        """Raises ``ValueError`` when ``state`` lacks a part :meth:`load_state_dict`
+        reads or holds one of the wrong kind (a damaged checkpoint), before
+        anything is restored."""
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(f"state: {what} is missing or malformed")
+
+        need(isinstance(state, Mapping), "the state")
+        position = state.get("position")
+        need(isinstance(position, Mapping), "position")
+        for key in ("epoch", "batch", "global_step", "world_size", "seed"):
+            value = position.get(key)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"position/{key}")
+        loss_sum = position.get("epoch_loss_sum")
+        need(isinstance(loss_sum, (int, float)) and not isinstance(loss_sum, bool), "position/epoch_loss_sum")
+        for key in ("model", "loss", "optimizer"):
+            need(isinstance(state.get(key), Mapping), key)
+        need(all(isinstance(v, torch.Tensor) for v in state["model"].values()), "model")
+        for key in ("scheduler", "pruning"):
+            need(key in state and (state[key] is None or isinstance(state[key], Mapping)), key)
+        rng = state.get("rng")
+        need(isinstance(rng, Mapping) and isinstance(rng.get("rank0"), Mapping), "rng")
+        for ranks in rng.values():
+            need(isinstance(ranks, Mapping), "rng")
+            for key, size in (("torch", None), ("python", 626), ("python_gauss", 2), ("numpy", 626),
+                              ("numpy_gauss", 1)):
+                value = ranks.get(key)
+                need(isinstance(value, torch.Tensor) and value.dim() == 1
+                     and (size is None or value.numel() == size), f"rng/{key}")
+        history = state.get("history")
+        need(isinstance(history, list) and all(isinstance(r, Mapping) for r in history), "history")
+
     def resume(self) -> Path | None:
-        """Loads the newest complete checkpoint of ``checkpoint_dir`` (every rank
-        loads the one rank 0 picked). Returns its path, or ``None`` if there is
-        none and training starts from scratch."""
+        """Loads the newest complete checkpoint of ``checkpoint_dir`` (rank 0
+        picks it, skipping damaged ones with a warning; every rank loads that
+        one, and all of them raise together if any cannot). Returns its path,
+        or ``None`` if there is none and training starts from scratch."""
         if self.checkpoint_dir is None:
             raise ValueError("checkpoint_dir: not set, nothing to resume from")
         found = None
         error: CheckpointError | None = None
         if self.rank == 0:
             try:
-                found = latest_checkpoint(self.checkpoint_dir)
+                found = latest_checkpoint(self.checkpoint_dir, validate=self._check_state)
             except CheckpointError as exc:
                 error = exc
         # -2: rank 0 failed, -1: nothing to resume, else the step to load.
@@ -630,11 +683,20 @@ class Distiller:
             if error is not None:
                 raise error
             raise CheckpointError(f"checkpoint_dir {str(self.checkpoint_dir)!r}: rank 0 found no usable checkpoint")
+        self._owns_checkpoints = True
         if step == -1:
             return None
         if found is None:
             path = self.checkpoint_dir / f"step-{step:08d}.json"
-            found = (path, load_checkpoint(path))
+            try:
+                found = (path, load_checkpoint(path))
+                self._check_state(found[1])
+            except ValueError as exc:
+                error = CheckpointError(f"rank {self.rank}: {exc}")
+        failed = D.all_reduce_sum([error is not None])[0]
+        if failed:
+            raise error or CheckpointError(f"checkpoint_dir {str(self.checkpoint_dir)!r}: another rank could not "
+                                           f"read the checkpoint of step {step}")
         self.load_state_dict(found[1])
         return found[0]
 
