@@ -80,3 +80,63 @@ def test_unsupported_module_type_rejected():
         resize_(object(), {})
     with pytest.raises(TypeError, match="^shapes"):
         resize_(model, [("0.weight", (4,))])
+
+
+def _bert_pruned():
+    torch.manual_seed(0)
+    original = bert()
+    return original, slimtorch.prune_channels(original, _inputs(), 0.5)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_bert_pruned_file_loads_into_fresh_original(tmp_path, compress):
+    pytest.importorskip("transformers")
+    _, pruned = _bert_pruned()
+    path = tmp_path / "pruned.safetensors"
+    slimtorch.save(pruned, path, compress=compress)
+    torch.manual_seed(3)
+    fresh = bert()
+    slimtorch.load_(fresh, path)
+    with torch.no_grad():
+        assert torch.equal(fresh(**_inputs()).last_hidden_state, pruned(**_inputs()).last_hidden_state)
+    # the loaded model remembers its shapes: saving it again gives a file that loads the same way
+    slimtorch.save(fresh, tmp_path / "again.safetensors")
+    torch.manual_seed(4)
+    again = slimtorch.load_(bert(), tmp_path / "again.safetensors")
+    with torch.no_grad():
+        assert torch.equal(again(**_inputs()).last_hidden_state, pruned(**_inputs()).last_hidden_state)
+
+
+def test_pruned_then_compressed_file_loads_into_fresh_original(tmp_path):
+    pytest.importorskip("transformers")
+    _, pruned = _bert_pruned()
+    slimtorch.compress_(pruned, slimtorch.CompressConfig(sparsity=0.5, speed_check=False))
+    path = tmp_path / "pruned_sparse.safetensors"
+    slimtorch.save(pruned, path)
+    fresh = slimtorch.load_(bert(), path)
+    with torch.no_grad():
+        assert torch.equal(fresh(**_inputs()).last_hidden_state, pruned(**_inputs()).last_hidden_state)
+
+
+def test_resized_entries_that_grow_are_rejected_and_model_unchanged(tmp_path):
+    import json
+    import struct
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    path = tmp_path / "m.safetensors"
+    slimtorch.save(model, path)
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    meta = json.loads(header["__metadata__"]["slimtorch"])
+    target = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    for resized in ({"0.weight": [64, 16]}, {"0.weight": [32]}, {"nope": [1]}, {"0.weight": "x"}, [1]):
+        meta["resized"] = resized
+        header["__metadata__"]["slimtorch"] = json.dumps(meta)
+        text = json.dumps(header).encode()
+        (tmp_path / "bad.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n:])
+        with pytest.raises(ValueError, match="^path: "):
+            slimtorch.load_(target, tmp_path / "bad.safetensors")
+        assert all(torch.equal(v, target.state_dict()[k]) for k, v in before.items())
+        assert target[0].out_features == 32

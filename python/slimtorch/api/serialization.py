@@ -23,6 +23,10 @@ magic bytes):
                {"dtype": "int8"}); their packed data (nnz values, int8
                weights, scales, quantization parameters) are the tensors
   ``pruned``   {module name: {"sparsity": fraction masked}}
+  ``resized``  (optional) {parameter or buffer name: shape} — tensors that
+               ``prune_channels`` made smaller than the original architecture
+               has them; ``load_`` rebuilds those modules smaller in a freshly
+               built original model (only ever smaller, checked first)
   ``packed_bool`` {key: shape};  ``aliases`` {key: key stored}
   ``encoded``  {key: [how, dtype, shape(, row_ptr key)]} — tensors stored in a
                smaller, lossless form (see below)
@@ -79,6 +83,7 @@ from torch.nn.utils import parametrize
 from slimtorch._io import atomic_write_bytes
 from slimtorch.api import _backend
 from slimtorch.api.pruning import WeightMask, is_pruned, weight_mask
+from slimtorch.structured.surgery import RESIZED_ATTR, plan_resize, resize_
 
 __all__ = ["save", "load_", "read_header", "FileHeader", "TensorEntry", "FORMAT_VERSION"]
 
@@ -293,6 +298,9 @@ def save(model: nn.Module, path: str | os.PathLike, *, compress: bool = False) -
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "slimtorch": __version__, "torch": torch.__version__,
             "layers": layers, "pruned": pruned, "packed_bool": packed_bool, "aliases": aliases,
             "encoded": encoded, "sha256": _checksum(tensors)}
+    resized = getattr(model, RESIZED_ATTR, None)
+    if resized:
+        meta["resized"] = {key: [int(d) for d in shape] for key, shape in resized.items()}
     import safetensors.torch
 
     data = safetensors.torch.save(tensors, {_META_KEY: json.dumps(meta, allow_nan=False, separators=(",", ":"))})
@@ -445,6 +453,9 @@ def _check_meta(meta: dict, path: str) -> None:
     for key, target in meta["aliases"].items():
         if not isinstance(target, str):
             raise _corrupt(path, f"alias {key!r}")
+    if not isinstance(meta.get("resized", {}), dict) or not all(
+            _is_shape(shape) for shape in meta.get("resized", {}).values()):
+        raise _corrupt(path, "metadata field 'resized' is not an object of shapes")
     for key, how in meta["encoded"].items():
         if not (isinstance(how, list) and len(how) in (3, 4) and isinstance(how[0], str)
                 and isinstance(how[1], str) and how[1] in _DECODED_DTYPES and _is_shape(how[2])
@@ -649,9 +660,11 @@ def _registered_layer(name: str) -> bool:
     return name in LAYER_CLASSES
 
 
-def _new_layer(path: str, name: str, info: dict, current: nn.Module) -> nn.Module:
+def _new_layer(path: str, name: str, info: dict, current: nn.Module,
+               resized: dict[str, tuple[int, ...]]) -> nn.Module:
     """The layer ``info`` describes, built empty on the CPU once its
-    constructor arguments are checked against the module it replaces."""
+    constructor arguments are checked against the module it replaces (at its
+    recorded smaller size where ``resized`` shrinks its weight)."""
     where = f"path: {path!r} does not match model at {name!r}"
     if not _registered_layer(info["class"]):  # only registered slimtorch layers are ever built
         raise ValueError(f"path: {path!r} has layer {name!r} of unknown class {info['class'][:60]!r}")
@@ -659,8 +672,11 @@ def _new_layer(path: str, name: str, info: dict, current: nn.Module) -> nn.Modul
         raise ValueError(f"path: {path!r} has a {info['class']} at {name!r}, where model has "
                          f"{type(current).__name__}")
     init = info["init"]
+    sizes = {"in_features": getattr(current, "in_features", None), "out_features": getattr(current, "out_features", None)}
+    if f"{name}.weight" in resized and len(resized[f"{name}.weight"]) == 2:
+        sizes["out_features"], sizes["in_features"] = resized[f"{name}.weight"]
     for attr in ("in_features", "out_features"):
-        want = getattr(current, attr, None)
+        want = sizes[attr]
         if not _is_int(init.get(attr)) or init[attr] != want:
             raise ValueError(f"{where}: file has {attr}={repr(init.get(attr))[:40]}, model has {want}")
     if init.get("bias", True) is not (getattr(current, "bias", None) is not None):
@@ -674,11 +690,12 @@ def _new_layer(path: str, name: str, info: dict, current: nn.Module) -> nn.Modul
         raise ValueError(f"path: {path!r}: cannot rebuild layer {name!r} ({info['class']}): {error}") from None
 
 
-def _expected_state(path: str, model: nn.Module, meta: dict
+def _expected_state(path: str, model: nn.Module, meta: dict, resized: dict[str, tuple[int, ...]]
                     ) -> tuple[dict[str, nn.Module], dict[str, _Expected], dict[str, _RowOffsets]]:
     """The layers to swap in, what every key of the file may hold once the
-    recorded structure is applied to ``model``, and the row offsets keys of
-    the packed layers. Allocates no more than the swapped-in layers."""
+    recorded structure (smaller modules, layers, masks) is applied to
+    ``model``, and the row offsets keys of the packed layers. Allocates no
+    more than the swapped-in layers."""
     modules = dict(model.named_modules())
     swaps: dict[str, nn.Module] = {}
     for name, info in meta["layers"].items():
@@ -688,7 +705,7 @@ def _expected_state(path: str, model: nn.Module, meta: dict
             raise ValueError(f"path: {path!r} has layer {name[:80]!r}, which model does not have")
         if any(name.startswith(f"{other}.") for other in meta["layers"]):
             raise ValueError(f"path: {path!r} is corrupt (layer {name!r} inside another recorded layer)")
-        swaps[name] = _new_layer(path, name, info, modules[name])
+        swaps[name] = _new_layer(path, name, info, modules[name], resized)
     for name in meta["pruned"]:
         if name not in modules or name in swaps or any(name.startswith(f"{s}.") for s in swaps):
             raise ValueError(f"path: {path!r} has pruned module {name[:80]!r}, which model does not have as a "
@@ -696,7 +713,7 @@ def _expected_state(path: str, model: nn.Module, meta: dict
     expected: dict[str, _Expected] = {}
     for key, value in model.state_dict().items():
         if not any(key.startswith(f"{name}.") for name in swaps):
-            expected[key] = _Expected(tuple(value.shape), value.dtype)
+            expected[key] = _Expected(resized.get(key, tuple(value.shape)), value.dtype)
     for name in meta["pruned"]:
         prefix = f"{name}." if name else ""
         if not is_pruned(modules[name]):
@@ -860,7 +877,11 @@ def _read(path: str, model: nn.Module) -> tuple[dict, dict[str, nn.Module], dict
     ``path``, every one checked against ``model``. Raises ``ValueError``."""
     header, read_body = _read_header(path, _header_limit(model))
     meta = header.meta
-    swaps, expected, row_offsets = _expected_state(path, model, meta)
+    try:
+        resized = plan_resize(model, meta.get("resized", {}))
+    except ValueError as error:
+        raise ValueError(f"path: {path!r} does not match model: {error}") from None
+    swaps, expected, row_offsets = _expected_state(path, model, meta, resized)
     for key in meta["aliases"]:
         if key in row_offsets or any(key in offsets.nnz_keys for offsets in row_offsets.values()):
             raise _corrupt(path, f"alias of packed tensor {key!r}")
@@ -915,6 +936,8 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         device = next(iter(current.parameters()), next(iter(current.buffers()), torch.empty(0))).device
         swaps[name] = layer.to(device)
     # Everything checked: apply the structure, then copy.
+    if meta.get("resized"):
+        resize_(model, meta["resized"])
     for name, layer in swaps.items():
         layer.train(modules[name].training)
         model.set_submodule(name, layer)

@@ -42,7 +42,9 @@ from torch import nn
 
 from slimtorch._checks import check_real
 from slimtorch.structured.graph import Analysis, Slot, analyze
-from slimtorch.structured.surgery import PrunedMultiheadAttention, fix_attributes, resize_, slice_tensors
+from slimtorch.structured.surgery import (
+    RESIZED_ATTR, PrunedMultiheadAttention, fix_attributes, plan_resize, resize_, slice_tensors,
+)
 
 __all__ = ["prune_channels", "channel_groups", "PrunedMultiheadAttention", "resize_", "pruned_shapes"]
 
@@ -237,6 +239,7 @@ def prune_channels(
                 keep.setdefault(name, {})[d] = m.nonzero().flatten()
     slice_tensors(pruned, keep)
     fix_attributes(pruned)
+    pruned.__dict__[RESIZED_ATTR] = {**getattr(model, RESIZED_ATTR, {}), **pruned_shapes(pruned, model)}
     _verify(pruned, expected, args, kwargs)
     return pruned
 

@@ -164,6 +164,40 @@ _RESIZABLE = (nn.Linear, nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase
               nn.MultiheadAttention)
 
 
+# Attribute of a prune_channels result: {state-dict key: shape} of every tensor
+# that is smaller than in the original model. slimtorch.save records it so that
+# load_ can rebuild the smaller modules in a freshly built original model.
+RESIZED_ATTR = "_slimtorch_resized"
+
+
+def plan_resize(model: nn.Module, shapes: object) -> dict[str, tuple[int, ...]]:
+    """The checked, effective part of ``shapes`` for :func:`resize_` (entries
+    that change a shape); raises without touching ``model``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(shapes, dict):
+        raise TypeError(f"shapes: expected a dict of state-dict key -> shape, got {type(shapes).__name__}")
+    tensors = {**dict(model.named_parameters(remove_duplicate=False)),
+               **dict(model.named_buffers(remove_duplicate=False))}
+    plan: dict[str, tuple[int, ...]] = {}
+    for key, shape in shapes.items():
+        if not isinstance(key, str) or key not in tensors:
+            raise ValueError(f"shapes: {str(key)[:80]!r} is not a parameter or buffer of the model")
+        if not isinstance(shape, (tuple, list)) or not all(
+                isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise ValueError(f"shapes: {key!r}: expected a shape (a tuple of ints), got {str(shape)[:80]}")
+        old = tuple(tensors[key].shape)
+        if len(shape) != len(old) or not all(0 <= new <= was for new, was in zip(shape, old)):
+            raise ValueError(f"shapes: {key!r}: {tuple(shape)} is not a shrunken {old} (same rank, "
+                             "no dimension larger than the model's)")
+        owner = model.get_submodule(key.rpartition(".")[0]) if "." in key else model
+        if tuple(shape) != old and not isinstance(owner, _RESIZABLE):
+            raise ValueError(f"shapes: {key!r} belongs to a {type(owner).__name__}, whose size cannot change here")
+        if tuple(shape) != old:
+            plan[key] = tuple(shape)
+    return plan
+
+
 def resize_(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> nn.Module:
     """Shrink ``model``'s parameters and buffers to ``shapes`` (``{state-dict
     key: shape}``, as a channel-pruned copy of the same architecture has
@@ -174,29 +208,9 @@ def resize_(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> nn.Module:
     rank), only on Linear, Conv, BatchNorm, Embedding and MultiheadAttention
     tensors; everything is checked before anything changes. New tensors are
     zero-filled (``load_state_dict`` fills them). Tied tensors change together.
+    The model remembers the shapes (``slimtorch.save`` records them).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(shapes, dict):
-        raise TypeError(f"shapes: expected a dict of state-dict key -> shape, got {type(shapes).__name__}")
-    tensors = {**dict(model.named_parameters(remove_duplicate=False)),
-               **dict(model.named_buffers(remove_duplicate=False))}
-    plan: dict[str, tuple[int, ...]] = {}
-    for key, shape in shapes.items():
-        if not isinstance(key, str) or key not in tensors:
-            raise ValueError(f"shapes: {key!r} is not a parameter or buffer of the model")
-        if not isinstance(shape, (tuple, list)) or not all(
-                isinstance(d, int) and not isinstance(d, bool) for d in shape):
-            raise ValueError(f"shapes: {key!r}: expected a shape (a tuple of ints), got {shape!r}")
-        old = tuple(tensors[key].shape)
-        if len(shape) != len(old) or not all(0 <= new <= was for new, was in zip(shape, old)):
-            raise ValueError(f"shapes: {key!r}: {tuple(shape)} is not a shrunken {old} (same rank, "
-                             "no dimension larger than the model's)")
-        owner = model.get_submodule(key.rpartition(".")[0]) if "." in key else model
-        if tuple(shape) != old and not isinstance(owner, _RESIZABLE):
-            raise ValueError(f"shapes: {key!r} belongs to a {type(owner).__name__}, whose size cannot change here")
-        if tuple(shape) != old:
-            plan[key] = tuple(shape)
+    plan = plan_resize(model, shapes)
     keep = {key: {dim: torch.arange(size) for dim, size in enumerate(shape)} for key, shape in plan.items()}
     slice_tensors(model, keep)
     with torch.no_grad():
@@ -205,4 +219,7 @@ def resize_(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> nn.Module:
             owner = model.get_submodule(owner_name) if owner_name else model
             getattr(owner, attr).zero_()
     fix_attributes(model)
+    recorded = dict(getattr(model, RESIZED_ATTR, {}))
+    recorded.update({key: tuple(shape) for key, shape in shapes.items()})
+    model.__dict__[RESIZED_ATTR] = recorded
     return model
