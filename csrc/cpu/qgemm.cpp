@@ -21,6 +21,9 @@
 #include "slimtorch/qgemm.h"
 
 #include "narrow.h"
+#if defined(SLIMTORCH_HAVE_AMX)
+#include "qgemm_amx.h"
+#endif
 
 // GCC 12 reports its own _mm512_undefined_*() placeholders inside the
 // AVX-512 intrinsic headers as uninitialized; the warning is a known false
@@ -423,6 +426,10 @@ constexpr int64_t kIntKBlock = 1024;
 template <typename Finish>
 void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed, int64_t n,
               int n_threads, const Finish& finish) {
+#if defined(SLIMTORCH_HAVE_AMX)
+  static_assert(kAmxAccStride == kMaxTileCols, "AMX blocks hand over accumulators as the tiles do");
+  if (amx_int_gemm_wanted(m)) return amx_int_gemm(a, m, k, lda, packed, n, n_threads, finish);
+#endif
   const IntPath path = int_path();
   const TileShape shape = int_shape(path);
   const int64_t block_stride = k / kQgemmGroupK * kGroupBytes;

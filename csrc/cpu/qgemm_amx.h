@@ -1,0 +1,32 @@
+// Internal: the int8 GEMM on Intel AMX tiles (qgemm_amx.cpp), called by the
+// integer paths of qgemm.cpp when the active ISA is kAmx. Exists only in
+// builds with SLIMTORCH_HAVE_AMX (x86-64, see CMakeLists.txt).
+#pragma once
+
+#include <functional>
+
+#include "slimtorch/common.h"
+
+namespace slimtorch {
+
+// Accumulators handed to an AmxFinish callback: row r of the block starts at
+// acc + r * kAmxAccStride (the stride of the other integer paths' tiles).
+constexpr int kAmxAccStride = 64;
+
+// finish(m0, rows, c0, cols, acc): the exact int32 sums of output rows
+// [m0, m0 + rows) and columns [c0, c0 + cols). Called from several threads at
+// once, each block exactly once.
+using AmxFinish = std::function<void(int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc)>;
+
+// True when the AMX kernel should run a problem with m rows: AMX is the
+// active path and there are enough rows to fill tiles (fewer rows stay on
+// the VNNI kernels, whose GEMV is faster there).
+bool amx_int_gemm_wanted(int64_t m);
+
+// acc = a . q^T for a [m][k] uint8 (row stride lda; k a multiple of 4, bytes
+// past the true K zero) and the packed weight of qgemm.h ([ceil(n/16)][k/4]
+// groups of 64 bytes), in blocks of at most 32 rows x 32 columns.
+void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed,
+                  int64_t n, int n_threads, const AmxFinish& finish);
+
+}  // namespace slimtorch
