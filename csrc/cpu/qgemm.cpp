@@ -810,18 +810,23 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
   if (m == 0 || n == 0) return Status::kOk;
   // Quantized rows, padded to whole 4-byte groups so the micro-kernels never
   // take the partial-group path; the pad bytes meet zero weights.
-  const int64_t lda = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
-  std::unique_ptr<uint8_t[]> a(new uint8_t[size_t(std::max<int64_t>(m * lda, 1))]);
+  int64_t lda = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
+#if defined(SLIMTORCH_HAVE_AMX)
+  if (amx_int_gemm_wanted(m)) lda = ceil_div(k, kAmxRowAlign) * kAmxRowAlign;
+#endif
+  // Rows start on cache lines (+63: room to align the first).
+  std::unique_ptr<uint8_t[]> a_storage(new uint8_t[size_t(std::max<int64_t>(m * lda, 1)) + 63]);
+  uint8_t* const a = a_storage.get() + (-reinterpret_cast<uintptr_t>(a_storage.get()) & 63);
   std::unique_ptr<float[]> row_scale(new float[size_t(m)]);
   std::unique_ptr<int32_t[]> row_zp(new int32_t[size_t(m)]);
   if (lda > k)
-    for (int64_t r = 0; r < m; ++r) std::memset(a.get() + r * lda + k, 0, size_t(lda - k));
-  quantize_rows(x, m, k, ldx, a.get(), lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point,
+    for (int64_t r = 0; r < m; ++r) std::memset(a + r * lda + k, 0, size_t(lda - k));
+  quantize_rows(x, m, k, ldx, a, lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point,
                 n_threads);
 
   const Isa isa = active_isa();
   const LinearEpilogue epilogue{row_zp.get(), row_scale.get(), w_scale, colsum, bias, y, ldy};
-  int_gemm(a.get(), m, lda, lda, packed, n, n_threads,
+  int_gemm(a, m, ceil_div(k, kQgemmGroupK) * kQgemmGroupK, lda, packed, n, n_threads,
            [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
              if (isa >= Isa::kAvx512) linear_epilogue_avx512(epilogue, acc, m0, rows, c0, cols);
              else if (isa >= Isa::kAvx2) linear_epilogue_avx2(epilogue, acc, m0, rows, c0, cols);

@@ -13,10 +13,10 @@
 // only their configured rows); column tails compute zero columns (the packed
 // weight is zero there) that the caller never reads.
 //
-// K tails: a K step covers 64 bytes of every A row. When K is not a multiple
-// of 64, A is copied into rows zero-padded to whole steps, so the last step's
-// extra B rows (groups of the next weight block, or the staged zeros below)
-// are multiplied by zero and add nothing: the sums stay exact.
+// K tails: a K step covers 64 bytes of every A row (rows are at least that
+// long: their stride is a multiple of 64). When K is not a multiple of 64 the
+// last step's B tiles are staged copies, zero past the weight's last group,
+// so whatever A holds past K is multiplied by zero: the sums stay exact.
 //
 // Tile state belongs to a thread: every chunk of parallel_for loads the
 // configuration on the thread that runs it and releases the tiles at its end.
@@ -25,6 +25,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 
@@ -36,6 +37,11 @@ constexpr int64_t kGroupBytes = 64;                // one packed k-group of 16 c
 constexpr int64_t kTileBytes = 16 * kGroupBytes;   // one B tile: 16 groups
 constexpr int kBlockRows = 32;
 constexpr int kBlockCols = 32;
+// Blocking for the caches: a K chunk of one 32-column weight panel (32 x
+// kChunkSteps * 64 bytes) stays in L1 while the row blocks of a row panel
+// (kPanelTiles * 32 rows of the same K chunk, in L2) pass over it.
+constexpr int64_t kChunkSteps = 12;
+constexpr int64_t kPanelTiles = 8;
 // Fewer rows than this leave the tiles mostly empty; the VNNI kernels win.
 constexpr int64_t kMinRows = 16;
 // Below this many multiply-adds a chunk is not worth a thread wake-up.
@@ -89,13 +95,22 @@ class TileState {
 // One block: RT row tiles x CT column tiles over `steps` K steps. b[j] is the
 // first B tile of column tile j; b_last[j] its last step's tile (in place, or
 // a staged zero-padded copy when reading in place would leave the buffer).
+// With accumulate, the sums add to those already in acc (K chunks).
 template <int RT, int CT>
 void tile_block(const uint8_t* a, int64_t lda, int64_t steps, const int8_t* const* b,
-                const int8_t* const* b_last, int32_t* acc) {
-  _tile_zero(0);
-  if (CT == 2) _tile_zero(1);
-  if (RT == 2) _tile_zero(2);
-  if (RT == 2 && CT == 2) _tile_zero(3);
+                const int8_t* const* b_last, int32_t* acc, bool accumulate) {
+  constexpr int64_t kAccBytes = kAmxAccStride * sizeof(int32_t);
+  if (accumulate) {
+    _tile_loadd(0, acc, kAccBytes);
+    if (CT == 2) _tile_loadd(1, acc + 16, kAccBytes);
+    if (RT == 2) _tile_loadd(2, acc + 16 * kAmxAccStride, kAccBytes);
+    if (RT == 2 && CT == 2) _tile_loadd(3, acc + 16 * kAmxAccStride + 16, kAccBytes);
+  } else {
+    _tile_zero(0);
+    if (CT == 2) _tile_zero(1);
+    if (RT == 2) _tile_zero(2);
+    if (RT == 2 && CT == 2) _tile_zero(3);
+  }
   const uint8_t* a1 = a + 16 * lda;
   for (int64_t s = 0; s < steps; ++s) {
     const bool last = s == steps - 1;
@@ -110,7 +125,6 @@ void tile_block(const uint8_t* a, int64_t lda, int64_t steps, const int8_t* cons
       if (CT == 2) _tile_dpbusd(3, 5, 7);
     }
   }
-  constexpr int64_t kAccBytes = kAmxAccStride * sizeof(int32_t);
   _tile_stored(0, acc, kAccBytes);
   if (CT == 2) _tile_stored(1, acc + 16, kAccBytes);
   if (RT == 2) _tile_stored(2, acc + 16 * kAmxAccStride, kAccBytes);
@@ -118,7 +132,7 @@ void tile_block(const uint8_t* a, int64_t lda, int64_t steps, const int8_t* cons
 }
 
 using BlockFn = void (*)(const uint8_t*, int64_t, int64_t, const int8_t* const*, const int8_t* const*,
-                         int32_t*);
+                         int32_t*, bool);
 const BlockFn kBlocks[2][2] = {{tile_block<1, 1>, tile_block<1, 2>}, {tile_block<2, 1>, tile_block<2, 2>}};
 
 }  // namespace
@@ -129,22 +143,22 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
                   int64_t n, int n_threads, const AmxFinish& finish) {
   if (m <= 0 || n <= 0) return;
   const int64_t steps = std::max<int64_t>(ceil_div(k, kStepBytes), 1);
-  // Rows padded with zeros to whole K steps (see the K tails note above).
+  // Rows starting on cache lines (see qgemm_amx.h), zero-padded to whole K steps.
   std::unique_ptr<uint8_t[]> padded;
-  if (k != steps * kStepBytes) {
+  if (k == 0 || ((reinterpret_cast<uintptr_t>(a) | uintptr_t(lda)) & (kAmxRowAlign - 1))) {
     const int64_t width = steps * kStepBytes;
-    padded.reset(new uint8_t[size_t(m * width)]);
+    padded.reset(new uint8_t[size_t(m * width) + kAmxRowAlign - 1]);
+    uint8_t* rows = padded.get() + (-reinterpret_cast<uintptr_t>(padded.get()) & (kAmxRowAlign - 1));
     for (int64_t r = 0; r < m; ++r) {
-      if (k > 0) std::memcpy(padded.get() + r * width, a + r * lda, size_t(k));
-      std::memset(padded.get() + r * width + k, 0, size_t(width - k));
+      if (k > 0) std::memcpy(rows + r * width, a + r * lda, size_t(k));
+      std::memset(rows + r * width + k, 0, size_t(width - k));
     }
-    a = padded.get();
+    a = rows;
     lda = width;
   }
   const int64_t groups = k / 4;
   const int64_t block_stride = groups * kGroupBytes;  // bytes per 16-column block
   const int64_t n_blocks = ceil_div(n, 16);
-  const int64_t packed_bytes = n_blocks * block_stride;
   const int64_t col_tiles = ceil_div(n, kBlockCols);
   const int64_t row_tiles = ceil_div(m, kBlockRows);
   // Column tiles first: each thread streams its own slice of the weight. Rows
@@ -154,38 +168,53 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
     panels = std::min(row_tiles, ceil_div(2 * int64_t(n_threads), col_tiles));
   const int64_t macs_per_item = ceil_div(m, panels) * kBlockCols * std::max<int64_t>(k, 1);
   const int64_t grain = std::max<int64_t>(1, kMinMacsPerChunk / macs_per_item);
+  // K chunks of at most kChunkSteps steps, of equal length.
+  const int64_t chunks = ceil_div(steps, kChunkSteps);
+  const int64_t chunk_steps = ceil_div(steps, chunks);
   parallel_for(n_threads, col_tiles * panels, grain, [&](int64_t begin, int64_t end, int) {
     TileState tiles;
-    alignas(64) int32_t acc[kBlockRows * kAmxAccStride];
+    // Accumulators of one row panel (K chunks add up here).
+    std::unique_ptr<int32_t[]> panel_acc(new int32_t[size_t(kPanelTiles * kBlockRows * kAmxAccStride)]);
     alignas(64) int8_t staged[2][kTileBytes];
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t col_tile = item / panels, panel = item % panels;
-      const int64_t nb0 = 2 * col_tile;
-      const int ct = int(std::min<int64_t>(2, n_blocks - nb0));
-      const int8_t* b[2] = {packed, packed};
-      const int8_t* b_last[2] = {packed, packed};
-      for (int j = 0; j < ct; ++j) {
-        const int64_t first = (nb0 + j) * block_stride;
-        const int64_t last = first + (steps - 1) * kTileBytes;
-        b[j] = packed + first;
-        if (last + kTileBytes <= packed_bytes) {
-          b_last[j] = packed + last;
-        } else {
-          const int64_t own = std::max<int64_t>(first + block_stride - last, 0);
-          if (own > 0) std::memcpy(staged[j], packed + last, size_t(own));
-          std::memset(staged[j] + own, 0, size_t(kTileBytes - own));
-          b_last[j] = staged[j];
+    for (int64_t panel_first = 0; panel_first < row_tiles; panel_first += kPanelTiles) {
+      const int64_t panel_last = std::min(row_tiles, panel_first + kPanelTiles);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t col_tile = item / panels, panel = item % panels;
+        const int64_t first = std::max(panel_first, row_tiles * panel / panels);
+        const int64_t last = std::min(panel_last, row_tiles * (panel + 1) / panels);
+        if (first >= last) continue;
+        const int64_t nb0 = 2 * col_tile;
+        const int ct = int(std::min<int64_t>(2, n_blocks - nb0));
+        const int64_t c0 = nb0 * 16;
+        const int64_t cols = std::min<int64_t>(kBlockCols, n - c0);
+        for (int64_t s0 = 0; s0 < steps; s0 += chunk_steps) {
+          const int64_t chunk = std::min(chunk_steps, steps - s0);
+          const bool final_chunk = s0 + chunk == steps;
+          const int8_t* b[2] = {packed, packed};
+          const int8_t* b_last[2] = {packed, packed};
+          for (int j = 0; j < ct; ++j) {
+            const int64_t block = (nb0 + j) * block_stride;
+            const int64_t last_tile = block + (s0 + chunk - 1) * kTileBytes;
+            b[j] = packed + block + s0 * kTileBytes;
+            if (!final_chunk || k == steps * kStepBytes) {
+              b_last[j] = packed + last_tile;
+            } else {
+              const int64_t own = std::max<int64_t>(block + block_stride - last_tile, 0);
+              if (own > 0) std::memcpy(staged[j], packed + last_tile, size_t(own));
+              std::memset(staged[j] + own, 0, size_t(kTileBytes - own));
+              b_last[j] = staged[j];
+            }
+          }
+          for (int64_t t = first; t < last; ++t) {
+            const int64_t m0 = t * kBlockRows;
+            const int rows = int(std::min<int64_t>(kBlockRows, m - m0));
+            const int rows0 = std::min(rows, 16), rows1 = rows - rows0;
+            int32_t* acc = panel_acc.get() + (t - panel_first) * kBlockRows * kAmxAccStride;
+            tiles.configure(rows0, rows1);
+            kBlocks[rows1 > 0][ct - 1](a + m0 * lda + s0 * kStepBytes, lda, chunk, b, b_last, acc, s0 > 0);
+            if (final_chunk) finish(m0, rows, c0, cols, acc);
+          }
         }
-      }
-      const int64_t c0 = nb0 * 16;
-      const int64_t cols = std::min<int64_t>(kBlockCols, n - c0);
-      for (int64_t t = row_tiles * panel / panels; t < row_tiles * (panel + 1) / panels; ++t) {
-        const int64_t m0 = t * kBlockRows;
-        const int rows = int(std::min<int64_t>(kBlockRows, m - m0));
-        const int rows0 = std::min(rows, 16), rows1 = rows - rows0;
-        tiles.configure(rows0, rows1);
-        kBlocks[rows1 > 0][ct - 1](a + m0 * lda, lda, steps, b, b_last, acc);
-        finish(m0, rows, c0, cols, acc);
       }
     }
   });

@@ -13,6 +13,11 @@ namespace slimtorch {
 // acc + r * kAmxAccStride (the stride of the other integer paths' tiles).
 constexpr int kAmxAccStride = 64;
 
+// A is read in place when its rows start on cache lines (tile loads read one
+// 64-byte line per row; a row across two lines costs two): base and row
+// stride multiples of kAmxRowAlign. Otherwise it is first copied into such rows.
+constexpr int64_t kAmxRowAlign = 64;
+
 // finish(m0, rows, c0, cols, acc): the exact int32 sums of output rows
 // [m0, m0 + rows) and columns [c0, c0 + cols). Called from several threads at
 // once, each block exactly once.
