@@ -161,3 +161,20 @@ def test_isa_environment_variable(forced, active):
     isa, status = out.stdout.strip().split(" ", 1)
     assert isa == active
     assert (status == "on") == (active == "amx")
+
+
+def test_interleaves_with_torch_bf16_on_the_same_threads(amx, threads):
+    # torch's bf16 Linear runs on AMX tiles too (oneDNN): our configuration and
+    # release between its calls must leave both correct.
+    torch.set_num_threads(2)
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(64, 256, generator=g)
+    w = torch.randn(128, 256, generator=g)
+    a = torch.randint(0, 256, (48, 256), generator=g, dtype=torch.uint8)
+    q = torch.randint(-127, 128, (128, 256), generator=g, dtype=torch.int8)
+    weight = ops.qgemm_pack_weight(q, torch.ones(128))
+    expected_int = ref.qgemm_s32(a, q)
+    expected_bf16 = torch.nn.functional.linear(x.bfloat16(), w.bfloat16())
+    for _ in range(10):
+        assert torch.equal(ops.qgemm_s32(a, weight), expected_int)
+        assert torch.equal(torch.nn.functional.linear(x.bfloat16(), w.bfloat16()), expected_bf16)
