@@ -843,6 +843,12 @@ Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
                           (k > 0 && (x == nullptr || packed == nullptr)))))
     return Status::kInvalidArgument;
   if (m == 0 || n == 0) return Status::kOk;
+#if defined(SLIMTORCH_HAVE_AMX)
+  if (amx_weight_only_wanted(m, k)) {
+    amx_weight_only(x, m, k, ldx, packed, w_scale, bias, n, y, ldy, n_threads);
+    return Status::kOk;
+  }
+#endif
   const int64_t k_pad = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
   std::unique_ptr<float[]> padded;
   if (k_pad != k) {

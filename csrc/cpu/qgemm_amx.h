@@ -34,4 +34,15 @@ bool amx_int_gemm_wanted(int64_t m);
 void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed,
                   int64_t n, int n_threads, const AmxFinish& finish);
 
+// True when the weight-only linear of m rows runs on bf16 tiles (AMX active,
+// enough rows, k > 0).
+bool amx_weight_only_wanted(int64_t m, int64_t k);
+
+// Weight-only linear on bf16 tiles: y[m][n] = w_scale[n] * sum_k x[m][k] * q[n][k] + bias[n]
+// with x rounded to bf16 (nearest even), the int8 weights widened to bf16
+// (exact), and the products summed in float32 by tdpbf16ps. bias may be null.
+void amx_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* packed,
+                     const float* w_scale, const float* bias, int64_t n, float* y, int64_t ldy,
+                     int n_threads);
+
 }  // namespace slimtorch

@@ -1,7 +1,9 @@
-// The AMX tile path of the integer qgemm kernels: every tile edge case against
-// a scalar oracle (exact int32), the linear epilogue bit-exact against the
-// AVX-512 VNNI path, and tile configuration per thread. Skips (passing) on
+// The AMX tile paths of the qgemm kernels: every tile edge case of the
+// integer GEMM against a scalar oracle (exact int32), the linear epilogue
+// bit-exact against the AVX-512 VNNI path, the bf16 weight-only path within
+// its bound, and tile configuration per thread. Skips (passing) on
 // CPUs or builds without AMX, and says so.
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -177,6 +179,49 @@ TEST(amx_linear_bit_exact_against_vnni) {
                              n, y_vnni.data(), n, scale, 77, 2) == Status::kOk);
           CHECK(std::memcmp(y_amx.data(), y_vnni.data(), size_t(m * n) * sizeof(float)) == 0);
         }
+      }
+  set_active_isa(detected_isa());
+}
+
+// Weight-only on bf16 tiles (16 rows and more): x is rounded to bf16, the
+// int8 weights are exact in bf16 and the products are summed in float32, so
+// the result is within float32 summation error of the exact dot product of
+// bf16(x) with q (and so within 2^-9 relative of the float32 result).
+TEST(amx_weight_only_bf16_bound) {
+  if (!have_amx()) return;
+  CHECK(set_active_isa(Isa::kAmx));
+  for (int64_t k : kEdgeK)
+    for (int64_t n : kEdgeN)
+      for (int64_t m : {16, 17, 33, 40}) {
+        std::mt19937 rng(uint32_t(m * 31 + n * 7 + k));
+        std::normal_distribution<float> normal;
+        std::vector<float> x(size_t(m * k)), w_scale(static_cast<size_t>(n)), bias(static_cast<size_t>(n));
+        for (auto& v : x) v = 3.0f * normal(rng);
+        for (auto& v : w_scale) v = 0.01f + std::fabs(normal(rng)) * 0.01f;
+        for (auto& v : bias) v = normal(rng);
+        std::vector<int8_t> q(size_t(n * k));
+        std::uniform_int_distribution<int> weight(-127, 127);
+        for (auto& v : q) v = int8_t(weight(rng));
+        std::vector<int8_t> packed(size_t(qgemm_packed_bytes(n, k)));
+        CHECK(qgemm_pack(q.data(), n, k, k, packed.data(), nullptr) == Status::kOk);
+        std::vector<float> y(size_t(m * n));
+        CHECK(qlinear_weight_only(x.data(), m, k, k, packed.data(), w_scale.data(), bias.data(), n, y.data(),
+                                  n, 2) == Status::kOk);
+        bool ok = true;
+        for (int64_t r = 0; r < m; ++r)
+          for (int64_t col = 0; col < n; ++col) {
+            double dot = 0.0, mag = 0.0;
+            for (int64_t kk = 0; kk < k; ++kk) {
+              const double xb = bf16_to_float(float_to_bf16(x[size_t(r * k + kk)]));
+              dot += xb * q[size_t(col * k + kk)];
+              mag += std::fabs(xb * q[size_t(col * k + kk)]);
+            }
+            const double ws = w_scale[size_t(col)], b = bias[size_t(col)];
+            const double bound = (double(k) + 4) * FLT_EPSILON * (mag * ws + std::fabs(b));
+            ok &= std::fabs(double(y[size_t(r * n + col)]) - (dot * ws + b)) <= bound;
+          }
+        if (!ok) std::printf("  m=%lld k=%lld n=%lld\n", (long long)m, (long long)k, (long long)n);
+        CHECK(ok);
       }
   set_active_isa(detected_isa());
 }
