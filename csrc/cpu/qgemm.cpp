@@ -809,7 +809,8 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
     return Status::kInvalidArgument;
   if (m == 0 || n == 0) return Status::kOk;
   // Quantized rows, padded to whole 4-byte groups so the micro-kernels never
-  // take the partial-group path; the pad bytes meet zero weights.
+  // take the partial-group path; the pad bytes meet zero weights. The AMX
+  // path reads whole 64-byte rows (see qgemm_amx.h).
   int64_t lda = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
 #if defined(SLIMTORCH_HAVE_AMX)
   if (amx_int_gemm_wanted(m)) lda = ceil_div(k, kAmxRowAlign) * kAmxRowAlign;
