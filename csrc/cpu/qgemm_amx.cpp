@@ -1,4 +1,5 @@
-// int8 GEMM on Intel AMX tiles (contract: qgemm_amx.h; layout: slimtorch/qgemm.h).
+// int8 GEMM and bf16 weight-only linear on Intel AMX tiles (contract: qgemm_amx.h;
+// layout: slimtorch/qgemm.h).
 //
 // tdpbusd multiplies a 16-row x 64-byte uint8 tile A by an int8 tile B of 16
 // rows x 64 bytes whose row g holds, for 16 output columns, the 4 weights of

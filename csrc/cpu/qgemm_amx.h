@@ -1,6 +1,6 @@
-// Internal: the int8 GEMM on Intel AMX tiles (qgemm_amx.cpp), called by the
-// integer paths of qgemm.cpp when the active ISA is kAmx. Exists only in
-// builds with SLIMTORCH_HAVE_AMX (x86-64, see CMakeLists.txt).
+// Internal: the Intel AMX tile kernels of qgemm_amx.cpp (the int8 GEMM and the
+// bf16 weight-only linear), called by qgemm.cpp when the active ISA is kAmx.
+// Exists only in builds with SLIMTORCH_HAVE_AMX (x86-64, see CMakeLists.txt).
 #pragma once
 
 #include <functional>
