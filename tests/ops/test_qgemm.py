@@ -272,7 +272,9 @@ def test_leading_dims_noncontiguous_and_dtypes(isa, mode):
     wide[:, ::2] = x  # strided last dimension
     assert torch.equal(_run(mode, wide[:, ::2], weight, b), base)
     assert torch.equal(_run(mode, x.T.contiguous().T, weight, b), base)
-    _assert_same_rows(mode, _run(mode, x[0], weight, b), base[0])  # 1-d input
+    # 1-d input: the same as one row (a batch of 24 may take another kernel:
+    # the AMX weight-only path rounds x to bf16 from 16 rows on).
+    assert torch.equal(_run(mode, x[0], weight, b), _run(mode, x[:1], weight, b)[0])
     assert _run(mode, torch.zeros(0, 30), weight, b).shape == (0, 19)
     for dtype in (torch.float16, torch.bfloat16):
         xh = x.to(dtype)
