@@ -1,5 +1,5 @@
 """Shared fixtures. ``isa`` runs a test once per CPU code path this machine
-supports (scalar, avx2, avx512), so every path is checked against the
+supports (scalar, avx2, avx512, amx), so every path is checked against the
 reference wherever the suite runs."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 
 from slimtorch import _native
 
-_ORDER = ["scalar", "avx2", "avx512"]
+_ORDER = ["scalar", "avx2", "avx512", "amx"]
 
 
 def supported_isas() -> list[str]:

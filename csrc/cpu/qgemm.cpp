@@ -21,6 +21,9 @@
 #include "slimtorch/qgemm.h"
 
 #include "narrow.h"
+#if defined(SLIMTORCH_HAVE_AMX)
+#include "qgemm_amx.h"
+#endif
 
 // GCC 12 reports its own _mm512_undefined_*() placeholders inside the
 // AVX-512 intrinsic headers as uninitialized; the warning is a known false
@@ -431,6 +434,10 @@ constexpr int64_t kIntKBlock = 1024;
 template <typename Finish>
 void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed, int64_t n,
               int n_threads, const Finish& finish) {
+#if defined(SLIMTORCH_HAVE_AMX)
+  static_assert(kAmxAccStride == kMaxTileCols, "AMX blocks hand over accumulators as the tiles do");
+  if (amx_int_gemm_wanted(m)) return amx_int_gemm(a, m, k, lda, packed, n, n_threads, finish);
+#endif
   const IntPath path = int_path();
   const TileShape shape = int_shape(path);
   const int64_t block_stride = k / kQgemmGroupK * kGroupBytes;
@@ -812,19 +819,25 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
     return Status::kInvalidArgument;
   if (m == 0 || n == 0) return Status::kOk;
   // Quantized rows, padded to whole 4-byte groups so the micro-kernels never
-  // take the partial-group path; the pad bytes meet zero weights.
-  const int64_t lda = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
-  std::unique_ptr<uint8_t[]> a(new uint8_t[size_t(std::max<int64_t>(m * lda, 1))]);
+  // take the partial-group path; the pad bytes meet zero weights. The AMX
+  // path reads whole 64-byte rows (see qgemm_amx.h).
+  int64_t lda = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
+#if defined(SLIMTORCH_HAVE_AMX)
+  if (amx_int_gemm_wanted(m)) lda = ceil_div(k, kAmxRowAlign) * kAmxRowAlign;
+#endif
+  // Rows start on cache lines (+63: room to align the first).
+  std::unique_ptr<uint8_t[]> a_storage(new uint8_t[size_t(std::max<int64_t>(m * lda, 1)) + 63]);
+  uint8_t* const a = a_storage.get() + (-reinterpret_cast<uintptr_t>(a_storage.get()) & 63);
   std::unique_ptr<float[]> row_scale(new float[size_t(m)]);
   std::unique_ptr<int32_t[]> row_zp(new int32_t[size_t(m)]);
   if (lda > k)
-    for (int64_t r = 0; r < m; ++r) std::memset(a.get() + r * lda + k, 0, size_t(lda - k));
-  quantize_rows(x, m, k, ldx, a.get(), lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point,
+    for (int64_t r = 0; r < m; ++r) std::memset(a + r * lda + k, 0, size_t(lda - k));
+  quantize_rows(x, m, k, ldx, a, lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point,
                 n_threads);
 
   const Isa isa = active_isa();
   const LinearEpilogue epilogue{row_zp.get(), row_scale.get(), w_scale, colsum, bias, y, ldy};
-  int_gemm(a.get(), m, lda, lda, packed, n, n_threads,
+  int_gemm(a, m, ceil_div(k, kQgemmGroupK) * kQgemmGroupK, lda, packed, n, n_threads,
            [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
              if (isa >= Isa::kAvx512) linear_epilogue_avx512(epilogue, acc, m0, rows, c0, cols);
              else if (isa >= Isa::kAvx2) linear_epilogue_avx2(epilogue, acc, m0, rows, c0, cols);
@@ -841,6 +854,12 @@ Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
                           (k > 0 && (x == nullptr || packed == nullptr)))))
     return Status::kInvalidArgument;
   if (m == 0 || n == 0) return Status::kOk;
+#if defined(SLIMTORCH_HAVE_AMX)
+  if (amx_weight_only_wanted(m, k)) {
+    amx_weight_only(x, m, k, ldx, packed, w_scale, bias, n, y, ldy, n_threads);
+    return Status::kOk;
+  }
+#endif
   const int64_t k_pad = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
   std::unique_ptr<float[]> padded;
   if (k_pad != k) {

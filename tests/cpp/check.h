@@ -30,7 +30,7 @@ struct Register {
 // The ISA paths this CPU runs, lowest first.
 inline std::vector<Isa> supported_isas() {
   std::vector<Isa> result;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512})
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx})
     if (isa <= detected_isa()) result.push_back(isa);
   return result;
 }

@@ -193,8 +193,10 @@ def test_weight_only_matches_reference(isa, m, k, n):
     x, _, b, q, w_scale, weight = _case(m, k, n)
     y = ops.qlinear_weight_only(x, weight, b)
     exact = (x.double() @ q.double().T) * w_scale.double() + b.double()
-    # float32 summation of k terms: |error| <= ~k * eps * sum |x q| * scale.
-    bound = (k + 4) * EPS * (x.abs().double() @ q.abs().double().T) * w_scale.double() + 4 * EPS * b.abs().double()
+    # float32 summation of k terms: |error| <= ~k * eps * sum |x q| * scale;
+    # the AMX path rounds x to bf16 (2^-9 relative) from 16 rows on.
+    unit = (k + 4) * EPS + (2.0**-9 if isa == "amx" and m >= 16 else 0.0)
+    bound = unit * (x.abs().double() @ q.abs().double().T) * w_scale.double() + 4 * EPS * b.abs().double()
     assert bool(((y.double() - exact).abs() <= bound + 1e-30).all())
 
 
@@ -270,7 +272,9 @@ def test_leading_dims_noncontiguous_and_dtypes(isa, mode):
     wide[:, ::2] = x  # strided last dimension
     assert torch.equal(_run(mode, wide[:, ::2], weight, b), base)
     assert torch.equal(_run(mode, x.T.contiguous().T, weight, b), base)
-    _assert_same_rows(mode, _run(mode, x[0], weight, b), base[0])  # 1-d input
+    # 1-d input: the same as one row (a batch of 24 may take another kernel:
+    # the AMX weight-only path rounds x to bf16 from 16 rows on).
+    assert torch.equal(_run(mode, x[0], weight, b), _run(mode, x[:1], weight, b)[0])
     assert _run(mode, torch.zeros(0, 30), weight, b).shape == (0, 19)
     for dtype in (torch.float16, torch.bfloat16):
         xh = x.to(dtype)

@@ -24,12 +24,14 @@ enum class Status : int {
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 // CPU code paths, ordered: a higher path may use every lower one's instructions.
-enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2,
+  kAmx = 3,  // Intel AMX tiles (int8, bf16), with the OS permission granted
+};
 
 const char* isa_name(Isa isa);
 // The best path this CPU and OS support (CPUID + XGETBV).
 Isa detected_isa();
-// The path kernels use: detected_isa(), lowered by SLIMTORCH_ISA=scalar|avx2|avx512
+// The path kernels use: detected_isa(), lowered by SLIMTORCH_ISA=scalar|avx2|avx512|amx
 // at first use, or by set_active_isa(). Never higher than detected_isa().
 Isa active_isa();
 // Returns false (and changes nothing) if the CPU lacks `isa`.
@@ -37,6 +39,9 @@ bool set_active_isa(Isa isa);
 // True when the CPU (and OS) also run AVX512_VNNI (vpdpbusd); only meaningful
 // on the kAvx512 path.
 bool cpu_has_avx512_vnni();
+// "on" when the kernels use AMX tiles now, else why not (CPU, OS, build, or
+// lowered by SLIMTORCH_ISA / set_active_isa).
+const char* amx_status();
 
 // Runs fn(begin, end, chunk) over [0, n) split into at most n_threads
 // contiguous chunks of at least `grain` items, numbered 0..chunks-1; each

@@ -84,7 +84,7 @@ def _sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements
                       device: torch.device = torch.device("cpu")) -> float:
     """The largest batch (rows of x) for which the sparse kernel is used."""
     size = "cached" if 4 * weight_elements <= CACHED_WEIGHT_BYTES else "large"
-    avx512 = device.type != "cpu" or (_native.cpu is not None and _native.cpu.active_isa() == "avx512")
+    avx512 = device.type != "cpu" or (_native.cpu is not None and _native.cpu.active_isa() in ("avx512", "amx"))
     tables = BREAK_EVEN_DENSITY if avx512 else BREAK_EVEN_DENSITY_NO_AVX512
     table = tables[("int8" if values_dtype == torch.int8 else "float", size)]
     best = 0

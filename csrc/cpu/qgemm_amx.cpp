@@ -1,0 +1,384 @@
+// int8 GEMM and bf16 weight-only linear on Intel AMX tiles (contract: qgemm_amx.h;
+// layout: slimtorch/qgemm.h).
+//
+// tdpbusd multiplies a 16-row x 64-byte uint8 tile A by an int8 tile B of 16
+// rows x 64 bytes whose row g holds, for 16 output columns, the 4 weights of
+// k-group g: exactly one 16-column block of the packed weight over 16
+// consecutive groups (1 KB, row stride 64). So the weight is read in place,
+// with no new format. C is 16 x 16 int32.
+//
+// Register blocking: 2 x 2 C tiles (32 rows x 32 columns) with 2 A and 2 B
+// tiles: four tdpbusd per four tile loads, all eight tile registers.
+//   C(i, j) = tmm(2i + j), A(i) = tmm(4 + i), B(j) = tmm(6 + j)
+// Row tails use a tile configuration with fewer rows (tiles load and store
+// only their configured rows); column tails compute zero columns (the packed
+// weight is zero there) that the caller never reads.
+//
+// K tails: a K step covers 64 bytes of every A row (rows are at least that
+// long: their stride is a multiple of 64). When K is not a multiple of 64 the
+// last step's B tiles are staged copies, zero past the weight's last group,
+// so whatever A holds past K is multiplied by zero: the sums stay exact.
+//
+// Tile state belongs to a thread: every chunk of parallel_for loads the
+// configuration on the thread that runs it and releases the tiles at its end.
+#include "qgemm_amx.h"
+
+// GCC 12 flags its own _mm512_undefined_*() placeholders in the AVX-512
+// intrinsic headers as uninitialized (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+namespace slimtorch {
+namespace {
+
+constexpr int64_t kStepBytes = 64;                 // K bytes per tile step (A tile width)
+constexpr int64_t kGroupBytes = 64;                // one packed k-group of 16 columns
+constexpr int64_t kTileBytes = 16 * kGroupBytes;   // one B tile: 16 groups
+constexpr int kBlockRows = 32;
+constexpr int kBlockCols = 32;
+// Blocking for the caches: a K chunk of one 32-column weight panel (32 x
+// kChunkSteps * 64 bytes) stays in L1 while the row blocks of a row panel
+// (kPanelTiles * 32 rows of the same K chunk, in L2) pass over it.
+constexpr int64_t kChunkSteps = 12;
+constexpr int64_t kPanelTiles = 8;
+// Fewer rows than this leave the tiles mostly empty; the VNNI kernels win.
+constexpr int64_t kMinRows = 16;
+// Below this many multiply-adds a chunk is not worth a thread wake-up.
+constexpr int64_t kMinMacsPerChunk = int64_t(1) << 20;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The 64-byte operand of ldtilecfg (palette 1).
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+static_assert(sizeof(TileConfig) == 64, "ldtilecfg reads 64 bytes");
+
+// Loads the configuration for blocks whose first row tile has rows0 rows and
+// second rows1 (0: the second row of tiles is not used).
+class TileState {
+ public:
+  ~TileState() {
+    if (rows0_ >= 0) _tile_release();
+  }
+  void configure(int rows0, int rows1) {
+    if (rows0 == rows0_ && rows1 == rows1_) return;
+    TileConfig config;
+    std::memset(&config, 0, sizeof config);
+    config.palette_id = 1;
+    const auto set = [&](int tile, int rows) {
+      config.rows[tile] = uint8_t(rows);
+      config.colsb[tile] = rows > 0 ? 64 : 0;
+    };
+    set(0, rows0);
+    set(1, rows0);
+    set(2, rows1);
+    set(3, rows1);
+    set(4, rows0);
+    set(5, rows1);
+    set(6, 16);
+    set(7, 16);
+    _tile_loadconfig(&config);
+    rows0_ = rows0;
+    rows1_ = rows1;
+  }
+
+ private:
+  int rows0_ = -1, rows1_ = -1;
+};
+
+// One block: RT row tiles x CT column tiles over `steps` K steps (tiles of
+// 64-byte rows: 64 uint8 x int8 products per row for tdpbusd, or 32 bf16
+// pairs for tdpbf16ps). b[j] is the first B tile of column tile j (the next
+// ones follow 1 KB apart); b_last[j] its last step's tile (in place, or a
+// staged zero-padded copy when reading in place would leave the buffer).
+// acc holds int32 (tdpbusd) or float (tdpbf16ps) sums; with accumulate they
+// add to those already there (K chunks).
+template <int RT, int CT, bool kBf16>
+void tile_block(const void* a_rows, int64_t lda, int64_t steps, const void* const* b_tiles,
+                const void* const* b_last_tiles, void* acc_block, bool accumulate) {
+  const auto* a = static_cast<const uint8_t*>(a_rows);
+  const int8_t* const b[2] = {static_cast<const int8_t*>(b_tiles[0]), static_cast<const int8_t*>(b_tiles[1])};
+  const void* const* b_last = b_last_tiles;
+  auto* acc = static_cast<int32_t*>(acc_block);
+  constexpr int64_t kAccBytes = kAmxAccStride * sizeof(int32_t);
+  if (accumulate) {
+    _tile_loadd(0, acc, kAccBytes);
+    if (CT == 2) _tile_loadd(1, acc + 16, kAccBytes);
+    if (RT == 2) _tile_loadd(2, acc + 16 * kAmxAccStride, kAccBytes);
+    if (RT == 2 && CT == 2) _tile_loadd(3, acc + 16 * kAmxAccStride + 16, kAccBytes);
+  } else {
+    _tile_zero(0);
+    if (CT == 2) _tile_zero(1);
+    if (RT == 2) _tile_zero(2);
+    if (RT == 2 && CT == 2) _tile_zero(3);
+  }
+  const uint8_t* a1 = a + 16 * lda;
+  for (int64_t s = 0; s < steps; ++s) {
+    const bool last = s == steps - 1;
+    _tile_loadd(6, last ? b_last[0] : b[0] + s * kTileBytes, kGroupBytes);
+    if (CT == 2) _tile_loadd(7, last ? b_last[1] : b[1] + s * kTileBytes, kGroupBytes);
+    _tile_loadd(4, a + s * kStepBytes, lda);
+    if (kBf16) {
+      _tile_dpbf16ps(0, 4, 6);
+      if (CT == 2) _tile_dpbf16ps(1, 4, 7);
+    } else {
+      _tile_dpbusd(0, 4, 6);
+      if (CT == 2) _tile_dpbusd(1, 4, 7);
+    }
+    if (RT == 2) {
+      _tile_loadd(5, a1 + s * kStepBytes, lda);
+      if (kBf16) {
+        _tile_dpbf16ps(2, 5, 6);
+        if (CT == 2) _tile_dpbf16ps(3, 5, 7);
+      } else {
+        _tile_dpbusd(2, 5, 6);
+        if (CT == 2) _tile_dpbusd(3, 5, 7);
+      }
+    }
+  }
+  _tile_stored(0, acc, kAccBytes);
+  if (CT == 2) _tile_stored(1, acc + 16, kAccBytes);
+  if (RT == 2) _tile_stored(2, acc + 16 * kAmxAccStride, kAccBytes);
+  if (RT == 2 && CT == 2) _tile_stored(3, acc + 16 * kAmxAccStride + 16, kAccBytes);
+}
+
+using BlockFn = void (*)(const void*, int64_t, int64_t, const void* const*, const void* const*, void*, bool);
+const BlockFn kBlocks[2][2] = {{tile_block<1, 1, false>, tile_block<1, 2, false>},
+                               {tile_block<2, 1, false>, tile_block<2, 2, false>}};
+const BlockFn kBf16Blocks[2][2] = {{tile_block<1, 1, true>, tile_block<1, 2, true>},
+                                   {tile_block<2, 1, true>, tile_block<2, 2, true>}};
+
+}  // namespace
+
+bool amx_int_gemm_wanted(int64_t m) { return m >= kMinRows && active_isa() >= Isa::kAmx; }
+
+void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed,
+                  int64_t n, int n_threads, const AmxFinish& finish) {
+  if (m <= 0 || n <= 0) return;
+  const int64_t steps = std::max<int64_t>(ceil_div(k, kStepBytes), 1);
+  // Rows starting on cache lines (see qgemm_amx.h), zero-padded to whole K steps.
+  std::unique_ptr<uint8_t[]> padded;
+  if (k == 0 || ((reinterpret_cast<uintptr_t>(a) | uintptr_t(lda)) & (kAmxRowAlign - 1))) {
+    const int64_t width = steps * kStepBytes;
+    padded.reset(new uint8_t[size_t(m * width) + kAmxRowAlign - 1]);
+    uint8_t* rows = padded.get() + (-reinterpret_cast<uintptr_t>(padded.get()) & (kAmxRowAlign - 1));
+    for (int64_t r = 0; r < m; ++r) {
+      if (k > 0) std::memcpy(rows + r * width, a + r * lda, size_t(k));
+      std::memset(rows + r * width + k, 0, size_t(width - k));
+    }
+    a = rows;
+    lda = width;
+  }
+  const int64_t groups = k / 4;
+  const int64_t block_stride = groups * kGroupBytes;  // bytes per 16-column block
+  const int64_t n_blocks = ceil_div(n, 16);
+  const int64_t col_tiles = ceil_div(n, kBlockCols);
+  const int64_t row_tiles = ceil_div(m, kBlockRows);
+  // Column tiles first: each thread streams its own slice of the weight. Rows
+  // are split into panels only when there are too few column tiles.
+  int64_t panels = 1;
+  if (col_tiles < 2 * int64_t(n_threads))
+    panels = std::min(row_tiles, ceil_div(2 * int64_t(n_threads), col_tiles));
+  const int64_t macs_per_item = ceil_div(m, panels) * kBlockCols * std::max<int64_t>(k, 1);
+  const int64_t grain = std::max<int64_t>(1, kMinMacsPerChunk / macs_per_item);
+  // K chunks of at most kChunkSteps steps, of equal length.
+  const int64_t chunks = ceil_div(steps, kChunkSteps);
+  const int64_t chunk_steps = ceil_div(steps, chunks);
+  parallel_for(n_threads, col_tiles * panels, grain, [&](int64_t begin, int64_t end, int) {
+    TileState tiles;
+    // Accumulators of one row panel (K chunks add up here).
+    std::unique_ptr<int32_t[]> panel_acc(new int32_t[size_t(kPanelTiles * kBlockRows * kAmxAccStride)]);
+    alignas(64) int8_t staged[2][kTileBytes];
+    for (int64_t panel_first = 0; panel_first < row_tiles; panel_first += kPanelTiles) {
+      const int64_t panel_last = std::min(row_tiles, panel_first + kPanelTiles);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t col_tile = item / panels, panel = item % panels;
+        const int64_t first = std::max(panel_first, row_tiles * panel / panels);
+        const int64_t last = std::min(panel_last, row_tiles * (panel + 1) / panels);
+        if (first >= last) continue;
+        const int64_t nb0 = 2 * col_tile;
+        const int ct = int(std::min<int64_t>(2, n_blocks - nb0));
+        const int64_t c0 = nb0 * 16;
+        const int64_t cols = std::min<int64_t>(kBlockCols, n - c0);
+        for (int64_t s0 = 0; s0 < steps; s0 += chunk_steps) {
+          const int64_t chunk = std::min(chunk_steps, steps - s0);
+          const bool final_chunk = s0 + chunk == steps;
+          const void* b[2] = {packed, packed};
+          const void* b_last[2] = {packed, packed};
+          for (int j = 0; j < ct; ++j) {
+            const int64_t block = (nb0 + j) * block_stride;
+            const int64_t last_tile = block + (s0 + chunk - 1) * kTileBytes;
+            b[j] = packed + block + s0 * kTileBytes;
+            if (!final_chunk || k == steps * kStepBytes) {
+              b_last[j] = packed + last_tile;
+            } else {
+              const int64_t own = std::max<int64_t>(block + block_stride - last_tile, 0);
+              if (own > 0) std::memcpy(staged[j], packed + last_tile, size_t(own));
+              std::memset(staged[j] + own, 0, size_t(kTileBytes - own));
+              b_last[j] = staged[j];
+            }
+          }
+          for (int64_t t = first; t < last; ++t) {
+            const int64_t m0 = t * kBlockRows;
+            const int rows = int(std::min<int64_t>(kBlockRows, m - m0));
+            const int rows0 = std::min(rows, 16), rows1 = rows - rows0;
+            int32_t* acc = panel_acc.get() + (t - panel_first) * kBlockRows * kAmxAccStride;
+            tiles.configure(rows0, rows1);
+            kBlocks[rows1 > 0][ct - 1](a + m0 * lda + s0 * kStepBytes, lda, chunk, b, b_last, acc, s0 > 0);
+            if (final_chunk) finish(m0, rows, c0, cols, acc);
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---- weight-only linear on bf16 tiles -----------------------------------------------
+//
+// tdpbf16ps multiplies A (16 rows x 32 bf16) by B (16 rows x 16 columns x 2
+// bf16: row p holds k = 2p, 2p + 1 of every column) into 16 x 16 float32. A
+// packed k-group (16 columns x 4 int8) is two such B rows; they are staged
+// per (column tile, K chunk) and reused by every row block of the row panel.
+
+namespace {
+
+constexpr int64_t kBf16StepK = 32;       // k per bf16 tile step
+constexpr int64_t kBf16ChunkSteps = 12;  // staged B per column tile: 2 x 12 KB
+
+// x rows [begin, end) -> bf16 rows of `width` values (zero past k).
+void rows_to_bf16(const float* x, int64_t ldx, int64_t k, int64_t width, uint16_t* xb,
+                  int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* in = x + r * ldx;
+    uint16_t* out = xb + r * width;
+    for (int64_t i = 0; i < width; i += 16) {
+      const int64_t live_count = std::max<int64_t>(std::min<int64_t>(k - i, 16), 0);
+      const __mmask16 live = __mmask16((uint32_t(1) << live_count) - 1);
+      const __m512 v = _mm512_maskz_loadu_ps(live, in + i);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), __m256i(_mm512_cvtneps_pbh(v)));
+    }
+  }
+}
+
+// The two B rows of packed k-group `group` (64 bytes: 16 columns x 4 int8):
+// lane j of row 0 = bf16(q[j][0]) | bf16(q[j][1]) << 16, row 1 the same for
+// k 2 and 3. int8 -> float -> the top 16 bits is exact bf16.
+inline void group_to_bf16_rows(const int8_t* group, uint8_t* row0, uint8_t* row1) {
+  const __m512i v = _mm512_loadu_si512(group);
+  const auto as_float_bits = [](__m512i byte_at_top) {
+    return _mm512_castps_si512(_mm512_cvtepi32_ps(_mm512_srai_epi32(byte_at_top, 24)));
+  };
+  const __m512i high = _mm512_set1_epi32(int32_t(0xffff0000u));
+  const __m512i k0 = _mm512_srli_epi32(as_float_bits(_mm512_slli_epi32(v, 24)), 16);
+  const __m512i k1 = _mm512_and_si512(as_float_bits(_mm512_slli_epi32(v, 16)), high);
+  const __m512i k2 = _mm512_srli_epi32(as_float_bits(_mm512_slli_epi32(v, 8)), 16);
+  const __m512i k3 = _mm512_and_si512(as_float_bits(v), high);
+  _mm512_store_si512(row0, _mm512_or_si512(k0, k1));
+  _mm512_store_si512(row1, _mm512_or_si512(k2, k3));
+}
+
+}  // namespace
+
+bool amx_weight_only_wanted(int64_t m, int64_t k) {
+  return m >= kMinRows && k > 0 && active_isa() >= Isa::kAmx;
+}
+
+void amx_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* packed,
+                     const float* w_scale, const float* bias, int64_t n, float* y, int64_t ldy,
+                     int n_threads) {
+  if (m <= 0 || n <= 0 || k <= 0) return;
+  const int64_t steps = ceil_div(k, kBf16StepK);
+  const int64_t width = steps * kBf16StepK;  // bf16 values per staged row (128-byte multiple)
+  std::unique_ptr<uint16_t[]> xb_storage(new uint16_t[size_t(m * width) + 32]);
+  uint16_t* const xb = xb_storage.get() + (-reinterpret_cast<uintptr_t>(xb_storage.get()) & 63) / 2;
+  parallel_for(n_threads, m, std::max<int64_t>(1, (int64_t(1) << 15) / width),
+               [&](int64_t begin, int64_t end, int) { rows_to_bf16(x, ldx, k, width, xb, begin, end); });
+
+  const int64_t groups = ceil_div(k, 4);
+  const int64_t block_stride = groups * kGroupBytes;
+  const int64_t n_blocks = ceil_div(n, 16);
+  const int64_t col_tiles = ceil_div(n, kBlockCols);
+  const int64_t row_tiles = ceil_div(m, kBlockRows);
+  int64_t panels = 1;
+  if (col_tiles < 2 * int64_t(n_threads))
+    panels = std::min(row_tiles, ceil_div(2 * int64_t(n_threads), col_tiles));
+  const int64_t macs_per_item = ceil_div(m, panels) * kBlockCols * k;
+  const int64_t grain = std::max<int64_t>(1, kMinMacsPerChunk / macs_per_item);
+  const int64_t chunks = ceil_div(steps, kBf16ChunkSteps);
+  const int64_t chunk_steps = ceil_div(steps, chunks);
+  parallel_for(n_threads, col_tiles * panels, grain, [&](int64_t begin, int64_t end, int) {
+    TileState tiles;
+    std::unique_ptr<float[]> panel_acc(new float[size_t(kPanelTiles * kBlockRows * kAmxAccStride)]);
+    // B tiles of one K chunk of the column tile: [column block][step][16 rows][64 bytes].
+    std::unique_ptr<uint8_t[]> staged_storage(new uint8_t[size_t(2 * kBf16ChunkSteps * kTileBytes) + 63]);
+    uint8_t* const staged = staged_storage.get() + (-reinterpret_cast<uintptr_t>(staged_storage.get()) & 63);
+    for (int64_t panel_first = 0; panel_first < row_tiles; panel_first += kPanelTiles) {
+      const int64_t panel_last = std::min(row_tiles, panel_first + kPanelTiles);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t col_tile = item / panels, panel = item % panels;
+        const int64_t first = std::max(panel_first, row_tiles * panel / panels);
+        const int64_t last = std::min(panel_last, row_tiles * (panel + 1) / panels);
+        if (first >= last) continue;
+        const int64_t nb0 = 2 * col_tile;
+        const int ct = int(std::min<int64_t>(2, n_blocks - nb0));
+        const int64_t c0 = nb0 * 16;
+        const int64_t cols = std::min<int64_t>(kBlockCols, n - c0);
+        for (int64_t s0 = 0; s0 < steps; s0 += chunk_steps) {
+          const int64_t chunk = std::min(chunk_steps, steps - s0);
+          const void* b[2] = {staged, staged};
+          const void* b_last[2] = {staged, staged};
+          for (int j = 0; j < ct; ++j) {
+            uint8_t* tiles_j = staged + j * kBf16ChunkSteps * kTileBytes;
+            const int8_t* block = packed + (nb0 + j) * block_stride;
+            for (int64_t s = 0; s < chunk; ++s)
+              for (int64_t h = 0; h < 8; ++h) {  // 8 groups (32 k) per tile
+                const int64_t group = (s0 + s) * 8 + h;
+                uint8_t* row0 = tiles_j + s * kTileBytes + 2 * h * kGroupBytes;
+                if (group < groups) {
+                  group_to_bf16_rows(block + group * kGroupBytes, row0, row0 + kGroupBytes);
+                } else {
+                  std::memset(row0, 0, size_t(2 * kGroupBytes));
+                }
+              }
+            b[j] = tiles_j;
+            b_last[j] = tiles_j + (chunk - 1) * kTileBytes;
+          }
+          const bool final_chunk = s0 + chunk == steps;
+          for (int64_t t = first; t < last; ++t) {
+            const int64_t m0 = t * kBlockRows;
+            const int rows = int(std::min<int64_t>(kBlockRows, m - m0));
+            const int rows0 = std::min(rows, 16), rows1 = rows - rows0;
+            float* acc = panel_acc.get() + (t - panel_first) * kBlockRows * kAmxAccStride;
+            tiles.configure(rows0, rows1);
+            kBf16Blocks[rows1 > 0][ct - 1](xb + m0 * width + s0 * kBf16StepK, width * 2, chunk, b, b_last,
+                                           acc, s0 > 0);
+            if (!final_chunk) continue;
+            for (int r = 0; r < rows; ++r) {
+              float* out = y + (m0 + r) * ldy + c0;
+              for (int64_t c = 0; c < cols; c += 16) {
+                const __mmask16 live = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
+                __m512 v = _mm512_mul_ps(_mm512_loadu_ps(acc + r * kAmxAccStride + c),
+                                         _mm512_maskz_loadu_ps(live, w_scale + c0 + c));
+                if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(live, bias + c0 + c));
+                _mm512_mask_storeu_ps(out + c, live, v);
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace slimtorch

@@ -1,0 +1,251 @@
+// The AMX tile paths of the qgemm kernels: every tile edge case of the
+// integer GEMM against a scalar oracle (exact int32), the linear epilogue
+// bit-exact against the AVX-512 VNNI path, the bf16 weight-only path within
+// its bound, and tile configuration per thread. Skips (passing) on
+// CPUs or builds without AMX, and says so.
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "check.h"
+#include "slimtorch/qgemm.h"
+#if defined(SLIMTORCH_HAVE_AMX)
+#include "../../csrc/cpu/qgemm_amx.h"
+#endif
+
+using namespace slimtorch;
+
+namespace {
+
+bool have_amx() {
+  if (detected_isa() >= Isa::kAmx) return true;
+  std::printf("  skipped: %s\n", amx_status());
+  return false;
+}
+
+struct Problem {
+  int64_t m, k, n, lda, ldc;
+  std::vector<uint8_t> a;
+  std::vector<int8_t> q, packed;
+  std::vector<int32_t> colsum;
+
+  Problem(int64_t m_, int64_t k_, int64_t n_, uint32_t seed, int64_t lda_pad = 0, int64_t ldc_pad = 0)
+      : m(m_), k(k_), n(n_), lda(k_ + lda_pad), ldc(n_ + ldc_pad) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> byte(0, 255), weight(-127, 127);
+    a.resize(size_t(m * lda) + 1);
+    for (auto& v : a) v = uint8_t(byte(rng));
+    q.resize(size_t(n * k) + 1);
+    for (auto& v : q) v = int8_t(weight(rng));
+    packed.assign(size_t(qgemm_packed_bytes(n, k)) + 1, 0);
+    colsum.assign(size_t(n) + 1, 0);
+    CHECK(qgemm_pack(q.data(), n, k, k, packed.data(), colsum.data()) == Status::kOk);
+  }
+
+  int64_t expected(int64_t r, int64_t col) const {
+    int64_t sum = 0;
+    for (int64_t kk = 0; kk < k; ++kk) sum += int64_t(a[size_t(r * lda + kk)]) * q[size_t(col * k + kk)];
+    return sum;
+  }
+
+  // qgemm_u8s8s32 on the active path; true when every entry is exact and the
+  // padding columns of c are untouched.
+  bool run_exact(int threads) const {
+    std::vector<int32_t> c(size_t(m * ldc) + 1, 12345);
+    if (qgemm_u8s8s32(a.data(), m, k, lda, packed.data(), n, c.data(), ldc, threads) != Status::kOk)
+      return false;
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t col = 0; col < ldc; ++col) {
+        const int64_t want = col < n ? expected(r, col) : 12345;
+        if (c[size_t(r * ldc + col)] != want) return false;
+      }
+    return true;
+  }
+};
+
+const int64_t kEdgeK[] = {1, 63, 64, 65, 127, 4096 + 4};
+const int64_t kEdgeN[] = {1, 15, 16, 17, 33};
+const int64_t kEdgeM[] = {0, 1, 15, 16, 17, 33};
+
+}  // namespace
+
+TEST(amx_status_is_on_where_detected) {
+  const std::string status = amx_status();
+  CHECK((detected_isa() >= Isa::kAmx) == (status == "on"));
+  if (detected_isa() < Isa::kAmx) return;
+  CHECK(set_active_isa(Isa::kAvx512));
+  CHECK(std::string(amx_status()).rfind("off: lowered", 0) == 0);
+  CHECK(set_active_isa(Isa::kAmx));
+  CHECK(std::string(amx_status()) == "on");
+}
+
+TEST(amx_u8s8s32_tile_edges_exact) {
+  if (!have_amx()) return;
+  CHECK(set_active_isa(Isa::kAmx));
+  for (int64_t k : kEdgeK)
+    for (int64_t n : kEdgeN)
+      for (int64_t m : kEdgeM) {
+        const Problem p(m, k, n, uint32_t(m * 1000 + n * 10 + k));
+        const bool ok = p.run_exact(2);
+        if (!ok) std::printf("  m=%lld k=%lld n=%lld\n", (long long)m, (long long)k, (long long)n);
+        CHECK(ok);
+      }
+}
+
+TEST(amx_u8s8s32_strided_and_many_blocks) {
+  if (!have_amx()) return;
+  CHECK(set_active_isa(Isa::kAmx));
+  // Row strides wider than K, several row and column blocks and both row tails.
+  for (const Problem& p : {Problem(70, 200, 97, 1, 13, 5), Problem(100, 768, 130, 2, 64, 1),
+                           Problem(48, 4, 300, 3, 0, 0)})
+    for (int threads : {1, 2, 3}) CHECK(p.run_exact(threads));
+}
+
+TEST(amx_u8s8s32_extremes_at_max_k) {
+  if (!have_amx()) return;
+  CHECK(set_active_isa(Isa::kAmx));
+  const int64_t m = 17, k = kQgemmMaxK, n = 17;
+  std::vector<uint8_t> a(size_t(m * k), 255);
+  std::vector<int8_t> q(size_t(n * k));
+  for (int64_t row = 0; row < n; ++row)
+    for (int64_t col = 0; col < k; ++col) q[size_t(row * k + col)] = row % 2 ? -127 : 127;
+  std::vector<int8_t> packed(size_t(qgemm_packed_bytes(n, k)));
+  CHECK(qgemm_pack(q.data(), n, k, k, packed.data(), nullptr) == Status::kOk);
+  std::vector<int32_t> c(size_t(m * n), 0);
+  CHECK(qgemm_u8s8s32(a.data(), m, k, k, packed.data(), n, c.data(), n, 2) == Status::kOk);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t col = 0; col < n; ++col)
+      CHECK(c[size_t(r * n + col)] == (col % 2 ? -1 : 1) * int64_t(255) * 127 * k);
+}
+
+#if defined(SLIMTORCH_HAVE_AMX)
+// Below kMinRows qgemm keeps the VNNI kernels; the tile kernel itself must
+// still be exact for every row count (one or two row tiles, any tail).
+TEST(amx_kernel_every_row_count) {
+  if (!have_amx()) return;
+  CHECK(set_active_isa(Isa::kAmx));
+  for (int64_t m = 1; m <= 40; ++m)
+    for (int64_t k : {4, 64, 68, 200}) {
+      const int64_t n = 33;
+      const Problem p(m, k, n, uint32_t(m + k));
+      std::vector<int32_t> c(size_t(m * n), -1);
+      amx_int_gemm(p.a.data(), m, k, p.lda, p.packed.data(), n, 2,
+                   [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
+                     for (int r = 0; r < rows; ++r)
+                       std::memcpy(&c[size_t((m0 + r) * n + c0)], acc + r * kAmxAccStride, size_t(cols) * 4);
+                   });
+      bool ok = true;
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t col = 0; col < n; ++col) ok &= c[size_t(r * n + col)] == p.expected(r, col);
+      CHECK(ok);
+    }
+}
+#endif
+
+// The linear epilogue is shared, and the sums are exact on both paths, so the
+// float outputs must be identical bit for bit, dynamic and static, with zero
+// points away from 0 (the colsum compensation) and a NaN row.
+TEST(amx_linear_bit_exact_against_vnni) {
+  if (!have_amx()) return;
+  for (int64_t k : kEdgeK)
+    for (int64_t n : kEdgeN)
+      for (int64_t m : kEdgeM) {
+        std::mt19937 rng(uint32_t(7 * m + 11 * n + k));
+        std::normal_distribution<float> normal(0.5f, 2.0f);  // mostly-positive rows: zp > 0
+        std::vector<float> x(size_t(m * k) + 1), w_scale(static_cast<size_t>(n)), bias(static_cast<size_t>(n));
+        for (auto& v : x) v = normal(rng);
+        if (m > 3) x[size_t(2 * k)] = std::numeric_limits<float>::quiet_NaN();
+        for (auto& v : w_scale) v = 0.001f + std::fabs(normal(rng)) * 0.01f;
+        for (auto& v : bias) v = normal(rng);
+        std::vector<int8_t> q(size_t(n * k));
+        std::uniform_int_distribution<int> weight(-127, 127);
+        for (auto& v : q) v = int8_t(weight(rng));
+        std::vector<int8_t> packed(size_t(qgemm_packed_bytes(n, k)));
+        std::vector<int32_t> colsum(static_cast<size_t>(n));
+        CHECK(qgemm_pack(q.data(), n, k, k, packed.data(), colsum.data()) == Status::kOk);
+        const float x_scale = 0.03f;
+        for (const float* scale : {static_cast<const float*>(nullptr), &x_scale}) {
+          std::vector<float> y_amx(size_t(m * n) + 1, 0.0f), y_vnni(size_t(m * n) + 1, 1.0f);
+          CHECK(set_active_isa(Isa::kAmx));
+          CHECK(qlinear_u8s8(x.data(), m, k, k, packed.data(), w_scale.data(), colsum.data(), bias.data(),
+                             n, y_amx.data(), n, scale, 77, 2) == Status::kOk);
+          CHECK(set_active_isa(Isa::kAvx512));
+          CHECK(qlinear_u8s8(x.data(), m, k, k, packed.data(), w_scale.data(), colsum.data(), bias.data(),
+                             n, y_vnni.data(), n, scale, 77, 2) == Status::kOk);
+          CHECK(std::memcmp(y_amx.data(), y_vnni.data(), size_t(m * n) * sizeof(float)) == 0);
+        }
+      }
+  set_active_isa(detected_isa());
+}
+
+// Weight-only on bf16 tiles (16 rows and more): x is rounded to bf16, the
+// int8 weights are exact in bf16 and the products are summed in float32, so
+// the result is within float32 summation error of the exact dot product of
+// bf16(x) with q (and so within 2^-9 relative of the float32 result).
+TEST(amx_weight_only_bf16_bound) {
+  if (!have_amx()) return;
+  CHECK(set_active_isa(Isa::kAmx));
+  for (int64_t k : kEdgeK)
+    for (int64_t n : kEdgeN)
+      for (int64_t m : {16, 17, 33, 40}) {
+        std::mt19937 rng(uint32_t(m * 31 + n * 7 + k));
+        std::normal_distribution<float> normal;
+        std::vector<float> x(size_t(m * k)), w_scale(static_cast<size_t>(n)), bias(static_cast<size_t>(n));
+        for (auto& v : x) v = 3.0f * normal(rng);
+        for (auto& v : w_scale) v = 0.01f + std::fabs(normal(rng)) * 0.01f;
+        for (auto& v : bias) v = normal(rng);
+        std::vector<int8_t> q(size_t(n * k));
+        std::uniform_int_distribution<int> weight(-127, 127);
+        for (auto& v : q) v = int8_t(weight(rng));
+        std::vector<int8_t> packed(size_t(qgemm_packed_bytes(n, k)));
+        CHECK(qgemm_pack(q.data(), n, k, k, packed.data(), nullptr) == Status::kOk);
+        std::vector<float> y(size_t(m * n));
+        CHECK(qlinear_weight_only(x.data(), m, k, k, packed.data(), w_scale.data(), bias.data(), n, y.data(),
+                                  n, 2) == Status::kOk);
+        bool ok = true;
+        for (int64_t r = 0; r < m; ++r)
+          for (int64_t col = 0; col < n; ++col) {
+            double dot = 0.0, mag = 0.0;
+            for (int64_t kk = 0; kk < k; ++kk) {
+              const double xb = bf16_to_float(float_to_bf16(x[size_t(r * k + kk)]));
+              dot += xb * q[size_t(col * k + kk)];
+              mag += std::fabs(xb * q[size_t(col * k + kk)]);
+            }
+            const double ws = w_scale[size_t(col)], b = bias[size_t(col)];
+            const double bound = (double(k) + 4) * FLT_EPSILON * (mag * ws + std::fabs(b));
+            ok &= std::fabs(double(y[size_t(r * n + col)]) - (dot * ws + b)) <= bound;
+          }
+        if (!ok) std::printf("  m=%lld k=%lld n=%lld\n", (long long)m, (long long)k, (long long)n);
+        CHECK(ok);
+      }
+  set_active_isa(detected_isa());
+}
+
+// Tile configuration is thread state: two threads with different row tails
+// (so different configurations) run at once, each on its own tiles, and the
+// pool's workers each configure their own.
+TEST(amx_threads_keep_their_own_tile_configuration) {
+  if (!have_amx()) return;
+  CHECK(set_active_isa(Isa::kAmx));
+  const Problem first(17, 256, 48, 5), second(40, 130, 33, 6);
+  bool ok_first = true, ok_second = true;
+  std::thread t1([&] {
+    for (int i = 0; i < 20; ++i) ok_first &= first.run_exact(1);
+  });
+  std::thread t2([&] {
+    for (int i = 0; i < 20; ++i) ok_second &= second.run_exact(1);
+  });
+  t1.join();
+  t2.join();
+  CHECK(ok_first);
+  CHECK(ok_second);
+  // Pool: two chunks, each on its own thread.
+  for (int i = 0; i < 5; ++i) CHECK(second.run_exact(2) && first.run_exact(2));
+}
+
+SLIMTORCH_TEST_MAIN()
