@@ -56,7 +56,7 @@ about 2-3 MB/s and reads about 20 MB/s (2-core Zen 4).
 
 Loading never unpickles and never imports anything named by the file: layer
 classes are looked up among the layer classes registered in
-``slimtorch.api.compress.LAYER_CLASSES`` only. ``load_`` first
+``slimtorch.nn.registry.LAYER_CLASSES`` only. ``load_`` first
 applies the recorded structure to a freshly built model of the original
 architecture (swaps the layers, attaches masks), checks every key, shape, dtype
 and checksum, and only then copies the tensors, so a bad file leaves the model
@@ -273,7 +273,7 @@ def _is_slimtorch_layer(module: nn.Module) -> bool:
 
 
 def _describe_layer(name: str, module: nn.Module) -> dict:
-    from slimtorch.api.compress import LAYER_CLASSES
+    from slimtorch.nn.registry import LAYER_CLASSES
 
     spec = LAYER_CLASSES.get(type(module).__name__)
     if spec is None:
@@ -468,16 +468,16 @@ def _read(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
 def _build_layer(name: str, info: Any, tensors: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
     """A ``slimtorch.nn`` layer built empty from its recorded constructor
     arguments, then loaded with its tensors from the file."""
-    from slimtorch.api.compress import LAYER_CLASSES
+    from slimtorch.nn.registry import LAYER_CLASSES
 
     if not isinstance(info, dict) or not isinstance(info.get("class"), str) or not isinstance(info.get("init"), dict):
         raise ValueError(f"path: layer entry {name!r} is corrupt")
     if info["class"] not in LAYER_CLASSES:  # only registered slimtorch layers are ever built
         raise ValueError(f"path: layer {name!r} has unknown class {info['class']!r}")
     try:
-        cls = _backend.layer_class(info["class"])
-        layer = cls(**{k: _from_json_value(v) for k, v in info["init"].items()})
+        layer = LAYER_CLASSES[info["class"]].build({k: _from_json_value(v) for k, v in info["init"].items()})
         prefix = f"{name}."
+        LAYER_CLASSES[info["class"]].upgrade_keys(tensors, prefix)  # keys of files written by earlier versions
         layer.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
     except (TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"path: cannot rebuild layer {name!r} ({info['class']}): {error}") from None
