@@ -90,8 +90,10 @@ def test_row_and_weight_quantization_follow_the_quantize_family():
     q, w_scale = ops.qgemm_quantize_weight(w)
     s, z = choose_qparams(w, 0, True, torch.int8)
     assert torch.equal(w_scale, s) and (z == 0).all() and torch.equal(q, quantize_affine(w, s, z, 0, torch.int8))
+    # The static rows of the reference are the per-tensor quantize kernel's codes.
     a_static, _, _ = ref.quantize_rows_static(x, 0.05, 128)
-    assert torch.equal(a_static, quantize_affine(x, torch.tensor(0.05), torch.tensor(128), None, torch.uint8))
+    kernel = ops.quantize(x, torch.tensor(0.05), torch.tensor(128, dtype=torch.int32), dtype=torch.uint8)
+    assert torch.equal(a_static, kernel)
 
 
 @pytest.mark.parametrize("m, k, n", SHAPES)
@@ -361,30 +363,39 @@ def test_bad_input(change, error, match):
     with pytest.raises(error, match=match):
         ops.qlinear_dynamic(**args)
     with pytest.raises(error, match=match):
-        ops.qlinear_static(x_scale=0.1, x_zero_point=3, **args)
+        ops.qlinear_static(activation_scale=0.1, activation_zero_point=3, **args)
     with pytest.raises(error, match=match):
         ops.qlinear_weight_only(**args)
 
 
 @pytest.mark.parametrize(
-    "x_scale, x_zero_point, error, match",
+    "scale, zero_point, error, match",
     [
-        (0.0, 0, ValueError, "x_scale: expected a positive"),
-        (-1.0, 0, ValueError, "x_scale: expected a positive"),
-        (float("nan"), 0, ValueError, "x_scale: expected a number, got NaN"),
-        (float("inf"), 0, ValueError, "x_scale: expected a finite number"),
-        (1e-45, 0, ValueError, "x_scale: expected a positive"),
-        (1e39, 0, ValueError, "x_scale: expected a positive"),
-        ("1", 0, TypeError, "x_scale: expected a real number"),
-        (0.1, 256, ValueError, r"x_zero_point: expected an int in \[0, 255\]"),
-        (0.1, -1, ValueError, r"x_zero_point: expected an int in \[0, 255\]"),
-        (0.1, 1.5, TypeError, "x_zero_point: expected an int"),
-        (0.1, True, TypeError, "x_zero_point: expected an int"),
+        (0.0, 0, ValueError, "activation_scale: expected a positive"),
+        (-1.0, 0, ValueError, "activation_scale: expected a positive"),
+        (float("nan"), 0, ValueError, "activation_scale: expected a number, got NaN"),
+        (float("inf"), 0, ValueError, "activation_scale: expected a finite number"),
+        (1e-45, 0, ValueError, "activation_scale: expected a positive"),
+        (1e39, 0, ValueError, "activation_scale: expected a positive"),
+        ("1", 0, TypeError, "activation_scale: expected a real number"),
+        (0.1, 256, ValueError, r"activation_zero_point: expected an int in \[0, 255\]"),
+        (0.1, -1, ValueError, r"activation_zero_point: expected an int in \[0, 255\]"),
+        (0.1, 1.5, TypeError, "activation_zero_point: expected an int"),
+        (0.1, True, TypeError, "activation_zero_point: expected an int"),
     ],
 )
-def test_bad_static_params(x_scale, x_zero_point, error, match):
+def test_bad_static_params(scale, zero_point, error, match):
     with pytest.raises(error, match=match):
-        ops.qlinear_static(x_scale=x_scale, x_zero_point=x_zero_point, **_good())
+        ops.qlinear_static(activation_scale=scale, activation_zero_point=zero_point, **_good())
+
+
+def test_static_params_old_names_are_deprecated_aliases():
+    args = _good()
+    expected = ops.qlinear_static(activation_scale=0.1, activation_zero_point=3, **args)
+    with pytest.warns(DeprecationWarning, match="x_scale is deprecated; use activation_scale"):
+        assert torch.equal(ops.qlinear_static(x_scale=0.1, x_zero_point=3, **args), expected)
+    with pytest.raises(TypeError, match="x_scale: deprecated alias of activation_scale"):
+        ops.qlinear_static(activation_scale=0.1, x_scale=0.1, activation_zero_point=3, **args)
 
 
 def test_bad_weights_and_sizes():

@@ -209,14 +209,18 @@ class SparseLinear(nn.Module):
 
     # ---- internal state ------------------------------------------------------------
 
-    def _install(self, weight: ops.SparseWeight) -> None:
-        """Makes ``weight`` (validated) the layer's packed weight: its buffers
-        and the dispatch state forward reads in one attribute."""
+    def _check_fits(self, weight: ops.SparseWeight) -> None:
+        """``weight`` has this layer's shape and values its scheme can run."""
         if weight.in_features != self.in_features or weight.out_features != self.out_features:
             raise ValueError(f"weight: expected a {self.out_features}x{self.in_features} packed weight, "
                              f"got {weight.out_features}x{weight.in_features}")
         if self.scheme == INT8_DYNAMIC and weight.values.dtype != torch.int8:
             raise TypeError(f"values: a layer with scheme {self.scheme!r} needs int8 values, got {weight.values.dtype}")
+
+    def _install(self, weight: ops.SparseWeight) -> None:
+        """Makes ``weight`` (validated) the layer's packed weight: its buffers
+        and the dispatch state forward reads in one attribute."""
+        self._check_fits(weight)
         self.__dict__["scheme"] = (self.scheme if self.scheme == INT8_DYNAMIC
                                    else INT8_WEIGHT_ONLY if weight.values.dtype == torch.int8 else None)
         for name in _PACKED:
@@ -274,12 +278,14 @@ class SparseLinear(nn.Module):
         super().__setattr__(name, value)
 
     def _apply(self, fn, recurse=True):
+        scales = self._buffers["row_scales"]
         result = super()._apply(fn, recurse)
         # Module.half()/double() convert every float buffer; the kernels need
-        # float32 row scales and values of a supported dtype.
+        # float32 row scales (kept exact: they follow device moves only) and
+        # values of a supported dtype.
         buffers = self._buffers
-        if buffers["row_scales"] is not None and buffers["row_scales"].dtype != torch.float32:
-            buffers["row_scales"] = buffers["row_scales"].float()
+        if scales is not None and buffers["row_scales"].dtype != torch.float32:
+            buffers["row_scales"] = scales.to(buffers["row_scales"].device)
         if buffers["values"].dtype not in ops.VALUE_DTYPES:
             buffers["values"] = buffers["values"].float()
         self._install(self._would_be({}))
@@ -292,12 +298,13 @@ class SparseLinear(nn.Module):
         # (given tensors over current ones) has been validated.
         given = {name: state_dict[prefix + name] for name in _PACKED if prefix + name in state_dict}
         try:
+            weight = self._would_be(given) if given else self.packed()
+            self._check_fits(weight)
             if prefix + "bias" in state_dict:
                 if self.bias is None:
                     raise ValueError("bias: the layer has no bias")
                 self._check_bias(state_dict[prefix + "bias"])
-            if given:
-                self._install(self._would_be(given))
+            self._install(weight)
         except (TypeError, ValueError) as error:
             error_msgs.append(f"{prefix or 'SparseLinear'}: invalid packed sparse weight: {error}")
             return

@@ -204,16 +204,39 @@ class SparseWeight:
         self.in_features = in_features
         self.out_features = out_features
         self.bitmap = _column_bitmap(self.row_ptr, cols, out_features, in_features)
-        # The kernel arguments of the eager CPU path, next to the tensors they
-        # point into (this object keeps those tensors alive).
-        self._native_args = None
-        if eager_cpu(self.row_ptr, self.col_idx, self.values, self.row_scales, self.bitmap):
-            self._native_args = (
-                out_features, in_features, self.row_ptr.data_ptr(), self.col_idx.data_ptr(),
-                self.col_idx.dtype == torch.int32, self.values.data_ptr(), VALUE_CODES[self.values.dtype],
-                0 if row_scales is None else row_scales.data_ptr(), nnz,
-                0 if self.bitmap is None else self.bitmap.data_ptr(),
-            )
+        self._native_args = self._eager_args()
+
+    def _eager_args(self) -> tuple | None:
+        """The kernel arguments of the eager CPU path, kept next to the
+        tensors they point into (this object keeps those tensors alive)."""
+        if not eager_cpu(self.row_ptr, self.col_idx, self.values, self.row_scales, self.bitmap):
+            return None
+        return (
+            self.out_features, self.in_features, self.row_ptr.data_ptr(), self.col_idx.data_ptr(),
+            self.col_idx.dtype == torch.int32, self.values.data_ptr(), VALUE_CODES[self.values.dtype],
+            0 if self.row_scales is None else self.row_scales.data_ptr(), self.values.numel(),
+            0 if self.bitmap is None else self.bitmap.data_ptr(),
+        )
+
+    def __reduce__(self):
+        # Rebuilt (and validated) from its tensors: the eager arguments are
+        # addresses and must never travel with a copy.
+        return SparseWeight, (self.row_ptr, self.col_idx, self.values, self.row_scales, self.in_features)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Read-only once built: the fields were validated together and the
+        # eager arguments point into them. Dropping the bitmap is allowed
+        # (the gather kernels then run).
+        try:
+            object.__getattribute__(self, "_native_args")
+        except AttributeError:
+            object.__setattr__(self, name, value)
+            return
+        if name == "bitmap" and value is None:
+            object.__setattr__(self, "bitmap", None)
+            object.__setattr__(self, "_native_args", self._eager_args())
+            return
+        raise AttributeError(f"SparseWeight.{name} is read-only; build a new SparseWeight")
 
     @classmethod
     def from_dense(cls, weight: torch.Tensor, values_dtype: torch.dtype | None = None) -> SparseWeight:
