@@ -184,7 +184,7 @@ class Int8Linear(nn.Module):
             bias = bias.contiguous()
         for name, value in state.items():
             self._buffers[name] = bias if name == "bias" else value
-        self.__dict__["_state"] = (weight, activation)
+        self.__dict__["_state"] = (weight, activation, bias)
 
     def __setattr__(self, name: str, value: object) -> None:
         if "_state" in self.__dict__ and name in self._persistent():
@@ -223,7 +223,7 @@ class Int8Linear(nn.Module):
     # ---- forward -------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, activation = self._state  # one read: a consistent state even while another thread reloads
+        weight, activation, bias = self._state  # one read: a consistent state even while another thread reloads
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
@@ -232,7 +232,6 @@ class Int8Linear(nn.Module):
             raise TypeError(f"input: expected dtype float32, float16 or bfloat16, got {x.dtype}")
         if x.device != weight.packed.device:
             raise ValueError(f"input: expected a tensor on {weight.packed.device} (the layer's device), got {x.device}")
-        bias = self._buffers["bias"]
         scheme = self.scheme
         if scheme == INT8_DYNAMIC:
             return ops.qlinear_dynamic(x, weight, bias)
