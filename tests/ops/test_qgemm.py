@@ -350,7 +350,7 @@ def _weight(**parts):
         (dict(weight=_weight(colsum=torch.zeros(20, dtype=torch.int64))), TypeError, "weight.colsum: expected dtype int32"),
         (dict(weight=_weight(colsum=torch.zeros(19, dtype=torch.int32))), ValueError, "weight: expected scale and colsum of shape"),
         (dict(weight=_weight(in_features=11)), ValueError, r"x: expected shape \[..., 11\]"),
-        (dict(weight=_weight(in_features=-1)), TypeError, "weight.in_features: expected a non-negative int"),
+        (dict(weight=_weight(in_features=-1)), ValueError, "weight.in_features: expected an int >= 0"),
         (dict(bias=torch.ones(21)), ValueError, r"bias: expected shape \(20,\)"),
         (dict(bias=torch.ones(20, dtype=torch.int32)), TypeError, "bias: expected dtype"),
         (dict(bias=torch.ones(20, device="meta")), ValueError, "bias: expected a tensor on cpu"),

@@ -9,11 +9,10 @@ format         layer                                           chosen for
 ============== =============================================== ==========================
 sparse         ``SparseLinear.from_dense(linear)``             sparse weights, no quantize
 sparse_int8_dynamic ``SparseLinear.from_dense(linear,          sparse weights + int8_dynamic
-               values_dtype=torch.int8,
-               activations="int8_dynamic")``
+               scheme="int8_dynamic")``
 sparse_int8    ``SparseLinear.from_dense(linear,               sparse weights + int8_dynamic
                values_dtype=torch.int8)``                      or int8_weight_only
-int8_dynamic   ``Int8Linear.from_dense(linear, mode=...)``     quantize='int8_dynamic'
+int8_dynamic   ``Int8Linear.from_dense(linear, scheme=...)``   quantize='int8_dynamic'
 int8_weight_only                                               quantize='int8_weight_only'
 int8_static                                                    quantize='int8_static'
 ============== =============================================== ==========================
@@ -110,8 +109,8 @@ def _int8_weight_only(cls: type, linear: nn.Linear, _: ActivationRange | None) -
 def _int8_static(cls: type, linear: nn.Linear, activation: ActivationRange | None) -> nn.Module:
     if activation is None:
         raise ValueError("no calibrated activation range for this layer")
-    return cls.from_dense(linear, scheme="int8_static", activation_scale=activation.scale,
-                          activation_zero_point=activation.zero_point)
+    return cls.from_dense(linear, scheme="int8_static", activation_scale=activation.activation_scale,
+                          activation_zero_point=activation.activation_zero_point)
 
 
 def _candidates(sparse: bool, quantize: str | None) -> list[str]:

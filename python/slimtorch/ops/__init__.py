@@ -25,7 +25,7 @@ from slimtorch.ops.qgemm import (
     qlinear_static,
     qlinear_weight_only,
 )
-from slimtorch.ops.quantize import choose_qparams, dequantize, quantize
+from slimtorch.ops.quantize import MIN_SCALE, choose_qparams, dequantize, quantize
 from slimtorch.ops.select import magnitude_masks, magnitude_threshold
 from slimtorch.ops.spmm import (
     VALUE_DTYPES,
@@ -44,6 +44,7 @@ __all__ = [
     "prune_mask",
     "threshold_",
     # quantize
+    "MIN_SCALE",
     "choose_qparams",
     "dequantize",
     "quantize",

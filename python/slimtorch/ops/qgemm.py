@@ -38,7 +38,6 @@ registered by :mod:`slimtorch.ops.backends`.
 from __future__ import annotations
 
 import math
-import numbers
 import struct
 from typing import NamedTuple
 
@@ -202,8 +201,7 @@ def _check_weight(name: str, weight: object, device: torch.device) -> PackedInt8
     check_tensor(f"{name}.packed", packed, (torch.int8,))
     check_tensor(f"{name}.scale", scale, (torch.float32,))
     check_tensor(f"{name}.colsum", colsum, (torch.int32,))
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise TypeError(f"{name}.in_features: expected a non-negative int, got {k!r}")
+    check_int(f"{name}.in_features", k, minimum=0)
     n = scale.shape[0] if scale.dim() == 1 else -1
     if scale.dim() != 1 or tuple(colsum.shape) != (n,):
         raise ValueError(f"{name}: expected scale and colsum of shape (N,), got {tuple(scale.shape)} and {tuple(colsum.shape)}")

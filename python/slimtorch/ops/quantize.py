@@ -40,12 +40,15 @@ import math
 import torch
 
 from slimtorch import _native
-from slimtorch._checks import check_axis, check_float_tensor, check_tensor
+from slimtorch._checks import check_axis, check_bool, check_float_tensor, check_qdtype, check_tensor
 
-__all__ = ["choose_qparams", "dequantize", "quantize"]
+__all__ = ["choose_qparams", "dequantize", "quantize", "MIN_SCALE"]
 
 # The module: slimtorch.reference.quantize is also the name of its function.
 _reference = importlib.import_module("slimtorch.reference.quantize")
+# The smallest scale choose_qparams returns: the rule's one home is the
+# reference (and, in C++, csrc/include/slimtorch/quantize.h).
+MIN_SCALE = _reference.MIN_SCALE
 
 _QTYPE_CODES = {torch.int8: 0, torch.uint8: 1}
 _QRANGE = _reference.QRANGE
@@ -237,12 +240,6 @@ if _native.cuda is not None:
 
 # ---- argument validation ----------------------------------------------------------
 
-def _check_qdtype(name: str, dtype: object) -> torch.dtype:
-    if dtype not in _QTYPE_CODES:
-        raise TypeError(f"{name}: expected torch.int8 or torch.uint8, got {dtype}")
-    return dtype
-
-
 def _check_qparams(
     reference_name: str, x: torch.Tensor, scale: object, zero_point: object, axis: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,12 +301,6 @@ def _run(cpu_kernel, op, source: torch.Tensor, scale: torch.Tensor, zero_point: 
     return result if out is None else out.copy_(result)
 
 
-def _check_flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
-    return value
-
-
 # ---- public API ---------------------------------------------------------------------
 
 def choose_qparams(
@@ -344,8 +335,8 @@ def choose_qparams(
     """
     check_float_tensor("x", x)
     axis = check_axis("axis", axis, x.dim())
-    symmetric = _check_flag("symmetric", symmetric)
-    dtype = _check_qdtype("dtype", dtype)
+    symmetric = check_bool("symmetric", symmetric)
+    dtype = check_qdtype("dtype", dtype)
     return _choose_qparams_op(x, axis, symmetric, dtype)
 
 
@@ -381,7 +372,7 @@ def quantize(
     """
     check_float_tensor("x", x)
     axis = check_axis("axis", axis, x.dim())
-    dtype = _check_qdtype("dtype", dtype)
+    dtype = check_qdtype("dtype", dtype)
     scale, zero_point = _check_qparams("x", x, scale, zero_point, axis)
     out = _check_out(out, x, dtype)
     return _run(_quantize_cpu, _quantize_op, x, scale, zero_point, axis, dtype, out)
