@@ -85,7 +85,7 @@ def test_existing_zeros_and_min_sparsity(fake_layers):
     report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_dynamic", speed_check=False))
     assert report.swapped == {"0": "int8_dynamic", "2": "sparse_int8_dynamic", "4": "int8_dynamic"}
     assert FakeSparse.built == [{"scheme": "int8_dynamic"}]
-    assert FakeInt8.built == [{"mode": "dynamic"}] * 2
+    assert FakeInt8.built == [{"scheme": "int8_dynamic"}] * 2
     model = make_mlp()
     report = slimtorch.compress_(model, slimtorch.CompressConfig(speed_check=False))
     assert report.swapped == {} and "nothing to do" in report.dense["0"]
