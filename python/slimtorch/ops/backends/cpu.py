@@ -8,13 +8,17 @@ torch and passes raw addresses. The native module picks the ISA path
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
 
 from slimtorch import _native
-from slimtorch.ops import qgemm, spmm
+from slimtorch.ops import qgemm, select, spmm, threshold
 from slimtorch.ops._registry import register_cpu
+
+# The module (slimtorch.ops.quantize is also the name of a function of slimtorch.ops).
+quantize = importlib.import_module("slimtorch.ops.quantize")
 
 
 def _rows(x: torch.Tensor, width: int) -> tuple[torch.Tensor, int]:
@@ -131,3 +135,62 @@ def _(x, packed, w_scale, bias):
                                     0 if bias is None else bias.data_ptr(), n, y.data_ptr(), n,
                                     _native.num_threads())
     return y.reshape(*x.shape[:-1], n).to(x.dtype)
+
+
+# ---- threshold ----------------------------------------------------------------------------
+
+@register_cpu(threshold._threshold_op)
+def _(w, value):
+    # The kernel walks a dense buffer; a strided view is thresholded through a copy.
+    dense = w if w.is_contiguous() else w.contiguous()
+    kept = _native.cpu.threshold_(dense.data_ptr(), _native.dtype_code(w.dtype), dense.numel(), value,
+                                  _native.num_threads())
+    if dense is not w:
+        w.copy_(dense)
+    return torch.tensor(kept, dtype=torch.int64)
+
+
+@register_cpu(threshold._prune_mask_op)
+def _(w, value):
+    dense = w.contiguous()
+    keep = torch.empty(w.shape, dtype=torch.bool)
+    _native.cpu.prune_mask(dense.data_ptr(), _native.dtype_code(w.dtype), dense.numel(), value,
+                           keep.data_ptr(), _native.num_threads())
+    return keep
+
+
+# ---- select -------------------------------------------------------------------------------
+
+@register_cpu(select._threshold_op)
+def _(tensors, sparsity):
+    dense, data, dtypes, sizes, k = select._native_arguments(tensors, sparsity)
+    value, _, _ = _native.cpu.magnitude_select(data, dtypes, sizes, k, _native.num_threads())
+    del dense  # kept alive until the kernel returned
+    return torch.tensor(value, dtype=torch.float32)
+
+
+@register_cpu(select._masks_op)
+def _(tensors, sparsity):
+    dense, data, dtypes, sizes, k = select._native_arguments(tensors, sparsity)
+    keep = [torch.empty(t.shape, dtype=torch.bool) for t in tensors]
+    _native.cpu.magnitude_masks(data, dtypes, sizes, k, [m.data_ptr() for m in keep], _native.num_threads())
+    del dense  # kept alive until the kernel returned
+    return keep
+
+
+# ---- quantize: the eager path's kernels, also behind the ops ----------------------------------
+
+@register_cpu(quantize._choose_qparams_op)
+def _(x, axis, symmetric, dtype):
+    dense = x.contiguous()
+    shape = quantize._qparam_shape(x.shape, axis)
+    scale = torch.empty(shape, dtype=torch.float32)
+    zero_point = torch.empty(shape, dtype=torch.int32)
+    _native.cpu.choose_qparams(dense.data_ptr(), _native.dtype_code(x.dtype), *quantize._view(x.shape, axis),
+                               symmetric, quantize._QTYPE_CODES[dtype], scale.data_ptr(), zero_point.data_ptr(),
+                               _native.num_threads())
+    return scale, zero_point
+
+
+register_cpu(quantize._quantize_op)(quantize._quantize_cpu)
+register_cpu(quantize._dequantize_op)(quantize._dequantize_cpu)

@@ -4,12 +4,55 @@ the only production module that imports ``slimtorch.reference``."""
 
 from __future__ import annotations
 
+import importlib
 import math
 
+import torch
+
 from slimtorch import reference
-from slimtorch.ops import qgemm, spmm
+from slimtorch.ops import qgemm, select, spmm, threshold
 from slimtorch.ops._registry import register_fallback
+
+# The module (slimtorch.ops.quantize is also the name of a function of slimtorch.ops).
+quantize = importlib.import_module("slimtorch.ops.quantize")
+ref_quantize = importlib.import_module("slimtorch.reference.quantize")
 from slimtorch.reference import qgemm as ref_qgemm
+
+# ---- threshold, select ---------------------------------------------------------------------
+
+register_fallback(threshold._threshold_op,
+                  lambda w, value: torch.tensor(reference.threshold_(w, value), dtype=torch.int64))
+register_fallback(threshold._prune_mask_op, reference.prune_mask)
+
+
+def _magnitude_threshold(tensors, sparsity):
+    # NaN (not an exception) for a NaN input, as the device kernels report it.
+    if any(bool(t.isnan().any()) for t in tensors):
+        value = math.nan
+    else:
+        value = reference.magnitude_threshold(tensors, sparsity)
+    return torch.tensor(value, dtype=torch.float32, device=tensors[0].device)
+
+
+register_fallback(select._threshold_op, _magnitude_threshold)
+register_fallback(select._masks_op, reference.magnitude_masks)
+
+
+# ---- quantize: the value checks the CPU kernels run natively -------------------------------
+
+def _quantize(x, scale, zero_point, axis, dtype):
+    quantize._check_qparam_values(scale, zero_point, dtype)
+    return ref_quantize.quantize(x, scale, zero_point, axis, dtype)
+
+
+def _dequantize(q, scale, zero_point, axis, dtype):
+    quantize._check_qparam_values(scale, zero_point, q.dtype)
+    return ref_quantize.dequantize(q, scale, zero_point, axis, dtype)
+
+
+register_fallback(quantize._choose_qparams_op, ref_quantize.choose_qparams)
+register_fallback(quantize._quantize_op, _quantize)
+register_fallback(quantize._dequantize_op, _dequantize)
 
 # ---- spmm ---------------------------------------------------------------------------------
 
