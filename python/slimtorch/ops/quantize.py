@@ -124,7 +124,7 @@ def _quantize_cpu(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     """The native CPU kernel (the eager path, and the registered CPU kernel),
     into ``out`` (checked by the caller) or a new tensor."""
     dense, scale, zero_point = x.contiguous(), scale.contiguous(), zero_point.contiguous()
-    q = torch.empty_like(dense, dtype=dtype) if out is None else out  # empty_like: ~1 us less than empty(shape)
+    q = torch.empty_like(dense, dtype=dtype) if out is None else out  # empty_like: cheaper than empty(shape)
     _native.cpu.quantize(
         dense.data_ptr(), _native.dtype_code(x.dtype), *_view(x.shape, axis), axis is not None,
         scale.data_ptr(), zero_point.data_ptr(), _QTYPE_CODES[dtype], q.data_ptr(), _native.num_threads(),

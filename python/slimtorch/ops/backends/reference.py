@@ -1,6 +1,8 @@
 """The pure-torch reference (:mod:`slimtorch.reference`) registered once per
 op as the fallback for every device without a loaded native kernel. This is
-the only production module that imports ``slimtorch.reference``."""
+the only production module that runs reference ops; besides it,
+``slimtorch.ops.quantize`` reads the quantization constants (minimum scale,
+integer ranges) from their one Python home, ``slimtorch.reference.quantize``."""
 
 from __future__ import annotations
 
