@@ -447,25 +447,24 @@ def test_compile_fullgraph(mode):
     assert torch.equal(compiled(x), f(x))
 
 
-# ---- CUDA (runs where a GPU and the CUDA kernels exist) --------------------------------------
+# ---- every device (cpu, and cuda where a GPU and the CUDA kernels exist) --------------------
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("m, k, n", SHAPES)
-def test_cuda_matches_cpu(m, k, n):
+def test_every_device_matches_reference(device, m, k, n):
     x, _, b, q, w_scale, weight = _case(m, k, n)
-    cuda_weight = ops.PackedInt8Weight(*(t.cuda() for t in weight[:3]), weight.in_features)
-    xc, bc = x.cuda(), b.cuda()
-    # Integer stages bit-exact with the CPU kernels and the reference.
-    for got, expected in zip(ops.qgemm_quantize_rows(xc), ops.qgemm_quantize_rows(x)):
+    device_weight = ops.PackedInt8Weight(*(t.to(device) for t in weight[:3]), weight.in_features)
+    xc, bc = x.to(device), b.to(device)
+    # Integer stages bit-exact with the reference.
+    for got, expected in zip(ops.qgemm_quantize_rows(xc), ref.quantize_rows(x)):
         assert torch.equal(got.cpu().nan_to_num(), expected.nan_to_num())
     a = torch.randint(0, 256, (m, k), dtype=torch.uint8)
-    assert torch.equal(ops.qgemm_s32(a.cuda(), cuda_weight).cpu(), ref.qgemm_s32(a, q))
-    y = ops.qlinear_dynamic(xc, cuda_weight, bc).cpu()
+    assert torch.equal(ops.qgemm_s32(a.to(device), device_weight).cpu(), ref.qgemm_s32(a, q))
+    y = ops.qlinear_dynamic(xc, device_weight, bc).cpu()
     _assert_epilogue_close(y, ref.qlinear_dynamic(x, q, w_scale, b), _epilogue_terms(x, q, w_scale, b), b)
-    y = ops.qlinear_static(xc, cuda_weight, 0.05, 128, bc).cpu()
+    y = ops.qlinear_static(xc, device_weight, 0.05, 128, bc).cpu()
     _assert_epilogue_close(y, ref.qlinear_static(x, q, w_scale, b, 0.05, 128),
                            _epilogue_terms(x, q, w_scale, b, (0.05, 128)), b)
-    y = ops.qlinear_weight_only(xc, cuda_weight, bc).cpu()
+    y = ops.qlinear_weight_only(xc, device_weight, bc).cpu()
     exact = (x.double() @ q.double().T) * w_scale.double() + b.double()
     bound = (k + 4) * EPS * (x.abs().double() @ q.abs().double().T) * w_scale.double() + 4 * EPS * b.abs().double()
     assert bool(((y.double() - exact).abs() <= bound + 1e-30).all())
