@@ -230,8 +230,6 @@ class Int8Linear(nn.Module):
             raise ValueError(f"input: expected shape [..., {self.in_features}], got {tuple(x.shape)}")
         if x.dtype not in FLOAT_DTYPES:
             raise TypeError(f"input: expected dtype float32, float16 or bfloat16, got {x.dtype}")
-        if x.device != weight.packed.device:
-            raise ValueError(f"input: expected a tensor on {weight.packed.device} (the layer's device), got {x.device}")
         scheme = self.scheme
         if scheme == INT8_DYNAMIC:
             return ops.qlinear_dynamic(x, weight, bias)

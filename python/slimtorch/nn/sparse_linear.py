@@ -318,15 +318,15 @@ class SparseLinear(nn.Module):
         """``x``: ``[..., in_features]`` float32/float16/bfloat16 on the layer's
         device. Returns ``[..., out_features]`` in ``x.dtype``."""
         weight, max_batch, dense = self._state  # one read: a consistent state even while another thread reloads
-        in_features = self.in_features
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-        if x.dim() < 1 or x.shape[-1] != in_features:
-            raise ValueError(f"x: expected shape [..., {in_features}], got {tuple(x.shape)}")
         bias = self._parameters.get("bias")
-        if bias is not None and bias.dtype != x.dtype and x.dtype in FLOAT_DTYPES:
+        if bias is not None and bias.dtype is not x.dtype and x.dtype in FLOAT_DTYPES:
             bias = bias.to(x.dtype)
-        if max_batch != math.inf:
+        if dense is not None:  # a dense fallback exists: above the break-even batch it runs
+            in_features = self.in_features
+            if x.dim() < 1 or x.shape[-1] != in_features:
+                raise ValueError(f"x: expected shape [..., {in_features}], got {tuple(x.shape)}")
             batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
             if batch > max_batch:
                 if x.dtype not in FLOAT_DTYPES:

@@ -175,12 +175,31 @@ class PackedInt8Weight(_PackedFields):
     Treat the tensors as read-only.
     """
 
-    # Set by qgemm_pack_weight: validated, plain CPU tensors the eager path may read.
-    _eager = False
+    # Set by qgemm_pack_weight on a validated weight of plain CPU tensors: the
+    # eager path's kernel arguments (addresses into this object's tensors, which
+    # it keeps alive; a copy made by pickling or copy.copy drops them).
+    _native_args = None
+
+    def __reduce__(self):
+        return _restore, tuple(self)
 
     @property
     def out_features(self) -> int:
         return self.scale.shape[0]
+
+
+def _restore(packed: torch.Tensor, scale: torch.Tensor, colsum: torch.Tensor, in_features: int) -> PackedInt8Weight:
+    """A copied weight (pickle, copy.deepcopy), validated again, with its own kernel arguments."""
+    weight = _check_weight("weight", PackedInt8Weight(packed, scale, colsum, in_features), packed.device)
+    _set_native_args(weight)
+    return weight
+
+
+def _set_native_args(weight: PackedInt8Weight) -> None:
+    n, k = weight.scale.shape[0], weight.in_features
+    if eager_cpu(weight.packed, weight.scale, weight.colsum) and k > 0:
+        weight._native_args = (weight.packed.data_ptr(), weight.scale.data_ptr(), weight.colsum.data_ptr(),
+                               n, k, (n,))
 
 
 class ActivationQParams(NamedTuple):
@@ -318,7 +337,7 @@ def qgemm_pack_weight(q: torch.Tensor, scale: torch.Tensor) -> PackedInt8Weight:
     packed = padded.view(n_pad // BLOCK_N, BLOCK_N, k_pad // GROUP_K, GROUP_K).permute(0, 2, 1, 3).contiguous()
     weight = PackedInt8Weight(packed, scale.detach().clone(memory_format=torch.contiguous_format),
                               q.sum(dim=1, dtype=torch.int32), k)
-    weight._eager = eager_cpu(weight.packed, weight.scale, weight.colsum)
+    _set_native_args(weight)
     return weight
 
 
@@ -366,33 +385,35 @@ def qgemm_s32(a: torch.Tensor, weight: PackedInt8Weight) -> torch.Tensor:
     return _qgemm_s32_op(a, weight.packed, weight.out_features)
 
 
-def _eager_ok(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> bool:
-    """The eager CPU path applies: a validated CPU weight, an input of its
-    width and a float32 bias of its height."""
-    return (getattr(weight, "_eager", False) and eager_cpu_float32(x, bias) and x.dim() >= 1
-            and x.shape[-1] == weight.in_features and weight.in_features > 0
-            and (bias is None or bias.shape == weight.colsum.shape))
+def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> tuple | None:
+    """The weight's kernel arguments when the eager CPU path applies: a
+    validated CPU weight, an input of its width and a float32 bias of its
+    height; else None."""
+    args = getattr(weight, "_native_args", None)
+    if args is None or not eager_cpu_float32(x, bias) or x.dim() < 1 or x.shape[-1] != args[4] \
+            or (bias is not None and bias.shape != args[5]):
+        return None
+    return args
 
 
-def _eager_linear(x: torch.Tensor, weight: PackedInt8Weight, bias: torch.Tensor | None,
+def _eager_linear(x: torch.Tensor, weight: PackedInt8Weight, args: tuple, bias: torch.Tensor | None,
                   scheme: str, activation: ActivationQParams | None) -> torch.Tensor:
     """The native kernel on x's memory; ``weight`` (a local reference) keeps
-    the packed tensors alive until the kernel returns."""
-    k = weight.in_features
-    n = weight.colsum.shape[0]
+    the tensors ``args`` points into alive until the kernel returns."""
+    packed, scale, colsum, n, k, _ = args
     x2 = x if x.dim() == 2 else x.reshape(-1, k)
     m = x2.shape[0]
     y = torch.empty(m, n)
     bias_ptr = 0 if bias is None else bias.data_ptr()
     if scheme == "int8_weight_only":
-        _native.cpu.qlinear_weight_only(x2.data_ptr(), m, k, k, weight.packed.data_ptr(), weight.scale.data_ptr(),
-                                        bias_ptr, n, y.data_ptr(), n, torch.get_num_threads())
+        _native.cpu.qlinear_weight_only(x2.data_ptr(), m, k, k, packed, scale, bias_ptr, n, y.data_ptr(), n,
+                                        torch.get_num_threads())
+    elif activation is None:
+        _native.cpu.qlinear_u8s8(x2.data_ptr(), m, k, k, packed, scale, colsum, bias_ptr, n, y.data_ptr(), n,
+                                 False, 1.0, 0, torch.get_num_threads())
     else:
-        static = activation is not None
-        _native.cpu.qlinear_u8s8(x2.data_ptr(), m, k, k, weight.packed.data_ptr(), weight.scale.data_ptr(),
-                                 weight.colsum.data_ptr(), bias_ptr, n, y.data_ptr(), n, static,
-                                 activation.scale if static else 1.0, activation.zero_point if static else 0,
-                                 torch.get_num_threads())
+        _native.cpu.qlinear_u8s8(x2.data_ptr(), m, k, k, packed, scale, colsum, bias_ptr, n, y.data_ptr(), n,
+                                 True, activation[0], activation[1], torch.get_num_threads())
     return y if x.dim() == 2 else y.view(*x.shape[:-1], n)
 
 
@@ -408,8 +429,9 @@ def qlinear_dynamic(x: torch.Tensor, weight: PackedInt8Weight, bias: torch.Tenso
         ``[..., N]`` in x's dtype (computed in float32). A row of x with NaN/Inf
         gives a NaN output row.
     """
-    if _eager_ok(x, weight, bias) and x.shape[-1] <= MAX_K:
-        return _eager_linear(x, weight, bias, "int8_dynamic", None)
+    args = _eager_args(x, weight, bias)
+    if args is not None and args[4] <= MAX_K:
+        return _eager_linear(x, weight, args, bias, "int8_dynamic", None)
     x, weight = _check_input("x", x, FLOAT_DTYPES, weight, True)
     bias = _check_bias(bias, weight.out_features, x.device)
     return _dynamic_op(x, weight.packed, weight.scale, weight.colsum, bias)
@@ -422,13 +444,15 @@ def qlinear_static(x: torch.Tensor, weight: PackedInt8Weight, activation_scale: 
     ``activation_scale`` (> 0) and ``activation_zero_point`` (uint8, [0, 255]);
     otherwise as :func:`qlinear_dynamic`. ``x_scale`` / ``x_zero_point``:
     deprecated aliases."""
-    activation_scale = deprecated_alias("x_scale", x_scale, "activation_scale", activation_scale, None)
-    activation_zero_point = deprecated_alias("x_zero_point", x_zero_point, "activation_zero_point",
-                                             activation_zero_point, None)
+    if x_scale is not None or x_zero_point is not None:
+        activation_scale = deprecated_alias("x_scale", x_scale, "activation_scale", activation_scale, None)
+        activation_zero_point = deprecated_alias("x_zero_point", x_zero_point, "activation_zero_point",
+                                                 activation_zero_point, None)
     if (type(activation_scale) is float and type(activation_zero_point) is int
-            and MIN_ACTIVATION_SCALE <= activation_scale <= _MAX_FLOAT32 and 0 <= activation_zero_point <= 255
-            and _eager_ok(x, weight, bias) and x.shape[-1] <= MAX_K):
-        return _eager_linear(x, weight, bias, "int8_static", ActivationQParams(activation_scale, activation_zero_point))
+            and MIN_ACTIVATION_SCALE <= activation_scale <= _MAX_FLOAT32 and 0 <= activation_zero_point <= 255):
+        args = _eager_args(x, weight, bias)
+        if args is not None and args[4] <= MAX_K:
+            return _eager_linear(x, weight, args, bias, "int8_static", (activation_scale, activation_zero_point))
     x, weight = _check_input("x", x, FLOAT_DTYPES, weight, True)
     bias = _check_bias(bias, weight.out_features, x.device)
     if activation_scale is None or activation_zero_point is None:
@@ -440,8 +464,9 @@ def qlinear_static(x: torch.Tensor, weight: PackedInt8Weight, activation_scale: 
 def qlinear_weight_only(x: torch.Tensor, weight: PackedInt8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Weight-only int8 linear: ``(x @ q.T) * scale + bias`` summed in float32
     with the int8 weight converted inside the kernel; output in x's dtype."""
-    if _eager_ok(x, weight, bias):
-        return _eager_linear(x, weight, bias, "int8_weight_only", None)
+    args = _eager_args(x, weight, bias)
+    if args is not None:
+        return _eager_linear(x, weight, args, bias, "int8_weight_only", None)
     x, weight = _check_input("x", x, FLOAT_DTYPES, weight, False)
     bias = _check_bias(bias, weight.out_features, x.device)
     return _weight_only_op(x, weight.packed, weight.scale, bias)

@@ -152,7 +152,7 @@ class SparseWeight:
     """
 
     __slots__ = ("row_ptr", "col_idx", "values", "row_scales", "in_features", "out_features", "bitmap",
-                 "_native_args")
+                 "_bias_shape", "_native_args")
 
     def __init__(
         self,
@@ -204,6 +204,7 @@ class SparseWeight:
         self.in_features = in_features
         self.out_features = out_features
         self.bitmap = _column_bitmap(self.row_ptr, cols, out_features, in_features)
+        self._bias_shape = (out_features,)
         self._native_args = self._eager_args()
 
     def _eager_args(self) -> tuple | None:
@@ -406,15 +407,26 @@ def _check_linear_args(x: object, weight: object, bias: object) -> None:
             raise ValueError(f"bias: expected device {x.device} (that of x), got {bias.device}")
 
 
-def _eager(kernel, weight: SparseWeight, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _eager(kernel, weight: SparseWeight, args: tuple, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The kernel on x's memory; ``weight`` (a local reference) keeps the
-    packed tensors alive until the kernel returns."""
-    in_features = weight.in_features
+    tensors ``args`` points into alive until the kernel returns."""
+    in_features = args[1]
     batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
-    y = torch.empty(*x.shape[:-1], weight.out_features)
-    kernel(*weight._native_args, x.data_ptr(), batch, in_features, 0 if bias is None else bias.data_ptr(),
-           y.data_ptr(), torch.get_num_threads())
+    y = torch.empty(*x.shape[:-1], args[0])
+    kernel(*args, x.data_ptr(), batch, in_features, 0 if bias is None else bias.data_ptr(), y.data_ptr(),
+           torch.get_num_threads())
     return y
+
+
+def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> tuple | None:
+    """The weight's kernel arguments when the eager CPU path applies, else None."""
+    if type(weight) is not SparseWeight:
+        return None
+    args = weight._native_args
+    if args is None or not eager_cpu_float32(x, bias) or x.dim() < 1 or x.shape[-1] != args[1] \
+            or (bias is not None and bias.shape != weight._bias_shape):
+        return None
+    return args
 
 
 def sparse_linear(x: torch.Tensor, weight: SparseWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -430,10 +442,9 @@ def sparse_linear(x: torch.Tensor, weight: SparseWeight, bias: torch.Tensor | No
         ``[..., out_features]`` in ``x.dtype`` (computed in float32).
         Differentiable with respect to ``x`` and ``bias`` (the weight is frozen).
     """
-    if (type(weight) is SparseWeight and weight._native_args is not None and eager_cpu_float32(x, bias)
-            and x.dim() >= 1 and x.shape[-1] == weight.in_features
-            and (bias is None or bias.shape == (weight.out_features,))):
-        return _eager(_native.cpu.spmm_forward, weight, x, bias)
+    args = _eager_args(x, weight, bias)
+    if args is not None:
+        return _eager(_native.cpu.spmm_forward, weight, args, x, bias)
     _check_linear_args(x, weight, bias)
     return _sparse_linear_op(x, weight.row_ptr, weight.col_idx, weight.values, weight.row_scales, bias,
                              weight.in_features, weight.bitmap)
@@ -447,12 +458,11 @@ def sparse_linear_dynamic(x: torch.Tensor, weight: SparseWeight, bias: torch.Ten
     quantized rows are dequantized and the float kernel runs). A row holding
     NaN or Inf gives a NaN output row. The gradient with respect to ``x``
     passes straight through the rounding."""
-    if (type(weight) is SparseWeight and weight._native_args is not None and eager_cpu_float32(x, bias)
-            and x.dim() >= 1 and x.shape[-1] == weight.in_features
-            and (bias is None or bias.shape == (weight.out_features,))):
+    args = _eager_args(x, weight, bias)
+    if args is not None:
         if _dynamic_kernel_runs(weight, x.numel() // max(weight.in_features, 1)):
-            return _eager(_native.cpu.spmm_forward_dynamic, weight, x, bias)
-        return _eager(_native.cpu.spmm_forward, weight, qgemm_fake_quantize_rows(x), bias)
+            return _eager(_native.cpu.spmm_forward_dynamic, weight, args, x, bias)
+        return _eager(_native.cpu.spmm_forward, weight, args, qgemm_fake_quantize_rows(x), bias)
     _check_linear_args(x, weight, bias)
     if weight.values.dtype != torch.int8:
         raise TypeError(f"weight: the dynamic sparse product needs int8 values, got {weight.values.dtype}")
