@@ -36,8 +36,10 @@ from slimtorch.ops.spmm import (
 )
 from slimtorch.ops.threshold import prune_mask, threshold_
 from slimtorch.ops import backends  # noqa: E402,F401  (registers the kernels)
+from slimtorch._native import build_info  # noqa: E402  (what was built and what runs)
 
 __all__ = [
+    "build_info",
     # threshold, select: magnitude pruning
     "magnitude_masks",
     "magnitude_threshold",
