@@ -279,3 +279,24 @@ def test_int8_forward_while_another_thread_reloads_and_converts(threads, scheme)
         expected = [layer(x) for layer in layers]
     conversions = [lambda m: m.half(), lambda m: m.float(), lambda m: m.to("cpu")]
     _assert_each_is_one_of(_race(layers[0], x, states, conversions), expected)
+
+
+@pytest.mark.parametrize("assign", [False, True])
+def test_loaded_tensors_are_not_aliased(assign):
+    """The layer owns what its kernels read: changing (or resizing) the
+    tensors it was given afterwards changes nothing."""
+    layer, other = _sparse(seed=0), _sparse(seed=1)
+    state = {k: v.clone() for k, v in other.state_dict().items()}
+    layer.load_state_dict(state, assign=assign)
+    before = _snapshot(layer)
+    state["col_idx"].fill_(10_000)
+    state["row_ptr"].resize_(1)
+    state["values"].mul_(100)
+    _assert_unchanged(layer, before)
+    int8 = _int8("int8_dynamic")
+    state = {k: v.clone() for k, v in _int8("int8_dynamic", seed=1).state_dict().items()}
+    int8.load_state_dict(state, assign=assign)
+    before = _snapshot(int8)
+    state["weight_scale"].mul_(100)
+    state["bias"].resize_(1)
+    _assert_unchanged(int8, before)

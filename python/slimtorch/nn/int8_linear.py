@@ -160,7 +160,7 @@ class Int8Linear(nn.Module):
                 raise TypeError(f"weight_int8: expected dtype int8, got {value.dtype}")
             if name in _FLOAT32_BUFFERS and value.dtype not in FLOAT_DTYPES + (torch.float64,):
                 raise TypeError(f"{name}: expected a float dtype, got {value.dtype}")
-            value = value.detach().to(device)
+            value = value.detach().to(device, copy=True)  # the caller keeps no handle on the layer's state
             state[name] = value.float() if name in _FLOAT32_BUFFERS else value
         expected = {"weight_int8": (self.out_features, self.in_features), "weight_scale": (self.out_features,),
                     "bias": (self.out_features,), "activation_scale": (), "activation_zero_point": ()}

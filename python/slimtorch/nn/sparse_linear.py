@@ -262,7 +262,8 @@ class SparseLinear(nn.Module):
         for name, value in replaced.items():
             if value is not None and not isinstance(value, torch.Tensor):
                 raise TypeError(f"{name}: expected a tensor, got {type(value).__name__}")
-            parts[name] = None if value is None else value.detach().to(device)
+            # A copy: the caller keeps no handle on what the kernels read.
+            parts[name] = None if value is None else value.detach().to(device, copy=True)
         return ops.SparseWeight(parts["row_ptr"], parts["col_idx"], parts["values"], parts["row_scales"],
                                 self.in_features)
 
