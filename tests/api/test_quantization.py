@@ -89,7 +89,7 @@ def test_mse_observer_minimizes_quantization_error():
     (0.5, 3.0, False, torch.uint8, (3 / 255, 0)),       # range widened to include 0
     (-2.0, -1.0, False, torch.uint8, (2 / 255, 255)),
     (-1.0, 3.0, True, torch.int8, (3 / 127, 0)),
-    (0.0, 0.0, False, torch.uint8, (2.0**-23, 0)),      # never a zero scale
+    (0.0, 0.0, False, torch.uint8, (reference.MIN_SCALE, 0)),  # never a zero scale
 ])
 def test_observer_qparams(lo, hi, symmetric, dtype, expected):
     obs = slimtorch.MinMaxObserver(symmetric=symmetric, dtype=dtype)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from slimtorch import ops
 from slimtorch.ops import qgemm as qops
+from slimtorch.reference import MIN_SCALE
 from slimtorch.reference import qgemm as ref
 
 EPS = torch.finfo(torch.float32).eps
@@ -66,7 +67,7 @@ def test_weight_quantization_and_packing():
     q, scale = ops.qgemm_quantize_weight(w)
     assert q.dtype == torch.int8 and scale.dtype == torch.float32
     assert q[0].tolist() == [64, -127, 32, 0, 127]  # 63.5 rounds half to even: 64
-    assert q[1].tolist() == [0] * 5 and scale[1] == torch.finfo(torch.float32).eps
+    assert q[1].tolist() == [0] * 5 and scale[1] == MIN_SCALE
     assert q[2, :3].tolist() == [127, -127, 64]
     packed, _, colsum, k = ops.qgemm_pack_weight(q, scale)
     assert packed.shape == (1, 2, 16, 4) and colsum.tolist() == q.sum(1).tolist() and k == 5
@@ -121,7 +122,7 @@ def test_quantize_rows_special_rows(isa):
     a_ref, scale_ref, zp_ref = ref.quantize_rows(x)
     assert torch.equal(a, a_ref) and torch.equal(zp, zp_ref)
     assert torch.equal(scale.isnan(), scale_ref.isnan()) and torch.equal(scale.nan_to_num(), scale_ref.nan_to_num())
-    assert scale[0] == torch.finfo(torch.float32).eps and a[0].sum() == 0
+    assert scale[0] == MIN_SCALE and a[0].sum() == 0
     assert zp[1] == 0 and a[1, 4] == 255 and zp[2] == 255 and a[2, 4] == 0
     assert scale[4:7].isnan().all() and (a[4:7] == 0).all() and (zp[4:7] == 0).all()
     assert torch.isfinite(scale[7]) and a[7, 0] == 255 and a[7, 1] == 0
@@ -392,8 +393,10 @@ def test_bad_static_params(scale, zero_point, error, match):
 def test_static_params_old_names_are_deprecated_aliases():
     args = _good()
     expected = ops.qlinear_static(activation_scale=0.1, activation_zero_point=3, **args)
-    with pytest.warns(DeprecationWarning, match="x_scale is deprecated; use activation_scale"):
+    with pytest.warns(DeprecationWarning) as caught:
         assert torch.equal(ops.qlinear_static(x_scale=0.1, x_zero_point=3, **args), expected)
+    assert [str(w.message) for w in caught] == ["x_scale is deprecated; use activation_scale=0.1",
+                                                 "x_zero_point is deprecated; use activation_zero_point=3"]
     with pytest.raises(TypeError, match="x_scale: deprecated alias of activation_scale"):
         ops.qlinear_static(activation_scale=0.1, x_scale=0.1, activation_zero_point=3, **args)
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slimtorch import ops, reference
+from slimtorch.reference import MIN_SCALE
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions:UserWarning")
 
@@ -142,12 +143,12 @@ def test_zero_size_dims(isa):
         x = torch.empty(shape)
         scale, zero_point = ops.choose_qparams(x, axis=axis, symmetric=False)
         assert scale.shape == (shape[axis],)
-        assert torch.all(scale == torch.finfo(torch.float32).eps)
+        assert torch.all(scale == MIN_SCALE)
         q = ops.quantize(x, scale, zero_point, axis=axis)
         assert q.shape == shape
         assert ops.dequantize(q, scale, zero_point, axis=axis).shape == shape
     scale, zero_point = ops.choose_qparams(torch.empty(0, 5))
-    assert scale.shape == () and float(scale) == torch.finfo(torch.float32).eps and int(zero_point) == 0
+    assert scale.shape == () and float(scale) == MIN_SCALE and int(zero_point) == 0
 
 
 def test_zero_dim_tensor(isa):
