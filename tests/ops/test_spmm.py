@@ -412,6 +412,10 @@ def test_opcheck(values_dtype):
         (_x((1, 10)), dense_enough.row_ptr, dense_enough.col_idx, dense_enough.values,
          dense_enough.row_scales, None, 10, dense_enough.bitmap),
     )
+    if values_dtype == torch.int8:
+        for batch in (3, 40):  # below and above the batch where the integer kernel starts
+            xd = _x((batch, 10)).requires_grad_()
+            torch.library.opcheck(torch.ops.slimtorch.sparse_linear_dynamic.default, (xd, *args, _x((12,)), 10))
 
 
 def test_compile_fullgraph():
