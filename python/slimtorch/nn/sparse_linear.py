@@ -139,8 +139,9 @@ class SparseLinear(nn.Module):
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected a torch.nn.Linear, got {type(linear).__name__}")
-        scheme, values_dtype = _resolve_scheme(scheme, activations, values_dtype or (
-            None if scheme or activations not in (None, "float") else linear.weight.dtype))
+        if values_dtype is None and scheme is None and activations in (None, "float"):
+            values_dtype = linear.weight.dtype  # float values as trained
+        scheme, values_dtype = _resolve_scheme(scheme, activations, values_dtype)
         weight = linear.weight.detach()
         if sparsity is not None:
             sparsity = check_fraction("sparsity", sparsity)
