@@ -1,6 +1,8 @@
 """Shared fixtures. ``isa`` runs a test once per CPU code path this machine
 supports (scalar, avx2, avx512, amx), so every path is checked against the
-reference wherever the suite runs."""
+reference wherever the suite runs; ``device`` runs it once per device with
+kernels here (cpu, and cuda where a GPU and the CUDA kernels exist), and
+``accelerator`` once per non-CPU device (skipped where there is none)."""
 
 from __future__ import annotations
 
@@ -34,4 +36,15 @@ def threads(request: pytest.FixtureRequest):
     torch.set_num_threads(previous)
 
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+ACCELERATORS = ["cuda"] if _native.cuda_usable() else []
+DEVICES = ["cpu"] + ACCELERATORS
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    return torch.device(request.param)
+
+
+@pytest.fixture(params=ACCELERATORS or [pytest.param("none", marks=pytest.mark.skip(reason="no GPU with kernels"))])
+def accelerator(request: pytest.FixtureRequest) -> torch.device:
+    return torch.device(request.param)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+QUANTIZED_DTYPES = (torch.int8, torch.uint8)
 SUPPORTED_DEVICES = ("cpu", "cuda")
 
 
@@ -121,3 +122,10 @@ def check_module(name: str, value: object) -> torch.nn.Module:
     if not isinstance(value, torch.nn.Module):
         raise TypeError(f"{name}: expected a torch.nn.Module, got {type(value).__name__}")
     return value
+
+
+def check_qdtype(name: str, value: object) -> torch.dtype:
+    """A quantized dtype: ``torch.int8`` or ``torch.uint8``."""
+    if value not in QUANTIZED_DTYPES:
+        raise TypeError(f"{name}: expected torch.int8 or torch.uint8, got {value}")
+    return value  # type: ignore[return-value]

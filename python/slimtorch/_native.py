@@ -2,7 +2,8 @@
 
 Only the op layer (``slimtorch.ops``) talks to these modules. Where a native
 module is missing (a build without CUDA, a source checkout that was never
-built) ops fall back to the pure-torch reference with a one-time warning.
+built) ops fall back to the pure-torch reference with a one-time warning
+(registered in ``slimtorch.ops.backends.reference``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["cpu", "cuda", "cuda_usable", "eager_cpu", "num_threads", "dtype_code", "warn_fallback"]
+__all__ = ["cpu", "cuda", "cuda_usable", "num_threads", "dtype_code", "warn_fallback", "build_info"]
 
 
 def _load(name: str) -> tuple[ModuleType | None, str | None]:
@@ -37,21 +38,6 @@ def dtype_code(dtype: torch.dtype) -> int:
 def num_threads() -> int:
     """Threads a native CPU kernel may use: torch's own setting."""
     return torch.get_num_threads()
-
-
-def eager_cpu(*tensors: torch.Tensor) -> bool:
-    """True when an op may call the CPU kernel directly on these tensors'
-    memory instead of going through its ``torch.library`` op: the native module
-    is loaded, every tensor is a plain CPU ``torch.Tensor`` (no subclass such as
-    FakeTensor), and nothing traces the call (``torch.compile``, ``export``, a
-    dispatch mode such as ``make_fx``). The op dispatch alone costs 10-20 us,
-    more than a 1M-element kernel's whole margin."""
-    if cpu is None:
-        return False
-    for t in tensors:  # a plain loop: this runs on every eager call and a generator costs ~0.5 us
-        if type(t) is not torch.Tensor or not t.is_cpu:
-            return False
-    return not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() == 0
 
 
 def cuda_usable() -> bool:

@@ -22,7 +22,7 @@ class CLIError(Exception):
 
 
 def _info(args: argparse.Namespace) -> int:
-    from slimtorch._native import build_info
+    from slimtorch.ops import build_info
 
     for key, value in build_info().items():
         print(f"{key:<20} {value}")

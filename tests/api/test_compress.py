@@ -97,7 +97,7 @@ def test_save_load_compressed_mlp_bit_exact(tmp_path, name):
     assert entry["class"] == CONFIGS[name][1].__name__ and entry["format"] == name
     assert entry["sparsity"] == pytest.approx(0.9 if "sparse" in name else 0.0, abs=0.01)
     if name == "int8_static":
-        assert entry["init"]["x_scale"] == float(model[2].input_scale)
+        assert entry["init"]["activation_scale"] == float(model[2].activation_scale)
 
 
 @pytest.mark.parametrize("name", ["sparse_int8_dynamic", "sparse_int8", "int8_dynamic"])

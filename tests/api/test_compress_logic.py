@@ -30,7 +30,7 @@ class _Stub(nn.Module):
 
     @classmethod
     def from_dense(cls, linear: nn.Linear, **kwargs):
-        if kwargs.get("mode") == "static" and kwargs.get("x_scale", 1) <= 0:
+        if kwargs.get("scheme") == "int8_static" and kwargs.get("activation_scale", 1) <= 0:
             raise ValueError("bad scale")
         return cls(linear, **kwargs)
 
@@ -84,8 +84,8 @@ def test_existing_zeros_and_min_sparsity(fake_layers):
     slimtorch.prune_(model, 0.6, scope="layer", filter_fn=lambda m, n: n == "2")
     report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_dynamic", speed_check=False))
     assert report.swapped == {"0": "int8_dynamic", "2": "sparse_int8_dynamic", "4": "int8_dynamic"}
-    assert FakeSparse.built == [{"values_dtype": torch.int8, "activations": "int8_dynamic"}]
-    assert FakeInt8.built == [{"mode": "dynamic"}] * 2
+    assert FakeSparse.built == [{"scheme": "int8_dynamic"}]
+    assert FakeInt8.built == [{"scheme": "int8_dynamic"}] * 2
     model = make_mlp()
     report = slimtorch.compress_(model, slimtorch.CompressConfig(speed_check=False))
     assert report.swapped == {} and "nothing to do" in report.dense["0"]
@@ -133,8 +133,8 @@ def test_static_needs_calibration(fake_layers):
                                  calibration=data)
     assert report.swapped == {"0": "int8_static", "2": "int8_static", "4": "int8_static"}
     ranges = slimtorch.calibrate(make_mlp(), data)
-    assert FakeInt8.built[0] == {"mode": "static", "x_scale": ranges["0"].scale,
-                                 "x_zero_point": ranges["0"].zero_point}
+    assert FakeInt8.built[0] == {"scheme": "int8_static", "activation_scale": ranges["0"].activation_scale,
+                                 "activation_zero_point": ranges["0"].activation_zero_point}
     model = make_mlp()
     report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_static", speed_check=False),
                                  calibration={"0": ranges["0"]})

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import slimtorch
+from slimtorch import reference
 from slimtorch.api.quantization import QATLinear
 from _api_models import bert_input, make_bert, make_mlp
 
@@ -88,7 +89,7 @@ def test_mse_observer_minimizes_quantization_error():
     (0.5, 3.0, False, torch.uint8, (3 / 255, 0)),       # range widened to include 0
     (-2.0, -1.0, False, torch.uint8, (2 / 255, 255)),
     (-1.0, 3.0, True, torch.int8, (3 / 127, 0)),
-    (0.0, 0.0, False, torch.uint8, (2.0**-23, 0)),      # never a zero scale
+    (0.0, 0.0, False, torch.uint8, (reference.MIN_SCALE, 0)),  # never a zero scale
 ])
 def test_observer_qparams(lo, hi, symmetric, dtype, expected):
     obs = slimtorch.MinMaxObserver(symmetric=symmetric, dtype=dtype)
@@ -110,7 +111,7 @@ def test_observer_bad_input(make, x, error, match):
 
 
 @pytest.mark.parametrize("make, error, match", [
-    (lambda: slimtorch.MinMaxObserver(dtype=torch.float32), ValueError, "dtype"),
+    (lambda: slimtorch.MinMaxObserver(dtype=torch.float32), TypeError, "dtype"),
     (lambda: slimtorch.MinMaxObserver(symmetric=1), TypeError, "symmetric"),
     (lambda: slimtorch.MovingAverageMinMaxObserver(averaging_constant=0), ValueError, "averaging_constant"),
     (lambda: slimtorch.MovingAverageMinMaxObserver(averaging_constant=2), ValueError, "averaging_constant"),
@@ -139,7 +140,7 @@ def test_calibrate_collects_linear_input_ranges():
         assert (r.min, r.max) == (float(x.min()), float(x.max()))
         obs = slimtorch.MinMaxObserver()
         obs(x)
-        assert (r.scale, r.zero_point) == obs.calculate_qparams()
+        assert (r.activation_scale, r.activation_zero_point) == obs.calculate_qparams()
     only_first = slimtorch.calibrate(model, data, filter_fn=lambda m, n: n == "0", max_batches=1,
                                      observer=functools.partial(slimtorch.PercentileObserver, percentile=99.9))
     assert set(only_first) == {"0"} and only_first["0"].max <= float(data[0].max())
@@ -169,8 +170,10 @@ def test_calibrate_bad_arguments(kwargs, error, match):
 
 
 def _fq_weight(w):
-    scale = (w.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
-    return torch.clamp(torch.round(w / scale[:, None]), -127, 127) * scale[:, None]
+    """The reference rules: symmetric int8 per output channel, dequantized."""
+    scale, zero_point = reference.choose_qparams(w, 0, True, torch.int8)
+    return reference.dequantize(reference.quantize(w, scale, zero_point, 0, torch.int8), scale, zero_point, 0,
+                                torch.float32)
 
 
 def test_prepare_qat_swaps_and_fake_quantizes_with_ste():
@@ -204,16 +207,41 @@ def test_prepare_qat_swaps_and_fake_quantizes_with_ste():
 
 
 def _fake_row(x):
-    lo, hi = x.amin(1).clamp(max=0), x.amax(1).clamp(min=0)
-    scale = (hi / 255 - lo / 255)
-    zp = torch.round(-lo / scale).clamp(0, 255)
-    q = torch.clamp(torch.round(x / scale[:, None]) + zp[:, None], 0, 255)
-    return (q - zp[:, None]) * scale[:, None]
+    """The reference rows of the dynamic scheme, dequantized."""
+    codes, scale, zero_point = reference.qgemm.quantize_rows(x)
+    return (codes.float() - zero_point[:, None].float()) * scale[:, None]
+
+
+def test_qat_fake_quantization_is_exactly_int8_linear():
+    """QAT rounds weights and activations by the same rules as the kernels:
+    the converted Int8Linear's weights are QAT's fake-quantized weights, bit for bit."""
+    model = make_mlp()
+    slimtorch.prepare_qat_(model)
+    layer = model[0]
+    w_fq = layer.weight.detach()
+    x = torch.randn(7, 12) * 3
+    with torch.no_grad():
+        y = layer(x)
+        assert torch.equal(_fake_row(x), slimtorch.ops.qgemm_fake_quantize_rows(x))
+        expected = nn.functional.linear(_fake_row(x), _fq_weight(w_fq), layer.bias)
+        assert torch.equal(y, expected)
+    slimtorch.convert_qat_(model)
+    converted = model[0].to_dense().weight
+    assert torch.equal(converted, _fq_weight(w_fq))
+    zero = torch.zeros(3, 5)  # an all-zero channel gets the minimum scale, not FLT_MIN
+    assert torch.equal(reference.choose_qparams(zero, 0, True, torch.int8)[0], torch.full((3,), slimtorch.ops.MIN_SCALE))
+
+
+def test_prepare_qat_old_activation_spelling_is_a_deprecated_alias():
+    model = make_mlp()
+    with pytest.warns(DeprecationWarning, match="activation is deprecated; use scheme='int8_static'"):
+        slimtorch.prepare_qat_(model, activation="static")
+    assert model[0].scheme == "int8_static" and model[0].activation == "static"
 
 
 def test_qat_static_observer_updates_only_in_training():
     model = make_mlp()
-    slimtorch.prepare_qat_(model, activation="static", filter_fn=lambda m, n: n == "0")
+    slimtorch.prepare_qat_(model, scheme="int8_static", filter_fn=lambda m, n: n == "0")
     assert isinstance(model[0], QATLinear) and type(model[2]) is nn.Linear
     model.eval()
     with pytest.raises(RuntimeError, match="saw no data"):
@@ -228,7 +256,8 @@ def test_qat_static_observer_updates_only_in_training():
 
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(model=3), TypeError, "model"),
-    (dict(activation="per_tensor"), ValueError, "activation"),
+    (dict(scheme="int8_weight_only"), ValueError, "scheme"),
+    (dict(scheme="per_tensor"), ValueError, "scheme"),
     (dict(filter_fn="x"), TypeError, "filter_fn"),
     (dict(filter_fn=lambda m, n: False), ValueError, "model"),
 ])

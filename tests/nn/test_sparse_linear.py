@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from slimtorch import _native, ops
 from slimtorch.nn import SparseLinear
-from slimtorch.nn import sparse_linear as sparse_linear_module
 
 
 def _linear(in_f: int, out_f: int, bias: bool = True, seed: int = 0) -> nn.Linear:
@@ -145,25 +146,50 @@ def test_compile_fullgraph():
 def test_dense_fallback_above_break_even():
     linear = _linear(40, 30)
     layer = SparseLinear.from_dense(linear, sparsity=0.0)  # density 1: dense always wins
-    assert layer._sparse_max_batch == 0
-    assert "_dense_weight" not in layer.state_dict()
+    assert layer._state[1] == 0
+    assert set(layer.state_dict()) == {"row_ptr", "col_idx", "values", "bias"}
     x = _x(4, 40)
     with torch.no_grad():
         assert torch.equal(layer(x), linear(x))
     sparse = SparseLinear.from_dense(linear, sparsity=0.95)
-    assert sparse._sparse_max_batch == math.inf
-    assert not hasattr(sparse, "_dense_weight")
+    assert sparse._state[1] == math.inf and sparse._state[2] is None
+
+
+def test_dispatch_knob_forces_sparse_or_dense():
+    linear = _linear(40, 30)
+    layer = SparseLinear.from_dense(linear, sparsity=0.0)
+    x = _x(4, 40)
+    with torch.no_grad():
+        dense = layer(x)
+        layer.dispatch = "sparse"
+        sparse = layer(x)
+        weight = layer.packed()
+        assert torch.equal(sparse, ops.sparse_linear(x, weight, layer.bias))
+        torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-5)
+        layer.dispatch = "dense"
+        assert torch.equal(layer(x), dense)
+    with pytest.raises(ValueError, match="dispatch: expected one of 'auto', 'sparse', 'dense'"):
+        layer.dispatch = "fast"
+    assert layer.dispatch == "dense"
+
+
+def _break_even(monkeypatch, data):
+    monkeypatch.setattr(ops.spmm, "_break_even_data", lambda: data)
+
+
+def _entry(tables, cached=16 << 20):
+    return {"measured_on": "test", "cached_weight_bytes": cached, "tables": tables}
 
 
 def test_break_even_table_rule(monkeypatch):
-    table = {
-        ("float", "cached"): ((1, 0.6), (16, 0.4), (128, 0.2)),
-        ("int8", "cached"): ((1, 0.7), (16, 0.7), (128, 0.7)),
-        ("float", "large"): ((1, 0.9), (16, 0.9), (128, 0.9)),
-        ("int8", "large"): ((1, 0.9), (16, 0.9), (128, 0.9)),
+    tables = {
+        "float/cached": [[1, 0.6], [16, 0.4], [128, 0.2]],
+        "int8/cached": [[1, 0.7], [16, 0.7], [128, 0.7]],
+        "float/large": [[1, 0.9], [16, 0.9], [128, 0.9]],
+        "int8/large": [[1, 0.9], [16, 0.9], [128, 0.9]],
     }
-    monkeypatch.setattr(sparse_linear_module, "BREAK_EVEN_DENSITY", table)
-    rule = sparse_linear_module._sparse_max_batch
+    _break_even(monkeypatch, {"schema": 1, "default": "any", "paths": {"any": _entry(tables)}, "aliases": {}})
+    rule = ops.sparse_max_batch
     small, large = 100 * 100, 4096 * 4096
     assert rule(0.1, torch.float32, small) == math.inf
     assert rule(0.3, torch.float32, small) == 16
@@ -173,17 +199,35 @@ def test_break_even_table_rule(monkeypatch):
     assert rule(0.8, torch.float32, large) == math.inf
 
 
-@pytest.mark.skipif(sparse_linear_module._native.cpu is None, reason="needs the native CPU module")
-def test_break_even_table_follows_the_isa(monkeypatch):
-    """Without the AVX-512 kernels (no bitmap kernel) the conservative table applies."""
-    rule = sparse_linear_module._sparse_max_batch
-    small = 768 * 3072
-    monkeypatch.setattr(sparse_linear_module._native.cpu, "active_isa", lambda: "avx512")
-    assert rule(0.7, torch.float32, small) == 1  # the bitmap kernel wins at batch 1
-    monkeypatch.setattr(sparse_linear_module._native.cpu, "active_isa", lambda: "avx2")
-    assert rule(0.7, torch.float32, small) == 0 and rule(0.5, torch.int8, small) == 0
-    assert rule(0.3, torch.float32, small) == math.inf
-    assert rule(0.7, torch.float32, small, torch.device("cuda")) == 1  # CUDA layers: the main table
+@pytest.mark.skipif(_native.cpu is None, reason="needs the native CPU module")
+def test_break_even_lookup_follows_the_isa_path(monkeypatch):
+    """Active ISA path, else its alias, else the default (also for non-CPU devices)."""
+    def table(limit):
+        return _entry({f"{kind}/{size}": [[1, limit]] for kind in ("float", "int8") for size in ("cached", "large")})
+
+    _break_even(monkeypatch, {"schema": 1, "default": "avx512",
+                              "paths": {"avx512": table(0.7), "avx2": table(0.3)},
+                              "aliases": {"amx": "avx512", "scalar": "avx2"}})
+    rule = ops.sparse_max_batch
+    for isa, limit in [("avx512", 0.7), ("avx2", 0.3), ("amx", 0.7), ("scalar", 0.3), ("neon", 0.7)]:
+        monkeypatch.setattr(_native.cpu, "active_isa", lambda isa=isa: isa)
+        assert rule(limit, torch.float32, 100) == math.inf and rule(limit + 0.01, torch.float32, 100) == 0
+    monkeypatch.setattr(_native.cpu, "active_isa", lambda: "avx2")
+    assert rule(0.7, torch.float32, 100, torch.device("cuda")) == math.inf
+
+
+def test_shipped_break_even_file_has_the_documented_schema():
+    from importlib import resources
+
+    data = json.loads(resources.files("slimtorch.data").joinpath("break_even.json").read_text())
+    assert data["schema"] == 1 and data["default"] in data["paths"]
+    assert all(target in data["paths"] for target in data["aliases"].values())
+    for entry in data["paths"].values():
+        assert isinstance(entry["measured_on"], str) and entry["cached_weight_bytes"] > 0
+        assert set(entry["tables"]) == {"float/cached", "float/large", "int8/cached", "int8/large"}
+        for rows in entry["tables"].values():
+            batches = [batch for batch, _ in rows]
+            assert batches == sorted(batches) and all(0 <= density <= 1 for _, density in rows)
 
 
 def test_fast_path_equals_op_path():
@@ -219,7 +263,7 @@ def test_reassigned_buffers_are_picked_up():
         (lambda: SparseLinear.from_dense(_linear(4, 4), sparsity=1.5), ValueError, r"sparsity: expected a number in \[0, 1\]"),
         (lambda: SparseLinear.from_dense(_linear(4, 4), sparsity="x"), TypeError, "sparsity: expected a real number"),
         (lambda: SparseLinear.from_dense(_linear(4, 4), values_dtype=torch.float64), TypeError, "values_dtype: expected"),
-        (lambda: SparseLinear(-1, 4), ValueError, "in_features: expected a non-negative int"),
+        (lambda: SparseLinear(-1, 4), ValueError, "in_features: expected an int >= 0"),
         (lambda: SparseLinear(4, 4)(torch.ones(2, 5)), ValueError, r"x: expected shape \[..., 4\]"),
         (lambda: SparseLinear(4, 4)(torch.ones(2, 4, dtype=torch.int64)), TypeError, "x: expected dtype"),
         (lambda: SparseLinear(4, 4)(torch.ones(2, 4, dtype=torch.float64)), TypeError, "x: expected dtype"),
@@ -253,8 +297,8 @@ def _dynamic_reference(layer: SparseLinear, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("shape", [(64, 100, 65), (300, 64, 130), (33, 770, 32), (5, 7, 31), (768, 200, 200)])
 def test_int8_dynamic_matches_integer_reference(isa, shape):
     out_f, in_f, batch = shape
-    layer = SparseLinear.from_dense(_linear(in_f, out_f), sparsity=0.85, activations="int8_dynamic")
-    assert layer.values.dtype == torch.int8 and "activations='int8_dynamic'" in repr(layer)
+    layer = SparseLinear.from_dense(_linear(in_f, out_f), sparsity=0.85, scheme="int8_dynamic")
+    assert layer.values.dtype == torch.int8 and "scheme='int8_dynamic'" in repr(layer)
     x = _x(batch, in_f) * 3
     with torch.no_grad():
         y = layer(x)
@@ -262,7 +306,7 @@ def test_int8_dynamic_matches_integer_reference(isa, shape):
 
 
 def test_int8_dynamic_small_batch_leading_dims_and_non_finite_rows():
-    layer = SparseLinear.from_dense(_linear(96, 40), sparsity=0.7, activations="int8_dynamic")
+    layer = SparseLinear.from_dense(_linear(96, 40), sparsity=0.7, scheme="int8_dynamic")
     for shape in [(2, 96), (3, 5, 96), (2, 40, 96)]:  # below and above DYNAMIC_MIN_BATCH
         x = _x(*shape)
         x.reshape(-1, 96)[1, 7] = float("nan")
@@ -278,7 +322,7 @@ def test_int8_dynamic_small_batch_leading_dims_and_non_finite_rows():
 
 
 def test_int8_dynamic_gradient_passes_through_the_rounding():
-    layer = SparseLinear.from_dense(_linear(50, 20), sparsity=0.6, activations="int8_dynamic")
+    layer = SparseLinear.from_dense(_linear(50, 20), sparsity=0.6, scheme="int8_dynamic")
     x = _x(40, 50).requires_grad_()
     y = layer(x)
     y.sum().backward()
@@ -290,30 +334,48 @@ def test_int8_dynamic_gradient_passes_through_the_rounding():
 
 
 def test_int8_dynamic_compile_and_state_dict_round_trip():
-    layer = SparseLinear.from_dense(_linear(64, 48), sparsity=0.8, activations="int8_dynamic")
+    layer = SparseLinear.from_dense(_linear(64, 48), sparsity=0.8, scheme="int8_dynamic")
     x = _x(70, 64)
     compiled = torch.compile(layer, fullgraph=True, backend="eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), layer(x), rtol=1e-5, atol=1e-5)
-    fresh = SparseLinear(64, 48, values_dtype=torch.int8, activations="int8_dynamic")
+    fresh = SparseLinear(64, 48, values_dtype=torch.int8, scheme="int8_dynamic")
     fresh.load_state_dict(layer.state_dict())
     with torch.no_grad():
         assert torch.equal(fresh(x), layer(x))
 
 
 def test_int8_dynamic_bad_arguments():
-    with pytest.raises(ValueError, match="^activations: 'int8_dynamic' needs values_dtype=torch.int8"):
-        SparseLinear.from_dense(_linear(8, 4), values_dtype=torch.float16, activations="int8_dynamic")
+    with pytest.raises(ValueError, match="^scheme: 'int8_dynamic' stores int8 values"):
+        SparseLinear.from_dense(_linear(8, 4), values_dtype=torch.float16, scheme="int8_dynamic")
+    with pytest.raises(ValueError, match="^scheme: expected one of None, 'int8_weight_only', 'int8_dynamic'"):
+        SparseLinear(8, 4, scheme="int8_static")
     with pytest.raises(ValueError, match="^activations: expected one of 'float', 'int8_dynamic'"):
         SparseLinear(8, 4, activations="int4")
-    with pytest.raises(ValueError, match="^activations: 'int8_dynamic' needs values_dtype=torch.int8"):
-        SparseLinear(8, 4, activations="int8_dynamic")
+    assert SparseLinear(8, 4, scheme="int8_dynamic").values.dtype == torch.int8  # int8 schemes imply int8 values
+
+
+def test_schemes_and_deprecated_activations():
+    linear = _linear(24, 8)
+    assert SparseLinear.from_dense(linear, sparsity=0.5).scheme is None
+    int8 = SparseLinear.from_dense(linear, sparsity=0.5, values_dtype=torch.int8)
+    assert int8.scheme == "int8_weight_only"
+    assert torch.equal(SparseLinear.from_dense(linear, sparsity=0.5, scheme="int8_weight_only").values, int8.values)
+    dynamic = SparseLinear.from_dense(linear, sparsity=0.5, scheme="int8_dynamic")
+    with pytest.warns(DeprecationWarning, match="activations is deprecated; use scheme='int8_dynamic'"):
+        old = SparseLinear.from_dense(linear, sparsity=0.5, activations="int8_dynamic")
+    assert old.scheme == "int8_dynamic" and old.activations == "int8_dynamic"
+    x = _x(3, 24)
+    with torch.no_grad():
+        assert torch.equal(old(x), dynamic(x))
+    with pytest.raises(TypeError, match="activations: deprecated alias of scheme"):
+        SparseLinear(24, 8, scheme="int8_weight_only", activations="int8_dynamic")
 
 
 @pytest.mark.parametrize("shape", [(0, 5, 3), (5, 0, 3), (5, 4, 0), (7, 3, 40)])
 def test_int8_dynamic_empty_sizes_every_path(shape):
     in_f, out_f, batch = shape
-    layer = SparseLinear.from_dense(_linear(in_f, out_f), sparsity=0.5, activations="int8_dynamic")
+    layer = SparseLinear.from_dense(_linear(in_f, out_f), sparsity=0.5, scheme="int8_dynamic")
     x = _x(batch, in_f)
     with torch.no_grad():
         y = layer(x)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from slimtorch import ops
 from slimtorch.ops import qgemm as qops
+from slimtorch.reference import MIN_SCALE
 from slimtorch.reference import qgemm as ref
 
 EPS = torch.finfo(torch.float32).eps
@@ -66,7 +67,7 @@ def test_weight_quantization_and_packing():
     q, scale = ops.qgemm_quantize_weight(w)
     assert q.dtype == torch.int8 and scale.dtype == torch.float32
     assert q[0].tolist() == [64, -127, 32, 0, 127]  # 63.5 rounds half to even: 64
-    assert q[1].tolist() == [0] * 5 and scale[1] == torch.finfo(torch.float32).eps
+    assert q[1].tolist() == [0] * 5 and scale[1] == MIN_SCALE
     assert q[2, :3].tolist() == [127, -127, 64]
     packed, _, colsum, k = ops.qgemm_pack_weight(q, scale)
     assert packed.shape == (1, 2, 16, 4) and colsum.tolist() == q.sum(1).tolist() and k == 5
@@ -90,8 +91,10 @@ def test_row_and_weight_quantization_follow_the_quantize_family():
     q, w_scale = ops.qgemm_quantize_weight(w)
     s, z = choose_qparams(w, 0, True, torch.int8)
     assert torch.equal(w_scale, s) and (z == 0).all() and torch.equal(q, quantize_affine(w, s, z, 0, torch.int8))
+    # The static rows of the reference are the per-tensor quantize kernel's codes.
     a_static, _, _ = ref.quantize_rows_static(x, 0.05, 128)
-    assert torch.equal(a_static, quantize_affine(x, torch.tensor(0.05), torch.tensor(128), None, torch.uint8))
+    kernel = ops.quantize(x, torch.tensor(0.05), torch.tensor(128, dtype=torch.int32), dtype=torch.uint8)
+    assert torch.equal(a_static, kernel)
 
 
 @pytest.mark.parametrize("m, k, n", SHAPES)
@@ -119,7 +122,7 @@ def test_quantize_rows_special_rows(isa):
     a_ref, scale_ref, zp_ref = ref.quantize_rows(x)
     assert torch.equal(a, a_ref) and torch.equal(zp, zp_ref)
     assert torch.equal(scale.isnan(), scale_ref.isnan()) and torch.equal(scale.nan_to_num(), scale_ref.nan_to_num())
-    assert scale[0] == torch.finfo(torch.float32).eps and a[0].sum() == 0
+    assert scale[0] == MIN_SCALE and a[0].sum() == 0
     assert zp[1] == 0 and a[1, 4] == 255 and zp[2] == 255 and a[2, 4] == 0
     assert scale[4:7].isnan().all() and (a[4:7] == 0).all() and (zp[4:7] == 0).all()
     assert torch.isfinite(scale[7]) and a[7, 0] == 255 and a[7, 1] == 0
@@ -352,7 +355,7 @@ def _weight(**parts):
         (dict(weight=_weight(colsum=torch.zeros(20, dtype=torch.int64))), TypeError, "weight.colsum: expected dtype int32"),
         (dict(weight=_weight(colsum=torch.zeros(19, dtype=torch.int32))), ValueError, "weight: expected scale and colsum of shape"),
         (dict(weight=_weight(in_features=11)), ValueError, r"x: expected shape \[..., 11\]"),
-        (dict(weight=_weight(in_features=-1)), TypeError, "weight.in_features: expected a non-negative int"),
+        (dict(weight=_weight(in_features=-1)), ValueError, "weight.in_features: expected an int >= 0"),
         (dict(bias=torch.ones(21)), ValueError, r"bias: expected shape \(20,\)"),
         (dict(bias=torch.ones(20, dtype=torch.int32)), TypeError, "bias: expected dtype"),
         (dict(bias=torch.ones(20, device="meta")), ValueError, "bias: expected a tensor on cpu"),
@@ -365,30 +368,41 @@ def test_bad_input(change, error, match):
     with pytest.raises(error, match=match):
         ops.qlinear_dynamic(**args)
     with pytest.raises(error, match=match):
-        ops.qlinear_static(x_scale=0.1, x_zero_point=3, **args)
+        ops.qlinear_static(activation_scale=0.1, activation_zero_point=3, **args)
     with pytest.raises(error, match=match):
         ops.qlinear_weight_only(**args)
 
 
 @pytest.mark.parametrize(
-    "x_scale, x_zero_point, error, match",
+    "scale, zero_point, error, match",
     [
-        (0.0, 0, ValueError, "x_scale: expected a positive"),
-        (-1.0, 0, ValueError, "x_scale: expected a positive"),
-        (float("nan"), 0, ValueError, "x_scale: expected a number, got NaN"),
-        (float("inf"), 0, ValueError, "x_scale: expected a finite number"),
-        (1e-45, 0, ValueError, "x_scale: expected a positive"),
-        (1e39, 0, ValueError, "x_scale: expected a positive"),
-        ("1", 0, TypeError, "x_scale: expected a real number"),
-        (0.1, 256, ValueError, r"x_zero_point: expected an int in \[0, 255\]"),
-        (0.1, -1, ValueError, r"x_zero_point: expected an int in \[0, 255\]"),
-        (0.1, 1.5, TypeError, "x_zero_point: expected an int"),
-        (0.1, True, TypeError, "x_zero_point: expected an int"),
+        (0.0, 0, ValueError, "activation_scale: expected a positive"),
+        (-1.0, 0, ValueError, "activation_scale: expected a positive"),
+        (float("nan"), 0, ValueError, "activation_scale: expected a number, got NaN"),
+        (float("inf"), 0, ValueError, "activation_scale: expected a finite number"),
+        (1e-45, 0, ValueError, "activation_scale: expected a positive"),
+        (1e39, 0, ValueError, "activation_scale: expected a positive"),
+        ("1", 0, TypeError, "activation_scale: expected a real number"),
+        (0.1, 256, ValueError, r"activation_zero_point: expected an int in \[0, 255\]"),
+        (0.1, -1, ValueError, r"activation_zero_point: expected an int in \[0, 255\]"),
+        (0.1, 1.5, TypeError, "activation_zero_point: expected an int"),
+        (0.1, True, TypeError, "activation_zero_point: expected an int"),
     ],
 )
-def test_bad_static_params(x_scale, x_zero_point, error, match):
+def test_bad_static_params(scale, zero_point, error, match):
     with pytest.raises(error, match=match):
-        ops.qlinear_static(x_scale=x_scale, x_zero_point=x_zero_point, **_good())
+        ops.qlinear_static(activation_scale=scale, activation_zero_point=zero_point, **_good())
+
+
+def test_static_params_old_names_are_deprecated_aliases():
+    args = _good()
+    expected = ops.qlinear_static(activation_scale=0.1, activation_zero_point=3, **args)
+    with pytest.warns(DeprecationWarning) as caught:
+        assert torch.equal(ops.qlinear_static(x_scale=0.1, x_zero_point=3, **args), expected)
+    assert [str(w.message) for w in caught] == ["x_scale is deprecated; use activation_scale=0.1",
+                                                 "x_zero_point is deprecated; use activation_zero_point=3"]
+    with pytest.raises(TypeError, match="x_scale: deprecated alias of activation_scale"):
+        ops.qlinear_static(activation_scale=0.1, x_scale=0.1, activation_zero_point=3, **args)
 
 
 def test_bad_weights_and_sizes():
@@ -440,25 +454,24 @@ def test_compile_fullgraph(mode):
     assert torch.equal(compiled(x), f(x))
 
 
-# ---- CUDA (runs where a GPU and the CUDA kernels exist) --------------------------------------
+# ---- every device (cpu, and cuda where a GPU and the CUDA kernels exist) --------------------
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("m, k, n", SHAPES)
-def test_cuda_matches_cpu(m, k, n):
+def test_every_device_matches_reference(device, m, k, n):
     x, _, b, q, w_scale, weight = _case(m, k, n)
-    cuda_weight = ops.PackedInt8Weight(*(t.cuda() for t in weight[:3]), weight.in_features)
-    xc, bc = x.cuda(), b.cuda()
-    # Integer stages bit-exact with the CPU kernels and the reference.
-    for got, expected in zip(ops.qgemm_quantize_rows(xc), ops.qgemm_quantize_rows(x)):
+    device_weight = ops.PackedInt8Weight(*(t.to(device) for t in weight[:3]), weight.in_features)
+    xc, bc = x.to(device), b.to(device)
+    # Integer stages bit-exact with the reference.
+    for got, expected in zip(ops.qgemm_quantize_rows(xc), ref.quantize_rows(x)):
         assert torch.equal(got.cpu().nan_to_num(), expected.nan_to_num())
     a = torch.randint(0, 256, (m, k), dtype=torch.uint8)
-    assert torch.equal(ops.qgemm_s32(a.cuda(), cuda_weight).cpu(), ref.qgemm_s32(a, q))
-    y = ops.qlinear_dynamic(xc, cuda_weight, bc).cpu()
+    assert torch.equal(ops.qgemm_s32(a.to(device), device_weight).cpu(), ref.qgemm_s32(a, q))
+    y = ops.qlinear_dynamic(xc, device_weight, bc).cpu()
     _assert_epilogue_close(y, ref.qlinear_dynamic(x, q, w_scale, b), _epilogue_terms(x, q, w_scale, b), b)
-    y = ops.qlinear_static(xc, cuda_weight, 0.05, 128, bc).cpu()
+    y = ops.qlinear_static(xc, device_weight, 0.05, 128, bc).cpu()
     _assert_epilogue_close(y, ref.qlinear_static(x, q, w_scale, b, 0.05, 128),
                            _epilogue_terms(x, q, w_scale, b, (0.05, 128)), b)
-    y = ops.qlinear_weight_only(xc, cuda_weight, bc).cpu()
+    y = ops.qlinear_weight_only(xc, device_weight, bc).cpu()
     exact = (x.double() @ q.double().T) * w_scale.double() + b.double()
     bound = (k + 4) * EPS * (x.abs().double() @ q.abs().double().T) * w_scale.double() + 4 * EPS * b.abs().double()
     assert bool(((y.double() - exact).abs() <= bound + 1e-30).all())

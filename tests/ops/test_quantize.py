@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slimtorch import ops, reference
+from slimtorch.reference import MIN_SCALE
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions:UserWarning")
 
@@ -142,12 +143,12 @@ def test_zero_size_dims(isa):
         x = torch.empty(shape)
         scale, zero_point = ops.choose_qparams(x, axis=axis, symmetric=False)
         assert scale.shape == (shape[axis],)
-        assert torch.all(scale == torch.finfo(torch.float32).eps)
+        assert torch.all(scale == MIN_SCALE)
         q = ops.quantize(x, scale, zero_point, axis=axis)
         assert q.shape == shape
         assert ops.dequantize(q, scale, zero_point, axis=axis).shape == shape
     scale, zero_point = ops.choose_qparams(torch.empty(0, 5))
-    assert scale.shape == () and float(scale) == torch.finfo(torch.float32).eps and int(zero_point) == 0
+    assert scale.shape == () and float(scale) == MIN_SCALE and int(zero_point) == 0
 
 
 def test_zero_dim_tensor(isa):
@@ -577,24 +578,17 @@ def test_reference_fallback_without_native_module(monkeypatch):
         ops.choose_qparams(torch.tensor([1.0, float("nan")]))
 
 
-# ---- CUDA: bit-exact with the CPU kernels (runs only where a GPU is present) --------------
+# ---- accelerators: bit-exact with the CPU kernels (runs only where a GPU is present) --------
 
-def _cuda_usable() -> bool:
-    from slimtorch import _native
-
-    return _native.cuda_usable()
-
-
-@pytest.mark.skipif(not _cuda_usable(), reason="needs the CUDA kernels and a GPU")
 @pytest.mark.parametrize("qdtype", QDTYPES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("shape", [(0,), (1,), (33,), (3, 17), (2, 3, 19), (5, 70001), (70001, 3)], ids=str)
-def test_cuda_matches_cpu(shape, dtype, qdtype):
+def test_accelerator_matches_cpu(accelerator, shape, dtype, qdtype):
     x = _data(shape, dtype, seed=21)
     for axis in [None, *range(len(shape))]:
         for symmetric in (True, False):
             want = ops.choose_qparams(x, axis=axis, symmetric=symmetric, dtype=qdtype)
-            got = ops.choose_qparams(x.cuda(), axis=axis, symmetric=symmetric, dtype=qdtype)
+            got = ops.choose_qparams(x.to(accelerator), axis=axis, symmetric=symmetric, dtype=qdtype)
             assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
         scale, zero_point = _qparams(None if axis is None else shape[axis], qdtype, seed=22)
         special = x.clone().reshape(-1)
@@ -602,26 +596,25 @@ def test_cuda_matches_cpu(shape, dtype, qdtype):
             special[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)
         special = special.reshape(shape)
         q = ops.quantize(special, scale, zero_point, axis=axis, dtype=qdtype)
-        q_cuda = ops.quantize(special.cuda(), scale.cuda(), zero_point.cuda(), axis=axis, dtype=qdtype)
-        assert torch.equal(q_cuda.cpu(), q)
+        q_device = ops.quantize(special.to(accelerator), scale.to(accelerator), zero_point.to(accelerator), axis=axis, dtype=qdtype)
+        assert torch.equal(q_device.cpu(), q)
         for out_dtype in FLOAT_DTYPES:
             want = ops.dequantize(q, scale, zero_point, axis=axis, dtype=out_dtype)
-            got = ops.dequantize(q.cuda(), scale.cuda(), zero_point.cuda(), axis=axis, dtype=out_dtype)
+            got = ops.dequantize(q.to(accelerator), scale.to(accelerator), zero_point.to(accelerator), axis=axis, dtype=out_dtype)
             assert torch.equal(got.cpu(), want)
 
 
-@pytest.mark.skipif(not _cuda_usable(), reason="needs the CUDA kernels and a GPU")
-def test_cuda_errors():
-    x = torch.zeros(1000, device="cuda")
+def test_accelerator_errors(accelerator):
+    x = torch.zeros(1000, device=accelerator)
     x[999] = float("nan")
     with pytest.raises(ValueError, match="^x: expected finite values"):
         ops.choose_qparams(x)
     with pytest.raises(ValueError, match="^scale: expected finite values"):
-        ops.quantize(x, torch.tensor(0.0, device="cuda"), torch.tensor(0, dtype=torch.int32, device="cuda"))
+        ops.quantize(x, torch.tensor(0.0, device=accelerator), torch.tensor(0, dtype=torch.int32, device=accelerator))
     with pytest.raises(ValueError, match="^scale: expected a tensor on x's device"):
-        ops.quantize(x, torch.tensor(0.1), torch.tensor(0, dtype=torch.int32, device="cuda"))
+        ops.quantize(x, torch.tensor(0.1), torch.tensor(0, dtype=torch.int32, device=accelerator))
     # Bit-exact with torch's CPU quantization on data at rounding ties.
     scale, zero_point = _qparams(None, torch.uint8, seed=23)
     ties = _tie_data(scale, zero_point, 100_000, seed=23)
-    got = ops.quantize(ties.cuda(), scale.cuda(), zero_point.cuda(), dtype=torch.uint8).cpu()
+    got = ops.quantize(ties.to(accelerator), scale.to(accelerator), zero_point.to(accelerator), dtype=torch.uint8).cpu()
     assert torch.equal(got, _torch_quantize(ties, scale, zero_point, None, torch.uint8))

@@ -297,15 +297,11 @@ def test_compile_fullgraph():
         assert torch.equal(got, want)
 
 
-# ---- CUDA (runs where a GPU is present) ------------------------------------------------
+# ---- every device (cpu, and cuda where a GPU and the CUDA kernels exist) ------------------
 
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
-@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sparsity", [0.0, 1e-6, 0.5, 1.0])
-def test_cuda_matches_reference(dtype, sparsity):
+def test_every_device_matches_reference(device, dtype, sparsity):
     g = torch.Generator().manual_seed(21)
     tensors = [
         torch.randn(1_000_003, generator=g).to(dtype),
@@ -316,16 +312,15 @@ def test_cuda_matches_reference(dtype, sparsity):
     ]
     expected_threshold = reference.magnitude_threshold(tensors, sparsity)
     expected_masks = reference.magnitude_masks(tensors, sparsity)
-    on_gpu = [t.cuda() for t in tensors]
-    assert ops.magnitude_threshold(on_gpu, sparsity) == expected_threshold
-    masks = ops.magnitude_masks(on_gpu, sparsity)
+    on_device = [t.to(device) for t in tensors]
+    assert ops.magnitude_threshold(on_device, sparsity) == expected_threshold
+    masks = ops.magnitude_masks(on_device, sparsity)
     for mask, want in zip(masks, expected_masks):
-        assert mask.device.type == "cuda" and torch.equal(mask.cpu(), want)
+        assert mask.device == device and torch.equal(mask.cpu(), want)
 
 
-@cuda_only
-def test_cuda_all_ties_and_nan():
-    w = torch.zeros(3 * 4096 + 5, device="cuda")
+def test_every_device_all_ties_and_nan(device):
+    w = torch.zeros(3 * 4096 + 5, device=device)
     for sparsity in [0.1, 0.5, 0.9]:
         (mask,) = ops.magnitude_masks(w, sparsity)
         assert torch.equal(mask.cpu(), reference.magnitude_masks([w.cpu()], sparsity)[0])
@@ -336,8 +331,7 @@ def test_cuda_all_ties_and_nan():
         ops.magnitude_masks(w, 0.5)
 
 
-@cuda_only
-def test_cuda_opcheck():
-    tensors = [_weights(300, torch.float32).reshape(10, 30).cuda(), _weights(7, torch.bfloat16, 1).cuda()]
+def test_every_device_opcheck(device):
+    tensors = [_weights(300, torch.float32).reshape(10, 30).to(device), _weights(7, torch.bfloat16, 1).to(device)]
     torch.library.opcheck(torch.ops.slimtorch.magnitude_threshold.default, (tensors, 0.5))
     torch.library.opcheck(torch.ops.slimtorch.magnitude_masks.default, (tensors, 0.5))

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from slimtorch import ops, reference
 from slimtorch.ops import SparseWeight
+from slimtorch import _native
 from slimtorch.ops.spmm import BITMAP_MIN_DENSITY
 
 VALUE_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int8]
@@ -294,13 +295,15 @@ def _parts(**changes):
         (dict(col_idx=torch.tensor([0, 1], dtype=torch.int16)), ValueError, "col_idx: expected .* elements"),
         (dict(col_idx=torch.tensor([0], dtype=torch.int64)), TypeError, "col_idx: expected dtype int16, int32"),
         (dict(in_features=2), ValueError, r"col_idx: expected columns in \[0, 2\)"),
-        (dict(in_features=-1), ValueError, "in_features: expected a non-negative int"),
+        (dict(in_features=-1), ValueError, "in_features: expected an int >= 0"),
         (dict(in_features=70000, col_idx=None), None, None),
         (dict(values=torch.zeros(3, dtype=torch.float64)), TypeError, "values: expected dtype"),
         (dict(values=torch.zeros(3, 1)), ValueError, "values: expected a 1-d tensor"),
         (dict(row_scales=None), ValueError, "row_scales: int8 values need"),
         (dict(row_scales=torch.ones(3)), ValueError, r"row_scales: expected shape \(4,\)"),
         (dict(row_scales=torch.full((4,), float("nan"))), ValueError, "row_scales: expected finite"),
+        (dict(row_scales=torch.zeros(4)), ValueError, "row_scales: expected finite values > 0"),
+        (dict(row_scales=-torch.ones(4)), ValueError, "row_scales: expected finite values > 0"),
         (dict(values=torch.zeros(8)), ValueError, "row_scales: expected None for torch.float32 values"),
     ],
 )
@@ -314,6 +317,74 @@ def test_bad_packed_weight(changes, error, match):
         parts["row_ptr"] = torch.tensor([0, 2, 4, 6, 8])
     with pytest.raises(error, match=match):
         SparseWeight(**parts)
+
+
+# Offsets whose int64 differences wrap around: a check by subtraction sees
+# them as non-decreasing.
+WRAPPING_OFFSETS = [
+    [0, 2**63 - 1, -2, 1],
+    [0, -(2**63), 2**63 - 1, 1],
+    [0, 2**62, 2**63 - 1, -(2**63), 1],
+]
+
+
+@pytest.mark.parametrize("offsets", WRAPPING_OFFSETS + [[0, 5, 1, 1], [0, 0, 0, 2], [0, -1, 1, 1]])
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
+def test_offsets_checked_without_overflow(monkeypatch, offsets, native):
+    if native and _native.cpu is None:
+        pytest.skip("no native CPU module")
+    if not native:  # the check the other devices (and a build without the native module) run
+        monkeypatch.setattr(ops.spmm, "eager_cpu", lambda *tensors: False)
+    with pytest.raises(ValueError, match="row_ptr: expected non-decreasing offsets from 0 to nnz=1"):
+        SparseWeight(torch.tensor(offsets), torch.tensor([0], dtype=torch.int16), torch.ones(1), None, 16)
+
+
+@pytest.mark.skipif(_native.cpu is None, reason="no native CPU module")
+def test_binding_offset_checks():
+    for offsets in WRAPPING_OFFSETS:
+        row_ptr = torch.tensor(offsets)
+        assert _native.cpu.spmm_check_offsets(row_ptr.data_ptr(), row_ptr.numel() - 1, 1) >= 0
+    good = torch.tensor([0, 0, 1, 1])
+    assert _native.cpu.spmm_check_offsets(good.data_ptr(), 3, 1) == -1
+    assert _native.cpu.spmm_check_offsets(good.data_ptr(), 3, 2) == 3
+    with pytest.raises(ValueError, match="row_ptr"):
+        _native.cpu.spmm_check_offsets(good.data_ptr(), -1, 1)
+    # The forward entry point checks the ends of the offsets on every call.
+    weight = SparseWeight.from_dense(_pruned(3, 16, 0.5, seed=1))
+    bad = torch.tensor([0, 2**63 - 1, -2, weight.nnz + 1])
+    args = list(weight._native_args)
+    args[2] = bad.data_ptr()
+    x, y = torch.ones(1, 16), torch.empty(1, 3)
+    with pytest.raises(ValueError, match="row_ptr: expected offsets from 0 to nnz"):
+        _native.cpu.spmm_forward(*args, x.data_ptr(), 1, 16, 0, y.data_ptr(), 1)
+
+
+def test_weight_is_read_only_but_the_bitmap_may_be_dropped():
+    weight = SparseWeight.from_dense(_pruned(4, 32, 0.3, seed=2))
+    assert weight.bitmap is not None
+    x = _x((1, 32))
+    y = ops.sparse_linear(x, weight)
+    with pytest.raises(AttributeError, match="SparseWeight.row_ptr is read-only"):
+        weight.row_ptr = torch.tensor([0, 100, 100, 100, 100])
+    weight.bitmap = None
+    torch.testing.assert_close(ops.sparse_linear(x, weight), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 5, 31, 32, 70])
+def test_sparse_linear_dynamic_matches_reference(isa, batch):
+    from slimtorch import reference
+
+    weight = SparseWeight.from_dense(_pruned(24, 96, 0.7, seed=batch), torch.int8)
+    x, bias = _x((batch, 96), seed=3), _x((24,), seed=4)
+    y = ops.sparse_linear_dynamic(x, weight, bias)
+    expected = reference.sparse_linear_dynamic(x, weight.row_ptr, weight.col_idx, weight.values,
+                                               weight.row_scales, bias, 96)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-4)
+    # The same result through torch.library dispatch (a gradient to compute).
+    xg = x.clone().requires_grad_()
+    torch.testing.assert_close(ops.sparse_linear_dynamic(xg, weight, bias), y, rtol=1e-5, atol=1e-4)
+    with pytest.raises(TypeError, match="weight: the dynamic sparse product needs int8 values"):
+        ops.sparse_linear_dynamic(xg, SparseWeight.from_dense(_pruned(24, 96, 0.7, seed=1)), bias)
 
 
 def test_bad_from_dense():
@@ -341,6 +412,10 @@ def test_opcheck(values_dtype):
         (_x((1, 10)), dense_enough.row_ptr, dense_enough.col_idx, dense_enough.values,
          dense_enough.row_scales, None, 10, dense_enough.bitmap),
     )
+    if values_dtype == torch.int8:
+        for batch in (3, 40):  # below and above the batch where the integer kernel starts
+            xd = _x((batch, 10)).requires_grad_()
+            torch.library.opcheck(torch.ops.slimtorch.sparse_linear_dynamic.default, (xd, *args, _x((12,)), 10))
 
 
 def test_compile_fullgraph():
@@ -362,17 +437,23 @@ def test_reference_agrees_with_kernel():
     torch.testing.assert_close(ops.sparse_linear(x, weight), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("values_dtype", VALUE_DTYPES)
 @pytest.mark.parametrize("batch", [1, 7, 16, 33])
-def test_cuda_matches_fp64_reference(values_dtype, batch):
+def test_every_device_matches_fp64_reference(device, values_dtype, batch):
     weight = SparseWeight.from_dense(_pruned(300, 1000, 0.9), values_dtype)
-    on_gpu = SparseWeight(*(t.cuda() if t is not None else None for t in
+    on_gpu = SparseWeight(*(t.to(device) if t is not None else None for t in
                             (weight.row_ptr, weight.col_idx, weight.values, weight.row_scales)), 1000)
     x, bias = _x((batch, 1000)), _x((300,), seed=2)
-    y = ops.sparse_linear(x.cuda(), on_gpu, bias.cuda())
-    assert y.device.type == "cuda"
+    y = ops.sparse_linear(x.to(device), on_gpu, bias.to(device))
+    assert y.device == device
     assert_close_to_fp64(y.cpu(), x, weight, bias)
-    xg = x.cuda().requires_grad_()
+    if values_dtype == torch.int8:  # the dynamic product on this device against the reference
+        from slimtorch import reference as ref
+
+        got = ops.sparse_linear_dynamic(x.to(device), on_gpu, bias.to(device)).cpu()
+        want = ref.sparse_linear_dynamic(x, weight.row_ptr, weight.col_idx, weight.values, weight.row_scales,
+                                         bias, 1000)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    xg = x.to(device).requires_grad_()
     ops.sparse_linear(xg, on_gpu).sum().backward()
     torch.testing.assert_close(xg.grad.cpu(), weight.to_dense().sum(0).expand(batch, -1), rtol=1e-4, atol=1e-4)

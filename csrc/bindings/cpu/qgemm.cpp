@@ -8,7 +8,8 @@
 namespace slimtorch::bindings {
 
 // The address of an optional tensor (bias) arrives as 0 for "none".
-constexpr int64_t kReleaseGilMacs = int64_t(1) << 22;  // ~10 us of work and up
+// Enough work that releasing and re-taking the GIL is a small part of the call.
+constexpr int64_t kReleaseGilMacs = int64_t(1) << 22;
 
 void bind_qgemm(py::module_& m) {
   m.attr("qgemm_max_k") = kQgemmMaxK;

@@ -6,7 +6,35 @@
 
 namespace slimtorch::bindings {
 
+namespace {
+
+// Index of the first offset that breaks "row_ptr[0] = 0, non-decreasing,
+// row_ptr[rows] = nnz", or -1. Neighbours are compared, never subtracted:
+// a difference of two int64 offsets can overflow.
+int64_t first_bad_offset(const int64_t* row_ptr, int64_t rows, int64_t nnz) {
+  if (row_ptr[0] != 0) return 0;
+  for (int64_t r = 0; r < rows; ++r)
+    if (row_ptr[r + 1] < row_ptr[r]) return r + 1;
+  return row_ptr[rows] == nnz ? -1 : rows;
+}
+
+// The ends of the offsets, O(1) per call: with the full check done when the
+// weight was built, this keeps a forward from reading past values/col_idx
+// even if it is handed offsets that disagree with nnz.
+void check_offset_ends(uintptr_t row_ptr, int64_t rows, int64_t nnz) {
+  if (rows < 0 || nnz < 0) throw py::value_error("sparse_linear: negative size");
+  const int64_t* offsets = as_ptr<const int64_t>(row_ptr);
+  if (rows > 0 && (offsets == nullptr || offsets[0] != 0 || offsets[rows] != nnz))
+    throw py::value_error("row_ptr: expected offsets from 0 to nnz");
+}
+
+}  // namespace
+
 void bind_spmm(py::module_& m) {
+  m.def("spmm_check_offsets", [](uintptr_t row_ptr, int64_t rows, int64_t nnz) {
+    if (rows < 0 || nnz < 0 || row_ptr == 0) throw py::value_error("row_ptr: negative size or null pointer");
+    return first_bad_offset(as_ptr<const int64_t>(row_ptr), rows, nnz);
+  });
   // Called directly (no torch.library) by SparseLinear's eager inference
   // path, so it must stay cheap: raw integers in, nothing allocated. The GIL
   // is released only when the work is large enough for that to matter.
@@ -14,6 +42,7 @@ void bind_spmm(py::module_& m) {
                            bool wide_idx, uintptr_t values, int value_type, uintptr_t row_scales,
                            int64_t nnz, uintptr_t bitmap, uintptr_t x, int64_t batch, int64_t ldx,
                            uintptr_t bias, uintptr_t y, int n_threads) {
+    check_offset_ends(row_ptr, rows, nnz);
     const SparseMatrix w = make_matrix(rows, cols, row_ptr, col_idx, wide_idx, values, value_type,
                                        row_scales, bitmap);
     Status status;
@@ -40,8 +69,9 @@ void bind_spmm(py::module_& m) {
   // As spmm_forward, with activations quantized per row (int8 values only).
   m.def("spmm_forward_dynamic", [](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
                                    bool wide_idx, uintptr_t values, int value_type, uintptr_t row_scales,
-                                   int64_t, uintptr_t bitmap, uintptr_t x, int64_t batch, int64_t ldx,
+                                   int64_t nnz, uintptr_t bitmap, uintptr_t x, int64_t batch, int64_t ldx,
                                    uintptr_t bias, uintptr_t y, int n_threads) {
+    check_offset_ends(row_ptr, rows, nnz);
     const SparseMatrix w = make_matrix(rows, cols, row_ptr, col_idx, wide_idx, values, value_type,
                                        row_scales, bitmap);
     Status status;

@@ -6,6 +6,8 @@ so the model level depends on one small, explicit surface:
 
 - ``magnitude_masks(tensors, sparsity)`` -> keep-masks (``slimtorch.ops``)
 - ``qparams_from_range(lo, hi)`` -> ``slimtorch.ops.choose_qparams``
+- ``choose_qparams``, ``quantize``, ``dequantize``, ``fake_quantize_rows``,
+  ``MIN_SCALE``: the op-level quantization rules QAT shares with the layers
 - ``layer_class(name)`` -> ``slimtorch.nn.<name>``, resolved lazily so the
   compress registry names layer classes instead of importing them.
 """
@@ -18,10 +20,16 @@ import torch
 
 from slimtorch import ops as _ops
 
-__all__ = ["magnitude_masks", "qparams_from_range", "layer_class"]
+__all__ = ["magnitude_masks", "qparams_from_range", "layer_class", "choose_qparams", "quantize", "dequantize",
+           "fake_quantize_rows", "MIN_SCALE"]
 
 
 magnitude_masks = _ops.magnitude_masks
+choose_qparams = _ops.choose_qparams
+quantize = _ops.quantize
+dequantize = _ops.dequantize
+fake_quantize_rows = _ops.qgemm_fake_quantize_rows
+MIN_SCALE = _ops.MIN_SCALE
 
 
 def qparams_from_range(lo: float, hi: float, *, symmetric: bool, dtype: torch.dtype) -> tuple[float, int]:

@@ -9,11 +9,10 @@ format         layer                                           chosen for
 ============== =============================================== ==========================
 sparse         ``SparseLinear.from_dense(linear)``             sparse weights, no quantize
 sparse_int8_dynamic ``SparseLinear.from_dense(linear,          sparse weights + int8_dynamic
-               values_dtype=torch.int8,
-               activations="int8_dynamic")``
+               scheme="int8_dynamic")``
 sparse_int8    ``SparseLinear.from_dense(linear,               sparse weights + int8_dynamic
                values_dtype=torch.int8)``                      or int8_weight_only
-int8_dynamic   ``Int8Linear.from_dense(linear, mode=...)``     quantize='int8_dynamic'
+int8_dynamic   ``Int8Linear.from_dense(linear, scheme=...)``   quantize='int8_dynamic'
 int8_weight_only                                               quantize='int8_weight_only'
 int8_static                                                    quantize='int8_static'
 ============== =============================================== ==========================
@@ -47,6 +46,7 @@ from slimtorch.api import _backend
 from slimtorch.api.pruning import weight_mask
 from slimtorch.api.quantization import ActivationRange, QATLinear, calibrate
 from slimtorch._checks import check_fraction
+from slimtorch.nn.registry import LAYER_CLASSES, register_layer_class  # noqa: F401  (re-exported)
 
 __all__ = ["CompressConfig", "CompressReport", "LayerDecision", "compress_", "register_format", "FORMATS",
            "register_layer_class", "LAYER_CLASSES"]
@@ -92,71 +92,25 @@ def _sparse_int8(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.
 
 @register_format("sparse_int8_dynamic", "SparseLinear")
 def _sparse_int8_dynamic(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
-    return cls.from_dense(linear, values_dtype=torch.int8, activations="int8_dynamic")
+    return cls.from_dense(linear, scheme="int8_dynamic")
 
 
 @register_format("int8_dynamic", "Int8Linear")
 def _int8_dynamic(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
-    return cls.from_dense(linear, mode="dynamic")
+    return cls.from_dense(linear, scheme="int8_dynamic")
 
 
 @register_format("int8_weight_only", "Int8Linear")
 def _int8_weight_only(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
-    return cls.from_dense(linear, mode="weight_only")
+    return cls.from_dense(linear, scheme="int8_weight_only")
 
 
 @register_format("int8_static", "Int8Linear")
 def _int8_static(cls: type, linear: nn.Linear, activation: ActivationRange | None) -> nn.Module:
     if activation is None:
         raise ValueError("no calibrated activation range for this layer")
-    return cls.from_dense(linear, mode="static", x_scale=activation.scale, x_zero_point=activation.zero_point)
-
-
-@dataclass(frozen=True)
-class LayerClass:
-    """How ``slimtorch.save`` / ``load_`` handle a ``slimtorch.nn`` layer class:
-    ``init_args(layer)`` gives the constructor keyword arguments of an empty
-    layer that its state_dict then fills; ``format_of(layer)`` names its format."""
-
-    init_args: Callable[[nn.Module], dict]
-    format_of: Callable[[nn.Module], str]
-
-
-LAYER_CLASSES: dict[str, LayerClass] = {}
-
-
-def register_layer_class(class_name: str, format_of: Callable[[nn.Module], str]) -> Callable:
-    """Decorator registering ``init_args(layer) -> dict`` for ``slimtorch.nn.<class_name>``."""
-
-    def decorate(init_args: Callable[[nn.Module], dict]) -> Callable:
-        LAYER_CLASSES[class_name] = LayerClass(init_args, format_of)
-        return init_args
-
-    return decorate
-
-
-def _sparse_format(layer: nn.Module) -> str:
-    if layer.activations == "int8_dynamic":
-        return "sparse_int8_dynamic"
-    return "sparse_int8" if layer.values.dtype == torch.int8 else "sparse"
-
-
-@register_layer_class("SparseLinear", _sparse_format)
-def _sparse_linear_args(layer: nn.Module) -> dict:
-    args = {"in_features": layer.in_features, "out_features": layer.out_features,
-            "bias": layer.bias is not None, "values_dtype": layer.values.dtype}
-    if layer.activations != "float":  # files written before the argument existed load as "float"
-        args["activations"] = layer.activations
-    return args
-
-
-@register_layer_class("Int8Linear", lambda m: f"int8_{m.mode}")
-def _int8_linear_args(layer: nn.Module) -> dict:
-    args = {"in_features": layer.in_features, "out_features": layer.out_features,
-            "bias": layer.bias is not None, "mode": layer.mode}
-    if layer.mode == "static":  # required by the constructor; load_state_dict then sets the same values
-        args.update(x_scale=float(layer.input_scale), x_zero_point=int(layer.input_zero_point))
-    return args
+    return cls.from_dense(linear, scheme="int8_static", activation_scale=activation.activation_scale,
+                          activation_zero_point=activation.activation_zero_point)
 
 
 def _candidates(sparse: bool, quantize: str | None) -> list[str]:

@@ -18,8 +18,9 @@ centre), so their ranges are exact up to one bin width.
 of every selected ``nn.Linear`` (what static int8 quantization needs).
 :func:`prepare_qat_` swaps ``nn.Linear`` for :class:`QATLinear`, which
 fake-quantizes weights (per output channel, symmetric int8 in [-127, 127]) and
-activations (uint8, per row — ``'dynamic'`` — or per tensor from a moving
-average observer — ``'static'``) exactly as ``slimtorch.nn.Int8Linear`` does,
+activations (uint8, per row — ``scheme='int8_dynamic'`` — or per tensor from
+a moving average observer — ``scheme='int8_static'``) exactly as
+``slimtorch.nn.Int8Linear`` does (the same op-level quantization rules),
 with a straight-through estimator: the gradient passes through rounding
 unchanged and is zero where a value was clipped. :func:`convert_qat_` turns
 ``QATLinear`` into ``Int8Linear``.
@@ -28,7 +29,7 @@ unchanged and is zero where a value was clipped. :func:`convert_qat_` turns
 from __future__ import annotations
 
 import math
-import numbers
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -36,7 +37,9 @@ import torch
 from torch import nn
 
 from slimtorch.api import _backend
-from slimtorch._checks import check_float_tensor, check_fraction, check_real
+from slimtorch._checks import (check_bool, check_float_tensor, check_fraction, check_int, check_module,
+                               check_qdtype, check_real)
+from slimtorch.schemes import INT8_DYNAMIC, INT8_STATIC, check_scheme, deprecated_alias
 
 __all__ = [
     "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver", "MSEObserver",
@@ -44,13 +47,7 @@ __all__ = [
 ]
 
 FilterFn = Callable[[nn.Module, str], bool]
-_QDTYPES = (torch.int8, torch.uint8)
-
-
-def _check_qdtype(dtype: object) -> torch.dtype:
-    if dtype not in _QDTYPES:
-        raise ValueError(f"dtype: expected torch.int8 or torch.uint8, got {dtype}")
-    return dtype
+QAT_SCHEMES = (INT8_DYNAMIC, INT8_STATIC)
 
 
 class Observer(nn.Module):
@@ -63,10 +60,8 @@ class Observer(nn.Module):
 
     def __init__(self, *, symmetric: bool = False, dtype: torch.dtype = torch.uint8) -> None:
         super().__init__()
-        if not isinstance(symmetric, bool):
-            raise TypeError(f"symmetric: expected a bool, got {type(symmetric).__name__}")
-        self.symmetric = symmetric
-        self.dtype = _check_qdtype(dtype)
+        self.symmetric = check_bool("symmetric", symmetric)
+        self.dtype = check_qdtype("dtype", dtype)
         self.register_buffer("min_val", torch.tensor(math.inf))
         self.register_buffer("max_val", torch.tensor(-math.inf))
 
@@ -137,11 +132,7 @@ class _HistogramObserver(Observer):
 
     def __init__(self, bins: int = 2048, **kwargs) -> None:
         super().__init__(**kwargs)
-        if isinstance(bins, bool) or not isinstance(bins, numbers.Integral):
-            raise TypeError(f"bins: expected an int, got {type(bins).__name__}")
-        if bins < 16:
-            raise ValueError(f"bins: expected an int >= 16, got {bins}")
-        self.bins = int(bins)
+        self.bins = check_int("bins", bins, minimum=16)
         self.register_buffer("histogram", torch.zeros(self.bins, dtype=torch.float64))
 
     def reset(self) -> None:
@@ -209,11 +200,7 @@ class MSEObserver(_HistogramObserver):
 
     def __init__(self, steps: int = 100, bins: int = 2048, **kwargs) -> None:
         super().__init__(bins, **kwargs)
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-            raise TypeError(f"steps: expected an int, got {type(steps).__name__}")
-        if steps < 1:
-            raise ValueError(f"steps: expected an int >= 1, got {steps}")
-        self.steps = int(steps)
+        self.steps = check_int("steps", steps, minimum=1)
 
     def _errors(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """Expected squared error for each candidate range (lo[i], hi[i])."""
@@ -224,8 +211,8 @@ class MSEObserver(_HistogramObserver):
             zero_point = torch.full_like(scale, 0 if self.dtype == torch.int8 else 128)
         else:
             scale = (hi - lo) / (qmax - qmin)
-            zero_point = (qmin - torch.round(lo / scale.clamp_min(2.0**-23))).clamp(qmin, qmax)
-        scale = scale.clamp_min(2.0**-23)[:, None]
+            zero_point = (qmin - torch.round(lo / scale.clamp_min(_backend.MIN_SCALE))).clamp(qmin, qmax)
+        scale = scale.clamp_min(_backend.MIN_SCALE)[:, None]
         q_lo, q_hi = (qmin - zero_point)[:, None] * scale, (qmax - zero_point)[:, None] * scale
         edges = self._edges()
         centres = ((edges[:-1] + edges[1:]) / 2)[None, :]
@@ -253,12 +240,26 @@ class MSEObserver(_HistogramObserver):
 
 @dataclass(frozen=True)
 class ActivationRange:
-    """The observed range of one layer's input and its quantization parameters."""
+    """The observed range of one layer's input and its quantization
+    parameters: the activation scale and zero point of ``int8_static``."""
 
     min: float
     max: float
-    scale: float
-    zero_point: int
+    activation_scale: float
+    activation_zero_point: int
+
+    @property
+    def scale(self) -> float:
+        """Deprecated: use :attr:`activation_scale`."""
+        warnings.warn("ActivationRange.scale is deprecated; use activation_scale", DeprecationWarning, stacklevel=2)
+        return self.activation_scale
+
+    @property
+    def zero_point(self) -> int:
+        """Deprecated: use :attr:`activation_zero_point`."""
+        warnings.warn("ActivationRange.zero_point is deprecated; use activation_zero_point", DeprecationWarning,
+                      stacklevel=2)
+        return self.activation_zero_point
 
 
 def _check_filter(filter_fn: object) -> None:
@@ -299,15 +300,13 @@ def calibrate(model: nn.Module, data: Iterable, *, observer: Callable[[], Observ
     Returns:
         ``{layer name: ActivationRange}`` for the layers that saw data.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    check_module("model", model)
     if not isinstance(data, Iterable) or isinstance(data, (torch.Tensor, str, bytes)):
         raise TypeError(f"data: expected an iterable of batches, got {type(data).__name__}")
     if not callable(observer):
         raise TypeError(f"observer: expected an Observer class or factory, got {type(observer).__name__}")
     _check_filter(filter_fn)
-    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1):
-        raise ValueError(f"max_batches: expected None or an int >= 1, got {max_batches!r}")
+    check_int("max_batches", max_batches, minimum=1, allow_none=True)
     observers: dict[str, Observer] = {}
     handles = []
     for name, module in model.named_modules():
@@ -341,43 +340,41 @@ def calibrate(model: nn.Module, data: Iterable, *, observer: Callable[[], Observ
 # ---- quantization-aware training -------------------------------------------------
 
 def _fake_quantize_weight(w: torch.Tensor) -> torch.Tensor:
-    # Per output channel, symmetric int8 in [-127, 127], exactly Int8Linear's
-    # weights: scale = max(max|w| / 127, FLT_MIN), q = clamp(rint(w * (1/scale))).
-    scale = (w.detach().abs().amax(dim=1).float() / 127.0).clamp_min(torch.finfo(torch.float32).tiny)
-    zero = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
-    return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -127, 127)
-
-
-def _row_qparams(x2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # Int8Linear's dynamic per-row uint8 parameters: range widened to include 0,
-    # scale = max(hi/255 - lo/255, FLT_MIN), zp = clamp(rint(-lo / scale), 0, 255).
-    lo = x2d.detach().amin(dim=1).float().clamp(max=0)
-    hi = x2d.detach().amax(dim=1).float().clamp(min=0)
-    scale = (hi / 255 - lo / 255).clamp_min(torch.finfo(torch.float32).tiny)
-    zero_point = torch.round(-lo * (1.0 / scale)).clamp(0, 255).to(torch.int32)
-    return scale, zero_point
+    # Exactly Int8Linear's weights (per output channel, symmetric int8, the
+    # op-level quantization rules), with a straight-through gradient: the
+    # range covers every weight, so nothing is clipped.
+    detached = w.detach()
+    scale, zero_point = _backend.choose_qparams(detached, axis=0, symmetric=True, dtype=torch.int8)
+    q = _backend.quantize(detached, scale, zero_point, axis=0, dtype=torch.int8)
+    dequantized = _backend.dequantize(q, scale, zero_point, axis=0, dtype=w.dtype)
+    return w + (dequantized - w).detach()
 
 
 class QATLinear(nn.Linear):
     """``nn.Linear`` that trains against int8 rounding (see the module docstring).
 
     Holds the same ``weight``/``bias`` parameters as the layer it replaced.
-    ``activation='static'`` keeps a :class:`MovingAverageMinMaxObserver` of its
+    ``scheme='int8_static'`` keeps a :class:`MovingAverageMinMaxObserver` of its
     input that updates in training mode (freeze it with ``observe = False``).
+    ``activation`` (``'dynamic'``, ``'static'``): deprecated alias of ``scheme``.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, activation: str = "dynamic",
-                 device=None, dtype=None) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, scheme: str = INT8_DYNAMIC,
+                 activation: str | None = None, device=None, dtype=None) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        if activation not in ("dynamic", "static"):
-            raise ValueError(f"activation: expected 'dynamic' or 'static', got {activation!r}")
-        self.activation = activation
+        scheme = deprecated_alias("activation", activation, "scheme", scheme, INT8_DYNAMIC, translate=True)
+        self.scheme = check_scheme("scheme", scheme, QAT_SCHEMES)
         self.observe = True
-        self.observer = MovingAverageMinMaxObserver(dtype=torch.uint8) if activation == "static" else None
+        self.observer = MovingAverageMinMaxObserver(dtype=torch.uint8) if scheme == INT8_STATIC else None
+
+    @property
+    def activation(self) -> str:
+        """Deprecated: ``'dynamic'`` or ``'static'``; use :attr:`scheme`."""
+        return self.scheme.removeprefix("int8_")
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, activation: str = "dynamic") -> QATLinear:
-        qat = cls(linear.in_features, linear.out_features, linear.bias is not None, activation=activation,
+    def from_linear(cls, linear: nn.Linear, scheme: str = INT8_DYNAMIC) -> QATLinear:
+        qat = cls(linear.in_features, linear.out_features, linear.bias is not None, scheme=scheme,
                   device="meta")
         qat.weight, qat.bias = linear.weight, linear.bias  # the same Parameters: optimizers keep working
         if qat.observer is not None:
@@ -388,9 +385,8 @@ class QATLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2d = x.reshape(-1, self.in_features)
-        if self.activation == "dynamic":
-            scale, zero_point = _row_qparams(x2d)
-            xq = torch.fake_quantize_per_channel_affine(x2d, scale, zero_point, 0, 0, 255)
+        if self.scheme == INT8_DYNAMIC:
+            xq = _backend.fake_quantize_rows(x2d)  # the rows Int8Linear's dynamic kernel multiplies
         else:
             if self.training and self.observe:
                 self.observer(x2d)
@@ -402,33 +398,34 @@ class QATLinear(nn.Linear):
         return y.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, activation={self.activation}"
+        return f"{super().extra_repr()}, scheme={self.scheme!r}"
 
 
-def prepare_qat_(model: nn.Module, *, activation: str = "dynamic", filter_fn: FilterFn | None = None) -> nn.Module:
+def prepare_qat_(model: nn.Module, *, scheme: str = INT8_DYNAMIC, filter_fn: FilterFn | None = None,
+                 activation: str | None = None) -> nn.Module:
     """Swap every ``nn.Linear`` that ``filter_fn(module, name)`` accepts for a
     :class:`QATLinear` (fake int8 quantization with a straight-through
-    estimator), in place. ``activation`` is ``'dynamic'`` (per-row, like
-    ``int8_dynamic``) or ``'static'`` (per-tensor, observed). Returns ``model``."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if activation not in ("dynamic", "static"):
-        raise ValueError(f"activation: expected 'dynamic' or 'static', got {activation!r}")
+    estimator), in place. ``scheme`` is ``'int8_dynamic'`` (activations per
+    row) or ``'int8_static'`` (per tensor, observed); ``activation``
+    (``'dynamic'``, ``'static'``) is its deprecated alias. Returns ``model``."""
+    check_module("model", model)
+    scheme = deprecated_alias("activation", activation, "scheme", scheme, INT8_DYNAMIC, translate=True)
+    check_scheme("scheme", scheme, QAT_SCHEMES)
     _check_filter(filter_fn)
     swaps = [(name, module) for name, module in model.named_modules()
              if type(module) is nn.Linear and (filter_fn is None or filter_fn(module, name))]
     if not swaps:
         raise ValueError("model: no nn.Linear to prepare (or filter_fn accepted none)")
     for name, module in swaps:
-        model.set_submodule(name, QATLinear.from_linear(module, activation))
+        model.set_submodule(name, QATLinear.from_linear(module, scheme))
     return model
 
 
 def convert_qat_(model: nn.Module) -> nn.Module:
-    """Replace every :class:`QATLinear` by ``slimtorch.nn.Int8Linear`` (mode
-    ``'dynamic'``, or ``'static'`` with the observed activation range). Returns ``model``."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    """Replace every :class:`QATLinear` by ``slimtorch.nn.Int8Linear`` (scheme
+    ``'int8_dynamic'``, or ``'int8_static'`` with the observed activation
+    range). Returns ``model``."""
+    check_module("model", model)
     int8_linear = _backend.layer_class("Int8Linear")
     swaps = [(name, m) for name, m in model.named_modules() if isinstance(m, QATLinear)]
     if not swaps:
@@ -436,10 +433,11 @@ def convert_qat_(model: nn.Module) -> nn.Module:
     for name, qat in swaps:
         dense = nn.Linear(qat.in_features, qat.out_features, qat.bias is not None, device="meta")
         dense.weight, dense.bias = qat.weight, qat.bias
-        if qat.activation == "dynamic":
-            layer = int8_linear.from_dense(dense, mode="dynamic")
+        if qat.scheme == INT8_DYNAMIC:
+            layer = int8_linear.from_dense(dense, scheme=INT8_DYNAMIC)
         else:
             scale, zero_point = qat.observer.calculate_qparams()
-            layer = int8_linear.from_dense(dense, mode="static", x_scale=scale, x_zero_point=zero_point)
+            layer = int8_linear.from_dense(dense, scheme=INT8_STATIC, activation_scale=scale,
+                                           activation_zero_point=zero_point)
         model.set_submodule(name, layer)
     return model

@@ -54,7 +54,8 @@ slower to write and read than the plain file.
 
 Loading treats every byte of the file as hostile. It never unpickles and never
 imports anything named by the file: layer classes are looked up among the
-registered ``slimtorch.nn`` layer classes only. ``load_`` reads the header
+layer classes registered in
+``slimtorch.nn.registry.LAYER_CLASSES`` only. ``load_`` reads the header
 first and checks every size it declares (tensor shapes, packed and encoded
 lengths, layer constructor arguments, the data length) against ``model``
 before it allocates or decompresses anything; then it reads the data, checks
@@ -81,8 +82,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimtorch._io import atomic_write_bytes
-from slimtorch.api import _backend
 from slimtorch.api.pruning import WeightMask, is_pruned, weight_mask
+from slimtorch.nn.registry import LAYER_CLASSES
 from slimtorch.structured.surgery import RESIZED_ATTR, plan_resize, resize_
 
 __all__ = ["save", "load_", "read_header", "FileHeader", "TensorEntry", "FORMAT_VERSION"]
@@ -234,8 +235,6 @@ def _is_slimtorch_layer(module: nn.Module) -> bool:
 
 
 def _describe_layer(name: str, module: nn.Module) -> dict:
-    from slimtorch.api.compress import LAYER_CLASSES
-
     spec = LAYER_CLASSES.get(type(module).__name__)
     if spec is None:
         raise TypeError(f"model: layer {name!r} is a {type(module).__name__}, which slimtorch.save cannot store")
@@ -655,8 +654,6 @@ class _RowOffsets:
 
 
 def _registered_layer(name: str) -> bool:
-    from slimtorch.api.compress import LAYER_CLASSES
-
     return name in LAYER_CLASSES
 
 
@@ -684,18 +681,19 @@ def _new_layer(path: str, name: str, info: dict, current: nn.Module,
     if "device" in init:
         raise ValueError(f"path: {path!r} is corrupt (layer {name!r} names a device)")
     try:
-        cls = _backend.layer_class(info["class"])
-        return cls(**{k: _from_json_value(v) for k, v in init.items()})
+        # build() also takes the constructor spellings of earlier files
+        return LAYER_CLASSES[info["class"]].build({k: _from_json_value(v) for k, v in init.items()})
     except (TypeError, ValueError, RuntimeError, OverflowError, RecursionError) as error:
         raise ValueError(f"path: {path!r}: cannot rebuild layer {name!r} ({info['class']}): {error}") from None
 
 
-def _expected_state(path: str, model: nn.Module, meta: dict, resized: dict[str, tuple[int, ...]]
-                    ) -> tuple[dict[str, nn.Module], dict[str, _Expected], dict[str, _RowOffsets]]:
+def _expected_state(path: str, model: nn.Module, meta: dict, resized: dict[str, tuple[int, ...]],
+                    stored: set[str]) -> tuple[dict[str, nn.Module], dict[str, _Expected], dict[str, _RowOffsets]]:
     """The layers to swap in, what every key of the file may hold once the
     recorded structure (smaller modules, layers, masks) is applied to
     ``model``, and the row offsets keys of the packed layers. Allocates no
-    more than the swapped-in layers."""
+    more than the swapped-in layers. A layer's keys are expected under the
+    names of earlier files where ``stored`` (the file's keys) has those."""
     modules = dict(model.named_modules())
     swaps: dict[str, nn.Module] = {}
     for name, info in meta["layers"].items():
@@ -727,9 +725,12 @@ def _expected_state(path: str, model: nn.Module, meta: dict, resized: dict[str, 
         offsets_name, nnz_names = _COMPRESSED_ROWS.get(type(layer).__name__, (None, ()))
         nnz_max = layer.in_features * layer.out_features
         parameters = dict(layer.named_parameters())
+        renamed = {new: old for old, new in LAYER_CLASSES[type(layer).__name__].old_keys.items()
+                   if f"{name}.{old}" in stored and f"{name}.{new}" not in stored}
         for key, value in layer.state_dict().items():
             # A parameter keeps the dtype it is given, as in any module; buffers are the layer's own.
             dtype = None if key in parameters else value.dtype
+            key = renamed.get(key, key)
             if key in nnz_names:
                 expected[f"{name}.{key}"] = _Expected(None, dtype, max_length=nnz_max)
             else:
@@ -881,7 +882,8 @@ def _read(path: str, model: nn.Module) -> tuple[dict, dict[str, nn.Module], dict
         resized = plan_resize(model, meta.get("resized", {}))
     except ValueError as error:
         raise ValueError(f"path: {path!r} does not match model: {error}") from None
-    swaps, expected, row_offsets = _expected_state(path, model, meta, resized)
+    swaps, expected, row_offsets = _expected_state(path, model, meta, resized,
+                                                   set(header.entries) | set(meta["aliases"]))
     for key in meta["aliases"]:
         if key in row_offsets or any(key in offsets.nnz_keys for offsets in row_offsets.values()):
             raise _corrupt(path, f"alias of packed tensor {key!r}")
@@ -926,6 +928,7 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     modules = dict(model.named_modules())
     for name, layer in swaps.items():
         prefix = f"{name}."
+        LAYER_CLASSES[type(layer).__name__].upgrade_keys(tensors, prefix)  # keys of earlier files
         try:
             layer.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
                                   strict=True)

@@ -1,23 +1,26 @@
 """Int8Linear: an ``nn.Linear`` with per-output-channel symmetric int8 weights,
 run on slimtorch's int8 kernels (:mod:`slimtorch.ops.qgemm`).
 
-Modes:
+Schemes (:mod:`slimtorch.schemes`):
 
-* ``"dynamic"``: each input row is quantized on the fly to asymmetric uint8
-  (per-row scale and zero point), multiplied exactly in int32, and rescaled
-  in float. A row with NaN/Inf gives a NaN output row.
-* ``"static"``: as dynamic, with one activation scale and zero point given
-  up front (from calibration).
-* ``"weight_only"``: float activations; the kernel converts the int8 weight
-  in registers. NaN/Inf propagate as in ``nn.Linear``.
+* ``"int8_dynamic"``: each input row is quantized on the fly to asymmetric
+  uint8 (per-row scale and zero point), multiplied exactly in int32, and
+  rescaled in float. A row with NaN/Inf gives a NaN output row.
+* ``"int8_static"``: as dynamic, with one activation scale and zero point
+  given up front (from calibration).
+* ``"int8_weight_only"``: float activations; the kernel converts the int8
+  weight in registers. NaN/Inf propagate as in ``nn.Linear``.
 
 The state_dict holds ``weight_int8`` (int8 ``[out, in]``), ``weight_scale``
-(float32 ``[out]``), ``bias`` (float32 ``[out]``, if any) and, in static mode,
-``input_scale`` / ``input_zero_point``; the kernel layout and column sums are
-rebuilt from them on construction and after ``load_state_dict``.
+(float32 ``[out]``), ``bias`` (float32 ``[out]``, if any) and, for
+``"int8_static"``, ``activation_scale`` / ``activation_zero_point`` (state
+dicts with the older keys ``input_scale`` / ``input_zero_point`` load too).
+The kernel layout and column sums are rebuilt from them whenever they
+change. Every tensor the layer receives is validated as a whole before
+anything is replaced; a rejected one leaves the layer as it was.
 
 The weights are frozen; the layer is differentiable with respect to its input
-(straight-through for the integer modes, see :mod:`slimtorch.ops.qgemm`).
+(straight-through for the integer schemes, see :mod:`slimtorch.ops.qgemm`).
 """
 
 from __future__ import annotations
@@ -25,27 +28,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from slimtorch import _native
-from slimtorch.ops import qgemm as qops
-from slimtorch._checks import FLOAT_DTYPES
+from slimtorch import ops
+from slimtorch._checks import FLOAT_DTYPES, check_bool, check_int, check_module
+from slimtorch.nn.registry import register_layer_class
+from slimtorch.schemes import INT8_DYNAMIC, INT8_STATIC, INT8_WEIGHT_ONLY, SCHEMES, check_scheme, deprecated_alias
 
 __all__ = ["Int8Linear"]
 
-MODES = ("dynamic", "weight_only", "static")
-_FLOAT32_BUFFERS = ("weight_scale", "bias", "input_scale")
-
-
-def _check_features(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name}: expected a non-negative int, got {value}")
-    return value
-
-
-def _repack_after_load(module: Int8Linear, incompatible_keys) -> None:
-    # A module-level function, not a lambda, so that the layer stays picklable.
-    module._repack()
+_FLOAT32_BUFFERS = ("weight_scale", "bias", "activation_scale")
+_OLD_KEYS = {"input_scale": "activation_scale", "input_zero_point": "activation_zero_point"}
+_OLD_MODES = {"dynamic": INT8_DYNAMIC, "weight_only": INT8_WEIGHT_ONLY, "static": INT8_STATIC}
 
 
 class Int8Linear(nn.Module):
@@ -57,59 +49,76 @@ class Int8Linear(nn.Module):
     Args:
         in_features, out_features: sizes, as ``nn.Linear``.
         bias: whether the layer has a bias.
-        mode: ``"dynamic"``, ``"weight_only"`` or ``"static"``.
-        x_scale, x_zero_point: the activation scale (> 0) and uint8 zero point
-            in [0, 255]; required in static mode, rejected otherwise.
+        scheme: ``"int8_dynamic"``, ``"int8_weight_only"`` or ``"int8_static"``.
+        activation_scale, activation_zero_point: the activation scale (> 0)
+            and uint8 zero point in [0, 255]; required for ``"int8_static"``,
+            rejected otherwise.
+        mode, x_scale, x_zero_point: deprecated aliases of ``scheme``
+            (``"dynamic"``, ``"weight_only"``, ``"static"``),
+            ``activation_scale`` and ``activation_zero_point``.
         device: where the buffers live.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 mode: str = "dynamic", x_scale: float | None = None,
-                 x_zero_point: int | None = None, device: torch.device | str | None = None) -> None:
+                 scheme: str = INT8_DYNAMIC, activation_scale: float | None = None,
+                 activation_zero_point: int | None = None, device: torch.device | str | None = None,
+                 mode: str | None = None, x_scale: float | None = None, x_zero_point: int | None = None) -> None:
         super().__init__()
-        self.in_features = _check_features("in_features", in_features)
-        self.out_features = _check_features("out_features", out_features)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias: expected a bool, got {type(bias).__name__}")
-        if mode not in MODES:
-            raise ValueError(f"mode: expected one of {', '.join(map(repr, MODES))}, got {mode!r}")
-        self.mode = mode
-        if mode != "weight_only" and in_features > qops.MAX_K:
-            raise ValueError(f"in_features: at most {qops.MAX_K} fit exact int32 accumulation "
-                             f"in mode {mode!r}, got {in_features} (use mode='weight_only')")
-        if mode == "static":
-            if x_scale is None or x_zero_point is None:
-                raise ValueError("x_scale: static mode needs x_scale and x_zero_point (from calibration)")
-            scale, zero_point = qops.check_scale(x_scale), qops.check_zero_point(x_zero_point)
-        elif x_scale is not None or x_zero_point is not None:
-            raise ValueError(f"x_scale: only static mode takes x_scale / x_zero_point, mode is {mode!r}")
-        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
-        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
-        self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device) if bias else None)
-        if mode == "static":
-            self.register_buffer("input_scale", torch.tensor(scale, dtype=torch.float32, device=device))
-            self.register_buffer("input_zero_point", torch.tensor(zero_point, dtype=torch.int32, device=device))
-        self.register_load_state_dict_post_hook(_repack_after_load)
-        self._repack()
+        scheme = deprecated_alias("mode", mode, "scheme", scheme, INT8_DYNAMIC, translate=True)
+        activation_scale = deprecated_alias("x_scale", x_scale, "activation_scale", activation_scale, None)
+        activation_zero_point = deprecated_alias("x_zero_point", x_zero_point, "activation_zero_point",
+                                                 activation_zero_point, None)
+        self.in_features = check_int("in_features", in_features, minimum=0)
+        self.out_features = check_int("out_features", out_features, minimum=0)
+        check_bool("bias", bias)
+        self.scheme = check_scheme("scheme", scheme, SCHEMES)
+        if scheme != INT8_WEIGHT_ONLY and in_features > ops.MAX_K:
+            raise ValueError(f"in_features: at most {ops.MAX_K} fit exact int32 accumulation "
+                             f"with scheme {scheme!r}, got {in_features} (use scheme='int8_weight_only')")
+        buffers = {
+            "weight_int8": torch.zeros(out_features, in_features, dtype=torch.int8, device=device),
+            "weight_scale": torch.ones(out_features, dtype=torch.float32, device=device),
+            "bias": torch.zeros(out_features, dtype=torch.float32, device=device) if bias else None,
+        }
+        if scheme == INT8_STATIC:
+            if activation_scale is None or activation_zero_point is None:
+                raise ValueError("activation_scale: scheme 'int8_static' needs activation_scale and "
+                                 "activation_zero_point (from calibration)")
+            scale = ops.check_activation_scale(activation_scale)
+            zero_point = ops.check_activation_zero_point(activation_zero_point)
+            buffers["activation_scale"] = torch.tensor(scale, dtype=torch.float32, device=device)
+            buffers["activation_zero_point"] = torch.tensor(zero_point, dtype=torch.int32, device=device)
+        elif activation_scale is not None or activation_zero_point is not None:
+            raise ValueError(f"activation_scale: only scheme 'int8_static' takes activation_scale / "
+                             f"activation_zero_point, scheme is {scheme!r}")
+        for name, value in buffers.items():
+            self.register_buffer(name, value)
+        self._install(buffers)
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, *, mode: str = "dynamic", x_scale: float | None = None,
-                   x_zero_point: int | None = None) -> Int8Linear:
-        """Quantize ``linear`` (per output channel, symmetric int8) into an Int8Linear
-        on the same device. ``x_scale`` / ``x_zero_point``: static mode only."""
+    def from_dense(cls, linear: nn.Linear, *, scheme: str = INT8_DYNAMIC, activation_scale: float | None = None,
+                   activation_zero_point: int | None = None, mode: str | None = None,
+                   x_scale: float | None = None, x_zero_point: int | None = None) -> Int8Linear:
+        """Quantize ``linear`` (per output channel, symmetric int8) into an
+        Int8Linear on the same device. ``activation_scale`` /
+        ``activation_zero_point``: ``"int8_static"`` only. ``mode``,
+        ``x_scale``, ``x_zero_point``: deprecated aliases."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected a torch.nn.Linear, got {type(linear).__name__}")
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, mode=mode,
-                    x_scale=x_scale, x_zero_point=x_zero_point, device=linear.weight.device)
-        q, scale = qops.qgemm_quantize_weight(linear.weight.detach())
-        with torch.no_grad():
-            layer.weight_int8.copy_(q)
-            layer.weight_scale.copy_(scale)
-            if linear.bias is not None:
-                if not bool(torch.isfinite(linear.bias).all()):
-                    raise ValueError("linear: bias contains NaN or Inf")
-                layer.bias.copy_(linear.bias.detach().float())
-        layer._repack()
+        scheme = deprecated_alias("mode", mode, "scheme", scheme, INT8_DYNAMIC, translate=True)
+        activation_scale = deprecated_alias("x_scale", x_scale, "activation_scale", activation_scale, None)
+        activation_zero_point = deprecated_alias("x_zero_point", x_zero_point, "activation_zero_point",
+                                                 activation_zero_point, None)
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, scheme=scheme,
+                    activation_scale=activation_scale, activation_zero_point=activation_zero_point,
+                    device=linear.weight.device)
+        q, scale = ops.qgemm_quantize_weight(linear.weight.detach())
+        given = {"weight_int8": q, "weight_scale": scale}
+        if linear.bias is not None:
+            if not bool(torch.isfinite(linear.bias).all()):
+                raise ValueError("linear: bias contains NaN or Inf")
+            given["bias"] = linear.bias.detach().float().clone()
+        layer._install(layer._would_be(given))
         return layer
 
     def to_dense(self) -> nn.Linear:
@@ -122,19 +131,66 @@ class Int8Linear(nn.Module):
                 linear.bias.copy_(self.bias)
         return linear
 
-    def _repack(self) -> None:
-        """Rebuild the kernel layout and column sums from the persistent buffers."""
-        for name in ("weight_int8", "weight_scale", "bias"):
-            value = getattr(self, name)
-            expected = (self.out_features, self.in_features) if name == "weight_int8" else (self.out_features,)
-            if value is not None and tuple(value.shape) != expected:
-                raise ValueError(f"{name}: expected shape {expected}, got {tuple(value.shape)}")
-        weight = qops.qgemm_pack_weight(self.weight_int8, self.weight_scale)
-        self.register_buffer("packed", weight.packed, persistent=False)
-        self.register_buffer("colsum", weight.colsum, persistent=False)
-        if self.mode == "static":
-            self._x_scale = qops.check_scale(self.input_scale)
-            self._x_zero_point = qops.check_zero_point(self.input_zero_point)
+    @property
+    def mode(self) -> str:
+        """Deprecated: the scheme without its ``int8_`` prefix; use :attr:`scheme`."""
+        return self.scheme.removeprefix("int8_")
+
+    # ---- internal state ----------------------------------------------------------
+
+    def _persistent(self) -> tuple[str, ...]:
+        names = ("weight_int8", "weight_scale", "bias")
+        return names + ("activation_scale", "activation_zero_point") if self.scheme == INT8_STATIC else names
+
+    def _would_be(self, given: dict[str, object]) -> dict[str, torch.Tensor | None]:
+        """The buffers with ``given`` tensors over the current ones, converted
+        and validated as a whole (TypeError/ValueError); the layer itself is
+        not touched."""
+        device = self.weight_int8.device
+        state = {name: self._buffers.get(name) for name in self._persistent()}
+        for name, value in given.items():
+            if value is None:
+                if name != "bias":
+                    raise TypeError(f"{name}: expected a tensor, got None")
+                state[name] = None
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name}: expected a tensor, got {type(value).__name__}")
+            if name == "weight_int8" and value.dtype != torch.int8:
+                raise TypeError(f"weight_int8: expected dtype int8, got {value.dtype}")
+            if name in _FLOAT32_BUFFERS and value.dtype not in FLOAT_DTYPES + (torch.float64,):
+                raise TypeError(f"{name}: expected a float dtype, got {value.dtype}")
+            value = value.detach().to(device, copy=True)  # the caller keeps no handle on the layer's state
+            state[name] = value.float() if name in _FLOAT32_BUFFERS else value
+        expected = {"weight_int8": (self.out_features, self.in_features), "weight_scale": (self.out_features,),
+                    "bias": (self.out_features,), "activation_scale": (), "activation_zero_point": ()}
+        for name, value in state.items():
+            if value is not None and tuple(value.shape) != expected[name]:
+                raise ValueError(f"{name}: expected shape {expected[name]}, got {tuple(value.shape)}")
+        if state["bias"] is not None and given.get("bias") is not None and not bool(torch.isfinite(state["bias"]).all()):
+            raise ValueError("bias: expected finite values")
+        return state
+
+    def _install(self, state: dict[str, torch.Tensor | None]) -> None:
+        """Packs ``state`` (validated by the ops) and makes it the layer's:
+        buffers and the prepared weight forward reads in one attribute."""
+        weight = ops.qgemm_pack_weight(state["weight_int8"], state["weight_scale"])
+        activation = None
+        if self.scheme == INT8_STATIC:
+            activation = ops.ActivationQParams(ops.check_activation_scale(state["activation_scale"]),
+                                               ops.check_activation_zero_point(state["activation_zero_point"]))
+        bias = state["bias"]
+        if bias is not None:
+            bias = bias.contiguous()
+        for name, value in state.items():
+            self._buffers[name] = bias if name == "bias" else value
+        self.__dict__["_state"] = (weight, activation, bias)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if "_state" in self.__dict__ and name in self._persistent():
+            self._install(self._would_be({name: value}))
+            return
+        super().__setattr__(name, value)
 
     def _apply(self, fn, recurse=True):
         # .half() / .to(dtype) would round the float32 scales and bias; they
@@ -145,50 +201,70 @@ class Int8Linear(nn.Module):
             new = self._buffers.get(name)
             if old is not None and new is not None and new.dtype != torch.float32:
                 self._buffers[name] = old.to(new.device)
+        self._install({name: self._buffers.get(name) for name in self._persistent()})
         return self
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        for old, new in _OLD_KEYS.items():
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        given = {name: state_dict[prefix + name] for name in self._persistent() if prefix + name in state_dict}
+        try:
+            if "bias" in given and self.bias is None:
+                raise ValueError("bias: the layer has no bias")
+            self._install(self._would_be(given))
+        except (TypeError, ValueError) as error:
+            error_msgs.append(f"{prefix or 'Int8Linear'}: invalid int8 weight: {error}")
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    # ---- forward -------------------------------------------------------------------
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, activation, bias = self._state  # one read: a consistent state even while another thread reloads
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"input: expected shape [..., {self.in_features}], got {tuple(x.shape)}")
         if x.dtype not in FLOAT_DTYPES:
             raise TypeError(f"input: expected dtype float32, float16 or bfloat16, got {x.dtype}")
-        buffers = self._buffers
-        packed, w_scale, bias = buffers["packed"], buffers["weight_scale"], buffers["bias"]
-        if x.device != packed.device:
-            raise ValueError(f"input: expected a tensor on {packed.device} (the layer's device), got {x.device}")
-        mode = self.mode
-        # Eager CPU inference calls the native kernel directly: torch.library
-        # dispatch alone costs more than a small layer's whole GEMV.
-        if (x.dtype is torch.float32 and x.is_cpu and _native.cpu is not None
-                and self.in_features > 0 and not (x.requires_grad and torch.is_grad_enabled())
-                and not torch.compiler.is_compiling()):
-            n = self.out_features
-            x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
-            if not x2.is_contiguous():
-                x2 = x2.contiguous()
-            m, k = x2.shape
-            y = torch.empty(m, n)
-            bias_ptr = 0 if bias is None else bias.data_ptr()
-            if mode == "weight_only":
-                _native.cpu.qlinear_weight_only(x2.data_ptr(), m, k, k, packed.data_ptr(), w_scale.data_ptr(),
-                                                bias_ptr, n, y.data_ptr(), n, torch.get_num_threads())
-            else:
-                static = mode == "static"
-                _native.cpu.qlinear_u8s8(x2.data_ptr(), m, k, k, packed.data_ptr(), w_scale.data_ptr(),
-                                         buffers["colsum"].data_ptr(), bias_ptr, n, y.data_ptr(), n, static,
-                                         self._x_scale if static else 1.0,
-                                         self._x_zero_point if static else 0, torch.get_num_threads())
-            return y if x.dim() == 2 else y.view(*x.shape[:-1], n)
-        if mode == "dynamic":
-            return qops._dynamic_op(x, packed, w_scale, buffers["colsum"], bias)
-        if mode == "static":
-            return qops._static_op(x, packed, w_scale, buffers["colsum"], bias, self._x_scale, self._x_zero_point)
-        return qops._weight_only_op(x, packed, w_scale, bias)
+        scheme = self.scheme
+        if scheme == INT8_DYNAMIC:
+            return ops.qlinear_dynamic(x, weight, bias)
+        if scheme == INT8_STATIC:
+            return ops.qlinear_static(x, weight, activation.scale, activation.zero_point, bias)
+        return ops.qlinear_weight_only(x, weight, bias)
 
     def extra_repr(self) -> str:
-        text = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, mode={self.mode!r}"
-        if self.mode == "static":
-            text += f", x_scale={self._x_scale}, x_zero_point={self._x_zero_point}"
+        text = (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, scheme={self.scheme!r}")
+        if self.scheme == INT8_STATIC:
+            activation = self._state[1]
+            text += f", activation_scale={activation.scale}, activation_zero_point={activation.zero_point}"
         return text
+
+
+def _build(init: dict) -> Int8Linear:
+    """The empty layer for a file's ``init``; files written before the
+    scheme vocabulary recorded ``mode`` / ``x_scale`` / ``x_zero_point``."""
+    init = dict(init)
+    for old, new in (("mode", "scheme"), ("x_scale", "activation_scale"), ("x_zero_point", "activation_zero_point")):
+        if old in init:
+            if new in init:
+                raise ValueError(f"{old}: an earlier spelling of {new}; a layer records one of them, not both")
+            value = init.pop(old)
+            init[new] = _OLD_MODES.get(value, "invalid") if old == "mode" else value
+    return Int8Linear(**init)
+
+
+@register_layer_class("Int8Linear", lambda layer: layer.scheme, _build, _OLD_KEYS)
+def _init_args(layer: nn.Module) -> dict:
+    check_module("layer", layer)
+    args = {"in_features": layer.in_features, "out_features": layer.out_features,
+            "bias": layer.bias is not None, "scheme": layer.scheme}
+    if layer.scheme == INT8_STATIC:  # required by the constructor; load_state_dict then sets the same values
+        activation = layer._state[1]
+        args.update(activation_scale=activation.scale, activation_zero_point=activation.zero_point)
+    return args

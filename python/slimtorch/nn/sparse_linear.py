@@ -3,17 +3,17 @@ on slimtorch's sparse kernels, or on torch's dense kernel where that is faster.
 
 Dense fallback ("never slower than what it replaces"): the sparse kernels
 beat dense only below some density, and that density falls as the batch
-grows and rises when the dense weight no longer fits in the last-level cache.
-``BREAK_EVEN_DENSITY`` holds, per values kind, weight size class and batch
-size, the highest density at which the sparse kernel was measured faster
-than ``nn.Linear`` with the same weights (benchmarks/break_even.py: 2 threads
-on a shared 2-core AMD EPYC with AVX-512, shapes 768->3072 and 3072->768 for
-"cached", 4096->4096 for "large"; the smaller of two shapes' crossings, kept
-a grid step below where the measurement was a tie, because that machine's
-timings were noisy). A layer whose density is above the break-even of a
-batch size runs ``F.linear`` on a dense copy of its weight (built once, not
-saved in the state_dict) for that batch size and larger ones.
-GPU break-evens were not measured; the same table is used there.
+grows and rises when the dense weight no longer fits in the last-level
+cache. The break-even densities per ISA path come from the data file the
+package ships (see :mod:`slimtorch.data`, read by
+:func:`slimtorch.ops.sparse_max_batch`). A layer whose density is above the
+break-even of a batch size runs ``F.linear`` on a dense copy of its weight
+(built once, never saved) for that batch size and larger ones. The
+``dispatch`` attribute overrides the choice (``"sparse"``, ``"dense"``).
+
+Every tensor the layer receives (constructor, ``load_state_dict`` strict or
+not, ``assign=True``, attribute assignment, ``.to()``) is validated as a
+whole before anything is replaced; a rejected one leaves the layer as it was.
 """
 
 from __future__ import annotations
@@ -24,75 +24,41 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from slimtorch import _native, ops
-from slimtorch._checks import check_fraction
-from slimtorch.ops.spmm import MAX_NARROW_COLS, VALUE_DTYPES, SparseWeight, _sparse_linear_op, value_code
-from slimtorch.reference.qgemm import quantize_rows
+from slimtorch import ops
+from slimtorch._checks import FLOAT_DTYPES, check_bool, check_choice, check_fraction, check_int, check_module
+from slimtorch.nn.registry import register_layer_class
+from slimtorch.schemes import INT8_DYNAMIC, INT8_WEIGHT_ONLY, check_scheme, deprecated_alias
 
-__all__ = ["SparseLinear", "BREAK_EVEN_DENSITY", "BREAK_EVEN_DENSITY_NO_AVX512", "ACTIVATIONS"]
+__all__ = ["SparseLinear", "SCHEMES", "DISPATCH"]
 
-# How a SparseLinear treats its input: "float" multiplies it as it is;
-# "int8_dynamic" (int8 values only) quantizes each input row to uint8 with its
-# own scale and zero point, as Int8Linear's dynamic mode does, and multiplies
-# the codes by the int8 values in exact integer arithmetic.
-ACTIVATIONS = ("float", "int8_dynamic")
-# Below this many input rows the int8_dynamic kernel (64-row tiles) does not
-# pay: the codes are dequantized and the float kernel runs (same values up to
-# float rounding).
-DYNAMIC_MIN_BATCH = 32
-
-# {(values kind, weight size class): ((batch, highest density at which the
-# sparse kernel wins), ...)}, batch ascending. The size class matters because
-# a dense weight that stays in the last-level cache makes torch's dense GEMV
-# compute-bound and fast, while the sparse kernel is bound by its gathers.
-# Measured with benchmarks/break_even.py (2 threads, --reps 9, margin 1.1,
-# two runs agreeing) after the batch-1 gather kernels started a second thread
-# from 2^13 nonzeros and the panels moved to 16x16 register transposes: at
-# batch 1 the sparse kernel beat nn.Linear at every density from 0.05 to 0.7
-# (the highest measured) on both size classes, x1.26-5.7; at batch 16 up to
-# 0.4 (cached: x1.17-1.50; 0.5: x0.98-1.22), 0.6 (large, float) and 0.7 (large, int8);
-# at batch 128 up to 0.4 (cached: x1.14-1.32; 0.5: x1.03-1.07), 0.4 (large,
-# float; 0.5: x1.03) and 0.5 (large, int8: x1.17; 0.6: x0.93).
-BREAK_EVEN_DENSITY: dict[tuple[str, str], tuple[tuple[int, float], ...]] = {
-    ("float", "cached"): ((1, 0.7), (16, 0.4), (128, 0.4)),
-    ("float", "large"): ((1, 0.7), (16, 0.6), (128, 0.4)),
-    ("int8", "cached"): ((1, 0.7), (16, 0.4), (128, 0.4)),
-    ("int8", "large"): ((1, 0.7), (16, 0.7), (128, 0.5)),
-}
-# The same where the AVX-512 kernels do not run (an AVX2-only or older CPU,
-# SLIMTORCH_ISA=avx2|scalar, no native module): without the bitmap kernel the
-# batch-1 sparse kernel loses at medium densities. Measured with the AVX2
-# kernels forced (SLIMTORCH_ISA=avx2) against torch's own AVX-512 dense GEMM
-# on the same machine, the worst case: cached, 0.3 wins at every batch
-# (x1.18-2.01), 0.5 loses at batch 1 (x0.68-0.97) and ties at 16 (x0.95-1.22);
-# large, 0.5 wins at batch 1 and 16 (x1.32-2.00), 0.4 at 128 is a tie
-# (x1.18-1.30), 0.3 wins (x1.70-1.80).
-BREAK_EVEN_DENSITY_NO_AVX512: dict[tuple[str, str], tuple[tuple[int, float], ...]] = {
-    ("float", "cached"): ((1, 0.3), (16, 0.3), (128, 0.3)),
-    ("float", "large"): ((1, 0.5), (16, 0.5), (128, 0.3)),
-    ("int8", "cached"): ((1, 0.3), (16, 0.3), (128, 0.3)),
-    ("int8", "large"): ((1, 0.5), (16, 0.5), (128, 0.3)),
-}
-# Dense float32 weights up to this size count as "cached" (half the 32 MiB L3
-# of the machine the table was measured on).
-CACHED_WEIGHT_BYTES = 16 << 20
+# None: float values; "int8_weight_only": int8 values (per-row scales), float
+# activations; "int8_dynamic": int8 values times activations quantized per
+# row on the fly.
+SCHEMES = (None, INT8_WEIGHT_ONLY, INT8_DYNAMIC)
+# "auto": sparse up to the break-even batch, dense above; "sparse": always
+# the sparse kernel; "dense": always F.linear on a dense copy.
+DISPATCH = ("auto", "sparse", "dense")
 
 _PACKED = ("row_ptr", "col_idx", "values", "row_scales")
+_OLD_ACTIVATIONS = {"float": None, "int8_dynamic": INT8_DYNAMIC}
 
 
-def _sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements: int,
-                      device: torch.device = torch.device("cpu")) -> float:
-    """The largest batch (rows of x) for which the sparse kernel is used."""
-    size = "cached" if 4 * weight_elements <= CACHED_WEIGHT_BYTES else "large"
-    avx512 = device.type != "cpu" or (_native.cpu is not None and _native.cpu.active_isa() in ("avx512", "amx"))
-    tables = BREAK_EVEN_DENSITY if avx512 else BREAK_EVEN_DENSITY_NO_AVX512
-    table = tables[("int8" if values_dtype == torch.int8 else "float", size)]
-    best = 0
-    for batch, limit in table:
-        if density > limit:
-            break
-        best = batch
-    return math.inf if best == table[-1][0] else best
+def _resolve_scheme(scheme: object, activations: object, values_dtype: object) -> tuple[str | None, torch.dtype]:
+    """The layer's scheme and values dtype from the constructor arguments
+    (``activations``: deprecated alias of ``scheme``)."""
+    if activations is not None:
+        check_choice("activations", activations, tuple(_OLD_ACTIVATIONS))
+        scheme = deprecated_alias("activations", _OLD_ACTIVATIONS[activations], "scheme", scheme, None,
+                                  stacklevel=4)
+    scheme = check_scheme("scheme", scheme, SCHEMES)
+    if values_dtype is not None and values_dtype not in ops.VALUE_DTYPES:
+        raise TypeError(f"values_dtype: expected None or one of float32, float16, bfloat16, int8, got {values_dtype}")
+    if scheme is None:
+        values_dtype = values_dtype or torch.float32
+        return (INT8_WEIGHT_ONLY if values_dtype == torch.int8 else None), values_dtype
+    if values_dtype not in (None, torch.int8):
+        raise ValueError(f"scheme: {scheme!r} stores int8 values, got values_dtype={values_dtype}")
+    return scheme, torch.int8
 
 
 class SparseLinear(nn.Module):
@@ -107,13 +73,14 @@ class SparseLinear(nn.Module):
     Args:
         in_features, out_features: layer sizes.
         bias: whether the layer has a bias.
-        values_dtype: dtype of the stored nonzeros.
-        activations: ``"float"`` or ``"int8_dynamic"`` (``ACTIVATIONS``; the
-            latter needs int8 values): each input row quantized to uint8 on
-            the fly, integer products (AVX-512 VNNI kernel; elsewhere the
-            quantized rows are dequantized and the float kernel runs). The
-            gradient with respect to the input passes straight through the
-            rounding.
+        values_dtype: dtype of the stored nonzeros (None: float32, or int8
+            for an int8 scheme).
+        scheme: ``None`` (values as stored), ``"int8_weight_only"`` (int8
+            values, float activations) or ``"int8_dynamic"`` (int8 values;
+            each input row quantized to uint8 on the fly and multiplied in
+            integers; the gradient with respect to the input passes straight
+            through the rounding). Int8 schemes imply int8 values.
+        activations: deprecated alias of ``scheme`` (``"float"`` is ``None``).
         device: where the (all-zero) packed weight is created.
     """
 
@@ -123,30 +90,27 @@ class SparseLinear(nn.Module):
         out_features: int,
         bias: bool = True,
         *,
-        values_dtype: torch.dtype = torch.float32,
-        activations: str = "float",
+        values_dtype: torch.dtype | None = None,
+        scheme: str | None = None,
+        activations: str | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        _check_activations(activations, values_dtype)
-        self.activations = activations
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
-        if values_dtype not in VALUE_DTYPES:
-            raise TypeError(f"values_dtype: expected one of float32, float16, bfloat16, int8, got {values_dtype}")
-        self.in_features = in_features
-        self.out_features = out_features
-        index_dtype = torch.int16 if in_features <= MAX_NARROW_COLS else torch.int32
+        scheme, values_dtype = _resolve_scheme(scheme, activations, values_dtype)
+        self.in_features = check_int("in_features", in_features, minimum=0)
+        self.out_features = check_int("out_features", out_features, minimum=0)
+        check_bool("bias", bias)
+        self.scheme = scheme
+        self.__dict__["_dispatch"] = "auto"
+        index_dtype = torch.int16 if in_features <= ops.spmm.MAX_NARROW_COLS else torch.int32
         scales = torch.ones(out_features, device=device) if values_dtype == torch.int8 else None
-        self._set_packed(SparseWeight(
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device)) if bias else None
+        self._install(ops.SparseWeight(
             torch.zeros(out_features + 1, dtype=torch.int64, device=device),
             torch.empty(0, dtype=index_dtype, device=device),
             torch.empty(0, dtype=values_dtype, device=device),
             scales, in_features,
         ))
-        self.bias = nn.Parameter(torch.zeros(out_features, device=device)) if bias else None
-        self._configure()
 
     # ---- construction ------------------------------------------------------------
 
@@ -157,7 +121,8 @@ class SparseLinear(nn.Module):
         *,
         sparsity: float | None = None,
         values_dtype: torch.dtype | None = None,
-        activations: str = "float",
+        scheme: str | None = None,
+        activations: str | None = None,
     ) -> SparseLinear:
         """A SparseLinear computing what ``linear`` computes with its zeros dropped.
 
@@ -166,31 +131,28 @@ class SparseLinear(nn.Module):
             sparsity: None keeps exactly the zeros already in ``linear.weight``;
                 a number in [0, 1] first prunes ``round(sparsity * numel)``
                 weights of smallest magnitude.
-            values_dtype: None keeps the weight's dtype; float32, float16 or
-                bfloat16 converts; int8 stores symmetric per-output-row int8
-                ("sparse int8") with float32 row scales.
-            activations: ``"float"`` or ``"int8_dynamic"`` (see the class);
-                ``"int8_dynamic"`` with ``values_dtype=None`` stores int8 values.
+            values_dtype: None keeps the weight's dtype (int8 for an int8
+                scheme); float32, float16 or bfloat16 converts; int8 stores
+                symmetric per-output-row int8 ("sparse int8") with float32
+                row scales.
+            scheme: as in the class; ``activations``: its deprecated alias.
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected a torch.nn.Linear, got {type(linear).__name__}")
-        if values_dtype is not None and values_dtype not in VALUE_DTYPES:
-            raise TypeError(f"values_dtype: expected None or one of float32, float16, bfloat16, int8, got {values_dtype}")
-        if activations == "int8_dynamic" and values_dtype is None:
-            values_dtype = torch.int8
-        _check_activations(activations, values_dtype or linear.weight.dtype)
+        if values_dtype is None and scheme is None and activations in (None, "float"):
+            values_dtype = linear.weight.dtype  # float values as trained
+        scheme, values_dtype = _resolve_scheme(scheme, activations, values_dtype)
         weight = linear.weight.detach()
         if sparsity is not None:
             sparsity = check_fraction("sparsity", sparsity)
             keep = ops.magnitude_masks([weight], sparsity)[0]  # exactly round(sparsity * numel) pruned
             weight = torch.where(keep, weight, torch.zeros_like(weight))
-        packed = SparseWeight.from_dense(weight, values_dtype)
+        packed = ops.SparseWeight.from_dense(weight, values_dtype)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    values_dtype=packed.values.dtype, activations=activations, device=weight.device)
-        layer._set_packed(packed)
+                    values_dtype=packed.values.dtype, scheme=scheme, device=weight.device)
         if linear.bias is not None:
             layer.bias = nn.Parameter(linear.bias.detach().clone())
-        layer._configure()
+        layer._install(packed)
         return layer
 
     def to_dense(self) -> nn.Linear:
@@ -210,9 +172,9 @@ class SparseLinear(nn.Module):
                 linear.bias.copy_(self.bias)
         return linear
 
-    def packed(self) -> SparseWeight:
-        """The packed weight (validated again: O(nnz))."""
-        return SparseWeight(self.row_ptr, self.col_idx, self.values, self.row_scales, self.in_features)
+    def packed(self) -> ops.SparseWeight:
+        """The packed weight the kernels run (validated when it was installed)."""
+        return self._state[0]
 
     @property
     def nnz(self) -> int:
@@ -223,148 +185,180 @@ class SparseLinear(nn.Module):
         total = self.in_features * self.out_features
         return self.nnz / total if total else 0.0
 
+    @property
+    def dispatch(self) -> str:
+        """``"auto"`` (default: sparse kernel up to the break-even batch of
+        this ISA path, dense above), ``"sparse"`` (always the sparse kernel,
+        e.g. to time it) or ``"dense"`` (always ``F.linear`` on a dense copy)."""
+        return self._dispatch
+
+    @dispatch.setter
+    def dispatch(self, value: str) -> None:
+        check_choice("dispatch", value, DISPATCH)
+        self.__dict__["_dispatch"] = value
+        self._install(self.packed())
+
+    @property
+    def activations(self) -> str:
+        """Deprecated: ``"int8_dynamic"`` or ``"float"``; use :attr:`scheme`."""
+        return "int8_dynamic" if self.scheme == INT8_DYNAMIC else "float"
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, values={str(self.values.dtype).removeprefix('torch.')}, "
-                f"density={self.density:.3f}"
-                + (f", activations={self.activations!r}" if self.activations != "float" else ""))
+                f"density={self.density:.3f}" + (f", scheme={self.scheme!r}" if self.scheme else ""))
 
     # ---- internal state ------------------------------------------------------------
 
-    def _set_packed(self, packed: SparseWeight) -> None:
-        if packed.in_features != self.in_features or packed.out_features != self.out_features:
+    def _check_fits(self, weight: ops.SparseWeight) -> None:
+        """``weight`` has this layer's shape and values its scheme can run."""
+        if weight.in_features != self.in_features or weight.out_features != self.out_features:
             raise ValueError(f"weight: expected a {self.out_features}x{self.in_features} packed weight, "
-                             f"got {packed.out_features}x{packed.in_features}")
-        for name in _PACKED:
-            self._buffers.pop(name, None)
-            self.register_buffer(name, getattr(packed, name))
+                             f"got {weight.out_features}x{weight.in_features}")
+        if self.scheme == INT8_DYNAMIC and weight.values.dtype != torch.int8:
+            raise TypeError(f"values: a layer with scheme {self.scheme!r} needs int8 values, got {weight.values.dtype}")
 
-    def _configure(self) -> None:
-        """Derives the dispatch state from the buffers: the dense fallback
-        decision (and its dense weight) and the native fast path's arguments."""
-        # No dense fallback for int8_dynamic: no break-even was measured for it
-        # (compress_ times it against the dense layer instead).
-        self._sparse_max_batch = math.inf if self.activations == "int8_dynamic" else _sparse_max_batch(
-            self.density, self.values.dtype, self.in_features * self.out_features, self.values.device)
-        packed = self.packed()
-        # Derived, not saved: the column bitmap of the batch-1 kernel.
-        self.register_buffer("_bitmap", packed.bitmap, persistent=False)
-        self._buffers.pop("_dense_weight", None)
-        if self._sparse_max_batch != math.inf:
-            dense = packed.to_dense()
-            if self.bias is not None and self.bias.dtype != dense.dtype:
-                dense = dense.to(self.bias.dtype)
-            self.register_buffer("_dense_weight", dense, persistent=False)
-        self.__dict__["_bias_ref"] = self._parameters.get("bias")
-        # Raw arguments for _C.spmm_forward, so the eager CPU inference path
-        # skips torch.library dispatch and most attribute lookups.
-        if _native.cpu is not None and self.values.device.type == "cpu":
-            self._native_args = (
-                self.out_features, self.in_features, self.row_ptr.data_ptr(), self.col_idx.data_ptr(),
-                self.col_idx.dtype == torch.int32, self.values.data_ptr(), value_code(self.values.dtype),
-                0 if self.row_scales is None else self.row_scales.data_ptr(), self.values.shape[0],
-                0 if self._bitmap is None else self._bitmap.data_ptr(),
-            )
+    def _install(self, weight: ops.SparseWeight) -> None:
+        """Makes ``weight`` (validated) the layer's packed weight: its buffers
+        and the dispatch state forward reads in one attribute."""
+        self._check_fits(weight)
+        self.__dict__["scheme"] = (self.scheme if self.scheme == INT8_DYNAMIC
+                                   else INT8_WEIGHT_ONLY if weight.values.dtype == torch.int8 else None)
+        for name in _PACKED:
+            self._buffers[name] = getattr(weight, name)
+        if self._dispatch == "sparse" or self.scheme == INT8_DYNAMIC:
+            # No break-even was measured for int8_dynamic; compress_ times it instead.
+            max_batch = math.inf
+        elif self._dispatch == "dense":
+            max_batch = -1
         else:
-            self._native_args = None
+            max_batch = ops.sparse_max_batch(weight.density, weight.values.dtype,
+                                             self.in_features * self.out_features, weight.values.device)
+        dense = None
+        if max_batch != math.inf:
+            dense = weight.to_dense()
+            bias = self._parameters.get("bias")
+            if bias is not None and bias.dtype != dense.dtype:
+                dense = dense.to(bias.dtype)
+        self.__dict__["_state"] = (weight, max_batch, dense)
+
+    def _check_bias(self, bias: object) -> None:
+        if bias is None:
+            return
+        if not isinstance(bias, torch.Tensor):
+            raise TypeError(f"bias: expected a tensor or None, got {type(bias).__name__}")
+        if bias.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"bias: expected dtype float32, float16 or bfloat16, got {bias.dtype}")
+        if tuple(bias.shape) != (self.out_features,):
+            raise ValueError(f"bias: expected shape ({self.out_features},), got {tuple(bias.shape)}")
+
+    def _would_be(self, replaced: dict[str, object]) -> ops.SparseWeight:
+        """The packed weight with some tensors replaced, validated (raises
+        TypeError/ValueError); the layer itself is not touched."""
+        parts = {name: self._buffers.get(name) for name in _PACKED}
+        if "values" in replaced and "row_scales" not in replaced and getattr(
+                replaced["values"], "dtype", None) != torch.int8:
+            parts["row_scales"] = None
+        device = self.values.device
+        for name, value in replaced.items():
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name}: expected a tensor, got {type(value).__name__}")
+            # A copy: the caller keeps no handle on what the kernels read.
+            parts[name] = None if value is None else value.detach().to(device, copy=True)
+        return ops.SparseWeight(parts["row_ptr"], parts["col_idx"], parts["values"], parts["row_scales"],
+                                self.in_features)
 
     def __setattr__(self, name: str, value: object) -> None:
+        if name in _PACKED and "_state" in self.__dict__:
+            self._install(self._would_be({name: value}))
+            return
+        if name == "bias" and "_state" in self.__dict__:
+            self._check_bias(value)
+            super().__setattr__(name, value)
+            self._install(self.packed())  # the dense copy follows the bias dtype
+            return
         super().__setattr__(name, value)
-        if name in _PACKED or name == "bias":
-            # The cached pointers and the dense copy describe the old tensors.
-            self.__dict__["_native_args"] = None
-            self.__dict__["_bias_ref"] = self._parameters.get("bias")
 
     def _apply(self, fn, recurse=True):
+        scales = self._buffers["row_scales"]
         result = super()._apply(fn, recurse)
         # Module.half()/double() convert every float buffer; the kernels need
-        # float32 row scales whatever happened to them.
-        if self.row_scales is not None and self.row_scales.dtype != torch.float32:
-            self._buffers["row_scales"] = self.row_scales.float()
-        if self.values.dtype not in VALUE_DTYPES:
-            self._buffers["values"] = self.values.float()
-        self._configure()
+        # float32 row scales (kept exact: they follow device moves only) and
+        # values of a supported dtype.
+        buffers = self._buffers
+        if scales is not None and buffers["row_scales"].dtype != torch.float32:
+            buffers["row_scales"] = scales.to(buffers["row_scales"].device)
+        if buffers["values"].dtype not in ops.VALUE_DTYPES:
+            buffers["values"] = buffers["values"].float()
+        self._install(self._would_be({}))
         return result
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         # The packed tensors' sizes depend on nnz, so they replace the buffers
-        # (after validation) instead of being copied into them.
-        keys = [prefix + name for name in ("row_ptr", "col_idx", "values")]
-        if all(key in state_dict for key in keys):
-            device = self.row_ptr.device
-            try:
-                packed = SparseWeight(*(state_dict[key].detach().to(device) for key in keys),
-                                      None if state_dict.get(prefix + "row_scales") is None
-                                      else state_dict[prefix + "row_scales"].detach().to(device),
-                                      self.in_features)
-                self._set_packed(packed)
-            except (TypeError, ValueError) as error:
-                error_msgs.append(f"{prefix}: invalid packed sparse weight: {error}")
-                return
+        # instead of being copied into them, after the whole would-be state
+        # (given tensors over current ones) has been validated.
+        given = {name: state_dict[prefix + name] for name in _PACKED if prefix + name in state_dict}
+        try:
+            weight = self._would_be(given) if given else self.packed()
+            self._check_fits(weight)
+            if prefix + "bias" in state_dict:
+                if self.bias is None:
+                    raise ValueError("bias: the layer has no bias")
+                self._check_bias(state_dict[prefix + "bias"])
+            self._install(weight)
+        except (TypeError, ValueError) as error:
+            error_msgs.append(f"{prefix or 'SparseLinear'}: invalid packed sparse weight: {error}")
+            return
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        self._configure()
+        self._install(self.packed())
 
     # ---- forward -------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``[..., in_features]`` float32/float16/bfloat16 on the layer's
         device. Returns ``[..., out_features]`` in ``x.dtype``."""
-        in_features = self.in_features
-        if x.dim() < 1 or x.shape[-1] != in_features:
-            raise ValueError(f"x: expected shape [..., {in_features}], got {tuple(x.shape)}")
-        batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
-        args = self._native_args
-        bias = self._bias_ref  # self.bias, without Module.__getattr__
-        if (args is not None and batch <= self._sparse_max_batch and x.dtype == torch.float32
-                and x.is_cpu and x.is_contiguous() and not torch.compiler.is_compiling()
-                and not (x.requires_grad and torch.is_grad_enabled())):
-            # Eager CPU, no gradient to x: straight to the kernel (no dispatcher).
-            kernel = _native.cpu.spmm_forward
-            if self.activations == "int8_dynamic":
-                rows, cols, _, _, wide_idx, _, value_type = args[:7]
-                if batch >= DYNAMIC_MIN_BATCH and cols > 0 and _native.cpu.spmm_dynamic_supported(
-                        rows, cols, wide_idx, value_type):  # this CPU and ISA setting, per call
-                    kernel = _native.cpu.spmm_forward_dynamic  # quantizes the rows itself
-                else:
-                    x = _fake_quantize_rows(x)
-            y = torch.empty(*x.shape[:-1], self.out_features)  # 0.5 us less than passing a tuple
-            fused = bias is not None and bias.dtype == torch.float32 and not (
-                bias.requires_grad and torch.is_grad_enabled())
-            kernel(*args, x.data_ptr(), batch, in_features, bias.data_ptr() if fused else 0, y.data_ptr(),
-                   torch.get_num_threads())
-            # A bias being trained (or not float32) is added by torch, so
-            # autograd sees it.
-            return y if fused or bias is None else y + bias
-        if self.activations == "int8_dynamic":
-            x = _fake_quantize_rows(x)
-        if args is None and _native.cpu is not None and self.values.device.type == "cpu":
-            self._configure()  # a buffer was reassigned since the last call
-        if not x.is_floating_point() or x.dtype == torch.float64:
-            raise TypeError(f"x: expected dtype float32, float16 or bfloat16, got {x.dtype}")
-        if x.device != self.values.device:
-            raise ValueError(f"x: expected device {self.values.device} (that of the layer), got {x.device}")
-        if bias is not None and bias.dtype != x.dtype:
+        weight, max_batch, dense = self._state  # one read: a consistent state even while another thread reloads
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        bias = self._parameters.get("bias")
+        if bias is not None and bias.dtype is not x.dtype and x.dtype in FLOAT_DTYPES:
             bias = bias.to(x.dtype)
-        if batch > self._sparse_max_batch:
-            weight = self._dense_weight
-            return F.linear(x, weight if weight.dtype == x.dtype else weight.to(x.dtype), bias)
-        return _sparse_linear_op(x, self.row_ptr, self.col_idx, self.values, self.row_scales, bias, in_features,
-                                 self._bitmap)
+        if dense is not None:  # a dense fallback exists: above the break-even batch it runs
+            in_features = self.in_features
+            if x.dim() < 1 or x.shape[-1] != in_features:
+                raise ValueError(f"x: expected shape [..., {in_features}], got {tuple(x.shape)}")
+            batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
+            if batch > max_batch:
+                if x.dtype not in FLOAT_DTYPES:
+                    raise TypeError(f"x: expected dtype float32, float16 or bfloat16, got {x.dtype}")
+                if x.device != dense.device:
+                    raise ValueError(f"x: expected device {dense.device} (that of the layer), got {x.device}")
+                return F.linear(x, dense if dense.dtype == x.dtype else dense.to(x.dtype), bias)
+        if self.scheme == INT8_DYNAMIC:
+            return ops.sparse_linear_dynamic(x, weight, bias)
+        return ops.sparse_linear(x, weight, bias)
 
 
-def _check_activations(activations: object, values_dtype: torch.dtype) -> None:
-    if activations not in ACTIVATIONS:
-        raise ValueError(f"activations: expected one of {', '.join(map(repr, ACTIVATIONS))}, got {activations!r}")
-    if activations == "int8_dynamic" and values_dtype != torch.int8:
-        raise ValueError(f"activations: 'int8_dynamic' needs values_dtype=torch.int8, got {values_dtype}")
+def _format_of(layer: SparseLinear) -> str:
+    if layer.scheme == INT8_DYNAMIC:
+        return "sparse_int8_dynamic"
+    return "sparse_int8" if layer.values.dtype == torch.int8 else "sparse"
 
 
-def _fake_quantize_rows(x: torch.Tensor) -> torch.Tensor:
-    """x with each row replaced by its uint8 quantization, dequantized (the
-    codes the int8_dynamic kernel multiplies); the gradient passes straight
-    through. A row holding NaN or Inf becomes NaN, as in the kernel."""
-    codes, scale, zero_point = quantize_rows(x.detach())
-    dequantized = (codes.float() - zero_point.unsqueeze(-1).float()) * scale.unsqueeze(-1)
-    return x + (dequantized.to(x.dtype) - x).detach()
+def _build(init: dict) -> SparseLinear:
+    init = dict(init)
+    if "activations" in init:  # files written before the scheme argument
+        init.setdefault("scheme", _OLD_ACTIVATIONS.get(init.pop("activations"), "invalid"))
+    return SparseLinear(**init)
+
+
+@register_layer_class("SparseLinear", _format_of, _build)
+def _init_args(layer: nn.Module) -> dict:
+    check_module("layer", layer)
+    args = {"in_features": layer.in_features, "out_features": layer.out_features,
+            "bias": layer.bias is not None, "values_dtype": layer.values.dtype}
+    if layer.scheme == INT8_DYNAMIC:  # int8 values alone load as int8_weight_only
+        args["scheme"] = layer.scheme
+    return args

@@ -3,47 +3,59 @@
 Weights are quantized once per output channel (symmetric int8, see
 :func:`qgemm_quantize_weight`) and packed once (:func:`qgemm_pack_weight`) into
 the kernel's VNNI 16x4 layout ``[ceil(N/16), ceil(K/4), 16, 4]`` with their
-column sums. Three linear modes use the packed weight:
+column sums. Three linear schemes use the packed weight:
 
-* :func:`qlinear_dynamic`: each activation row is quantized on the fly to
-  asymmetric uint8 (per-row scale and zero point; uint8 x int8 is what
-  vpdpbusd multiplies natively, and an asymmetric row uses all 256 levels),
-  accumulated exactly in int32, then a float epilogue applies scales and bias.
-* :func:`qlinear_static`: the same with a given per-tensor activation scale and
-  zero point (from calibration).
-* :func:`qlinear_weight_only`: float activations; the kernel converts int8
-  weights in registers and never materialises a float weight. A single row
-  (batch 1) runs a GEMV kernel that sums in another order than the batched
-  kernel, so its last bits may differ from the same row inside a batch; the
-  integer modes are bit-identical whatever the batch and thread count.
+* :func:`qlinear_dynamic` (``"int8_dynamic"``): each activation row is
+  quantized on the fly to asymmetric uint8 (per-row scale and zero point;
+  uint8 x int8 is what vpdpbusd multiplies natively, and an asymmetric row
+  uses all 256 levels), accumulated exactly in int32, then a float epilogue
+  applies scales and bias.
+* :func:`qlinear_static` (``"int8_static"``): the same with a given
+  per-tensor activation scale and zero point (from calibration).
+* :func:`qlinear_weight_only` (``"int8_weight_only"``): float activations;
+  the kernel converts int8 weights in registers and never materialises a
+  float weight. A single row (batch 1) runs a GEMV kernel that sums in
+  another order than the batched kernel, so its last bits may differ from
+  the same row inside a batch; the integer schemes are bit-identical whatever
+  the batch and thread count.
 
 :func:`qgemm_quantize_rows` and :func:`qgemm_s32` expose the two integer
 stages (row quantization, exact int32 accumulators) for testing and for
-callers that want the integers. Non-finite activations: in the dynamic and
-static modes a row holding NaN or +/-Inf gives a NaN output row; weight-only
-follows IEEE float arithmetic like ``nn.Linear``.
+callers that want the integers; :func:`qgemm_fake_quantize_rows` gives the
+rows the integer kernels multiply, as floats. Non-finite activations: in the
+dynamic and static schemes a row holding NaN or +/-Inf gives a NaN output
+row; weight-only follows IEEE float arithmetic like ``nn.Linear``.
 
 Gradients: the three linear ops are differentiable with respect to ``x``
-only (weights, scales and bias are frozen). The integer modes use the
+only (weights, scales and bias are frozen). The integer schemes use the
 straight-through estimator: the activation quantization is treated as the
 identity, so ``grad_x = grad_y @ dequantized_weight``.
+
+This module holds the op schemas and fake implementations; the kernels are
+registered by :mod:`slimtorch.ops.backends`.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
+import struct
 from typing import NamedTuple
 
 import torch
 
 from slimtorch import _native
-from slimtorch._checks import FLOAT_DTYPES, check_real, check_tensor
-from slimtorch.reference import qgemm as ref
+from slimtorch._checks import FLOAT_DTYPES, check_int, check_real, check_tensor
+from slimtorch.ops._dispatch import eager_cpu, eager_cpu_float32
+from slimtorch.ops.quantize import choose_qparams, quantize
+from slimtorch.schemes import deprecated_alias
 
 __all__ = [
     "MAX_K",
+    "ActivationQParams",
     "PackedInt8Weight",
+    "check_activation_scale",
+    "check_activation_zero_point",
+    "qgemm_fake_quantize_rows",
     "qgemm_prepare_weight",
     "qgemm_pack_weight",
     "qgemm_quantize_rows",
@@ -54,64 +66,20 @@ __all__ = [
     "qlinear_weight_only",
 ]
 
-BLOCK_N = ref.BLOCK_N
-GROUP_K = ref.GROUP_K
+BLOCK_N = 16  # output channels per packed block
+GROUP_K = 4  # k values per 32-bit lane (vpdpbusd)
 # Largest K whose int32 accumulators cannot overflow: 255 * 127 * K < 2^31.
 MAX_K = 66311
+# Smallest activation scale accepted: a normal float32, so 1/scale is finite.
+MIN_ACTIVATION_SCALE = torch.finfo(torch.float32).tiny
+_MAX_FLOAT32 = torch.finfo(torch.float32).max
 
 
-def _rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """x [..., K] as a float32 [M, K] view the kernels can read (unit stride
-    along K, rows at least K apart), and its row stride."""
-    k = x.shape[-1]
-    x2 = x.reshape(math.prod(x.shape[:-1]), k)
-    if x2.dtype != torch.float32:
-        x2 = x2.float()
-    m = x2.shape[0]
-    if x2.stride(-1) != 1 and k > 1 or m > 1 and x2.stride(0) < k:
-        x2 = x2.contiguous()
-    return x2, (x2.stride(0) if m > 1 else k)
-
-
-def _cpu_u8s8(x, packed, w_scale, colsum, bias, is_static, x_scale, x_zero_point):
-    n = w_scale.shape[0]
-    x2, ldx = _rows(x)
-    m, k = x2.shape
-    y = torch.empty((m, n), dtype=torch.float32)
-    _native.cpu.qlinear_u8s8(
-        x2.data_ptr(), m, k, ldx, packed.data_ptr(), w_scale.data_ptr(), colsum.data_ptr(),
-        0 if bias is None else bias.data_ptr(), n, y.data_ptr(), n,
-        is_static, x_scale, x_zero_point, _native.num_threads(),
-    )
-    return y.reshape(*x.shape[:-1], n).to(x.dtype)
-
-
-def _cpu_weight_only(x, packed, w_scale, bias):
-    n = w_scale.shape[0]
-    x2, ldx = _rows(x)
-    m, k = x2.shape
-    y = torch.empty((m, n), dtype=torch.float32)
-    _native.cpu.qlinear_weight_only(
-        x2.data_ptr(), m, k, ldx, packed.data_ptr(), w_scale.data_ptr(),
-        0 if bias is None else bias.data_ptr(), n, y.data_ptr(), n, _native.num_threads(),
-    )
-    return y.reshape(*x.shape[:-1], n).to(x.dtype)
-
-
-def _linear_fake(x: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
-    return x.new_empty((*x.shape[:-1], w_scale.shape[0]))
-
-
-def _unpacked(packed: torch.Tensor, w_scale: torch.Tensor, k: int) -> torch.Tensor:
-    return ref.unpack_weight(packed, w_scale.shape[0], k)
-
-
-# ---- torch.library ops (kernels assume validated arguments) ----------------
+# ---- op schemas and fake implementations (kernels assume validated arguments) ----
 
 @torch.library.custom_op("slimtorch::qgemm_quantize_rows", mutates_args=())
 def _quantize_rows_op(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    _native.warn_fallback("qgemm_quantize_rows", x.device)
-    return ref.quantize_rows(x)
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
 @_quantize_rows_op.register_fake
@@ -123,30 +91,9 @@ def _(x):
     )
 
 
-@_quantize_rows_op.register_kernel("cpu")
-def _(x):
-    if _native.cpu is None:
-        _native.warn_fallback("qgemm_quantize_rows", x.device)
-        return ref.quantize_rows(x)
-    x2, ldx = _rows(x)
-    m, k = x2.shape
-    a = torch.empty((m, k), dtype=torch.uint8)
-    scale = torch.empty(m, dtype=torch.float32)
-    zero_point = torch.empty(m, dtype=torch.int32)
-    _native.cpu.quantize_rows_u8(
-        x2.data_ptr(), m, k, ldx, a.data_ptr(), k, scale.data_ptr(), zero_point.data_ptr(),
-        _native.num_threads(),
-    )
-    lead = x.shape[:-1]
-    return a.reshape(x.shape), scale.reshape(lead), zero_point.reshape(lead)
-
-
 @torch.library.custom_op("slimtorch::qgemm_s32", mutates_args=())
 def _qgemm_s32_op(a: torch.Tensor, packed: torch.Tensor, n: int) -> torch.Tensor:
-    _native.warn_fallback("qgemm_s32", a.device)
-    k = a.shape[-1]
-    q = ref.unpack_weight(packed, n, k)
-    return ref.qgemm_s32(a.reshape(math.prod(a.shape[:-1]), k), q).reshape(*a.shape[:-1], n)
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
 @_qgemm_s32_op.register_fake
@@ -154,150 +101,37 @@ def _(a, packed, n):
     return a.new_empty((*a.shape[:-1], n), dtype=torch.int32)
 
 
-@_qgemm_s32_op.register_kernel("cpu")
-def _(a, packed, n):
-    k = a.shape[-1]
-    if _native.cpu is None:
-        _native.warn_fallback("qgemm_s32", a.device)
-        return ref.qgemm_s32(a.reshape(math.prod(a.shape[:-1]), k), ref.unpack_weight(packed, n, k)).reshape(*a.shape[:-1], n)
-    a2 = a.reshape(math.prod(a.shape[:-1]), k).contiguous()
-    m = a2.shape[0]
-    c = torch.empty((m, n), dtype=torch.int32)
-    _native.cpu.qgemm_u8s8s32(a2.data_ptr(), m, k, k, packed.data_ptr(), n, c.data_ptr(), n,
-                              _native.num_threads())
-    return c.reshape(*a.shape[:-1], n)
-
-
 @torch.library.custom_op("slimtorch::qlinear_dynamic", mutates_args=())
 def _dynamic_op(x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor, colsum: torch.Tensor,
                 bias: torch.Tensor | None) -> torch.Tensor:
-    _native.warn_fallback("qlinear_dynamic", x.device)
-    return ref.qlinear_dynamic(x, _unpacked(packed, w_scale, x.shape[-1]), w_scale, bias)
-
-
-@_dynamic_op.register_fake
-def _(x, packed, w_scale, colsum, bias):
-    return _linear_fake(x, w_scale)
-
-
-@_dynamic_op.register_kernel("cpu")
-def _(x, packed, w_scale, colsum, bias):
-    if _native.cpu is None:
-        _native.warn_fallback("qlinear_dynamic", x.device)
-        return ref.qlinear_dynamic(x, _unpacked(packed, w_scale, x.shape[-1]), w_scale, bias)
-    return _cpu_u8s8(x, packed, w_scale, colsum, bias, False, 1.0, 0)
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
 @torch.library.custom_op("slimtorch::qlinear_static", mutates_args=())
 def _static_op(x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor, colsum: torch.Tensor,
-               bias: torch.Tensor | None, x_scale: float, x_zero_point: int) -> torch.Tensor:
-    _native.warn_fallback("qlinear_static", x.device)
-    q = _unpacked(packed, w_scale, x.shape[-1])
-    return ref.qlinear_static(x, q, w_scale, bias, x_scale, x_zero_point)
-
-
-@_static_op.register_fake
-def _(x, packed, w_scale, colsum, bias, x_scale, x_zero_point):
-    return _linear_fake(x, w_scale)
-
-
-@_static_op.register_kernel("cpu")
-def _(x, packed, w_scale, colsum, bias, x_scale, x_zero_point):
-    if _native.cpu is None:
-        _native.warn_fallback("qlinear_static", x.device)
-        q = _unpacked(packed, w_scale, x.shape[-1])
-        return ref.qlinear_static(x, q, w_scale, bias, x_scale, x_zero_point)
-    return _cpu_u8s8(x, packed, w_scale, colsum, bias, True, x_scale, x_zero_point)
+               bias: torch.Tensor | None, activation_scale: float, activation_zero_point: int) -> torch.Tensor:
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
 @torch.library.custom_op("slimtorch::qlinear_weight_only", mutates_args=())
 def _weight_only_op(x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor,
                     bias: torch.Tensor | None) -> torch.Tensor:
-    _native.warn_fallback("qlinear_weight_only", x.device)
-    return ref.qlinear_weight_only(x, _unpacked(packed, w_scale, x.shape[-1]), w_scale, bias)
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
-@_weight_only_op.register_fake
-def _(x, packed, w_scale, bias):
-    return _linear_fake(x, w_scale)
+def _linear_fake(x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor, *_) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], w_scale.shape[0]))
 
 
-@_weight_only_op.register_kernel("cpu")
-def _(x, packed, w_scale, bias):
-    if _native.cpu is None:
-        _native.warn_fallback("qlinear_weight_only", x.device)
-        return ref.qlinear_weight_only(x, _unpacked(packed, w_scale, x.shape[-1]), w_scale, bias)
-    return _cpu_weight_only(x, packed, w_scale, bias)
+for _op in (_dynamic_op, _static_op, _weight_only_op):
+    _op.register_fake(_linear_fake)
 
 
-# ---- CUDA kernels (registered only when slimtorch._C_cuda is built) -----------------
+def unpack_weight(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """Inverse of the packing of :func:`qgemm_pack_weight`: q int8 ``[n, k]``."""
+    blocks, groups = packed.shape[0], packed.shape[1]
+    return packed.permute(0, 2, 1, 3).reshape(blocks * BLOCK_N, groups * GROUP_K)[:n, :k]
 
-if _native.cuda is not None and hasattr(_native.cuda, "qgemm_u8s8"):
-
-    def _stream(t: torch.Tensor) -> int:
-        return torch.cuda.current_stream(t.device).cuda_stream
-
-    def _cuda_quantize(x: torch.Tensor, is_static: bool, x_scale: float, x_zero_point: int):
-        """Rows of x as uint8 [M, round_up(K, 4)] (zero padded), scale, zero point."""
-        k = x.shape[-1]
-        x2 = x.reshape(math.prod(x.shape[:-1]), k).float().contiguous()
-        m, k_pad = x2.shape[0], -(-k // GROUP_K) * GROUP_K
-        a = torch.empty((m, k_pad), dtype=torch.uint8, device=x.device)
-        scale = torch.empty(m, dtype=torch.float32, device=x.device)
-        zero_point = torch.empty(m, dtype=torch.int32, device=x.device)
-        _native.cuda.quantize_rows_u8(x2.data_ptr(), m, k, k, a.data_ptr(), k_pad, scale.data_ptr(),
-                                      zero_point.data_ptr(), is_static, x_scale, x_zero_point, _stream(x))
-        return a, scale, zero_point
-
-    def _cuda_u8s8(x, packed, w_scale, colsum, bias, is_static, x_scale, x_zero_point):
-        n = w_scale.shape[0]
-        a, scale, zero_point = _cuda_quantize(x, is_static, x_scale, x_zero_point)
-        m, k_pad = a.shape
-        y = torch.empty((m, n), dtype=torch.float32, device=x.device)
-        _native.cuda.qgemm_u8s8(a.data_ptr(), m, k_pad, k_pad, packed.data_ptr(), n, 0, 0,
-                                zero_point.data_ptr(), scale.data_ptr(), w_scale.data_ptr(),
-                                colsum.data_ptr(), 0 if bias is None else bias.data_ptr(),
-                                y.data_ptr(), n, _stream(x))
-        return y.reshape(*x.shape[:-1], n).to(x.dtype)
-
-    @_quantize_rows_op.register_kernel("cuda")
-    def _(x):
-        k = x.shape[-1]
-        a, scale, zero_point = _cuda_quantize(x, False, 1.0, 0)
-        lead = x.shape[:-1]
-        return a[:, :k].contiguous().reshape(x.shape), scale.reshape(lead), zero_point.reshape(lead)
-
-    @_qgemm_s32_op.register_kernel("cuda")
-    def _(a, packed, n):
-        k = a.shape[-1]
-        k_pad = -(-k // GROUP_K) * GROUP_K
-        a2 = torch.nn.functional.pad(a.reshape(math.prod(a.shape[:-1]), k), (0, k_pad - k)).contiguous()
-        m = a2.shape[0]
-        c = torch.empty((m, n), dtype=torch.int32, device=a.device)
-        _native.cuda.qgemm_u8s8(a2.data_ptr(), m, k_pad, k_pad, packed.data_ptr(), n, c.data_ptr(), n,
-                                0, 0, 0, 0, 0, 0, 0, _stream(a))
-        return c.reshape(*a.shape[:-1], n)
-
-    @_dynamic_op.register_kernel("cuda")
-    def _(x, packed, w_scale, colsum, bias):
-        return _cuda_u8s8(x, packed, w_scale, colsum, bias, False, 1.0, 0)
-
-    @_static_op.register_kernel("cuda")
-    def _(x, packed, w_scale, colsum, bias, x_scale, x_zero_point):
-        return _cuda_u8s8(x, packed, w_scale, colsum, bias, True, x_scale, x_zero_point)
-
-    @_weight_only_op.register_kernel("cuda")
-    def _(x, packed, w_scale, bias):
-        n, k = w_scale.shape[0], x.shape[-1]
-        x2 = x.reshape(math.prod(x.shape[:-1]), k).float().contiguous()
-        m = x2.shape[0]
-        y = torch.empty((m, n), dtype=torch.float32, device=x.device)
-        _native.cuda.qlinear_weight_only(x2.data_ptr(), m, k, k, packed.data_ptr(), w_scale.data_ptr(),
-                                         0 if bias is None else bias.data_ptr(), n, y.data_ptr(), n, _stream(x))
-        return y.reshape(*x.shape[:-1], n).to(x.dtype)
-
-
-# ---- gradients: with respect to x only (straight-through for the integer modes)
 
 def _setup_context(ctx, inputs, output):
     x, packed, w_scale = inputs[0], inputs[1], inputs[2]
@@ -309,7 +143,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     packed, w_scale = ctx.saved_tensors
-    weight = _unpacked(packed, w_scale, ctx.k).float() * w_scale[:, None]
+    weight = unpack_weight(packed, w_scale.shape[0], ctx.k).float() * w_scale[:, None]
     grad_x = (grad.float() @ weight).to(ctx.x_dtype)
     return (grad_x,) + (None,) * (ctx.n_inputs - 1)
 
@@ -320,24 +154,61 @@ for _op in (_dynamic_op, _static_op, _weight_only_op):
 
 # ---- the packed weight ----------------------------------------------------------------
 
-class PackedInt8Weight(NamedTuple):
-    """A linear weight ready for the int8 kernels (see :func:`qgemm_prepare_weight`).
+class _PackedFields(NamedTuple):
+    packed: torch.Tensor
+    scale: torch.Tensor
+    colsum: torch.Tensor
+    in_features: int
+
+
+class PackedInt8Weight(_PackedFields):
+    """A linear weight ready for the int8 kernels (see :func:`qgemm_pack_weight`).
 
     ``packed``: int8 ``[ceil(N/16), ceil(K/4), 16, 4]`` with
     ``packed[nb, g, j, i] = q[16 nb + j, 4 g + i]`` (zero padded);
     ``scale``: float32 ``[N]`` per-channel scales; ``colsum``: int32 ``[N]``,
     ``colsum[n] = sum_k q[n, k]`` (zero-point compensation); ``in_features``:
     K, which the padded layout alone does not determine.
+
+    One built by :func:`qgemm_pack_weight` owns its tensors and is validated
+    once; one built by hand (or with ``_replace``) is validated on every call.
+    Treat the tensors as read-only.
     """
 
-    packed: torch.Tensor
-    scale: torch.Tensor
-    colsum: torch.Tensor
-    in_features: int
+    # Set by qgemm_pack_weight on a validated weight of plain CPU tensors: the
+    # eager path's kernel arguments (addresses into this object's tensors, which
+    # it keeps alive; a copy made by pickling or copy.copy drops them).
+    _native_args = None
+
+    def __reduce__(self):
+        return _restore, tuple(self)
 
     @property
     def out_features(self) -> int:
         return self.scale.shape[0]
+
+
+def _restore(packed: torch.Tensor, scale: torch.Tensor, colsum: torch.Tensor, in_features: int) -> PackedInt8Weight:
+    """A copied weight (pickle, copy.deepcopy), validated again, with its own kernel arguments."""
+    weight = _check_weight("weight", PackedInt8Weight(packed, scale, colsum, in_features), packed.device)
+    _set_native_args(weight)
+    return weight
+
+
+def _set_native_args(weight: PackedInt8Weight) -> None:
+    n, k = weight.scale.shape[0], weight.in_features
+    if eager_cpu(weight.packed, weight.scale, weight.colsum) and k > 0:
+        weight._native_args = (weight.packed.data_ptr(), weight.scale.data_ptr(), weight.colsum.data_ptr(),
+                               n, k, (n,))
+
+
+class ActivationQParams(NamedTuple):
+    """A validated per-tensor activation scale (float32 value, normal, finite)
+    and uint8 zero point, from :func:`check_activation_scale` /
+    :func:`check_activation_zero_point`."""
+
+    scale: float
+    zero_point: int
 
 
 # ---- validation -------------------------------------------------------------------
@@ -349,8 +220,7 @@ def _check_weight(name: str, weight: object, device: torch.device) -> PackedInt8
     check_tensor(f"{name}.packed", packed, (torch.int8,))
     check_tensor(f"{name}.scale", scale, (torch.float32,))
     check_tensor(f"{name}.colsum", colsum, (torch.int32,))
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise TypeError(f"{name}.in_features: expected a non-negative int, got {k!r}")
+    check_int(f"{name}.in_features", k, minimum=0)
     n = scale.shape[0] if scale.dim() == 1 else -1
     if scale.dim() != 1 or tuple(colsum.shape) != (n,):
         raise ValueError(f"{name}: expected scale and colsum of shape (N,), got {tuple(scale.shape)} and {tuple(colsum.shape)}")
@@ -392,26 +262,27 @@ def _check_bias(bias: object, n: int, device: torch.device) -> torch.Tensor | No
     return bias.to(torch.float32).contiguous()
 
 
-def check_zero_point(value: object) -> int:
-    """An activation zero point: an int in [0, 255] (uint8)."""
+def check_activation_zero_point(value: object, name: str = "activation_zero_point") -> int:
+    """An activation zero point: an int in [0, 255] (uint8), or a one-element
+    integer tensor holding one."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.dtype.is_floating_point or value.dtype == torch.bool:
-            raise TypeError(f"x_zero_point: expected an int or a one-element integer tensor, got {value.dtype} shape {tuple(value.shape)}")
+            raise TypeError(f"{name}: expected an int or a one-element integer tensor, got {value.dtype} shape {tuple(value.shape)}")
         value = int(value.item())
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"x_zero_point: expected an int, got {type(value).__name__}")
-    if not 0 <= int(value) <= 255:
-        raise ValueError(f"x_zero_point: expected an int in [0, 255], got {value}")
-    return int(value)
+    return check_int(name, value, minimum=0, maximum=255)
 
 
-def check_scale(value: object) -> float:
+def _float32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0] if abs(value) <= _MAX_FLOAT32 else math.copysign(math.inf, value)
+
+
+def check_activation_scale(value: object, name: str = "activation_scale") -> float:
     """An activation scale: a number that is, in float32, normal, positive and
     finite (so 1/scale is finite too). Returned rounded to float32."""
-    scale = check_real("x_scale", value, allow_inf=False)
-    scale32 = float(torch.tensor(scale, dtype=torch.float32))
-    if not ref.FLT_MIN <= scale32 < float("inf"):
-        raise ValueError(f"x_scale: expected a positive finite float32 scale >= {ref.FLT_MIN}, got {scale}")
+    scale = check_real(name, value, allow_inf=False)
+    scale32 = _float32(scale)
+    if not MIN_ACTIVATION_SCALE <= scale32 < math.inf:
+        raise ValueError(f"{name}: expected a positive finite float32 scale >= {MIN_ACTIVATION_SCALE}, got {scale}")
     return scale32
 
 
@@ -426,7 +297,7 @@ def qgemm_quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     Returns:
         ``(q, scale)``: int8 ``[N, K]`` with values in [-127, 127] and float32
         ``[N]``: the quantize family's symmetric per-channel ``choose_qparams``
-        (``scale[n] = max(max|weight[n]| / 127, eps)``) and ``quantize``
+        (``scale[n] = max(max|weight[n]| / 127, MIN_SCALE)``) and ``quantize``
         (``q = rint(float32(weight * (1/scale)))``).
     """
     weight = check_tensor("weight", weight, FLOAT_DTYPES)
@@ -434,13 +305,18 @@ def qgemm_quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         raise ValueError(f"weight: expected a 2-d tensor [out_features, in_features], got shape {tuple(weight.shape)}")
     if not bool(torch.isfinite(weight).all()):
         raise ValueError("weight: contains NaN or Inf; int8 quantization needs finite weights")
-    return ref.quantize_weight(weight)
+    w = weight.detach()
+    scale, zero_point = choose_qparams(w, axis=0, symmetric=True, dtype=torch.int8)
+    if w.numel() == 0:
+        return torch.zeros(w.shape, dtype=torch.int8, device=w.device), scale
+    return quantize(w, scale, zero_point, axis=0, dtype=torch.int8), scale
 
 
 def qgemm_pack_weight(q: torch.Tensor, scale: torch.Tensor) -> PackedInt8Weight:
     """Pack int8 weights ``q [N, K]`` (values in [-127, 127]) and their float32
-    per-channel ``scale [N]`` for the kernels: the VNNI 16x4 layout plus the
-    column sums (see :class:`PackedInt8Weight`). Done once per layer."""
+    per-channel ``scale [N]`` (finite, > 0) for the kernels: the VNNI 16x4
+    layout plus the column sums (see :class:`PackedInt8Weight`). Done once
+    per layer; the result owns copies of its tensors."""
     q = check_tensor("q", q, (torch.int8,))
     if q.dim() != 2:
         raise ValueError(f"q: expected a 2-d tensor [out_features, in_features], got shape {tuple(q.shape)}")
@@ -451,8 +327,18 @@ def qgemm_pack_weight(q: torch.Tensor, scale: torch.Tensor) -> PackedInt8Weight:
         raise ValueError(f"scale: expected shape ({q.shape[0]},), got {tuple(scale.shape)}")
     if scale.device != q.device:
         raise ValueError(f"scale: expected a tensor on {q.device} (the device of q), got {scale.device}")
-    packed, colsum = ref.pack_weight(q)
-    return PackedInt8Weight(packed, scale.contiguous(), colsum, q.shape[1])
+    if scale.numel() and not bool((torch.isfinite(scale) & (scale > 0)).all()):
+        raise ValueError("scale: expected finite values > 0")
+    q = q.detach()
+    n, k = q.shape
+    n_pad, k_pad = -(-n // BLOCK_N) * BLOCK_N, -(-k // GROUP_K) * GROUP_K
+    padded = q.new_zeros((n_pad, k_pad))
+    padded[:n, :k] = q
+    packed = padded.view(n_pad // BLOCK_N, BLOCK_N, k_pad // GROUP_K, GROUP_K).permute(0, 2, 1, 3).contiguous()
+    weight = PackedInt8Weight(packed, scale.detach().clone(memory_format=torch.contiguous_format),
+                              q.sum(dim=1, dtype=torch.int32), k)
+    _set_native_args(weight)
+    return weight
 
 
 def qgemm_prepare_weight(weight: torch.Tensor) -> PackedInt8Weight:
@@ -462,7 +348,7 @@ def qgemm_prepare_weight(weight: torch.Tensor) -> PackedInt8Weight:
 
 def qgemm_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Quantize each row (last dimension) of ``x`` to asymmetric uint8, as the
-    dynamic mode does inside its kernel.
+    dynamic scheme does inside its kernel.
 
     Returns:
         ``(a, scale, zero_point)``: uint8 of x's shape, float32 and int32 of
@@ -475,6 +361,19 @@ def qgemm_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return _quantize_rows_op(x)
 
 
+def qgemm_fake_quantize_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with each row replaced by its uint8 quantization (as
+    :func:`qgemm_quantize_rows`), dequantized: the values the dynamic
+    integer kernels multiply, in ``x.dtype``. A row holding NaN or Inf
+    becomes NaN. The gradient passes straight through the rounding."""
+    x, _ = _check_input("x", x, FLOAT_DTYPES, None, False)
+    codes, scale, zero_point = _quantize_rows_op(x.detach())
+    dequantized = (codes.float() - zero_point.unsqueeze(-1).float()) * scale.unsqueeze(-1)
+    if not x.requires_grad:
+        return dequantized.to(x.dtype)
+    return x + (dequantized.to(x.dtype) - x).detach()
+
+
 def qgemm_s32(a: torch.Tensor, weight: PackedInt8Weight) -> torch.Tensor:
     """Exact int32 accumulators ``acc[..., n] = sum_k a[..., k] * q[n, k]``.
 
@@ -484,6 +383,38 @@ def qgemm_s32(a: torch.Tensor, weight: PackedInt8Weight) -> torch.Tensor:
     """
     a, weight = _check_input("a", a, (torch.uint8,), weight, True)
     return _qgemm_s32_op(a, weight.packed, weight.out_features)
+
+
+def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> tuple | None:
+    """The weight's kernel arguments when the eager CPU path applies: a
+    validated CPU weight, an input of its width and a float32 bias of its
+    height; else None."""
+    args = getattr(weight, "_native_args", None)
+    if args is None or not eager_cpu_float32(x, bias) or x.dim() < 1 or x.shape[-1] != args[4] \
+            or (bias is not None and bias.shape != args[5]):
+        return None
+    return args
+
+
+def _eager_linear(x: torch.Tensor, weight: PackedInt8Weight, args: tuple, bias: torch.Tensor | None,
+                  scheme: str, activation: ActivationQParams | None) -> torch.Tensor:
+    """The native kernel on x's memory; ``weight`` (a local reference) keeps
+    the tensors ``args`` points into alive until the kernel returns."""
+    packed, scale, colsum, n, k, _ = args
+    x2 = x if x.dim() == 2 else x.reshape(-1, k)
+    m = x2.shape[0]
+    y = torch.empty(m, n)
+    bias_ptr = 0 if bias is None else bias.data_ptr()
+    if scheme == "int8_weight_only":
+        _native.cpu.qlinear_weight_only(x2.data_ptr(), m, k, k, packed, scale, bias_ptr, n, y.data_ptr(), n,
+                                        torch.get_num_threads())
+    elif activation is None:
+        _native.cpu.qlinear_u8s8(x2.data_ptr(), m, k, k, packed, scale, colsum, bias_ptr, n, y.data_ptr(), n,
+                                 False, 1.0, 0, torch.get_num_threads())
+    else:
+        _native.cpu.qlinear_u8s8(x2.data_ptr(), m, k, k, packed, scale, colsum, bias_ptr, n, y.data_ptr(), n,
+                                 True, activation[0], activation[1], torch.get_num_threads())
+    return y if x.dim() == 2 else y.view(*x.shape[:-1], n)
 
 
 def qlinear_dynamic(x: torch.Tensor, weight: PackedInt8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -498,24 +429,44 @@ def qlinear_dynamic(x: torch.Tensor, weight: PackedInt8Weight, bias: torch.Tenso
         ``[..., N]`` in x's dtype (computed in float32). A row of x with NaN/Inf
         gives a NaN output row.
     """
+    args = _eager_args(x, weight, bias)
+    if args is not None and args[4] <= MAX_K:
+        return _eager_linear(x, weight, args, bias, "int8_dynamic", None)
     x, weight = _check_input("x", x, FLOAT_DTYPES, weight, True)
     bias = _check_bias(bias, weight.out_features, x.device)
     return _dynamic_op(x, weight.packed, weight.scale, weight.colsum, bias)
 
 
-def qlinear_static(x: torch.Tensor, weight: PackedInt8Weight, x_scale: float, x_zero_point: int,
-                   bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Static int8 linear: ``x`` quantized with a given per-tensor ``x_scale`` (> 0)
-    and ``x_zero_point`` (uint8, [0, 255]); otherwise as :func:`qlinear_dynamic`."""
+def qlinear_static(x: torch.Tensor, weight: PackedInt8Weight, activation_scale: float | None = None,
+                   activation_zero_point: int | None = None, bias: torch.Tensor | None = None, *,
+                   x_scale: float | None = None, x_zero_point: int | None = None) -> torch.Tensor:
+    """Static int8 linear: ``x`` quantized with a given per-tensor
+    ``activation_scale`` (> 0) and ``activation_zero_point`` (uint8, [0, 255]);
+    otherwise as :func:`qlinear_dynamic`. ``x_scale`` / ``x_zero_point``:
+    deprecated aliases."""
+    if x_scale is not None or x_zero_point is not None:
+        activation_scale = deprecated_alias("x_scale", x_scale, "activation_scale", activation_scale, None)
+        activation_zero_point = deprecated_alias("x_zero_point", x_zero_point, "activation_zero_point",
+                                                 activation_zero_point, None)
+    if (type(activation_scale) is float and type(activation_zero_point) is int
+            and MIN_ACTIVATION_SCALE <= activation_scale <= _MAX_FLOAT32 and 0 <= activation_zero_point <= 255):
+        args = _eager_args(x, weight, bias)
+        if args is not None and args[4] <= MAX_K:
+            return _eager_linear(x, weight, args, bias, "int8_static", (activation_scale, activation_zero_point))
     x, weight = _check_input("x", x, FLOAT_DTYPES, weight, True)
     bias = _check_bias(bias, weight.out_features, x.device)
+    if activation_scale is None or activation_zero_point is None:
+        raise TypeError("activation_scale: qlinear_static needs activation_scale and activation_zero_point")
     return _static_op(x, weight.packed, weight.scale, weight.colsum, bias,
-                      check_scale(x_scale), check_zero_point(x_zero_point))
+                      check_activation_scale(activation_scale), check_activation_zero_point(activation_zero_point))
 
 
 def qlinear_weight_only(x: torch.Tensor, weight: PackedInt8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Weight-only int8 linear: ``(x @ q.T) * scale + bias`` summed in float32
     with the int8 weight converted inside the kernel; output in x's dtype."""
+    args = _eager_args(x, weight, bias)
+    if args is not None:
+        return _eager_linear(x, weight, args, bias, "int8_weight_only", None)
     x, weight = _check_input("x", x, FLOAT_DTYPES, weight, False)
     bias = _check_bias(bias, weight.out_features, x.device)
     return _weight_only_op(x, weight.packed, weight.scale, bias)

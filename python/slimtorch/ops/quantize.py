@@ -40,12 +40,16 @@ import math
 import torch
 
 from slimtorch import _native
-from slimtorch._checks import check_axis, check_float_tensor, check_tensor
+from slimtorch.ops._dispatch import eager_cpu
+from slimtorch._checks import check_axis, check_bool, check_float_tensor, check_qdtype, check_tensor
 
-__all__ = ["choose_qparams", "dequantize", "quantize"]
+__all__ = ["choose_qparams", "dequantize", "quantize", "MIN_SCALE"]
 
 # The module: slimtorch.reference.quantize is also the name of its function.
 _reference = importlib.import_module("slimtorch.reference.quantize")
+# The smallest scale choose_qparams returns: the rule's one home is the
+# reference (and, in C++, csrc/include/slimtorch/quantize.h).
+MIN_SCALE = _reference.MIN_SCALE
 
 _QTYPE_CODES = {torch.int8: 0, torch.uint8: 1}
 _QRANGE = _reference.QRANGE
@@ -94,8 +98,7 @@ def _check_qparam_values(scale: torch.Tensor, zero_point: torch.Tensor, dtype: t
 def _choose_qparams_op(
     x: torch.Tensor, axis: int | None, symmetric: bool, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    _native.warn_fallback("choose_qparams", x.device)
-    return _reference.choose_qparams(x, axis, symmetric, dtype)
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
 @_choose_qparams_op.register_fake
@@ -104,29 +107,11 @@ def _(x, axis, symmetric, dtype):
     return x.new_empty(shape, dtype=torch.float32), x.new_empty(shape, dtype=torch.int32)
 
 
-@_choose_qparams_op.register_kernel("cpu")
-def _(x, axis, symmetric, dtype):
-    if _native.cpu is None:
-        _native.warn_fallback("choose_qparams", x.device)
-        return _reference.choose_qparams(x, axis, symmetric, dtype)
-    dense = x.contiguous()
-    shape = _qparam_shape(x.shape, axis)
-    scale = torch.empty(shape, dtype=torch.float32)
-    zero_point = torch.empty(shape, dtype=torch.int32)
-    _native.cpu.choose_qparams(
-        dense.data_ptr(), _native.dtype_code(x.dtype), *_view(x.shape, axis), symmetric,
-        _QTYPE_CODES[dtype], scale.data_ptr(), zero_point.data_ptr(), _native.num_threads(),
-    )
-    return scale, zero_point
-
-
 @torch.library.custom_op("slimtorch::quantize", mutates_args=())
 def _quantize_op(
     x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None, dtype: torch.dtype
 ) -> torch.Tensor:
-    _native.warn_fallback("quantize", x.device)
-    _check_qparam_values(scale, zero_point, dtype)
-    return _reference.quantize(x, scale, zero_point, axis, dtype)
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
 @_quantize_op.register_fake
@@ -134,20 +119,12 @@ def _(x, scale, zero_point, axis, dtype):
     return torch.empty_like(x, dtype=dtype, memory_format=torch.contiguous_format)
 
 
-@_quantize_op.register_kernel("cpu")
-def _(x, scale, zero_point, axis, dtype):
-    if _native.cpu is None:
-        _native.warn_fallback("quantize", x.device)
-        _check_qparam_values(scale, zero_point, dtype)
-        return _reference.quantize(x, scale, zero_point, axis, dtype)
-    return _quantize_cpu(x, scale, zero_point, axis, dtype)
-
-
 def _quantize_cpu(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None,
                   dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
-    """The native CPU kernel, into ``out`` (checked by the caller) or a new tensor."""
+    """The native CPU kernel (the eager path, and the registered CPU kernel),
+    into ``out`` (checked by the caller) or a new tensor."""
     dense, scale, zero_point = x.contiguous(), scale.contiguous(), zero_point.contiguous()
-    q = torch.empty_like(dense, dtype=dtype) if out is None else out  # empty_like: ~1 us less than empty(shape)
+    q = torch.empty_like(dense, dtype=dtype) if out is None else out  # empty_like: cheaper than empty(shape)
     _native.cpu.quantize(
         dense.data_ptr(), _native.dtype_code(x.dtype), *_view(x.shape, axis), axis is not None,
         scale.data_ptr(), zero_point.data_ptr(), _QTYPE_CODES[dtype], q.data_ptr(), _native.num_threads(),
@@ -159,23 +136,12 @@ def _quantize_cpu(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
 def _dequantize_op(
     q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None, dtype: torch.dtype
 ) -> torch.Tensor:
-    _native.warn_fallback("dequantize", q.device)
-    _check_qparam_values(scale, zero_point, q.dtype)
-    return _reference.dequantize(q, scale, zero_point, axis, dtype)
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
 @_dequantize_op.register_fake
 def _(q, scale, zero_point, axis, dtype):
     return torch.empty_like(q, dtype=dtype, memory_format=torch.contiguous_format)
-
-
-@_dequantize_op.register_kernel("cpu")
-def _(q, scale, zero_point, axis, dtype):
-    if _native.cpu is None:
-        _native.warn_fallback("dequantize", q.device)
-        _check_qparam_values(scale, zero_point, q.dtype)
-        return _reference.dequantize(q, scale, zero_point, axis, dtype)
-    return _dequantize_cpu(q, scale, zero_point, axis, dtype)
 
 
 def _dequantize_cpu(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None,
@@ -190,58 +156,7 @@ def _dequantize_cpu(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tens
     return result
 
 
-if _native.cuda is not None:
-
-    def _stream(t: torch.Tensor) -> int:
-        return torch.cuda.current_stream(t.device).cuda_stream
-
-    @_choose_qparams_op.register_kernel("cuda")
-    def _(x, axis, symmetric, dtype):
-        dense = x.contiguous()
-        outer, channels, inner = _view(x.shape, axis)
-        shape = _qparam_shape(x.shape, axis)
-        scale = torch.empty(shape, dtype=torch.float32, device=x.device)
-        zero_point = torch.empty(shape, dtype=torch.int32, device=x.device)
-        # Per-channel ordered-integer min/max accumulators, then a non-finite flag.
-        workspace = torch.empty(2 * channels + 1, dtype=torch.int32, device=x.device)
-        _native.cuda.choose_qparams(
-            dense.data_ptr(), _native.dtype_code(x.dtype), outer, channels, inner, symmetric,
-            _QTYPE_CODES[dtype], scale.data_ptr(), zero_point.data_ptr(), workspace.data_ptr(), _stream(x),
-        )
-        if int(workspace[-1]) != 0:
-            raise ValueError("x: expected finite values, found NaN or Inf (choose_qparams needs a finite range)")
-        return scale, zero_point
-
-    @_quantize_op.register_kernel("cuda")
-    def _(x, scale, zero_point, axis, dtype):
-        _check_qparam_values(scale, zero_point, dtype)
-        dense, scale, zero_point = x.contiguous(), scale.contiguous(), zero_point.contiguous()
-        q = torch.empty(x.shape, dtype=dtype, device=x.device)
-        _native.cuda.quantize(
-            dense.data_ptr(), _native.dtype_code(x.dtype), *_view(x.shape, axis), axis is not None,
-            scale.data_ptr(), zero_point.data_ptr(), _QTYPE_CODES[dtype], q.data_ptr(), _stream(x),
-        )
-        return q
-
-    @_dequantize_op.register_kernel("cuda")
-    def _(q, scale, zero_point, axis, dtype):
-        _check_qparam_values(scale, zero_point, q.dtype)
-        dense, scale, zero_point = q.contiguous(), scale.contiguous(), zero_point.contiguous()
-        out = torch.empty(q.shape, dtype=dtype, device=q.device)
-        _native.cuda.dequantize(
-            dense.data_ptr(), _QTYPE_CODES[q.dtype], *_view(q.shape, axis), scale.data_ptr(),
-            zero_point.data_ptr(), out.data_ptr(), _native.dtype_code(dtype), _stream(q),
-        )
-        return out
-
-
 # ---- argument validation ----------------------------------------------------------
-
-def _check_qdtype(name: str, dtype: object) -> torch.dtype:
-    if dtype not in _QTYPE_CODES:
-        raise TypeError(f"{name}: expected torch.int8 or torch.uint8, got {dtype}")
-    return dtype
-
 
 def _check_qparams(
     reference_name: str, x: torch.Tensor, scale: object, zero_point: object, axis: int | None
@@ -296,18 +211,12 @@ def _run(cpu_kernel, op, source: torch.Tensor, scale: torch.Tensor, zero_point: 
     """Eager CPU calls go straight to the kernel (into ``out`` unless it
     overlaps ``source``, which the kernel reads while it writes); everything
     else (CUDA, tracing, compile, no native module) through the torch.library op."""
-    if _native.eager_cpu(source, scale, zero_point):
+    if eager_cpu(source, scale, zero_point):
         if out is None or not _overlap(out, source):
             return cpu_kernel(source, scale, zero_point, axis, dtype, out)
         return out.copy_(cpu_kernel(source, scale, zero_point, axis, dtype))
     result = op(source, scale, zero_point, axis, dtype)
     return result if out is None else out.copy_(result)
-
-
-def _check_flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
-    return value
 
 
 # ---- public API ---------------------------------------------------------------------
@@ -344,8 +253,8 @@ def choose_qparams(
     """
     check_float_tensor("x", x)
     axis = check_axis("axis", axis, x.dim())
-    symmetric = _check_flag("symmetric", symmetric)
-    dtype = _check_qdtype("dtype", dtype)
+    symmetric = check_bool("symmetric", symmetric)
+    dtype = check_qdtype("dtype", dtype)
     return _choose_qparams_op(x, axis, symmetric, dtype)
 
 
@@ -381,7 +290,7 @@ def quantize(
     """
     check_float_tensor("x", x)
     axis = check_axis("axis", axis, x.dim())
-    dtype = _check_qdtype("dtype", dtype)
+    dtype = check_qdtype("dtype", dtype)
     scale, zero_point = _check_qparams("x", x, scale, zero_point, axis)
     out = _check_out(out, x, dtype)
     return _run(_quantize_cpu, _quantize_op, x, scale, zero_point, axis, dtype, out)

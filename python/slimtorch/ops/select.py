@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from slimtorch import _native, reference
+from slimtorch import _native
 from slimtorch._checks import check_float_tensor, check_fraction, check_same_device
 
 __all__ = ["magnitude_masks", "magnitude_threshold"]
@@ -49,14 +49,6 @@ def _native_arguments(tensors: list[torch.Tensor], sparsity: float):
     )
 
 
-def _reference_threshold(tensors: list[torch.Tensor], sparsity: float) -> torch.Tensor:
-    if any(bool(t.isnan().any()) for t in tensors):
-        value = math.nan
-    else:
-        value = reference.magnitude_threshold(tensors, sparsity)
-    return torch.tensor(value, dtype=torch.float32, device=tensors[0].device)
-
-
 # ---- torch.library ops (kernels assume validated arguments) ----------------
 # slimtorch::magnitude_threshold returns a 0-dim float32 tensor on the tensors'
 # device: the threshold, or NaN when a tensor holds NaN (on CUDA the kernel
@@ -64,8 +56,7 @@ def _reference_threshold(tensors: list[torch.Tensor], sparsity: float) -> torch.
 
 @torch.library.custom_op("slimtorch::magnitude_threshold", mutates_args=())
 def _threshold_op(tensors: list[torch.Tensor], sparsity: float) -> torch.Tensor:
-    _native.warn_fallback("magnitude_threshold", tensors[0].device)
-    return _reference_threshold(tensors, sparsity)
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
 @_threshold_op.register_fake
@@ -73,86 +64,14 @@ def _(tensors: list[torch.Tensor], sparsity: float) -> torch.Tensor:
     return tensors[0].new_empty((), dtype=torch.float32)
 
 
-@_threshold_op.register_kernel("cpu")
-def _(tensors: list[torch.Tensor], sparsity: float) -> torch.Tensor:
-    if _native.cpu is None:
-        _native.warn_fallback("magnitude_threshold", tensors[0].device)
-        return _reference_threshold(tensors, sparsity)
-    dense, data, dtypes, sizes, k = _native_arguments(tensors, sparsity)
-    threshold, _, _ = _native.cpu.magnitude_select(data, dtypes, sizes, k, _native.num_threads())
-    del dense
-    return torch.tensor(threshold, dtype=torch.float32)
-
-
 @torch.library.custom_op("slimtorch::magnitude_masks", mutates_args=())
 def _masks_op(tensors: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
-    _native.warn_fallback("magnitude_masks", tensors[0].device)
-    return reference.magnitude_masks(tensors, sparsity)
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
 @_masks_op.register_fake
 def _(tensors: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
     return [torch.empty(t.shape, dtype=torch.bool, device=t.device) for t in tensors]
-
-
-@_masks_op.register_kernel("cpu")
-def _(tensors: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
-    if _native.cpu is None:
-        _native.warn_fallback("magnitude_masks", tensors[0].device)
-        return reference.magnitude_masks(tensors, sparsity)
-    dense, data, dtypes, sizes, k = _native_arguments(tensors, sparsity)
-    keep = [torch.empty(t.shape, dtype=torch.bool) for t in tensors]
-    _native.cpu.magnitude_masks(
-        data, dtypes, sizes, k, [m.data_ptr() for m in keep], _native.num_threads()
-    )
-    del dense
-    return keep
-
-
-if _native.cuda is not None and hasattr(_native.cuda, "magnitude_select"):
-
-    def _cuda_select(tensors: list[torch.Tensor], sparsity: float) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Launches the selection on the current stream. Returns the dense
-        inputs (the caching allocator keeps their memory for the stream's
-        pending work) and the device result int64[4]: threshold bits
-        (sign-extended int32), count_less, ties_to_prune, NaN flag."""
-        dense, data, dtypes, sizes, k = _native_arguments(tensors, sparsity)
-        device = tensors[0].device
-        workspace = torch.empty(_native.cuda.select_workspace_size(), dtype=torch.uint8, device=device)
-        result = torch.empty(4, dtype=torch.int64, device=device)
-        _native.cuda.magnitude_select(
-            data, dtypes, sizes, k, workspace.data_ptr(), result.data_ptr(),
-            torch.cuda.current_stream(device).cuda_stream,
-        )
-        return dense, result
-
-    @_threshold_op.register_kernel("cuda")
-    def _(tensors: list[torch.Tensor], sparsity: float) -> torch.Tensor:
-        with torch.cuda.device(tensors[0].device):
-            _, result = _cuda_select(tensors, sparsity)
-            threshold = result[0].to(torch.int32).view(torch.float32)
-            return torch.where(result[3] != 0, torch.nan, threshold)
-
-    @_masks_op.register_kernel("cuda")
-    def _(tensors: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
-        device = tensors[0].device
-        with torch.cuda.device(device):
-            dense, result = _cuda_select(tensors, sparsity)
-            # The one synchronization: NaN must raise, and only the device knows.
-            if bool(result[3]):
-                raise ValueError(_NAN_MESSAGE)
-            keep = [torch.empty(t.shape, dtype=torch.bool, device=device) for t in tensors]
-            tile = _native.cuda.mask_tile_elements()
-            largest = max(t.numel() for t in dense)
-            tiles = torch.empty(-(-largest // tile) + 1, dtype=torch.int64, device=device)
-            ties_seen = torch.zeros((), dtype=torch.int64, device=device)
-            stream = torch.cuda.current_stream(device).cuda_stream
-            for t, m in zip(dense, keep):  # in element order: ties are numbered across tensors
-                _native.cuda.magnitude_mask(
-                    t.data_ptr(), _native.dtype_code(t.dtype), t.numel(), result.data_ptr(),
-                    ties_seen.data_ptr(), tiles.data_ptr(), m.data_ptr(), stream,
-                )
-            return keep
 
 
 # ---- public API ----------------------------------------------------------------

@@ -5,34 +5,48 @@ compressed sparse rows (see ``csrc/include/slimtorch/spmm.h`` for the layout).
 ``col_idx`` int16 holding unsigned 16-bit columns when ``in_features <= 65536``
 else int32, ``values`` float32/float16/bfloat16 or int8 with per-output-row
 float32 ``row_scales``) and validates them once, when it is built;
-:func:`sparse_linear` runs the product. Activations may be float32, float16 or
-bfloat16; the kernels compute in float32 and return ``x.dtype``.
+:func:`sparse_linear` runs the product and :func:`sparse_linear_dynamic` the
+int8 product with activations quantized per row on the fly. Activations may
+be float32, float16 or bfloat16; the kernels compute in float32 and return
+``x.dtype``.
+
+This module holds the op schemas and fake implementations; the kernels are
+registered by :mod:`slimtorch.ops.backends`.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+from importlib import resources
 
 import torch
 
-from slimtorch import _native, reference
-from slimtorch._checks import FLOAT_DTYPES, check_float_tensor, check_tensor
+from slimtorch import _native
+from slimtorch._checks import FLOAT_DTYPES, check_float_tensor, check_int, check_tensor
+from slimtorch.ops._dispatch import eager_cpu, eager_cpu_float32
+from slimtorch.ops.qgemm import qgemm_fake_quantize_rows
 from slimtorch.ops.quantize import choose_qparams, quantize
 
-__all__ = ["SparseWeight", "sparse_linear"]
+__all__ = ["SparseWeight", "sparse_linear", "sparse_linear_dynamic", "sparse_max_batch"]
 
 VALUE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int8)
 # Value-type codes shared with csrc/include/slimtorch/spmm.h (enum SparseValues).
-_VALUE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.int8: 3}
+VALUE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.int8: 3}
 # Widest in_features whose column indices fit 16 unsigned bits.
 MAX_NARROW_COLS = 1 << 16
+# Below this many input rows the int8_dynamic kernel (64-row tiles) does not
+# pay: the codes are dequantized and the float kernel runs (same values up to
+# float rounding).
+DYNAMIC_MIN_BATCH = 32
 
 
 def value_code(dtype: torch.dtype) -> int:
-    return _VALUE_CODES[dtype]
+    return VALUE_CODES[dtype]
 
 
-# ---- torch.library ops (kernels assume validated arguments) ----------------
+# ---- op schemas and fake implementations (kernels assume validated arguments) ----
 
 @torch.library.custom_op("slimtorch::sparse_linear", mutates_args=())
 def _sparse_linear_op(
@@ -45,8 +59,7 @@ def _sparse_linear_op(
     in_features: int,
     bitmap: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    _native.warn_fallback("sparse_linear", x.device)
-    return reference.sparse_linear(x, row_ptr, col_idx, values, row_scales, bias, in_features)
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
 @_sparse_linear_op.register_fake
@@ -54,36 +67,22 @@ def _(x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None):
     return x.new_empty((*x.shape[:-1], row_ptr.shape[0] - 1))
 
 
-def _as_float_matrix(t: torch.Tensor, width: int) -> torch.Tensor:
-    """``t`` as a float32 ``[rows, width]`` matrix with unit column stride and
-    a row stride the kernels accept (a copy only where needed)."""
-    m = t.reshape(math.prod(t.shape[:-1]), width)  # not -1: width may be 0
-    if m.dtype != torch.float32:
-        m = m.float()
-    if m.stride(-1) != 1 or (m.shape[0] > 1 and m.stride(0) < width):
-        m = m.contiguous()
-    return m
+@torch.library.custom_op("slimtorch::sparse_linear_dynamic", mutates_args=())
+def _sparse_linear_dynamic_op(
+    x: torch.Tensor,
+    row_ptr: torch.Tensor,
+    col_idx: torch.Tensor,
+    values: torch.Tensor,
+    row_scales: torch.Tensor,
+    bias: torch.Tensor | None,
+    in_features: int,
+) -> torch.Tensor:
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
-@_sparse_linear_op.register_kernel("cpu")
-def _(x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None):
-    if _native.cpu is None:
-        _native.warn_fallback("sparse_linear", x.device)
-        return reference.sparse_linear(x, row_ptr, col_idx, values, row_scales, bias, in_features)
-    out_features = row_ptr.shape[0] - 1
-    x2 = _as_float_matrix(x, in_features)
-    batch = x2.shape[0]
-    y = torch.empty((batch, out_features), dtype=torch.float32)
-    b = None if bias is None else bias.float().contiguous()
-    _native.cpu.spmm_forward(
-        out_features, in_features, row_ptr.data_ptr(), col_idx.data_ptr(),
-        col_idx.dtype == torch.int32, values.data_ptr(), _VALUE_CODES[values.dtype],
-        0 if row_scales is None else row_scales.data_ptr(), values.shape[0],
-        0 if bitmap is None else bitmap.data_ptr(),
-        x2.data_ptr(), batch, x2.stride(0) if batch > 1 else in_features,
-        0 if b is None else b.data_ptr(), y.data_ptr(), _native.num_threads(),
-    )
-    return y.reshape(*x.shape[:-1], out_features).to(x.dtype)
+@_sparse_linear_dynamic_op.register_fake
+def _(x, row_ptr, col_idx, values, row_scales, bias, in_features):
+    return x.new_empty((*x.shape[:-1], row_ptr.shape[0] - 1))
 
 
 @torch.library.custom_op("slimtorch::sparse_linear_grad_input", mutates_args=())
@@ -95,7 +94,7 @@ def _grad_input_op(
     row_scales: torch.Tensor | None,
     in_features: int,
 ) -> torch.Tensor:
-    return reference.sparse_linear_grad_input(grad_y, row_ptr, col_idx, values, row_scales, in_features)
+    raise NotImplementedError  # replaced by the registered reference fallback
 
 
 @_grad_input_op.register_fake
@@ -103,70 +102,38 @@ def _(grad_y, row_ptr, col_idx, values, row_scales, in_features):
     return grad_y.new_empty((*grad_y.shape[:-1], in_features))
 
 
-@_grad_input_op.register_kernel("cpu")
-def _(grad_y, row_ptr, col_idx, values, row_scales, in_features):
-    if _native.cpu is None:
-        return reference.sparse_linear_grad_input(grad_y, row_ptr, col_idx, values, row_scales, in_features)
-    out_features = row_ptr.shape[0] - 1
-    g = grad_y.reshape(math.prod(grad_y.shape[:-1]), out_features).float().contiguous()
-    grad_x = torch.empty((g.shape[0], in_features), dtype=torch.float32)
-    _native.cpu.spmm_backward_input(
-        out_features, in_features, row_ptr.data_ptr(), col_idx.data_ptr(),
-        col_idx.dtype == torch.int32, values.data_ptr(), _VALUE_CODES[values.dtype],
-        0 if row_scales is None else row_scales.data_ptr(),
-        g.data_ptr(), g.shape[0], grad_x.data_ptr(), _native.num_threads(),
-    )
-    return grad_x.reshape(*grad_y.shape[:-1], in_features).to(grad_y.dtype)
-
-
 def _setup_context(ctx, inputs, output):
-    x, row_ptr, col_idx, values, row_scales, bias, in_features, _ = inputs
+    x, row_ptr, col_idx, values, row_scales, bias, in_features = inputs[:7]
     ctx.save_for_backward(row_ptr, col_idx, values, row_scales)
     ctx.in_features = in_features
     ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.n_inputs = len(inputs)
 
 
 def _backward(ctx, grad):
-    # The weight is frozen: gradients flow to x and to the bias only.
+    # The weight is frozen: gradients flow to x and to the bias only (straight
+    # through the activation rounding of the dynamic op).
     row_ptr, col_idx, values, row_scales = ctx.saved_tensors
     grad_x = grad_bias = None
     if ctx.needs_input_grad[0]:
         grad_x = _grad_input_op(grad, row_ptr, col_idx, values, row_scales, ctx.in_features)
     if ctx.needs_input_grad[5]:
         grad_bias = grad.reshape(math.prod(grad.shape[:-1]), grad.shape[-1]).sum(0).to(ctx.bias_dtype)
-    return grad_x, None, None, None, None, grad_bias, None, None
+    return (grad_x, None, None, None, None, grad_bias) + (None,) * (ctx.n_inputs - 6)
 
 
 _sparse_linear_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-if _native.cuda is not None:
-
-    @_sparse_linear_op.register_kernel("cuda")
-    def _(x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None):
-        out_features = row_ptr.shape[0] - 1
-        x2 = _as_float_matrix(x, in_features)
-        batch = x2.shape[0]
-        y = torch.empty((batch, out_features), dtype=torch.float32, device=x.device)
-        b = None if bias is None else bias.float().contiguous()
-        _native.cuda.spmm_forward(
-            out_features, in_features, row_ptr.data_ptr(), col_idx.data_ptr(),
-            col_idx.dtype == torch.int32, values.data_ptr(), _VALUE_CODES[values.dtype],
-            0 if row_scales is None else row_scales.data_ptr(),
-            x2.data_ptr(), batch, x2.stride(0) if batch > 1 else in_features,
-            0 if b is None else b.data_ptr(), y.data_ptr(),
-            torch.cuda.current_stream(x.device).cuda_stream,
-        )
-        return y.reshape(*x.shape[:-1], out_features).to(x.dtype)
+_sparse_linear_dynamic_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---- the packed weight ----------------------------------------------------------
 
 class SparseWeight:
     """A weight matrix ``[out_features, in_features]`` packed as compressed
-    sparse rows. Construction validates every field (O(nnz), once), so the
-    kernels never see an index out of range; treat the tensors as read-only
-    afterwards.
+    sparse rows, ready for the kernels. Construction validates every field
+    (O(nnz), once; offsets compared, never subtracted, so no value can
+    overflow), so the kernels never see an index out of range. The object
+    keeps every tensor a kernel reads; treat it as read-only.
 
     Args:
         row_ptr: int64 ``[out_features + 1]``; ``row_ptr[0] == 0``,
@@ -175,7 +142,7 @@ class SparseWeight:
             16-bit, so columns up to 65535) when ``in_features <= 65536``,
             or int32. Ascending within a row is recommended (not required).
         values: ``[nnz]`` float32, float16, bfloat16, or int8.
-        row_scales: float32 ``[out_features]`` (finite) for int8 values, else None.
+        row_scales: float32 ``[out_features]`` (finite, > 0) for int8 values, else None.
         in_features: number of columns.
 
     Attribute ``bitmap`` (derived, read-only): the column bitmap of the
@@ -184,7 +151,8 @@ class SparseWeight:
     ascend within each row, else None. It is never saved.
     """
 
-    __slots__ = ("row_ptr", "col_idx", "values", "row_scales", "in_features", "out_features", "bitmap")
+    __slots__ = ("row_ptr", "col_idx", "values", "row_scales", "in_features", "out_features", "bitmap",
+                 "_bias_shape", "_native_args")
 
     def __init__(
         self,
@@ -194,8 +162,7 @@ class SparseWeight:
         row_scales: torch.Tensor | None,
         in_features: int,
     ) -> None:
-        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 0:
-            raise ValueError(f"in_features: expected a non-negative int, got {in_features!r}")
+        in_features = check_int("in_features", in_features, minimum=0)
         check_tensor("row_ptr", row_ptr, (torch.int64,))
         check_tensor("col_idx", col_idx, (torch.int16, torch.int32))
         check_tensor("values", values, VALUE_DTYPES)
@@ -211,10 +178,9 @@ class SparseWeight:
             raise ValueError(f"col_idx: expected {nnz} elements (one per value), got {col_idx.numel()}")
         if col_idx.dtype == torch.int16 and in_features > MAX_NARROW_COLS:
             raise ValueError(f"col_idx: int16 indices hold at most {MAX_NARROW_COLS} columns; use int32 for in_features={in_features}")
-        steps = row_ptr[1:] - row_ptr[:-1]
-        if int(row_ptr[0]) != 0 or int(row_ptr[-1]) != nnz or (steps.numel() and bool((steps < 0).any())):
-            raise ValueError(f"row_ptr: expected non-decreasing offsets from 0 to nnz={nnz}")
-        cols = (col_idx.int() & 0xFFFF if col_idx.dtype == torch.int16 else col_idx).long()
+        row_ptr = row_ptr.detach().contiguous()
+        _check_offsets(row_ptr, nnz)
+        cols = (col_idx.detach().int() & 0xFFFF if col_idx.dtype == torch.int16 else col_idx.detach()).long()
         if nnz:
             low, high = int(cols.min()), int(cols.max())
             if low < 0 or high >= in_features:
@@ -226,18 +192,52 @@ class SparseWeight:
             check_tensor("row_scales", row_scales, (torch.float32,))
             if row_scales.shape != (out_features,) or row_scales.device != row_ptr.device:
                 raise ValueError(f"row_scales: expected shape ({out_features},) on {row_ptr.device}, got {tuple(row_scales.shape)} on {row_scales.device}")
-            if not bool(torch.isfinite(row_scales).all()):
-                raise ValueError("row_scales: expected finite values")
-            row_scales = row_scales.contiguous()
+            if not bool((torch.isfinite(row_scales) & (row_scales > 0)).all()):
+                raise ValueError("row_scales: expected finite values > 0")
+            row_scales = row_scales.detach().contiguous()
         elif row_scales is not None:
             raise ValueError(f"row_scales: expected None for {values.dtype} values (only int8 values are scaled)")
-        self.row_ptr = row_ptr.contiguous()
-        self.col_idx = col_idx.contiguous()
-        self.values = values.contiguous()
+        self.row_ptr = row_ptr
+        self.col_idx = col_idx.detach().contiguous()
+        self.values = values.detach().contiguous()
         self.row_scales = row_scales
         self.in_features = in_features
         self.out_features = out_features
         self.bitmap = _column_bitmap(self.row_ptr, cols, out_features, in_features)
+        self._bias_shape = (out_features,)
+        self._native_args = self._eager_args()
+
+    def _eager_args(self) -> tuple | None:
+        """The kernel arguments of the eager CPU path, kept next to the
+        tensors they point into (this object keeps those tensors alive)."""
+        if not eager_cpu(self.row_ptr, self.col_idx, self.values, self.row_scales, self.bitmap):
+            return None
+        return (
+            self.out_features, self.in_features, self.row_ptr.data_ptr(), self.col_idx.data_ptr(),
+            self.col_idx.dtype == torch.int32, self.values.data_ptr(), VALUE_CODES[self.values.dtype],
+            0 if self.row_scales is None else self.row_scales.data_ptr(), self.values.numel(),
+            0 if self.bitmap is None else self.bitmap.data_ptr(),
+        )
+
+    def __reduce__(self):
+        # Rebuilt (and validated) from its tensors: the eager arguments are
+        # addresses and must never travel with a copy.
+        return SparseWeight, (self.row_ptr, self.col_idx, self.values, self.row_scales, self.in_features)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Read-only once built: the fields were validated together and the
+        # eager arguments point into them. Dropping the bitmap is allowed
+        # (the gather kernels then run).
+        try:
+            object.__getattribute__(self, "_native_args")
+        except AttributeError:
+            object.__setattr__(self, name, value)
+            return
+        if name == "bitmap" and value is None:
+            object.__setattr__(self, "bitmap", None)
+            object.__setattr__(self, "_native_args", self._eager_args())
+            return
+        raise AttributeError(f"SparseWeight.{name} is read-only; build a new SparseWeight")
 
     @classmethod
     def from_dense(cls, weight: torch.Tensor, values_dtype: torch.dtype | None = None) -> SparseWeight:
@@ -253,6 +253,7 @@ class SparseWeight:
         values_dtype = weight.dtype if values_dtype is None else values_dtype
         if values_dtype not in VALUE_DTYPES:
             raise TypeError(f"values_dtype: expected one of float32, float16, bfloat16, int8, got {values_dtype}")
+        weight = weight.detach()
         out_features, in_features = weight.shape
         # The pattern is that of the given weight (NaN counts as nonzero); a
         # value that rounds to zero in a narrower values_dtype is still stored.
@@ -265,11 +266,10 @@ class SparseWeight:
         # Columns >= 32768 wrap to negative int16; the kernels read the bits unsigned.
         col_idx = torch.where(cols >= 32768, cols - 65536, cols) if index_dtype == torch.int16 else cols
         col_idx = col_idx.to(index_dtype)
-        picked = weight[rows, cols]
         if values_dtype == torch.int8:
             values, row_scales = _quantize_rows_int8(weight, keep)
         else:
-            values, row_scales = picked.to(values_dtype), None
+            values, row_scales = weight[rows, cols].to(values_dtype), None
         return cls(row_ptr, col_idx, values, row_scales, in_features)
 
     @property
@@ -282,15 +282,36 @@ class SparseWeight:
         return self.nnz / total if total else 0.0
 
     def to_dense(self) -> torch.Tensor:
-        """The float32 ``[out_features, in_features]`` matrix (int8 dequantized)."""
-        return reference.sparse_to_dense(self.row_ptr, self.col_idx, self.values, self.row_scales, self.in_features)
+        """The float32 ``[out_features, in_features]`` matrix (int8 values
+        multiplied by their row's scale)."""
+        counts = self.row_ptr[1:] - self.row_ptr[:-1]
+        rows = torch.repeat_interleave(torch.arange(self.out_features, device=self.row_ptr.device), counts)
+        cols = self.col_idx.long() & 0xFFFF if self.col_idx.dtype == torch.int16 else self.col_idx.long()
+        values = self.values.float()
+        if self.row_scales is not None:
+            values = values * self.row_scales[rows]
+        dense = torch.zeros(self.out_features, self.in_features, dtype=torch.float32, device=self.values.device)
+        dense[rows, cols] = values
+        return dense
+
+
+def _check_offsets(row_ptr: torch.Tensor, nnz: int) -> None:
+    """``row_ptr`` starts at 0, ends at nnz and never decreases (so every
+    offset lies in [0, nnz]). Neighbours are compared, never subtracted:
+    differences of int64 offsets can wrap around."""
+    if eager_cpu(row_ptr):
+        bad = _native.cpu.spmm_check_offsets(row_ptr.data_ptr(), row_ptr.numel() - 1, nnz)
+    elif int(row_ptr[0]) != 0 or int(row_ptr[-1]) != nnz:
+        bad = 0
+    else:
+        bad = 0 if bool((row_ptr[1:] < row_ptr[:-1]).any()) else -1
+    if bad >= 0:
+        raise ValueError(f"row_ptr: expected non-decreasing offsets from 0 to nnz={nnz}")
 
 
 # The bitmap kernel walks every 16-column block of a row, the gather kernel
-# only the stored values. Measured at batch 1 (2 threads, AVX-512, Zen 4), bitmap
-# over gather: density 0.4 x1.15-2.2 (fp32) x1.5 (int8); 0.3: x0.95 on
-# 4096x4096, x1.7 on 768x3072 / 3072x768 (fp32), x1.1 (int8); 0.2: x0.8-1.4;
-# 0.1: x0.4-0.9. Only the AVX-512 batch-1 path uses it.
+# only the stored values, so the bitmap pays only for dense enough rows.
+# Only the AVX-512 batch-1 path uses it.
 BITMAP_MIN_DENSITY = 0.3
 
 
@@ -316,34 +337,59 @@ def _column_bitmap(row_ptr: torch.Tensor, cols: torch.Tensor, rows: int, in_feat
 def _quantize_rows_int8(weight: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-output-row int8 of the kept values, by the project's
     quantize ops (``choose_qparams``/``quantize`` along axis 0: scale =
-    ``max|w_row| / 127``, zero point 0, round half to even; an all-zero row
-    gets scale 2**-23). Returns the int8 values where ``keep`` (row-major,
+    ``max|w_row| / 127`` with the quantize family's minimum scale, zero point
+    0, round half to even). Returns the int8 values where ``keep`` (row-major,
     the order of ``keep.nonzero()``) and the float32 row scales."""
     if weight.numel() and not bool(torch.isfinite(weight).all()):
         raise ValueError("weight: int8 values need a finite weight (found NaN or Inf)")
-    if weight.numel() == 0:
-        scales = torch.full((weight.shape[0],), torch.finfo(torch.float32).eps, device=weight.device)
-        return torch.empty(0, dtype=torch.int8, device=weight.device), scales
     scales, zero_points = choose_qparams(weight, axis=0, symmetric=True)
+    if weight.numel() == 0:
+        return torch.empty(0, dtype=torch.int8, device=weight.device), scales.float().contiguous()
     q = quantize(weight, scales, zero_points, axis=0)
     return q[keep], scales.float().contiguous()
 
 
+# ---- dense fallback: the break-even densities -----------------------------------------
+
+@functools.cache
+def _break_even_data() -> dict:
+    text = resources.files("slimtorch.data").joinpath("break_even.json").read_text()
+    return json.loads(text)
+
+
+def _break_even_tables(device: torch.device) -> dict:
+    """The tables of the ISA path that runs on ``device`` (see slimtorch.data)."""
+    data = _break_even_data()
+    paths, aliases = data["paths"], data.get("aliases", {})
+    if device.type != "cpu":
+        path = data["default"]
+    else:
+        path = "scalar" if _native.cpu is None else _native.cpu.active_isa()
+    if path not in paths:
+        path = aliases.get(path, data["default"])
+    return paths.get(path, paths[data["default"]])
+
+
+def sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements: int,
+                     device: torch.device = torch.device("cpu")) -> float:
+    """The largest batch (rows of x) for which the sparse kernel is measured
+    faster than the dense ``nn.Linear`` with the same weights on this ISA
+    path (``math.inf``: every batch; 0: none), from the shipped break-even
+    data file ``slimtorch/data/break_even.json``."""
+    entry = _break_even_tables(device)
+    size = "cached" if 4 * weight_elements <= entry["cached_weight_bytes"] else "large"
+    table = entry["tables"][f"{'int8' if values_dtype == torch.int8 else 'float'}/{size}"]
+    best = 0
+    for batch, limit in table:
+        if density > limit:
+            break
+        best = batch
+    return math.inf if best == table[-1][0] else best
+
+
 # ---- public API ----------------------------------------------------------------
 
-def sparse_linear(x: torch.Tensor, weight: SparseWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ W.T + bias`` for a packed sparse ``W``, over any leading dims.
-
-    Args:
-        x: float32/float16/bfloat16 ``[..., in_features]``, any strides, on
-            the device of ``weight``.
-        weight: a :class:`SparseWeight`.
-        bias: None or a ``[out_features]`` tensor of ``x``'s dtype and device.
-
-    Returns:
-        ``[..., out_features]`` in ``x.dtype`` (computed in float32).
-        Differentiable with respect to ``x`` and ``bias`` (the weight is frozen).
-    """
+def _check_linear_args(x: object, weight: object, bias: object) -> None:
     check_float_tensor("x", x)
     if not isinstance(weight, SparseWeight):
         raise TypeError(f"weight: expected a slimtorch.ops.SparseWeight, got {type(weight).__name__}")
@@ -359,5 +405,74 @@ def sparse_linear(x: torch.Tensor, weight: SparseWeight, bias: torch.Tensor | No
             raise ValueError(f"bias: expected shape ({weight.out_features},), got {tuple(bias.shape)}")
         if bias.device != x.device:
             raise ValueError(f"bias: expected device {x.device} (that of x), got {bias.device}")
+
+
+def _eager(kernel, weight: SparseWeight, args: tuple, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The kernel on x's memory; ``weight`` (a local reference) keeps the
+    tensors ``args`` points into alive until the kernel returns."""
+    in_features = args[1]
+    batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
+    y = torch.empty(*x.shape[:-1], args[0])
+    kernel(*args, x.data_ptr(), batch, in_features, 0 if bias is None else bias.data_ptr(), y.data_ptr(),
+           torch.get_num_threads())
+    return y
+
+
+def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> tuple | None:
+    """The weight's kernel arguments when the eager CPU path applies, else None."""
+    if type(weight) is not SparseWeight:
+        return None
+    args = weight._native_args
+    if args is None or not eager_cpu_float32(x, bias) or x.dim() < 1 or x.shape[-1] != args[1] \
+            or (bias is not None and bias.shape != weight._bias_shape):
+        return None
+    return args
+
+
+def sparse_linear(x: torch.Tensor, weight: SparseWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ W.T + bias`` for a packed sparse ``W``, over any leading dims.
+
+    Args:
+        x: float32/float16/bfloat16 ``[..., in_features]``, any strides, on
+            the device of ``weight``.
+        weight: a :class:`SparseWeight`.
+        bias: None or a ``[out_features]`` tensor of ``x``'s dtype and device.
+
+    Returns:
+        ``[..., out_features]`` in ``x.dtype`` (computed in float32).
+        Differentiable with respect to ``x`` and ``bias`` (the weight is frozen).
+    """
+    args = _eager_args(x, weight, bias)
+    if args is not None:
+        return _eager(_native.cpu.spmm_forward, weight, args, x, bias)
+    _check_linear_args(x, weight, bias)
     return _sparse_linear_op(x, weight.row_ptr, weight.col_idx, weight.values, weight.row_scales, bias,
                              weight.in_features, weight.bitmap)
+
+
+def sparse_linear_dynamic(x: torch.Tensor, weight: SparseWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`sparse_linear` for int8 values with each row of ``x`` quantized
+    on the fly to asymmetric uint8 (its own scale and zero point, as
+    :func:`qgemm_quantize_rows`) and multiplied in exact integer arithmetic
+    (AVX-512 VNNI kernel; elsewhere, and below ``DYNAMIC_MIN_BATCH`` rows, the
+    quantized rows are dequantized and the float kernel runs). A row holding
+    NaN or Inf gives a NaN output row. The gradient with respect to ``x``
+    passes straight through the rounding."""
+    args = _eager_args(x, weight, bias)
+    if args is not None:
+        if _dynamic_kernel_runs(weight, x.numel() // max(weight.in_features, 1)):
+            return _eager(_native.cpu.spmm_forward_dynamic, weight, args, x, bias)
+        return _eager(_native.cpu.spmm_forward, weight, args, qgemm_fake_quantize_rows(x), bias)
+    _check_linear_args(x, weight, bias)
+    if weight.values.dtype != torch.int8:
+        raise TypeError(f"weight: the dynamic sparse product needs int8 values, got {weight.values.dtype}")
+    return _sparse_linear_dynamic_op(x, weight.row_ptr, weight.col_idx, weight.values, weight.row_scales, bias,
+                                     weight.in_features)
+
+
+def _dynamic_kernel_runs(weight: SparseWeight, batch: int) -> bool:
+    """The integer kernel runs on this CPU and ISA setting (asked per call:
+    the active ISA path can change) for this many rows."""
+    return (batch >= DYNAMIC_MIN_BATCH and weight.in_features > 0 and weight.values.dtype == torch.int8
+            and _native.cpu.spmm_dynamic_supported(weight.out_features, weight.in_features,
+                                                   weight.col_idx.dtype == torch.int32, VALUE_CODES[torch.int8]))

@@ -6,12 +6,13 @@ contract; speed is not a goal here.
 """
 
 from slimtorch.reference import qgemm
-from slimtorch.reference.quantize import choose_qparams, dequantize, quantize
+from slimtorch.reference.quantize import MIN_SCALE, choose_qparams, dequantize, quantize
 from slimtorch.reference.select import magnitude_masks, magnitude_threshold
-from slimtorch.reference.spmm import sparse_linear, sparse_linear_grad_input, sparse_to_dense
+from slimtorch.reference.spmm import sparse_linear, sparse_linear_dynamic, sparse_linear_grad_input, sparse_to_dense
 from slimtorch.reference.threshold import prune_mask, threshold_
 
 __all__ = [
+    "MIN_SCALE",
     "choose_qparams",
     "dequantize",
     "magnitude_masks",
@@ -19,6 +20,7 @@ __all__ = [
     "prune_mask",
     "quantize",
     "sparse_linear",
+    "sparse_linear_dynamic",
     "sparse_linear_grad_input",
     "sparse_to_dense",
     "threshold_",

@@ -6,7 +6,7 @@ Quantization follows the ``quantize`` op family (:mod:`slimtorch.reference.quant
 whose ``choose_qparams`` / ``quantize`` this module calls):
 
 * Weights, per output channel: ``choose_qparams`` symmetric int8 (scale
-  ``max(max|w[n]| / 127, eps)``, zero point 0), then per-channel ``quantize``
+  ``max(max|w[n]| / 127, MIN_SCALE)``, zero point 0), then per-channel ``quantize``
   (``rint(float32(w * (1/scale)))``, values in [-127, 127]).
 * Activations (dynamic), per row: ``choose_qparams`` asymmetric uint8 of the row
   (``lo = min(0, min x)``, ``hi = max(0, max x)``, scale ``max((hi - lo) / 255, eps)``,
@@ -30,7 +30,6 @@ import torch
 from slimtorch.reference.quantize import qparams_from_range
 from slimtorch.reference.quantize import quantize as quantize_affine
 
-FLT_MIN = torch.finfo(torch.float32).tiny
 BLOCK_N = 16  # output channels per packed block
 GROUP_K = 4  # k values per 32-bit lane (vpdpbusd)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from slimtorch.reference.qgemm import quantize_rows
+
 
 def sparse_to_dense(
     row_ptr: torch.Tensor,
@@ -54,3 +56,19 @@ def sparse_linear_grad_input(
     """``grad_y @ W`` in float32, returned in ``grad_y.dtype``."""
     weight = sparse_to_dense(row_ptr, col_idx, values, row_scales, in_features)
     return (grad_y.float() @ weight).to(grad_y.dtype)
+
+
+def sparse_linear_dynamic(
+    x: torch.Tensor,
+    row_ptr: torch.Tensor,
+    col_idx: torch.Tensor,
+    values: torch.Tensor,
+    row_scales: torch.Tensor,
+    bias: torch.Tensor | None,
+    in_features: int,
+) -> torch.Tensor:
+    """Each row of ``x`` quantized to asymmetric uint8 (``quantize_rows``) and
+    dequantized, then :func:`sparse_linear`; a row with NaN or Inf gives NaN."""
+    codes, scale, zero_point = quantize_rows(x)
+    rows = (codes.float() - zero_point.unsqueeze(-1).float()) * scale.unsqueeze(-1)
+    return sparse_linear(rows.to(x.dtype), row_ptr, col_idx, values, row_scales, bias, in_features)
