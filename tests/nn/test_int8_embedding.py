@@ -100,3 +100,43 @@ def test_constructor_and_from_dense_arguments():
         with torch.no_grad():
             broken.weight[0, 0] = float("inf")
         Int8Embedding.from_dense(broken)
+
+
+class TinyLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 8, padding_idx=0)
+        self.proj = nn.Linear(8, 5)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.embed(ids))
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_saved_and_loaded_into_a_fresh_model_bit_exactly(tmp_path, compress):
+    import slimtorch
+
+    torch.manual_seed(0)
+    model = TinyLM()
+    model.embed = Int8Embedding.from_dense(model.embed)
+    path = tmp_path / "lm.safetensors"
+    slimtorch.save(model, path, compress=compress)
+    torch.manual_seed(1)
+    fresh = slimtorch.load_(TinyLM(), path)
+    assert isinstance(fresh.embed, Int8Embedding)
+    ids = torch.randint(0, 20, (3, 4))
+    assert torch.equal(fresh(ids), model(ids))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in fresh.state_dict().items())
+
+
+def test_file_for_another_vocabulary_size_is_rejected(tmp_path):
+    import slimtorch
+
+    model = TinyLM()
+    model.embed = Int8Embedding.from_dense(model.embed)
+    slimtorch.save(model, tmp_path / "lm.safetensors")
+    other = TinyLM()
+    other.embed = nn.Embedding(30, 8)
+    with pytest.raises(ValueError, match="num_embeddings"):
+        slimtorch.load_(other, tmp_path / "lm.safetensors")
+    assert isinstance(other.embed, nn.Embedding)

@@ -665,18 +665,20 @@ def _new_layer(path: str, name: str, info: dict, current: nn.Module,
     where = f"path: {path!r} does not match model at {name!r}"
     if not _registered_layer(info["class"]):  # only registered slimtorch layers are ever built
         raise ValueError(f"path: {path!r} has layer {name!r} of unknown class {info['class'][:60]!r}")
-    if not (isinstance(current, nn.Linear) or type(current).__name__ == info["class"]):
+    spec = LAYER_CLASSES[info["class"]]
+    if not (isinstance(current, spec.replaces) or type(current).__name__ == info["class"]):
         raise ValueError(f"path: {path!r} has a {info['class']} at {name!r}, where model has "
                          f"{type(current).__name__}")
     init = info["init"]
-    sizes = {"in_features": getattr(current, "in_features", None), "out_features": getattr(current, "out_features", None)}
-    if f"{name}.weight" in resized and len(resized[f"{name}.weight"]) == 2:
+    sizes = {attr: getattr(current, attr, None) for attr in spec.sizes}
+    if f"{name}.weight" in resized and len(resized[f"{name}.weight"]) == 2 and isinstance(current, nn.Linear):
         sizes["out_features"], sizes["in_features"] = resized[f"{name}.weight"]
-    for attr in ("in_features", "out_features"):
-        want = sizes[attr]
+    elif f"{name}.weight" in resized and isinstance(current, nn.Embedding):
+        sizes["num_embeddings"], sizes["embedding_dim"] = resized[f"{name}.weight"]
+    for attr, want in sizes.items():
         if not _is_int(init.get(attr)) or init[attr] != want:
             raise ValueError(f"{where}: file has {attr}={repr(init.get(attr))[:40]}, model has {want}")
-    if init.get("bias", True) is not (getattr(current, "bias", None) is not None):
+    if "bias" in init and init["bias"] is not (getattr(current, "bias", None) is not None):
         raise ValueError(f"{where}: bias present in one, not the other")
     if "device" in init:
         raise ValueError(f"path: {path!r} is corrupt (layer {name!r} names a device)")
@@ -723,7 +725,7 @@ def _expected_state(path: str, model: nn.Module, meta: dict, resized: dict[str, 
     row_offsets: dict[str, _RowOffsets] = {}
     for name, layer in swaps.items():
         offsets_name, nnz_names = _COMPRESSED_ROWS.get(type(layer).__name__, (None, ()))
-        nnz_max = layer.in_features * layer.out_features
+        nnz_max = layer.in_features * layer.out_features if offsets_name is not None else 0
         parameters = dict(layer.named_parameters())
         renamed = {new: old for old, new in LAYER_CLASSES[type(layer).__name__].old_keys.items()
                    if f"{name}.{old}" in stored and f"{name}.{new}" not in stored}

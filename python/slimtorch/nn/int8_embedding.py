@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from slimtorch import ops
-from slimtorch._checks import check_int, check_tensor
+from slimtorch._checks import check_int, check_module, check_tensor
+from slimtorch.nn.registry import register_layer_class
 
 __all__ = ["Int8Embedding"]
 
@@ -134,3 +135,15 @@ class Int8Embedding(nn.Module):
         if self.padding_idx is not None:
             text += f", padding_idx={self.padding_idx}"
         return text + f", dtype={str(self.dtype).removeprefix('torch.')}"
+
+
+def _build(init: dict) -> Int8Embedding:
+    return Int8Embedding(**init)
+
+
+@register_layer_class("Int8Embedding", lambda layer: "int8_embedding", _build, replaces=(nn.Embedding,),
+                      sizes=("num_embeddings", "embedding_dim"))
+def _init_args(layer: nn.Module) -> dict:
+    check_module("layer", layer)
+    return {"num_embeddings": layer.num_embeddings, "embedding_dim": layer.embedding_dim,
+            "padding_idx": layer.padding_idx, "dtype": layer.dtype}
