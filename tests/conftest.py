@@ -1,5 +1,5 @@
 """Shared fixtures. ``isa`` runs a test once per CPU code path this machine
-supports (scalar, avx2, avx512), so every path is checked against the
+supports (x86: scalar, avx2, avx512; ARM64: scalar, neon, dotprod, i8mm), so every path is checked against the
 reference wherever the suite runs."""
 
 from __future__ import annotations
@@ -9,13 +9,10 @@ import torch
 
 from slimtorch import _native
 
-_ORDER = ["scalar", "avx2", "avx512"]
-
-
 def supported_isas() -> list[str]:
     if _native.cpu is None:
         return []
-    return _ORDER[: _ORDER.index(_native.cpu.detected_isa()) + 1]
+    return list(_native.cpu.supported_isas())
 
 
 @pytest.fixture(params=supported_isas() or [pytest.param("none", marks=pytest.mark.skip(reason="no native CPU module"))])
