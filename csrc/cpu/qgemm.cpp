@@ -380,7 +380,7 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
   quantize_rows(x, m, k, ldx, a.get(), lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point,
                 n_threads);
 
-  const Isa isa = active_isa();
+  [[maybe_unused]] const Isa isa = active_isa();
   const LinearEpilogue epilogue{row_zp.get(), row_scale.get(), w_scale, colsum, bias, y, ldy};
   int_gemm(a.get(), m, lda, lda, packed, n, n_threads,
            [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {

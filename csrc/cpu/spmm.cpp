@@ -111,7 +111,7 @@ GemvFn pick_gemv(const SparseMatrix& w, Isa isa, int64_t batch, int* columns) {
 
 // The panel kernel and its width W for this batch: the fewest vectors that
 // cover the batch, capped so a panel (cols x W floats) stays near kPanelBytes.
-PanelFn pick_panel(const SparseMatrix& w, Isa isa, int64_t batch, int64_t cols, int* width) {
+PanelFn pick_panel(const SparseMatrix& w, [[maybe_unused]] Isa isa, int64_t batch, int64_t cols, int* width) {
   int lanes = 0;  // floats per vector; 0: the scalar panel
 #if SLIMTORCH_X86
   if (isa >= Isa::kAvx2) lanes = isa >= Isa::kAvx512 ? 16 : 8;

@@ -21,7 +21,7 @@ int64_t threshold_range(void* w, DType dtype, int64_t begin, int64_t end, int64_
   const int64_t n = end - begin;
   const bool write_mask = keep != nullptr;
   uint8_t* keep_at = write_mask ? keep + begin : nullptr;
-  const Isa isa = active_isa();
+  [[maybe_unused]] const Isa isa = active_isa();
   if (dtype == DType::kFloat32) {
     uint32_t* data = static_cast<uint32_t*>(w) + begin;
     const uint32_t lim = uint32_t(limit);
