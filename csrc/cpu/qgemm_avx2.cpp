@@ -1,11 +1,6 @@
 // qgemm paths for AVX2 (x86-64; per-function target attributes).
 #include "qgemm_paths.h"
 
-// GCC 12 reports its own _mm512_undefined_*() placeholders inside the
-// AVX-512 intrinsic headers as uninitialized; the warning is a known false
-// positive (GCC bug 105593) and would drown real ones.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 namespace slimtorch::qgemm_paths {
@@ -13,8 +8,8 @@ namespace {
 
 template <int R, int B>
 __attribute__((target("avx2,fma"))) void int_tile_avx2_kernel(const uint8_t* a, int64_t lda, int64_t k,
-                                                       const int8_t* b, int64_t block_stride,
-                                                       int32_t* acc, bool accumulate) {
+                                                              const int8_t* b, int64_t block_stride,
+                                                              int32_t* acc, bool accumulate) {
   // Each 16-lane block is two ymm halves of 8 lanes.
   __m256i c[R][2 * B];
   SLIMTORCH_UNROLL
@@ -57,8 +52,8 @@ __attribute__((target("avx2,fma"))) void int_tile_avx2_kernel(const uint8_t* a, 
 
 template <int R, int B>
 __attribute__((target("avx2,fma"))) void float_tile_avx2_kernel(const float* x, int64_t ldx, int64_t k,
-                                                         const int8_t* b, int64_t block_stride,
-                                                         float* acc) {
+                                                                const int8_t* b, int64_t block_stride,
+                                                                float* acc) {
   __m256 c[R][2 * B];
   SLIMTORCH_UNROLL
   for (int r = 0; r < R; ++r)

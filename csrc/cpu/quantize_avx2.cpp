@@ -3,13 +3,7 @@
 
 #include "quantize_paths.h"
 
-// GCC 12's AVX-512 headers initialise "undefined" vectors as `__Y = __Y`,
-// which -Wall reports at every inlined use; the warning is a false positive.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 #define SLIMTORCH_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define SLIMTORCH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 
 namespace slimtorch::quantize_paths {
 namespace {

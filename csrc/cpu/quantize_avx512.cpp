@@ -9,7 +9,6 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-#define SLIMTORCH_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define SLIMTORCH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 
 namespace slimtorch::quantize_paths {
