@@ -41,15 +41,17 @@ Isa probe_isa() {
 }
 #elif defined(__aarch64__) && defined(__linux__)
 // The kernel reports CPU features in the auxiliary vector; the bits are
-// fixed by the arm64 ABI (older headers may lack the names).
-constexpr unsigned long kHwcapFphp = 1ul << 9, kHwcapAsimdhp = 1ul << 10;
+// fixed by the arm64 ABI (older headers may lack the names). Half-precision
+// arithmetic (HWCAP_FPHP / ASIMDHP) is not a path: half data is converted
+// exactly (FCVTL) and summed in float32, which every ARM64 CPU does.
 constexpr unsigned long kHwcapAsimddp = 1ul << 20;
 constexpr unsigned long kHwcap2I8mm = 1ul << 13;
 
 Isa probe_isa() {
   const unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
   const bool dotprod = hwcap & kHwcapAsimddp;
-  // The i8mm kernels also use SDOT for their row tails: require both.
+  // Paths form a chain (a higher one may use the lower ones' instructions):
+  // i8mm counts only with the dot product, as on every CPU that has it.
   if (dotprod && (hwcap2 & kHwcap2I8mm)) return Isa::kI8mm;
   if (dotprod) return Isa::kDotprod;
   return Isa::kNeon;  // Advanced SIMD is mandatory on ARM64 Linux
@@ -113,15 +115,6 @@ bool cpu_has_avx512_vnni() {
     return (ecx & (1u << 11)) != 0;  // CPUID.(7,0):ECX[11] = AVX512_VNNI
   }();
   return vnni;
-#else
-  return false;
-#endif
-}
-
-bool cpu_has_fp16_arithmetic() {
-#if defined(__aarch64__) && defined(__linux__)
-  static const bool fp16 = (getauxval(AT_HWCAP) & (kHwcapFphp | kHwcapAsimdhp)) == (kHwcapFphp | kHwcapAsimdhp);
-  return fp16;
 #else
   return false;
 #endif

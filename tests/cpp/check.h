@@ -42,7 +42,8 @@ inline int run_all() {
   auto& registry = Registry::get();
   // The log names every path the tests run, so a CI log shows which kernels
   // were checked against the scalar oracle on this CPU.
-  std::printf("detected path: %s; paths tested:", isa_name(detected_isa()));
+  std::printf("detected path: %s; active (SLIMTORCH_ISA): %s; paths tested:", isa_name(detected_isa()),
+              isa_name(active_isa()));
   for (Isa isa : supported_isas()) std::printf(" %s", isa_name(isa));
   std::printf("\n");
   for (auto& [name, fn] : registry.tests) {

@@ -49,10 +49,6 @@ Isa detected_isa();
 Isa active_isa();
 // Returns false (and changes nothing) if the CPU lacks `isa`.
 bool set_active_isa(Isa isa);
-// True when the CPU has half-precision arithmetic (ARM64 FEAT_FP16: HWCAP_FPHP
-// and HWCAP_ASIMDHP). Reported only: kernels accumulate in float32 and use
-// the base-NEON FCVTL/FCVTN conversions for half data.
-bool cpu_has_fp16_arithmetic();
 // True when the CPU (and OS) also run AVX512_VNNI (vpdpbusd); only meaningful
 // on the kAvx512 path.
 bool cpu_has_avx512_vnni();
