@@ -12,12 +12,17 @@
 //     (255 * 127 * 2 > 32767), so both operands are widened to int16 and
 //     multiplied with vpmaddwd (int16 x int16 -> int32 pair sums), which is
 //     exact for these ranges.
+//   ARM64 i8mm: USMMLA (u8 x s8, 2 rows x 2 channels x 8 k per instruction).
+//   ARM64 dot product: UDOT with the weights offset to unsigned (w + 128),
+//     corrected by 128 * the row's byte sum.
+//   ARM64 NEON: int16 products (exact) added in pairs into int32.
 //   scalar: plain loops over the same layout.
+//   (The per-path files qgemm_<isa>.cpp explain each kernel.)
 // Weight-only path (float activations): each 32-bit lane of a packed group
 // holds 4 int8 weights; shifting lane i into the top byte and shifting back
 // arithmetically sign-extends it, cvtdq2ps makes it float, and an FMA with
-// the broadcast activation accumulates. The float weight exists only in
-// registers.
+// the broadcast activation accumulates (NEON: a table lookup puts the group
+// in k-major order first). The float weight exists only in registers.
 #include "slimtorch/qgemm.h"
 
 #include <algorithm>
