@@ -1,8 +1,9 @@
 """Shared fixtures. ``isa`` runs a test once per CPU code path this machine
-supports (scalar, avx2, avx512, amx), so every path is checked against the
-reference wherever the suite runs; ``device`` runs it once per device with
-kernels here (cpu, and cuda where a GPU and the CUDA kernels exist), and
-``accelerator`` once per non-CPU device (skipped where there is none)."""
+supports (x86: scalar, avx2, avx512, amx; ARM64: scalar, neon, dotprod,
+i8mm), so every path is checked against the reference wherever the suite
+runs; ``device`` runs it once per device with kernels here (cpu, and cuda
+where a GPU and the CUDA kernels exist), and ``accelerator`` once per non-CPU
+device (skipped where there is none)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ import torch
 
 from slimtorch import _native
 
-_ORDER = ["scalar", "avx2", "avx512", "amx"]
-
 
 def supported_isas() -> list[str]:
     if _native.cpu is None:
         return []
-    return _ORDER[: _ORDER.index(_native.cpu.detected_isa()) + 1]
+    return list(_native.cpu.supported_isas())
 
 
 @pytest.fixture(params=supported_isas() or [pytest.param("none", marks=pytest.mark.skip(reason="no native CPU module"))])

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(_native.cpu is None, reason="no native CPU modul
 
 
 def test_set_active_isa_rejects_unknown_names():
-    with pytest.raises(ValueError, match="isa: expected 'scalar', 'avx2' or 'avx512'"):
+    with pytest.raises(ValueError, match="^isa: expected 'scalar', .*, got 'sse9'"):
         _native.cpu.set_active_isa("sse9")
 
 

@@ -14,6 +14,9 @@
 
 #include <cerrno>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
 namespace slimtorch {
 namespace {
@@ -81,22 +84,51 @@ Isa probe_isa() {
   if (os_ymm && avx2 && fma && f16c) return Isa::kAvx2;
   return Isa::kScalar;
 }
+#elif defined(__aarch64__) && defined(__linux__)
+// The kernel reports CPU features in the auxiliary vector; the bits are
+// fixed by the arm64 ABI (older headers may lack the names). Half-precision
+// arithmetic (HWCAP_FPHP / ASIMDHP) is not a path: half data is converted
+// exactly (FCVTL) and summed in float32, which every ARM64 CPU does.
+constexpr unsigned long kHwcapAsimddp = 1ul << 20;
+constexpr unsigned long kHwcap2I8mm = 1ul << 13;
+
+Isa probe_isa() {
+  const unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
+  const bool dotprod = hwcap & kHwcapAsimddp;
+  // Paths form a chain (a higher one may use the lower ones' instructions):
+  // i8mm counts only with the dot product, as on every CPU that has it.
+  if (dotprod && (hwcap2 & kHwcap2I8mm)) return Isa::kI8mm;
+  if (dotprod) return Isa::kDotprod;
+  return Isa::kNeon;  // Advanced SIMD is mandatory on ARM64 Linux
+}
+#elif defined(__aarch64__)
+Isa probe_isa() { return Isa::kNeon; }
 #else
-const char* amx_off_reason = "off: not an x86-64 CPU";
 Isa probe_isa() { return Isa::kScalar; }
 #endif
+#if !(defined(__x86_64__) || defined(__i386__))
+const char* amx_off_reason = "off: not an x86-64 CPU";
+#endif
+
+// Paths of one architecture form a chain above kScalar.
+bool is_arm64_path(Isa isa) { return int(isa) >= int(Isa::kNeon); }
+
+// True when `wanted` runs on a CPU whose best path is `detected`: scalar,
+// or a path of the same architecture that is not higher. Forcing an
+// instruction set the CPU lacks would crash with SIGILL.
+bool runs_on(Isa wanted, Isa detected) {
+  if (wanted == Isa::kScalar) return true;
+  if (int(wanted) < 0 || detected == Isa::kScalar || is_arm64_path(wanted) != is_arm64_path(detected)) return false;
+  return int(wanted) <= int(detected);
+}
 
 Isa isa_from_environment(Isa detected) {
   const char* forced = std::getenv("SLIMTORCH_ISA");
   if (forced == nullptr || *forced == '\0') return detected;
-  Isa wanted = detected;
-  if (std::strcmp(forced, "scalar") == 0) wanted = Isa::kScalar;
-  else if (std::strcmp(forced, "avx2") == 0) wanted = Isa::kAvx2;
-  else if (std::strcmp(forced, "avx512") == 0) wanted = Isa::kAvx512;
-  else if (std::strcmp(forced, "amx") == 0) wanted = Isa::kAmx;
-  // The variable can only lower the path: forcing an instruction set the CPU
-  // lacks would crash with SIGILL.
-  return wanted < detected ? wanted : detected;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kDotprod, Isa::kI8mm})
+    // The variable can only lower the path; an unknown or unavailable name keeps it.
+    if (std::strcmp(forced, isa_name(isa)) == 0) return runs_on(isa, detected) ? isa : detected;
+  return detected;
 }
 
 std::atomic<int>& active_isa_slot() {
@@ -112,6 +144,9 @@ const char* isa_name(Isa isa) {
     case Isa::kAvx2: return "avx2";
     case Isa::kAvx512: return "avx512";
     case Isa::kAmx: return "amx";
+    case Isa::kNeon: return "neon";
+    case Isa::kDotprod: return "dotprod";
+    case Isa::kI8mm: return "i8mm";
   }
   return "unknown";
 }
@@ -135,15 +170,16 @@ bool cpu_has_avx512_vnni() {
 }
 
 const char* amx_status() {
-  if (detected_isa() < Isa::kAmx) return amx_off_reason;
-  if (active_isa() < Isa::kAmx) return "off: lowered by SLIMTORCH_ISA or set_active_isa";
+  // kAmx is the top x86 path; ARM64 paths have larger values but no AMX.
+  if (detected_isa() != Isa::kAmx) return amx_off_reason;
+  if (active_isa() != Isa::kAmx) return "off: lowered by SLIMTORCH_ISA or set_active_isa";
   return "on";
 }
 
 Isa active_isa() { return Isa(active_isa_slot().load(std::memory_order_relaxed)); }
 
 bool set_active_isa(Isa isa) {
-  if (isa > detected_isa() || isa < Isa::kScalar) return false;
+  if (!runs_on(isa, detected_isa())) return false;
   active_isa_slot().store(int(isa), std::memory_order_relaxed);
   return true;
 }

@@ -1,5 +1,5 @@
 // Narrowing four AVX-512 vectors of int32 to 64 bytes in one go (shared by the
-// quantize kernels of quantize.cpp and qgemm.cpp).
+// AVX-512 quantize kernels of quantize_avx512.cpp and qgemm_avx512.cpp; x86 only).
 #pragma once
 
 #include <immintrin.h>

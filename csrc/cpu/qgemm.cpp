@@ -12,25 +12,22 @@
 //     (255 * 127 * 2 > 32767), so both operands are widened to int16 and
 //     multiplied with vpmaddwd (int16 x int16 -> int32 pair sums), which is
 //     exact for these ranges.
+//   ARM64 i8mm: USMMLA (u8 x s8, 2 rows x 2 channels x 8 k per instruction).
+//   ARM64 dot product: UDOT with the weights offset to unsigned (w + 128),
+//     corrected by 128 * the row's byte sum.
+//   ARM64 NEON: int16 products (exact) added in pairs into int32.
 //   scalar: plain loops over the same layout.
+//   (The per-path files qgemm_<isa>.cpp explain each kernel.)
 // Weight-only path (float activations): each 32-bit lane of a packed group
 // holds 4 int8 weights; shifting lane i into the top byte and shifting back
 // arithmetically sign-extends it, cvtdq2ps makes it float, and an FMA with
-// the broadcast activation accumulates. The float weight exists only in
-// registers.
+// the broadcast activation accumulates (NEON: a table lookup puts the group
+// in k-major order first). The float weight exists only in registers.
 #include "slimtorch/qgemm.h"
 
-#include "narrow.h"
 #if defined(SLIMTORCH_HAVE_AMX)
 #include "qgemm_amx.h"
 #endif
-
-// GCC 12 reports its own _mm512_undefined_*() placeholders inside the
-// AVX-512 intrinsic headers as uninitialized; the warning is a known false
-// positive (GCC bug 105593) and would drown real ones.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
 
 #include <algorithm>
 #include <cfloat>
@@ -38,22 +35,18 @@
 #include <limits>
 #include <memory>
 
+#include "dispatch.h"
+#include "qgemm_paths.h"
+
 namespace slimtorch {
 namespace {
 
-constexpr int64_t kGroupBytes = kQgemmBlockN * kQgemmGroupK;  // 64
+using namespace qgemm_paths;
+
 // Below this many multiply-adds a chunk is not worth a thread wake-up.
 constexpr int64_t kMinMacsPerChunk = int64_t(1) << 18;
 // Row elements per chunk of the row-quantization pass.
 constexpr int64_t kMinQuantizeElements = int64_t(1) << 15;
-
-constexpr int kMaxTileRows = 6;
-constexpr int kMaxTileBlocks = 4;
-constexpr int kMaxTileCols = kMaxTileBlocks * int(kQgemmBlockN);
-
-// Register tiles live in arrays of vectors indexed by compile-time loop
-// counters; GCC keeps them in registers only when these loops are fully unrolled.
-#define SLIMTORCH_UNROLL _Pragma("GCC unroll 16")
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -72,313 +65,79 @@ struct TileShape {
   int blocks;
 };
 
-// ---- integer micro-kernels: acc[r * kMaxTileCols + c] for a rows x (blocks*16) tile
-
-// k must be a multiple of 4: callers pad activation rows to whole groups
-// (the pad meets zero weights), which keeps a tail path out of the hot loop.
-// With accumulate, the tile adds to the values already in acc (K blocking).
-using IntTileFn = void (*)(const uint8_t* a, int64_t lda, int64_t k, const int8_t* b,
-                           int64_t block_stride, int32_t* acc, bool accumulate);
-
-template <int R, int B>
-void int_tile_scalar(const uint8_t* a, int64_t lda, int64_t k, const int8_t* b,
-                     int64_t block_stride, int32_t* acc, bool accumulate) {
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r) {
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk) {
-      for (int j = 0; j < kQgemmBlockN; ++j) {
-        // |sum| <= 255 * 127 * K < 2^31 for K <= kQgemmMaxK: no overflow.
-        int32_t& out = acc[r * kMaxTileCols + blk * kQgemmBlockN + j];
-        int32_t sum = accumulate ? out : 0;
-        for (int64_t kk = 0; kk < k; ++kk) {
-          const int8_t w = b[blk * block_stride + (kk / 4) * kGroupBytes + j * 4 + kk % 4];
-          sum += int32_t(a[r * lda + kk]) * int32_t(w);
-        }
-        out = sum;
-      }
-    }
-  }
-}
-
-template <int R, int B>
-__attribute__((target("avx2,fma"))) void int_tile_avx2(const uint8_t* a, int64_t lda, int64_t k,
-                                                       const int8_t* b, int64_t block_stride,
-                                                       int32_t* acc, bool accumulate) {
-  // Each 16-lane block is two ymm halves of 8 lanes.
-  __m256i c[R][2 * B];
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h)
-      c[r][h] = accumulate ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + r * kMaxTileCols + h * 8))
-                           : _mm256_setzero_si256();
-  const int64_t groups = k / 4;
-  for (int64_t g = 0; g < groups; ++g) {
-    // Activation pairs as int16: even = (a0, a2), odd = (a1, a3) per 32-bit lane.
-    __m256i even[R], odd[R];
-    SLIMTORCH_UNROLL
-    for (int r = 0; r < R; ++r) {
-      int32_t v;
-      std::memcpy(&v, a + r * lda + 4 * g, 4);
-      even[r] = _mm256_set1_epi32(v & 0x00ff00ff);
-      odd[r] = _mm256_set1_epi32((int32_t(uint32_t(v) >> 8)) & 0x00ff00ff);
-    }
-    SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h) {
-      const __m256i w = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(b + (h / 2) * block_stride + g * kGroupBytes + (h % 2) * 32));
-      // Sign-extended weight bytes (0, 2) and (1, 3) of each 32-bit lane as int16 pairs.
-      const __m256i w_even = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
-      const __m256i w_odd = _mm256_srai_epi16(w, 8);
-      SLIMTORCH_UNROLL
-      for (int r = 0; r < R; ++r) {
-        c[r][h] = _mm256_add_epi32(c[r][h], _mm256_madd_epi16(w_even, even[r]));
-        c[r][h] = _mm256_add_epi32(c[r][h], _mm256_madd_epi16(w_odd, odd[r]));
-      }
-    }
-  }
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * kMaxTileCols + h * 8), c[r][h]);
-}
-
-template <int R, int B>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void int_tile_vnni(
-    const uint8_t* a, int64_t lda, int64_t k, const int8_t* b, int64_t block_stride,
-    int32_t* acc, bool accumulate) {
-  __m512i c[R][B];
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk)
-      c[r][blk] = accumulate ? _mm512_loadu_si512(acc + r * kMaxTileCols + blk * kQgemmBlockN)
-                             : _mm512_setzero_si512();
-  const int64_t groups = k / 4;  // k is a multiple of 4 (see IntTileFn)
-  for (int64_t g = 0; g < groups; ++g) {
-    __m512i w[B];
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk)
-      w[blk] = _mm512_loadu_si512(b + blk * block_stride + g * kGroupBytes);
-    SLIMTORCH_UNROLL
-    for (int r = 0; r < R; ++r) {
-      int32_t v;
-      std::memcpy(&v, a + r * lda + 4 * g, 4);
-      const __m512i av = _mm512_set1_epi32(v);
-      SLIMTORCH_UNROLL
-      for (int blk = 0; blk < B; ++blk) c[r][blk] = _mm512_dpbusd_epi32(c[r][blk], av, w[blk]);
-    }
-  }
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk)
-      _mm512_storeu_si512(acc + r * kMaxTileCols + blk * kQgemmBlockN, c[r][blk]);
-}
-
-// ---- weight-only (float) micro-kernels -----------------------------------------
-
-// As IntTileFn, k must be a multiple of 4 (callers pad x rows with zeros).
-using FloatTileFn = void (*)(const float* x, int64_t ldx, int64_t k, const int8_t* b,
-                             int64_t block_stride, float* acc);
-
-template <int R, int B>
-void float_tile_scalar(const float* x, int64_t ldx, int64_t k, const int8_t* b,
-                       int64_t block_stride, float* acc) {
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk)
-      for (int j = 0; j < kQgemmBlockN; ++j) {
-        float sum = 0.0f;
-        for (int64_t kk = 0; kk < k; ++kk)
-          sum += x[r * ldx + kk] *
-                 float(b[blk * block_stride + (kk / 4) * kGroupBytes + j * 4 + kk % 4]);
-        acc[r * kMaxTileCols + blk * kQgemmBlockN + j] = sum;
-      }
-}
-
-template <int R, int B>
-__attribute__((target("avx2,fma"))) void float_tile_avx2(const float* x, int64_t ldx, int64_t k,
-                                                         const int8_t* b, int64_t block_stride,
-                                                         float* acc) {
-  __m256 c[R][2 * B];
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h) c[r][h] = _mm256_setzero_ps();
-  const int64_t groups = k / 4;  // k is a multiple of 4 (see FloatTileFn)
-  for (int64_t g = 0; g < groups; ++g) {
-    __m256i w[2 * B];
-    SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h)
-      w[h] = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(b + (h / 2) * block_stride + g * kGroupBytes + (h % 2) * 32));
-    SLIMTORCH_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      __m256 wf[2 * B];
-      SLIMTORCH_UNROLL
-      for (int h = 0; h < 2 * B; ++h) {
-        // Byte i of each lane to the top, then back with sign: int8 -> int32.
-        __m256i v = w[h];
-        if (i == 0) v = _mm256_slli_epi32(v, 24);
-        else if (i == 1) v = _mm256_slli_epi32(v, 16);
-        else if (i == 2) v = _mm256_slli_epi32(v, 8);
-        wf[h] = _mm256_cvtepi32_ps(_mm256_srai_epi32(v, 24));
-      }
-      SLIMTORCH_UNROLL
-      for (int r = 0; r < R; ++r) {
-        const __m256 xv = _mm256_set1_ps(x[r * ldx + 4 * g + i]);
-        SLIMTORCH_UNROLL
-        for (int h = 0; h < 2 * B; ++h) c[r][h] = _mm256_fmadd_ps(xv, wf[h], c[r][h]);
-      }
-    }
-  }
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h) _mm256_storeu_ps(acc + r * kMaxTileCols + h * 8, c[r][h]);
-}
-
-template <int R, int B>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void float_tile_avx512(
-    const float* x, int64_t ldx, int64_t k, const int8_t* b, int64_t block_stride, float* acc) {
-  __m512 c[R][B];
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk) c[r][blk] = _mm512_setzero_ps();
-  const int64_t groups = k / 4;  // k is a multiple of 4 (see FloatTileFn)
-  for (int64_t g = 0; g < groups; ++g) {
-    __m512i w[B];
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk)
-      w[blk] = _mm512_loadu_si512(b + blk * block_stride + g * kGroupBytes);
-    SLIMTORCH_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      __m512 wf[B];
-      SLIMTORCH_UNROLL
-      for (int blk = 0; blk < B; ++blk) {
-        __m512i v = w[blk];
-        if (i == 0) v = _mm512_slli_epi32(v, 24);
-        else if (i == 1) v = _mm512_slli_epi32(v, 16);
-        else if (i == 2) v = _mm512_slli_epi32(v, 8);
-        wf[blk] = _mm512_cvtepi32_ps(_mm512_srai_epi32(v, 24));
-      }
-      SLIMTORCH_UNROLL
-      for (int r = 0; r < R; ++r) {
-        const __m512 xv = _mm512_set1_ps(x[r * ldx + 4 * g + i]);
-        SLIMTORCH_UNROLL
-        for (int blk = 0; blk < B; ++blk) c[r][blk] = _mm512_fmadd_ps(xv, wf[blk], c[r][blk]);
-      }
-    }
-  }
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk)
-      _mm512_storeu_ps(acc + r * kMaxTileCols + blk * kQgemmBlockN, c[r][blk]);
-}
-
-// One row (GEMV), AVX-512: the cheaper conversion. A 16-byte quarter of a
-// packed group holds 4 channels x 4 k; vpmovsxbd widens it to 16 int32 lanes
-// (channel-major), and the FMA pairs them with x[4g..4g+3] broadcast 4 times.
-// Each quarter keeps its own accumulator of (channel, k mod 4) partial sums,
-// added across k mod 4 once at the end: 3 ops per 16 weights instead of 4.
-template <int R, int B>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void float_row_avx512(
-    const float* x, int64_t, int64_t k, const int8_t* b, int64_t block_stride, float* acc) {
-  static_assert(R == 1, "one row");
-  __m512 c[B][4];
-  SLIMTORCH_UNROLL
-  for (int blk = 0; blk < B; ++blk)
-    SLIMTORCH_UNROLL
-    for (int q = 0; q < 4; ++q) c[blk][q] = _mm512_setzero_ps();
-  const int64_t groups = k / 4;
-  for (int64_t g = 0; g < groups; ++g) {
-    const __m512 xv = _mm512_broadcast_f32x4(_mm_loadu_ps(x + 4 * g));
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk) {
-      const int8_t* w = b + blk * block_stride + g * kGroupBytes;
-      SLIMTORCH_UNROLL
-      for (int q = 0; q < 4; ++q) {
-        const __m512i wi = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16 * q)));
-        c[blk][q] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(wi), c[blk][q]);
-      }
-    }
-  }
-  alignas(64) float partial[16];
-  for (int blk = 0; blk < B; ++blk)
-    for (int q = 0; q < 4; ++q) {
-      _mm512_store_ps(partial, c[blk][q]);
-      for (int ch = 0; ch < 4; ++ch)
-        acc[blk * kQgemmBlockN + 4 * q + ch] =
-            (partial[4 * ch] + partial[4 * ch + 1]) + (partial[4 * ch + 2] + partial[4 * ch + 3]);
-    }
-}
-
-// ---- kernel tables: [rows - 1][blocks - 1] ---------------------------------------
-
-#define SLIMTORCH_TILE_ROW(fn, R) {fn<R, 1>, fn<R, 2>, fn<R, 3>, fn<R, 4>}
-#define SLIMTORCH_TILE_TABLE(fn)                                                        \
-  {SLIMTORCH_TILE_ROW(fn, 1), SLIMTORCH_TILE_ROW(fn, 2), SLIMTORCH_TILE_ROW(fn, 3),     \
-   SLIMTORCH_TILE_ROW(fn, 4), SLIMTORCH_TILE_ROW(fn, 5), SLIMTORCH_TILE_ROW(fn, 6)}
-
-const IntTileFn kIntScalar[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(int_tile_scalar);
-const IntTileFn kIntAvx2[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(int_tile_avx2);
-const IntTileFn kIntVnni[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(int_tile_vnni);
-const FloatTileFn kFloatScalar[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(float_tile_scalar);
-const FloatTileFn kFloatAvx2[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(float_tile_avx2);
-const FloatTileFn kFloatAvx512[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(float_tile_avx512);
-const FloatTileFn kFloatRowAvx512[kMaxTileBlocks] = {float_row_avx512<1, 1>, float_row_avx512<1, 2>,
-                                                     float_row_avx512<1, 3>, float_row_avx512<1, 4>};
-
-#undef SLIMTORCH_TILE_TABLE
-#undef SLIMTORCH_TILE_ROW
-
-enum class IntPath { kScalar, kAvx2, kVnni };
+enum class IntPath { kScalar, kAvx2, kVnni, kNeon, kDotprod, kI8mm };
 
 IntPath int_path() {
   const Isa isa = active_isa();
+#if SLIMTORCH_X86
   if (isa >= Isa::kAvx512 && cpu_has_avx512_vnni()) return IntPath::kVnni;
   if (isa >= Isa::kAvx2) return IntPath::kAvx2;  // also AVX-512 CPUs without VNNI
+#elif SLIMTORCH_ARM64
+  if (isa >= Isa::kI8mm) return IntPath::kI8mm;
+  if (isa >= Isa::kDotprod) return IntPath::kDotprod;
+  if (isa >= Isa::kNeon) return IntPath::kNeon;
+#endif
+  (void)isa;
   return IntPath::kScalar;
 }
 
 // Register budgets: VNNI 6x4 = 24 zmm accumulators + 4 weights + 1 broadcast;
 // AVX2 2x2 blocks = 8 ymm accumulators + 4 activation pairs + 2 weights (16 ymm);
 // float AVX-512 4x4 = 16 accumulators + 4 raw + 4 converted weights + 1.
+// ARM64 (32 q registers): NEON 2x1 = 16 accumulators + 8 widened weights;
+// dot product 4x1 = 16 accumulators + 4 weights + 4 activation rows + 4 row
+// sums; i8mm 4x1 = 16 accumulators (2x2 blocks) + 8 weight pairs + 2 row pairs.
 TileShape int_shape(IntPath path) {
   switch (path) {
     case IntPath::kVnni: return {6, 4};
     case IntPath::kAvx2: return {2, 2};
+    case IntPath::kNeon: return {2, 1};
+    case IntPath::kDotprod: return {4, 1};
+    case IntPath::kI8mm: return {4, 1};
     case IntPath::kScalar: return {1, 1};
   }
   return {1, 1};
 }
 
 IntTileFn int_tile(IntPath path, int rows, int blocks) {
+  static const IntTileFn scalar[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(int_tile_scalar);
   switch (path) {
-    case IntPath::kVnni: return kIntVnni[rows - 1][blocks - 1];
-    case IntPath::kAvx2: return kIntAvx2[rows - 1][blocks - 1];
-    case IntPath::kScalar: break;
+#if SLIMTORCH_X86
+    case IntPath::kVnni: return int_tile_vnni(rows, blocks);
+    case IntPath::kAvx2: return int_tile_avx2(rows, blocks);
+#elif SLIMTORCH_ARM64
+    case IntPath::kNeon: return int_tile_neon(rows, blocks);
+    case IntPath::kDotprod: return int_tile_dotprod(rows, blocks);
+    case IntPath::kI8mm: return int_tile_i8mm(rows, blocks);
+#endif
+    default: break;
   }
-  return kIntScalar[rows - 1][blocks - 1];
+  return scalar[rows - 1][blocks - 1];
 }
 
+// Float (weight-only) tiles: NEON 4x1 = 16 accumulators + 4 activation rows
+// + 4 converted weights.
 TileShape float_shape(Isa isa) {
+#if SLIMTORCH_X86
   if (isa >= Isa::kAvx512) return {4, 4};
   if (isa >= Isa::kAvx2) return {3, 1};
+#elif SLIMTORCH_ARM64
+  if (isa >= Isa::kNeon) return {4, 1};
+#endif
+  (void)isa;
   return {1, 1};
 }
 
 FloatTileFn float_tile(Isa isa, int rows, int blocks) {
-  if (isa >= Isa::kAvx512 && rows == 1) return kFloatRowAvx512[blocks - 1];
-  if (isa >= Isa::kAvx512) return kFloatAvx512[rows - 1][blocks - 1];
-  if (isa >= Isa::kAvx2) return kFloatAvx2[rows - 1][blocks - 1];
-  return kFloatScalar[rows - 1][blocks - 1];
+  static const FloatTileFn scalar[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(float_tile_scalar);
+#if SLIMTORCH_X86
+  if (isa >= Isa::kAvx512) return float_tile_avx512(rows, blocks);
+  if (isa >= Isa::kAvx2) return float_tile_avx2(rows, blocks);
+#elif SLIMTORCH_ARM64
+  if (isa >= Isa::kNeon) return float_tile_neon(rows, blocks);
+#endif
+  (void)isa;
+  return scalar[rows - 1][blocks - 1];
 }
 
 // ---- tiling over threads ------------------------------------------------------------
@@ -470,95 +229,9 @@ void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t*
 
 // ---- epilogues ---------------------------------------------------------------------
 
-// y[r][c] = float(acc - zp[r] * colsum[c]) * (row_scale[r] * w_scale[c]) + bias[c]
-struct LinearEpilogue {
-  const int32_t* zero_point;  // per row of the whole problem
-  const float* row_scale;
-  const float* w_scale;
-  const int32_t* colsum;
-  const float* bias;  // may be null
-  float* y;
-  int64_t ldy;
-};
 
-void linear_epilogue_scalar(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows,
-                            int64_t c0, int64_t cols) {
-  for (int r = 0; r < rows; ++r) {
-    const int64_t zp = e.zero_point[m0 + r];
-    const float rs = e.row_scale[m0 + r];
-    float* out = e.y + (m0 + r) * e.ldy + c0;
-    for (int64_t c = 0; c < cols; ++c) {
-      // The true value fits int32 (see qgemm.h); int64 keeps the intermediate defined.
-      const int32_t v = int32_t(int64_t(acc[r * kMaxTileCols + c]) - zp * e.colsum[c0 + c]);
-      const float p = float(v) * (rs * e.w_scale[c0 + c]);
-      out[c] = e.bias ? p + e.bias[c0 + c] : p;
-    }
-  }
-}
 
-__attribute__((target("avx2,fma"))) void linear_epilogue_avx2(const LinearEpilogue& e,
-                                                             const int32_t* acc, int64_t m0,
-                                                             int rows, int64_t c0, int64_t cols) {
-  const int64_t vec = cols / 8 * 8;
-  for (int r = 0; r < rows; ++r) {
-    const __m256i zp = _mm256_set1_epi32(e.zero_point[m0 + r]);
-    const __m256 rs = _mm256_set1_ps(e.row_scale[m0 + r]);
-    float* out = e.y + (m0 + r) * e.ldy + c0;
-    for (int64_t c = 0; c < vec; c += 8) {
-      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + r * kMaxTileCols + c));
-      const __m256i cs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.colsum + c0 + c));
-      const __m256i v = _mm256_sub_epi32(a, _mm256_mullo_epi32(zp, cs));  // wraps to the true value
-      const __m256 scale = _mm256_mul_ps(rs, _mm256_loadu_ps(e.w_scale + c0 + c));
-      __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(v), scale);
-      if (e.bias) p = _mm256_add_ps(p, _mm256_loadu_ps(e.bias + c0 + c));
-      _mm256_storeu_ps(out + c, p);
-    }
-  }
-  // acc + vec: the scalar epilogue indexes acc by (row, column - vec).
-  if (vec < cols) linear_epilogue_scalar(e, acc + vec, m0, rows, c0 + vec, cols - vec);
-}
 
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void linear_epilogue_avx512(
-    const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols) {
-  for (int r = 0; r < rows; ++r) {
-    const __m512i zp = _mm512_set1_epi32(e.zero_point[m0 + r]);
-    const __m512 rs = _mm512_set1_ps(e.row_scale[m0 + r]);
-    float* out = e.y + (m0 + r) * e.ldy + c0;
-    for (int64_t c = 0; c < cols; c += 16) {
-      const __mmask16 live = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
-      const __m512i a = _mm512_loadu_si512(acc + r * kMaxTileCols + c);
-      const __m512i cs = _mm512_maskz_loadu_epi32(live, e.colsum + c0 + c);
-      const __m512i v = _mm512_sub_epi32(a, _mm512_mullo_epi32(zp, cs));
-      const __m512 scale = _mm512_mul_ps(rs, _mm512_maskz_loadu_ps(live, e.w_scale + c0 + c));
-      __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(v), scale);
-      if (e.bias) p = _mm512_add_ps(p, _mm512_maskz_loadu_ps(live, e.bias + c0 + c));
-      _mm512_mask_storeu_ps(out + c, live, p);
-    }
-  }
-}
-
-// y[r][c] = acc * w_scale[c] + bias[c]
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void float_epilogue_avx512(
-    const float* acc, const float* w_scale, const float* bias, float* y, int64_t ldy, int rows,
-    int64_t cols) {
-  for (int r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; c += 16) {
-      const __mmask16 live = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
-      __m512 p = _mm512_mul_ps(_mm512_loadu_ps(acc + r * kMaxTileCols + c),
-                               _mm512_maskz_loadu_ps(live, w_scale + c));
-      if (bias) p = _mm512_add_ps(p, _mm512_maskz_loadu_ps(live, bias + c));
-      _mm512_mask_storeu_ps(y + r * ldy + c, live, p);
-    }
-}
-
-void float_epilogue_scalar(const float* acc, const float* w_scale, const float* bias, float* y,
-                           int64_t ldy, int rows, int64_t cols) {
-  for (int r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      const float p = acc[r * kMaxTileCols + c] * w_scale[c];
-      y[r * ldy + c] = bias ? p + bias[c] : p;
-    }
-}
 
 // ---- row quantization -----------------------------------------------------------------
 
@@ -583,128 +256,29 @@ RowParams dynamic_params(float lo, float hi, bool finite) {
   return {scale, int32_t(zp), true};
 }
 
-// t = float32(float32(x * inv) + zp) per row (per-channel quantize), or one
-// rounding of fma(x, inv, zp) (per-tensor quantize, the static mode); then
-// clamp to [0, 255] and round half to even. NaN gives 0 (such rows are
-// replaced anyway).
-inline uint8_t quantize_value(float x, float inv, float zp, bool fused) {
-  float t = fused ? std::fma(x, inv, zp) : x * inv + zp;
-  if (!(t >= 0.0f)) t = 0.0f;
-  if (t > 255.0f) t = 255.0f;
-  return uint8_t(std::nearbyint(t));
-}
 
-void quantize_row_scalar(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
-  for (int64_t i = 0; i < k; ++i) a[i] = quantize_value(x[i], inv, float(zp), fused);
-}
 
-void minmax_scalar(const float* x, int64_t k, float* lo, float* hi, bool* finite) {
-  float mn = 0.0f, mx = 0.0f;
-  bool ok = true;
-  for (int64_t i = 0; i < k; ++i) {
-    ok &= std::isfinite(x[i]);
-    mn = std::min(mn, x[i]);
-    mx = std::max(mx, x[i]);
-  }
-  *lo = mn;
-  *hi = mx;
-  *finite = ok;
-}
 
-__attribute__((target("avx2,fma"))) void quantize_row_avx2(const float* x, int64_t k, float inv,
-                                                          int32_t zp, bool fused, uint8_t* a) {
-  const __m256 scale = _mm256_set1_ps(inv), zpv = _mm256_set1_ps(float(zp));
-  const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(255.0f);
-  int64_t i = 0;
-  for (; i + 8 <= k; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    __m256 t = fused ? _mm256_fmadd_ps(v, scale, zpv) : _mm256_add_ps(_mm256_mul_ps(v, scale), zpv);
-    t = _mm256_min_ps(_mm256_max_ps(t, lo), hi);  // max(NaN, 0) = 0 (second operand)
-    const __m256i q = _mm256_cvtps_epi32(t);      // round half to even
-    const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(a + i), _mm_packus_epi16(q16, q16));
-  }
-  quantize_row_scalar(x + i, k - i, inv, zp, fused, a + i);
-}
-
-__attribute__((target("avx2,fma"))) void minmax_avx2(const float* x, int64_t k, float* lo,
-                                                    float* hi, bool* finite) {
-  __m256 mn = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
-  __m256 bad = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= k; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    // v - v is 0 for finite v and NaN for NaN/Inf.
-    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(v, v), _mm256_setzero_ps(), _CMP_NEQ_UQ));
-    mn = _mm256_min_ps(mn, v);
-    mx = _mm256_max_ps(mx, v);
-  }
-  alignas(32) float mns[8], mxs[8];
-  _mm256_store_ps(mns, mn);
-  _mm256_store_ps(mxs, mx);
-  float tail_lo, tail_hi;
-  bool tail_ok;
-  minmax_scalar(x + i, k - i, &tail_lo, &tail_hi, &tail_ok);
-  for (int j = 0; j < 8; ++j) {
-    tail_lo = std::min(tail_lo, mns[j]);
-    tail_hi = std::max(tail_hi, mxs[j]);
-  }
-  *lo = tail_lo;
-  *hi = tail_hi;
-  *finite = tail_ok && _mm256_movemask_ps(bad) == 0;
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void quantize_row_avx512(
-    const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
-  const __m512 scale = _mm512_set1_ps(inv), zpv = _mm512_set1_ps(float(zp));
-  const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
-  int64_t i = 0;
-  // 64 at a time: the rows are finite here, so only the top needs a float
-  // clamp; the saturating packs take care of the bottom (see narrow.h).
-  for (; i + 64 <= k; i += 64) {
-    __m512i levels[4];
-    for (int u = 0; u < 4; ++u) {
-      const __m512 v = _mm512_loadu_ps(x + i + 16 * u);
-      const __m512 t = fused ? _mm512_fmadd_ps(v, scale, zpv) : _mm512_add_ps(_mm512_mul_ps(v, scale), zpv);
-      levels[u] = _mm512_cvtps_epi32(_mm512_min_ps(t, hi));
-    }
-    _mm512_storeu_si512(a + i, narrow_to_bytes64<false>(levels));
-  }
-  for (; i < k; i += 16) {
-    const __mmask16 live = k - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k - i)) - 1);
-    const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
-    __m512 t = fused ? _mm512_fmadd_ps(v, scale, zpv) : _mm512_add_ps(_mm512_mul_ps(v, scale), zpv);
-    t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
-    _mm_mask_storeu_epi8(a + i, live, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(t)));
-  }
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void minmax_avx512(const float* x, int64_t k,
-                                                                       float* lo, float* hi,
-                                                                       bool* finite) {
-  __m512 mn = _mm512_setzero_ps(), mx = _mm512_setzero_ps();
-  __mmask16 bad = 0;
-  for (int64_t i = 0; i < k; i += 16) {
-    const __mmask16 live = k - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k - i)) - 1);
-    const __m512 v = _mm512_maskz_loadu_ps(live, x + i);  // dead lanes read as 0
-    bad |= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_NEQ_UQ);
-    mn = _mm512_min_ps(mn, v);
-    mx = _mm512_max_ps(mx, v);
-  }
-  *lo = _mm512_reduce_min_ps(mn);
-  *hi = _mm512_reduce_max_ps(mx);
-  *finite = bad == 0;
-}
 
 void minmax_row(Isa isa, const float* x, int64_t k, float* lo, float* hi, bool* finite) {
+#if SLIMTORCH_X86
   if (isa >= Isa::kAvx512) return minmax_avx512(x, k, lo, hi, finite);
   if (isa >= Isa::kAvx2) return minmax_avx2(x, k, lo, hi, finite);
+#elif SLIMTORCH_ARM64
+  if (isa >= Isa::kNeon) return minmax_neon(x, k, lo, hi, finite);
+#endif
+  (void)isa;
   minmax_scalar(x, k, lo, hi, finite);
 }
 
 void quantize_row(Isa isa, const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
+#if SLIMTORCH_X86
   if (isa >= Isa::kAvx512) return quantize_row_avx512(x, k, inv, zp, fused, a);
   if (isa >= Isa::kAvx2) return quantize_row_avx2(x, k, inv, zp, fused, a);
+#elif SLIMTORCH_ARM64
+  if (isa >= Isa::kNeon) return quantize_row_neon(x, k, inv, zp, fused, a);
+#endif
+  (void)isa;
   quantize_row_scalar(x, k, inv, zp, fused, a);
 }
 
@@ -835,13 +409,17 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
   quantize_rows(x, m, k, ldx, a, lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point,
                 n_threads);
 
-  const Isa isa = active_isa();
+  [[maybe_unused]] const Isa isa = active_isa();
   const LinearEpilogue epilogue{row_zp.get(), row_scale.get(), w_scale, colsum, bias, y, ldy};
   int_gemm(a, m, ceil_div(k, kQgemmGroupK) * kQgemmGroupK, lda, packed, n, n_threads,
            [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
-             if (isa >= Isa::kAvx512) linear_epilogue_avx512(epilogue, acc, m0, rows, c0, cols);
-             else if (isa >= Isa::kAvx2) linear_epilogue_avx2(epilogue, acc, m0, rows, c0, cols);
-             else linear_epilogue_scalar(epilogue, acc, m0, rows, c0, cols);
+#if SLIMTORCH_X86
+             if (isa >= Isa::kAvx512) return linear_epilogue_avx512(epilogue, acc, m0, rows, c0, cols);
+             if (isa >= Isa::kAvx2) return linear_epilogue_avx2(epilogue, acc, m0, rows, c0, cols);
+#elif SLIMTORCH_ARM64
+             if (isa >= Isa::kNeon) return linear_epilogue_neon(epilogue, acc, m0, rows, c0, cols);
+#endif
+             linear_epilogue_scalar(epilogue, acc, m0, rows, c0, cols);
            });
   return Status::kOk;
 }
@@ -879,10 +457,10 @@ Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
     const int64_t c0 = nb0 * kQgemmBlockN;
     const int64_t cols = std::min<int64_t>(blocks * kQgemmBlockN, n - c0);
     const float* b = bias ? bias + c0 : nullptr;
-    if (isa >= Isa::kAvx512)
-      float_epilogue_avx512(acc, w_scale + c0, b, y + m0 * ldy + c0, ldy, rows, cols);
-    else
-      float_epilogue_scalar(acc, w_scale + c0, b, y + m0 * ldy + c0, ldy, rows, cols);
+#if SLIMTORCH_X86
+    if (isa >= Isa::kAvx512) return float_epilogue_avx512(acc, w_scale + c0, b, y + m0 * ldy + c0, ldy, rows, cols);
+#endif
+    float_epilogue_scalar(acc, w_scale + c0, b, y + m0 * ldy + c0, ldy, rows, cols);
   });
   return Status::kOk;
 }

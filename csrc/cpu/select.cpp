@@ -22,24 +22,22 @@
 // sums them (integer sums: the result does not depend on the split).
 #include "slimtorch/select.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
 #include <vector>
 
+#include "dispatch.h"
+#include "select_paths.h"
+
 namespace slimtorch {
 namespace {
 
-constexpr uint32_t kAbsMask = 0x7fffffffu;
+using namespace select_paths;
+
 constexpr uint32_t kInfKey = 0x7f800000u;  // keys above this are NaN
 constexpr int64_t kGrain = 1 << 16;
-// Each bin has kCopies counters, indexed (digit << 2) | lane % 4: a run of
-// equal keys (ties, zeros) increments four counters in turn instead of one,
-// so consecutive increments do not wait on each other's store.
-constexpr int kCopies = 4;
 // Per-thread uint32 counters are flushed to uint64 at least this often.
 constexpr int64_t kFlushBlock = int64_t(1) << 30;
 
@@ -68,386 +66,44 @@ int zero_low_bits(DType dtype) {
   return 0;
 }
 
-// One level's histogram request, filled by the per-ISA range functions.
-struct HistJob {
-  int shift;            // digit shift
-  int prefix_shift;     // shift + bits
-  uint32_t prefix;      // required key >> prefix_shift
-  uint32_t digit_mask;  // 2^bits - 1
-  uint32_t* counts;     // (digit_mask + 1) * kCopies counters
-  uint32_t max_key;     // running maximum of every key seen (NaN detection)
-};
-
-// ---- keys --------------------------------------------------------------------
-
-template <DType D>
-inline uint32_t key_at(const void* data, int64_t i) {
-  if constexpr (D == DType::kFloat32) {
-    return static_cast<const uint32_t*>(data)[i] & kAbsMask;
-  } else if constexpr (D == DType::kBFloat16) {
-    return (uint32_t(static_cast<const uint16_t*>(data)[i]) << 16) & kAbsMask;
-  } else {
-    return float_to_bits(fp16_to_float(static_cast<const uint16_t*>(data)[i])) & kAbsMask;
-  }
-}
-
-// ---- scalar path (also the tail of the AVX2 path) ----------------------------
-
-template <DType D>
-void hist_scalar(const void* data, int64_t begin, int64_t end, HistJob& job) {
-  uint32_t max_key = job.max_key;
-  for (int64_t i = begin; i < end; ++i) {
-    const uint32_t key = key_at<D>(data, i);
-    max_key = std::max(max_key, key);
-    if ((key >> job.prefix_shift) == job.prefix)
-      ++job.counts[(((key >> job.shift) & job.digit_mask) << 2) | uint32_t(i & 3)];
-  }
-  job.max_key = max_key;
-}
-
-// keep[i] = key > limit; returns the number of keys equal to limit.
-template <DType D>
-int64_t mask_scalar(const void* data, int64_t begin, int64_t end, uint32_t limit, uint8_t* keep) {
-  int64_t ties = 0;
-  for (int64_t i = begin; i < end; ++i) {
-    const uint32_t key = key_at<D>(data, i);
-    keep[i] = key > limit;
-    ties += key == limit;
-  }
-  return ties;
-}
-
-// ---- AVX2 --------------------------------------------------------------------
-
-#define SLIMTORCH_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-template <DType D>
-SLIMTORCH_AVX2 inline __m256i keys8_avx2(const void* data, int64_t i) {
-  const __m256i abs_mask = _mm256_set1_epi32(int32_t(kAbsMask));
-  if constexpr (D == DType::kFloat32) {
-    const auto* p = static_cast<const uint32_t*>(data) + i;
-    return _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), abs_mask);
-  } else {
-    const auto* p = static_cast<const uint16_t*>(data) + i;
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    if constexpr (D == DType::kBFloat16)
-      return _mm256_and_si256(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16), abs_mask);
-    else
-      return _mm256_and_si256(_mm256_castps_si256(_mm256_cvtph_ps(h)), abs_mask);
-  }
-}
-
-template <DType D>
-SLIMTORCH_AVX2 void hist_avx2(const void* data, int64_t begin, int64_t end, HistJob& job) {
-  const __m256i copy_of_lane = _mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3);
-  const __m256i prefix = _mm256_set1_epi32(int32_t(job.prefix));
-  const __m256i digit_mask = _mm256_set1_epi32(int32_t(job.digit_mask));
-  const __m128i shift = _mm_cvtsi32_si128(job.shift);
-  const __m128i prefix_shift = _mm_cvtsi32_si128(job.prefix_shift);
-  __m256i max_key = _mm256_set1_epi32(int32_t(job.max_key));
-  alignas(32) uint32_t index[8];
-  uint32_t* counts = job.counts;
-  int64_t i = begin;
-  for (; i + 8 <= end; i += 8) {
-    const __m256i key = keys8_avx2<D>(data, i);
-    max_key = _mm256_max_epu32(max_key, key);
-    const __m256i hit = _mm256_cmpeq_epi32(_mm256_srl_epi32(key, prefix_shift), prefix);
-    unsigned live = unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(hit)));
-    if (live == 0) continue;
-    const __m256i digit = _mm256_and_si256(_mm256_srl_epi32(key, shift), digit_mask);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(index),
-                       _mm256_or_si256(_mm256_slli_epi32(digit, 2), copy_of_lane));
-    if (live == 0xff) {
-      for (int j = 0; j < 8; ++j) ++counts[index[j]];
-    } else {
-      for (; live != 0; live &= live - 1) ++counts[index[__builtin_ctz(live)]];
-    }
-  }
-  alignas(32) uint32_t lanes[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), max_key);
-  for (uint32_t m : lanes) job.max_key = std::max(job.max_key, m);
-  hist_scalar<D>(data, i, end, job);
-}
-
-template <DType D>
-SLIMTORCH_AVX2 int64_t mask_avx2(const void* data, int64_t begin, int64_t end, uint32_t limit,
-                                 uint8_t* keep) {
-  // Keys are < 2^31, so the signed compares are exact.
-  const __m256i lim = _mm256_set1_epi32(int32_t(limit));
-  int64_t ties = 0, i = begin;
-  for (; i + 8 <= end; i += 8) {
-    const __m256i key = keys8_avx2<D>(data, i);
-    const uint64_t gt = uint64_t(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(key, lim))));
-    ties += __builtin_popcount(unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(key, lim)))));
-    // Spread the 8 mask bits into 8 bytes of 0/1: byte j of the product keeps
-    // bit j; adding 0x7f sets bit 7 of exactly the nonzero bytes (no carries).
-    const uint64_t picked = (gt * 0x0101010101010101ull) & 0x8040201008040201ull;
-    const uint64_t bytes = ((picked + 0x7f7f7f7f7f7f7f7full) >> 7) & 0x0101010101010101ull;
-    std::memcpy(keep + i, &bytes, 8);
-  }
-  return ties + mask_scalar<D>(data, i, end, limit, keep);
-}
-
-// ---- AVX-512 -----------------------------------------------------------------
-
-// GCC 12 flags the self-initialised "undefined" vectors inside its own
-// AVX-512 intrinsics (_mm512_undefined_*) as uninitialised: a false positive.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
-#define SLIMTORCH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
-
-template <DType D>
-SLIMTORCH_AVX512 inline __m512i keys16_avx512(const void* data, int64_t i, __mmask16 live) {
-  const __m512i abs_mask = _mm512_set1_epi32(int32_t(kAbsMask));
-  if constexpr (D == DType::kFloat32) {
-    return _mm512_and_si512(_mm512_maskz_loadu_epi32(live, static_cast<const uint32_t*>(data) + i),
-                            abs_mask);
-  } else {
-    const __m256i h = _mm256_maskz_loadu_epi16(live, static_cast<const uint16_t*>(data) + i);
-    if constexpr (D == DType::kBFloat16)
-      return _mm512_and_si512(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16), abs_mask);
-    else
-      return _mm512_and_si512(_mm512_castps_si512(_mm512_cvtph_ps(h)), abs_mask);
-  }
-}
-
-SLIMTORCH_AVX512 inline __mmask16 live_lanes(int64_t remaining) {
-  return remaining >= 16 ? __mmask16(0xffff) : __mmask16((1u << remaining) - 1);
-}
-
-template <DType D>
-SLIMTORCH_AVX512 void hist_avx512(const void* data, int64_t begin, int64_t end, HistJob& job) {
-  const __m512i copy_of_lane = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
-  const __m512i prefix = _mm512_set1_epi32(int32_t(job.prefix));
-  const __m512i digit_mask = _mm512_set1_epi32(int32_t(job.digit_mask));
-  const __m128i shift = _mm_cvtsi32_si128(job.shift);
-  const __m128i prefix_shift = _mm_cvtsi32_si128(job.prefix_shift);
-  __m512i max_key = _mm512_set1_epi32(int32_t(job.max_key));  // masked-off lanes load 0
-  alignas(64) uint32_t index[16];
-  uint32_t* counts = job.counts;
-  for (int64_t i = begin; i < end; i += 16) {
-    const __mmask16 live = live_lanes(end - i);
-    const __m512i key = keys16_avx512<D>(data, i, live);
-    max_key = _mm512_max_epu32(max_key, key);
-    unsigned hit = _mm512_mask_cmpeq_epi32_mask(live, _mm512_srl_epi32(key, prefix_shift), prefix);
-    if (hit == 0) continue;
-    const __m512i digit = _mm512_and_si512(_mm512_srl_epi32(key, shift), digit_mask);
-    _mm512_store_si512(index, _mm512_or_si512(_mm512_slli_epi32(digit, 2), copy_of_lane));
-    if (hit == 0xffff) {
-      for (int j = 0; j < 16; ++j) ++counts[index[j]];
-    } else {
-      for (; hit != 0; hit &= hit - 1) ++counts[index[__builtin_ctz(hit)]];
-    }
-  }
-  job.max_key = _mm512_reduce_max_epu32(max_key);
-}
-
-template <DType D>
-SLIMTORCH_AVX512 int64_t mask_avx512(const void* data, int64_t begin, int64_t end, uint32_t limit,
-                                     uint8_t* keep) {
-  const __m512i lim = _mm512_set1_epi32(int32_t(limit));
-  int64_t ties = 0;
-  for (int64_t i = begin; i < end; i += 16) {
-    const __mmask16 live = live_lanes(end - i);
-    const __m512i key = keys16_avx512<D>(data, i, live);
-    const __mmask16 gt = _mm512_mask_cmpgt_epu32_mask(live, key, lim);
-    ties += __builtin_popcount(unsigned(_mm512_mask_cmpeq_epu32_mask(live, key, lim)));
-    _mm_mask_storeu_epi8(keep + i, live, _mm_maskz_set1_epi8(gt, 1));
-  }
-  return ties;
-}
-
-#pragma GCC diagnostic pop
-
-
-// ---- window pass (the sampled fast path, see window_select) --------------------
-
-// One chunk's tally of keys against the window (lo, hi]: keys below lo, keys
-// equal to lo, and the keys inside, stored in `stored`. The SIMD paths store
-// whole vectors of compressed keys, branch-free, so `stored` has kSlack
-// entries of room past `cap`; more than `cap` keys inside sets `overflow`
-// and ends the scan (the caller then falls back).
-constexpr size_t kSlack = 16;
-
-struct WindowTally {
-  uint32_t lo = 0, hi = 0;
-  int64_t less = 0, at_lo = 0;
-  uint32_t max_key = 0;
-  std::unique_ptr<uint32_t[]> stored;  // cap + kSlack entries, written from the front
-  size_t count = 0, cap = 0;
-  bool overflow = false;
-
-  void allocate(size_t capacity) {
-    cap = capacity;
-    stored.reset(new uint32_t[cap + kSlack]);  // uninitialised: pages are touched only as used
-  }
-};
-
-template <DType D>
-void window_scalar(const void* data, int64_t begin, int64_t end, WindowTally& t) {
-  const uint32_t lo = t.lo, hi = t.hi;
-  uint32_t max_key = t.max_key;
-  int64_t less = 0, at_lo = 0;  // locals, as in window_avx2
-  size_t count = t.count;
-  for (int64_t i = begin; i < end; ++i) {
-    const uint32_t key = key_at<D>(data, i);
-    max_key = std::max(max_key, key);
-    less += key < lo;
-    at_lo += key == lo;
-    if (key > lo && key <= hi) {
-      if (count == t.cap) {
-        t.overflow = true;
-        break;
-      }
-      t.stored[count++] = key;
-    }
-  }
-  t.count = count;
-  t.max_key = max_key;
-  t.less += less;
-  t.at_lo += at_lo;
-}
-
-// For each 8-bit lane mask, the lanes set, in order, as permutevar8x32 indices
-// (one byte each), so that a permute moves the selected keys to the front.
-struct CompressTable {
-  uint64_t indices[256];
-  CompressTable() {
-    for (unsigned mask = 0; mask < 256; ++mask) {
-      uint64_t packed = 0;
-      int slot = 0;
-      for (int lane = 0; lane < 8; ++lane)
-        if (mask & (1u << lane)) packed |= uint64_t(lane) << (8 * slot++);
-      indices[mask] = packed;
-    }
-  }
-};
-const CompressTable kCompress;
-
-template <DType D>
-SLIMTORCH_AVX2 void window_avx2(const void* data, int64_t begin, int64_t end, WindowTally& t) {
-  // Keys are < 2^31, so the signed compares are exact.
-  const __m256i lo = _mm256_set1_epi32(int32_t(t.lo)), hi = _mm256_set1_epi32(int32_t(t.hi));
-  __m256i max_key = _mm256_set1_epi32(int32_t(t.max_key));
-  // Counters live in locals: as struct fields the compiler keeps them in
-  // memory (the stores to `stored` may alias them), a chain through memory.
-  int64_t less = 0, at_lo_count = 0;
-  uint32_t* stored = t.stored.get();
-  size_t count = t.count;
-  const size_t cap = t.cap;
-  int64_t i = begin;
-  for (; i + 8 <= end; i += 8) {
-    if (count > cap) break;
-    const __m256i key = keys8_avx2<D>(data, i);
-    max_key = _mm256_max_epu32(max_key, key);
-    const __m256i above_lo = _mm256_cmpgt_epi32(key, lo);
-    const __m256i at_lo = _mm256_cmpeq_epi32(key, lo);
-    const unsigned below = ~unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(above_lo, at_lo)))) & 0xff;
-    less += __builtin_popcount(below);
-    at_lo_count += __builtin_popcount(unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(at_lo))));
-    const unsigned inside = unsigned(_mm256_movemask_ps(
-        _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(key, hi), above_lo))));
-    const __m256i order = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
-        reinterpret_cast<const __m128i*>(&kCompress.indices[inside])));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(stored + count), _mm256_permutevar8x32_epi32(key, order));
-    count += size_t(__builtin_popcount(inside));
-  }
-  t.count = count;
-  t.less += less;
-  t.at_lo += at_lo_count;
-  alignas(32) uint32_t lanes[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), max_key);
-  for (uint32_t m : lanes) t.max_key = std::max(t.max_key, m);
-  if (count > cap) t.overflow = true;
-  else window_scalar<D>(data, i, end, t);
-}
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
-template <DType D>
-SLIMTORCH_AVX512 void window_avx512(const void* data, int64_t begin, int64_t end, WindowTally& t) {
-  const __m512i lo = _mm512_set1_epi32(int32_t(t.lo)), hi = _mm512_set1_epi32(int32_t(t.hi));
-  __m512i max_key = _mm512_set1_epi32(int32_t(t.max_key));  // masked-off lanes load 0
-  int64_t less = 0, at_lo = 0;  // locals, as in window_avx2
-  uint32_t* stored = t.stored.get();
-  size_t count = t.count;
-  const size_t cap = t.cap;
-  for (int64_t i = begin; i < end; i += 16) {
-    if (count > cap) break;
-    const __mmask16 live = live_lanes(end - i);
-    const __m512i key = keys16_avx512<D>(data, i, live);
-    max_key = _mm512_max_epu32(max_key, key);
-    less += __builtin_popcount(unsigned(_mm512_mask_cmplt_epu32_mask(live, key, lo)));
-    at_lo += __builtin_popcount(unsigned(_mm512_mask_cmpeq_epu32_mask(live, key, lo)));
-    const __mmask16 inside = _mm512_mask_cmple_epu32_mask(_mm512_mask_cmpgt_epu32_mask(live, key, lo), key, hi);
-    // Register-form compress, then a plain store (the memory form is slow on Zen 4).
-    _mm512_storeu_si512(stored + count, _mm512_maskz_compress_epi32(inside, key));
-    count += size_t(__builtin_popcount(unsigned(inside)));
-  }
-  t.count = count;
-  t.overflow = count > cap;
-  t.less += less;
-  t.at_lo += at_lo;
-  alignas(64) uint32_t lanes[16];
-  _mm512_store_si512(lanes, max_key);
-  for (uint32_t m : lanes) t.max_key = std::max(t.max_key, m);
-}
-
-#pragma GCC diagnostic pop
-
 // ---- dispatch ----------------------------------------------------------------
 
-template <DType D>
-void hist_range(const void* data, int64_t begin, int64_t end, HistJob& job) {
-  const Isa isa = active_isa();
-  if (isa >= Isa::kAvx512) hist_avx512<D>(data, begin, end, job);
-  else if (isa >= Isa::kAvx2) hist_avx2<D>(data, begin, end, job);
-  else hist_scalar<D>(data, begin, end, job);
-}
-
 void hist_range(const Segment& s, int64_t begin, int64_t end, HistJob& job) {
-  switch (s.dtype) {
-    case DType::kFloat32: return hist_range<DType::kFloat32>(s.data, begin, end, job);
-    case DType::kFloat16: return hist_range<DType::kFloat16>(s.data, begin, end, job);
-    case DType::kBFloat16: return hist_range<DType::kBFloat16>(s.data, begin, end, job);
-  }
-}
-
-template <DType D>
-void window_range(const void* data, int64_t begin, int64_t end, WindowTally& t) {
   const Isa isa = active_isa();
-  if (isa >= Isa::kAvx512) window_avx512<D>(data, begin, end, t);
-  else if (isa >= Isa::kAvx2) window_avx2<D>(data, begin, end, t);
-  else window_scalar<D>(data, begin, end, t);
+#if SLIMTORCH_X86
+  if (isa >= Isa::kAvx512) return hist_range_avx512(s.dtype, s.data, begin, end, job);
+  if (isa >= Isa::kAvx2) return hist_range_avx2(s.dtype, s.data, begin, end, job);
+#elif SLIMTORCH_ARM64
+  if (isa >= Isa::kNeon) return hist_range_neon(s.dtype, s.data, begin, end, job);
+#endif
+  (void)isa;
+  with_dtype(s.dtype, [&](auto tag) { hist_scalar<decltype(tag)::value>(s.data, begin, end, job); });
 }
 
 void window_range(const Segment& s, int64_t begin, int64_t end, WindowTally& t) {
-  switch (s.dtype) {
-    case DType::kFloat32: return window_range<DType::kFloat32>(s.data, begin, end, t);
-    case DType::kFloat16: return window_range<DType::kFloat16>(s.data, begin, end, t);
-    case DType::kBFloat16: return window_range<DType::kBFloat16>(s.data, begin, end, t);
-  }
-}
-
-template <DType D>
-int64_t mask_range(const void* data, int64_t begin, int64_t end, uint32_t limit, uint8_t* keep) {
   const Isa isa = active_isa();
-  if (isa >= Isa::kAvx512) return mask_avx512<D>(data, begin, end, limit, keep);
-  if (isa >= Isa::kAvx2) return mask_avx2<D>(data, begin, end, limit, keep);
-  return mask_scalar<D>(data, begin, end, limit, keep);
+#if SLIMTORCH_X86
+  if (isa >= Isa::kAvx512) return window_range_avx512(s.dtype, s.data, begin, end, t);
+  if (isa >= Isa::kAvx2) return window_range_avx2(s.dtype, s.data, begin, end, t);
+#elif SLIMTORCH_ARM64
+  if (isa >= Isa::kNeon) return window_range_neon(s.dtype, s.data, begin, end, t);
+#endif
+  (void)isa;
+  with_dtype(s.dtype, [&](auto tag) { window_scalar<decltype(tag)::value>(s.data, begin, end, t); });
 }
 
 int64_t mask_range(const Segment& s, int64_t begin, int64_t end, uint32_t limit, uint8_t* keep) {
-  switch (s.dtype) {
-    case DType::kFloat32: return mask_range<DType::kFloat32>(s.data, begin, end, limit, keep);
-    case DType::kFloat16: return mask_range<DType::kFloat16>(s.data, begin, end, limit, keep);
-    case DType::kBFloat16: return mask_range<DType::kBFloat16>(s.data, begin, end, limit, keep);
-  }
-  return 0;
+  const Isa isa = active_isa();
+#if SLIMTORCH_X86
+  if (isa >= Isa::kAvx512) return mask_range_avx512(s.dtype, s.data, begin, end, limit, keep);
+  if (isa >= Isa::kAvx2) return mask_range_avx2(s.dtype, s.data, begin, end, limit, keep);
+#elif SLIMTORCH_ARM64
+  if (isa >= Isa::kNeon) return mask_range_neon(s.dtype, s.data, begin, end, limit, keep);
+#endif
+  (void)isa;
+  int64_t ties = 0;
+  with_dtype(s.dtype, [&](auto tag) { ties = mask_scalar<decltype(tag)::value>(s.data, begin, end, limit, keep); });
+  return ties;
 }
 
 // Sets keep[i] = 1 for the elements of [begin, end) with key == limit whose

@@ -27,16 +27,25 @@ struct Register {
   }
 };
 
-// The ISA paths this CPU runs, lowest first.
+// The ISA paths this CPU runs, lowest first (set_active_isa accepts exactly
+// these: scalar and the paths of this architecture up to the detected one).
 inline std::vector<Isa> supported_isas() {
   std::vector<Isa> result;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx})
-    if (isa <= detected_isa()) result.push_back(isa);
+  const Isa active = active_isa();
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kDotprod, Isa::kI8mm})
+    if (set_active_isa(isa)) result.push_back(isa);
+  set_active_isa(active);
   return result;
 }
 
 inline int run_all() {
   auto& registry = Registry::get();
+  // The log names every path the tests run, so a CI log shows which kernels
+  // were checked against the scalar oracle on this CPU.
+  std::printf("detected path: %s; active (SLIMTORCH_ISA): %s; paths tested:", isa_name(detected_isa()),
+              isa_name(active_isa()));
+  for (Isa isa : supported_isas()) std::printf(" %s", isa_name(isa));
+  std::printf("\n");
   for (auto& [name, fn] : registry.tests) {
     const int before = registry.failures;
     fn();

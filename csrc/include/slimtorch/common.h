@@ -23,16 +23,30 @@ enum class Status : int {
 // patterns so the kernel ABI needs no half type.
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
-// CPU code paths, ordered: a higher path may use every lower one's instructions.
-enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2,
-  kAmx = 3,  // Intel AMX tiles (int8, bf16), with the OS permission granted
+// CPU code paths. Within one architecture they are ordered: a higher path
+// may use every lower one's instructions. x86 paths are below 11, ARM64 paths
+// from 11 on; kScalar (portable C++) runs everywhere. A comparison such as
+// `isa >= Isa::kAvx2` is only meaningful in x86 code, `isa >= Isa::kNeon`
+// only in ARM64 code.
+enum class Isa : int {
+  kScalar = 0,
+  kAvx2 = 1,     // x86-64: AVX2 + FMA + F16C
+  kAvx512 = 2,   // x86-64: AVX-512 F/BW/DQ/VL
+  kAmx = 3,      // x86-64: + Intel AMX tiles (int8, bf16), with the OS permission granted
+  kNeon = 11,    // ARM64: Advanced SIMD (every ARM64 CPU)
+  kDotprod = 12, // ARM64: + SDOT/UDOT (Armv8.2 dot product)
+  kI8mm = 13,    // ARM64: + SMMLA/USMMLA (int8 matrix multiply)
 };
 
+// "scalar", "avx2", "avx512", "amx", "neon", "dotprod", "i8mm" (also the values of
+// SLIMTORCH_ISA).
 const char* isa_name(Isa isa);
-// The best path this CPU and OS support (CPUID + XGETBV).
+// The best path this CPU and OS support (x86: CPUID + XGETBV; ARM64 Linux:
+// getauxval(AT_HWCAP / AT_HWCAP2)).
 Isa detected_isa();
-// The path kernels use: detected_isa(), lowered by SLIMTORCH_ISA=scalar|avx2|avx512|amx
-// at first use, or by set_active_isa(). Never higher than detected_isa().
+// The path kernels use: detected_isa(), lowered by SLIMTORCH_ISA (one of the
+// names above) at first use, or by set_active_isa(). Never higher than
+// detected_isa(), never a path of another architecture.
 Isa active_isa();
 // Returns false (and changes nothing) if the CPU lacks `isa`.
 bool set_active_isa(Isa isa);

@@ -66,7 +66,7 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
 // Weight-only linear: y[m][n] = w_scale[n] * sum_k x[m][k] * float(q[n][k]) + bias[n],
 // summed in float32; the weight is converted inside the kernel and never
 // materialised as float. On the AMX path, from 16 rows on, x is first rounded
-// to bf16 (relative error 2^-9 per element; the weights are exact in bf16).
+// to bf16 (relative error at most 2^-8 per element; the weights are exact in bf16).
 // bias may be null.
 Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
                            const int8_t* packed, const float* w_scale, const float* bias,

@@ -21,9 +21,11 @@
 //
 // Code paths (active_isa()):
 //  - batch 1 (GEMV): per row, gather x[col] (AVX-512: 16 lanes, AVX2: 8 lanes,
-//    scalar: 4 unrolled accumulators) and multiply by the widened values.
+//    NEON: 4 lanes loaded one by one, scalar: 8 unrolled accumulators) and
+//    multiply by the widened values.
 //  - batch > 1: X is transposed into panels of W batch columns (x^T[col][0:W],
-//    W = 16/32/64 lanes on AVX-512, 8/16/32 on AVX2, 8 scalar), sized to stay
+//    W = 16/32/64 lanes on AVX-512, 8/16/32 on AVX2, 4/8/16 on NEON, 8
+//    scalar), sized to stay
 //    in L2; for every nonzero w[r, c], y[r, panel] += w * x^T[c, panel].
 //  - batch 1 with a bitmap (AVX-512): per block of 16 columns, the row's next
 //    popcount(mask) values are expanded into the set lanes and multiplied by a
@@ -65,7 +67,7 @@ Status spmm_forward(const SparseMatrix& w, const float* x, int64_t batch, int64_
 // exactly as quantize_rows_u8 (slimtorch/qgemm.h) gives them, the sums
 // acc[b, r] = sum_k w[r, col_k] * code[b, col_k] are exact int32, and
 //   y[b, r] = float(acc - zp[b] * sum_k w[r, col_k]) * (x_scale[b] * row_scales[r]) + bias[r].
-// AVX-512 VNNI only (see spmm.cpp); spmm_dynamic_supported says whether this
+// AVX-512 VNNI only (see spmm_avx512.cpp); spmm_dynamic_supported says whether this
 // CPU, ISA setting and matrix (int8 values, 16-bit columns, cols <= kQgemmMaxK)
 // can run it; otherwise spmm_forward_dynamic returns kInvalidArgument.
 bool spmm_dynamic_supported(const SparseMatrix& w);

@@ -1,0 +1,179 @@
+// Per-ISA paths of the qgemm family (qgemm.cpp dispatches): packed-layout
+// constants, the micro-kernel and epilogue types, and the scalar bodies.
+// Every file of the family is compiled with -ffp-contract=off (see qgemm.cpp).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "slimtorch/qgemm.h"
+
+namespace slimtorch::qgemm_paths {
+
+constexpr int64_t kGroupBytes = kQgemmBlockN * kQgemmGroupK;  // 64
+constexpr int kMaxTileRows = 6;
+constexpr int kMaxTileBlocks = 4;
+constexpr int kMaxTileCols = kMaxTileBlocks * int(kQgemmBlockN);
+
+// Register tiles live in arrays of vectors indexed by compile-time loop
+// counters; GCC keeps them in registers only when these loops are fully unrolled.
+#define SLIMTORCH_UNROLL _Pragma("GCC unroll 16")
+
+// Register tiles live in arrays of vectors indexed by compile-time loop
+// counters; GCC keeps them in registers only when these loops are fully unrolled.
+#define SLIMTORCH_UNROLL _Pragma("GCC unroll 16")
+
+// ---- integer micro-kernels: acc[r * kMaxTileCols + c] for a rows x (blocks*16) tile
+
+// k must be a multiple of 4: callers pad activation rows to whole groups
+// (the pad meets zero weights), which keeps a tail path out of the hot loop.
+// With accumulate, the tile adds to the values already in acc (K blocking).
+using IntTileFn = void (*)(const uint8_t* a, int64_t lda, int64_t k, const int8_t* b,
+                           int64_t block_stride, int32_t* acc, bool accumulate);
+
+// ---- weight-only (float) micro-kernels -----------------------------------------
+
+// As IntTileFn, k must be a multiple of 4 (callers pad x rows with zeros).
+using FloatTileFn = void (*)(const float* x, int64_t ldx, int64_t k, const int8_t* b,
+                             int64_t block_stride, float* acc);
+
+// y[r][c] = float(acc - zp[r] * colsum[c]) * (row_scale[r] * w_scale[c]) + bias[c]
+struct LinearEpilogue {
+  const int32_t* zero_point;  // per row of the whole problem
+  const float* row_scale;
+  const float* w_scale;
+  const int32_t* colsum;
+  const float* bias;  // may be null
+  float* y;
+  int64_t ldy;
+};
+
+// Per ISA: the micro-kernel for a tile of rows x blocks (at most the
+// path's tile shape, see qgemm.cpp), the epilogues, and the row quantization
+// (quantize_value below) and min/max/finiteness scan of one float row.
+IntTileFn int_tile_avx2(int rows, int blocks);
+IntTileFn int_tile_vnni(int rows, int blocks);
+IntTileFn int_tile_neon(int rows, int blocks);
+IntTileFn int_tile_dotprod(int rows, int blocks);
+IntTileFn int_tile_i8mm(int rows, int blocks);
+FloatTileFn float_tile_avx2(int rows, int blocks);
+FloatTileFn float_tile_avx512(int rows, int blocks);
+FloatTileFn float_tile_neon(int rows, int blocks);
+void linear_epilogue_avx2(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols);
+void linear_epilogue_avx512(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
+                            int64_t cols);
+void linear_epilogue_neon(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols);
+void float_epilogue_avx512(const float* acc, const float* w_scale, const float* bias, float* y, int64_t ldy,
+                           int rows, int64_t cols);
+void quantize_row_avx2(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a);
+void quantize_row_avx512(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a);
+void quantize_row_neon(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a);
+void minmax_avx2(const float* x, int64_t k, float* lo, float* hi, bool* finite);
+void minmax_avx512(const float* x, int64_t k, float* lo, float* hi, bool* finite);
+void minmax_neon(const float* x, int64_t k, float* lo, float* hi, bool* finite);
+
+// ---- kernel tables: [rows - 1][blocks - 1] ---------------------------------------
+
+#define SLIMTORCH_TILE_ROW(fn, R) {fn<R, 1>, fn<R, 2>, fn<R, 3>, fn<R, 4>}
+#define SLIMTORCH_TILE_TABLE(fn)                                                        \
+  {SLIMTORCH_TILE_ROW(fn, 1), SLIMTORCH_TILE_ROW(fn, 2), SLIMTORCH_TILE_ROW(fn, 3),     \
+   SLIMTORCH_TILE_ROW(fn, 4), SLIMTORCH_TILE_ROW(fn, 5), SLIMTORCH_TILE_ROW(fn, 6)}
+
+
+// Unnamed namespace: every translation unit keeps its own copy, compiled
+// with its own flags (no shared inline copy the linker could pick).
+namespace {
+
+template <int R, int B>
+void int_tile_scalar(const uint8_t* a, int64_t lda, int64_t k, const int8_t* b,
+                     int64_t block_stride, int32_t* acc, bool accumulate) {
+  SLIMTORCH_UNROLL
+  for (int r = 0; r < R; ++r) {
+    SLIMTORCH_UNROLL
+    for (int blk = 0; blk < B; ++blk) {
+      for (int j = 0; j < kQgemmBlockN; ++j) {
+        // |sum| <= 255 * 127 * K < 2^31 for K <= kQgemmMaxK: no overflow.
+        int32_t& out = acc[r * kMaxTileCols + blk * kQgemmBlockN + j];
+        int32_t sum = accumulate ? out : 0;
+        for (int64_t kk = 0; kk < k; ++kk) {
+          const int8_t w = b[blk * block_stride + (kk / 4) * kGroupBytes + j * 4 + kk % 4];
+          sum += int32_t(a[r * lda + kk]) * int32_t(w);
+        }
+        out = sum;
+      }
+    }
+  }
+}
+
+template <int R, int B>
+void float_tile_scalar(const float* x, int64_t ldx, int64_t k, const int8_t* b,
+                       int64_t block_stride, float* acc) {
+  SLIMTORCH_UNROLL
+  for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
+    for (int blk = 0; blk < B; ++blk)
+      for (int j = 0; j < kQgemmBlockN; ++j) {
+        float sum = 0.0f;
+        for (int64_t kk = 0; kk < k; ++kk)
+          sum += x[r * ldx + kk] *
+                 float(b[blk * block_stride + (kk / 4) * kGroupBytes + j * 4 + kk % 4]);
+        acc[r * kMaxTileCols + blk * kQgemmBlockN + j] = sum;
+      }
+}
+
+inline void linear_epilogue_scalar(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows,
+                            int64_t c0, int64_t cols) {
+  for (int r = 0; r < rows; ++r) {
+    const int64_t zp = e.zero_point[m0 + r];
+    const float rs = e.row_scale[m0 + r];
+    float* out = e.y + (m0 + r) * e.ldy + c0;
+    for (int64_t c = 0; c < cols; ++c) {
+      // The true value fits int32 (see qgemm.h); int64 keeps the intermediate defined.
+      const int32_t v = int32_t(int64_t(acc[r * kMaxTileCols + c]) - zp * e.colsum[c0 + c]);
+      const float p = float(v) * (rs * e.w_scale[c0 + c]);
+      out[c] = e.bias ? p + e.bias[c0 + c] : p;
+    }
+  }
+}
+
+inline void float_epilogue_scalar(const float* acc, const float* w_scale, const float* bias, float* y,
+                           int64_t ldy, int rows, int64_t cols) {
+  for (int r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const float p = acc[r * kMaxTileCols + c] * w_scale[c];
+      y[r * ldy + c] = bias ? p + bias[c] : p;
+    }
+}
+
+// t = float32(float32(x * inv) + zp) per row (per-channel quantize), or one
+// rounding of fma(x, inv, zp) (per-tensor quantize, the static mode); then
+// clamp to [0, 255] and round half to even. NaN gives 0 (such rows are
+// replaced anyway).
+inline uint8_t quantize_value(float x, float inv, float zp, bool fused) {
+  float t = fused ? std::fma(x, inv, zp) : x * inv + zp;
+  if (!(t >= 0.0f)) t = 0.0f;
+  if (t > 255.0f) t = 255.0f;
+  return uint8_t(std::nearbyint(t));
+}
+
+inline void quantize_row_scalar(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
+  for (int64_t i = 0; i < k; ++i) a[i] = quantize_value(x[i], inv, float(zp), fused);
+}
+
+inline void minmax_scalar(const float* x, int64_t k, float* lo, float* hi, bool* finite) {
+  float mn = 0.0f, mx = 0.0f;
+  bool ok = true;
+  for (int64_t i = 0; i < k; ++i) {
+    ok &= std::isfinite(x[i]);
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+  *lo = mn;
+  *hi = mx;
+  *finite = ok;
+}
+
+
+}  // namespace
+}  // namespace slimtorch::qgemm_paths

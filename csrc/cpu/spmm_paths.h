@@ -1,0 +1,166 @@
+// Per-ISA paths of the spmm family (spmm.cpp dispatches): value types,
+// the scalar bodies, and the kernel pointers each path provides.
+#pragma once
+
+#include <algorithm>
+
+#include "slimtorch/spmm.h"
+
+namespace slimtorch::spmm_paths {
+
+// Gather paths handle kMaxGatherBatch columns per pass (scalar/AVX2: one).
+using GemvFn = void (*)(const SparseMatrix&, const float*, int64_t, const float*, float*, int64_t,
+                        int64_t, int64_t);
+using PanelFn = void (*)(const SparseMatrix&, const float*, int64_t, int64_t, const float*, float*,
+                         int64_t, int64_t, int64_t);
+
+// Columns of x handled by one gather pass, and the batch below which the
+// gather paths beat the transposed panels (a panel costs about as much for
+// 1 column as for 16; a gather pass costs about one gather per nonzero per column).
+constexpr int kMaxGatherBatch = 3;
+
+// One path's kernels for w's value and index types: a gather pass over
+// `columns` (1..kMaxGatherBatch) batch columns, a panel kernel of nv vectors,
+// the bitmap gather (batch 1).
+using BitmapGemvFn = void (*)(const SparseMatrix&, const float*, const float*, float*, int64_t, int64_t);
+GemvFn pick_gemv_avx2(const SparseMatrix& w);
+PanelFn pick_panel_avx2(const SparseMatrix& w, int nv);
+GemvFn pick_gemv_avx512(const SparseMatrix& w, int columns);
+PanelFn pick_panel_avx512(const SparseMatrix& w, int nv);
+BitmapGemvFn pick_gemv_bitmap_avx512(const SparseMatrix& w);
+GemvFn pick_gemv_neon(const SparseMatrix& w);
+PanelFn pick_panel_neon(const SparseMatrix& w, int nv);
+
+// build_panels (spmm.cpp) for AVX-512: columns [c0, c1) of every panel.
+void build_panels_avx512(const float* x, int64_t batch, int64_t ldx, int64_t cols, int width, float* xt,
+                         int64_t c0, int64_t c1);
+
+// ---- int8 values x dynamically quantized activations (AVX-512 VNNI) ------------------
+//
+// Each row of x is quantized to uint8 with its own scale and zero point
+// (quantize_rows_u8, as Int8Linear's dynamic mode) and the result transposed
+// into tiles xt[tile][col][64]: the 64 batch rows of one column fill one zmm.
+// A weight row's nonzeros are taken four at a time. Their 4 int8 values are
+// one dword; the 4 tile rows of their columns are interleaved into dwords
+// (x[b][c1], x[b][c2], x[b][c3], x[b][c4]) by 8 byte and word unpacks, and 4
+// vpdpbusd add the 4 products for all 64 batch rows. The unpacks work inside
+// 128-bit lanes, so lane 4L + i of accumulator j holds batch row 16L + 4j + i.
+// A row's last 1-3 nonzeros are padded with zero weights (on the first
+// column of the group). Exact int32 sums (cols <= kQgemmMaxK), then
+//   y[b][r] = float(acc - zp[b] * rowsum[r]) * (x_scale[b] * row_scale[r]) + bias[r].
+
+constexpr int kDynamicTile = 64;
+
+// Batch row of the tile held by lane l of accumulator j.
+constexpr int dynamic_row(int j, int l) { return 16 * (l / 4) + 4 * j + l % 4; }
+
+// Rows [r0, r1) of one tile of nb batch rows starting at b0 (see above).
+void dynamic_rows_vnni(const SparseMatrix& w, const uint8_t* xt, const int32_t* zero_points, const float* scales,
+                       const int32_t* rowsum, const float* bias, float* y, int64_t b0, int64_t nb, int64_t r0,
+                       int64_t r1);
+// Tile of the transposed codes: xt[c][b] = a[b0 + b][c] for the tile's nb
+// rows, zero for the rows past the batch.
+void transpose_tile(const uint8_t* a, int64_t cols, int64_t b0, int64_t nb, uint8_t* tile);
+
+// Unnamed namespace: every translation unit keeps its own copy, compiled
+// with its own flags (no shared inline copy the linker could pick).
+namespace {
+
+// Value element types. fp16 and bf16 are both 16-bit patterns; distinct types
+// select the right widening.
+struct F16 { uint16_t bits; };
+struct BF16 { uint16_t bits; };
+
+inline float widen(float v) { return v; }
+inline float widen(F16 v) { return fp16_to_float(v.bits); }
+inline float widen(BF16 v) { return bf16_to_float(v.bits); }
+inline float widen(int8_t v) { return float(v); }
+
+// Applies the int8 row scale and the bias to a finished row sum.
+inline float finish_row(const SparseMatrix& w, const float* bias, int64_t r, float acc) {
+  if (w.row_scales != nullptr) acc *= w.row_scales[r];
+  if (bias != nullptr) acc += bias[r];
+  return acc;
+}
+
+// Calls f(V{}, I{}) with the value and index element types of w.
+template <class F>
+void with_types(const SparseMatrix& w, F&& f) {
+  auto by_index = [&](auto value_tag) {
+    if (w.wide_idx) f(value_tag, int32_t{});
+    else f(value_tag, uint16_t{});
+  };
+  switch (w.value_type) {
+    case SparseValues::kFloat32: by_index(float{}); break;
+    case SparseValues::kFloat16: by_index(F16{}); break;
+    case SparseValues::kBFloat16: by_index(BF16{}); break;
+    case SparseValues::kInt8: by_index(int8_t{}); break;
+  }
+}
+
+// ---- scalar paths ------------------------------------------------------------------
+
+template <class V, class I>
+void gemv_scalar(const SparseMatrix& w, const float* x, const float* bias, float* y, int64_t r0,
+                 int64_t r1) {
+  const V* val = static_cast<const V*>(w.values);
+  const I* idx = static_cast<const I*>(w.col_idx);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t end = w.row_ptr[r + 1];
+    int64_t k = w.row_ptr[r];
+    // Eight independent partial sums, like the vector paths' lanes: they
+    // hide the multiply-add latency and keep each running sum short.
+    float a[8] = {};
+    for (; k + 8 <= end; k += 8)
+      for (int j = 0; j < 8; ++j) a[j] += widen(val[k + j]) * x[idx[k + j]];
+    for (; k < end; ++k) a[0] += widen(val[k]) * x[idx[k]];
+    const float a0 = a[0] + a[4], a1 = a[1] + a[5], a2 = a[2] + a[6], a3 = a[3] + a[7];
+    y[r] = finish_row(w, bias, r, (a0 + a1) + (a2 + a3));
+  }
+}
+
+// Rows r0..r1 of one panel: xt is [cols][8], the panel covers batch columns
+// b0..b0+nb of y ([batch][ldy]).
+template <class V, class I>
+void panel_scalar(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb, const float* bias,
+                  float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  constexpr int kW = 8;
+  const V* val = static_cast<const V*>(w.values);
+  const I* idx = static_cast<const I*>(w.col_idx);
+  for (int64_t r = r0; r < r1; ++r) {
+    // Four partial sums per column (nonzero k goes to sum k % 4): without a
+    // fused multiply-add every product is rounded, and short sums keep the
+    // total error near that of torch's float32 product.
+    float acc[4][kW] = {};
+    const int64_t begin = w.row_ptr[r];
+    for (int64_t k = begin; k < w.row_ptr[r + 1]; ++k) {
+      const float v = widen(val[k]);
+      const float* xr = xt + int64_t(idx[k]) * kW;
+      float* sum = acc[(k - begin) & 3];
+      for (int j = 0; j < kW; ++j) sum[j] += v * xr[j];
+    }
+    for (int64_t j = 0; j < nb; ++j)
+      y[(b0 + j) * ldy + r] = finish_row(w, bias, r, (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]));
+  }
+}
+
+// Adapter: the scalar gather handles one column (ldx, ldy unused).
+template <class V, class I>
+void gemv_scalar_cols(const SparseMatrix& w, const float* x, int64_t, const float* bias, float* y,
+                      int64_t, int64_t r0, int64_t r1) {
+  gemv_scalar<V, I>(w, x, bias, y, r0, r1);
+}
+
+// Pointer to the instantiation kernel<V, I> of a path's kernel template for
+// w's types; P::template of<V, I> names it.
+template <class P>
+auto pick_typed(const SparseMatrix& w) {
+  auto fn = P::template of<float, uint16_t>;
+  with_types(w, [&](auto value_tag, auto index_tag) {
+    fn = P::template of<decltype(value_tag), decltype(index_tag)>;
+  });
+  return fn;
+}
+
+}  // namespace
+}  // namespace slimtorch::spmm_paths
