@@ -84,9 +84,11 @@ def test_concurrent_callers_share_the_pool(threads, pool):
 def test_info_command(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    for key in ("version", "isa_active", "threads", "thread_pool", "cuda_kernels", "cuda_usable"):
+    for key in ("version", "isa_active", "isa_supported", "amx", "threads", "thread_pool", "cuda_kernels",
+                "cuda_usable"):
         assert key in out
     assert _native.cpu.detected_isa() in out
+    assert _native.cpu.amx_status() in out
 
 
 def test_cli_requires_a_command(capsys):

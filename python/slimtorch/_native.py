@@ -76,6 +76,8 @@ def build_info() -> dict[str, object]:
         info["compiler"] = cpu.compiler
         info["isa_detected"] = cpu.detected_isa()
         info["isa_active"] = cpu.active_isa()
+        info["isa_supported"] = ", ".join(cpu.supported_isas())
+        info["amx"] = cpu.amx_status()  # "on", or why it is off
     info["threads"] = num_threads()
     if cpu is not None:
         info["thread_pool"] = cpu.thread_pool()
