@@ -1,6 +1,7 @@
-"""``python -m benchmarks SUITE [SUITE ...] [--quick] [--threads N] [--results DIR] [-k EXPR]``,
+"""``python -m benchmarks SUITE [SUITE ...] [--quick] [--threads N] [--results DIR] [-k EXPR] [PYTEST OPTIONS]``,
 from the repository root: runs the suites under pytest-benchmark and writes
-their results (see benchmarks/conftest.py). ``all`` is every suite except
+their results (see benchmarks/conftest.py). Other options go to pytest (e.g.
+``--bert-layers 12`` for the api suite). ``all`` is every suite except
 break_even, which rewrites the shipped data file python/slimtorch/data/break_even.json.
 """
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (SLIMTORCH_BENCH_THREADS, default 2)")
     parser.add_argument("--results", default=None, help="results root (default benchmarks/results)")
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression: a subset of the cases")
-    args = parser.parse_args(argv)
+    args, pytest_options = parser.parse_known_args(argv)
     suites = [s for s in SUITES if s != "break_even"] if "all" in args.suites else args.suites
     # The suites read these when pytest imports them.
     os.environ["SLIMTORCH_BENCH_QUICK"] = "1" if args.quick else "0"
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                "-o", "python_files=bench_*.py"]
     if args.keyword:
         options += ["-k", args.keyword]
+    options += pytest_options
     return int(pytest.main([*(str(directory / f"bench_{s}.py") for s in suites), *options]))
 
 

@@ -53,14 +53,14 @@ def amx_baselines(dense: torch.nn.Module, x: torch.Tensor) -> tuple[dict, dict]:
         compiled = torch.compile(bf16)
         compiled(x)
         candidates["bf16_compiled"] = lambda: compiled(x)
-    except Exception as error:  # noqa: BLE001 - any failure of torch's stack is reported, not fatal
+    except Exception as error:  # any failure of torch's stack is reported, not fatal
         missing["bf16_compiled"] = not_measured_reason(error)
     reason = pt2e_unavailable()
     if reason is None:
         try:
             int8 = pt2e_int8(dense, (x,))
             candidates["pt2e_int8"] = lambda: int8(x)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             missing["pt2e_int8"] = not_measured_reason(error)
     else:
         missing["pt2e_int8"] = reason

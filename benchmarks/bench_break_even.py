@@ -43,7 +43,8 @@ def size_class(in_f: int, out_f: int) -> str:
 
 
 def tables(ratios: dict[tuple, float]) -> dict[str, list[list[float]]]:
-    """{"<kind>/<size>": [[batch, highest winning density], ...]} from {(kind, size, batch, in, out, density): ratio}."""
+    """{"<kind>/<size>": [[batch, highest winning density], ...]} from
+    {(kind, size, batch, in_features, out_features, density): ratio}."""
     wins: dict[tuple[str, str, int], dict[float, bool]] = {}
     for (kind, size, batch, _, _, density), ratio in ratios.items():
         cell = wins.setdefault((kind, size, batch), {})

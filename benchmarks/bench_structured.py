@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.api.structured_models import ResNetLike, bert, mlp
 
 from slimtorch import prune_channels
-from tests.api.structured_models import ResNetLike, bert, mlp
 
 RATIO = 0.5
 

@@ -276,7 +276,8 @@ def prune_student(dense: nn.Module, teacher: nn.Module | None, data: DigitsData,
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(student.parameters(), lr=lr)
     decay = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 1.0 if step < ramp else 0.5 * (1 + math.cos(math.pi * (step - ramp) / max(1, steps - ramp))))
+        optimizer,
+        lambda step: 1.0 if step < ramp else 0.5 * (1 + math.cos(math.pi * (step - ramp) / max(1, steps - ramp))))
     kd = KDLoss(temperature, alpha) if teacher is not None else None
     curve: list[tuple[float, float]] = []
     for _ in range(epochs):
@@ -357,7 +358,7 @@ class DemoResult:
                 f"{row['model']:<34} {100 * row['accuracy']:>7.2f}% {row['bytes']:>9,d} "
                 f"{dense['bytes'] / row['bytes']:>6.1f}x {row['latency_b1_us']:>8.1f} "
                 f"{row['speedup_b1']:>6.2f}x {row['latency_b256_us']:>9.1f} {row['speedup_b256']:>6.2f}x")
-        mean = lambda v: 100 * sum(v) / len(v)  # noqa: E731
+        mean = lambda v: 100 * sum(v) / len(v)
         lines += ["",
                   f"teacher test accuracy: {100 * self.teacher_accuracy:.2f}%",
                   f"pruned to {100 * self.final_sparsity:.1f}% sparsity, test accuracy over "
@@ -414,8 +415,8 @@ def run_demo(out_dir: str = "slimtorch-demo", *, final_sparsity: float = 0.975, 
 
     import safetensors.torch
 
-    from slimtorch.api.serialization import load_, save
     from slimtorch._checks import check_fraction
+    from slimtorch.api.serialization import load_, save
 
     if not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"out_dir: expected a str or os.PathLike, got {type(out_dir).__name__}")

@@ -9,10 +9,10 @@ import os
 import pytest
 import safetensors
 import torch
+from _api_models import bert_input, make_bert, make_mlp
 from torch import nn
 
 import slimtorch
-from _api_models import bert_input, make_bert, make_mlp
 
 layers = pytest.importorskip("slimtorch.nn", reason="slimtorch.nn layers not merged yet")
 SparseLinear = getattr(layers, "SparseLinear", None)

@@ -7,13 +7,13 @@ import time
 
 import pytest
 import torch
+from _api_models import make_mlp
 from torch import nn
 
 import slimtorch
 from slimtorch import benchmark
 from slimtorch.api import _backend
 from slimtorch.api.compress import _candidates
-from _api_models import make_mlp
 
 
 class _Stub(nn.Module):

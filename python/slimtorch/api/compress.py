@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from slimtorch import benchmark
-from slimtorch._checks import check_fraction
+from slimtorch._checks import check_bool, check_choice, check_fraction, check_int
 from slimtorch.api import _backend
 from slimtorch.api.pruning import weight_mask
 from slimtorch.api.quantization import ActivationRange, QATLinear, calibrate
@@ -227,22 +227,22 @@ class CompressConfig:
             if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, numbers.Real):
                 raise TypeError(f"sparsity: expected None or a number in [0, 1], got {type(self.sparsity).__name__}")
             self.sparsity = check_fraction("sparsity", self.sparsity)
-        if self.quantize not in QUANTIZE_SCHEMES:
-            raise ValueError(f"quantize: expected one of {QUANTIZE_SCHEMES}, got {self.quantize!r}")
+        check_choice("quantize", self.quantize, QUANTIZE_SCHEMES)
         if not isinstance(self.overrides, Mapping):
-            raise TypeError(f"overrides: expected a mapping of pattern -> CompressConfig or None, got {type(self.overrides).__name__}")
+            raise TypeError("overrides: expected a mapping of pattern -> CompressConfig or None, "
+                            f"got {type(self.overrides).__name__}")
         for pattern, value in self.overrides.items():
             if not isinstance(pattern, str):
                 raise TypeError(f"overrides: expected str patterns, got {type(pattern).__name__}")
             if value is not None and not isinstance(value, CompressConfig):
-                raise TypeError(f"overrides: value for {pattern!r} must be a CompressConfig or None, got {type(value).__name__}")
+                raise TypeError(f"overrides: value for {pattern!r} must be a CompressConfig or None, "
+                                f"got {type(value).__name__}")
         if self.filter_fn is not None and not callable(self.filter_fn):
-            raise TypeError(f"filter_fn: expected None or a callable (module, name) -> bool, got {type(self.filter_fn).__name__}")
+            raise TypeError("filter_fn: expected None or a callable (module, name) -> bool, "
+                            f"got {type(self.filter_fn).__name__}")
         self.min_sparsity = check_fraction("min_sparsity", self.min_sparsity)
-        if not isinstance(self.speed_check, bool):
-            raise TypeError(f"speed_check: expected a bool, got {type(self.speed_check).__name__}")
-        if isinstance(self.speed_check_rows, bool) or not isinstance(self.speed_check_rows, int) or self.speed_check_rows < 1:
-            raise ValueError(f"speed_check_rows: expected an int >= 1, got {self.speed_check_rows!r}")
+        check_bool("speed_check", self.speed_check)
+        self.speed_check_rows = check_int("speed_check_rows", self.speed_check_rows, minimum=1)
 
     def for_layer(self, name: str) -> CompressConfig | None:
         """The configuration that applies to layer ``name`` (None: leave dense)."""
@@ -388,7 +388,9 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
         else:
             ranges = calibrate(model, calibration)
     any_check = any(c is not None and c.speed_check for _, _, c, _ in plans)
-    inputs = _record_inputs(model, [n for n, *_ in plans], example_inputs) if any_check and example_inputs is not None else {}
+    inputs = {}
+    if any_check and example_inputs is not None:
+        inputs = _record_inputs(model, [n for n, *_ in plans], example_inputs)
 
     decisions = []
     for name, linear, layer_config, reason in plans:
