@@ -43,16 +43,17 @@ import torch
 from torch import nn
 
 from slimtorch import benchmark
-from slimtorch._checks import check_bool, check_choice, check_fraction, check_int
+from slimtorch._checks import check_bool, check_fraction, check_int
 from slimtorch.api import _backend
 from slimtorch.api.pruning import weight_mask
 from slimtorch.api.quantization import ActivationRange, QATLinear, calibrate
+from slimtorch.schemes import INT8_DYNAMIC, INT8_STATIC, INT8_WEIGHT_ONLY, SCHEMES, check_scheme
 
 __all__ = ["CompressConfig", "CompressReport", "LayerDecision", "compress_", "SparseFormat", "Int8Format",
            "register_format_handler", "FORMAT_HANDLERS", "register_layer_class", "LAYER_CLASSES"]
 
 FilterFn = Callable[[nn.Module, str], bool]
-QUANTIZE_SCHEMES = (None, "int8_dynamic", "int8_weight_only", "int8_static")
+QUANTIZE_SCHEMES = (None, *SCHEMES)
 
 
 # ---- formats and their handlers ----------------------------------------------------
@@ -117,7 +118,7 @@ def _build_sparse(fmt: SparseFormat, linear: nn.Linear, _: ActivationRange | Non
 def _build_int8(fmt: Int8Format, linear: nn.Linear, activation: ActivationRange | None) -> nn.Module:
     cls = _backend.layer_class("Int8Linear")
     mode = fmt.scheme.removeprefix("int8_")
-    if fmt.scheme != "int8_static":
+    if fmt.scheme != INT8_STATIC:
         return cls.from_dense(linear, mode=mode)
     if activation is None:
         raise ValueError("no calibrated activation range for this layer")
@@ -128,13 +129,13 @@ def _build_int8(fmt: Int8Format, linear: nn.Linear, activation: ActivationRange 
 _CANDIDATES: dict[tuple[bool, str | None], tuple[LayerFormat, ...]] = {
     (False, None): (),
     (True, None): (SparseFormat(),),
-    (False, "int8_dynamic"): (Int8Format("int8_dynamic"),),
-    (True, "int8_dynamic"): (SparseFormat(torch.int8, int8_activations=True), SparseFormat(torch.int8),
-                             Int8Format("int8_dynamic")),
-    (False, "int8_weight_only"): (Int8Format("int8_weight_only"),),
-    (True, "int8_weight_only"): (SparseFormat(torch.int8), Int8Format("int8_weight_only")),
-    (False, "int8_static"): (Int8Format("int8_static"),),
-    (True, "int8_static"): (Int8Format("int8_static"),),
+    (False, INT8_DYNAMIC): (Int8Format(INT8_DYNAMIC),),
+    (True, INT8_DYNAMIC): (SparseFormat(torch.int8, int8_activations=True), SparseFormat(torch.int8),
+                           Int8Format(INT8_DYNAMIC)),
+    (False, INT8_WEIGHT_ONLY): (Int8Format(INT8_WEIGHT_ONLY),),
+    (True, INT8_WEIGHT_ONLY): (SparseFormat(torch.int8), Int8Format(INT8_WEIGHT_ONLY)),
+    (False, INT8_STATIC): (Int8Format(INT8_STATIC),),
+    (True, INT8_STATIC): (Int8Format(INT8_STATIC),),
 }
 
 
@@ -227,7 +228,7 @@ class CompressConfig:
             if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, numbers.Real):
                 raise TypeError(f"sparsity: expected None or a number in [0, 1], got {type(self.sparsity).__name__}")
             self.sparsity = check_fraction("sparsity", self.sparsity)
-        check_choice("quantize", self.quantize, QUANTIZE_SCHEMES)
+        check_scheme("quantize", self.quantize, QUANTIZE_SCHEMES)
         if not isinstance(self.overrides, Mapping):
             raise TypeError("overrides: expected a mapping of pattern -> CompressConfig or None, "
                             f"got {type(self.overrides).__name__}")
@@ -299,7 +300,7 @@ class CompressReport:
 # ---- timing --------------------------------------------------------------------------
 
 SPEED_CHECK_ROUNDS = 5
-SPEED_CHECK_SAMPLE_SECONDS = 0.01  # per candidate and round: a 3-layer check stays well under a second
+SPEED_CHECK_SAMPLE_SECONDS = 0.01  # per sample: beats timer noise on small layers, costs little per layer
 
 
 def _record_inputs(model: nn.Module, names: list[str], example_inputs: object) -> dict[str, tuple]:
