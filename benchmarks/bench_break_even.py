@@ -65,8 +65,25 @@ def update_data_file(path: Path, isa: str, measured_on: str, new_tables: dict) -
     data["paths"][isa] = {"measured_on": measured_on, "cached_weight_bytes": CACHED_WEIGHT_BYTES,
                           "tables": new_tables}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(dumps(data) + "\n")
     return data
+
+
+def dumps(data: dict) -> str:
+    """JSON with one line per table and for the aliases (as the file is written by hand)."""
+    compact: dict[str, str] = {}
+
+    def mark(value: object) -> str:
+        compact[f"@{len(compact)}@"] = json.dumps(value)
+        return f"@{len(compact) - 1}@"
+
+    shaped = {**data, "aliases": mark(data["aliases"]),
+              "paths": {isa: {**entry, "tables": {k: mark(v) for k, v in entry["tables"].items()}}
+                        for isa, entry in data["paths"].items()}}
+    text = json.dumps(shaped, indent=2)
+    for key, value in compact.items():
+        text = text.replace(json.dumps(key), value)
+    return text
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,8 +92,13 @@ def write_data_file(request):
     expected = len(SHAPES) * len(DENSITIES) * len(BATCHES) * len(KINDS)
     if QUICK or len(_ratios) != expected:
         return
-    update_data_file(DATA_FILE, isa_path(), cpu_model(), tables(_ratios))
-    print(f"\nwrote the {isa_path()} entry of {DATA_FILE}")
+    from slimtorch._native import build_info
+
+    isa, measured_on = isa_path(), f"{cpu_model()}, {torch.get_num_threads()} threads"
+    if build_info().get("isa_detected") != isa:
+        measured_on += f", SLIMTORCH_ISA={isa}"
+    update_data_file(DATA_FILE, isa, measured_on, tables(_ratios))
+    print(f"\nwrote the {isa} entry of {DATA_FILE}")
 
 
 @pytest.mark.parametrize("batch", BATCHES)

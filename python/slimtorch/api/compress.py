@@ -9,8 +9,8 @@ this module imports none of them:
 format              handler builds                                     tried for
 =================== ================================================== ==============================
 sparse              ``SparseLinear.from_dense(linear)``                sparse weights, no quantize
-sparse_int8_dynamic ``SparseLinear``, int8 values, int8 activations    sparse weights + int8_dynamic
-sparse_int8         ``SparseLinear``, int8 values, float activations   sparse + int8_dynamic or
+sparse_int8_dynamic ``SparseLinear``, scheme int8_dynamic              sparse weights + int8_dynamic
+sparse_int8         ``SparseLinear``, scheme int8_weight_only          sparse + int8_dynamic or
                                                                        int8_weight_only
 int8_dynamic        ``Int8Linear`` with that scheme                    quantize='int8_dynamic'
 int8_weight_only                                                       quantize='int8_weight_only'
@@ -60,17 +60,15 @@ QUANTIZE_SCHEMES = (None, *SCHEMES)
 
 @dataclass(frozen=True)
 class SparseFormat:
-    """A ``SparseLinear``: float or int8 values; with ``int8_activations`` the
-    input rows are quantized at run time too (int8 values only)."""
+    """A ``SparseLinear`` with quantization scheme ``scheme``: None (float
+    values), ``"int8_weight_only"`` (int8 values, float activations) or
+    ``"int8_dynamic"`` (int8 values, activation rows quantized at run time)."""
 
-    values_dtype: torch.dtype = torch.float32
-    int8_activations: bool = False
+    scheme: str | None = None
 
     @property
     def name(self) -> str:
-        if self.int8_activations:
-            return "sparse_int8_dynamic"
-        return "sparse_int8" if self.values_dtype == torch.int8 else "sparse"
+        return {None: "sparse", INT8_WEIGHT_ONLY: "sparse_int8", INT8_DYNAMIC: "sparse_int8_dynamic"}[self.scheme]
 
 
 @dataclass(frozen=True)
@@ -107,10 +105,10 @@ def build_layer(fmt: LayerFormat, linear: nn.Linear, activation: ActivationRange
 @register_format_handler(SparseFormat)
 def _build_sparse(fmt: SparseFormat, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
     cls = _backend.layer_class("SparseLinear")
-    if fmt.int8_activations:
-        return cls.from_dense(linear, values_dtype=fmt.values_dtype, activations="int8_dynamic")
-    if fmt.values_dtype != torch.float32:
-        return cls.from_dense(linear, values_dtype=fmt.values_dtype)
+    if fmt.scheme == INT8_DYNAMIC:
+        return cls.from_dense(linear, values_dtype=torch.int8, activations=INT8_DYNAMIC)
+    if fmt.scheme == INT8_WEIGHT_ONLY:
+        return cls.from_dense(linear, values_dtype=torch.int8)
     return cls.from_dense(linear)
 
 
@@ -130,10 +128,9 @@ _CANDIDATES: dict[tuple[bool, str | None], tuple[LayerFormat, ...]] = {
     (False, None): (),
     (True, None): (SparseFormat(),),
     (False, INT8_DYNAMIC): (Int8Format(INT8_DYNAMIC),),
-    (True, INT8_DYNAMIC): (SparseFormat(torch.int8, int8_activations=True), SparseFormat(torch.int8),
-                           Int8Format(INT8_DYNAMIC)),
+    (True, INT8_DYNAMIC): (SparseFormat(INT8_DYNAMIC), SparseFormat(INT8_WEIGHT_ONLY), Int8Format(INT8_DYNAMIC)),
     (False, INT8_WEIGHT_ONLY): (Int8Format(INT8_WEIGHT_ONLY),),
-    (True, INT8_WEIGHT_ONLY): (SparseFormat(torch.int8), Int8Format(INT8_WEIGHT_ONLY)),
+    (True, INT8_WEIGHT_ONLY): (SparseFormat(INT8_WEIGHT_ONLY), Int8Format(INT8_WEIGHT_ONLY)),
     (False, INT8_STATIC): (Int8Format(INT8_STATIC),),
     (True, INT8_STATIC): (Int8Format(INT8_STATIC),),
 }
