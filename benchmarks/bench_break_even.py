@@ -36,6 +36,7 @@ BATCHES = grid([1, 16, 128], [1, 128])
 KINDS = {"float": torch.float32, "int8": torch.int8}
 
 _ratios: dict[tuple[str, str, int, int, int, float], float] = {}
+_threads: set[int] = set()  # the thread counts the cases ran with
 
 
 def size_class(in_f: int, out_f: int) -> str:
@@ -94,7 +95,7 @@ def write_data_file(request):
         return
     from slimtorch._native import build_info
 
-    isa, measured_on = isa_path(), f"{cpu_model()}, {torch.get_num_threads()} threads"
+    isa, measured_on = isa_path(), f"{cpu_model()}, {'/'.join(map(str, sorted(_threads)))} threads"
     if build_info().get("isa_detected") != isa:
         measured_on += f", SLIMTORCH_ISA={isa}"
     update_data_file(DATA_FILE, isa, measured_on, tables(_ratios))
@@ -115,3 +116,4 @@ def test_break_even(bench, benchmark, shape, density, kind, batch):
                        {"dense": lambda: linear(x), "sparse": lambda: layer(x)}, baseline="dense")
     if not benchmark.disabled:
         _ratios[(kind, size_class(*shape), batch, *shape, density)] = result.ratios["sparse"]
+        _threads.add(torch.get_num_threads())
