@@ -1,17 +1,12 @@
-"""Distiller overhead against a hand-written training loop, and checkpoint
-cost against ``torch.save`` (the pickle baseline slimtorch does not use).
-
-Run (ratios matter, not absolute times; the machine is shared):
-    PYTHONPATH=python python -m pytest benchmarks/bench_distill.py -p no:cacheprovider \
-        -o python_files='bench_*.py' --benchmark-enable --benchmark-columns=median,iqr,rounds
+"""distill suite: the Distiller's training step against a hand-written
+training loop (baseline), and checkpointing (safetensors + JSON, atomic)
+against ``torch.save`` (the pickle baseline slimtorch does not use).
 """
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 
@@ -32,47 +27,35 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(BATCH, 64, generator=generator), torch.randint(0, 10, (BATCH,), generator=generator)
 
 
-@pytest.mark.benchmark(group="train-step")
-def test_step_plain_loop(benchmark) -> None:
+def _distiller() -> Distiller:
+    teacher, student = _models()
+    return Distiller(teacher, student, KDLoss(4.0, 0.5), torch.optim.Adam(student.parameters(), lr=1e-3),
+                     progress=False)
+
+
+def test_train_step(bench):
     teacher, student = _models()
     loss_fn = KDLoss(4.0, 0.5)
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
     x, y = _batch()
 
-    def step() -> None:
+    def plain_step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             t = teacher(x)
         loss_fn(student(x), t, y).backward()
         optimizer.step()
 
-    benchmark(step)
+    distiller, batch = _distiller(), _batch()
+    bench({"case": f"train step, batch {BATCH}"},
+          {"plain_loop": plain_step, "distiller": lambda: distiller.train_step(batch)}, baseline="plain_loop")
 
 
-@pytest.mark.benchmark(group="train-step")
-def test_step_distiller(benchmark) -> None:
-    teacher, student = _models()
-    distiller = Distiller(teacher, student, KDLoss(4.0, 0.5), torch.optim.Adam(student.parameters(), lr=1e-3),
-                          progress=False)
-    batch = _batch()
-    benchmark(distiller.train_step, batch)
-
-
-def _state() -> dict:
-    teacher, student = _models()
-    distiller = Distiller(teacher, student, KDLoss(4.0, 0.5), torch.optim.Adam(student.parameters(), lr=1e-3),
-                          progress=False)
+def test_checkpoint(bench, tmp_path):
+    distiller = _distiller()
     distiller.train_step(_batch())  # so the optimizer has state
-    return distiller.state_dict()
-
-
-@pytest.mark.benchmark(group="checkpoint")
-def test_checkpoint_torch_save_baseline(benchmark, tmp_path: Path) -> None:
-    state = _state()
-    benchmark(torch.save, state, tmp_path / "state.pt")
-
-
-@pytest.mark.benchmark(group="checkpoint")
-def test_checkpoint_safetensors_json_atomic(benchmark, tmp_path: Path) -> None:
-    state = _state()
-    benchmark(save_checkpoint, tmp_path, 1, copy.copy(state), keep=1)
+    state = distiller.state_dict()
+    bench({"case": "checkpoint of the training state"}, {
+        "torch_save": lambda: torch.save(state, tmp_path / "state.pt"),
+        "slimtorch": lambda: save_checkpoint(tmp_path / "checkpoints", 1, copy.copy(state), keep=1),
+    }, baseline="torch_save", sample_seconds=0.0)

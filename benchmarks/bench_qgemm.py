@@ -1,173 +1,178 @@
-"""int8 linear benchmarks (CPU, eager, inference): slimtorch Int8Linear
-(dynamic and weight-only) against dense fp32 ``nn.Linear``, the deprecated
-fbgemm path ``torch.ao.quantization.quantize_dynamic`` and torchao's
-``Int8WeightOnlyConfig`` / ``Int8DynamicActivationInt8WeightConfig``.
+"""qgemm family: ``Int8Linear`` (int8_dynamic, int8_weight_only), built by
+``compress_`` without its speed check, against dense fp32 ``nn.Linear``
+(baseline), torch's deprecated fbgemm ``quantize_dynamic``, torchao's
+``Int8WeightOnlyConfig`` / ``Int8DynamicActivationInt8WeightConfig`` where
+torchao is installed, and, on CPUs with AMX (``amx_int8`` in /proc/cpuinfo),
+the baselines a user of such a CPU has:
 
-    PYTHONPATH=python python -m pytest benchmarks/bench_qgemm.py --benchmark-enable \\
-        --benchmark-json=build/bench_qgemm.json -p no:cacheprovider -q
-    python benchmarks/report.py build/bench_qgemm.json --out build/bench_qgemm --also fbgemm
+- bf16: ``linear.bfloat16()`` on a bfloat16 input (the conversion of the
+  input is not timed: a ``model.bfloat16()`` model passes bf16 between layers);
+- int_mm_dynamic: what a user writes around ``torch._int_mm``: per-row
+  symmetric int8 quantization of the input (amax / 127, round, clamp), the
+  int8 x int8 -> int32 product with a per-channel int8 weight prepared once,
+  and the dequantization ``acc * (x_scale * w_scale) + bias``, all timed;
+- pt2e_int8: torch's compiled static int8 path (PT2E with
+  ``X86InductorQuantizer``, ``torch.compile`` with freezing), where this torch
+  has it; otherwise its row says why it was not measured.
 
-Grid: 768->3072, 3072->768, 4096->4096 at batch 1, 16, 128, plus the
-64->64 batch-1 call-overhead case. Threads: SLIMTORCH_BENCH_THREADS (default 2,
-set by benchmarks/conftest.py). Missing baselines (torchao not installed, a
-torch without fbgemm) are skipped. Every call runs under torch.no_grad().
+Grid: 384->1536, 1536->384, 768->3072 at batch 1, 16, 128, 2048; 3072->768
+and 4096->4096 at batch 1, 16, 128; the 64->64 batch-1 call-overhead case.
+Every call runs under ``torch.no_grad()``.
 """
 
 from __future__ import annotations
 
-import os
-import time
+import copy
+import functools
 import warnings
 
 import pytest
 import torch
 from torch import nn
 
-from slimtorch.nn import Int8Linear
+from benchmarks.common import grid
+from slimtorch import CompressConfig, compress_
+from slimtorch.benchmark import cpu_has
 
-SHAPES = [(768, 3072), (3072, 768), (4096, 4096)]
-BATCHES = [1, 16, 128]
-if os.environ.get("SLIMTORCH_BENCH_QUICK", "") not in ("", "0"):  # slimtorch bench --quick
-    SHAPES, BATCHES = [(768, 3072)], [1, 128]
-IMPLS = ["dense", "slimtorch_dynamic", "slimtorch_weight_only", "fbgemm", "torchao_wo", "torchao_dyn"]
-
-_cache: dict = {}
+CASES = grid([((i, o), b) for i, o in ((384, 1536), (1536, 384), (768, 3072)) for b in (1, 16, 128, 2048)]
+             + [((i, o), b) for i, o in ((3072, 768), (4096, 4096)) for b in (1, 16, 128)],
+             [((768, 3072), 1), ((768, 3072), 128)])
+AMX = cpu_has("amx_int8")
 
 
-def _model(impl: str, in_f: int, out_f: int) -> nn.Module:
-    key = (impl, in_f, out_f)
-    if key in _cache:
-        return _cache[key]
+def dense_linear(in_f: int, out_f: int) -> nn.Linear:
     torch.manual_seed(0)
-    linear = nn.Linear(in_f, out_f).requires_grad_(False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if impl == "dense":
-            model = linear
-        elif impl.startswith("slimtorch_"):
-            model = Int8Linear.from_dense(linear, mode=impl.removeprefix("slimtorch_"))
-        elif impl == "fbgemm":
-            try:
-                model = torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8)
-            except (AttributeError, RuntimeError) as error:
-                pytest.skip(f"fbgemm quantize_dynamic unavailable: {error}")
-        else:
-            quantization = pytest.importorskip("torchao.quantization")
-            config = (quantization.Int8WeightOnlyConfig() if impl == "torchao_wo"
-                      else quantization.Int8DynamicActivationInt8WeightConfig())
-            model = nn.Sequential(linear)
-            quantization.quantize_(model, config)
-    _cache.clear()  # keep one model (up to 64 MB) alive at a time
-    _cache[key] = model
+    return nn.Linear(in_f, out_f).requires_grad_(False)
+
+
+def slimtorch_int8(linear: nn.Linear, scheme: str) -> nn.Module:
+    model = nn.Sequential(copy.deepcopy(linear))
+    compress_(model, CompressConfig(quantize=scheme, speed_check=False))
     return model
 
 
-def _measure(benchmark, fn, x) -> None:
-    """pedantic with iterations sized so one round takes ~5 ms or one call."""
-    with torch.no_grad(), warnings.catch_warnings():
+def fbgemm(linear: nn.Linear) -> nn.Module:
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fn(x)
-        t0 = time.perf_counter()
-        fn(x)
-        once = time.perf_counter() - t0
-        iterations = max(1, int(0.005 / max(once, 1e-7)))
-        rounds = max(5, min(40, int(0.4 / (once * iterations))))
-        benchmark.pedantic(fn, args=(x,), rounds=rounds, iterations=iterations, warmup_rounds=1)
+        return torch.ao.quantization.quantize_dynamic(nn.Sequential(copy.deepcopy(linear)), {nn.Linear},
+                                                      dtype=torch.qint8)
 
 
-def _info(benchmark, shape, batch, impl):
-    benchmark.extra_info.update(suite="int8", shape=f"{shape[0]}x{shape[1]}", batch=batch, impl=impl,
-                                threads=torch.get_num_threads())
+def torchao(linear: nn.Linear, dynamic: bool) -> nn.Module:
+    from torchao import quantization
+
+    config = quantization.Int8DynamicActivationInt8WeightConfig() if dynamic else quantization.Int8WeightOnlyConfig()
+    model = nn.Sequential(copy.deepcopy(linear))
+    quantization.quantize_(model, config)
+    return model
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_int8_linear(benchmark, shape, batch, impl):
-    model = _model(impl, *shape)
-    _info(benchmark, shape, batch, impl)
-    _measure(benchmark, model, torch.randn(batch, shape[0]))
+def int_mm_dynamic(linear: nn.Linear):
+    """``x -> y`` the way a user writes dynamic int8 around ``torch._int_mm``."""
+    w = linear.weight
+    w_scale = (w.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
+    w_t = torch.round(w / w_scale[:, None]).clamp(-127, 127).to(torch.int8).t().contiguous()
+    bias = linear.bias
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        x_scale = (x.abs().amax(dim=1, keepdim=True) / 127).clamp_min(torch.finfo(torch.float32).tiny)
+        xq = torch.round(x / x_scale).clamp(-127, 127).to(torch.int8)
+        return torch._int_mm(xq, w_t).float() * (x_scale * w_scale) + bias
+
+    return forward
 
 
-@pytest.mark.parametrize("impl", ["dense", "slimtorch_dynamic", "slimtorch_weight_only"])
-def test_call_overhead_64(benchmark, impl):
-    """Batch-1 64->64: dominated by per-call overhead (the layer skips torch.library)."""
-    model = _model(impl, 64, 64)
-    _info(benchmark, (64, 64), 1, impl)
-    _measure(benchmark, model, torch.randn(1, 64))
+@functools.cache
+def pt2e_unavailable() -> str | None:
+    """Why torch's PT2E int8 path cannot be measured here, or None."""
+    for module in ("torch.ao.quantization.quantize_pt2e", "torchao.quantization.pt2e.quantize_pt2e"):
+        try:
+            __import__(module)
+            return None
+        except ImportError:
+            continue
+    return (f"torch {torch.__version__} has no torch.ao.quantization.quantize_pt2e and torchao (which now holds "
+            "PT2E and X86InductorQuantizer) is not installed")
 
 
-# ---- interleaved ratios (python benchmarks/bench_qgemm.py) ---------------------------------
-#
-# On a shared machine the load drifts between pytest-benchmark's sequential
-# runs, which skews ratios of medians. This mode interleaves: every round
-# times each implementation once (best of 3 short bursts), and a ratio is the
-# median over rounds of the per-round ratio.
+def pt2e_int8(model: nn.Module, args: tuple):
+    """torch's static int8 path for x86: PT2E + X86InductorQuantizer, calibrated
+    on ``args``, compiled with freezing (also used by the api suite)."""
+    try:
+        from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torch.ao.quantization.quantizer import x86_inductor_quantizer as x86
+    except ImportError:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+    import torch._inductor.config as inductor_config
 
-def _burst(model, x, seconds=0.002) -> float:
-    model(x)
-    t0 = time.perf_counter()
-    model(x)
-    once = time.perf_counter() - t0
-    reps = max(1, int(seconds / max(once, 1e-7)))
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            model(x)
-        best = min(best, (time.perf_counter() - t0) / reps)
-    return best
-
-
-def interleaved(shapes=SHAPES, batches=BATCHES, impls=IMPLS, rounds: int = 7) -> str:
-    """Markdown table: median per-round time of each impl and median per-round
-    speedups vs dense, fbgemm and the two torchao configs."""
-    import statistics
-
-    bases = ("dense", "fbgemm", "torchao_dyn", "torchao_wo")
-    lines = ["| shape | batch | impl | ms (median) | " + " | ".join(f"x vs {b}" for b in bases) + " |",
-             "|---" * (4 + len(bases)) + "|"]
-    for shape in list(shapes) + [(64, 64)]:
-        for batch in batches if shape != (64, 64) else [1]:
-            models = {}
-            for impl in impls if shape != (64, 64) else impls[:3]:
-                try:
-                    models[impl] = _model(impl, *shape)
-                    _cache.clear()
-                except pytest.skip.Exception:
-                    continue
-            x = torch.randn(batch, shape[0])
-            times = {impl: [] for impl in models}
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for _ in range(rounds):
-                    for impl, model in models.items():
-                        times[impl].append(_burst(model, x))
-            for impl in models:
-                row = [f"{shape[0]}x{shape[1]}", str(batch), impl, f"{statistics.median(times[impl]) * 1e3:.4g}"]
-                for base in bases:
-                    if base in times and impl != base:
-                        row.append(f"{statistics.median(b / t for b, t in zip(times[base], times[impl])):.2f}")
-                    else:
-                        row.append("")
-                lines.append("| " + " | ".join(row) + " |")
-            print(lines[-1 - len(models) + 1:] and "\n".join(lines[-len(models):]), flush=True)
-    return "\n".join(lines) + "\n"
+    quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+    exported = torch.export.export(copy.deepcopy(model).eval(), args).module()
+    prepared = prepare_pt2e(exported, quantizer)
+    prepared(*args)
+    converted = convert_pt2e(prepared)
+    inductor_config.freezing = True
+    compiled = torch.compile(converted)
+    compiled(*args)
+    return compiled
 
 
-if __name__ == "__main__":
-    import argparse
-    import os
+def not_measured_reason(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
 
-    parser = argparse.ArgumentParser(description="interleaved int8 linear ratios")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("SLIMTORCH_BENCH_THREADS", "2")))
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--out", default=None, help="write the markdown table here")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    table = interleaved(rounds=args.rounds)
-    print(f"\nthreads={args.threads} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}\n")
-    print(table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table)
+
+def baselines(linear: nn.Linear, x: torch.Tensor) -> tuple[dict, dict]:
+    """{impl: callable} of every baseline this machine has, and {impl: why not measured}."""
+    candidates, missing = {"dense": lambda: linear(x)}, {}
+    try:
+        model = fbgemm(linear)
+        candidates["fbgemm"] = lambda: model(x)
+    except (AttributeError, RuntimeError) as error:
+        missing["fbgemm"] = f"quantize_dynamic failed: {error}"
+    for impl, dynamic in (("torchao_wo", False), ("torchao_dyn", True)):
+        try:
+            model_ao = torchao(linear, dynamic)
+            candidates[impl] = functools.partial(model_ao, x)
+        except ImportError:
+            missing[impl] = "torchao is not installed"
+    if AMX:
+        bf16, xb = copy.deepcopy(linear).bfloat16(), x.bfloat16()
+        candidates["bf16"] = lambda: bf16(xb)
+        int_mm = int_mm_dynamic(linear)
+        candidates["int_mm_dynamic"] = lambda: int_mm(x)
+        reason = pt2e_unavailable()
+        if reason is None:
+            try:
+                compiled = pt2e_int8(nn.Sequential(linear), (x,))
+                candidates["pt2e_int8"] = lambda: compiled(x)
+            except Exception as error:  # any failure of torch's stack is reported, not fatal
+                missing["pt2e_int8"] = not_measured_reason(error)
+        else:
+            missing["pt2e_int8"] = reason
+    return candidates, missing
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0][0]}x{c[0][1]}-b{c[1]}")
+def test_int8_linear(bench, case):
+    (in_f, out_f), batch = case
+    linear = dense_linear(in_f, out_f)
+    x = torch.randn(batch, in_f)
+    with torch.no_grad():
+        candidates, missing = baselines(linear, x)
+        for scheme in ("int8_dynamic", "int8_weight_only"):
+            model = slimtorch_int8(linear, scheme)
+            candidates[f"slimtorch_{scheme}"] = functools.partial(model, x)
+        also = tuple(b for b in ("fbgemm", "bf16", "int_mm_dynamic", "pt2e_int8") if b in candidates)
+        bench({"shape": f"{in_f}->{out_f}", "batch": batch}, candidates, baseline="dense", also=also,
+              not_measured=missing)
+
+
+def test_call_overhead(bench):
+    """64->64 at batch 1: the time is all per-call overhead."""
+    linear = dense_linear(64, 64)
+    x = torch.randn(1, 64)
+    with torch.no_grad():
+        dynamic, weight_only = slimtorch_int8(linear, "int8_dynamic"), slimtorch_int8(linear, "int8_weight_only")
+        bench({"shape": "64->64", "batch": 1},
+              {"dense": lambda: linear(x), "slimtorch_int8_dynamic": lambda: dynamic(x),
+               "slimtorch_int8_weight_only": lambda: weight_only(x)}, baseline="dense")

@@ -1,63 +1,61 @@
-"""magnitude_threshold (global, several tensors) against torch.kthvalue at 1M,
-16M and 64M fp32 weights.
+"""select family: global magnitude selection over several tensors at 1M, 16M
+and 64M fp32 weights, split into four tensors of different sizes as a model's
+layers are.
 
-The weights are split into four tensors of different sizes, as a model's
-layers are. slimtorch selects over them in place; the torch baseline is
-``torch.kthvalue(w.abs().flatten(), k)`` on the weights already concatenated
-into one tensor (the concatenation is not timed, which favours torch).
+- ``magnitude_threshold`` against ``torch.kthvalue(w.abs(), k)`` on the
+  weights already concatenated into one tensor (the concatenation is not
+  timed, which favours torch);
+- ``magnitude_masks`` (exact-count keep-masks) against what
+  ``torch.nn.utils.prune.global_unstructured`` computes: topk of the smallest
+  magnitudes over the concatenated weights (skipped at 64M: topk takes too long).
+Baseline: torch.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 
 import pytest
 import torch
 
+from benchmarks.common import ROUNDS, grid
 from slimtorch import ops
 
-SIZES = {"1M": 1 << 20, "16M": 1 << 24, "64M": 1 << 26}
-if os.environ.get("SLIMTORCH_BENCH_QUICK", "") not in ("", "0"):  # slimtorch bench --quick
-    SIZES = {"1M": 1 << 20}
+SIZES = grid({"1M": 1 << 20, "16M": 1 << 24, "64M": 1 << 26}, {"1M": 1 << 20})
 SPARSITY = 0.5
-# Split fractions: four "layers" of different sizes.
 SPLIT = (0.4, 0.3, 0.2, 0.1)
 
 
-@pytest.fixture(scope="module", params=list(SIZES))
-def weights(request):
+def rounds(label: str) -> int:
+    return min(ROUNDS, 3) if SIZES[label] > (1 << 24) else ROUNDS  # kthvalue takes seconds at 64M
+
+
+@functools.cache
+def weights(label: str) -> tuple[list[torch.Tensor], torch.Tensor]:
     torch.manual_seed(0)
-    n = SIZES[request.param]
+    n = SIZES[label]
     sizes = [int(n * f) for f in SPLIT[:-1]]
     sizes.append(n - sum(sizes))
     tensors = [torch.randn(s) for s in sizes]
-    return request.param, tensors, torch.cat(tensors)
+    return tensors, torch.cat(tensors)
 
 
-@pytest.mark.parametrize("impl", ["slimtorch", "torch"])
-def test_magnitude_threshold(benchmark, weights, impl):
-    label, tensors, concatenated = weights
-    benchmark.extra_info.update(suite="ops", op="magnitude_threshold", n=label, impl=impl)
+@pytest.mark.parametrize("label", list(SIZES))
+def test_magnitude_threshold(bench, label):
+    tensors, concatenated = weights(label)
     k = round(SPARSITY * concatenated.numel())
-    if impl == "slimtorch":
-        run = lambda: ops.magnitude_threshold(tensors, SPARSITY)  # noqa: E731
-    else:
-        run = lambda: float(torch.kthvalue(concatenated.abs().flatten(), k).values)  # noqa: E731
     assert ops.magnitude_threshold(tensors, SPARSITY) == float(torch.kthvalue(concatenated.abs(), k).values)
-    # kthvalue takes seconds at 64M: few rounds there.
-    big = concatenated.numel() > (1 << 24)
-    rounds = (3 if big else 5) if impl == "torch" else (10 if big else 20)
-    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1 if impl == "slimtorch" else 0)
+    bench({"op": "magnitude_threshold", "n": label}, {
+        "torch": lambda: float(torch.kthvalue(concatenated.abs(), k).values),
+        "slimtorch": lambda: ops.magnitude_threshold(tensors, SPARSITY),
+    }, baseline="torch", rounds=rounds(label))
 
 
-@pytest.mark.parametrize("impl", ["slimtorch", "torch"])
-def test_magnitude_masks(benchmark, weights, impl):
-    """Exact-count keep-masks against what torch.nn.utils.prune.global_unstructured
-    computes: topk of the smallest magnitudes over the concatenated weights."""
-    label, tensors, concatenated = weights
+@pytest.mark.parametrize("label", list(SIZES))
+def test_magnitude_masks(bench, label):
+    tensors, concatenated = weights(label)
     if concatenated.numel() > (1 << 24):
         pytest.skip("topk over 64M weights takes too long for a routine run")
-    benchmark.extra_info.update(suite="ops", op="magnitude_masks", n=label, impl=impl)
     k = round(SPARSITY * concatenated.numel())
 
     def torch_masks() -> list[torch.Tensor]:
@@ -65,6 +63,6 @@ def test_magnitude_masks(benchmark, weights, impl):
         keep[torch.topk(concatenated.abs(), k, largest=False).indices] = False
         return list(keep.split([t.numel() for t in tensors]))
 
-    run = (lambda: ops.magnitude_masks(tensors, SPARSITY)) if impl == "slimtorch" else torch_masks
-    rounds = 3 if impl == "torch" else 10
-    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1 if impl == "slimtorch" else 0)
+    bench({"op": "magnitude_masks", "n": label},
+          {"torch": torch_masks, "slimtorch": lambda: ops.magnitude_masks(tensors, SPARSITY)}, baseline="torch",
+          rounds=rounds(label))

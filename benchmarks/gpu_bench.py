@@ -1,18 +1,19 @@
-"""GPU ratios for the CUDA kernels, each against the torch way in the same run
-(CUDA-event timing, median of repeats). Needs a CUDA device; writes JSON.
+"""GPU ratios of the CUDA kernels, each against the torch way in the same run,
+timed by :func:`slimtorch.benchmark.compare` (every call followed by
+``torch.cuda.synchronize()``, so a sample is the kernel's whole time). Needs a
+CUDA device; writes JSON. Run by benchmarks/gpu_check.sh on a GPU machine:
 
     python benchmarks/gpu_bench.py OUT.json
 
-Targets (issues 2-4): threshold over 100M >= 10x torch.kthvalue; quantize >=
-70% of a device-to-device copy's bandwidth; SparseLinear at 90% >= 2x cuBLAS
-dense at batch 1-16; int8 GEMM >= torch._int_mm at batch >= 64; weight-only
-GEMV >= 1.5x bf16 F.linear at batch 1.
+Cases: threshold over 100M weights against torch.kthvalue; quantize and
+dequantize against a device-to-device copy; SparseLinear at 90% against
+cuBLAS dense at batch 1-16; the int8 GEMM against torch._int_mm at batch
+64-1024; weight-only GEMV against bf16 F.linear at batch 1.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import traceback
 
@@ -21,28 +22,26 @@ import torch.nn.functional as F
 
 from slimtorch import nn as snn
 from slimtorch import ops
+from slimtorch.benchmark import compare
 
 
-def cuda_ms(fn, repeats: int = 20) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+def timed(candidates: dict, baseline: str, rounds: int = 7) -> dict:
+    def synced(fn):
+        def call():
+            fn()
+            torch.cuda.synchronize()
+        return call
+
+    result = compare({name: synced(fn) for name, fn in candidates.items()}, baseline=baseline, rounds=rounds)
+    return {**{f"{name}_ms": s * 1e3 for name, s in result.seconds.items()},
+            **{f"x_{name}_vs_{baseline}": r for name, r in result.ratios.items() if name != baseline}}
 
 
 def select_vs_kthvalue(results: dict) -> None:
     w = torch.randn(100_000_000, device="cuda")
     k = round(0.9 * w.numel())
-    ours = cuda_ms(lambda: ops.magnitude_threshold([w], 0.9), 5)
-    theirs = cuda_ms(lambda: torch.kthvalue(w.abs(), k), 5)
-    results["threshold_100M"] = {"slimtorch_ms": ours, "kthvalue_ms": theirs, "speedup": theirs / ours}
+    results["threshold_100M"] = timed({"kthvalue": lambda: torch.kthvalue(w.abs(), k),
+                                       "slimtorch": lambda: ops.magnitude_threshold([w], 0.9)}, "kthvalue", rounds=5)
 
 
 def quantize_vs_copy(results: dict) -> None:
@@ -50,15 +49,9 @@ def quantize_vs_copy(results: dict) -> None:
     x, dst = torch.randn(n, device="cuda"), torch.empty(n, device="cuda")
     scale, zp = torch.tensor(0.03, device="cuda"), torch.tensor(0, dtype=torch.int32, device="cuda")
     q = ops.quantize(x, scale, zp)
-    copy = cuda_ms(lambda: dst.copy_(x))
-    quant = cuda_ms(lambda: ops.quantize(x, scale, zp))
-    dequant = cuda_ms(lambda: ops.dequantize(q, scale, zp))
-    copy_bw = 8 * n / copy
-    results["quantize_256M"] = {
-        "copy_ms": copy, "quantize_ms": quant, "dequantize_ms": dequant,
-        "quantize_pct_of_copy": 100 * (5 * n / quant) / copy_bw,
-        "dequantize_pct_of_copy": 100 * (5 * n / dequant) / copy_bw,
-    }
+    # copy moves 8 bytes per element, (de)quantize 5: share of the copy's bandwidth = 5/8 * x vs copy
+    results["quantize_256M"] = timed({"copy": lambda: dst.copy_(x), "quantize": lambda: ops.quantize(x, scale, zp),
+                                      "dequantize": lambda: ops.dequantize(q, scale, zp)}, "copy")
 
 
 def sparse_vs_cublas(results: dict) -> None:
@@ -68,28 +61,26 @@ def sparse_vs_cublas(results: dict) -> None:
     with torch.no_grad():
         for batch in (1, 4, 16):
             x = torch.randn(batch, 4096, device="cuda")
-            dense_ms, ours = cuda_ms(lambda: linear(x)), cuda_ms(lambda: sparse(x))
-            results[f"sparse90_4096_b{batch}"] = {"dense_ms": dense_ms, "slimtorch_ms": ours, "speedup": dense_ms / ours}
+            results[f"sparse90_4096_b{batch}"] = timed({"dense": lambda: linear(x), "slimtorch": lambda: sparse(x)},
+                                                       "dense")
 
 
 def int8_vs_torch(results: dict) -> None:
     linear = torch.nn.Linear(4096, 4096)
-    dynamic = snn.Int8Linear.from_dense(linear, mode="dynamic").cuda()
-    weight_only = snn.Int8Linear.from_dense(linear, mode="weight_only").cuda()
+    dynamic = snn.Int8Linear.from_dense(linear, scheme="int8_dynamic").cuda()
+    weight_only = snn.Int8Linear.from_dense(linear, scheme="int8_weight_only").cuda()
     linear = linear.cuda()
     w8 = torch.randint(-127, 128, (4096, 4096), dtype=torch.int8, device="cuda")
     with torch.no_grad():
         for batch in (64, 256, 1024):
             x = torch.randn(batch, 4096, device="cuda")
             a8 = torch.randint(-127, 128, (batch, 4096), dtype=torch.int8, device="cuda")
-            int_mm = cuda_ms(lambda: torch._int_mm(a8, w8.t()))
-            ours = cuda_ms(lambda: dynamic(x))
-            results[f"int8_dynamic_b{batch}"] = {"int_mm_ms": int_mm, "slimtorch_ms": ours, "speedup": int_mm / ours}
+            results[f"int8_dynamic_b{batch}"] = timed({"int_mm": lambda: torch._int_mm(a8, w8.t()),
+                                                       "slimtorch": lambda: dynamic(x)}, "int_mm")
         x = torch.randn(1, 4096, device="cuda")
         w_bf16, xb = linear.weight.bfloat16(), x.bfloat16()
-        bf16 = cuda_ms(lambda: F.linear(xb, w_bf16))
-        ours = cuda_ms(lambda: weight_only(x))
-        results["int8_weight_only_b1"] = {"bf16_ms": bf16, "slimtorch_ms": ours, "speedup": bf16 / ours}
+        results["int8_weight_only_b1"] = timed({"bf16": lambda: F.linear(xb, w_bf16),
+                                                "slimtorch": lambda: weight_only(x)}, "bf16")
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ from torch import nn
 
 import slimtorch
 from slimtorch import cli
+from slimtorch.benchmark import SUITES
 from slimtorch.nn import SparseLinear
 
 COMMANDS = ["demo", "bench", "inspect", "info"]
@@ -124,25 +125,61 @@ def test_inspect_runs_as_a_process(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr and "cannot read" in result.stderr
 
 
-def test_bench_arguments(capsys, monkeypatch):
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def test_bench_runs_the_checkout_suites(capsys, monkeypatch, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["bench", "gpu"])
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
-    args = cli.build_parser().parse_args(["bench"])
-    assert (args.suite, args.quick) == ("all", False)
-    args = cli.build_parser().parse_args(["bench", "int8", "--quick", "--out", "x"])
-    assert (args.suite, args.quick, args.out) == ("int8", True, "x")
-    assert set(cli.BENCH_SUITES) == {"ops", "sparse", "int8"}
-    directory = cli.benchmarks_dir()
-    for files, _ in cli.BENCH_SUITES.values():
-        assert all((directory / f).is_file() for f in files)
+    assert all((REPOSITORY / "benchmarks" / f"bench_{suite}.py").is_file() for suite in SUITES)
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda command, cwd: calls.append((command, cwd)) or
+                        subprocess.CompletedProcess(command, 0))
+    assert cli.main(["bench", "--source", str(REPOSITORY), "--quick", "--out", str(tmp_path)]) == 0
+    (command, cwd), = calls
+    assert cwd == REPOSITORY and command[1:3] == ["-m", "benchmarks"]
+    assert command[3:] == [*(s for s in SUITES if s != "break_even"), "--quick", "--results", str(tmp_path)]
+    assert cli.main(["bench", "break_even", "--source", str(REPOSITORY)]) == 0
+    assert calls[-1][0][3:] == ["break_even"]
+    capsys.readouterr()
+    monkeypatch.setattr(subprocess, "run", lambda command, cwd: subprocess.CompletedProcess(command, 1))
+    assert cli.main(["bench", "qgemm", "--source", str(REPOSITORY)]) == 2
+    assert "the benchmarks failed" in capsys.readouterr().err
+    assert "source checkout" in _one_line_error(capsys, ["bench", "qgemm", "--source", str(tmp_path)])
     monkeypatch.setitem(sys.modules, "pytest_benchmark", None)  # as if not installed
-    assert "pip install" in _one_line_error(capsys, ["bench", "ops"])
+    assert "pip install" in _one_line_error(capsys, ["bench", "spmm"])
 
 
-def test_demo_arguments():
-    args = cli.build_parser().parse_args(["demo"])
-    assert (args.out, args.sparsity, args.seeds, args.quick) == ("slimtorch-demo", 0.975, 5, False)
+def test_demo_passes_its_arguments(monkeypatch, tmp_path, capsys):
+    from slimtorch import demo
+
+    seen = {}
+
+    class Result:
+        files = {"plot": "p.png"}
+
+        def table(self):
+            return "table"
+
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kwargs: seen.update(out=out, **kwargs) or Result())
+    previous = torch.get_num_threads()
+    try:
+        assert cli.main(["demo", "--out", str(tmp_path), "--sparsity", "0.8", "--alpha", "0.25",
+                         "--temperature", "3", "--seeds", "2", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == {"out": str(tmp_path), "final_sparsity": 0.8, "temperature": 3.0, "alpha": 0.25, "seeds": 2}
+    assert "table" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("missing", ["sklearn", "matplotlib"])
+def test_demo_without_the_extra_says_how_to_install_it(missing, monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed
+    message = _one_line_error(capsys, ["demo", "--out", str(tmp_path)])
+    assert "pip install 'slimtorch[demo]'" in message and missing in message
+    assert not (tmp_path / "dense_student.safetensors").exists()
 
 
 @pytest.mark.parametrize("bad", [["--sparsity", "1.5"], ["--alpha", "-0.1"], ["--temperature", "0"],

@@ -72,7 +72,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys, threads):
     loaded = slimtorch.load_(demo.student_lenet(), out / "student_int8.safetensors.xz")
     assert all(isinstance(loaded[i], SparseLinear) and loaded[i].values.dtype == torch.int8 for i in (0, 2, 4))
     accuracy = demo.evaluate_accuracy(loaded, demo.load_digits_data(seed=0).test_loader)
-    assert f"{100 * accuracy:.2f}%" in [line for line in printed.splitlines() if "int8 (kernel" in line][0]
+    assert f"{100 * accuracy:.2f}%" in next(line for line in printed.splitlines() if "int8 (kernel" in line)
     dense_bytes = os.path.getsize(out / "dense_student.safetensors")
     assert 50_610 * 4 < dense_bytes < 50_610 * 4 + 1024
     assert os.path.getsize(out / "student_int8.safetensors.xz") < dense_bytes / 8

@@ -103,7 +103,7 @@ def check_int(name: str, value: object, *, minimum: int | None = None, maximum: 
         expected = "None or an int" if allow_none else "an int"
         raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
     result = int(value)
-    if minimum is not None and result < minimum or maximum is not None and result > maximum:
+    if (minimum is not None and result < minimum) or (maximum is not None and result > maximum):
         bounds = (f"in [{minimum}, {maximum}]" if minimum is not None and maximum is not None
                   else f">= {minimum}" if minimum is not None else f"<= {maximum}")
         raise ValueError(f"{name}: expected an int {bounds}, got {result}")

@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# `slimtorch bench SUITE` -> (benchmark files, baseline impl of the ratio table).
-BENCH_SUITES: dict[str, tuple[tuple[str, ...], str]] = {
-    "ops": (("bench_threshold.py", "bench_select.py", "bench_quantize.py"), "torch"),
-    "sparse": (("bench_spmm.py",), "dense"),
-    "int8": (("bench_qgemm.py",), "dense"),
-}
+from slimtorch.benchmark import SUITES
 
+# `slimtorch bench all`: every suite but break_even (which rewrites a shipped data file).
+BENCH_SUITES = tuple(s for s in SUITES if s != "break_even")
 
 class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
 def _info(args: argparse.Namespace) -> int:
+    from slimtorch.benchmark import cpu_has, cpu_model
     from slimtorch.ops import build_info
 
+    print(f"{'cpu':<20} {cpu_model()}{' (AMX int8/bf16 in its flags)' if cpu_has('amx_int8') else ''}")
     for key, value in build_info().items():
         print(f"{key:<20} {value}")
     return 0
+
+
+DEMO_INSTALL = "pip install 'slimtorch[demo]'  (from a checkout: pip install \".[demo]\")"
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -34,6 +34,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     import torch
 
+    try:
+        import matplotlib  # noqa: F401
+        import sklearn  # noqa: F401
+    except ImportError as error:
+        raise CLIError(f"demo: needs scikit-learn and matplotlib ({error.name or error} is missing); "
+                       f"install them with: {DEMO_INSTALL}") from None
     from slimtorch.demo import run_demo
 
     for name, ok in (("--sparsity", 0 <= args.sparsity <= 1), ("--alpha", 0 <= args.alpha <= 1),
@@ -56,25 +62,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def benchmarks_dir() -> Path:
-    """The benchmark files: installed with the wheel (slimtorch/_benchmarks),
-    or the source tree's benchmarks/ when running from a checkout."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "_benchmarks", package.parent.parent / "benchmarks"):
-        if (candidate / "report.py").is_file():
-            return candidate
-    raise CLIError("bench: benchmark files not found (expected slimtorch/_benchmarks or ./benchmarks)")
-
-
-def _load_report(directory: Path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("slimtorch_bench_report", directory / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _bench(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -84,34 +71,19 @@ def _bench(args: argparse.Namespace) -> int:
         except ImportError:
             raise CLIError(f"bench: needs {module.replace('_', '-')} (pip install pytest pytest-benchmark, "
                            f"or pip install 'slimtorch[test]')") from None
-    directory = benchmarks_dir()
-    report = _load_report(directory)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, SLIMTORCH_BENCH_QUICK="1" if args.quick else "0")
-    suites = list(BENCH_SUITES) if args.suite == "all" else [args.suite]
-    for suite in suites:
-        files, baseline = BENCH_SUITES[suite]
-        json_path = out / f"bench_{suite}.json"
-        command = [sys.executable, "-m", "pytest", *(str(directory / f) for f in files), "-c", os.devnull,
-                   f"--rootdir={directory}", "-p", "no:cacheprovider", "-q", "--benchmark-enable",
-                   f"--benchmark-json={json_path}", "--benchmark-columns=median,rounds"]
-        if args.quick:
-            command += ["--benchmark-max-time=0.05", "--benchmark-min-rounds=3"]
-        print(f"running {suite} benchmarks: {', '.join(files)}", flush=True)
-        if subprocess.run(command, env=env).returncode != 0:
-            raise CLIError(f"bench: the {suite} benchmarks failed (pytest output above)")
-        groups = report.load(json_path)
-        if not groups:
-            raise CLIError(f"bench: the {suite} benchmarks produced no results")
-        markdown = report.table(groups, baseline, [])
-        (out / f"bench_{suite}.md").write_text(markdown)
-        png = out / f"bench_{suite}.png"
-        plotted = (report.plot(groups, baseline, png) or report.plot_by_batch(groups, baseline, png)
-                   or report.plot_ratios(groups, baseline, png))
-        print(f"\n{suite}: ratios against {baseline!r} (x > 1: slimtorch faster)\n")
-        print(markdown)
-        print(f"wrote {out / f'bench_{suite}.md'}" + (f" and {png}" if plotted else ""))
+    source = Path(args.source)
+    if not (source / "benchmarks" / "__main__.py").is_file():
+        raise CLIError(f"bench: the suites run from a slimtorch source checkout and {source.resolve()} is not one "
+                       "(no benchmarks/ there): cd into the checkout or pass --source")
+    suites = BENCH_SUITES if args.suite == "all" else (args.suite,)
+    command = [sys.executable, "-m", "benchmarks", *suites]
+    if args.quick:
+        command.append("--quick")
+    if args.out is not None:
+        command += ["--results", str(Path(args.out).resolve())]
+    print(" ".join(command), flush=True)
+    if subprocess.run(command, cwd=source).returncode != 0:
+        raise CLIError("bench: the benchmarks failed (pytest output above)")
     return 0
 
 
@@ -190,15 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     bench = commands.add_parser(
-        "bench", help="benchmark slimtorch kernels against torch (needs pytest-benchmark)",
-        description="Run the benchmark suites (ops: threshold/select/quantize; sparse: SparseLinear; "
-        "int8: Int8Linear; all) with pytest-benchmark, print the ratio tables against the torch "
-        "baselines measured in the same process, and write markdown + JSON + PNG into --out.",
+        "bench", help="benchmark slimtorch against torch (from a source checkout; needs pytest-benchmark)",
+        description="Run benchmark suites of a slimtorch source checkout (python -m benchmarks there): "
+        "each case times slimtorch and torch baselines interleaved in one process; the tables and JSON go "
+        "to benchmarks/results/<cpu>/ of the checkout, or under --out.",
     )
-    bench.add_argument("suite", nargs="?", default="all", choices=[*BENCH_SUITES, "all"],
-                       help="which suite (default: %(default)s)")
-    bench.add_argument("--quick", action="store_true", help="a small subset of sizes (a few minutes for all)")
-    bench.add_argument("--out", default="slimtorch-bench", help="output directory (default: %(default)s)")
+    bench.add_argument("suite", nargs="?", default="all", choices=[*SUITES, "all"],
+                       help="which suite (default: %(default)s: every suite but break_even)")
+    bench.add_argument("--quick", action="store_true", help="a small subset of every suite's cases")
+    bench.add_argument("--source", default=".", help="the source checkout (default: the current directory)")
+    bench.add_argument("--out", default=None, help="results root instead of the checkout's benchmarks/results")
     bench.set_defaults(run=_bench)
 
     inspect = commands.add_parser(

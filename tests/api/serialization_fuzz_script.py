@@ -19,14 +19,14 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
-from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from _crafted import mixed_architecture, mixed_model, read_parts, slimtorch_file
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+from torch import nn
 
-import slimtorch  # noqa: E402
-from _crafted import mixed_architecture, mixed_model, read_parts, slimtorch_file  # noqa: E402
-from slimtorch.nn import SparseLinear  # noqa: E402
+import slimtorch
+from slimtorch.nn import SparseLinear
 
 HOSTILE_VALUES = st.sampled_from([0, 1, -1, 2, 7, 255, 2**15, 2**31 - 1, 2**31, 2**32, 2**62, 2**63 - 1, 2**63,
                                   2**64, -(2**63), 10**30, 0.5, float("nan"), float("inf"), True, False, None,

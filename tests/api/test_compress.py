@@ -9,10 +9,10 @@ import os
 import pytest
 import safetensors
 import torch
+from _api_models import bert_input, make_bert, make_mlp
 from torch import nn
 
 import slimtorch
-from _api_models import bert_input, make_bert, make_mlp
 
 layers = pytest.importorskip("slimtorch.nn", reason="slimtorch.nn layers not merged yet")
 SparseLinear = getattr(layers, "SparseLinear", None)
@@ -136,17 +136,24 @@ def test_load_rejects_mismatched_compressed_file(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
 
 
-def test_speed_check_decisions_are_consistent():
+def test_speed_check_swaps_what_it_reports():
+    """Whatever the timings, the model holds exactly the layers the report
+    names, and every layer is pruned whether or not it was swapped."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 8))
     report = slimtorch.compress_(model, slimtorch.CompressConfig(sparsity=0.95, quantize="int8_dynamic"),
                                  example_inputs=torch.randn(64, 512))
+    kinds = {"sparse_int8_dynamic": SparseLinear, "sparse_int8": SparseLinear, "int8_dynamic": Int8Linear}
+    assert [d.name for d in report.layers] == ["0", "2"]
     for d in report.layers:
-        assert d.dense_us is not None and d.compressed_us is not None
+        module = model.get_submodule(d.name)
         if d.format is None:
-            assert "slower" in d.reason and d.compressed_us >= d.dense_us
+            assert type(module) is nn.Linear and "slower" in d.reason
+            assert int((module.weight == 0).sum()) == round(0.95 * module.weight.numel())
         else:
-            assert d.compressed_us < d.dense_us and "faster" in d.reason
+            assert type(module) is kinds[d.format] and "faster" in d.reason
+        assert d.sparsity == pytest.approx(0.95, abs=1e-3)
+        assert d.dense_us > 0 and d.compressed_us > 0 and d.speedup > 0
     assert str(report).splitlines()[0].startswith("layer")
 
 

@@ -7,12 +7,13 @@ import time
 
 import pytest
 import torch
+from _api_models import make_mlp
 from torch import nn
 
 import slimtorch
+from slimtorch import benchmark
 from slimtorch.api import _backend
 from slimtorch.api.compress import _candidates
-from _api_models import make_mlp
 
 
 class _Stub(nn.Module):
@@ -59,12 +60,15 @@ def fake_layers(monkeypatch):
 
 
 def test_candidates_table():
-    assert _candidates(False, None) == []
-    assert _candidates(True, None) == ["sparse"]
-    assert _candidates(False, "int8_dynamic") == ["int8_dynamic"]
-    assert _candidates(True, "int8_dynamic") == ["sparse_int8_dynamic", "sparse_int8", "int8_dynamic"]
-    assert _candidates(True, "int8_weight_only") == ["sparse_int8", "int8_weight_only"]
-    assert _candidates(True, "int8_static") == ["int8_static"]
+    def names(sparse, quantize):
+        return [fmt.name for fmt in _candidates(sparse, quantize)]
+
+    assert names(False, None) == []
+    assert names(True, None) == ["sparse"]
+    assert names(False, "int8_dynamic") == ["int8_dynamic"]
+    assert names(True, "int8_dynamic") == ["sparse_int8_dynamic", "sparse_int8", "int8_dynamic"]
+    assert names(True, "int8_weight_only") == ["sparse_int8", "int8_weight_only"]
+    assert names(True, "int8_static") == ["int8_static"]
 
 
 def test_sparsity_prunes_then_swaps(fake_layers):
@@ -118,10 +122,37 @@ def test_speed_check_keeps_faster_and_leaves_slower_dense(fake_layers):
     FakeSparse.delay_s = 0.03
     report = slimtorch.compress_(model, slimtorch.CompressConfig(sparsity=0.9, quantize="int8_dynamic"),
                                  example_inputs=(x,))
-    # sparse_int8 is slow: the dense int8 fallback is chosen where it wins (stub = dense speed, noisy)
+    # both sparse formats are slow: only the dense int8 fallback (stub = dense speed) can win
     for d in report.layers:
         assert d.format in (None, "int8_dynamic")
-        assert d.format is None or d.compressed_us < d.dense_us
+        assert "sparse_int8_dynamic" in d.reason and "sparse_int8 " in d.reason
+
+
+def test_speed_check_keeps_the_largest_speedup_above_one(fake_layers, monkeypatch):
+    """The decision follows the harness's ratios (faked here): the candidate
+    with the highest ratio is kept when it is above 1, else the layer stays dense."""
+    from slimtorch.api import compress
+
+    def fake_compare(ratios):
+        def compare(candidates, *, baseline, **options):
+            assert baseline == "dense" and set(candidates) == {"dense", *ratios}
+            speedups = {"dense": 1.0, **ratios}
+            seconds = {name: 1e-3 / r for name, r in speedups.items()}
+            return benchmark.Comparison(seconds, speedups, "dense", 5)
+        return compare
+
+    config = slimtorch.CompressConfig(sparsity=0.9, quantize="int8_dynamic")
+    monkeypatch.setattr(compress.benchmark, "compare",
+                        fake_compare({"sparse_int8_dynamic": 1.5, "sparse_int8": 2.5, "int8_dynamic": 0.5}))
+    report = slimtorch.compress_(make_mlp(), config)
+    assert report.swapped == {"0": "sparse_int8", "2": "sparse_int8", "4": "sparse_int8"}
+    assert all(d.speedup == 2.5 and d.compressed_us == pytest.approx(400) for d in report.layers)
+    monkeypatch.setattr(compress.benchmark, "compare",
+                        fake_compare({"sparse_int8_dynamic": 0.9, "sparse_int8": 1.0, "int8_dynamic": 0.99}))
+    model = make_mlp()
+    report = slimtorch.compress_(model, config)
+    assert report.swapped == {} and all(type(model[i]) is nn.Linear for i in (0, 2, 4))
+    assert all("slower" in reason for reason in report.dense.values())
 
 
 def test_static_needs_calibration(fake_layers):

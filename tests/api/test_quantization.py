@@ -6,12 +6,12 @@ import functools
 
 import pytest
 import torch
+from _api_models import bert_input, make_bert, make_mlp
 from torch import nn
 
 import slimtorch
 from slimtorch import reference
 from slimtorch.api.quantization import QATLinear
-from _api_models import bert_input, make_bert, make_mlp
 
 
 def batches(n: int = 4, seed: int = 0, scale: float = 1.0) -> list[torch.Tensor]:

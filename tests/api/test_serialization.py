@@ -8,11 +8,11 @@ import os
 import pytest
 import safetensors.torch
 import torch
+from _api_models import bert_input, make_bert, make_mlp
 from torch import nn
 
 import slimtorch
 from slimtorch.api.pruning import is_pruned, weight_mask
-from _api_models import bert_input, make_bert, make_mlp
 
 
 def tensor_bytes(model: nn.Module) -> int:

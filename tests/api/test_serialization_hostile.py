@@ -10,9 +10,6 @@ import lzma
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-import slimtorch
 from _crafted import (
     base_meta,
     load_capped,
@@ -23,6 +20,9 @@ from _crafted import (
     slimtorch_file,
     tensor_entries,
 )
+from torch import nn
+
+import slimtorch
 from slimtorch import cli
 
 # ---- the three reported examples, under a memory cap in a subprocess ----------

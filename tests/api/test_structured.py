@@ -10,11 +10,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structured_models import AttentionEncoder, ResNetLike, bert, mlp, n_params
 from torch import nn
 
 import slimtorch
 from slimtorch.structured import PrunedMultiheadAttention, channel_groups, prune_channels
-from structured_models import AttentionEncoder, ResNetLike, bert, mlp, n_params
 
 needs_transformers = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None, reason="transformers is not installed"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _api_models import make_bert, make_mlp
 from torch import nn
 
 import slimtorch
-from _api_models import make_bert, make_mlp
 
 
 def test_dense_mlp_numbers():

@@ -15,10 +15,10 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from distill_standins import StepMagnitudePruning, blobs, mlp  # noqa: E402
+from distill_standins import StepMagnitudePruning, blobs, mlp
 
-from slimtorch.distill import CombinedLoss, Distiller, FeatureLoss, KDLoss  # noqa: E402
-from slimtorch.distill.distributed import init_distributed  # noqa: E402
+from slimtorch.distill import CombinedLoss, Distiller, FeatureLoss, KDLoss
+from slimtorch.distill.distributed import init_distributed
 
 
 def main() -> None:

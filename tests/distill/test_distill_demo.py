@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("sklearn")
 
-from slimtorch import demo  # noqa: E402
+from slimtorch import demo
 
 
 def test_split_is_deterministic_disjoint_and_complete() -> None:
@@ -19,7 +19,7 @@ def test_split_is_deterministic_disjoint_and_complete() -> None:
         assert torch.equal(split_a.tensors[0], split_b.tensors[0])
     rows = {tuple(r) for s in (a.train, a.val, a.test) for r in s.tensors[0].mul(16).round().int().tolist()}
     assert len(rows) > 1700  # (the digits set has a few duplicate images)
-    assert 0.0 <= a.train.tensors[0].min() and a.train.tensors[0].max() <= 1.0
+    assert a.train.tensors[0].min() >= 0.0 and a.train.tensors[0].max() <= 1.0
     # stratified: every class in every split
     for split in (a.train, a.val, a.test):
         assert set(split.tensors[1].tolist()) == set(range(10))

@@ -14,11 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SubsetRandomSampler
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distill_standins import StepMagnitudePruning, blobs, mlp  # noqa: E402
+from distill_standins import StepMagnitudePruning, blobs, mlp
 
-from slimtorch.distill import (  # noqa: E402
-    CombinedLoss, Distiller, EmbeddingLoss, FeatureLoss, KDLoss, StepSchedule, accuracy)
-from slimtorch.distill.checkpoint import list_checkpoints  # noqa: E402
+from slimtorch.distill import CombinedLoss, Distiller, EmbeddingLoss, FeatureLoss, KDLoss, StepSchedule, accuracy
+from slimtorch.distill.checkpoint import list_checkpoints
 
 
 @pytest.fixture(scope="module")

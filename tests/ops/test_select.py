@@ -61,7 +61,7 @@ def test_one_tensor_matches_reference(isa, dtype, n, sparsity):
     _assert_matches_reference([_weights(n, dtype)], sparsity, ("one", dtype, n, sparsity))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _large(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     # ~2.1M elements in tensors of different sizes and shapes.
     return (

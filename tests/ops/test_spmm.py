@@ -13,9 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slimtorch import ops, reference
+from slimtorch import _native, ops, reference
 from slimtorch.ops import SparseWeight
-from slimtorch import _native
 from slimtorch.ops.spmm import BITMAP_MIN_DENSITY
 
 VALUE_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int8]

@@ -3,8 +3,16 @@
 from slimtorch.api.compress import CompressConfig, CompressReport, compress_
 from slimtorch.api.pruning import AGPSchedule, PruneReport, prune_, strip_
 from slimtorch.api.quantization import (
-    ActivationRange, MinMaxObserver, MovingAverageMinMaxObserver, MSEObserver, Observer, PercentileObserver,
-    QATLinear, calibrate, convert_qat_, prepare_qat_,
+    ActivationRange,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MSEObserver,
+    Observer,
+    PercentileObserver,
+    QATLinear,
+    calibrate,
+    convert_qat_,
+    prepare_qat_,
 )
 from slimtorch.api.serialization import load_, save
 from slimtorch.api.summary import LayerSummary, ModelSummary, summary

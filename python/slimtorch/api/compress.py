@@ -1,127 +1,145 @@
 """``compress_(model, config)``: swap ``nn.Linear`` layers for compressed ones.
 
-A small registry maps a *format* name to the ``slimtorch.nn`` layer class that
-implements it and a builder from a dense ``nn.Linear`` (torchao style; the
-layer classes are looked up by name, so this module imports none of them):
+Each compressed layer *format* is a small frozen dataclass (one per kind of
+layer, torchao style) with a handler registered for its type that builds the
+layer from a dense ``nn.Linear``; the layer classes are looked up by name, so
+this module imports none of them:
 
-============== =============================================== ==========================
-format         layer                                           chosen for
-============== =============================================== ==========================
-sparse         ``SparseLinear.from_dense(linear)``             sparse weights, no quantize
-sparse_int8_dynamic ``SparseLinear.from_dense(linear,          sparse weights + int8_dynamic
-               scheme="int8_dynamic")``
-sparse_int8    ``SparseLinear.from_dense(linear,               sparse weights + int8_dynamic
-               values_dtype=torch.int8)``                      or int8_weight_only
-int8_dynamic   ``Int8Linear.from_dense(linear, scheme=...)``   quantize='int8_dynamic'
-int8_weight_only                                               quantize='int8_weight_only'
-int8_static                                                    quantize='int8_static'
-============== =============================================== ==========================
+=================== ================================================== ==============================
+format              handler builds                                     tried for
+=================== ================================================== ==============================
+sparse              ``SparseLinear.from_dense(linear)``                sparse weights, no quantize
+sparse_int8_dynamic ``SparseLinear``, scheme int8_dynamic              sparse weights + int8_dynamic
+sparse_int8         ``SparseLinear``, scheme int8_weight_only          sparse + int8_dynamic or
+                                                                       int8_weight_only
+int8_dynamic        ``Int8Linear`` with that scheme                    quantize='int8_dynamic'
+int8_weight_only                                                       quantize='int8_weight_only'
+int8_static         (calibrated activation scale)                      quantize='int8_static'
+=================== ================================================== ==============================
 
 A layer's weights count as sparse when ``config.sparsity`` is a number (the
 layer is first pruned to it by magnitude) or, with ``sparsity=None``, when at
 least ``config.min_sparsity`` of its weights are already zero. For sparse +
 quantized layers the dense int8 format is the fallback candidate.
 
-Speed check (``config.speed_check``, on by default): each candidate layer is
-timed against the dense layer on the layer's real input (recorded from
-``example_inputs``) or on ``config.speed_check_rows`` random rows, and the
-fastest candidate that beats the dense layer is kept; otherwise the layer stays
-dense and the report says why. Timing makes the choice depend on the machine;
-``speed_check=False`` swaps every layer the config asks for.
+Speed check (``config.speed_check``, on by default): the candidate layers and
+the dense layer are timed interleaved by :mod:`slimtorch.benchmark` on the
+layer's real input (recorded from ``example_inputs``) or on
+``config.speed_check_rows`` random rows. The candidate with the highest
+speed-up (median over rounds of dense time / candidate time) is kept if that
+speed-up is above 1; otherwise the layer stays dense and the report says why.
+Timing makes the choice depend on the machine; ``speed_check=False`` swaps
+every layer the config asks for.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import numbers
-import statistics
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
+from slimtorch import benchmark
+from slimtorch._checks import check_bool, check_fraction, check_int
 from slimtorch.api import _backend
 from slimtorch.api.pruning import weight_mask
 from slimtorch.api.quantization import ActivationRange, QATLinear, calibrate
-from slimtorch._checks import check_fraction
-from slimtorch.nn.registry import LAYER_CLASSES, register_layer_class  # noqa: F401  (re-exported)
+from slimtorch.nn.registry import LAYER_CLASSES, register_layer_class
+from slimtorch.schemes import INT8_DYNAMIC, INT8_STATIC, INT8_WEIGHT_ONLY, SCHEMES, check_scheme
 
-__all__ = ["CompressConfig", "CompressReport", "LayerDecision", "compress_", "register_format", "FORMATS",
-           "register_layer_class", "LAYER_CLASSES"]
+__all__ = ["CompressConfig", "CompressReport", "LayerDecision", "compress_", "SparseFormat", "Int8Format",
+           "register_format_handler", "FORMAT_HANDLERS", "register_layer_class", "LAYER_CLASSES"]
 
 FilterFn = Callable[[nn.Module, str], bool]
-QUANTIZE_MODES = (None, "int8_dynamic", "int8_weight_only", "int8_static")
+QUANTIZE_SCHEMES = (None, *SCHEMES)
 
 
-# ---- registry ------------------------------------------------------------------
+# ---- formats and their handlers ----------------------------------------------------
 
 @dataclass(frozen=True)
-class LayerFormat:
-    """A compressed layer format: the ``slimtorch.nn`` class that implements it
-    and ``build(linear, activation_range) -> module``."""
+class SparseFormat:
+    """A ``SparseLinear`` with quantization scheme ``scheme``: None (float
+    values), ``"int8_weight_only"`` (int8 values, float activations) or
+    ``"int8_dynamic"`` (int8 values, activation rows quantized at run time)."""
 
-    name: str
-    class_name: str
-    build: Callable[[type, nn.Linear, ActivationRange | None], nn.Module]
+    scheme: str | None = None
+
+    @property
+    def name(self) -> str:
+        return {None: "sparse", INT8_WEIGHT_ONLY: "sparse_int8", INT8_DYNAMIC: "sparse_int8_dynamic"}[self.scheme]
 
 
-FORMATS: dict[str, LayerFormat] = {}
+@dataclass(frozen=True)
+class Int8Format:
+    """An ``Int8Linear`` with quantization scheme ``scheme``."""
+
+    scheme: str
+
+    @property
+    def name(self) -> str:
+        return self.scheme
 
 
-def register_format(name: str, class_name: str) -> Callable:
-    """Decorator registering ``build(layer_cls, linear, activation_range)`` as format ``name``."""
+LayerFormat = SparseFormat | Int8Format
+Handler = Callable[[LayerFormat, nn.Linear, "ActivationRange | None"], nn.Module]
+FORMAT_HANDLERS: dict[type, Handler] = {}
 
-    def decorate(build: Callable) -> Callable:
-        FORMATS[name] = LayerFormat(name, class_name, build)
-        return build
+
+def register_format_handler(format_type: type) -> Callable[[Handler], Handler]:
+    """Decorator registering ``handler(fmt, linear, activation_range) -> module`` for ``format_type``."""
+
+    def decorate(handler: Handler) -> Handler:
+        FORMAT_HANDLERS[format_type] = handler
+        return handler
 
     return decorate
 
 
-@register_format("sparse", "SparseLinear")
-def _sparse(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
+def build_layer(fmt: LayerFormat, linear: nn.Linear, activation: ActivationRange | None) -> nn.Module:
+    """The compressed layer of format ``fmt`` for ``linear``."""
+    return FORMAT_HANDLERS[type(fmt)](fmt, linear, activation)
+
+
+@register_format_handler(SparseFormat)
+def _build_sparse(fmt: SparseFormat, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
+    cls = _backend.layer_class("SparseLinear")
+    if fmt.scheme == INT8_DYNAMIC:
+        return cls.from_dense(linear, scheme=INT8_DYNAMIC)
+    if fmt.scheme == INT8_WEIGHT_ONLY:
+        return cls.from_dense(linear, scheme=INT8_WEIGHT_ONLY)
     return cls.from_dense(linear)
 
 
-@register_format("sparse_int8", "SparseLinear")
-def _sparse_int8(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
-    return cls.from_dense(linear, values_dtype=torch.int8)
-
-
-@register_format("sparse_int8_dynamic", "SparseLinear")
-def _sparse_int8_dynamic(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
-    return cls.from_dense(linear, scheme="int8_dynamic")
-
-
-@register_format("int8_dynamic", "Int8Linear")
-def _int8_dynamic(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
-    return cls.from_dense(linear, scheme="int8_dynamic")
-
-
-@register_format("int8_weight_only", "Int8Linear")
-def _int8_weight_only(cls: type, linear: nn.Linear, _: ActivationRange | None) -> nn.Module:
-    return cls.from_dense(linear, scheme="int8_weight_only")
-
-
-@register_format("int8_static", "Int8Linear")
-def _int8_static(cls: type, linear: nn.Linear, activation: ActivationRange | None) -> nn.Module:
+@register_format_handler(Int8Format)
+def _build_int8(fmt: Int8Format, linear: nn.Linear, activation: ActivationRange | None) -> nn.Module:
+    cls = _backend.layer_class("Int8Linear")
+    if fmt.scheme != INT8_STATIC:
+        return cls.from_dense(linear, scheme=fmt.scheme)
     if activation is None:
         raise ValueError("no calibrated activation range for this layer")
-    return cls.from_dense(linear, scheme="int8_static", activation_scale=activation.activation_scale,
+    return cls.from_dense(linear, scheme=INT8_STATIC, activation_scale=activation.activation_scale,
                           activation_zero_point=activation.activation_zero_point)
 
 
-def _candidates(sparse: bool, quantize: str | None) -> list[str]:
+# {(weights sparse, quantize scheme): formats to try, preferred first}
+_CANDIDATES: dict[tuple[bool, str | None], tuple[LayerFormat, ...]] = {
+    (False, None): (),
+    (True, None): (SparseFormat(),),
+    (False, INT8_DYNAMIC): (Int8Format(INT8_DYNAMIC),),
+    (True, INT8_DYNAMIC): (SparseFormat(INT8_DYNAMIC), SparseFormat(INT8_WEIGHT_ONLY), Int8Format(INT8_DYNAMIC)),
+    (False, INT8_WEIGHT_ONLY): (Int8Format(INT8_WEIGHT_ONLY),),
+    (True, INT8_WEIGHT_ONLY): (SparseFormat(INT8_WEIGHT_ONLY), Int8Format(INT8_WEIGHT_ONLY)),
+    (False, INT8_STATIC): (Int8Format(INT8_STATIC),),
+    (True, INT8_STATIC): (Int8Format(INT8_STATIC),),
+}
+
+
+def _candidates(sparse: bool, quantize: str | None) -> tuple[LayerFormat, ...]:
     """Formats to try, preferred first."""
-    if quantize is None:
-        return ["sparse"] if sparse else []
-    if sparse and quantize == "int8_dynamic":
-        return ["sparse_int8_dynamic", "sparse_int8", quantize]
-    if sparse and quantize == "int8_weight_only":
-        return ["sparse_int8", quantize]
-    return [quantize]
+    return _CANDIDATES[(sparse, quantize)]
 
 
 # ---- configuration -----------------------------------------------------------------
@@ -161,22 +179,22 @@ class CompressConfig:
             if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, numbers.Real):
                 raise TypeError(f"sparsity: expected None or a number in [0, 1], got {type(self.sparsity).__name__}")
             self.sparsity = check_fraction("sparsity", self.sparsity)
-        if self.quantize not in QUANTIZE_MODES:
-            raise ValueError(f"quantize: expected one of {QUANTIZE_MODES}, got {self.quantize!r}")
+        check_scheme("quantize", self.quantize, QUANTIZE_SCHEMES)
         if not isinstance(self.overrides, Mapping):
-            raise TypeError(f"overrides: expected a mapping of pattern -> CompressConfig or None, got {type(self.overrides).__name__}")
+            raise TypeError("overrides: expected a mapping of pattern -> CompressConfig or None, "
+                            f"got {type(self.overrides).__name__}")
         for pattern, value in self.overrides.items():
             if not isinstance(pattern, str):
                 raise TypeError(f"overrides: expected str patterns, got {type(pattern).__name__}")
             if value is not None and not isinstance(value, CompressConfig):
-                raise TypeError(f"overrides: value for {pattern!r} must be a CompressConfig or None, got {type(value).__name__}")
+                raise TypeError(f"overrides: value for {pattern!r} must be a CompressConfig or None, "
+                                f"got {type(value).__name__}")
         if self.filter_fn is not None and not callable(self.filter_fn):
-            raise TypeError(f"filter_fn: expected None or a callable (module, name) -> bool, got {type(self.filter_fn).__name__}")
+            raise TypeError("filter_fn: expected None or a callable (module, name) -> bool, "
+                            f"got {type(self.filter_fn).__name__}")
         self.min_sparsity = check_fraction("min_sparsity", self.min_sparsity)
-        if not isinstance(self.speed_check, bool):
-            raise TypeError(f"speed_check: expected a bool, got {type(self.speed_check).__name__}")
-        if isinstance(self.speed_check_rows, bool) or not isinstance(self.speed_check_rows, int) or self.speed_check_rows < 1:
-            raise ValueError(f"speed_check_rows: expected an int >= 1, got {self.speed_check_rows!r}")
+        check_bool("speed_check", self.speed_check)
+        self.speed_check_rows = check_int("speed_check_rows", self.speed_check_rows, minimum=1)
 
     def for_layer(self, name: str) -> CompressConfig | None:
         """The configuration that applies to layer ``name`` (None: leave dense)."""
@@ -200,6 +218,7 @@ class LayerDecision:
     sparsity: float
     dense_us: float | None = None
     compressed_us: float | None = None
+    speedup: float | None = None  # median over timing rounds of dense time / compressed time
 
 
 @dataclass(frozen=True)
@@ -231,29 +250,8 @@ class CompressReport:
 
 # ---- timing --------------------------------------------------------------------------
 
-def _median_us(fns: list[Callable[[], object]], target_s: float = 0.05, rounds: int = 5) -> list[float]:
-    """Median time per call of each function, in microseconds; the functions
-    are timed interleaved, round by round, so load changes hit them alike.
-    Each round runs a function about ``target_s / rounds`` seconds (at least
-    once); layers slower than that get 3 rounds."""
-    reps, slowest = [], 0.0
-    for fn in fns:  # warm up (first-call allocations, lazy packing), then size the repeats
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        once = max(time.perf_counter() - t0, 1e-7)
-        slowest = max(slowest, once)
-        reps.append(max(1, min(1000, int(target_s / rounds / once))))
-    if slowest > target_s:
-        rounds = 3
-    samples: list[list[float]] = [[] for _ in fns]
-    for _ in range(rounds):
-        for fn, n, sample in zip(fns, reps, samples):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            sample.append((time.perf_counter() - t0) / n * 1e6)
-    return [statistics.median(s) for s in samples]
+SPEED_CHECK_ROUNDS = 5
+SPEED_CHECK_SAMPLE_SECONDS = 0.01  # per sample: beats timer noise on small layers, costs little per layer
 
 
 def _record_inputs(model: nn.Module, names: list[str], example_inputs: object) -> dict[str, tuple]:
@@ -342,7 +340,9 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
         else:
             ranges = calibrate(model, calibration)
     any_check = any(c is not None and c.speed_check for _, _, c, _ in plans)
-    inputs = _record_inputs(model, [n for n, *_ in plans], example_inputs) if any_check and example_inputs is not None else {}
+    inputs = {}
+    if any_check and example_inputs is not None:
+        inputs = _record_inputs(model, [n for n, *_ in plans], example_inputs)
 
     decisions = []
     for name, linear, layer_config, reason in plans:
@@ -372,10 +372,10 @@ def _compress_layer(name: str, linear: nn.Linear, config: CompressConfig, activa
     if not candidates:
         return LayerDecision(name, None, f"nothing to do: weights {sparsity:.0%} zero, no quantization", sparsity), None
     built, failures = [], []
-    for fmt in candidates:
-        spec = FORMATS[fmt]
+    for candidate in candidates:
+        fmt = candidate.name
         try:
-            built.append((fmt, spec.build(_backend.layer_class(spec.class_name), linear, activation)))
+            built.append((fmt, build_layer(candidate, linear, activation)))
         except _BUILD_ERRORS as error:
             failures.append(f"{fmt}: {error}")
             continue
@@ -395,14 +395,17 @@ def _compress_layer(name: str, linear: nn.Linear, config: CompressConfig, activa
     if not runnable:
         return LayerDecision(name, None, "; ".join(failures), sparsity), None
     with torch.no_grad():
-        times = _median_us([lambda: linear(x)] + [(lambda layer=layer: layer(x)) for _, layer in runnable])
-    dense_us, new_times = times[0], times[1:]
-    best = min(range(len(runnable)), key=new_times.__getitem__)
-    fmt, layer = runnable[best]
-    timed = [f"{f} {t:.0f} us" for (f, _), t in zip(runnable, new_times)]
-    if new_times[best] < dense_us:
+        timing = benchmark.compare({"dense": lambda: linear(x), **{fmt: (lambda layer=layer: layer(x))
+                                                                   for fmt, layer in runnable}},
+                                   baseline="dense", rounds=SPEED_CHECK_ROUNDS,
+                                   sample_seconds=SPEED_CHECK_SAMPLE_SECONDS)
+    dense_us = timing.seconds["dense"] * 1e6
+    fmt, layer = max(runnable, key=lambda item: timing.ratios[item[0]])
+    speedup, new_us = timing.ratios[fmt], timing.seconds[fmt] * 1e6
+    timed = [f"{f} {timing.seconds[f] * 1e6:.0f} us ({timing.ratios[f]:.2f}x)" for f, _ in runnable]
+    if speedup > 1.0:
         others = [t for (f, _), t in zip(runnable, timed) if f != fmt]
-        why = f"{dense_us / new_times[best]:.2f}x faster than dense" + (f" (also timed: {', '.join(others)})" if others else "")
-        return LayerDecision(name, fmt, why, sparsity, dense_us, new_times[best]), layer
+        why = f"{speedup:.2f}x faster than dense" + (f" (also timed: {', '.join(others)})" if others else "")
+        return LayerDecision(name, fmt, why, sparsity, dense_us, new_us, speedup), layer
     why = f"compressed would be slower: dense {dense_us:.0f} us vs {', '.join(timed)}"
-    return LayerDecision(name, None, why, sparsity, dense_us, new_times[best]), None
+    return LayerDecision(name, None, why, sparsity, dense_us, new_us, speedup), None

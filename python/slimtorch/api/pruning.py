@@ -31,8 +31,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from slimtorch.api import _backend
 from slimtorch._checks import check_choice, check_fraction
+from slimtorch.api import _backend
 
 __all__ = ["AGPSchedule", "PruneReport", "prune_", "strip_", "is_pruned", "weight_mask", "input_norms", "is_hf_conv1d"]
 

@@ -36,9 +36,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from slimtorch._checks import (
+    check_bool,
+    check_float_tensor,
+    check_fraction,
+    check_int,
+    check_module,
+    check_qdtype,
+    check_real,
+)
 from slimtorch.api import _backend
-from slimtorch._checks import (check_bool, check_float_tensor, check_fraction, check_int, check_module,
-                               check_qdtype, check_real)
 from slimtorch.schemes import INT8_DYNAMIC, INT8_STATIC, check_scheme, deprecated_alias
 
 __all__ = [

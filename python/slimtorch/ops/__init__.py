@@ -9,6 +9,8 @@ calls on plain CPU tensors go straight to the native kernel (decided in
 :mod:`slimtorch.ops.backends`, with the pure-torch reference as the fallback.
 """
 
+from slimtorch._native import build_info
+from slimtorch.ops import backends  # noqa: F401  (registers the kernels)
 from slimtorch.ops.qgemm import (
     MAX_K,
     ActivationQParams,
@@ -35,8 +37,6 @@ from slimtorch.ops.spmm import (
     sparse_max_batch,
 )
 from slimtorch.ops.threshold import prune_mask, threshold_
-from slimtorch.ops import backends  # noqa: E402,F401  (registers the kernels)
-from slimtorch._native import build_info  # noqa: E402  (what was built and what runs)
 
 __all__ = [
     "build_info",

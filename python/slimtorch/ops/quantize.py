@@ -40,8 +40,8 @@ import math
 import torch
 
 from slimtorch import _native
-from slimtorch.ops._dispatch import eager_cpu
 from slimtorch._checks import check_axis, check_bool, check_float_tensor, check_qdtype, check_tensor
+from slimtorch.ops._dispatch import eager_cpu
 
 __all__ = ["choose_qparams", "dequantize", "quantize", "MIN_SCALE"]
 

@@ -151,8 +151,17 @@ class SparseWeight:
     ascend within each row, else None. It is never saved.
     """
 
-    __slots__ = ("row_ptr", "col_idx", "values", "row_scales", "in_features", "out_features", "bitmap",
-                 "_bias_shape", "_native_args")
+    __slots__ = (
+        "_bias_shape",
+        "_native_args",
+        "bitmap",
+        "col_idx",
+        "in_features",
+        "out_features",
+        "row_ptr",
+        "row_scales",
+        "values",
+    )
 
     def __init__(
         self,

@@ -43,7 +43,12 @@ from torch import nn
 from slimtorch._checks import check_real
 from slimtorch.structured.graph import Analysis, Slot, analyze
 from slimtorch.structured.surgery import (
-    RESIZED_ATTR, PrunedMultiheadAttention, fix_attributes, plan_resize, resize_, slice_tensors,
+    RESIZED_ATTR,
+    PrunedMultiheadAttention,
+    fix_attributes,
+    plan_resize,
+    resize_,
+    slice_tensors,
 )
 
 __all__ = ["prune_channels", "channel_groups", "PrunedMultiheadAttention", "resize_", "pruned_shapes"]
@@ -112,7 +117,7 @@ def _check_ignore(model: nn.Module, ignore: object) -> list[str]:
 def _trace(model: nn.Module, args: tuple, kwargs: dict) -> torch.export.ExportedProgram:
     try:
         return torch.export.export(model, args, kwargs, strict=False)
-    except Exception as e:  # noqa: BLE001 - any tracing failure is reported the same way
+    except Exception as e:
         raise ValueError(
             f"model: could not be traced with torch.export on example_inputs ({type(e).__name__}: {e})"
         ) from e
@@ -252,7 +257,7 @@ def _verify(pruned: nn.Module, expected: list[tuple[int, ...]], args: tuple, kwa
     try:
         with torch.no_grad():
             out = pruned(*args, **kwargs)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise RuntimeError(f"prune_channels: the pruned model failed to run ({type(e).__name__}: {e})") from e
     finally:
         for m, mode in modes.items():

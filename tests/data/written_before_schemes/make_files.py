@@ -1,9 +1,15 @@
 """Writes the files of this folder with the slimtorch version before the
 scheme vocabulary (run it there: it uses that version's mode= / activations=
 / x_scale= spellings): ``python make_files.py <folder>``."""
-import torch, slimtorch, json, sys
+import json
+import sys
+
+import torch
 from torch import nn
-from slimtorch.nn import SparseLinear, Int8Linear
+
+import slimtorch
+from slimtorch.nn import Int8Linear, SparseLinear
+
 torch.manual_seed(0)
 def lin(i,o):
     l = nn.Linear(i,o); return l

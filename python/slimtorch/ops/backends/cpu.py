@@ -29,7 +29,7 @@ def _rows(x: torch.Tensor, width: int) -> tuple[torch.Tensor, int]:
     if x2.dtype != torch.float32:
         x2 = x2.float()
     m = x2.shape[0]
-    if x2.stride(-1) != 1 and width > 1 or m > 1 and x2.stride(0) < width:
+    if (x2.stride(-1) != 1 and width > 1) or (m > 1 and x2.stride(0) < width):
         x2 = x2.contiguous()
     return x2, (x2.stride(0) if m > 1 else width)
 

@@ -1,0 +1,81 @@
+"""slimtorch.benchmark, the timing harness: interleaving, statistics and the
+machine record (no assertion on how fast anything is)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slimtorch import benchmark
+
+
+def test_rounds_interleave_and_rotate():
+    order = []
+    timer = benchmark.Interleaved({name: (lambda name=name: order.append(name)) for name in "abc"}, baseline="a",
+                                  sample_seconds=0.0, warmup=2)
+    timer.round()
+    assert order == ["a", "a", "a", "b", "b", "b", "c", "c", "c", "a", "b", "c"]  # 2 warm-ups + sizing, then a sample
+    order.clear()
+    timer.round()
+    timer.round()
+    assert order == ["b", "c", "a", "c", "a", "b"]  # a different candidate goes first every round
+    result = timer.result()
+    assert result.rounds == 3 and result.calls == {"a": 1, "b": 1, "c": 1} and result.ratios["a"] == 1.0
+
+
+def test_calls_per_sample_are_capped():
+    result = benchmark.compare({"x": lambda: None}, rounds=2, sample_seconds=10.0, max_calls=7)
+    assert result.calls == {"x": 7} and result.rounds == 2 and result.ratios == {}
+
+
+def test_ratio_is_the_median_of_per_round_ratios():
+    samples = {"base": [1.0, 10.0, 2.0], "new": [0.5, 10.0, 4.0]}  # per-round ratios 2, 1, 0.5
+    comparison = benchmark.Comparison({}, {}, "base", 3, {}, samples)
+    assert comparison.ratio("base", "new") == 1.0
+    assert comparison.ratio("new", "base") == 1.0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="^candidates"):
+        benchmark.Interleaved({})
+    with pytest.raises(ValueError, match="^baseline"):
+        benchmark.compare({"a": lambda: None}, baseline="b")
+    with pytest.raises(ValueError, match="^rounds"):
+        benchmark.compare({"a": lambda: None}, rounds=0)
+    with pytest.raises(RuntimeError, match="no round"):
+        benchmark.Interleaved({"a": lambda: None}).result()
+
+
+@pytest.mark.parametrize("model, slug", [
+    ("Intel(R) Xeon(R) Platinum 8480+", "intel-xeon-platinum-8480"),
+    ("AMD EPYC 9R14 96-Core Processor", "amd-epyc-9r14-96-core-processor"),
+    ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", "intel-core-i7-8700"),
+    ("", "unknown-cpu"),
+])
+def test_cpu_slug(model, slug):
+    assert benchmark.cpu_slug(model) == slug
+
+
+def test_machine_record():
+    info = benchmark.machine()
+    assert info["cpu"] == benchmark.cpu_model() and info["threads"] == torch.get_num_threads()
+    assert info["isa"] == benchmark.isa_path() and isinstance(info["amx"], bool)
+
+
+def test_force_sparse_kernel_turns_off_the_dense_fallback(monkeypatch):
+    from slimtorch.nn import SparseLinear
+
+    torch.manual_seed(0)
+    layer = SparseLinear.from_dense(torch.nn.Linear(64, 64), sparsity=0.1)  # too dense: large batches run dense
+    x = torch.randn(256, 64)
+    want = layer.to_dense()(x)
+    dense_calls = []
+    linear = torch.nn.functional.linear
+    monkeypatch.setattr(torch.nn.functional, "linear", lambda *args: dense_calls.append(1) or linear(*args))
+    with torch.no_grad():
+        layer(x)
+        assert dense_calls, "expected the dense fallback before forcing"
+        dense_calls.clear()
+        assert benchmark.force_sparse_kernel(layer) is layer
+        torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
+    assert not dense_calls
