@@ -17,7 +17,9 @@
 # far beyond CI's time budget, so CI does not run it.
 #
 # Environment: AARCH64_ROOT (where the root goes), DEBIAN_MIRROR, DEBIAN_SUITE,
-# TORCH_VERSION (the torch release pip installs; 2.9.1 by default).
+# TORCH_VERSION (the torch release pip installs; 2.9.1 by default),
+# PIP_CERT / SSL_CERT_FILE (a CA bundle on this machine, copied into the root
+# for pip: needed behind a TLS-intercepting proxy).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 source_dir=$(cd "${1:-$repo}" && pwd)
@@ -79,7 +81,13 @@ mount_into_root proc /proc -t proc
 mount_into_root /dev /dev --bind
 mount_into_root sysfs /sys -t sysfs
 cp /etc/resolv.conf "$root/etc/resolv.conf"
-in_root() { chroot "$root" /usr/bin/env -i HOME=/root PATH=/opt/venv/bin:/usr/bin:/bin LANG=C.UTF-8 "$@"; }
+root_env=(HOME=/root PATH=/opt/venv/bin:/usr/bin:/bin LANG=C.UTF-8)
+ca_bundle=${PIP_CERT:-${SSL_CERT_FILE:-}}
+if [ -n "$ca_bundle" ] && [ -f "$ca_bundle" ]; then
+  cp "$ca_bundle" "$root/etc/ssl/certs/host-ca-bundle.crt"
+  root_env+=(PIP_CERT=/etc/ssl/certs/host-ca-bundle.crt)
+fi
+in_root() { chroot "$root" /usr/bin/env -i "${root_env[@]}" "$@"; }
 
 stamp "emulated machine"
 in_root uname -m
@@ -89,7 +97,7 @@ if [ ! -e "$root/.stage-torch" ]; then
   stamp "venv + torch==$torch_version (aarch64 CPU wheel) + test tools"
   in_root python3 -m venv /opt/venv
   in_root pip install -q --upgrade pip
-  in_root pip install -q "torch==$torch_version" pytest pytest-benchmark hypothesis expecttest
+  in_root pip install -q --retries 10 --timeout 120 "torch==$torch_version" pytest pytest-benchmark hypothesis expecttest
   touch "$root/.stage-torch"
 fi
 in_root python -c "import torch, platform; print('torch', torch.__version__, platform.machine())"

@@ -1,7 +1,7 @@
 """The demo's int8 student, exported and run by edge_chain, must predict what
 it predicts in Python on every one of the 360 digits test images.
 
-    python examples/edge/check_digits.py --edge-chain build/edge/edge_chain \\
+    python examples/edge/check_digits.py --edge-chain build/edge-example/edge_chain \\
         [--demo-dir DIR] [--full] [--runner "qemu-aarch64 -L /usr/aarch64-linux-gnu"]
 
 The student is loaded from DIR/student_int8.safetensors.xz (what
