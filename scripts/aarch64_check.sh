@@ -96,7 +96,6 @@ in_root python3 --version
 if [ ! -e "$root/.stage-torch" ]; then
   stamp "venv + torch==$torch_version (aarch64 CPU wheel) + test tools"
   in_root python3 -m venv /opt/venv
-  in_root pip install -q --upgrade pip
   in_root pip install -q --retries 10 --timeout 120 "torch==$torch_version" pytest pytest-benchmark hypothesis expecttest
   touch "$root/.stage-torch"
 fi
