@@ -59,6 +59,7 @@ from torch import nn
 from slimtorch._checks import check_module
 from slimtorch._io import atomic_write_bytes
 from slimtorch.nn import Int8Linear, SparseLinear
+from slimtorch.schemes import INT8_DYNAMIC, INT8_STATIC, INT8_WEIGHT_ONLY, SCHEMES
 
 __all__ = ["export_chain", "CHAIN_FORMAT", "CHAIN_VERSION", "CHAIN_METADATA_KEY"]
 
@@ -86,18 +87,18 @@ def _attr(module: nn.Module, names: tuple[str, ...], default: object = _MISSING)
 def _int8_scheme(layer: Int8Linear) -> str:
     scheme = _attr(layer, ("scheme", "mode"))
     scheme = scheme if str(scheme).startswith("int8_") else f"int8_{scheme}"  # old spelling: "dynamic"
-    if scheme not in ("int8_dynamic", "int8_weight_only", "int8_static"):
+    if scheme not in SCHEMES:
         raise ValueError(f"model: Int8Linear with unknown scheme {scheme!r}")
     return scheme
 
 
 def _sparse_scheme(layer: SparseLinear) -> str | None:
     scheme = _attr(layer, ("scheme", "activations"), None)
-    if scheme == "int8_dynamic":
+    if scheme == INT8_DYNAMIC:
         return scheme
-    if scheme not in (None, "float", "int8_weight_only"):
+    if scheme not in (None, "float", INT8_WEIGHT_ONLY):
         raise ValueError(f"model: SparseLinear with unsupported scheme {scheme!r}")
-    return "int8_weight_only" if layer.values.dtype == torch.int8 else None
+    return INT8_WEIGHT_ONLY if layer.values.dtype == torch.int8 else None
 
 
 def _flatten(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -113,7 +114,7 @@ def _flatten(model: nn.Module) -> list[tuple[str, nn.Module]]:
             path = f"{prefix}{name}"
             if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
                 visit(path + ".", module)
-            elif isinstance(module, nn.Flatten) and type(module) is nn.Flatten:
+            elif type(module) is nn.Flatten:
                 if (module.start_dim, module.end_dim) != (1, -1):
                     raise ValueError(f"model: module {path!r} (Flatten(start_dim={module.start_dim}, "
                                      f"end_dim={module.end_dim})) is not supported: only Flatten() over "
@@ -222,7 +223,7 @@ def _describe(index: int, path: str, layer: nn.Module, tensors: dict[str, torch.
         entry["op"] = "int8_linear"
         scheme = _int8_scheme(layer)
         entry["scheme"] = scheme
-        if scheme == "int8_static":
+        if scheme == INT8_STATIC:
             scale = _attr(layer, ("activation_scale", "input_scale", "_x_scale"))
             zero_point = _attr(layer, ("activation_zero_point", "input_zero_point", "_x_zero_point"))
             entry["activation_scale"] = float(torch.as_tensor(scale, dtype=torch.float32))
