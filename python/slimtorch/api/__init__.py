@@ -1,6 +1,7 @@
 """The model-level API: prune, quantize, compress, save/load and summarize whole models."""
 
 from slimtorch.api.compress import CompressConfig, CompressReport, compress_
+from slimtorch.api.export import export_chain
 from slimtorch.api.pruning import AGPSchedule, PruneReport, prune_, strip_
 from slimtorch.api.quantization import (
     ActivationRange,
@@ -17,6 +18,6 @@ from slimtorch.api.quantization import (
 from slimtorch.api.serialization import load_, save
 from slimtorch.api.summary import LayerSummary, ModelSummary, summary
 
-__all__ = ["CompressConfig", "CompressReport", "compress_", "AGPSchedule", "PruneReport", "prune_", "strip_", "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver", "MSEObserver",
+__all__ = ["CompressConfig", "CompressReport", "compress_", "export_chain", "AGPSchedule", "PruneReport", "prune_", "strip_", "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver", "MSEObserver",
     "ActivationRange", "calibrate", "QATLinear", "prepare_qat_", "convert_qat_",
     "save", "load_", "LayerSummary", "ModelSummary", "summary"]
