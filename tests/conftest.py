@@ -19,7 +19,8 @@ def supported_isas() -> list[str]:
     return list(_native.cpu.supported_isas())
 
 
-@pytest.fixture(params=supported_isas() or [pytest.param("none", marks=pytest.mark.skip(reason="no native CPU module"))])
+@pytest.fixture(params=supported_isas()
+                or [pytest.param("none", marks=pytest.mark.skip(reason="no native CPU module"))])
 def isa(request: pytest.FixtureRequest):
     previous = _native.cpu.active_isa()
     _native.cpu.set_active_isa(request.param)

@@ -63,7 +63,8 @@ def test_inspect_saved_model(tmp_path, capsys):
     assert rows["2"][1:4] == ["sparse", "100x300", "90.0%"]
     assert rows["4"][1:4] == ["pruned", "10x100", "50.0%"]
     with safetensors.safe_open(path, "pt") as f:
-        data_bytes = sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())
+        # safe_open is not iterable: only .keys() lists the tensors
+        data_bytes = sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())  # noqa: SIM118
     per_layer = sum(int(row[-1].replace(",", "")) for row in rows.values())
     assert per_layer == data_bytes
     assert lines[-1].endswith(f"= {os.path.getsize(path):,d} bytes on disk")

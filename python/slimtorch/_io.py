@@ -10,6 +10,7 @@ old file or the new one, plus at worst a stray ``.<name>.*.tmp`` file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -75,19 +76,15 @@ def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[IO[bytes]], A
     fd, tmp_name = _create_temporary(directory, target.name)
     try:
         with os.fdopen(fd, "wb") as handle:
-            try:
+            with contextlib.suppress(FileNotFoundError):  # a new file: the kernel applied the umask
                 os.chmod(tmp_name, target.stat().st_mode & 0o7777)  # a replaced file keeps its permissions
-            except FileNotFoundError:
-                pass  # a new file: the kernel applied the umask
             write_fn(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
         raise
     _fsync_directory(directory)
     return target

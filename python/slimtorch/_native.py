@@ -82,7 +82,8 @@ def build_info() -> dict[str, object]:
     if cpu is not None:
         info["thread_pool"] = cpu.thread_pool()
     if cuda is None:
-        info["cuda_kernels"] = "not built" if cuda_import_error and "No module" in cuda_import_error else f"not loadable ({cuda_import_error})"
+        info["cuda_kernels"] = ("not built" if cuda_import_error and "No module" in cuda_import_error
+                                else f"not loadable ({cuda_import_error})")
     else:
         info["cuda_kernels"] = "built"
         info["cuda_architectures"] = getattr(cuda, "architectures", "unknown")

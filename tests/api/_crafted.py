@@ -65,7 +65,8 @@ def base_meta(**fields) -> dict:
 def read_parts(path: os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
     """The metadata and stored tensors of a valid (plain) slimtorch file."""
     with safetensors.safe_open(path, "pt") as f:
-        return json.loads(f.metadata()["slimtorch"]), {k: f.get_tensor(k) for k in f.keys()}
+        # safe_open is not iterable: only .keys() lists the tensors
+        return json.loads(f.metadata()["slimtorch"]), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
 
 
 def mixed_model() -> nn.Module:

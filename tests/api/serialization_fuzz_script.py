@@ -79,7 +79,8 @@ def main() -> None:
     valid_path = os.path.join(work, "valid.safetensors")
     slimtorch.save(original, valid_path)
     meta, tensors = read_parts(valid_path)
-    valid = open(valid_path, "rb").read()
+    with open(valid_path, "rb") as f:
+        valid = f.read()
     x = torch.randn(5, 12, generator=torch.Generator().manual_seed(0))
     mixed_architecture()(x)  # start torch's thread pool before the cap
     with open("/proc/self/status") as f:

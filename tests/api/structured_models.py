@@ -3,6 +3,8 @@ benchmark measures the same architectures the tests check)."""
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -10,7 +12,7 @@ from torch import nn
 def mlp(d_in: int = 16, hidden: tuple[int, ...] = (64, 32), d_out: int = 8) -> nn.Sequential:
     layers: list[nn.Module] = []
     widths = (d_in, *hidden)
-    for a, b in zip(widths, widths[1:]):
+    for a, b in itertools.pairwise(widths):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(widths[-1], d_out))
 

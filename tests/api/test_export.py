@@ -15,6 +15,7 @@ missing.
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import os
 import random
@@ -84,7 +85,8 @@ def assert_clean_rejection(result: subprocess.CompletedProcess) -> None:
 
 # ---- models ------------------------------------------------------------------------
 
-def int8_linear(linear: nn.Linear, scheme: str, scale: float | None = None, zero_point: int | None = None) -> Int8Linear:
+def int8_linear(linear: nn.Linear, scheme: str, scale: float | None = None,
+                zero_point: int | None = None) -> Int8Linear:
     """Int8Linear.from_dense with the scheme keywords of whichever API this is
     (``scheme=``/``activation_scale=`` or the older ``mode=``/``x_scale=``)."""
     parameters = inspect.signature(Int8Linear.from_dense).parameters
@@ -106,7 +108,7 @@ def sparse_linear(linear: nn.Linear, sparsity: float, values_dtype: torch.dtype,
 
 def linears(*widths: int, seed: int = 0) -> list[nn.Linear]:
     torch.manual_seed(seed)
-    return [nn.Linear(a, b) for a, b in zip(widths, widths[1:])]
+    return [nn.Linear(a, b) for a, b in itertools.pairwise(widths)]
 
 
 def kernel_chain(values_dtype: torch.dtype, first_scheme: str, sparsity: float) -> nn.Sequential:
@@ -244,7 +246,8 @@ def test_file_is_safetensors_with_a_json_chain_and_no_larger_than_save(tmp_path)
     assert metadata == description
     assert metadata["format"] == "slimtorch-chain" and metadata["version"] == 1
     assert (metadata["in_features"], metadata["out_features"]) == (64, 10)
-    assert keys == {f"{i}.{name}" for i in (0, 2, 4) for name in ("row_counts", "columns", "values", "row_scales", "bias")}
+    assert keys == {f"{i}.{name}" for i in (0, 2, 4)
+                    for name in ("row_counts", "columns", "values", "row_scales", "bias")}
     assert bias.dtype == torch.float16 and torch.equal(bias.float(), model[0].bias.detach())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.safetensors", "saved.safetensors"]
 
@@ -371,7 +374,8 @@ def malformed_variants(data: bytes) -> dict[str, bytes]:
         "huge nnz": with_header(lambda h: edit_chain(h, lambda c: c["layers"][0].update(nnz=2**47))),
         "huge features": with_header(lambda h: edit_chain(h, lambda c: c.update(in_features=2**40))),
         "missing tensor": with_header(lambda h: h.pop("2.weight_scale")),
-        "extra tensor": with_header(lambda h: h.update({"9.extra": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}})),
+        "extra tensor": with_header(lambda h: h.update({"9.extra": {"dtype": "U8", "shape": [1],
+                                                                    "data_offsets": [0, 1]}})),
         "varint stream runs on": data[:8 + length + columns_begin] + b"\xff" * (columns_end - columns_begin)
                                   + data[8 + length + columns_end:],
         "column past in_features": data[:8 + length + columns_begin] + b"\x7f" * (columns_end - columns_begin)

@@ -119,7 +119,8 @@ def test_strip_leaves_plain_parameters_with_zeros():
     assert [m.weight for m in model if isinstance(m, nn.Linear)] == params_before  # same Parameter objects
     assert all(isinstance(m.weight, nn.Parameter) for m in model if isinstance(m, nn.Linear))
     assert torch.equal(model(x), out)
-    assert sum(int((m.weight == 0).sum()) for m in model if isinstance(m, nn.Linear)) >= round(0.6 * (12 * 32 + 32 * 17 + 17 * 3))
+    assert (sum(int((m.weight == 0).sum()) for m in model if isinstance(m, nn.Linear))
+            >= round(0.6 * (12 * 32 + 32 * 17 + 17 * 3)))
     fresh = mlp(seed=1)
     fresh.load_state_dict(model.state_dict())
     assert torch.equal(fresh(x), out)

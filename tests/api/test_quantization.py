@@ -229,7 +229,8 @@ def test_qat_fake_quantization_is_exactly_int8_linear():
     converted = model[0].to_dense().weight
     assert torch.equal(converted, _fq_weight(w_fq))
     zero = torch.zeros(3, 5)  # an all-zero channel gets the minimum scale, not FLT_MIN
-    assert torch.equal(reference.choose_qparams(zero, 0, True, torch.int8)[0], torch.full((3,), slimtorch.ops.MIN_SCALE))
+    assert torch.equal(reference.choose_qparams(zero, 0, True, torch.int8)[0],
+                       torch.full((3,), slimtorch.ops.MIN_SCALE))
 
 
 def test_prepare_qat_old_activation_spelling_is_a_deprecated_alias():

@@ -106,7 +106,8 @@ def saved(tmp_path):
 
 
 def _unchanged(model: nn.Module, before: dict) -> bool:
-    return model.state_dict().keys() == before.keys() and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    return (model.state_dict().keys() == before.keys()
+            and all(torch.equal(before[k], v) for k, v in model.state_dict().items()))
 
 
 @pytest.mark.parametrize("damage, match", [
@@ -197,7 +198,7 @@ def test_sparse_int8_roundtrip_is_exact_and_compact(tmp_path, in_features):
     assert torch.equal(fresh(x), model(x))
     with safetensors.safe_open(path, "pt") as f:
         meta = json.loads(f.metadata()["slimtorch"])
-        stored = {k: f.get_tensor(k) for k in f.keys()}
+        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     assert meta["version"] == 3 and isinstance(meta["sha256"], str)
     assert stored["0.row_ptr"].dtype == torch.uint8 and stored["0.row_ptr"].numel() == 32  # per-row counts
     assert torch.equal(stored["0.row_ptr"].long(), want["0.row_ptr"].diff())
@@ -225,7 +226,7 @@ def test_corrupt_encoding_rejected(tmp_path):
     slimtorch.save(_sparse_int8_mlp(), path)
     with safetensors.safe_open(path, "pt") as f:
         meta = json.loads(f.metadata()["slimtorch"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     from slimtorch.api.serialization import _checksum
 
     for how, edit in (("bad kind", lambda m: m["encoded"]["0.row_ptr"].__setitem__(0, "zip")),
@@ -248,7 +249,7 @@ def test_other_format_versions_rejected_naming_both_versions(tmp_path, version):
     slimtorch.save(model, path)
     with safetensors.safe_open(path, "pt") as f:
         meta = json.loads(f.metadata()["slimtorch"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     meta["version"] = version
     safetensors.torch.save_file(tensors, path, metadata={"slimtorch": json.dumps(meta)})
     with pytest.raises(ValueError, match=f"^path: .*format version {version}; this slimtorch reads version 3"):
@@ -291,8 +292,8 @@ def test_files_written_by_the_release_load_bit_exactly(tmp_path, name):
     plain = os.path.join(data, "v3_mixed.safetensors")
     with safetensors.safe_open(plain, "pt") as f, safetensors.safe_open(again, "pt") as g:
         old_meta, new_meta = json.loads(f.metadata()["slimtorch"]), json.loads(g.metadata()["slimtorch"])
-        assert sorted(current(k) for k in f.keys()) == sorted(g.keys())
-        for key in f.keys():
+        assert sorted(current(k) for k in f.keys()) == sorted(g.keys())  # noqa: SIM118 (safe_open is not iterable)
+        for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
             assert torch.equal(_bits(f.get_tensor(key)), _bits(g.get_tensor(current(key)))), key
     for field in ("sha256", "encoded", "pruned", "packed_bool", "aliases"):
         if field != "sha256":
@@ -344,7 +345,7 @@ def test_exact_narrow_floats_are_stored_narrow(tmp_path):
     path = tmp_path / "f.safetensors"
     slimtorch.save(model, path)
     with safetensors.safe_open(path, "pt") as f:
-        stored = {k: f.get_tensor(k).dtype for k in f.keys()}
+        stored = {k: f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     assert stored["0.bias"] == torch.float16 and stored["0.weight"] == torch.bfloat16
     assert stored["1.bias"] == stored["2.bias"] == stored["1.weight"] == torch.float32
     fresh = nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 3), nn.Linear(3, 2))

@@ -67,7 +67,8 @@ def test_mlp_half_parameter_count_and_shapes():
     pruned = prune_channels(model, x, 0.5)
     assert n_params(model) == 16 * 64 + 64 + 64 * 32 + 32 + 32 * 8 + 8 == 3432
     assert n_params(pruned) == 16 * 32 + 32 + 32 * 16 + 16 + 16 * 8 + 8 == 1208
-    assert [(m.in_features, m.out_features) for m in pruned if isinstance(m, nn.Linear)] == [(16, 32), (32, 16), (16, 8)]
+    assert ([(m.in_features, m.out_features) for m in pruned if isinstance(m, nn.Linear)]
+            == [(16, 32), (32, 16), (16, 8)])
     assert pruned(x).shape == (5, 8)
     # the input model is untouched
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -126,7 +127,8 @@ def test_callable_importance_and_ties():
     assert seen[0] == [(64, 16), (64, 1), (64, 32)]
 
 
-@pytest.mark.parametrize(("width", "ratio", "kept"), [(10, 0.3, 7), (10, 0.25, 8), (4, 0.99, 1), (2, 0.5, 1), (3, 0.1, 3)])
+@pytest.mark.parametrize(("width", "ratio", "kept"),
+                         [(10, 0.3, 7), (10, 0.25, 8), (4, 0.99, 1), (2, 0.5, 1), (3, 0.1, 3)])
 def test_rounding(width, ratio, kept):
     model = _seeded(mlp, 4, (width,), 2)
     pruned = prune_channels(model, torch.randn(2, 4), ratio)
@@ -201,7 +203,8 @@ class _TwoInputs(nn.Module):
 def test_tuple_inputs_and_residual_group():
     model = _seeded(_TwoInputs)
     args = (torch.randn(3, 4), torch.randn(3, 5))
-    assert channel_groups(model, args) == [[("a.weight", 0), ("a.bias", 0), ("b.weight", 0), ("b.bias", 0), ("out.weight", 1)]]
+    assert channel_groups(model, args) == [[("a.weight", 0), ("a.bias", 0), ("b.weight", 0), ("b.bias", 0),
+                                            ("out.weight", 1)]]
     pruned = prune_channels(model, args, 0.5)
     assert (pruned.a.out_features, pruned.b.out_features, pruned.out.in_features) == (4, 4, 4)
     assert pruned(*args).shape == (3, 2)
@@ -405,7 +408,9 @@ def test_depthwise_pruned_grouped_left_whole():
 class _DepthwiseOnly(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.expand, self.dw, self.out = nn.Conv2d(4, 16, 1), nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.Conv2d(16, 3, 1)
+        self.expand = nn.Conv2d(4, 16, 1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.out = nn.Conv2d(16, 3, 1)
 
     def forward(self, x):
         return self.out(torch.relu(self.dw(torch.relu(self.expand(x)))))
@@ -556,7 +561,8 @@ def test_bert_equals_original_with_heads_and_ffn_zeroed():
             layer.attention.output.dense.weight[:, 32:] = 0  # heads 2, 3
             layer.intermediate.dense.weight[64:] = 0
             layer.intermediate.dense.bias[64:] = 0  # gelu(0) == 0
-    torch.testing.assert_close(pruned(**inputs).last_hidden_state, zeroed(**inputs).last_hidden_state, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pruned(**inputs).last_hidden_state, zeroed(**inputs).last_hidden_state,
+                               rtol=1e-5, atol=1e-5)
     # other sequence lengths and batch sizes work (the head count is not baked in)
     other = _bert_inputs(3, 5)
     assert pruned(**other).last_hidden_state.shape == (3, 5, 64)

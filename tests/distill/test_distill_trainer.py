@@ -218,7 +218,7 @@ def test_resume_without_checkpoint_starts_fresh(teacher, tmp_path: Path) -> None
 
 
 def test_non_finite_loss_is_an_error(teacher) -> None:
-    train, _ = _loaders(32)
+    _train, _ = _loaders(32)
     bad = torch.utils.data.TensorDataset(torch.full((16, 8), float("nan")), torch.zeros(16, dtype=torch.long))
     distiller = _distiller(teacher)
     with pytest.raises(FloatingPointError, match="^loss"):
@@ -298,7 +298,7 @@ def test_bad_constructor_arguments(teacher) -> None:
 
 def test_bad_fit_arguments(teacher) -> None:
     distiller = _distiller(teacher)
-    train, val = _loaders(32)
+    train, _val = _loaders(32)
     dataset = blobs(32)
     cases = [
         ((dataset, 1), {}, TypeError, "train_loader"),

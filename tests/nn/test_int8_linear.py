@@ -76,7 +76,7 @@ def test_non_contiguous_and_half_inputs(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_edge_sizes(mode):
     for k, n in [(1, 1), (1, 17), (17, 1), (64, 64), (65, 63)]:
-        linear, layer = _layer(mode, k, n)
+        _linear, layer = _layer(mode, k, n)
         x = torch.randn(3, k)
         with torch.no_grad():
             torch.testing.assert_close(layer(x), _reference(layer, x), rtol=1e-5, atol=1e-5)
@@ -213,7 +213,8 @@ def test_old_spellings_are_deprecated_aliases():
     fresh.load_state_dict(state)
     with torch.no_grad():
         assert torch.equal(fresh(x), layer(x))
-    assert set(fresh.state_dict()) == {"weight_int8", "weight_scale", "bias", "activation_scale", "activation_zero_point"}
+    assert set(fresh.state_dict()) == {"weight_int8", "weight_scale", "bias",
+                                       "activation_scale", "activation_zero_point"}
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -260,9 +260,11 @@ def test_reassigned_buffers_are_picked_up():
     "call, error, match",
     [
         (lambda: SparseLinear.from_dense(nn.Conv1d(2, 2, 1)), TypeError, "linear: expected a torch.nn.Linear"),
-        (lambda: SparseLinear.from_dense(_linear(4, 4), sparsity=1.5), ValueError, r"sparsity: expected a number in \[0, 1\]"),
+        (lambda: SparseLinear.from_dense(_linear(4, 4), sparsity=1.5), ValueError,
+         r"sparsity: expected a number in \[0, 1\]"),
         (lambda: SparseLinear.from_dense(_linear(4, 4), sparsity="x"), TypeError, "sparsity: expected a real number"),
-        (lambda: SparseLinear.from_dense(_linear(4, 4), values_dtype=torch.float64), TypeError, "values_dtype: expected"),
+        (lambda: SparseLinear.from_dense(_linear(4, 4), values_dtype=torch.float64), TypeError,
+         "values_dtype: expected"),
         (lambda: SparseLinear(-1, 4), ValueError, "in_features: expected an int >= 0"),
         (lambda: SparseLinear(4, 4)(torch.ones(2, 5)), ValueError, r"x: expected shape \[..., 4\]"),
         (lambda: SparseLinear(4, 4)(torch.ones(2, 4, dtype=torch.int64)), TypeError, "x: expected dtype"),

@@ -182,7 +182,7 @@ def test_static_matches_reference_epilogue(isa, m, k, n, x_scale, x_zero_point):
 
 
 def test_dynamic_close_to_float_linear():
-    x, w, b, q, w_scale, weight = _case(64, 512, 256, scale=1.0)
+    x, w, b, _q, _w_scale, weight = _case(64, 512, 256, scale=1.0)
     y = ops.qlinear_dynamic(x, weight, b)
     exact = torch.nn.functional.linear(x, w, b)
     # int8 weights and per-row uint8 activations: ~1% relative error.
@@ -204,7 +204,7 @@ def test_weight_only_matches_reference(isa, m, k, n):
 
 
 def test_weight_only_ieee_non_finite(isa):
-    x, _, b, q, w_scale, weight = _case(3, 20, 18)
+    x, _, b, q, _w_scale, weight = _case(3, 20, 18)
     x[0, 3] = float("nan")
     x[1, 5] = float("inf")
     y = ops.qlinear_weight_only(x, weight, b)
@@ -238,7 +238,7 @@ def _assert_same_rows(mode, got, expected):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_non_finite_rows_and_zero_rows(isa, mode):
-    x, _, b, q, w_scale, weight = _case(6, 37, 40)
+    x, _, b, _q, _w_scale, weight = _case(6, 37, 40)
     x[1] = 0.0
     x[2, 7] = float("nan")
     x[3, 0] = float("inf")
@@ -267,7 +267,7 @@ def test_all_zero_weight_gives_bias(isa, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_leading_dims_noncontiguous_and_dtypes(isa, mode):
-    x, _, b, q, w_scale, weight = _case(24, 30, 19)
+    x, _, b, _q, _w_scale, weight = _case(24, 30, 19)
     base = _run(mode, x, weight, b)
     x4 = x.reshape(2, 3, 4, 30)
     assert torch.equal(_run(mode, x4, weight, b), base.reshape(2, 3, 4, 19))
@@ -289,7 +289,7 @@ def test_leading_dims_noncontiguous_and_dtypes(isa, mode):
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 @pytest.mark.parametrize("mode", MODES)
 def test_thread_counts_agree(threads, mode, n_threads):
-    x, _, b, q, w_scale, weight = _case(40, 300, 500, seed=5)
+    x, _, b, _q, _w_scale, weight = _case(40, 300, 500, seed=5)
     torch.set_num_threads(1)
     expected = _run(mode, x, weight, b)
     torch.set_num_threads(n_threads)
@@ -327,12 +327,12 @@ def test_gradient_wrt_input(mode):
 # ---- bad input ------------------------------------------------------------------------------
 
 def _good():
-    x, _, b, q, w_scale, weight = _case(2, 10, 20)
+    x, _, b, _q, _w_scale, weight = _case(2, 10, 20)
     return dict(x=x, weight=weight, bias=b)
 
 
 def _weight(**parts):
-    _, _, _, q, w_scale, weight = _case(2, 10, 20)
+    _, _, _, _q, _w_scale, weight = _case(2, 10, 20)
     return weight._replace(**parts)
 
 
@@ -347,13 +347,19 @@ def _weight(**parts):
         (dict(x=torch.ones(2, 11)), ValueError, r"x: expected shape \[..., 10\]"),
         (dict(weight=(1, 2, 3, 4)), TypeError, "weight: expected a PackedInt8Weight"),
         (dict(weight=_weight(packed=torch.zeros(2, 3, 16, 4))), TypeError, "weight.packed: expected dtype int8"),
-        (dict(weight=_weight(packed=torch.zeros(1, 3, 16, 4, dtype=torch.int8))), ValueError, r"weight.packed: expected shape \(2, 3, 16, 4\)"),
-        (dict(weight=_weight(packed=torch.zeros(2, 3, 64, dtype=torch.int8))), ValueError, "weight.packed: expected shape"),
-        (dict(weight=_weight(packed=torch.zeros(3, 2, 16, 4, dtype=torch.int8).transpose(0, 1))), ValueError, "weight: expected contiguous"),
-        (dict(weight=_weight(scale=torch.ones(20, dtype=torch.float64))), TypeError, "weight.scale: expected dtype float32"),
+        (dict(weight=_weight(packed=torch.zeros(1, 3, 16, 4, dtype=torch.int8))), ValueError,
+         r"weight.packed: expected shape \(2, 3, 16, 4\)"),
+        (dict(weight=_weight(packed=torch.zeros(2, 3, 64, dtype=torch.int8))), ValueError,
+         "weight.packed: expected shape"),
+        (dict(weight=_weight(packed=torch.zeros(3, 2, 16, 4, dtype=torch.int8).transpose(0, 1))), ValueError,
+         "weight: expected contiguous"),
+        (dict(weight=_weight(scale=torch.ones(20, dtype=torch.float64))), TypeError,
+         "weight.scale: expected dtype float32"),
         (dict(weight=_weight(scale=torch.ones(2, 10))), ValueError, "weight: expected scale and colsum of shape"),
-        (dict(weight=_weight(colsum=torch.zeros(20, dtype=torch.int64))), TypeError, "weight.colsum: expected dtype int32"),
-        (dict(weight=_weight(colsum=torch.zeros(19, dtype=torch.int32))), ValueError, "weight: expected scale and colsum of shape"),
+        (dict(weight=_weight(colsum=torch.zeros(20, dtype=torch.int64))), TypeError,
+         "weight.colsum: expected dtype int32"),
+        (dict(weight=_weight(colsum=torch.zeros(19, dtype=torch.int32))), ValueError,
+         "weight: expected scale and colsum of shape"),
         (dict(weight=_weight(in_features=11)), ValueError, r"x: expected shape \[..., 11\]"),
         (dict(weight=_weight(in_features=-1)), ValueError, "weight.in_features: expected an int >= 0"),
         (dict(bias=torch.ones(21)), ValueError, r"bias: expected shape \(20,\)"),
@@ -431,7 +437,7 @@ def test_bad_weights_and_sizes():
 # ---- torch.library contract ------------------------------------------------------------------
 
 def test_opcheck():
-    x, _, b, q, w_scale, weight = _case(3, 21, 18)
+    x, _, b, _q, w_scale, weight = _case(3, 21, 18)
     a = torch.randint(0, 256, (3, 21), dtype=torch.uint8)
     torch.library.opcheck(torch.ops.slimtorch.qgemm_quantize_rows.default, (x,))
     packed, w_scale, colsum, _ = weight
@@ -445,7 +451,7 @@ def test_opcheck():
 
 @pytest.mark.parametrize("mode", MODES)
 def test_compile_fullgraph(mode):
-    x, _, b, q, w_scale, weight = _case(4, 40, 24)
+    x, _, b, _q, _w_scale, weight = _case(4, 40, 24)
 
     def f(x):
         return torch.relu(_run(mode, x, weight, b)) * 2

@@ -131,7 +131,8 @@ def test_quantize_streaming_stores(threads, qdtype):
     n = (16 << 20) + 7
     x = _data(n, seed=13, spread=2.0)
     scale, zero_point = _qparams(None, qdtype, seed=13)
-    assert torch.equal(ops.quantize(x, scale, zero_point, dtype=qdtype), _torch_quantize(x, scale, zero_point, None, qdtype))
+    assert torch.equal(ops.quantize(x, scale, zero_point, dtype=qdtype),
+                       _torch_quantize(x, scale, zero_point, None, qdtype))
     rows = x[: n - 7].reshape(4, -1)
     scales, zero_points = _qparams(4, qdtype, seed=14)
     assert torch.equal(ops.quantize(rows, scales, zero_points, axis=0, dtype=qdtype),
@@ -167,7 +168,8 @@ def test_per_tensor_bit_exact_vs_torch(isa, qdtype, seed):
     for s in [scale, torch.tensor(0.1), torch.tensor(1.0 / 3.0), torch.tensor(0.5), torch.tensor(1e-6)]:
         random = _data(10_001, seed=seed, spread=200 * float(s))
         x = torch.cat([random, _tie_data(s, zero_point, 20_003, seed)])
-        assert torch.equal(ops.quantize(x, s, zero_point, dtype=qdtype), _torch_quantize(x, s, zero_point, None, qdtype))
+        assert torch.equal(ops.quantize(x, s, zero_point, dtype=qdtype),
+                           _torch_quantize(x, s, zero_point, None, qdtype))
 
 
 @pytest.mark.parametrize("qdtype", QDTYPES)
@@ -221,13 +223,15 @@ def test_dequantize_half_rounding(isa, out_dtype):
     levels = torch.arange(-128, 128).to(torch.int8).repeat(64)
     scales = torch.cat([torch.rand(40, generator=_generator(3)) * 10, torch.tensor(
         [2**-24, 2**-20, 3 * 2**-25, 1e-6, 1e-40 * 1e5, 300.0, 600.0, 1e35, 2.0**120, 1.0 + 2**-11, 1.0 + 3 * 2**-11,
-         1.0 + 2**-8, 1.0 + 3 * 2**-8, 1 / 3, 0.1, 1e-30, 65504.0 / 127, 65520.0 / 127, 0.7, 0.9, 1.1, 5.0, 9.0, 1e-3])])
+         1.0 + 2**-8, 1.0 + 3 * 2**-8, 1 / 3, 0.1, 1e-30, 65504.0 / 127, 65520.0 / 127, 0.7, 0.9, 1.1, 5.0, 9.0,
+         1e-3])])
     assert scales.numel() == 64
     x = levels.reshape(-1, 64)
     scale = scales
     zero_point = torch.randint(-128, 128, (64,), generator=_generator(4), dtype=torch.int32)
     got = ops.dequantize(x, scale, zero_point, axis=1, dtype=out_dtype)
-    assert torch.equal(got.view(torch.int16), reference.dequantize(x, scale, zero_point, 1, out_dtype).view(torch.int16))
+    assert torch.equal(got.view(torch.int16),
+                       reference.dequantize(x, scale, zero_point, 1, out_dtype).view(torch.int16))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -427,13 +431,18 @@ _Q = X.to(torch.int8)
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda: ops.quantize(X, S, Z, out=[0]), TypeError, "^out: expected a torch.Tensor or None"),
-        (lambda: ops.quantize(X, S, Z, out=torch.empty(4, 3, dtype=torch.uint8)), TypeError, "^out: expected dtype int8"),
-        (lambda: ops.quantize(X, S, Z, out=torch.empty(3, 4, dtype=torch.int8)), ValueError, r"^out: expected shape \(4, 3\)"),
-        (lambda: ops.quantize(X, S, Z, out=torch.empty(3, 4, dtype=torch.int8).t()), ValueError, "^out: expected a contiguous"),
+        (lambda: ops.quantize(X, S, Z, out=[0]), TypeError,
+         "^out: expected a torch.Tensor or None"),
+        (lambda: ops.quantize(X, S, Z, out=torch.empty(4, 3, dtype=torch.uint8)), TypeError,
+         "^out: expected dtype int8"),
+        (lambda: ops.quantize(X, S, Z, out=torch.empty(3, 4, dtype=torch.int8)), ValueError,
+         r"^out: expected shape \(4, 3\)"),
+        (lambda: ops.quantize(X, S, Z, out=torch.empty(3, 4, dtype=torch.int8).t()), ValueError,
+         "^out: expected a contiguous"),
         (lambda: ops.quantize(X, S, Z, out=torch.empty(4, 3, dtype=torch.int8, device="meta")), ValueError,
          "^out: expected a tensor on cpu"),
-        (lambda: ops.dequantize(_Q, S, Z, out=torch.empty(4, 3, dtype=torch.float16)), TypeError, "^out: expected dtype float32"),
+        (lambda: ops.dequantize(_Q, S, Z, out=torch.empty(4, 3, dtype=torch.float16)), TypeError,
+         "^out: expected dtype float32"),
         (lambda: ops.dequantize(_Q, S, Z, out=torch.empty(12)), ValueError, r"^out: expected shape \(4, 3\)"),
         (lambda: ops.dequantize(_Q, S, Z, out=torch.empty(4, 3, requires_grad=True)), ValueError,
          "^out: expected a tensor that does not require grad"),
@@ -497,7 +506,8 @@ def test_out_overlapping_the_input_gets_the_result():
          "^zero_point: .* at index 2"),
         (lambda: ops.dequantize(X, S, Z), TypeError, "^q: expected dtype int8, uint8"),
         (lambda: ops.dequantize(X.to(torch.int16), S, Z), TypeError, "^q: expected dtype int8, uint8"),
-        (lambda: ops.dequantize(X.to(torch.int8), S, Z, dtype=torch.float64), TypeError, "^dtype: expected torch.float32"),
+        (lambda: ops.dequantize(X.to(torch.int8), S, Z, dtype=torch.float64), TypeError,
+         "^dtype: expected torch.float32"),
         (lambda: ops.dequantize(X.to(torch.int8), S, Z, dtype=torch.int8), TypeError, "^dtype: expected torch.float32"),
         (lambda: ops.dequantize(X.to(torch.uint8), S, torch.tensor(-3, dtype=torch.int32)), ValueError,
          r"^zero_point: expected values in \[0, 255\] for uint8"),
@@ -596,11 +606,13 @@ def test_accelerator_matches_cpu(accelerator, shape, dtype, qdtype):
             special[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)
         special = special.reshape(shape)
         q = ops.quantize(special, scale, zero_point, axis=axis, dtype=qdtype)
-        q_device = ops.quantize(special.to(accelerator), scale.to(accelerator), zero_point.to(accelerator), axis=axis, dtype=qdtype)
+        q_device = ops.quantize(special.to(accelerator), scale.to(accelerator), zero_point.to(accelerator),
+                                axis=axis, dtype=qdtype)
         assert torch.equal(q_device.cpu(), q)
         for out_dtype in FLOAT_DTYPES:
             want = ops.dequantize(q, scale, zero_point, axis=axis, dtype=out_dtype)
-            got = ops.dequantize(q.to(accelerator), scale.to(accelerator), zero_point.to(accelerator), axis=axis, dtype=out_dtype)
+            got = ops.dequantize(q.to(accelerator), scale.to(accelerator), zero_point.to(accelerator),
+                                 axis=axis, dtype=out_dtype)
             assert torch.equal(got.cpu(), want)
 
 

@@ -37,7 +37,8 @@ def assert_close_to_fp64(y: torch.Tensor, x: torch.Tensor, weight: SparseWeight,
     b64 = None if bias is None else bias.double()
     exact = torch.nn.functional.linear(x.double(), dense.double(), b64)
     b32 = None if bias is None else bias.float()
-    torch_err = (torch.nn.functional.linear(x.float(), dense, b32).double() - exact).abs().max() if exact.numel() else 0.0
+    torch_err = ((torch.nn.functional.linear(x.float(), dense, b32).double() - exact).abs().max()
+                 if exact.numel() else 0.0)
     err = (y.double() - exact).abs().max() if exact.numel() else 0.0
     floor = 4 * torch.finfo(torch.float32).eps * (float(exact.abs().max()) + 1.0) if exact.numel() else 0.0
     if y.dtype != torch.float32:  # output rounded to x's half type

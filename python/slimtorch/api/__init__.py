@@ -18,6 +18,8 @@ from slimtorch.api.quantization import (
 from slimtorch.api.serialization import load_, save
 from slimtorch.api.summary import LayerSummary, ModelSummary, summary
 
-__all__ = ["CompressConfig", "CompressReport", "compress_", "export_chain", "AGPSchedule", "PruneReport", "prune_", "strip_", "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver", "MSEObserver",
-    "ActivationRange", "calibrate", "QATLinear", "prepare_qat_", "convert_qat_",
-    "save", "load_", "LayerSummary", "ModelSummary", "summary"]
+__all__ = ["CompressConfig", "CompressReport", "compress_", "export_chain",
+           "AGPSchedule", "PruneReport", "prune_", "strip_",
+           "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver", "MSEObserver",
+           "ActivationRange", "calibrate", "QATLinear", "prepare_qat_", "convert_qat_",
+           "save", "load_", "LayerSummary", "ModelSummary", "summary"]

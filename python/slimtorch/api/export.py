@@ -50,6 +50,7 @@ same kernel runs as in Python. The file is written atomically.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -68,7 +69,8 @@ CHAIN_VERSION = 1
 CHAIN_METADATA_KEY = "slimtorch_chain"
 
 _SKIPPED = (nn.Identity, nn.Dropout)
-_SUPPORTED = "nn.Linear, slimtorch.nn.SparseLinear, slimtorch.nn.Int8Linear, nn.ReLU, nn.GELU, nn.Identity, nn.Dropout, nn.Flatten()"
+_SUPPORTED = ("nn.Linear, slimtorch.nn.SparseLinear, slimtorch.nn.Int8Linear, nn.ReLU, nn.GELU, nn.Identity, "
+              "nn.Dropout, nn.Flatten()")
 _MISSING = object()
 
 
@@ -256,7 +258,7 @@ def export_chain(model: nn.Module, path: str | os.PathLike) -> dict:
     sized = [layer for layer in layers if "in_features" in layer]
     if not sized:
         raise ValueError("model: the chain holds no Linear, SparseLinear or Int8Linear layer")
-    for before, after in zip(sized, sized[1:]):
+    for before, after in itertools.pairwise(sized):
         if before["out_features"] != after["in_features"]:
             raise ValueError(f"model: module {after['name']!r} takes {after['in_features']} features but "
                              f"{before['name']!r} gives {before['out_features']}")

@@ -250,7 +250,8 @@ def _check_model(model: object) -> nn.Module:
 
 def _check_filter(filter_fn: object) -> FilterFn | None:
     if filter_fn is not None and not callable(filter_fn):
-        raise TypeError(f"filter_fn: expected None or a callable (module, name) -> bool, got {type(filter_fn).__name__}")
+        raise TypeError("filter_fn: expected None or a callable (module, name) -> bool, "
+                        f"got {type(filter_fn).__name__}")
     return filter_fn
 
 
@@ -272,7 +273,8 @@ class AGPSchedule:
         self.initial_sparsity = check_fraction("initial_sparsity", initial_sparsity)
         if self.initial_sparsity > self.final_sparsity:
             raise ValueError(
-                f"initial_sparsity: expected at most final_sparsity ({self.final_sparsity}), got {self.initial_sparsity}"
+                f"initial_sparsity: expected at most final_sparsity ({self.final_sparsity}), "
+                f"got {self.initial_sparsity}"
             )
         for arg, value, low in (("start_step", start_step, 0), ("end_step", end_step, 0), ("every", every, 1)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -368,7 +370,8 @@ def _run(model: nn.Module, batch: object) -> None:
 
 
 @torch.no_grad()
-def input_norms(model: nn.Module, targets: list[tuple[str, nn.Module]], calibration: Iterable) -> dict[str, torch.Tensor]:
+def input_norms(model: nn.Module, targets: list[tuple[str, nn.Module]],
+                calibration: Iterable) -> dict[str, torch.Tensor]:
     """``{name: ||X[:, i]||_2 per input of the row view}`` of every target over
     the calibration batches. Only a running sum of squares per input channel
     is kept, so memory stays at the model plus one batch's activations."""

@@ -109,7 +109,8 @@ class Observer(nn.Module):
         return _backend.qparams_from_range(lo, hi, symmetric=self.symmetric, dtype=self.dtype)
 
     def extra_repr(self) -> str:
-        return f"symmetric={self.symmetric}, dtype={self.dtype}, min_val={float(self.min_val)}, max_val={float(self.max_val)}"
+        return (f"symmetric={self.symmetric}, dtype={self.dtype}, min_val={float(self.min_val)}, "
+                f"max_val={float(self.max_val)}")
 
 
 class MinMaxObserver(Observer):
@@ -271,7 +272,8 @@ class ActivationRange:
 
 def _check_filter(filter_fn: object) -> None:
     if filter_fn is not None and not callable(filter_fn):
-        raise TypeError(f"filter_fn: expected None or a callable (module, name) -> bool, got {type(filter_fn).__name__}")
+        raise TypeError("filter_fn: expected None or a callable (module, name) -> bool, "
+                        f"got {type(filter_fn).__name__}")
 
 
 def _run(model: nn.Module, batch: object) -> None:

@@ -253,7 +253,8 @@ def save(model: nn.Module, path: str | os.PathLike, *, compress: bool = False) -
 
     ``compress=True`` writes the file as one xz stream: lossless, smallest on
     disk (int8 values, column deltas and zeros compress well), and slower to
-    write and read, so meant for small models and files to ship. :func:`load_` and ``slimtorch inspect`` read both forms.
+    write and read, so meant for small models and files to ship. :func:`load_`
+    and ``slimtorch inspect`` read both forms.
     """
     path = _check_args(model, path)
     if not isinstance(compress, bool):
@@ -813,7 +814,7 @@ def _decode(tensors: dict[str, torch.Tensor], encoded: dict[str, list], row_offs
     """Undoes :func:`_encode_sparse_linear` and :func:`_narrow_floats`, in place,
     checking every count and offset before it is used: row offsets first, then
     the column deltas and row scales that need them."""
-    for key, (how, dtype_name, shape, *extra) in encoded.items():
+    for key, (how, dtype_name, _shape, *_extra) in encoded.items():
         if how == "counts":
             counts = tensors[key]
             width = row_offsets[key].width
@@ -832,7 +833,7 @@ def _decode(tensors: dict[str, torch.Tensor], encoded: dict[str, list], row_offs
             length = encoded[nnz_key][2][0] if nnz_key in encoded else tensors[nnz_key].shape[0]
             if length != nnz:
                 raise ValueError(f"{nnz_key!r} holds {length} entries, its row offsets {nnz}")
-    for key, (how, dtype_name, shape, *extra) in encoded.items():
+    for key, (how, dtype_name, _shape, *extra) in encoded.items():
         if how not in ("varint_row_deltas", "nonempty_rows"):
             continue
         prefix = key.rpartition(".")[0]
@@ -864,7 +865,7 @@ def _decode(tensors: dict[str, torch.Tensor], encoded: dict[str, list], row_offs
             value = torch.full((rows.numel(),), _EMPTY_ROW_SCALE, dtype=dtype)
             value[rows] = stored.to(dtype)
             tensors[key] = value
-    for key, (how, dtype_name, shape, *extra) in encoded.items():
+    for key, (_how, dtype_name, shape, *_extra) in encoded.items():
         if list(tensors[key].shape) != list(shape) or tensors[key].dtype != _DECODED_DTYPES[dtype_name]:
             raise ValueError(f"encoding of {key!r} gives {tensors[key].dtype} {list(tensors[key].shape)}, "
                              f"expected {dtype_name} {shape}")

@@ -84,7 +84,8 @@ class ModelSummary:
         right = {3, 5, 6}
 
         def fmt(row: tuple) -> str:
-            return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+            return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                             for i, (c, w) in enumerate(zip(row, widths))).rstrip()
 
         rule = "-" * len(fmt(header))
         return "\n".join([fmt(header), rule, *map(fmt, rows[:-1]), rule, fmt(rows[-1])])
@@ -97,7 +98,7 @@ def _own_tensors(module: nn.Module) -> list[torch.Tensor]:
     tensors += [t for k, t in module._buffers.items() if t is not None and k not in module._non_persistent_buffers_set]
     if parametrize.is_parametrized(module):
         for plist in module.parametrizations.values():
-            tensors += [t for t in plist.parameters()] + [t for t in plist.buffers()]
+            tensors += list(plist.parameters()) + list(plist.buffers())
     return tensors
 
 

@@ -332,7 +332,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         tensors = _st_load(blob)
     except (SafetensorError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {str(path)!r}: tensor file {tensors_name} is not valid safetensors ({error})") from None
+        raise CheckpointError(f"checkpoint {str(path)!r}: tensor file {tensors_name} is not valid safetensors "
+                              f"({error})") from None
     try:
         state = decode_state(record.get("state"), tensors)
     except CheckpointError as error:

@@ -257,7 +257,8 @@ class FeatureLoss(nn.Module):
                                        "run the teacher forward before the loss")
                 s_feat = self._student_features[s_name]
                 t_feat = self._teacher_features[t_name].detach()
-                projection = self.projections[str(index)] if str(index) in self.projections else None
+                # nn.ModuleDict has no .get()
+                projection = self.projections[str(index)] if str(index) in self.projections else None  # noqa: SIM401
                 if projection is not None:
                     s_feat = projection(s_feat)
                 if s_feat.shape != t_feat.shape:

@@ -115,7 +115,7 @@ def _check_int(name: str, value: object, minimum: int, allow_none: bool = False)
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     version, internal, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    _np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
     state = {
         "torch": torch.get_rng_state(),
         "python": torch.tensor([version, *internal], dtype=torch.int64),

@@ -106,7 +106,8 @@ class Int8Embedding(nn.Module):
         if ids.dtype not in _INDEX_DTYPES:
             raise TypeError(f"ids: expected an integer tensor, got {ids.dtype}")
         if ids.device != self.weight_int8.device:
-            raise ValueError(f"ids: expected a tensor on {self.weight_int8.device} (the layer's device), got {ids.device}")
+            raise ValueError(f"ids: expected a tensor on {self.weight_int8.device} (the layer's device), "
+                             f"got {ids.device}")
         # Only the looked-up rows are widened: memory follows the batch, not the vocabulary.
         flat = ids.reshape(-1).long()
         rows = self.weight_int8.index_select(0, flat).float() * self.weight_scale.index_select(0, flat)[:, None]

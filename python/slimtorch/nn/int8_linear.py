@@ -167,7 +167,8 @@ class Int8Linear(nn.Module):
         for name, value in state.items():
             if value is not None and tuple(value.shape) != expected[name]:
                 raise ValueError(f"{name}: expected shape {expected[name]}, got {tuple(value.shape)}")
-        if state["bias"] is not None and given.get("bias") is not None and not bool(torch.isfinite(state["bias"]).all()):
+        if (state["bias"] is not None and given.get("bias") is not None
+                and not bool(torch.isfinite(state["bias"]).all())):
             raise ValueError("bias: expected finite values")
         return state
 

@@ -223,10 +223,12 @@ def _check_weight(name: str, weight: object, device: torch.device) -> PackedInt8
     check_int(f"{name}.in_features", k, minimum=0)
     n = scale.shape[0] if scale.dim() == 1 else -1
     if scale.dim() != 1 or tuple(colsum.shape) != (n,):
-        raise ValueError(f"{name}: expected scale and colsum of shape (N,), got {tuple(scale.shape)} and {tuple(colsum.shape)}")
+        raise ValueError(f"{name}: expected scale and colsum of shape (N,), "
+                         f"got {tuple(scale.shape)} and {tuple(colsum.shape)}")
     expected = (-(-n // BLOCK_N), -(-k // GROUP_K), BLOCK_N, GROUP_K)
     if tuple(packed.shape) != expected:
-        raise ValueError(f"{name}.packed: expected shape {expected} for {n} outputs and {k} inputs, got {tuple(packed.shape)}")
+        raise ValueError(f"{name}.packed: expected shape {expected} for {n} outputs and {k} inputs, "
+                         f"got {tuple(packed.shape)}")
     if not (packed.is_contiguous() and scale.is_contiguous() and colsum.is_contiguous()):
         raise ValueError(f"{name}: expected contiguous tensors (from qgemm_prepare_weight)")
     for part, tensor in (("packed", packed), ("scale", scale), ("colsum", colsum)):
@@ -235,7 +237,8 @@ def _check_weight(name: str, weight: object, device: torch.device) -> PackedInt8
     return weight
 
 
-def _check_input(name: str, x: object, dtypes, weight: object, integer: bool) -> tuple[torch.Tensor, PackedInt8Weight | None]:
+def _check_input(name: str, x: object, dtypes, weight: object,
+                 integer: bool) -> tuple[torch.Tensor, PackedInt8Weight | None]:
     """Checks x and, unless weight is None, the weight and that they match."""
     x = check_tensor(name, x, dtypes)
     if x.dim() < 1:
@@ -247,7 +250,8 @@ def _check_input(name: str, x: object, dtypes, weight: object, integer: bool) ->
         return x, None
     weight = _check_weight("weight", weight, x.device)
     if k != weight.in_features:
-        raise ValueError(f"{name}: expected shape [..., {weight.in_features}] (the weight's in_features), got {tuple(x.shape)}")
+        raise ValueError(f"{name}: expected shape [..., {weight.in_features}] (the weight's in_features), "
+                         f"got {tuple(x.shape)}")
     return x, weight
 
 
@@ -267,13 +271,16 @@ def check_activation_zero_point(value: object, name: str = "activation_zero_poin
     integer tensor holding one."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.dtype.is_floating_point or value.dtype == torch.bool:
-            raise TypeError(f"{name}: expected an int or a one-element integer tensor, got {value.dtype} shape {tuple(value.shape)}")
+            raise TypeError(f"{name}: expected an int or a one-element integer tensor, "
+                            f"got {value.dtype} shape {tuple(value.shape)}")
         value = int(value.item())
     return check_int(name, value, minimum=0, maximum=255)
 
 
 def _float32(value: float) -> float:
-    return struct.unpack("f", struct.pack("f", value))[0] if abs(value) <= _MAX_FLOAT32 else math.copysign(math.inf, value)
+    if abs(value) <= _MAX_FLOAT32:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    return math.copysign(math.inf, value)
 
 
 def check_activation_scale(value: object, name: str = "activation_scale") -> float:

@@ -103,7 +103,7 @@ def _(grad_y, row_ptr, col_idx, values, row_scales, in_features):
 
 
 def _setup_context(ctx, inputs, output):
-    x, row_ptr, col_idx, values, row_scales, bias, in_features = inputs[:7]
+    _x, row_ptr, col_idx, values, row_scales, bias, in_features = inputs[:7]
     ctx.save_for_backward(row_ptr, col_idx, values, row_scales)
     ctx.in_features = in_features
     ctx.bias_dtype = None if bias is None else bias.dtype
@@ -186,7 +186,8 @@ class SparseWeight:
         if col_idx.numel() != nnz:
             raise ValueError(f"col_idx: expected {nnz} elements (one per value), got {col_idx.numel()}")
         if col_idx.dtype == torch.int16 and in_features > MAX_NARROW_COLS:
-            raise ValueError(f"col_idx: int16 indices hold at most {MAX_NARROW_COLS} columns; use int32 for in_features={in_features}")
+            raise ValueError(f"col_idx: int16 indices hold at most {MAX_NARROW_COLS} columns; "
+                             f"use int32 for in_features={in_features}")
         row_ptr = row_ptr.detach().contiguous()
         _check_offsets(row_ptr, nnz)
         cols = (col_idx.detach().int() & 0xFFFF if col_idx.dtype == torch.int16 else col_idx.detach()).long()
@@ -200,7 +201,8 @@ class SparseWeight:
                 raise ValueError("row_scales: int8 values need float32 row_scales of shape [out_features]")
             check_tensor("row_scales", row_scales, (torch.float32,))
             if row_scales.shape != (out_features,) or row_scales.device != row_ptr.device:
-                raise ValueError(f"row_scales: expected shape ({out_features},) on {row_ptr.device}, got {tuple(row_scales.shape)} on {row_scales.device}")
+                raise ValueError(f"row_scales: expected shape ({out_features},) on {row_ptr.device}, "
+                                 f"got {tuple(row_scales.shape)} on {row_scales.device}")
             if not bool((torch.isfinite(row_scales) & (row_scales > 0)).all()):
                 raise ValueError("row_scales: expected finite values > 0")
             row_scales = row_scales.detach().contiguous()
@@ -258,7 +260,8 @@ class SparseWeight:
         """
         check_float_tensor("weight", weight)
         if weight.dim() != 2:
-            raise ValueError(f"weight: expected a 2-d [out_features, in_features] tensor, got shape {tuple(weight.shape)}")
+            raise ValueError("weight: expected a 2-d [out_features, in_features] tensor, "
+                             f"got shape {tuple(weight.shape)}")
         values_dtype = weight.dtype if values_dtype is None else values_dtype
         if values_dtype not in VALUE_DTYPES:
             raise TypeError(f"values_dtype: expected one of float32, float16, bfloat16, int8, got {values_dtype}")
@@ -379,8 +382,11 @@ def _break_even_tables(device: torch.device) -> dict:
     return paths.get(path, paths[data["default"]])
 
 
+_CPU = torch.device("cpu")
+
+
 def sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements: int,
-                     device: torch.device = torch.device("cpu")) -> float:
+                     device: torch.device = _CPU) -> float:
     """The largest batch (rows of x) for which the sparse kernel is measured
     faster than the dense ``nn.Linear`` with the same weights on this ISA
     path (``math.inf``: every batch; 0: none), from the shipped break-even

@@ -86,7 +86,8 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return a.reshape(x.shape), scale.reshape(x.shape[:-1]), zp.reshape(x.shape[:-1])
 
 
-def quantize_rows_static(x: torch.Tensor, x_scale: float, x_zero_point: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_rows_static(x: torch.Tensor, x_scale: float,
+                         x_zero_point: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows quantized per tensor with the given scale and zero point; same
     outputs as :func:`quantize_rows` (non-finite rows: scale NaN, zero point 0, a = 0)."""
     x = x.float()
@@ -128,7 +129,8 @@ def qlinear_static(x: torch.Tensor, q: torch.Tensor, w_scale: torch.Tensor, bias
     return _linear(x, a, a_scale, zp, q, w_scale, bias)
 
 
-def qlinear_weight_only(x: torch.Tensor, q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def qlinear_weight_only(x: torch.Tensor, q: torch.Tensor, w_scale: torch.Tensor,
+                        bias: torch.Tensor | None) -> torch.Tensor:
     """Weight-only int8 linear: float32 ``(x @ q.T) * w_scale + bias``."""
     y = (x.float() @ q.float().T) * w_scale
     if bias is not None:

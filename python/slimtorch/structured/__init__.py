@@ -46,7 +46,6 @@ from slimtorch.structured.surgery import (
     RESIZED_ATTR,
     PrunedMultiheadAttention,
     fix_attributes,
-    plan_resize,
     resize_,
     slice_tensors,
 )

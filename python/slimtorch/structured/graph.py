@@ -526,7 +526,8 @@ class _Analyzer:
         mask = _arg(node, 3, "attn_mask")
         scale = _arg(node, 6, "scale")
         qd, kd, vd = self.d(q), self.d(k), self.d(v)
-        if not (len(qd) == len(kd) == len(vd) >= 2) or _shape(q)[:-2] != _shape(k)[:-2] or _shape(k)[:-2] != _shape(v)[:-2]:
+        if (not (len(qd) == len(kd) == len(vd) >= 2) or _shape(q)[:-2] != _shape(k)[:-2]
+                or _shape(k)[:-2] != _shape(v)[:-2]):
             return self.unknown(node)  # broadcasting / grouped-query layouts are left alone
         for a, b, c in zip(qd[:-2], kd[:-2], vd[:-2]):
             self.S.union(a, b)
@@ -560,7 +561,8 @@ class _Analyzer:
         xd = list(self.d(x))
         n = len(xd)
         dims = _arg(node, 1, "dim")
-        if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0) or not isinstance(dims, (int, list, tuple)):
+        if (dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0)
+                or not isinstance(dims, (int, list, tuple))):
             reduced = set(range(n))
         else:
             reduced = {int(d) % n for d in ([dims] if isinstance(dims, int) else dims)} if n else set()

@@ -12,7 +12,7 @@ from slimtorch.nn import Int8Linear, SparseLinear
 
 torch.manual_seed(0)
 def lin(i,o):
-    l = nn.Linear(i,o); return l
+    return nn.Linear(i,o)
 out = sys.argv[1]
 def model(layer):
     return nn.Sequential(layer)
@@ -38,5 +38,5 @@ for name, make in layers.items():
         y = m(x)
     expected[name] = {"y": y.tolist(), "state": {k: v.tolist() for k, v in m.state_dict().items()},
                       "dtypes": {k: str(v.dtype) for k, v in m.state_dict().items()}}
-json.dump({"x": x.tolist(), "expected": {k: {"y": v["y"]} for k, v in expected.items()}},
-          open(f"{out}/expected.json", "w"))
+with open(f"{out}/expected.json", "w") as f:
+    json.dump({"x": x.tolist(), "expected": {k: {"y": v["y"]} for k, v in expected.items()}}, f)

@@ -14,11 +14,11 @@ import torch
 from slimtorch import reference
 from slimtorch.ops import qgemm, select, spmm, threshold
 from slimtorch.ops._registry import register_fallback
+from slimtorch.reference import qgemm as ref_qgemm
 
 # The module (slimtorch.ops.quantize is also the name of a function of slimtorch.ops).
 quantize = importlib.import_module("slimtorch.ops.quantize")
 ref_quantize = importlib.import_module("slimtorch.reference.quantize")
-from slimtorch.reference import qgemm as ref_qgemm
 
 # ---- threshold, select ---------------------------------------------------------------------
 
