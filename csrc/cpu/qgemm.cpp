@@ -195,7 +195,7 @@ void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t*
               int n_threads, const Finish& finish) {
 #if defined(SLIMTORCH_HAVE_AMX)
   static_assert(kAmxAccStride == kMaxTileCols, "AMX blocks hand over accumulators as the tiles do");
-  if (amx_int_gemm_wanted(m)) return amx_int_gemm(a, m, k, lda, packed, n, n_threads, finish);
+  if (amx_int_gemm_wanted(m, n, k)) return amx_int_gemm(a, m, k, lda, packed, n, n_threads, finish);
 #endif
   const IntPath path = int_path();
   const TileShape shape = int_shape(path);
@@ -397,7 +397,7 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
   // path reads whole 64-byte rows (see qgemm_amx.h).
   int64_t lda = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
 #if defined(SLIMTORCH_HAVE_AMX)
-  if (amx_int_gemm_wanted(m)) lda = ceil_div(k, kAmxRowAlign) * kAmxRowAlign;
+  if (amx_int_gemm_wanted(m, n, k)) lda = ceil_div(k, kAmxRowAlign) * kAmxRowAlign;
 #endif
   // Rows start on cache lines (+63: room to align the first).
   std::unique_ptr<uint8_t[]> a_storage(new uint8_t[size_t(std::max<int64_t>(m * lda, 1)) + 63]);

@@ -30,6 +30,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -49,6 +50,11 @@ constexpr int64_t kChunkSteps = 12;
 constexpr int64_t kPanelTiles = 8;
 // Fewer rows than this leave the tiles mostly empty; the VNNI kernels win.
 constexpr int64_t kMinRows = 16;
+// Integer GEMMs with smaller weights (n * k) lose to the VNNI kernels: the
+// per-call tile configuration, the aligned copy of the rows and the K tail
+// staging cost more than the tiles save (weight-only keeps no such limit:
+// its bf16 tiles replace a float kernel and win from 16 rows).
+std::atomic<int64_t> min_int_weight{int64_t(1) << 16};
 // Below this many multiply-adds a chunk is not worth a thread wake-up.
 constexpr int64_t kMinMacsPerChunk = int64_t(1) << 20;
 
@@ -161,7 +167,11 @@ const BlockFn kBf16Blocks[2][2] = {{tile_block<1, 1, true>, tile_block<1, 2, tru
 
 }  // namespace
 
-bool amx_int_gemm_wanted(int64_t m) { return m >= kMinRows && active_isa() >= Isa::kAmx; }
+bool amx_int_gemm_wanted(int64_t m, int64_t n, int64_t k) {
+  return m >= kMinRows && n * k >= min_int_weight.load(std::memory_order_relaxed) && active_isa() == Isa::kAmx;
+}
+
+void set_amx_min_int_weight(int64_t elements) { min_int_weight.store(elements, std::memory_order_relaxed); }
 
 void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed,
                   int64_t n, int n_threads, const AmxFinish& finish) {
@@ -291,7 +301,7 @@ inline void group_to_bf16_rows(const int8_t* group, uint8_t* row0, uint8_t* row1
 }  // namespace
 
 bool amx_weight_only_wanted(int64_t m, int64_t k) {
-  return m >= kMinRows && k > 0 && active_isa() >= Isa::kAmx;
+  return m >= kMinRows && k > 0 && active_isa() == Isa::kAmx;
 }
 
 void amx_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* packed,

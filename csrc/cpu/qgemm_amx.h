@@ -23,10 +23,14 @@ constexpr int64_t kAmxRowAlign = 64;
 // once, each block exactly once.
 using AmxFinish = std::function<void(int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc)>;
 
-// True when the AMX kernel should run a problem with m rows: AMX is the
-// active path and there are enough rows to fill tiles (fewer rows stay on
-// the VNNI kernels, whose GEMV is faster there).
-bool amx_int_gemm_wanted(int64_t m);
+// True when the AMX kernel should run an m x k by k x n problem: AMX is the
+// active path, there are enough rows to fill tiles and the weight is large
+// enough to pay for the tile set-up (smaller problems stay on the VNNI
+// kernels, which are faster there).
+bool amx_int_gemm_wanted(int64_t m, int64_t n, int64_t k);
+// The smallest weight (n * k) the integer GEMM takes to the tiles; tests set
+// 0 so that every shape of their grids runs on AMX.
+void set_amx_min_int_weight(int64_t elements);
 
 // acc = a . q^T for a [m][k] uint8 (row stride lda; k a multiple of 4, bytes
 // past the true K zero) and the packed weight of qgemm.h ([ceil(n/16)][k/4]

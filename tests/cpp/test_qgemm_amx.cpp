@@ -16,6 +16,11 @@
 #include "slimtorch/qgemm.h"
 #if defined(SLIMTORCH_HAVE_AMX)
 #include "../../csrc/cpu/qgemm_amx.h"
+
+#if defined(SLIMTORCH_HAVE_AMX)
+// Every shape of the grids below runs on the tiles, however small its weight.
+static const bool all_shapes_on_amx = (slimtorch::set_amx_min_int_weight(0), true);
+#endif
 #endif
 
 using namespace slimtorch;
