@@ -295,7 +295,6 @@ def _dynamic_reference(layer: SparseLinear, x: torch.Tensor) -> torch.Tensor:
     return y.float().reshape(*x.shape[:-1], layer.out_features)
 
 
-@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"], indirect=True)
 @pytest.mark.parametrize("shape", [(64, 100, 65), (300, 64, 130), (33, 770, 32), (5, 7, 31), (768, 200, 200)])
 def test_int8_dynamic_matches_integer_reference(isa, shape):
     out_f, in_f, batch = shape
