@@ -45,6 +45,7 @@ from torch import nn
 from slimtorch import benchmark
 from slimtorch._checks import check_bool, check_fraction, check_int
 from slimtorch.api import _backend
+from slimtorch.api._batches import run_batch
 from slimtorch.api.pruning import weight_mask
 from slimtorch.api.quantization import ActivationRange, QATLinear, calibrate
 from slimtorch.nn.registry import LAYER_CLASSES, register_layer_class
@@ -268,12 +269,7 @@ def _record_inputs(model: nn.Module, names: list[str], example_inputs: object) -
     model.eval()
     try:
         with torch.no_grad():
-            if isinstance(example_inputs, Mapping):
-                model(**example_inputs)
-            elif isinstance(example_inputs, (tuple, list)):
-                model(*example_inputs)
-            else:
-                model(example_inputs)
+            run_batch(model, example_inputs)
     finally:
         for handle in handles:
             handle.remove()

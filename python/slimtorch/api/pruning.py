@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +33,7 @@ from torch.nn.utils import parametrize
 
 from slimtorch._checks import check_choice, check_fraction
 from slimtorch.api import _backend
+from slimtorch.api._batches import run_batch
 
 __all__ = ["AGPSchedule", "PruneReport", "prune_", "strip_", "is_pruned", "weight_mask", "input_norms", "is_hf_conv1d"]
 
@@ -360,15 +361,6 @@ class AGPSchedule:
         self.current_sparsity = check_fraction("state['current_sparsity']", state["current_sparsity"])
 
 
-def _run(model: nn.Module, batch: object) -> None:
-    if isinstance(batch, Mapping):
-        model(**batch)
-    elif isinstance(batch, (tuple, list)):
-        model(*batch)
-    else:
-        model(batch)
-
-
 @torch.no_grad()
 def input_norms(model: nn.Module, targets: list[tuple[str, nn.Module]],
                 calibration: Iterable) -> dict[str, torch.Tensor]:
@@ -393,7 +385,7 @@ def input_norms(model: nn.Module, targets: list[tuple[str, nn.Module]],
     batches = 0
     try:
         for batch in calibration:
-            _run(model, batch)
+            run_batch(model, batch)
             batches += 1
     finally:
         model.train(was_training)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +46,7 @@ from slimtorch._checks import (
     check_real,
 )
 from slimtorch.api import _backend
+from slimtorch.api._batches import run_batch
 from slimtorch.schemes import INT8_DYNAMIC, INT8_STATIC, check_scheme, deprecated_alias
 
 __all__ = [
@@ -276,15 +277,6 @@ def _check_filter(filter_fn: object) -> None:
                         f"got {type(filter_fn).__name__}")
 
 
-def _run(model: nn.Module, batch: object) -> None:
-    if isinstance(batch, Mapping):
-        model(**batch)
-    elif isinstance(batch, (tuple, list)):
-        model(*batch)
-    else:
-        model(batch)
-
-
 def _observe_input(obs: Observer) -> Callable:
     def hook(module: nn.Module, args: tuple) -> None:
         if args and isinstance(args[0], torch.Tensor):
@@ -332,7 +324,7 @@ def calibrate(model: nn.Module, data: Iterable, *, observer: Callable[[], Observ
             for i, batch in enumerate(data):
                 if max_batches is not None and i >= max_batches:
                     break
-                _run(model, batch)
+                run_batch(model, batch)
     finally:
         for handle in handles:
             handle.remove()
