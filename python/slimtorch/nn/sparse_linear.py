@@ -178,12 +178,11 @@ class SparseLinear(nn.Module):
 
     @property
     def nnz(self) -> int:
-        return self.values.numel()
+        return self.packed().nnz
 
     @property
     def density(self) -> float:
-        total = self.in_features * self.out_features
-        return self.nnz / total if total else 0.0
+        return self.packed().density
 
     @property
     def dispatch(self) -> str:
