@@ -7,8 +7,8 @@
 // on torch's own OpenMP team through GOMP_parallel, the entry point GCC emits
 // for `#pragma omp parallel`. Then torch's ops and ours share one set of
 // threads: no core is fought over, and a team still spinning after torch's
-// last op takes our job without a wake-up. A condition-variable wake costs
-// 50-100 us on the VMs we measure on, 10-25% of a 1 ms int8 layer.
+// last op takes our job without a wake-up. A condition-variable wake of a
+// sleeping thread costs a sizeable fraction of a small int8 layer's time.
 //
 // Without libgomp (the edge build, the C++ tests), with
 // SLIMTORCH_POOL=builtin, or in a forked child, a small persistent pool of

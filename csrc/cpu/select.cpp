@@ -8,14 +8,12 @@
 //
 // Large inputs (>= 2^20 elements) first try a sampled window (window_select):
 // one streaming pass that counts and compresses instead of scattering into a
-// histogram, ~2x faster; it is exact too and falls back to the histogram
+// histogram, which is faster; it is exact too and falls back to the histogram
 // select whenever the sample misleads it.
 //
-// Measured (64M fp32 weights, 1 thread, AVX2, Zen 4): histogram level 1
-// ~35 ms (scatter-bound, ~0.5 ns/element), level 2 ~16 ms (a filtering pass);
-// the window path ~16 ms in all, about one memory-bound read (torch amax:
-// 12 ms). The AVX-512 paths are no faster at histogramming (scatter-bound)
-// but share the loaders and masked tails.
+// The histogram levels are bound by their scattered increments, the window
+// path by one streaming read of the weights; the AVX-512 paths are no faster
+// at histogramming but share the loaders and masked tails.
 //
 // Threads: parallel_for splits the sequence into contiguous chunks, one per
 // thread; each thread fills its own histogram / tally, and the main thread

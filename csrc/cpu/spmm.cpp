@@ -24,17 +24,12 @@ using namespace spmm_paths;
 constexpr int64_t kRowCost = 8;
 // Work (nonzeros x batch columns) below which one more thread costs more than
 // it saves, about the time one core needs for 2^18 multiply-adds through
-// gathers. Re-measured on torch's OpenMP team (see parallel.cpp), 95%-sparse
-// 64-300-100-10 MLP against nn.Linear: 2^18 gives 1.12x at batch 16 and 1.2x at
-// batch 256; 2^16 gave 0.91x and 1.04x.
+// gathers (chosen with the spmm benchmark against nn.Linear on small MLPs).
 constexpr int64_t kMinWorkPerThread = int64_t(1) << 18;
 // The same for the gather kernels (batch 1 to kMaxGatherBatch, bitmap or
-// not), where one nonzero costs about 0.6 ns per core, some 10x a panel
-// kernel's multiply-add: 2^13 is ~5 us of one core's work, above the ~2-3 us
-// it takes to start torch's OpenMP team. Measured at batch 1, 2 threads,
-// float32 values, median us with 2^18 / 2^13: 1024->1024 at 10% 66.8 / 29.2,
-// 768->3072 at 5% 51.4 / 34.6, at 20% 206 / 126, 4096->4096 at 2% 132 / 82;
-// 64->300 at 5% (3.4k work, one thread either way) 5.9 / 5.8.
+// not), where one nonzero costs about ten times a panel kernel's
+// multiply-add: 2^13 nonzeros are a few times the cost of starting torch's
+// OpenMP team (chosen with the spmm benchmark at batch 1).
 constexpr int64_t kMinGatherWorkPerThread = int64_t(1) << 13;
 // Target size of one transposed X panel (cols x W floats): half of a 1 MiB L2,
 // so the panel and the streamed weights share L2.
@@ -176,9 +171,7 @@ uint8_t* scratch_bytes(int64_t bytes) {
 
 // Batch 1 without a bitmap, average nonzeros per row below which the 8-lane
 // AVX2 gathers beat the 16-lane AVX-512 ones (which also pay a longer
-// horizontal sum per row). Measured on Zen 4, 2 threads, int8 values, AVX2 vs
-// AVX-512 us: 3 nnz/row (64->300) 1.6 vs 3.6; 15 (768->3072) 24 vs 41;
-// 41 (4096->4096) 73 vs 100; 77 (768->3072) 95 vs 114; from 307 a tie.
+// horizontal sum per row); above it the two tie (spmm benchmark, int8 values).
 constexpr int64_t kShortRowNnz = 128;
 
 void forward(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
