@@ -374,3 +374,19 @@ def test_good_file_still_loads_and_matches(valid, tmp_path):
 def test_tensor_entries_helper_roundtrip():
     data = safetensors_bytes(tensor_entries({"a": torch.arange(3)}))
     assert np.frombuffer(data[-24:], dtype=np.int64).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_inspect_rejects_a_file_whose_tensor_data_was_changed(tmp_path, capsys, compress):
+    """inspect reads the data once to check the checksum: a flipped data byte
+    is a malformed file (exit 2, one line), not a listing."""
+    model = nn.Sequential(nn.Linear(8, 4))
+    plain = tmp_path / "m.safetensors"
+    slimtorch.save(model, plain)
+    data = bytearray(plain.read_bytes())
+    data[-1] ^= 0x40  # the last byte is tensor data
+    path = tmp_path / ("bad.safetensors.xz" if compress else "bad.safetensors")
+    path.write_bytes(lzma.compress(bytes(data)) if compress else bytes(data))
+    assert cli.main(["inspect", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "checksum" in captured.err

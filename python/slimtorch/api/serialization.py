@@ -606,14 +606,17 @@ def _read_header(path: str, max_header_bytes: int) -> tuple[FileHeader, Callable
 
 def read_header(path: str | os.PathLike) -> FileHeader:
     """The verified header and metadata of the slimtorch file at ``path``
-    (for ``slimtorch inspect``): the tensor data is not kept (an xz stream is
-    decompressed to its end, in chunks, to check it is whole). Raises
-    ``ValueError`` naming the path and the problem."""
+    (for ``slimtorch inspect``): the tensor data is read to check its
+    checksum, then dropped. Raises ``ValueError`` naming the path and the
+    problem."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
-    header, read_body = _read_header(os.fspath(path), _MAX_HEADER_BYTES)
-    if header.compressed:
-        read_body(keep=False)  # a truncated or padded stream shows only at its end
+    path = os.fspath(path)
+    header, read_body = _read_header(path, _MAX_HEADER_BYTES)
+    # The data is read once to check its checksum (and, for an xz stream, that
+    # it is whole: a truncated or padded stream shows only at its end).
+    if _checksum(_tensor_views(header, read_body())) != header.meta["sha256"]:
+        raise _corrupt(path, "checksum of the tensors does not match")
     return header
 
 
