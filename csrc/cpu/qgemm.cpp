@@ -356,7 +356,8 @@ Status quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8
 Status qgemm_u8s8s32(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed,
                      int64_t n, int32_t* c, int64_t ldc, int n_threads) {
   if (m < 0 || n < 0 || k < 0 || k > kQgemmMaxK || lda < k || ldc < n ||
-      (m > 0 && n > 0 && (c == nullptr || (k > 0 && (a == nullptr || packed == nullptr)))))
+      (m > 0 && n > 0 && (c == nullptr || (k > 0 && (a == nullptr || packed == nullptr)))) ||
+      !offsets_fit(m, lda) || !offsets_fit(m, ldc) || !offsets_fit(n, k))
     return Status::kInvalidArgument;
   if (m == 0 || n == 0) return Status::kOk;
   // Rows whose length is not a whole number of 4-byte groups are copied into
@@ -386,7 +387,8 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
                     int n_threads) {
   if (m < 0 || n < 0 || k < 0 || k > kQgemmMaxK || ldx < k || ldy < n ||
       (m > 0 && n > 0 && (y == nullptr || w_scale == nullptr || colsum == nullptr ||
-                          (k > 0 && (x == nullptr || packed == nullptr)))))
+                          (k > 0 && (x == nullptr || packed == nullptr)))) ||
+      !offsets_fit(m, ldx) || !offsets_fit(m, ldy) || !offsets_fit(n, k))
     return Status::kInvalidArgument;
   if (x_scale != nullptr && (!(*x_scale > 0.0f) || !std::isfinite(*x_scale) ||
                              x_zero_point < 0 || x_zero_point > 255))
@@ -429,7 +431,8 @@ Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
                            int64_t n, float* y, int64_t ldy, int n_threads) {
   if (m < 0 || n < 0 || k < 0 || ldx < k || ldy < n ||
       (m > 0 && n > 0 && (y == nullptr || w_scale == nullptr ||
-                          (k > 0 && (x == nullptr || packed == nullptr)))))
+                          (k > 0 && (x == nullptr || packed == nullptr)))) ||
+      !offsets_fit(m, ldx) || !offsets_fit(m, ldy) || !offsets_fit(n, k))
     return Status::kInvalidArgument;
   if (m == 0 || n == 0) return Status::kOk;
 #if defined(SLIMTORCH_HAVE_AMX)

@@ -4,6 +4,7 @@
 // sanitizer build checks that) and give exact results on the edges they accept.
 #include <cstdint>
 #include <limits>
+#include <cmath>
 #include <vector>
 
 #include "check.h"
@@ -116,6 +117,63 @@ TEST(qgemm_pack_sizes) {
   CHECK(qgemm_pack(q.data(), 1, 4, 3, packed.data(), colsum.data()) == Status::kInvalidArgument);  // ldq < k
   CHECK(qgemm_pack(q.data(), kMax, kMax, kMax, packed.data(), colsum.data()) == Status::kInvalidArgument);
   CHECK(qgemm_pack(nullptr, 1, 4, 4, packed.data(), colsum.data()) == Status::kInvalidArgument);
+}
+
+// The three GEMM entry points: exact results at 1 x 1 x 1 and zero sizes;
+// negative, overflowing and inconsistent sizes and missing pointers rejected.
+TEST(qgemm_entry_point_sizes) {
+  std::vector<int8_t> q{3};
+  std::vector<int8_t> packed(size_t(qgemm_packed_bytes(1, 1)));
+  std::vector<int32_t> colsum(1);
+  CHECK(qgemm_pack(q.data(), 1, 1, 1, packed.data(), colsum.data()) == Status::kOk);
+  std::vector<uint8_t> a{7};
+  std::vector<int32_t> c(1, -1);
+  CHECK(qgemm_u8s8s32(a.data(), 1, 1, 1, packed.data(), 1, c.data(), 1, 1) == Status::kOk);
+  CHECK(c[0] == 21);
+  CHECK(qgemm_u8s8s32(nullptr, 0, 1, 1, packed.data(), 1, c.data(), 1, 1) == Status::kOk);
+  CHECK(qgemm_u8s8s32(a.data(), 1, 1, 1, packed.data(), 0, nullptr, 0, 1) == Status::kOk);
+  for (int64_t bad : {int64_t(-1), kMin, kMax}) {
+    CHECK(qgemm_u8s8s32(a.data(), bad, 1, 1, packed.data(), 1, c.data(), 1, 1) == Status::kInvalidArgument);
+    CHECK(qgemm_u8s8s32(a.data(), 1, 1, 1, packed.data(), bad, c.data(), 1, 1) == Status::kInvalidArgument);
+    CHECK(qgemm_u8s8s32(a.data(), 1, bad, 1, packed.data(), 1, c.data(), 1, 1) == Status::kInvalidArgument);
+  }
+  CHECK(qgemm_u8s8s32(a.data(), 2, 1, kMax, packed.data(), 1, c.data(), 1, 1) == Status::kInvalidArgument);
+  CHECK(qgemm_u8s8s32(a.data(), 2, 1, 1, packed.data(), 1, c.data(), kMax, 1) == Status::kInvalidArgument);
+  CHECK(qgemm_u8s8s32(a.data(), 1, 2, 1, packed.data(), 1, c.data(), 1, 1) == Status::kInvalidArgument);  // lda < k
+  CHECK(qgemm_u8s8s32(a.data(), 1, kQgemmMaxK + 1, kQgemmMaxK + 1, packed.data(), 1, c.data(), 1, 1) ==
+        Status::kInvalidArgument);
+  CHECK(qgemm_u8s8s32(a.data(), 1, 1, 1, nullptr, 1, c.data(), 1, 1) == Status::kInvalidArgument);
+
+  std::vector<float> x{2.0f}, w_scale{0.5f}, bias{1.0f}, y(1, -1.0f);
+  CHECK(qlinear_weight_only(x.data(), 1, 1, 1, packed.data(), w_scale.data(), bias.data(), 1, y.data(), 1, 1) ==
+        Status::kOk);
+  CHECK(y[0] == 2.0f * 3.0f * 0.5f + 1.0f);
+  CHECK(qlinear_u8s8(x.data(), 1, 1, 1, packed.data(), w_scale.data(), colsum.data(), bias.data(), 1, y.data(), 1,
+                     nullptr, 0, 1) == Status::kOk);
+  CHECK(std::isfinite(y[0]));
+  for (int64_t bad : {int64_t(-1), kMin, kMax}) {
+    CHECK(qlinear_weight_only(x.data(), bad, 1, 1, packed.data(), w_scale.data(), nullptr, 1, y.data(), 1, 1) ==
+          Status::kInvalidArgument);
+    CHECK(qlinear_weight_only(x.data(), 1, 1, 1, packed.data(), w_scale.data(), nullptr, bad, y.data(), 1, 1) ==
+          Status::kInvalidArgument);
+    CHECK(qlinear_u8s8(x.data(), bad, 1, 1, packed.data(), w_scale.data(), colsum.data(), nullptr, 1, y.data(), 1,
+                       nullptr, 0, 1) == Status::kInvalidArgument);
+    CHECK(qlinear_u8s8(x.data(), 1, bad, 1, packed.data(), w_scale.data(), colsum.data(), nullptr, 1, y.data(), 1,
+                       nullptr, 0, 1) == Status::kInvalidArgument);
+  }
+  CHECK(qlinear_weight_only(x.data(), 2, 1, kMax, packed.data(), w_scale.data(), nullptr, 1, y.data(), 1, 1) ==
+        Status::kInvalidArgument);
+  CHECK(qlinear_u8s8(x.data(), 2, 1, 1, packed.data(), w_scale.data(), colsum.data(), nullptr, 1, y.data(), kMax,
+                     nullptr, 0, 1) == Status::kInvalidArgument);
+  CHECK(qlinear_u8s8(x.data(), 1, 1, 1, packed.data(), w_scale.data(), nullptr, nullptr, 1, y.data(), 1,
+                     nullptr, 0, 1) == Status::kInvalidArgument);  // colsum missing
+  const float zero_scale = 0.0f, nan_scale = NAN;
+  CHECK(qlinear_u8s8(x.data(), 1, 1, 1, packed.data(), w_scale.data(), colsum.data(), nullptr, 1, y.data(), 1,
+                     &zero_scale, 0, 1) == Status::kInvalidArgument);
+  CHECK(qlinear_u8s8(x.data(), 1, 1, 1, packed.data(), w_scale.data(), colsum.data(), nullptr, 1, y.data(), 1,
+                     &nan_scale, 0, 1) == Status::kInvalidArgument);
+  CHECK(qlinear_u8s8(x.data(), 1, 1, 1, packed.data(), w_scale.data(), colsum.data(), nullptr, 1, y.data(), 1,
+                     &w_scale[0], 256, 1) == Status::kInvalidArgument);  // zero point out of uint8
 }
 
 TEST(quantize_rows_sizes) {
