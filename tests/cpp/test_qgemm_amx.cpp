@@ -82,7 +82,7 @@ const int64_t kEdgeM[] = {0, 1, 15, 16, 17, 33};
 TEST(amx_status_is_on_where_detected) {
   const std::string status = amx_status();
   CHECK((detected_isa() == Isa::kAmx) == (status == "on"));
-  if (detected_isa() < Isa::kAmx) return;
+  if (detected_isa() != Isa::kAmx) return;  // ARM64 paths have larger values than kAmx
   CHECK(set_active_isa(Isa::kAvx512));
   CHECK(std::string(amx_status()).rfind("off: lowered", 0) == 0);
   CHECK(set_active_isa(Isa::kAmx));
