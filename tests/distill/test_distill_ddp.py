@@ -68,3 +68,32 @@ def test_two_process_ddp_identical_weights_rank0_writes(tmp_path: Path) -> None:
             assert torch.equal(final["model"][key.removeprefix("student.")], rank0[key]), key
     # tqdm ran on rank 0 only (stderr is not a TTY here but progress=True forces it).
     assert result.stderr.decode().count("epoch 2/2") >= 1
+
+
+RESUME_SCRIPT = Path(__file__).with_name("ddp_resume_script.py")
+
+
+def test_two_process_resume_skips_a_damaged_newest_checkpoint_on_every_rank(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
+    env["OMP_NUM_THREADS"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+         "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(RESUME_SCRIPT), str(tmp_path)],
+        env=env, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stdout.decode()[-3000:] + result.stderr.decode()[-3000:]
+    found = list_checkpoints(tmp_path / "ckpt")
+    previous_step, previous_path = found[-2]
+    metadata = []
+    for rank in (0, 1):
+        with safe_open(tmp_path / f"weights-rank{rank}.safetensors", "pt") as f:
+            metadata.append(f.metadata())
+    # Both ranks resumed the previous complete checkpoint, not the damaged newest one.
+    assert [m["resumed"] for m in metadata] == [previous_path.name] * 2
+    assert [m["step"] for m in metadata] == [str(previous_step)] * 2
+    rank0 = load_file(tmp_path / "weights-rank0.safetensors")
+    rank1 = load_file(tmp_path / "weights-rank1.safetensors")
+    saved = load_checkpoint(previous_path)["model"]
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]) and torch.equal(rank0[key], saved[key]), key
+    assert b"skipping" in result.stderr.lower() or b"skip" in result.stderr.lower()
