@@ -43,7 +43,7 @@ def main() -> None:
     torch.distributed.barrier()
     if info.rank == 0:
         newest = list_checkpoints(ckpt)[-1][1]
-        record = json.loads(open(newest).read())
+        record = json.loads(newest.read_text())
         record["tensors_sha256"] = 12345  # a malformed value where a hex digest belongs
         with open(newest, "w") as f:
             json.dump(record, f)
