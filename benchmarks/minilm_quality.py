@@ -5,8 +5,9 @@
 
 Mean cosine between the mean-pooled, normalised embeddings of the
 compressed and of the fp32 encoder, over English sentences taken from
-Python's own documentation (``pydoc_data``: real prose, nothing downloaded);
-128 other sentences are the calibration batches of activation-aware pruning.
+Python's own documentation (``pydoc_data``: real prose, nothing downloaded;
+the sentences after the first 128, 77 with this Python), and the first 128
+are the calibration batches of activation-aware pruning.
 Rows: magnitude pruning (global, per row), wanda (per row, 2:4) at 50% of
 every ``nn.Linear``, and int8 (embeddings as ``Int8Embedding``, linears as
 ``Int8Linear`` int8_dynamic) with its state_dict bytes against fp32.

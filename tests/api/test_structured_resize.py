@@ -131,7 +131,9 @@ def test_resized_entries_that_grow_are_rejected_and_model_unchanged(tmp_path):
     meta = json.loads(header["__metadata__"]["slimtorch"])
     target = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    for resized in ({"0.weight": [64, 16]}, {"0.weight": [32]}, {"nope": [1]}, {"0.weight": "x"}, [1]):
+    for resized in ({"0.weight": [64, 16]}, {"0.weight": [32]}, {"nope": [1]}, {"0.weight": "x"}, [1],
+                    {"0.weight": [2**64, 16]}, {"0.weight": [-1, 16]}, {"0.weight": [True, 16]},
+                    {"1": [1]}, {"0.weight": [16, 16]}):
         meta["resized"] = resized
         header["__metadata__"]["slimtorch"] = json.dumps(meta)
         text = json.dumps(header).encode()

@@ -29,15 +29,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_ddp_identical_weights_rank0_writes(tmp_path: Path) -> None:
+def _run_two_ranks(script: Path, out: Path) -> subprocess.CompletedProcess:
+    """``script OUT`` under torch.distributed.run on 2 CPU processes; must exit 0."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-         "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(SCRIPT), str(tmp_path)],
+         "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script), str(out)],
         env=env, capture_output=True, timeout=120)
     assert result.returncode == 0, result.stdout.decode()[-3000:] + result.stderr.decode()[-3000:]
+    return result
+
+
+def test_two_process_ddp_identical_weights_rank0_writes(tmp_path: Path) -> None:
+    result = _run_two_ranks(SCRIPT, tmp_path)
 
     rank0 = load_file(tmp_path / "weights-rank0.safetensors")
     rank1 = load_file(tmp_path / "weights-rank1.safetensors")
@@ -74,14 +80,7 @@ RESUME_SCRIPT = Path(__file__).with_name("ddp_resume_script.py")
 
 
 def test_two_process_resume_skips_a_damaged_newest_checkpoint_on_every_rank(tmp_path: Path) -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
-    env["OMP_NUM_THREADS"] = "1"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-         "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(RESUME_SCRIPT), str(tmp_path)],
-        env=env, capture_output=True, timeout=120)
-    assert result.returncode == 0, result.stdout.decode()[-3000:] + result.stderr.decode()[-3000:]
+    result = _run_two_ranks(RESUME_SCRIPT, tmp_path)
     found = list_checkpoints(tmp_path / "ckpt")
     previous_step, previous_path = found[-2]
     metadata = []

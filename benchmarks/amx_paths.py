@@ -1,0 +1,83 @@
+"""Int8Linear int8_dynamic on the AMX path against the AVX-512 path and torch,
+in one process (the README's AMX table):
+
+    PYTHONPATH=python python -m benchmarks.amx_paths [--rounds 9] [--threads 2]
+
+Candidates per shape: ``ops.qlinear_dynamic`` with the active path set to
+``amx`` and to ``avx512`` before each call, ``F.linear`` on ``.bfloat16()``
+tensors, and ``torch._int_mm`` with the per-row quantization of x and the
+dequantization a user would write around it (from 17 rows: ``_int_mm`` needs
+more than 16). Timed with ``slimtorch.benchmark.compare``; ratios are the
+median per-round time of the other / time of the AMX path. Needs a CPU with
+AMX (``slimtorch info``: ``amx on``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from slimtorch import benchmark, ops
+from slimtorch._native import cpu as native_cpu
+
+# Batch 1 is left out: below 16 rows both paths run the same kernel, and the
+# per-call path switch would be all this could measure.
+SHAPES = [(768, 3072, 16), (768, 3072, 128), (768, 3072, 2048), (384, 1536, 16),
+          (384, 1536, 128), (384, 1536, 2048), (1536, 384, 16), (1536, 384, 128), (1536, 384, 2048),
+          (4096, 4096, 16), (4096, 4096, 128), (4096, 4096, 2048)]
+
+
+def on_path(isa: str, fn):
+    def run():
+        native_cpu.set_active_isa(isa)
+        return fn()
+    return run
+
+
+def candidates(k: int, n: int, m: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g) * 0.05, torch.randn(n, generator=g)
+    packed = ops.qgemm_prepare_weight(w)
+    xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
+    w_scale = w.abs().amax(1) / 127
+    wq_t = torch.round(w / w_scale[:, None]).to(torch.int8).t().contiguous()
+
+    def int_mm():
+        xs = (x.abs().amax(1, keepdim=True) / 127).clamp_min(1e-12)
+        return torch._int_mm(torch.round(x / xs).to(torch.int8), wq_t).float() * (xs * w_scale) + b
+
+    found = {"amx": on_path("amx", lambda: ops.qlinear_dynamic(x, packed, b)),
+             "avx512": on_path("avx512", lambda: ops.qlinear_dynamic(x, packed, b)),
+             "bf16": lambda: F.linear(xb, wb, bb)}
+    if m > 16:
+        found["int_mm"] = int_mm
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if native_cpu is None or native_cpu.amx_status() != "on":
+        raise SystemExit(f"AMX is not usable here: {native_cpu.amx_status() if native_cpu else 'no native module'}")
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(args.threads)
+    print(f"{benchmark.cpu_model()}, {args.threads} threads, {args.rounds} interleaved rounds")
+    print("| K->N | rows | AMX ms | x AVX-512 | x torch .bfloat16() | x torch _int_mm |")
+    print("|---|---|---|---|---|---|")
+    try:
+        for k, n, m in SHAPES:
+            result = benchmark.compare(candidates(k, n, m), rounds=args.rounds)
+            ratio = {c: f"{result.ratio(c, 'amx'):.2f}" for c in result.seconds if c != "amx"}
+            print(f"| {k}->{n} | {m} | {result.seconds['amx'] * 1e3:.3f} | {ratio['avx512']} | {ratio['bf16']} | "
+                  f"{ratio.get('int_mm', '')} |", flush=True)
+    finally:
+        native_cpu.set_active_isa("amx")
+
+
+if __name__ == "__main__":
+    main()
