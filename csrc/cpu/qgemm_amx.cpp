@@ -173,6 +173,68 @@ bool amx_int_gemm_wanted(int64_t m, int64_t n, int64_t k) {
 
 void set_amx_min_int_weight(int64_t elements) { min_int_weight.store(elements, std::memory_order_relaxed); }
 
+// One work item's columns: 16-column blocks nb0 and (when blocks == 2)
+// nb0 + 1, output columns [c0, c0 + cols).
+struct ColumnTile {
+  int64_t nb0;
+  int blocks;
+  int64_t c0;
+  int64_t cols;
+};
+
+// The work split of both tile GEMMs. Column tiles come first, so each thread
+// streams its own slice of the weight; rows are split into panels only when
+// there are too few column tiles to feed every thread. K runs in chunks of at
+// most max_chunk_steps steps of equal length. Each worker thread makes its
+// scratch once (make_scratch()), then for every row panel, work item and K
+// chunk calls chunk(scratch, tile, s0, steps_in_chunk, first_row_tile,
+// last_row_tile, panel_first_row_tile).
+template <typename MakeScratch, typename Chunk>
+void for_each_tile_chunk(int64_t m, int64_t n, int64_t k, int64_t steps, int64_t max_chunk_steps, int n_threads,
+                         const MakeScratch& make_scratch, const Chunk& chunk) {
+  const int64_t n_blocks = ceil_div(n, 16);
+  const int64_t col_tiles = ceil_div(n, kBlockCols);
+  const int64_t row_tiles = ceil_div(m, kBlockRows);
+  int64_t panels = 1;
+  if (col_tiles < 2 * int64_t(n_threads))
+    panels = std::min(row_tiles, ceil_div(2 * int64_t(n_threads), col_tiles));
+  const int64_t macs_per_item = ceil_div(m, panels) * kBlockCols * std::max<int64_t>(k, 1);
+  const int64_t grain = std::max<int64_t>(1, kMinMacsPerChunk / macs_per_item);
+  const int64_t chunk_steps = ceil_div(steps, ceil_div(steps, max_chunk_steps));
+  parallel_for(n_threads, col_tiles * panels, grain, [&](int64_t begin, int64_t end, int) {
+    auto scratch = make_scratch();
+    for (int64_t panel_first = 0; panel_first < row_tiles; panel_first += kPanelTiles) {
+      const int64_t panel_last = std::min(row_tiles, panel_first + kPanelTiles);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t col_tile = item / panels, panel = item % panels;
+        const int64_t first = std::max(panel_first, row_tiles * panel / panels);
+        const int64_t last = std::min(panel_last, row_tiles * (panel + 1) / panels);
+        if (first >= last) continue;
+        const int64_t nb0 = 2 * col_tile;
+        const ColumnTile tile{nb0, int(std::min<int64_t>(2, n_blocks - nb0)), nb0 * 16,
+                              std::min<int64_t>(kBlockCols, n - nb0 * 16)};
+        for (int64_t s0 = 0; s0 < steps; s0 += chunk_steps)
+          chunk(scratch, tile, s0, std::min(chunk_steps, steps - s0), first, last, panel_first);
+      }
+    }
+  });
+}
+
+// Calls block(m0, rows, two_row_tiles, acc) for row tiles [first, last) of a
+// panel, with the tile configuration set for the block's rows; acc is the
+// block's part of the panel's accumulators.
+template <typename Acc, typename Block>
+void for_each_row_block(TileState& tiles, int64_t m, int64_t first, int64_t last, int64_t panel_first, Acc* panel_acc,
+                        const Block& block) {
+  for (int64_t t = first; t < last; ++t) {
+    const int64_t m0 = t * kBlockRows;
+    const int rows = int(std::min<int64_t>(kBlockRows, m - m0));
+    const int rows0 = std::min(rows, 16), rows1 = rows - rows0;
+    tiles.configure(rows0, rows1);
+    block(m0, rows, rows1 > 0, panel_acc + (t - panel_first) * kBlockRows * kAmxAccStride);
+  }
+}
+
 void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed,
                   int64_t n, int n_threads, const AmxFinish& finish) {
   if (m <= 0 || n <= 0) return;
@@ -190,67 +252,37 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
     a = rows;
     lda = width;
   }
-  const int64_t groups = k / 4;
-  const int64_t block_stride = groups * kGroupBytes;  // bytes per 16-column block
-  const int64_t n_blocks = ceil_div(n, 16);
-  const int64_t col_tiles = ceil_div(n, kBlockCols);
-  const int64_t row_tiles = ceil_div(m, kBlockRows);
-  // Column tiles first: each thread streams its own slice of the weight. Rows
-  // are split into panels only when there are too few column tiles.
-  int64_t panels = 1;
-  if (col_tiles < 2 * int64_t(n_threads))
-    panels = std::min(row_tiles, ceil_div(2 * int64_t(n_threads), col_tiles));
-  const int64_t macs_per_item = ceil_div(m, panels) * kBlockCols * std::max<int64_t>(k, 1);
-  const int64_t grain = std::max<int64_t>(1, kMinMacsPerChunk / macs_per_item);
-  // K chunks of at most kChunkSteps steps, of equal length.
-  const int64_t chunks = ceil_div(steps, kChunkSteps);
-  const int64_t chunk_steps = ceil_div(steps, chunks);
-  parallel_for(n_threads, col_tiles * panels, grain, [&](int64_t begin, int64_t end, int) {
+  const int64_t block_stride = k / 4 * kGroupBytes;  // bytes per 16-column block
+  struct Scratch {
     TileState tiles;
     // Accumulators of one row panel (K chunks add up here).
-    std::unique_ptr<int32_t[]> panel_acc(new int32_t[size_t(kPanelTiles * kBlockRows * kAmxAccStride)]);
+    std::unique_ptr<int32_t[]> panel_acc{new int32_t[size_t(kPanelTiles * kBlockRows * kAmxAccStride)]};
     alignas(64) int8_t staged[2][kTileBytes];
-    for (int64_t panel_first = 0; panel_first < row_tiles; panel_first += kPanelTiles) {
-      const int64_t panel_last = std::min(row_tiles, panel_first + kPanelTiles);
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t col_tile = item / panels, panel = item % panels;
-        const int64_t first = std::max(panel_first, row_tiles * panel / panels);
-        const int64_t last = std::min(panel_last, row_tiles * (panel + 1) / panels);
-        if (first >= last) continue;
-        const int64_t nb0 = 2 * col_tile;
-        const int ct = int(std::min<int64_t>(2, n_blocks - nb0));
-        const int64_t c0 = nb0 * 16;
-        const int64_t cols = std::min<int64_t>(kBlockCols, n - c0);
-        for (int64_t s0 = 0; s0 < steps; s0 += chunk_steps) {
-          const int64_t chunk = std::min(chunk_steps, steps - s0);
-          const bool final_chunk = s0 + chunk == steps;
-          const void* b[2] = {packed, packed};
-          const void* b_last[2] = {packed, packed};
-          for (int j = 0; j < ct; ++j) {
-            const int64_t block = (nb0 + j) * block_stride;
-            const int64_t last_tile = block + (s0 + chunk - 1) * kTileBytes;
-            b[j] = packed + block + s0 * kTileBytes;
-            if (!final_chunk || k == steps * kStepBytes) {
-              b_last[j] = packed + last_tile;
-            } else {
-              const int64_t own = std::max<int64_t>(block + block_stride - last_tile, 0);
-              if (own > 0) std::memcpy(staged[j], packed + last_tile, size_t(own));
-              std::memset(staged[j] + own, 0, size_t(kTileBytes - own));
-              b_last[j] = staged[j];
-            }
-          }
-          for (int64_t t = first; t < last; ++t) {
-            const int64_t m0 = t * kBlockRows;
-            const int rows = int(std::min<int64_t>(kBlockRows, m - m0));
-            const int rows0 = std::min(rows, 16), rows1 = rows - rows0;
-            int32_t* acc = panel_acc.get() + (t - panel_first) * kBlockRows * kAmxAccStride;
-            tiles.configure(rows0, rows1);
-            kBlocks[rows1 > 0][ct - 1](a + m0 * lda + s0 * kStepBytes, lda, chunk, b, b_last, acc, s0 > 0);
-            if (final_chunk) finish(m0, rows, c0, cols, acc);
-          }
-        }
+  };
+  for_each_tile_chunk(m, n, k, steps, kChunkSteps, n_threads, [] { return Scratch{}; },
+                      [&](Scratch& scratch, const ColumnTile& tile, int64_t s0, int64_t chunk, int64_t first,
+                          int64_t last, int64_t panel_first) {
+    const bool final_chunk = s0 + chunk == steps;
+    const void* b[2] = {packed, packed};
+    const void* b_last[2] = {packed, packed};
+    for (int j = 0; j < tile.blocks; ++j) {
+      const int64_t block = (tile.nb0 + j) * block_stride;
+      const int64_t last_tile = block + (s0 + chunk - 1) * kTileBytes;
+      b[j] = packed + block + s0 * kTileBytes;
+      if (!final_chunk || k == steps * kStepBytes) {
+        b_last[j] = packed + last_tile;
+      } else {
+        const int64_t own = std::max<int64_t>(block + block_stride - last_tile, 0);
+        if (own > 0) std::memcpy(scratch.staged[j], packed + last_tile, size_t(own));
+        std::memset(scratch.staged[j] + own, 0, size_t(kTileBytes - own));
+        b_last[j] = scratch.staged[j];
       }
     }
+    for_each_row_block(scratch.tiles, m, first, last, panel_first, scratch.panel_acc.get(),
+                       [&](int64_t m0, int rows, bool two_row_tiles, int32_t* acc) {
+      kBlocks[two_row_tiles][tile.blocks - 1](a + m0 * lda + s0 * kStepBytes, lda, chunk, b, b_last, acc, s0 > 0);
+      if (final_chunk) finish(m0, rows, tile.c0, tile.cols, acc);
+    });
   });
 }
 
@@ -317,77 +349,53 @@ void amx_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx, const in
 
   const int64_t groups = ceil_div(k, 4);
   const int64_t block_stride = groups * kGroupBytes;
-  const int64_t n_blocks = ceil_div(n, 16);
-  const int64_t col_tiles = ceil_div(n, kBlockCols);
-  const int64_t row_tiles = ceil_div(m, kBlockRows);
-  int64_t panels = 1;
-  if (col_tiles < 2 * int64_t(n_threads))
-    panels = std::min(row_tiles, ceil_div(2 * int64_t(n_threads), col_tiles));
-  const int64_t macs_per_item = ceil_div(m, panels) * kBlockCols * k;
-  const int64_t grain = std::max<int64_t>(1, kMinMacsPerChunk / macs_per_item);
-  const int64_t chunks = ceil_div(steps, kBf16ChunkSteps);
-  const int64_t chunk_steps = ceil_div(steps, chunks);
-  parallel_for(n_threads, col_tiles * panels, grain, [&](int64_t begin, int64_t end, int) {
+  struct Scratch {
     TileState tiles;
-    std::unique_ptr<float[]> panel_acc(new float[size_t(kPanelTiles * kBlockRows * kAmxAccStride)]);
+    std::unique_ptr<float[]> panel_acc{new float[size_t(kPanelTiles * kBlockRows * kAmxAccStride)]};
     // B tiles of one K chunk of the column tile: [column block][step][16 rows][64 bytes].
-    std::unique_ptr<uint8_t[]> staged_storage(new uint8_t[size_t(2 * kBf16ChunkSteps * kTileBytes) + 63]);
-    uint8_t* const staged = staged_storage.get() + (-reinterpret_cast<uintptr_t>(staged_storage.get()) & 63);
-    for (int64_t panel_first = 0; panel_first < row_tiles; panel_first += kPanelTiles) {
-      const int64_t panel_last = std::min(row_tiles, panel_first + kPanelTiles);
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t col_tile = item / panels, panel = item % panels;
-        const int64_t first = std::max(panel_first, row_tiles * panel / panels);
-        const int64_t last = std::min(panel_last, row_tiles * (panel + 1) / panels);
-        if (first >= last) continue;
-        const int64_t nb0 = 2 * col_tile;
-        const int ct = int(std::min<int64_t>(2, n_blocks - nb0));
-        const int64_t c0 = nb0 * 16;
-        const int64_t cols = std::min<int64_t>(kBlockCols, n - c0);
-        for (int64_t s0 = 0; s0 < steps; s0 += chunk_steps) {
-          const int64_t chunk = std::min(chunk_steps, steps - s0);
-          const void* b[2] = {staged, staged};
-          const void* b_last[2] = {staged, staged};
-          for (int j = 0; j < ct; ++j) {
-            uint8_t* tiles_j = staged + j * kBf16ChunkSteps * kTileBytes;
-            const int8_t* block = packed + (nb0 + j) * block_stride;
-            for (int64_t s = 0; s < chunk; ++s)
-              for (int64_t h = 0; h < 8; ++h) {  // 8 groups (32 k) per tile
-                const int64_t group = (s0 + s) * 8 + h;
-                uint8_t* row0 = tiles_j + s * kTileBytes + 2 * h * kGroupBytes;
-                if (group < groups) {
-                  group_to_bf16_rows(block + group * kGroupBytes, row0, row0 + kGroupBytes);
-                } else {
-                  std::memset(row0, 0, size_t(2 * kGroupBytes));
-                }
-              }
-            b[j] = tiles_j;
-            b_last[j] = tiles_j + (chunk - 1) * kTileBytes;
-          }
-          const bool final_chunk = s0 + chunk == steps;
-          for (int64_t t = first; t < last; ++t) {
-            const int64_t m0 = t * kBlockRows;
-            const int rows = int(std::min<int64_t>(kBlockRows, m - m0));
-            const int rows0 = std::min(rows, 16), rows1 = rows - rows0;
-            float* acc = panel_acc.get() + (t - panel_first) * kBlockRows * kAmxAccStride;
-            tiles.configure(rows0, rows1);
-            kBf16Blocks[rows1 > 0][ct - 1](xb + m0 * width + s0 * kBf16StepK, width * 2, chunk, b, b_last,
-                                           acc, s0 > 0);
-            if (!final_chunk) continue;
-            for (int r = 0; r < rows; ++r) {
-              float* out = y + (m0 + r) * ldy + c0;
-              for (int64_t c = 0; c < cols; c += 16) {
-                const __mmask16 live = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
-                __m512 v = _mm512_mul_ps(_mm512_loadu_ps(acc + r * kAmxAccStride + c),
-                                         _mm512_maskz_loadu_ps(live, w_scale + c0 + c));
-                if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(live, bias + c0 + c));
-                _mm512_mask_storeu_ps(out + c, live, v);
-              }
-            }
+    std::unique_ptr<uint8_t[]> staged_storage{new uint8_t[size_t(2 * kBf16ChunkSteps * kTileBytes) + 63]};
+    uint8_t* staged() { return staged_storage.get() + (-reinterpret_cast<uintptr_t>(staged_storage.get()) & 63); }
+  };
+  for_each_tile_chunk(m, n, k, steps, kBf16ChunkSteps, n_threads, [] { return Scratch{}; },
+                      [&](Scratch& scratch, const ColumnTile& tile, int64_t s0, int64_t chunk, int64_t first,
+                          int64_t last, int64_t panel_first) {
+    uint8_t* const staged = scratch.staged();
+    const void* b[2] = {staged, staged};
+    const void* b_last[2] = {staged, staged};
+    for (int j = 0; j < tile.blocks; ++j) {
+      uint8_t* tiles_j = staged + j * kBf16ChunkSteps * kTileBytes;
+      const int8_t* block = packed + (tile.nb0 + j) * block_stride;
+      for (int64_t s = 0; s < chunk; ++s)
+        for (int64_t h = 0; h < 8; ++h) {  // 8 groups (32 k) per tile
+          const int64_t group = (s0 + s) * 8 + h;
+          uint8_t* row0 = tiles_j + s * kTileBytes + 2 * h * kGroupBytes;
+          if (group < groups) {
+            group_to_bf16_rows(block + group * kGroupBytes, row0, row0 + kGroupBytes);
+          } else {
+            std::memset(row0, 0, size_t(2 * kGroupBytes));
           }
         }
-      }
+      b[j] = tiles_j;
+      b_last[j] = tiles_j + (chunk - 1) * kTileBytes;
     }
+    const bool final_chunk = s0 + chunk == steps;
+    for_each_row_block(scratch.tiles, m, first, last, panel_first, scratch.panel_acc.get(),
+                       [&](int64_t m0, int rows, bool two_row_tiles, float* acc) {
+      kBf16Blocks[two_row_tiles][tile.blocks - 1](xb + m0 * width + s0 * kBf16StepK, width * 2, chunk, b, b_last,
+                                                  acc, s0 > 0);
+      if (!final_chunk) return;
+      const int64_t c0 = tile.c0, cols = tile.cols;
+      for (int r = 0; r < rows; ++r) {
+        float* out = y + (m0 + r) * ldy + c0;
+        for (int64_t c = 0; c < cols; c += 16) {
+          const __mmask16 live = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
+          __m512 v = _mm512_mul_ps(_mm512_loadu_ps(acc + r * kAmxAccStride + c),
+                                   _mm512_maskz_loadu_ps(live, w_scale + c0 + c));
+          if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(live, bias + c0 + c));
+          _mm512_mask_storeu_ps(out + c, live, v);
+        }
+      }
+    });
   });
 }
 
