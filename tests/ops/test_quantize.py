@@ -3,6 +3,8 @@ ISA path, and against torch's own quantization bit for bit."""
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -41,6 +43,20 @@ def _qparams(channels: int | None, qdtype: torch.dtype, seed: int = 1):
     scale = torch.rand(shape, generator=g) * 0.05 + 0.003
     zero_point = torch.randint(qmin, qmax + 1, shape, generator=g, dtype=torch.int32)
     return scale, zero_point
+
+
+# torch's x86-64 build quantizes by the documented rule (round half to even of
+# x * (1 / scale), then + zero point); its aarch64 build rounds differently at
+# some boundaries, so there the reference alone is the oracle.
+TORCH_FOLLOWS_RULE = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _oracle(x, scale, zero_point, axis, qdtype) -> torch.Tensor:
+    """The reference result, checked against torch's where torch follows the rule."""
+    want = reference.quantize(x, scale, zero_point, axis, qdtype)
+    if TORCH_FOLLOWS_RULE:
+        assert torch.equal(want, _torch_quantize(x.float(), scale, zero_point, axis, qdtype))
+    return want
 
 
 def _torch_quantize(x, scale, zero_point, axis, qdtype) -> torch.Tensor:
@@ -132,11 +148,11 @@ def test_quantize_streaming_stores(threads, qdtype):
     x = _data(n, seed=13, spread=2.0)
     scale, zero_point = _qparams(None, qdtype, seed=13)
     assert torch.equal(ops.quantize(x, scale, zero_point, dtype=qdtype),
-                       _torch_quantize(x, scale, zero_point, None, qdtype))
+                       _oracle(x, scale, zero_point, None, qdtype))
     rows = x[: n - 7].reshape(4, -1)
     scales, zero_points = _qparams(4, qdtype, seed=14)
     assert torch.equal(ops.quantize(rows, scales, zero_points, axis=0, dtype=qdtype),
-                       _torch_quantize(rows, scales, zero_points, 0, qdtype))
+                       _oracle(rows, scales, zero_points, 0, qdtype))
 
 
 def test_zero_size_dims(isa):
@@ -169,7 +185,7 @@ def test_per_tensor_bit_exact_vs_torch(isa, qdtype, seed):
         random = _data(10_001, seed=seed, spread=200 * float(s))
         x = torch.cat([random, _tie_data(s, zero_point, 20_003, seed)])
         assert torch.equal(ops.quantize(x, s, zero_point, dtype=qdtype),
-                           _torch_quantize(x, s, zero_point, None, qdtype))
+                           _oracle(x, s, zero_point, None, qdtype))
 
 
 @pytest.mark.parametrize("qdtype", QDTYPES)
@@ -186,7 +202,7 @@ def test_per_channel_bit_exact_vs_torch(isa, qdtype, shape):
         own = own * scale.reshape(channel_shape)
         x = torch.where(torch.rand(shape, generator=_generator(7)) < 0.5, own, ties.reshape(shape))
         got = ops.quantize(x, scale, zero_point, axis=axis, dtype=qdtype)
-        assert torch.equal(got, _torch_quantize(x, scale, zero_point, axis, qdtype)), f"axis={axis}"
+        assert torch.equal(got, _oracle(x, scale, zero_point, axis, qdtype)), f"axis={axis}"
 
 
 @pytest.mark.parametrize("qdtype", QDTYPES)
@@ -205,6 +221,7 @@ def test_dequantize_bit_exact_vs_torch(isa, qdtype):
     assert torch.equal(ops.dequantize(levels, scale, zero_point, axis=0), want)
 
 
+@pytest.mark.skipif(not TORCH_FOLLOWS_RULE, reason="torch's build on this machine does not follow the rule")
 def test_reference_matches_torch():
     # The oracle itself, including its emulated fused multiply-add, against torch.
     for qdtype in QDTYPES:
@@ -238,7 +255,7 @@ def test_dequantize_half_rounding(isa, out_dtype):
 def test_half_input_is_exact_float32(isa, dtype):
     x = _data(4099, dtype, seed=9)
     scale, zero_point = _qparams(None, torch.int8, seed=9)
-    want = _torch_quantize(x.float(), scale, zero_point, None, torch.int8)
+    want = _oracle(x.float(), scale, zero_point, None, torch.int8)
     assert torch.equal(ops.quantize(x, scale, zero_point), want)
 
 
@@ -352,13 +369,13 @@ def test_property_matches_reference_and_torch(values, scale, zp_fraction, qdtype
     q = ops.quantize(x, scale, zero_point, dtype=qdtype)
     assert torch.equal(q, reference.quantize(x, scale, zero_point, None, qdtype))
     finite = torch.isfinite(x)
-    if finite.all() and x.numel():
+    if TORCH_FOLLOWS_RULE and finite.all() and x.numel():
         assert torch.equal(q, _torch_quantize(x.float(), scale, zero_point, None, qdtype))
     if x.numel():
         scales, zero_points = scale.expand(x.shape[0]).clone(), zero_point.expand(x.shape[0]).clone()
         qc = ops.quantize(x, scales, zero_points, axis=0, dtype=qdtype)
         assert torch.equal(qc, reference.quantize(x, scales, zero_points, 0, qdtype))
-        if finite.all():
+        if TORCH_FOLLOWS_RULE and finite.all():
             assert torch.equal(qc, _torch_quantize(x.float(), scales, zero_points, 0, qdtype))
 
 
@@ -625,8 +642,8 @@ def test_accelerator_errors(accelerator):
         ops.quantize(x, torch.tensor(0.0, device=accelerator), torch.tensor(0, dtype=torch.int32, device=accelerator))
     with pytest.raises(ValueError, match="^scale: expected a tensor on x's device"):
         ops.quantize(x, torch.tensor(0.1), torch.tensor(0, dtype=torch.int32, device=accelerator))
-    # Bit-exact with torch's CPU quantization on data at rounding ties.
+    # Bit-exact with the rule (and torch's CPU quantization) on data at rounding ties.
     scale, zero_point = _qparams(None, torch.uint8, seed=23)
     ties = _tie_data(scale, zero_point, 100_000, seed=23)
     got = ops.quantize(ties.to(accelerator), scale.to(accelerator), zero_point.to(accelerator), dtype=torch.uint8).cpu()
-    assert torch.equal(got, _torch_quantize(ties, scale, zero_point, None, torch.uint8))
+    assert torch.equal(got, _oracle(ties, scale, zero_point, None, torch.uint8))
