@@ -8,7 +8,8 @@
 #
 # SOURCE_DIR (default: this checkout) is copied into the root, so another
 # branch or clone can be checked with the same root. TEST_PATHs are relative
-# to SOURCE_DIR (default: the quantize and spmm op tests and the layer tests).
+# to SOURCE_DIR (default: every op and layer test, the native-module tests,
+# the edge export and the files written by earlier releases).
 # Needs root (debootstrap, chroot, mounts) and the Debian packages debootstrap
 # and qemu-user-static; registers qemu for arm64 binaries with binfmt_misc
 # where that is not done yet. Everything goes under build/aarch64-root; the
@@ -26,7 +27,7 @@ source_dir=$(cd "${1:-$repo}" && pwd)
 shift || true
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
-  tests=(tests/ops/test_quantize.py tests/ops/test_spmm.py tests/nn)
+  tests=(tests/ops tests/nn tests/test_native.py tests/api/test_export.py tests/api/test_files_written_before.py)
 fi
 root=${AARCH64_ROOT:-$repo/build/aarch64-root}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
