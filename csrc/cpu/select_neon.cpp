@@ -85,9 +85,11 @@ struct CompressTable {
   CompressTable() {
     for (unsigned mask = 0; mask < 16; ++mask) {
       int slot = 0;
-      for (int lane = 0; lane < 4; ++lane)
-        if (mask & (1u << lane))
-          for (int b = 0; b < 4; ++b) bytes[mask][4 * slot + b] = uint8_t(4 * lane + b);
+      for (int lane = 0; lane < 4; ++lane) {
+        if (!(mask & (1u << lane))) continue;
+        for (int b = 0; b < 4; ++b) bytes[mask][4 * slot + b] = uint8_t(4 * lane + b);
+        ++slot;
+      }
       for (; slot < 4; ++slot)
         for (int b = 0; b < 4; ++b) bytes[mask][4 * slot + b] = 0xff;  // TBL gives 0
     }

@@ -225,7 +225,12 @@ void build_bitmap(Layer& layer, const std::vector<int64_t>& columns) {
   layer.matrix.bitmap = layer.bitmap.data();
 }
 
-void finish_matrix(Layer& layer, const Tensor& values) {
+// The layer's sparse matrix from its row offsets (in layer.row_ptr), the
+// column of every stored entry and their values.
+void set_matrix(Layer& layer, const std::vector<int64_t>& columns, const Tensor& values) {
+  layer.op = Op::kSparse;
+  set_columns(layer, columns);
+  build_bitmap(layer, columns);
   const size_t bytes = size_t(values.numel * element_size(values.dtype));
   layer.values.resize(bytes);
   if (bytes) std::memcpy(layer.values.data(), values.data, bytes);
@@ -249,20 +254,16 @@ void load_linear(SafetensorsFile& file, const std::string& key, const Json& entr
   // Every entry stored: the sparse kernel runs it like a SparseLinear of density 1.
   const Tensor& weight = file.get(key + "weight", {"F32", "F16", "BF16"}, {layer.out_features, layer.in_features});
   load_floats(weight, what + " weight");  // rejects NaN / Inf
-  layer.op = Op::kSparse;
   layer.row_ptr.resize(size_t(layer.out_features + 1));
   std::vector<int64_t> columns(static_cast<size_t>(weight.numel));
   for (int64_t r = 0; r <= layer.out_features; ++r) layer.row_ptr[r] = r * layer.in_features;
   for (int64_t i = 0; i < weight.numel; ++i) columns[i] = i % layer.in_features;
-  set_columns(layer, columns);
-  build_bitmap(layer, columns);
-  finish_matrix(layer, weight);
+  set_matrix(layer, columns, weight);
   load_bias(file, key, entry, what, layer);
 }
 
 void load_sparse(SafetensorsFile& file, const std::string& key, const Json& entry, const std::string& what,
                  Layer& layer) {
-  layer.op = Op::kSparse;
   const int64_t rows = layer.out_features, cols = layer.in_features;
   const int64_t nnz = entry.at("nnz", what).as_int(what + " nnz", 0, kMaxElements);
   const std::string& values_dtype = entry.at("values_dtype", what).as_string(what + " values_dtype");
@@ -335,9 +336,7 @@ void load_sparse(SafetensorsFile& file, const std::string& key, const Json& entr
       if (layer.row_ptr[r + 1] > layer.row_ptr[r]) layer.row_scales[r] = kept[next++];
     }
   }
-  set_columns(layer, columns);
-  build_bitmap(layer, columns);
-  finish_matrix(layer, values);
+  set_matrix(layer, columns, values);
   load_bias(file, key, entry, what, layer);
 }
 

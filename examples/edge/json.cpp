@@ -32,6 +32,26 @@ class JsonParser {
 
   char peek() const { return pos_ < text_.size() ? text_[pos_] : '\0'; }
 
+  bool consume(char c) {
+    if (peek() != c) return false;
+    ++pos_;
+    return true;
+  }
+
+  // An empty object or array: its closing bracket right after the opening one.
+  bool at_end_of(char close) {
+    skip_space();
+    return consume(close);
+  }
+
+  // After an item: true on ',' (another item follows), false on the closing bracket.
+  bool another_item(char close) {
+    skip_space();
+    if (consume(',')) return true;
+    if (consume(close)) return false;
+    fail(std::string("expected ',' or '") + close + "'");
+  }
+
   void expect_word(const char* word) {
     for (const char* c = word; *c; ++c) {
       if (pos_ >= text_.size() || text_[pos_] != *c) fail(std::string("expected '") + word + "'");
@@ -47,55 +67,28 @@ class JsonParser {
     if (c == '{') {
       value.kind_ = Json::Kind::kObject;
       ++pos_;
-      skip_space();
-      if (peek() == '}') {
-        ++pos_;
-        return value;
-      }
-      while (true) {
+      if (at_end_of('}')) return value;
+      do {
         skip_space();
         if (peek() != '"') fail("expected a string key");
         std::string key = parse_string();
         if (value.index_.count(key)) fail("duplicate key \"" + key + "\"");
         skip_space();
-        if (peek() != ':') fail("expected ':'");
-        ++pos_;
+        if (!consume(':')) fail("expected ':'");
         value.index_.emplace(key, value.items_.size());
         value.keys_.push_back(std::move(key));
         value.items_.push_back(parse_value(depth + 1));
-        skip_space();
-        if (peek() == ',') {
-          ++pos_;
-          continue;
-        }
-        if (peek() == '}') {
-          ++pos_;
-          return value;
-        }
-        fail("expected ',' or '}'");
-      }
+      } while (another_item('}'));
+      return value;
     }
     if (c == '[') {
       value.kind_ = Json::Kind::kArray;
       ++pos_;
-      skip_space();
-      if (peek() == ']') {
-        ++pos_;
-        return value;
-      }
-      while (true) {
+      if (at_end_of(']')) return value;
+      do {
         value.items_.push_back(parse_value(depth + 1));
-        skip_space();
-        if (peek() == ',') {
-          ++pos_;
-          continue;
-        }
-        if (peek() == ']') {
-          ++pos_;
-          return value;
-        }
-        fail("expected ',' or ']'");
-      }
+      } while (another_item(']'));
+      return value;
     }
     if (c == '"') {
       value.kind_ = Json::Kind::kString;

@@ -110,6 +110,16 @@ def _unchanged(model: nn.Module, before: dict) -> bool:
             and all(torch.equal(before[k], v) for k, v in model.state_dict().items()))
 
 
+def _assert_load_refused(path, match: str) -> None:
+    """load_ of ``path`` raises a ValueError naming the argument and ``match``,
+    and the model it was loading into keeps every value."""
+    victim = make_mlp(seed=9)
+    before = {k: v.clone() for k, v in victim.state_dict().items()}
+    with pytest.raises(ValueError, match=f"^path: .*{match}"):
+        slimtorch.load_(victim, path)
+    assert _unchanged(victim, before)
+
+
 @pytest.mark.parametrize("damage, match", [
     (lambda b: b[: len(b) // 2], "truncated"),
     (lambda b: b[:-1], "truncated or corrupt"),
@@ -121,11 +131,7 @@ def _unchanged(model: nn.Module, before: dict) -> bool:
 def test_damaged_file_raises_and_leaves_model_alone(saved, tmp_path, damage, match):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(damage(saved.read_bytes()))
-    model = make_mlp(seed=9)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match=f"^path: .*{match}"):
-        slimtorch.load_(model, bad)
-    assert _unchanged(model, before)
+    _assert_load_refused(bad, match)
 
 
 def test_mismatched_model_raises(saved):
@@ -393,11 +399,7 @@ def test_damaged_compressed_file_raises_and_leaves_model_alone(tmp_path, damage,
     slimtorch.save(model, packed, compress=True)
     bad = tmp_path / "bad.xz"
     bad.write_bytes(damage(packed.read_bytes(), plain.read_bytes()))
-    victim = make_mlp(seed=9)
-    before = {k: v.clone() for k, v in victim.state_dict().items()}
-    with pytest.raises(ValueError, match=f"^path: .*{match}"):
-        slimtorch.load_(victim, bad)
-    assert _unchanged(victim, before)
+    _assert_load_refused(bad, match)
 
 
 def test_compressed_file_cannot_expand_past_its_header(tmp_path):

@@ -181,6 +181,22 @@ TEST(ties_zeros_and_infinities) {
   set_active_isa(detected_isa());
 }
 
+// Inputs of >= 2^20 elements take the sampled-window fast path: on ordinary
+// data (no ties, the sample representative) the window holds the k-th key.
+TEST(sampled_window_finds_the_key) {
+  std::mt19937 rng(6);
+  const int64_t n = (int64_t(1) << 20) + 7;
+  for (DType dtype : {DType::kFloat32, DType::kBFloat16, DType::kFloat16}) {
+    const Input in = make_input({n, 5, n / 3}, {dtype, DType::kFloat32, dtype}, [&] { return normal_value(rng); });
+    const int64_t total = int64_t(in.magnitudes.size());
+    for (Isa isa : supported_isas()) {
+      CHECK(set_active_isa(isa));
+      check_against_oracle(in, {total / 10, total / 2, total - total / 10}, {1, 3});
+    }
+  }
+  set_active_isa(detected_isa());
+}
+
 // Inputs of >= 2^20 elements take the sampled-window fast path; these make
 // the sample mislead it so that the exact fallback must run. The sample reads
 // runs of 16 keys every n / 4096 elements.

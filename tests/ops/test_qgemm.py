@@ -139,15 +139,16 @@ def test_s32_exact(isa, m, k, n):
     assert torch.equal(ops.qgemm_s32(a, weight), ref.qgemm_s32(a, q))
 
 
+@pytest.mark.parametrize("m", [2, 17])
 @pytest.mark.parametrize("k", [4096, qops.MAX_K])
-def test_s32_extremes_do_not_saturate(isa, k):
+def test_s32_extremes_do_not_saturate(isa, m, k):
     # 255 * 127 per product: the AVX2 path must not saturate int16 pair sums,
-    # and the largest K must not overflow int32.
-    a = torch.full((2, k), 255, dtype=torch.uint8)
+    # and the largest K must not overflow int32 (17 rows: the AMX tile path).
+    a = torch.full((m, k), 255, dtype=torch.uint8)
     q = torch.full((17, k), 127, dtype=torch.int8)
     q[1::2] = -127
     acc = ops.qgemm_s32(a, ops.qgemm_pack_weight(q, torch.ones(17)))
-    assert acc[0, 0] == 255 * 127 * k and acc[0, 1] == -255 * 127 * k
+    assert acc[0, 0] == 255 * 127 * k and acc[m - 1, 1] == -255 * 127 * k
     assert torch.equal(acc, ref.qgemm_s32(a, q))
 
 

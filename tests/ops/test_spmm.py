@@ -49,19 +49,10 @@ def assert_close_to_fp64(y: torch.Tensor, x: torch.Tensor, weight: SparseWeight,
 # (in_features, out_features, batch, sparsity): 1s, odd sizes, vector widths
 # +/- 1 (8/16 lanes, panels of 16/32/64), sparsity 0 and 1.
 CASES = [
-    (1, 1, 1, 0.0),
-    (1, 5, 3, 0.5),
-    (5, 1, 2, 0.5),
-    (7, 3, 1, 1.0),
-    (17, 33, 1, 0.7),
-    (17, 33, 2, 0.9),
-    (64, 64, 1, 0.0),
-    (64, 64, 15, 0.5),
-    (64, 64, 16, 0.9),
-    (64, 64, 17, 0.9),
-    (100, 31, 33, 0.8),
-    (257, 65, 65, 0.95),
-    (129, 40, 130, 0.6),
+    (1, 1, 1, 0.0), (1, 5, 3, 0.5), (5, 1, 2, 0.5), (7, 3, 1, 1.0),  # ones, all-zero weight
+    (17, 33, 1, 0.7), (17, 33, 2, 0.9),  # odd sizes
+    (64, 64, 1, 0.0), (64, 64, 15, 0.5), (64, 64, 16, 0.9), (64, 64, 17, 0.9),  # a panel of 16 rows +/- 1
+    (100, 31, 33, 0.8), (257, 65, 65, 0.95), (129, 40, 130, 0.6),  # several panels and a tail
     (3000, 8, 40, 0.9),  # wide rows: every vector body + tails
 ]
 

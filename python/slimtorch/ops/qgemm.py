@@ -127,6 +127,21 @@ for _op in (_dynamic_op, _static_op, _weight_only_op):
     _op.register_fake(_linear_fake)
 
 
+def register_u8s8(register, u8s8) -> None:
+    """Registers one backend's dynamic and static ops on its uint8 x int8
+    kernel ``u8s8(x, packed, w_scale, colsum, bias, is_static,
+    activation_scale, activation_zero_point)``; ``register`` is the backend's
+    decorator factory (``register_cpu``, ``register_cuda``)."""
+
+    @register(_dynamic_op)
+    def _(x, packed, w_scale, colsum, bias):
+        return u8s8(x, packed, w_scale, colsum, bias, False, 1.0, 0)
+
+    @register(_static_op)
+    def _(x, packed, w_scale, colsum, bias, activation_scale, activation_zero_point):
+        return u8s8(x, packed, w_scale, colsum, bias, True, activation_scale, activation_zero_point)
+
+
 def unpack_weight(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
     """Inverse of the packing of :func:`qgemm_pack_weight`: q int8 ``[n, k]``."""
     blocks, groups = packed.shape[0], packed.shape[1]

@@ -107,16 +107,24 @@ def _(x, axis, symmetric, dtype):
     return x.new_empty(shape, dtype=torch.float32), x.new_empty(shape, dtype=torch.int32)
 
 
-@torch.library.custom_op("slimtorch::quantize", mutates_args=())
-def _quantize_op(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None, dtype: torch.dtype
-) -> torch.Tensor:
-    raise NotImplementedError  # replaced by the registered reference fallback
+def _elementwise_op(name: str):
+    """An op mapping ``x`` element by element to a contiguous tensor of
+    ``dtype`` with the quantization parameters ``scale``/``zero_point``."""
+
+    @torch.library.custom_op(f"slimtorch::{name}", mutates_args=())
+    def op(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None,
+           dtype: torch.dtype) -> torch.Tensor:
+        raise NotImplementedError  # replaced by the registered reference fallback
+
+    @op.register_fake
+    def _(x, scale, zero_point, axis, dtype):
+        return torch.empty_like(x, dtype=dtype, memory_format=torch.contiguous_format)
+
+    return op
 
 
-@_quantize_op.register_fake
-def _(x, scale, zero_point, axis, dtype):
-    return torch.empty_like(x, dtype=dtype, memory_format=torch.contiguous_format)
+_quantize_op = _elementwise_op("quantize")
+_dequantize_op = _elementwise_op("dequantize")
 
 
 def _quantize_cpu(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None,
@@ -130,18 +138,6 @@ def _quantize_cpu(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
         scale.data_ptr(), zero_point.data_ptr(), _QTYPE_CODES[dtype], q.data_ptr(), _native.num_threads(),
     )
     return q
-
-
-@torch.library.custom_op("slimtorch::dequantize", mutates_args=())
-def _dequantize_op(
-    q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None, dtype: torch.dtype
-) -> torch.Tensor:
-    raise NotImplementedError  # replaced by the registered reference fallback
-
-
-@_dequantize_op.register_fake
-def _(q, scale, zero_point, axis, dtype):
-    return torch.empty_like(q, dtype=dtype, memory_format=torch.contiguous_format)
 
 
 def _dequantize_cpu(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None,

@@ -29,7 +29,7 @@ from slimtorch.ops._dispatch import eager_cpu, eager_cpu_float32
 from slimtorch.ops.qgemm import qgemm_fake_quantize_rows
 from slimtorch.ops.quantize import choose_qparams, quantize
 
-__all__ = ["SparseWeight", "sparse_linear", "sparse_linear_dynamic", "sparse_max_batch"]
+__all__ = ["VALUE_DTYPES", "SparseWeight", "sparse_linear", "sparse_linear_dynamic", "sparse_max_batch"]
 
 VALUE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int8)
 # Value-type codes shared with csrc/include/slimtorch/spmm.h (enum SparseValues).
@@ -49,51 +49,29 @@ def value_code(dtype: torch.dtype) -> int:
 # ---- op schemas and fake implementations (kernels assume validated arguments) ----
 
 @torch.library.custom_op("slimtorch::sparse_linear", mutates_args=())
-def _sparse_linear_op(
-    x: torch.Tensor,
-    row_ptr: torch.Tensor,
-    col_idx: torch.Tensor,
-    values: torch.Tensor,
-    row_scales: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    in_features: int,
-    bitmap: torch.Tensor | None = None,
-) -> torch.Tensor:
+def _sparse_linear_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
+                      row_scales: torch.Tensor | None, bias: torch.Tensor | None, in_features: int,
+                      bitmap: torch.Tensor | None = None) -> torch.Tensor:
     raise NotImplementedError  # replaced by the registered reference fallback
-
-
-@_sparse_linear_op.register_fake
-def _(x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None):
-    return x.new_empty((*x.shape[:-1], row_ptr.shape[0] - 1))
 
 
 @torch.library.custom_op("slimtorch::sparse_linear_dynamic", mutates_args=())
-def _sparse_linear_dynamic_op(
-    x: torch.Tensor,
-    row_ptr: torch.Tensor,
-    col_idx: torch.Tensor,
-    values: torch.Tensor,
-    row_scales: torch.Tensor,
-    bias: torch.Tensor | None,
-    in_features: int,
-) -> torch.Tensor:
+def _sparse_linear_dynamic_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
+                              row_scales: torch.Tensor, bias: torch.Tensor | None, in_features: int) -> torch.Tensor:
     raise NotImplementedError  # replaced by the registered reference fallback
 
 
-@_sparse_linear_dynamic_op.register_fake
-def _(x, row_ptr, col_idx, values, row_scales, bias, in_features):
+def _linear_fake(x: torch.Tensor, row_ptr: torch.Tensor, *_) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], row_ptr.shape[0] - 1))
 
 
+for _op in (_sparse_linear_op, _sparse_linear_dynamic_op):
+    _op.register_fake(_linear_fake)
+
+
 @torch.library.custom_op("slimtorch::sparse_linear_grad_input", mutates_args=())
-def _grad_input_op(
-    grad_y: torch.Tensor,
-    row_ptr: torch.Tensor,
-    col_idx: torch.Tensor,
-    values: torch.Tensor,
-    row_scales: torch.Tensor | None,
-    in_features: int,
-) -> torch.Tensor:
+def _grad_input_op(grad_y: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
+                   row_scales: torch.Tensor | None, in_features: int) -> torch.Tensor:
     raise NotImplementedError  # replaced by the registered reference fallback
 
 
@@ -163,14 +141,8 @@ class SparseWeight:
         "values",
     )
 
-    def __init__(
-        self,
-        row_ptr: torch.Tensor,
-        col_idx: torch.Tensor,
-        values: torch.Tensor,
-        row_scales: torch.Tensor | None,
-        in_features: int,
-    ) -> None:
+    def __init__(self, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
+                 row_scales: torch.Tensor | None, in_features: int) -> None:
         in_features = check_int("in_features", in_features, minimum=0)
         check_tensor("row_ptr", row_ptr, (torch.int64,))
         check_tensor("col_idx", col_idx, (torch.int16, torch.int32))

@@ -8,13 +8,8 @@ import torch
 from slimtorch.reference.qgemm import quantize_rows
 
 
-def sparse_to_dense(
-    row_ptr: torch.Tensor,
-    col_idx: torch.Tensor,
-    values: torch.Tensor,
-    row_scales: torch.Tensor | None,
-    in_features: int,
-) -> torch.Tensor:
+def sparse_to_dense(row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor, row_scales: torch.Tensor | None,
+                    in_features: int) -> torch.Tensor:
     """The float32 ``[out_features, in_features]`` matrix a packed weight stores
     (int8 values multiplied by their row's scale)."""
     out_features = row_ptr.numel() - 1
@@ -30,43 +25,23 @@ def sparse_to_dense(
     return dense
 
 
-def sparse_linear(
-    x: torch.Tensor,
-    row_ptr: torch.Tensor,
-    col_idx: torch.Tensor,
-    values: torch.Tensor,
-    row_scales: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    in_features: int,
-) -> torch.Tensor:
+def sparse_linear(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
+                  row_scales: torch.Tensor | None, bias: torch.Tensor | None, in_features: int) -> torch.Tensor:
     """``x @ W.T + bias`` computed in float32, returned in ``x.dtype``."""
     weight = sparse_to_dense(row_ptr, col_idx, values, row_scales, in_features)
     b = None if bias is None else bias.float()
     return torch.nn.functional.linear(x.float(), weight, b).to(x.dtype)
 
 
-def sparse_linear_grad_input(
-    grad_y: torch.Tensor,
-    row_ptr: torch.Tensor,
-    col_idx: torch.Tensor,
-    values: torch.Tensor,
-    row_scales: torch.Tensor | None,
-    in_features: int,
-) -> torch.Tensor:
+def sparse_linear_grad_input(grad_y: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
+                             row_scales: torch.Tensor | None, in_features: int) -> torch.Tensor:
     """``grad_y @ W`` in float32, returned in ``grad_y.dtype``."""
     weight = sparse_to_dense(row_ptr, col_idx, values, row_scales, in_features)
     return (grad_y.float() @ weight).to(grad_y.dtype)
 
 
-def sparse_linear_dynamic(
-    x: torch.Tensor,
-    row_ptr: torch.Tensor,
-    col_idx: torch.Tensor,
-    values: torch.Tensor,
-    row_scales: torch.Tensor,
-    bias: torch.Tensor | None,
-    in_features: int,
-) -> torch.Tensor:
+def sparse_linear_dynamic(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
+                          row_scales: torch.Tensor, bias: torch.Tensor | None, in_features: int) -> torch.Tensor:
     """Each row of ``x`` quantized to asymmetric uint8 (``quantize_rows``) and
     dequantized, then :func:`sparse_linear`; a row with NaN or Inf gives NaN."""
     codes, scale, zero_point = quantize_rows(x)

@@ -115,14 +115,7 @@ def _u8s8(x, packed, w_scale, colsum, bias, is_static, activation_scale, activat
     return y.reshape(*x.shape[:-1], n).to(x.dtype)
 
 
-@register_cpu(qgemm._dynamic_op)
-def _(x, packed, w_scale, colsum, bias):
-    return _u8s8(x, packed, w_scale, colsum, bias, False, 1.0, 0)
-
-
-@register_cpu(qgemm._static_op)
-def _(x, packed, w_scale, colsum, bias, activation_scale, activation_zero_point):
-    return _u8s8(x, packed, w_scale, colsum, bias, True, activation_scale, activation_zero_point)
+qgemm.register_u8s8(register_cpu, _u8s8)
 
 
 @register_cpu(qgemm._weight_only_op)

@@ -97,14 +97,7 @@ def _(a, packed, n):
     return c.reshape(*a.shape[:-1], n)
 
 
-@register_cuda(qgemm._dynamic_op)
-def _(x, packed, w_scale, colsum, bias):
-    return _u8s8(x, packed, w_scale, colsum, bias, False, 1.0, 0)
-
-
-@register_cuda(qgemm._static_op)
-def _(x, packed, w_scale, colsum, bias, activation_scale, activation_zero_point):
-    return _u8s8(x, packed, w_scale, colsum, bias, True, activation_scale, activation_zero_point)
+qgemm.register_u8s8(register_cuda, _u8s8)
 
 
 @register_cuda(qgemm._weight_only_op)
