@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import platform
 import warnings
 
 import pytest
@@ -20,6 +21,7 @@ import slimtorch
 
 DATA = pathlib.Path(__file__).parent.parent / "data" / "written_before_schemes"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
+X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 SCHEMES = {"sparse_float": None, "sparse_fp16": None, "sparse_int8": "int8_weight_only",
            "sparse_int8_dynamic": "int8_dynamic", "sparse_nobias": None, "int8_dynamic": "int8_dynamic",
            "int8_weight_only": "int8_weight_only", "int8_static": "int8_static", "int8_nobias": "int8_dynamic"}
@@ -37,6 +39,12 @@ def test_file_written_before_loads_bit_exactly(name, compressed):
     assert layer.scheme == SCHEMES[name]
     x = torch.tensor(EXPECTED["x"])
     with torch.no_grad():
-        assert torch.equal(model(x), torch.tensor(EXPECTED["expected"][name]["y"]))
+        y, want = model(x), torch.tensor(EXPECTED["expected"][name]["y"])
+    if X86_64 or name.startswith("int8"):
+        assert torch.equal(y, want)
+    else:
+        # The files were made on x86-64; float sparse kernels of other CPUs
+        # add the products in their own vector order.
+        torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-6)
     if name == "int8_static":
         assert {"activation_scale", "activation_zero_point"} <= set(layer.state_dict())

@@ -404,7 +404,7 @@ def qgemm_s32(a: torch.Tensor, weight: PackedInt8Weight) -> torch.Tensor:
         weight: from :func:`qgemm_prepare_weight` / :func:`qgemm_pack_weight`.
     """
     a, weight = _check_input("a", a, (torch.uint8,), weight, True)
-    return _qgemm_s32_op(a, weight.packed, weight.out_features)
+    return _qgemm_s32_op(a, weight.packed, weight.scale.shape[0])
 
 
 def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> tuple | None:
@@ -455,7 +455,7 @@ def qlinear_dynamic(x: torch.Tensor, weight: PackedInt8Weight, bias: torch.Tenso
     if args is not None and args[4] <= MAX_K:
         return _eager_linear(x, weight, args, bias, "int8_dynamic", None)
     x, weight = _check_input("x", x, FLOAT_DTYPES, weight, True)
-    bias = _check_bias(bias, weight.out_features, x.device)
+    bias = _check_bias(bias, weight.scale.shape[0], x.device)
     return _dynamic_op(x, weight.packed, weight.scale, weight.colsum, bias)
 
 
@@ -476,7 +476,7 @@ def qlinear_static(x: torch.Tensor, weight: PackedInt8Weight, activation_scale: 
         if args is not None and args[4] <= MAX_K:
             return _eager_linear(x, weight, args, bias, "int8_static", (activation_scale, activation_zero_point))
     x, weight = _check_input("x", x, FLOAT_DTYPES, weight, True)
-    bias = _check_bias(bias, weight.out_features, x.device)
+    bias = _check_bias(bias, weight.scale.shape[0], x.device)
     if activation_scale is None or activation_zero_point is None:
         raise TypeError("activation_scale: qlinear_static needs activation_scale and activation_zero_point")
     return _static_op(x, weight.packed, weight.scale, weight.colsum, bias,
@@ -490,5 +490,5 @@ def qlinear_weight_only(x: torch.Tensor, weight: PackedInt8Weight, bias: torch.T
     if args is not None:
         return _eager_linear(x, weight, args, bias, "int8_weight_only", None)
     x, weight = _check_input("x", x, FLOAT_DTYPES, weight, False)
-    bias = _check_bias(bias, weight.out_features, x.device)
+    bias = _check_bias(bias, weight.scale.shape[0], x.device)
     return _weight_only_op(x, weight.packed, weight.scale, bias)
