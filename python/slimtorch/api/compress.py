@@ -1,4 +1,7 @@
-"""``compress_(model, config)``: swap ``nn.Linear`` layers for compressed ones.
+"""``compress_(model, config)``: swap ``nn.Linear`` layers (and Hugging Face
+``Conv1D``, converted to a linear once) for compressed ones. Layers whose
+weight is tied to another parameter (a tied embedding and head) stay as they
+are: compressing one member alone would untie or damage the group.
 
 Each compressed layer *format* is a small frozen dataclass (one per kind of
 layer, torchao style) with a handler registered for its type that builds the
@@ -46,7 +49,8 @@ from slimtorch import benchmark
 from slimtorch._checks import check_bool, check_fraction, check_int
 from slimtorch.api import _backend
 from slimtorch.api._batches import run_batch
-from slimtorch.api.pruning import weight_mask
+from slimtorch.api._linear_like import as_linear, is_linear_like
+from slimtorch.api.pruning import tied_weights, weight_mask
 from slimtorch.api.quantization import ActivationRange, QATLinear, calibrate
 from slimtorch.nn.registry import LAYER_CLASSES, register_layer_class
 from slimtorch.schemes import INT8_DYNAMIC, INT8_STATIC, INT8_WEIGHT_ONLY, SCHEMES, check_scheme
@@ -280,18 +284,18 @@ def _record_inputs(model: nn.Module, names: list[str], example_inputs: object) -
 # ---- compress_ ---------------------------------------------------------------------
 
 @torch.no_grad()
-def _prune_layer(linear: nn.Linear, sparsity: float) -> None:
-    keep = _backend.magnitude_masks([linear.weight.detach()], sparsity)[0]
-    mask = weight_mask(linear)
+def _prune_layer(module: nn.Module, sparsity: float) -> None:
+    keep = _backend.magnitude_masks([module.weight.detach()], sparsity)[0]
+    mask = weight_mask(module)
     if mask is None:
-        linear.weight.masked_fill_(~keep, 0)
+        module.weight.masked_fill_(~keep, 0)
     else:  # a prune_-masked layer: write through to the stored original and the mask
-        linear.parametrizations["weight"].original.masked_fill_(~keep, 0)
+        module.parametrizations["weight"].original.masked_fill_(~keep, 0)
         mask.logical_and_(keep)
 
 
-def _zero_fraction(linear: nn.Linear) -> float:
-    w = linear.weight
+def _zero_fraction(module: nn.Module) -> float:
+    w = module.weight
     return float((w == 0).sum()) / w.numel() if w.numel() else 0.0
 
 
@@ -300,7 +304,8 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
     """Swap the ``nn.Linear`` layers of ``model`` for compressed layers, in place.
 
     Args:
-        model: any ``nn.Module``; every ``nn.Linear`` in it is considered
+        model: any ``nn.Module``; every ``nn.Linear`` and Hugging Face
+            ``Conv1D`` in it is considered, except tied ones
             (including pruned ones; ``QATLinear`` is left to ``convert_qat_``).
         config: a :class:`CompressConfig`.
         example_inputs: one batch (tensor, tuple or dict, as ``calibrate``
@@ -316,11 +321,15 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
     if not isinstance(config, CompressConfig):
         raise TypeError(f"config: expected a slimtorch.CompressConfig, got {type(config).__name__}")
     linears = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and not isinstance(m, QATLinear) and name]
+               if is_linear_like(m) and not isinstance(m, QATLinear) and name]
+    tied = tied_weights(model, linears)
     plans = []
     for name, linear in linears:
         layer_config = config.for_layer(name)
-        if layer_config is None:
+        if name in tied:
+            plans.append((name, linear, None, f"weight tied to {', '.join(tied[name])}; "
+                                              "a tied group is never compressed in part"))
+        elif layer_config is None:
             plans.append((name, linear, None, "override: left dense"))
         elif config.filter_fn is not None and not config.filter_fn(linear, name):
             plans.append((name, linear, None, "filter_fn: left dense"))
@@ -355,14 +364,15 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
 _BUILD_ERRORS = (TypeError, ValueError, RuntimeError, NotImplementedError)
 
 
-def _compress_layer(name: str, linear: nn.Linear, config: CompressConfig, activation: ActivationRange | None,
+def _compress_layer(name: str, module: nn.Module, config: CompressConfig, activation: ActivationRange | None,
                     input_spec: tuple | None) -> tuple[LayerDecision, nn.Module | None]:
     """Prune (if asked), build the candidate formats, time them against the
     dense layer (if asked) and pick one; returns the decision and the new
     layer (None: stay dense)."""
     if config.sparsity is not None:
-        _prune_layer(linear, config.sparsity)
-    sparsity = _zero_fraction(linear)
+        _prune_layer(module, config.sparsity)  # element-wise: the same for any weight layout
+    sparsity = _zero_fraction(module)
+    linear = as_linear(module)
     sparse = config.sparsity is not None or (sparsity > 0 and sparsity >= config.min_sparsity)
     candidates = _candidates(sparse, config.quantize)
     if not candidates:
@@ -391,7 +401,7 @@ def _compress_layer(name: str, linear: nn.Linear, config: CompressConfig, activa
     if not runnable:
         return LayerDecision(name, None, "; ".join(failures), sparsity), None
     with torch.no_grad():
-        timing = benchmark.compare({"dense": lambda: linear(x), **{fmt: (lambda layer=layer: layer(x))
+        timing = benchmark.compare({"dense": lambda: module(x), **{fmt: (lambda layer=layer: layer(x))
                                                                    for fmt, layer in runnable}},
                                    baseline="dense", rounds=SPEED_CHECK_ROUNDS,
                                    sample_seconds=SPEED_CHECK_SAMPLE_SECONDS)

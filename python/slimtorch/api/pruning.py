@@ -34,6 +34,7 @@ from torch.nn.utils import parametrize
 from slimtorch._checks import check_choice, check_fraction
 from slimtorch.api import _backend
 from slimtorch.api._batches import run_batch
+from slimtorch.api._linear_like import is_hf_conv1d
 
 __all__ = ["AGPSchedule", "PruneReport", "prune_", "strip_", "is_pruned", "weight_mask", "input_norms", "is_hf_conv1d"]
 
@@ -85,13 +86,6 @@ class PruneReport:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def is_hf_conv1d(module: nn.Module) -> bool:
-    """Hugging Face's ``Conv1D`` (GPT-2 style): ``y = x @ weight + bias`` with
-    ``weight [in, out]``. Recognised by name so transformers is never imported."""
-    cls = type(module)
-    return cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers")
-
-
 def _default_filter(module: nn.Module, name: str) -> bool:
     return isinstance(module, _DEFAULT_TYPES) or is_hf_conv1d(module)
 
@@ -105,16 +99,16 @@ def _from_rows(module: nn.Module, rows: torch.Tensor, like: torch.Tensor) -> tor
     return rows.T if is_hf_conv1d(module) else rows.reshape(like.shape)
 
 
-def _tied(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, str]:
+def tied_weights(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, list[str]]:
     """Targets whose weight shares its memory with a parameter or buffer
-    outside it: ``{module name: why it is skipped}``."""
+    outside it (tied embeddings and heads): ``{module name: the others' names}``."""
     owners: dict[tuple[int, int], list[str]] = {}
     named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
     for name, tensor in named:
         if tensor.numel():
             key = (tensor.untyped_storage().data_ptr(), tensor.device.index or 0)
             owners.setdefault(key, []).append(name)
-    skipped = {}
+    tied = {}
     for name, module in targets:
         weight = module.parametrizations["weight"].original if is_pruned(module) else module.weight
         if not weight.numel():
@@ -123,8 +117,8 @@ def _tied(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, s
         others = [o for o in owners.get((weight.untyped_storage().data_ptr(), weight.device.index or 0), [])
                   if o != own]
         if others:
-            skipped[name] = f"weight tied to {', '.join(sorted(others))}; a tied group is never pruned in part"
-    return skipped
+            tied[name] = sorted(others)
+    return tied
 
 
 def _targets(model: nn.Module, filter_fn: FilterFn | None) -> list[tuple[str, nn.Module]]:
@@ -463,7 +457,8 @@ def prune_(model: nn.Module, sparsity: float | str | AGPSchedule, *, scope: str 
     if calibration is not None and not isinstance(calibration, Iterable):
         raise TypeError(f"calibration: expected an iterable of batches, got {type(calibration).__name__}")
     targets = _targets(model, filter_fn)
-    skipped = _tied(model, targets)
+    skipped = {name: f"weight tied to {', '.join(others)}; a tied group is never pruned in part"
+               for name, others in tied_weights(model, targets).items()}
     targets = [(name, module) for name, module in targets if name not in skipped]
     if not targets:
         why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())

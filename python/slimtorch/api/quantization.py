@@ -47,6 +47,7 @@ from slimtorch._checks import (
 )
 from slimtorch.api import _backend
 from slimtorch.api._batches import run_batch
+from slimtorch.api._linear_like import is_linear_like
 from slimtorch.schemes import INT8_DYNAMIC, INT8_STATIC, check_scheme, deprecated_alias
 
 __all__ = [
@@ -287,7 +288,8 @@ def _observe_input(obs: Observer) -> Callable:
 def calibrate(model: nn.Module, data: Iterable, *, observer: Callable[[], Observer] = MinMaxObserver,
               filter_fn: FilterFn | None = None, max_batches: int | None = None) -> dict[str, ActivationRange]:
     """Run ``data`` through ``model`` and collect the input range of every
-    ``nn.Linear`` that ``filter_fn(module, name)`` accepts (default: all).
+    ``nn.Linear`` (and linear-like module such as Hugging Face's ``Conv1D``)
+    that ``filter_fn(module, name)`` accepts (default: all).
 
     Args:
         model: the float model; run in eval mode under ``no_grad`` (its mode is
@@ -311,7 +313,7 @@ def calibrate(model: nn.Module, data: Iterable, *, observer: Callable[[], Observ
     observers: dict[str, Observer] = {}
     handles = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and (filter_fn is None or filter_fn(module, name)):
+        if is_linear_like(module) and (filter_fn is None or filter_fn(module, name)):
             obs = observer()
             if not isinstance(obs, Observer):
                 raise TypeError(f"observer: expected a factory of Observer, it made a {type(obs).__name__}")

@@ -82,6 +82,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimtorch._io import atomic_write_bytes
+from slimtorch.api._linear_like import is_hf_conv1d
 from slimtorch.api.pruning import WeightMask, is_pruned, weight_mask
 from slimtorch.nn.registry import LAYER_CLASSES
 from slimtorch.structured.surgery import RESIZED_ATTR, plan_resize, resize_
@@ -670,11 +671,15 @@ def _new_layer(path: str, name: str, info: dict, current: nn.Module,
     if not _registered_layer(info["class"]):  # only registered slimtorch layers are ever built
         raise ValueError(f"path: {path!r} has layer {name!r} of unknown class {info['class'][:60]!r}")
     spec = LAYER_CLASSES[info["class"]]
-    if not (isinstance(current, spec.replaces) or type(current).__name__ == info["class"]):
+    linear_like = nn.Linear in spec.replaces and is_hf_conv1d(current)
+    if not (isinstance(current, spec.replaces) or linear_like or type(current).__name__ == info["class"]):
         raise ValueError(f"path: {path!r} has a {info['class']} at {name!r}, where model has "
                          f"{type(current).__name__}")
     init = info["init"]
-    sizes = {attr: getattr(current, attr, None) for attr in spec.sizes}
+    if linear_like:  # the sizes of the nn.Linear it was converted to (weight [in, out])
+        sizes = {"in_features": current.weight.shape[0], "out_features": current.weight.shape[1]}
+    else:
+        sizes = {attr: getattr(current, attr, None) for attr in spec.sizes}
     if f"{name}.weight" in resized and len(resized[f"{name}.weight"]) == 2 and isinstance(current, nn.Linear):
         sizes["out_features"], sizes["in_features"] = resized[f"{name}.weight"]
     elif f"{name}.weight" in resized and isinstance(current, nn.Embedding):

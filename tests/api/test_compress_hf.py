@@ -1,0 +1,90 @@
+"""compress_ on Hugging Face causal LMs built from their configs: GPT-2's
+Conv1D layers are compressed like linears (weight transposed once), tied
+embeddings and heads stay tied and intact, and save/load is bit-exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import slimtorch
+from slimtorch.nn import Int8Linear, SparseLinear
+
+transformers = pytest.importorskip("transformers")
+
+
+def _gpt2() -> nn.Module:
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=300, n_positions=32)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def _llama() -> nn.Module:
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=300,
+                                      max_position_embeddings=32, tie_word_embeddings=True)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def _ids() -> torch.Tensor:
+    return torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(1))
+
+
+def _logits(model: nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model(_ids()).logits
+
+
+@pytest.mark.parametrize("make", [_gpt2, _llama], ids=["gpt2", "llama"])
+def test_tied_head_and_embedding_stay_tied_and_intact(make):
+    model = make()
+    embedding = model.get_input_embeddings()
+    before = embedding.weight.detach().clone()
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(sparsity=0.5, quantize="int8_dynamic",
+                                                                 speed_check=False))
+    assert type(model.lm_head) is nn.Linear and model.lm_head.weight is embedding.weight
+    assert torch.equal(embedding.weight, before)
+    assert "lm_head" not in report.swapped and "tied to" in report.dense["lm_head"]
+    # Every other linear-like layer was considered and compressed.
+    assert len(report.swapped) == len(report.layers) - 1
+    assert all(type(model.get_submodule(name)) is SparseLinear for name in report.swapped)
+
+
+def test_gpt2_conv1d_is_compressed_as_the_transposed_linear():
+    model = _gpt2()
+    conv = {name: m.weight.detach().clone() for name, m in model.named_modules()
+            if type(m).__name__ == "Conv1D"}
+    assert len(conv) == 8
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(sparsity=0.5, speed_check=False))
+    assert set(conv) <= set(report.swapped)
+    for name, weight in conv.items():  # [in, out] -> [out, in], pruned: each kept entry is the original
+        dense = model.get_submodule(name).to_dense().weight.detach()
+        assert dense.shape == weight.T.shape
+        assert torch.equal(dense, weight.T * (dense != 0))
+        assert abs(float((dense == 0).float().mean()) - 0.5) < 0.01
+    # The compressed model computes what the dense model with the pruned weights computes.
+    reference = _gpt2()
+    with torch.no_grad():
+        for name in conv:
+            reference.get_submodule(name).weight.copy_(model.get_submodule(name).to_dense().weight.T)
+    torch.testing.assert_close(_logits(model), _logits(reference), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("make", [_gpt2, _llama], ids=["gpt2", "llama"])
+@pytest.mark.parametrize("quantize", [None, "int8_dynamic", "int8_static"])
+def test_save_load_bit_exact_into_the_original_architecture(make, quantize, tmp_path):
+    model = make()
+    config = slimtorch.CompressConfig(sparsity=None if quantize else 0.5, quantize=quantize, speed_check=False)
+    calibration = [_ids()] if quantize == "int8_static" else None
+    report = slimtorch.compress_(model, config, calibration=calibration)
+    kinds = {type(model.get_submodule(name)) for name in report.swapped}
+    assert kinds == {Int8Linear if quantize else SparseLinear}
+    path = tmp_path / "model.safetensors"
+    slimtorch.save(model, path)
+    torch.manual_seed(123)  # a fresh model with other weights
+    fresh = make()
+    slimtorch.load_(fresh, path)
+    assert torch.equal(_logits(fresh), _logits(model))
+    assert fresh.lm_head.weight is fresh.get_input_embeddings().weight
