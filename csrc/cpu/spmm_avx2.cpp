@@ -78,6 +78,7 @@ struct Avx2Ops {
 };
 
 // The kernels: the skeletons instantiated inside functions compiled for AVX2.
+// `of` is the gather kernel (as pick_typed names it), `panel` the panel kernels.
 struct Avx2 {
   template <class V, class I>
   SLIMTORCH_AVX2 static void gemv_kernel(const SparseMatrix& w, const float* x, int64_t ldx, const float* bias,

@@ -70,6 +70,7 @@ struct NeonOps {
 };
 
 // The kernels: the skeletons instantiated for NEON (this file's flags).
+// `of` is the gather kernel (as pick_typed names it), `panel` the panel kernels.
 struct Neon {
   template <class V, class I>
   static constexpr GemvFn of = gather_rows<NeonOps, V, I>;
