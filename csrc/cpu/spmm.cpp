@@ -306,17 +306,25 @@ bool batch_fits(const SparseMatrix& w, int64_t batch, int64_t ldx) {
   return batch <= INT64_MAX - kPanelSlack && !__builtin_mul_overflow(batch + kPanelSlack, widest, &product);
 }
 
-}  // namespace
-
-Status spmm_forward(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
-                    const float* bias, float* y, int n_threads) {
+// The argument checks of both forward entry points, then `run` (forward or
+// forward_dynamic) when there is work.
+template <class Run>
+Status checked_forward(const Run& run, const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
+                       const float* bias, float* y, int n_threads) {
   if (!valid_matrix(w) || batch < 0 || n_threads < 1 || !batch_fits(w, batch, ldx))
     return Status::kInvalidArgument;
   if (batch == 0 || w.rows == 0) return Status::kOk;
   if (y == nullptr || (w.cols > 0 && x == nullptr) || (batch > 1 && ldx < w.cols))
     return Status::kInvalidArgument;
-  forward(w, x, batch, ldx, bias, y, n_threads);
+  run(w, x, batch, ldx, bias, y, n_threads);
   return Status::kOk;
+}
+
+}  // namespace
+
+Status spmm_forward(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
+                    const float* bias, float* y, int n_threads) {
+  return checked_forward(forward, w, x, batch, ldx, bias, y, n_threads);
 }
 
 Status spmm_backward_input(const SparseMatrix& w, const float* grad_y, int64_t batch,
@@ -343,14 +351,8 @@ bool spmm_dynamic_supported(const SparseMatrix& w) {
 
 Status spmm_forward_dynamic(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
                             const float* bias, float* y, int n_threads) {
-  if (!valid_matrix(w) || !spmm_dynamic_supported(w) || batch < 0 || n_threads < 1 ||
-      !batch_fits(w, batch, ldx))
-    return Status::kInvalidArgument;
-  if (batch == 0 || w.rows == 0) return Status::kOk;
-  if (y == nullptr || (w.cols > 0 && x == nullptr) || (batch > 1 && ldx < w.cols))
-    return Status::kInvalidArgument;
-  forward_dynamic(w, x, batch, ldx, bias, y, n_threads);
-  return Status::kOk;
+  if (!spmm_dynamic_supported(w)) return Status::kInvalidArgument;
+  return checked_forward(forward_dynamic, w, x, batch, ldx, bias, y, n_threads);
 }
 
 }  // namespace slimtorch

@@ -4,6 +4,10 @@
 #include <algorithm>
 #include <cstring>
 
+// The vector skeletons of spmm_paths.h pass __m256 values but carry no target
+// attribute of their own; they are always inlined into this file's AVX2
+// kernels, so no call ever crosses the ABI the warning is about.
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include "spmm_paths.h"
 
 // GCC 12 reports its own masked-load intrinsics (maskz_loadu with an undefined
@@ -41,92 +45,60 @@ SLIMTORCH_AVX2 inline float sum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-template <class V, class I>
-SLIMTORCH_AVX2 void gemv_avx2(const SparseMatrix& w, const float* x, const float* bias, float* y,
-                              int64_t r0, int64_t r1) {
-  const V* val = static_cast<const V*>(w.values);
-  const I* idx = static_cast<const I*>(w.col_idx);
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t end = w.row_ptr[r + 1];
-    int64_t k = w.row_ptr[r];
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (; k + 16 <= end; k += 16) {
-      acc0 = _mm256_fmadd_ps(load8(val + k), _mm256_i32gather_ps(x, index8(idx + k), 4), acc0);
-      acc1 = _mm256_fmadd_ps(load8(val + k + 8), _mm256_i32gather_ps(x, index8(idx + k + 8), 4), acc1);
-    }
-    if (k + 8 <= end) {
-      acc0 = _mm256_fmadd_ps(load8(val + k), _mm256_i32gather_ps(x, index8(idx + k), 4), acc0);
-      k += 8;
-    }
-    float tail = 0.0f;
-    for (; k < end; ++k) tail += widen(val[k]) * x[idx[k]];
-    y[r] = finish_row(w, bias, r, sum8(_mm256_add_ps(acc0, acc1)) + tail);
-  }
-}
-
-// Batched rows with W = 8 * NV batch columns per panel. Eight nonzeros at a
-// time are widened into a small buffer, then each one is broadcast and
-// multiplied into NV accumulators with its x^T row.
-template <class V, class I, int NV>
-SLIMTORCH_AVX2 void panel_avx2(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb,
-                               const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
-  constexpr int kW = 8 * NV;
-  const V* val = static_cast<const V*>(w.values);
-  const I* idx = static_cast<const I*>(w.col_idx);
-  alignas(32) float vbuf[8];
-  alignas(32) int32_t ibuf[8];
-  alignas(32) float out[kW];
-  for (int64_t r = r0; r < r1; ++r) {
-    __m256 acc[NV];
-    for (int u = 0; u < NV; ++u) acc[u] = _mm256_setzero_ps();
-    const int64_t end = w.row_ptr[r + 1];
-    int64_t k = w.row_ptr[r];
-    for (; k + 8 <= end; k += 8) {
-      _mm256_store_ps(vbuf, load8(val + k));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(ibuf), index8(idx + k));
-      for (int j = 0; j < 8; ++j) {
-        const __m256 v = _mm256_set1_ps(vbuf[j]);
-        const float* xr = xt + int64_t(ibuf[j]) * kW;
-        for (int u = 0; u < NV; ++u) acc[u] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8 * u), acc[u]);
-      }
-    }
-    for (; k < end; ++k) {
-      const __m256 v = _mm256_set1_ps(widen(val[k]));
-      const float* xr = xt + int64_t(idx[k]) * kW;
-      for (int u = 0; u < NV; ++u) acc[u] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8 * u), acc[u]);
-    }
-    const __m256 scale = _mm256_set1_ps(w.row_scales != nullptr ? w.row_scales[r] : 1.0f);
-    const __m256 shift = _mm256_set1_ps(bias != nullptr ? bias[r] : 0.0f);
-    for (int u = 0; u < NV; ++u) _mm256_store_ps(out + 8 * u, _mm256_fmadd_ps(acc[u], scale, shift));
-    for (int64_t j = 0; j < nb; ++j) y[(b0 + j) * ldy + r] = out[j];
-  }
-}
-
-// Adapter: the AVX2 gather handles one column (ldx, ldy unused).
-template <class V, class I>
-void gemv_avx2_cols(const SparseMatrix& w, const float* x, int64_t, const float* bias, float* y, int64_t,
-                    int64_t r0, int64_t r1) {
-  gemv_avx2<V, I>(w, x, bias, y, r0, r1);
-}
-
-struct GemvAvx2 {
+// The skeletons' primitives (spmm_paths.h) for 8-lane AVX2 vectors.
+struct Avx2Ops {
+  using Vec = __m256;
+  static constexpr int kLanes = 8;
+  SLIMTORCH_AVX2 static inline __m256 zero() { return _mm256_setzero_ps(); }
+  SLIMTORCH_AVX2 static inline __m256 broadcast(float s) { return _mm256_set1_ps(s); }
+  SLIMTORCH_AVX2 static inline __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+  SLIMTORCH_AVX2 static inline void store(float* p, __m256 v) { _mm256_store_ps(p, v); }
+  SLIMTORCH_AVX2 static inline __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+  SLIMTORCH_AVX2 static inline float sum(__m256 v) { return sum8(v); }
+  SLIMTORCH_AVX2 static inline __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
   template <class V, class I>
-  static constexpr GemvFn of = gemv_avx2_cols<V, I>;
+  SLIMTORCH_AVX2 static inline __m256 gather_fma(__m256 acc, const V* v, const I* i, const float* x) {
+    return _mm256_fmadd_ps(load8(v), _mm256_i32gather_ps(x, index8(i), 4), acc);
+  }
+  // Eight nonzeros are widened into a small buffer, then each one is
+  // broadcast and multiplied into NV accumulators with its x^T row.
+  template <int NV, class V, class I>
+  SLIMTORCH_AVX2 static inline void panel_step(__m256 (&acc)[NV], const V* v, const I* i, const float* xt) {
+    constexpr int kW = kLanes * NV;
+    alignas(32) float vbuf[8];
+    alignas(32) int32_t ibuf[8];
+    _mm256_store_ps(vbuf, load8(v));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ibuf), index8(i));
+    for (int j = 0; j < 8; ++j) {
+      const __m256 value = _mm256_set1_ps(vbuf[j]);
+      const float* xr = xt + int64_t(ibuf[j]) * kW;
+      for (int u = 0; u < NV; ++u) acc[u] = _mm256_fmadd_ps(value, _mm256_loadu_ps(xr + 8 * u), acc[u]);
+    }
+  }
 };
-template <int NV>
-struct PanelAvx2 {
+
+// The kernels: the skeletons instantiated inside functions compiled for AVX2.
+// `of` is the gather kernel (as pick_typed names it), `panel` the panel kernels.
+struct Avx2 {
   template <class V, class I>
-  static constexpr PanelFn of = panel_avx2<V, I, NV>;
+  SLIMTORCH_AVX2 static void gemv_kernel(const SparseMatrix& w, const float* x, int64_t ldx, const float* bias,
+                                         float* y, int64_t ldy, int64_t r0, int64_t r1) {
+    gather_rows<Avx2Ops, V, I>(w, x, ldx, bias, y, ldy, r0, r1);
+  }
+  template <class V, class I, int NV>
+  SLIMTORCH_AVX2 static void panel_kernel(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb,
+                                          const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+    panel_rows<Avx2Ops, V, I, NV>(w, xt, b0, nb, bias, y, ldy, r0, r1);
+  }
+  template <class V, class I>
+  static constexpr GemvFn of = gemv_kernel<V, I>;
+  template <class V, class I, int NV>
+  static constexpr PanelFn panel = panel_kernel<V, I, NV>;
 };
 
 }  // namespace
 
-GemvFn pick_gemv_avx2(const SparseMatrix& w) { return pick_typed<GemvAvx2>(w); }
-
-PanelFn pick_panel_avx2(const SparseMatrix& w, int nv) {
-  if (nv == 4) return pick_typed<PanelAvx2<4>>(w);
-  if (nv == 2) return pick_typed<PanelAvx2<2>>(w);
-  return pick_typed<PanelAvx2<1>>(w);
-}
+GemvFn pick_gemv_avx2(const SparseMatrix& w) { return pick_typed<Avx2>(w); }
+PanelFn pick_panel_avx2(const SparseMatrix& w, int nv) { return pick_panel_of<Avx2>(w, nv); }
 
 }  // namespace slimtorch::spmm_paths

@@ -209,10 +209,9 @@ struct GemvAvx512 {
   template <class V, class I>
   static constexpr GemvFn of = gemv_avx512<V, I, NB>;
 };
-template <int NV>
 struct PanelAvx512 {
-  template <class V, class I>
-  static constexpr PanelFn of = panel_avx512<V, I, NV>;
+  template <class V, class I, int NV>
+  static constexpr PanelFn panel = panel_avx512<V, I, NV>;
 };
 struct BitmapAvx512 {
   template <class V, class I>
@@ -335,11 +334,7 @@ GemvFn pick_gemv_avx512(const SparseMatrix& w, int columns) {
   return pick_typed<GemvAvx512<3>>(w);
 }
 
-PanelFn pick_panel_avx512(const SparseMatrix& w, int nv) {
-  if (nv == 4) return pick_typed<PanelAvx512<4>>(w);
-  if (nv == 2) return pick_typed<PanelAvx512<2>>(w);
-  return pick_typed<PanelAvx512<1>>(w);
-}
+PanelFn pick_panel_avx512(const SparseMatrix& w, int nv) { return pick_panel_of<PanelAvx512>(w, nv); }
 
 BitmapGemvFn pick_gemv_bitmap_avx512(const SparseMatrix& w) { return pick_typed<BitmapAvx512>(w); }
 

@@ -34,85 +34,53 @@ inline float32x4_t gather4(const float* x, const I* idx) {
   return vld1q_lane_f32(x + idx[3], g, 3);
 }
 
-template <class V, class I>
-void gemv_neon(const SparseMatrix& w, const float* x, int64_t, const float* bias, float* y, int64_t,
-               int64_t r0, int64_t r1) {
-  const V* val = static_cast<const V*>(w.values);
-  const I* idx = static_cast<const I*>(w.col_idx);
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t end = w.row_ptr[r + 1];
-    int64_t k = w.row_ptr[r];
-    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
-    for (; k + 8 <= end; k += 8) {
-      acc0 = vfmaq_f32(acc0, load4(val + k), gather4(x, idx + k));
-      acc1 = vfmaq_f32(acc1, load4(val + k + 4), gather4(x, idx + k + 4));
-    }
-    if (k + 4 <= end) {
-      acc0 = vfmaq_f32(acc0, load4(val + k), gather4(x, idx + k));
-      k += 4;
-    }
-    float tail = 0.0f;
-    for (; k < end; ++k) tail += widen(val[k]) * x[idx[k]];
-    y[r] = finish_row(w, bias, r, vaddvq_f32(vaddq_f32(acc0, acc1)) + tail);
-  }
-}
-
-// Batched rows with W = 4 * NV batch columns per panel (xt is [cols][W]).
-template <class V, class I, int NV>
-void panel_neon(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb, const float* bias, float* y,
-                int64_t ldy, int64_t r0, int64_t r1) {
-  constexpr int kW = 4 * NV;
-  const V* val = static_cast<const V*>(w.values);
-  const I* idx = static_cast<const I*>(w.col_idx);
-  alignas(16) float out[kW];
-  for (int64_t r = r0; r < r1; ++r) {
-    float32x4_t acc[NV];
-    for (int u = 0; u < NV; ++u) acc[u] = vdupq_n_f32(0.0f);
-    const int64_t end = w.row_ptr[r + 1];
-    int64_t k = w.row_ptr[r];
-    for (; k + 4 <= end; k += 4) {
-      const float32x4_t v = load4(val + k);
-      const float* x0 = xt + int64_t(idx[k]) * kW;
-      const float* x1 = xt + int64_t(idx[k + 1]) * kW;
-      const float* x2 = xt + int64_t(idx[k + 2]) * kW;
-      const float* x3 = xt + int64_t(idx[k + 3]) * kW;
-      for (int u = 0; u < NV; ++u) {
-        acc[u] = vfmaq_laneq_f32(acc[u], vld1q_f32(x0 + 4 * u), v, 0);
-        acc[u] = vfmaq_laneq_f32(acc[u], vld1q_f32(x1 + 4 * u), v, 1);
-        acc[u] = vfmaq_laneq_f32(acc[u], vld1q_f32(x2 + 4 * u), v, 2);
-        acc[u] = vfmaq_laneq_f32(acc[u], vld1q_f32(x3 + 4 * u), v, 3);
-      }
-    }
-    for (; k < end; ++k) {
-      const float v = widen(val[k]);
-      const float* xr = xt + int64_t(idx[k]) * kW;
-      for (int u = 0; u < NV; ++u) acc[u] = vfmaq_n_f32(acc[u], vld1q_f32(xr + 4 * u), v);
-    }
-    const float32x4_t scale = vdupq_n_f32(w.row_scales != nullptr ? w.row_scales[r] : 1.0f);
-    const float32x4_t shift = vdupq_n_f32(bias != nullptr ? bias[r] : 0.0f);
-    for (int u = 0; u < NV; ++u) vst1q_f32(out + 4 * u, vfmaq_f32(shift, acc[u], scale));
-    for (int64_t j = 0; j < nb; ++j) y[(b0 + j) * ldy + r] = out[j];
-  }
-}
-
-struct GemvNeon {
+// The skeletons' primitives (spmm_paths.h) for 4-lane NEON vectors.
+struct NeonOps {
+  using Vec = float32x4_t;
+  static constexpr int kLanes = 4;
+  static inline float32x4_t zero() { return vdupq_n_f32(0.0f); }
+  static inline float32x4_t broadcast(float s) { return vdupq_n_f32(s); }
+  static inline float32x4_t load(const float* p) { return vld1q_f32(p); }
+  static inline void store(float* p, float32x4_t v) { vst1q_f32(p, v); }
+  static inline float32x4_t add(float32x4_t a, float32x4_t b) { return vaddq_f32(a, b); }
+  static inline float sum(float32x4_t v) { return vaddvq_f32(v); }
+  static inline float32x4_t fma(float32x4_t a, float32x4_t b, float32x4_t c) { return vfmaq_f32(c, a, b); }
   template <class V, class I>
-  static constexpr GemvFn of = gemv_neon<V, I>;
+  static inline float32x4_t gather_fma(float32x4_t acc, const V* v, const I* i, const float* x) {
+    return vfmaq_f32(acc, load4(v), gather4(x, i));
+  }
+  // Four nonzeros widened at once, each multiplied by lane into the NV
+  // accumulators with its x^T row.
+  template <int NV, class V, class I>
+  __attribute__((always_inline)) static inline void panel_step(float32x4_t (&acc)[NV], const V* v, const I* i,
+                                                               const float* xt) {
+    constexpr int kW = kLanes * NV;
+    const float32x4_t values = load4(v);
+    const float* x0 = xt + int64_t(i[0]) * kW;
+    const float* x1 = xt + int64_t(i[1]) * kW;
+    const float* x2 = xt + int64_t(i[2]) * kW;
+    const float* x3 = xt + int64_t(i[3]) * kW;
+    for (int u = 0; u < NV; ++u) {
+      acc[u] = vfmaq_laneq_f32(acc[u], vld1q_f32(x0 + 4 * u), values, 0);
+      acc[u] = vfmaq_laneq_f32(acc[u], vld1q_f32(x1 + 4 * u), values, 1);
+      acc[u] = vfmaq_laneq_f32(acc[u], vld1q_f32(x2 + 4 * u), values, 2);
+      acc[u] = vfmaq_laneq_f32(acc[u], vld1q_f32(x3 + 4 * u), values, 3);
+    }
+  }
 };
-template <int NV>
-struct PanelNeon {
+
+// The kernels: the skeletons instantiated for NEON (this file's flags).
+// `of` is the gather kernel (as pick_typed names it), `panel` the panel kernels.
+struct Neon {
   template <class V, class I>
-  static constexpr PanelFn of = panel_neon<V, I, NV>;
+  static constexpr GemvFn of = gather_rows<NeonOps, V, I>;
+  template <class V, class I, int NV>
+  static constexpr PanelFn panel = panel_rows<NeonOps, V, I, NV>;
 };
 
 }  // namespace
 
-GemvFn pick_gemv_neon(const SparseMatrix& w) { return pick_typed<GemvNeon>(w); }
-
-PanelFn pick_panel_neon(const SparseMatrix& w, int nv) {
-  if (nv == 4) return pick_typed<PanelNeon<4>>(w);
-  if (nv == 2) return pick_typed<PanelNeon<2>>(w);
-  return pick_typed<PanelNeon<1>>(w);
-}
+GemvFn pick_gemv_neon(const SparseMatrix& w) { return pick_typed<Neon>(w); }
+PanelFn pick_panel_neon(const SparseMatrix& w, int nv) { return pick_panel_of<Neon>(w, nv); }
 
 }  // namespace slimtorch::spmm_paths

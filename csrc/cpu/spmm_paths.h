@@ -162,5 +162,92 @@ auto pick_typed(const SparseMatrix& w) {
   return fn;
 }
 
+// The panel kernel of nv (1, 2 or 4) vectors for w's types, from a path P
+// that names its panel kernels P::template panel<V, I, NV>.
+template <class P, int NV>
+struct PanelOf {
+  template <class V, class I>
+  static constexpr PanelFn of = P::template panel<V, I, NV>;
+};
+template <class P>
+PanelFn pick_panel_of(const SparseMatrix& w, int nv) {
+  if (nv == 4) return pick_typed<PanelOf<P, 4>>(w);
+  if (nv == 2) return pick_typed<PanelOf<P, 2>>(w);
+  return pick_typed<PanelOf<P, 1>>(w);
+}
+
+// ---- vector skeletons ----------------------------------------------------------------
+//
+// The row loops that the AVX2 and NEON paths share, written once over an ISA's
+// primitives. Ops (defined in the ISA's own file, so its intrinsics never
+// reach a generic file) provides:
+//   Vec, kLanes                         vector type and its float lanes
+//   zero(), broadcast(s)                 all lanes 0, all lanes s
+//   load(p), store(p, v)                 kLanes floats (store: aligned)
+//   add(a, b), sum(v)                    lane-wise a + b, horizontal sum
+//   fma(a, b, c)                         a * b + c, one rounding
+//   gather_fma(acc, v, i, x)             acc + widen(v[l]) * x[i[l]] for the kLanes lanes
+//   panel_step<NV>(acc, v, i, xt)        for kLanes nonzeros j, with W = kLanes * NV:
+//                                        acc[u] += widen(v[j]) * xt[i[j] * W + kLanes * u ...]
+// x86 skeletons carry no target attribute: they are always inlined into an
+// ISA file's kernel, which has one, and its primitives are inlined there.
+
+// Batch 1 through gathers: two accumulators of kLanes nonzeros each per step,
+// then one vector, then a scalar remainder (ldx, ldy unused).
+template <class Ops, class V, class I>
+__attribute__((always_inline)) inline void gather_rows(const SparseMatrix& w, const float* x, int64_t,
+                                                       const float* bias, float* y, int64_t, int64_t r0,
+                                                       int64_t r1) {
+  constexpr int kLanes = Ops::kLanes;
+  const V* val = static_cast<const V*>(w.values);
+  const I* idx = static_cast<const I*>(w.col_idx);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t end = w.row_ptr[r + 1];
+    int64_t k = w.row_ptr[r];
+    typename Ops::Vec acc0 = Ops::zero(), acc1 = Ops::zero();
+    for (; k + 2 * kLanes <= end; k += 2 * kLanes) {
+      acc0 = Ops::gather_fma(acc0, val + k, idx + k, x);
+      acc1 = Ops::gather_fma(acc1, val + k + kLanes, idx + k + kLanes, x);
+    }
+    if (k + kLanes <= end) {
+      acc0 = Ops::gather_fma(acc0, val + k, idx + k, x);
+      k += kLanes;
+    }
+    float tail = 0.0f;
+    for (; k < end; ++k) tail += widen(val[k]) * x[idx[k]];
+    y[r] = finish_row(w, bias, r, Ops::sum(Ops::add(acc0, acc1)) + tail);
+  }
+}
+
+// Batched rows with W = kLanes * NV batch columns per panel (xt is [cols][W]):
+// each nonzero times its x^T row into NV accumulators, kLanes nonzeros per
+// step, then the remainder one by one.
+template <class Ops, class V, class I, int NV>
+__attribute__((always_inline)) inline void panel_rows(const SparseMatrix& w, const float* xt, int64_t b0,
+                                                      int64_t nb, const float* bias, float* y, int64_t ldy,
+                                                      int64_t r0, int64_t r1) {
+  using Vec = typename Ops::Vec;
+  constexpr int kLanes = Ops::kLanes, kW = kLanes * NV;
+  const V* val = static_cast<const V*>(w.values);
+  const I* idx = static_cast<const I*>(w.col_idx);
+  alignas(sizeof(Vec)) float out[kW];
+  for (int64_t r = r0; r < r1; ++r) {
+    Vec acc[NV];
+    for (int u = 0; u < NV; ++u) acc[u] = Ops::zero();
+    const int64_t end = w.row_ptr[r + 1];
+    int64_t k = w.row_ptr[r];
+    for (; k + kLanes <= end; k += kLanes) Ops::template panel_step<NV>(acc, val + k, idx + k, xt);
+    for (; k < end; ++k) {
+      const Vec v = Ops::broadcast(widen(val[k]));
+      const float* xr = xt + int64_t(idx[k]) * kW;
+      for (int u = 0; u < NV; ++u) acc[u] = Ops::fma(v, Ops::load(xr + kLanes * u), acc[u]);
+    }
+    const Vec scale = Ops::broadcast(w.row_scales != nullptr ? w.row_scales[r] : 1.0f);
+    const Vec shift = Ops::broadcast(bias != nullptr ? bias[r] : 0.0f);
+    for (int u = 0; u < NV; ++u) Ops::store(out + kLanes * u, Ops::fma(acc[u], scale, shift));
+    for (int64_t j = 0; j < nb; ++j) y[(b0 + j) * ldy + r] = out[j];
+  }
+}
+
 }  // namespace
 }  // namespace slimtorch::spmm_paths

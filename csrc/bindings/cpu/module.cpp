@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "../glue.h"
-#include "families.h"
+#include "../families.h"
 
 namespace py = pybind11;
 using namespace slimtorch;

@@ -3,7 +3,7 @@
 #include <string>
 
 #include "../glue.h"
-#include "families.h"
+#include "../families.h"
 
 namespace slimtorch::bindings {
 namespace {

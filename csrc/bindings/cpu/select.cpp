@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "../glue.h"
-#include "families.h"
+#include "../families.h"
 
 namespace slimtorch::bindings {
 namespace {

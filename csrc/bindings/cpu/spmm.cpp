@@ -1,8 +1,10 @@
 #include "slimtorch/spmm.h"
 
+#include <optional>
+
 #include "../glue.h"
 #include "../spmm_matrix.h"
-#include "families.h"
+#include "../families.h"
 
 namespace slimtorch::bindings {
 
@@ -28,6 +30,29 @@ void check_offset_ends(uintptr_t row_ptr, int64_t rows, int64_t nnz) {
     throw py::value_error("row_ptr: expected offsets from 0 to nnz");
 }
 
+using ForwardKernel = Status (*)(const SparseMatrix&, const float*, int64_t, int64_t, const float*, float*, int);
+
+// The binding of a forward kernel: the packed weight's addresses and sizes
+// in, its offsets' ends checked, then the kernel, without the GIL once the
+// work (nnz x batch) reaches release_from.
+auto forward_binding(ForwardKernel kernel, int64_t release_from, const char* what) {
+  return [=](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx, bool wide_idx, uintptr_t values,
+             int value_type, uintptr_t row_scales, int64_t nnz, uintptr_t bitmap, uintptr_t x, int64_t batch,
+             int64_t ldx, uintptr_t bias, uintptr_t y, int n_threads) {
+    check_offset_ends(row_ptr, rows, nnz);
+    const SparseMatrix w = make_matrix(rows, cols, row_ptr, col_idx, wide_idx, values, value_type,
+                                       row_scales, bitmap);
+    int64_t work = 0;
+    const bool work_overflows = __builtin_mul_overflow(nnz, batch, &work);
+    std::optional<py::gil_scoped_release> release;
+    if (work_overflows || work >= release_from) release.emplace();
+    const Status status = kernel(w, as_ptr<const float>(x), batch, ldx, as_ptr<const float>(bias),
+                                 as_ptr<float>(y), n_threads);
+    release.reset();  // check raises a Python exception: it needs the GIL
+    check(status, what);
+  };
+}
+
 }  // namespace
 
 void bind_spmm(py::module_& m) {
@@ -38,24 +63,7 @@ void bind_spmm(py::module_& m) {
   // Called directly (no torch.library) by SparseLinear's eager inference
   // path, so it must stay cheap: raw integers in, nothing allocated. The GIL
   // is released only when the work is large enough for that to matter.
-  m.def("spmm_forward", [](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
-                           bool wide_idx, uintptr_t values, int value_type, uintptr_t row_scales,
-                           int64_t nnz, uintptr_t bitmap, uintptr_t x, int64_t batch, int64_t ldx,
-                           uintptr_t bias, uintptr_t y, int n_threads) {
-    check_offset_ends(row_ptr, rows, nnz);
-    const SparseMatrix w = make_matrix(rows, cols, row_ptr, col_idx, wide_idx, values, value_type,
-                                       row_scales, bitmap);
-    Status status;
-    if (nnz * batch < (int64_t(1) << 16)) {
-      status = spmm_forward(w, as_ptr<const float>(x), batch, ldx, as_ptr<const float>(bias),
-                            as_ptr<float>(y), n_threads);
-    } else {
-      py::gil_scoped_release release;
-      status = spmm_forward(w, as_ptr<const float>(x), batch, ldx, as_ptr<const float>(bias),
-                            as_ptr<float>(y), n_threads);
-    }
-    check(status, "sparse_linear");
-  });
+  m.def("spmm_forward", forward_binding(spmm_forward, int64_t(1) << 16, "sparse_linear"));
   m.def("spmm_dynamic_supported", [](int64_t rows, int64_t cols, bool wide_idx, int value_type) {
     SparseMatrix w;
     w.rows = rows;
@@ -66,22 +74,9 @@ void bind_spmm(py::module_& m) {
     w.row_scales = &one;
     return spmm_dynamic_supported(w);
   });
-  // As spmm_forward, with activations quantized per row (int8 values only).
-  m.def("spmm_forward_dynamic", [](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
-                                   bool wide_idx, uintptr_t values, int value_type, uintptr_t row_scales,
-                                   int64_t nnz, uintptr_t bitmap, uintptr_t x, int64_t batch, int64_t ldx,
-                                   uintptr_t bias, uintptr_t y, int n_threads) {
-    check_offset_ends(row_ptr, rows, nnz);
-    const SparseMatrix w = make_matrix(rows, cols, row_ptr, col_idx, wide_idx, values, value_type,
-                                       row_scales, bitmap);
-    Status status;
-    {
-      py::gil_scoped_release release;
-      status = spmm_forward_dynamic(w, as_ptr<const float>(x), batch, ldx, as_ptr<const float>(bias),
-                                    as_ptr<float>(y), n_threads);
-    }
-    check(status, "sparse_linear (int8_dynamic)");
-  });
+  // As spmm_forward, with activations quantized per row (int8 values only);
+  // the quantization makes every call worth releasing the GIL.
+  m.def("spmm_forward_dynamic", forward_binding(spmm_forward_dynamic, 0, "sparse_linear (int8_dynamic)"));
   m.def("spmm_backward_input", [](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
                                   bool wide_idx, uintptr_t values, int value_type,
                                   uintptr_t row_scales, uintptr_t grad_y, int64_t batch,

@@ -3,7 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "../glue.h"
-#include "families.h"
+#include "../families.h"
 
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "slimtorch CUDA kernels (raw-pointer glue; use slimtorch.ops)";

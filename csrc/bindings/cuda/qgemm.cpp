@@ -1,7 +1,7 @@
 #include "slimtorch/qgemm.h"
 
 #include "../glue.h"
-#include "families.h"
+#include "../families.h"
 
 namespace slimtorch::bindings {
 

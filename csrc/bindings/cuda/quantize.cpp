@@ -1,7 +1,7 @@
 #include "slimtorch/quantize.h"
 
 #include "../glue.h"
-#include "families.h"
+#include "../families.h"
 
 namespace slimtorch::bindings {
 

@@ -2,7 +2,7 @@
 
 #include "../glue.h"
 #include "../spmm_matrix.h"
-#include "families.h"
+#include "../families.h"
 
 namespace slimtorch::bindings {
 
