@@ -83,9 +83,7 @@ void int_tile_dotprod_kernel(const uint8_t* a, int64_t lda, int64_t k, const int
 }  // namespace
 
 IntTileFn int_tile_dotprod(int rows, int) {
-  static const IntTileFn table[kMaxTileRows] = {
-      int_tile_dotprod_kernel<1, 1>, int_tile_dotprod_kernel<2, 1>, int_tile_dotprod_kernel<3, 1>,
-      int_tile_dotprod_kernel<4, 1>, int_tile_dotprod_kernel<5, 1>, int_tile_dotprod_kernel<6, 1>};
+  static const IntTileFn table[kMaxTileRows] = SLIMTORCH_ROW_TILE_TABLE(int_tile_dotprod_kernel);
   return table[rows - 1];
 }
 
