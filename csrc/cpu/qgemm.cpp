@@ -99,20 +99,20 @@ TileShape int_shape(IntPath path) {
   return {1, 1};
 }
 
-IntTileFn int_tile(IntPath path, int rows, int blocks) {
-  static const IntTileFn scalar[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(int_tile_scalar);
+const IntTiles& int_tiles(IntPath path) {
+  static const IntTiles scalar = SLIMTORCH_TILE_TABLE(int_tile_scalar);
   switch (path) {
 #if SLIMTORCH_X86
-    case IntPath::kVnni: return int_tile_vnni(rows, blocks);
-    case IntPath::kAvx2: return int_tile_avx2(rows, blocks);
+    case IntPath::kVnni: return int_tiles_vnni;
+    case IntPath::kAvx2: return int_tiles_avx2;
 #elif SLIMTORCH_ARM64
-    case IntPath::kNeon: return int_tile_neon(rows, blocks);
-    case IntPath::kDotprod: return int_tile_dotprod(rows, blocks);
-    case IntPath::kI8mm: return int_tile_i8mm(rows, blocks);
+    case IntPath::kNeon: return int_tiles_neon;
+    case IntPath::kDotprod: return int_tiles_dotprod;
+    case IntPath::kI8mm: return int_tiles_i8mm;
 #endif
     default: break;
   }
-  return scalar[rows - 1][blocks - 1];
+  return scalar;
 }
 
 // The per-ISA functions of the float-side work (weight-only tiles, the
@@ -120,7 +120,7 @@ IntTileFn int_tile(IntPath path, int rows, int blocks) {
 // Float tiles: NEON 4x1 = 16 accumulators + 4 activation rows + 4 converted weights.
 struct VectorPath {
   TileShape float_shape;
-  FloatTileFn (*float_tile)(int rows, int blocks);
+  const FloatTiles* float_tiles;
   void (*float_epilogue)(const float* acc, const float* w_scale, const float* bias, float* y, int64_t ldy,
                          int rows, int64_t cols);
   void (*linear_epilogue)(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
@@ -129,22 +129,18 @@ struct VectorPath {
   void (*minmax)(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 };
 
-FloatTileFn float_tile_scalar_table(int rows, int blocks) {
-  static const FloatTileFn table[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(float_tile_scalar);
-  return table[rows - 1][blocks - 1];
-}
-
 const VectorPath& vector_path(Isa isa) {
-  static const VectorPath scalar{{1, 1}, float_tile_scalar_table, float_epilogue_scalar, linear_epilogue_scalar,
+  static const FloatTiles scalar_tiles = SLIMTORCH_TILE_TABLE(float_tile_scalar);
+  static const VectorPath scalar{{1, 1}, &scalar_tiles, float_epilogue_scalar, linear_epilogue_scalar,
                                  quantize_row_scalar, minmax_scalar};
 #if SLIMTORCH_X86
-  static const VectorPath avx512{{4, 4}, float_tile_avx512, float_epilogue_avx512, linear_epilogue_avx512,
+  static const VectorPath avx512{{4, 4}, &float_tiles_avx512, float_epilogue_avx512, linear_epilogue_avx512,
                                  quantize_row_avx512, minmax_avx512};
-  static const VectorPath avx2{{3, 1}, float_tile_avx2, float_epilogue_scalar, linear_epilogue_avx2,
+  static const VectorPath avx2{{3, 1}, &float_tiles_avx2, float_epilogue_scalar, linear_epilogue_avx2,
                                quantize_row_avx2, minmax_avx2};
   return isa >= Isa::kAvx512 ? avx512 : isa >= Isa::kAvx2 ? avx2 : scalar;
 #elif SLIMTORCH_ARM64
-  static const VectorPath neon{{4, 1}, float_tile_neon, float_epilogue_scalar, linear_epilogue_neon,
+  static const VectorPath neon{{4, 1}, &float_tiles_neon, float_epilogue_scalar, linear_epilogue_neon,
                                quantize_row_neon, minmax_neon};
   return isa >= Isa::kNeon ? neon : scalar;
 #else
@@ -212,6 +208,7 @@ void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t*
 #endif
   const IntPath path = int_path();
   const TileShape shape = int_shape(path);
+  const IntTiles& tiles = int_tiles(path);
   const int64_t block_stride = k / kQgemmGroupK * kGroupBytes;
   for_each_panel(m, n, k, shape, n_threads, [&](int64_t first, int64_t last, int64_t nb0, int blocks) {
     const int64_t c0 = nb0 * kQgemmBlockN;
@@ -222,7 +219,7 @@ void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t*
       alignas(64) int32_t acc[kTileAcc];
       for (int64_t t = first; t < last; ++t) {
         const int64_t m0 = t * shape.rows;
-        int_tile(path, rows_of(t), blocks)(a + m0 * lda, lda, k, b, block_stride, acc, false);
+        tiles[rows_of(t) - 1][blocks - 1](a + m0 * lda, lda, k, b, block_stride, acc, false);
         finish(m0, rows_of(t), c0, cols, acc);
       }
       return;
@@ -231,9 +228,9 @@ void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t*
     for (int64_t k0 = 0; k0 < k; k0 += kIntKBlock) {
       const int64_t kc = std::min(kIntKBlock, k - k0);
       for (int64_t t = first; t < last; ++t)
-        int_tile(path, rows_of(t), blocks)(a + t * shape.rows * lda + k0, lda, kc,
-                                            b + k0 / kQgemmGroupK * kGroupBytes, block_stride,
-                                            acc.get() + (t - first) * kTileAcc, k0 > 0);
+        tiles[rows_of(t) - 1][blocks - 1](a + t * shape.rows * lda + k0, lda, kc,
+                                           b + k0 / kQgemmGroupK * kGroupBytes, block_stride,
+                                           acc.get() + (t - first) * kTileAcc, k0 > 0);
     }
     for (int64_t t = first; t < last; ++t)
       finish(t * shape.rows, rows_of(t), c0, cols, acc.get() + (t - first) * kTileAcc);
@@ -262,8 +259,6 @@ RowParams dynamic_params(float lo, float hi, bool finite) {
   const double zp = std::clamp(-std::nearbyint(lo_d / double(scale)), 0.0, 255.0);
   return {scale, int32_t(zp), true};
 }
-
-
 
 // Quantizes rows [0, m): dynamic (static_scale == nullptr) or static. Writes
 // per-row scale (NaN for non-finite rows) and zero point.
@@ -433,7 +428,7 @@ Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
   const int64_t block_stride = k_pad / kQgemmGroupK * kGroupBytes;
   for_each_tile(m, n, k_pad, path.float_shape, n_threads, [&](int64_t m0, int rows, int64_t nb0, int blocks) {
     alignas(64) float acc[kMaxTileRows * kMaxTileCols];
-    path.float_tile(rows, blocks)(x + m0 * ldx, ldx, k_pad, packed + nb0 * block_stride, block_stride, acc);
+    (*path.float_tiles)[rows - 1][blocks - 1](x + m0 * ldx, ldx, k_pad, packed + nb0 * block_stride, block_stride, acc);
     const int64_t c0 = nb0 * kQgemmBlockN;
     const int64_t cols = std::min<int64_t>(blocks * kQgemmBlockN, n - c0);
     path.float_epilogue(acc, w_scale + c0, bias ? bias + c0 : nullptr, y + m0 * ldy + c0, ldy, rows, cols);

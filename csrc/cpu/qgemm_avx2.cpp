@@ -87,15 +87,8 @@ SLIMTORCH_AVX2_KERNEL void float_tile_avx2_kernel(const float* x, int64_t ldx, i
 
 }  // namespace
 
-IntTileFn int_tile_avx2(int rows, int blocks) {
-  static const IntTileFn table[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(int_tile_avx2_kernel);
-  return table[rows - 1][blocks - 1];
-}
-
-FloatTileFn float_tile_avx2(int rows, int blocks) {
-  static const FloatTileFn table[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(float_tile_avx2_kernel);
-  return table[rows - 1][blocks - 1];
-}
+const IntTiles int_tiles_avx2 = SLIMTORCH_TILE_TABLE(int_tile_avx2_kernel);
+const FloatTiles float_tiles_avx2 = SLIMTORCH_TILE_TABLE(float_tile_avx2_kernel);
 
 SLIMTORCH_AVX2_KERNEL void linear_epilogue_avx2(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows,
                                                 int64_t c0, int64_t cols) {

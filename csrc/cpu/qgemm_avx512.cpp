@@ -118,18 +118,12 @@ SLIMTORCH_AVX512 void float_row_avx512(
 
 }  // namespace
 
-IntTileFn int_tile_vnni(int rows, int blocks) {
-  static const IntTileFn table[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(int_tile_vnni_kernel);
-  return table[rows - 1][blocks - 1];
-}
-
+const IntTiles int_tiles_vnni = SLIMTORCH_TILE_TABLE(int_tile_vnni_kernel);
 // One row takes the GEMV kernel (float_row_avx512).
-FloatTileFn float_tile_avx512(int rows, int blocks) {
-  static const FloatTileFn table[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(float_tile_avx512_kernel);
-  static const FloatTileFn row[kMaxTileBlocks] = {float_row_avx512<1, 1>, float_row_avx512<1, 2>,
-                                                  float_row_avx512<1, 3>, float_row_avx512<1, 4>};
-  return rows == 1 ? row[blocks - 1] : table[rows - 1][blocks - 1];
-}
+const FloatTiles float_tiles_avx512 = {
+    SLIMTORCH_TILE_ROW(float_row_avx512, 1),         SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 2),
+    SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 3), SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 4),
+    SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 5), SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 6)};
 
 SLIMTORCH_AVX512 void linear_epilogue_avx512(
     const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols) {

@@ -79,9 +79,6 @@ void int_tile_i8mm_kernel(const uint8_t* a, int64_t lda, int64_t k, const int8_t
 
 }  // namespace
 
-IntTileFn int_tile_i8mm(int rows, int) {
-  static const IntTileFn table[kMaxTileRows] = SLIMTORCH_ROW_TILE_TABLE(int_tile_i8mm_kernel);
-  return table[rows - 1];
-}
+const IntTiles int_tiles_i8mm = SLIMTORCH_ONE_BLOCK_TILE_TABLE(int_tile_i8mm_kernel);
 
 }  // namespace slimtorch::qgemm_paths

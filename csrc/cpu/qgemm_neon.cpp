@@ -116,15 +116,8 @@ __attribute__((flatten)) void float_tile_neon_kernel(const float* x, int64_t ldx
 
 }  // namespace
 
-IntTileFn int_tile_neon(int rows, int) {
-  static const IntTileFn table[kMaxTileRows] = SLIMTORCH_ROW_TILE_TABLE(int_tile_neon_kernel);
-  return table[rows - 1];
-}
-
-FloatTileFn float_tile_neon(int rows, int) {
-  static const FloatTileFn table[kMaxTileRows] = SLIMTORCH_ROW_TILE_TABLE(float_tile_neon_kernel);
-  return table[rows - 1];
-}
+const IntTiles int_tiles_neon = SLIMTORCH_ONE_BLOCK_TILE_TABLE(int_tile_neon_kernel);
+const FloatTiles float_tiles_neon = SLIMTORCH_ONE_BLOCK_TILE_TABLE(float_tile_neon_kernel);
 
 __attribute__((flatten)) void linear_epilogue_neon(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows,
                                                    int64_t c0, int64_t cols) {

@@ -45,17 +45,14 @@ struct LinearEpilogue {
   int64_t ldy;
 };
 
-// Per ISA: the micro-kernel for a tile of rows x blocks (at most the
-// path's tile shape, see qgemm.cpp), the epilogues, and the row quantization
+// Per ISA: the micro-kernels, tiles[rows - 1][blocks - 1] for a tile of
+// rows x blocks (at most the path's tile shape, see qgemm.cpp; paths one
+// block wide fill column 0 only), the epilogues, and the row quantization
 // (quantize_value below) and min/max/finiteness scan of one float row.
-IntTileFn int_tile_avx2(int rows, int blocks);
-IntTileFn int_tile_vnni(int rows, int blocks);
-IntTileFn int_tile_neon(int rows, int blocks);
-IntTileFn int_tile_dotprod(int rows, int blocks);
-IntTileFn int_tile_i8mm(int rows, int blocks);
-FloatTileFn float_tile_avx2(int rows, int blocks);
-FloatTileFn float_tile_avx512(int rows, int blocks);
-FloatTileFn float_tile_neon(int rows, int blocks);
+using IntTiles = IntTileFn[kMaxTileRows][kMaxTileBlocks];
+using FloatTiles = FloatTileFn[kMaxTileRows][kMaxTileBlocks];
+extern const IntTiles int_tiles_avx2, int_tiles_vnni, int_tiles_neon, int_tiles_dotprod, int_tiles_i8mm;
+extern const FloatTiles float_tiles_avx2, float_tiles_avx512, float_tiles_neon;
 void linear_epilogue_avx2(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols);
 void linear_epilogue_avx512(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
                             int64_t cols);
@@ -69,14 +66,14 @@ void minmax_avx2(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void minmax_avx512(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void minmax_neon(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 
-// ---- kernel tables: [rows - 1][blocks - 1] ---------------------------------------
+// ---- kernel tables (IntTiles, FloatTiles) of a kernel template fn<rows, blocks> ---------
 
 #define SLIMTORCH_TILE_ROW(fn, R) {fn<R, 1>, fn<R, 2>, fn<R, 3>, fn<R, 4>}
 #define SLIMTORCH_TILE_TABLE(fn)                                                        \
   {SLIMTORCH_TILE_ROW(fn, 1), SLIMTORCH_TILE_ROW(fn, 2), SLIMTORCH_TILE_ROW(fn, 3),     \
    SLIMTORCH_TILE_ROW(fn, 4), SLIMTORCH_TILE_ROW(fn, 5), SLIMTORCH_TILE_ROW(fn, 6)}
-// Paths whose tiles are one block wide: [rows - 1].
-#define SLIMTORCH_ROW_TILE_TABLE(fn) {fn<1, 1>, fn<2, 1>, fn<3, 1>, fn<4, 1>, fn<5, 1>, fn<6, 1>}
+// Paths whose tiles are one block wide: column 0.
+#define SLIMTORCH_ONE_BLOCK_TILE_TABLE(fn) {{fn<1, 1>}, {fn<2, 1>}, {fn<3, 1>}, {fn<4, 1>}, {fn<5, 1>}, {fn<6, 1>}}
 
 // Unnamed namespace: every translation unit keeps its own copy, compiled
 // with its own flags (no shared inline copy the linker could pick).
