@@ -1,6 +1,7 @@
 // qgemm paths for AVX2 (x86-64; per-function target attributes).
-// The skeletons of qgemm_paths.h pass vectors between inline functions that flatten merges
-// into one; no vector crosses a real call, so the ABI note does not apply.
+// -Wpsabi: the skeletons of qgemm_paths.h pass vectors between inline
+// functions that `flatten` merges into one target function, so no vector
+// crosses a real call and GCC's note on the vector ABI does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
 #include "qgemm_paths.h"
 

@@ -207,8 +207,8 @@ inline void tile_loop(const In* a, int64_t lda, int64_t k, const int8_t* b, int6
 }
 
 // The weight-only group step of the x86 paths: byte i of every 32-bit lane
-// goes to the top (Ops::shift_left), comes back with its sign as an int32
-// float (Ops::top_byte_to_float), and meets each row's x[4g + i] broadcast.
+// goes to the top (Ops::shift_left), comes back down with its sign and
+// becomes a float (Ops::top_byte_to_float), which meets each row's x[4g + i].
 template <class Ops>
 struct LaneWidenedFloatStep {
   template <int R, int V, class Acc>
