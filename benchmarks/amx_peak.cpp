@@ -15,15 +15,9 @@
 #include <cstdio>
 #include <cstring>
 
-namespace {
+#include "../csrc/cpu/qgemm_amx_config.h"
 
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
+namespace {
 
 constexpr long kSteps = 20000000;
 
@@ -43,13 +37,8 @@ int main() {
     std::printf("no AMX: the kernel refused tile permission\n");
     return 1;
   }
-  TileConfig config;
-  std::memset(&config, 0, sizeof config);
-  config.palette_id = 1;
-  for (int t = 0; t < 8; ++t) {
-    config.rows[t] = 16;
-    config.colsb[t] = 64;
-  }
+  slimtorch::AmxTileConfig config;
+  for (int t = 0; t < 8; ++t) config.set(t, 16);
   _tile_loadconfig(&config);
   alignas(64) static uint8_t operand[16 * 64];
   std::memset(operand, 1, sizeof operand);

@@ -99,45 +99,54 @@ TileShape int_shape(IntPath path) {
   return {1, 1};
 }
 
-IntTileFn int_tile(IntPath path, int rows, int blocks) {
-  static const IntTileFn scalar[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(int_tile_scalar);
+const IntTiles& int_tiles(IntPath path) {
+  static const IntTiles scalar = SLIMTORCH_TILE_TABLE(int_tile_scalar);
   switch (path) {
 #if SLIMTORCH_X86
-    case IntPath::kVnni: return int_tile_vnni(rows, blocks);
-    case IntPath::kAvx2: return int_tile_avx2(rows, blocks);
+    case IntPath::kVnni: return int_tiles_vnni;
+    case IntPath::kAvx2: return int_tiles_avx2;
 #elif SLIMTORCH_ARM64
-    case IntPath::kNeon: return int_tile_neon(rows, blocks);
-    case IntPath::kDotprod: return int_tile_dotprod(rows, blocks);
-    case IntPath::kI8mm: return int_tile_i8mm(rows, blocks);
+    case IntPath::kNeon: return int_tiles_neon;
+    case IntPath::kDotprod: return int_tiles_dotprod;
+    case IntPath::kI8mm: return int_tiles_i8mm;
 #endif
     default: break;
   }
-  return scalar[rows - 1][blocks - 1];
+  return scalar;
 }
 
-// Float (weight-only) tiles: NEON 4x1 = 16 accumulators + 4 activation rows
-// + 4 converted weights.
-TileShape float_shape(Isa isa) {
-#if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return {4, 4};
-  if (isa >= Isa::kAvx2) return {3, 1};
-#elif SLIMTORCH_ARM64
-  if (isa >= Isa::kNeon) return {4, 1};
-#endif
-  (void)isa;
-  return {1, 1};
-}
+// The per-ISA functions of the float-side work (weight-only tiles, the
+// epilogues, the row quantization and its min/max scan), chosen together.
+// Float tiles: NEON 4x1 = 16 accumulators + 4 activation rows + 4 converted weights.
+struct VectorPath {
+  TileShape float_shape;
+  const FloatTiles* float_tiles;
+  void (*float_epilogue)(const float* acc, const float* w_scale, const float* bias, float* y, int64_t ldy,
+                         int rows, int64_t cols);
+  void (*linear_epilogue)(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
+                          int64_t cols);
+  void (*quantize_row)(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a);
+  void (*minmax)(const float* x, int64_t k, float* lo, float* hi, bool* finite);
+};
 
-FloatTileFn float_tile(Isa isa, int rows, int blocks) {
-  static const FloatTileFn scalar[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(float_tile_scalar);
+const VectorPath& vector_path(Isa isa) {
+  static const FloatTiles scalar_tiles = SLIMTORCH_TILE_TABLE(float_tile_scalar);
+  static const VectorPath scalar{{1, 1}, &scalar_tiles, float_epilogue_scalar, linear_epilogue_scalar,
+                                 quantize_row_scalar, minmax_scalar};
 #if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return float_tile_avx512(rows, blocks);
-  if (isa >= Isa::kAvx2) return float_tile_avx2(rows, blocks);
+  static const VectorPath avx512{{4, 4}, &float_tiles_avx512, float_epilogue_avx512, linear_epilogue_avx512,
+                                 quantize_row_avx512, minmax_avx512};
+  static const VectorPath avx2{{3, 1}, &float_tiles_avx2, float_epilogue_scalar, linear_epilogue_avx2,
+                               quantize_row_avx2, minmax_avx2};
+  return isa >= Isa::kAvx512 ? avx512 : isa >= Isa::kAvx2 ? avx2 : scalar;
 #elif SLIMTORCH_ARM64
-  if (isa >= Isa::kNeon) return float_tile_neon(rows, blocks);
-#endif
+  static const VectorPath neon{{4, 1}, &float_tiles_neon, float_epilogue_scalar, linear_epilogue_neon,
+                               quantize_row_neon, minmax_neon};
+  return isa >= Isa::kNeon ? neon : scalar;
+#else
   (void)isa;
-  return scalar[rows - 1][blocks - 1];
+  return scalar;
+#endif
 }
 
 // ---- tiling over threads ------------------------------------------------------------
@@ -199,6 +208,7 @@ void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t*
 #endif
   const IntPath path = int_path();
   const TileShape shape = int_shape(path);
+  const IntTiles& tiles = int_tiles(path);
   const int64_t block_stride = k / kQgemmGroupK * kGroupBytes;
   for_each_panel(m, n, k, shape, n_threads, [&](int64_t first, int64_t last, int64_t nb0, int blocks) {
     const int64_t c0 = nb0 * kQgemmBlockN;
@@ -209,7 +219,7 @@ void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t*
       alignas(64) int32_t acc[kTileAcc];
       for (int64_t t = first; t < last; ++t) {
         const int64_t m0 = t * shape.rows;
-        int_tile(path, rows_of(t), blocks)(a + m0 * lda, lda, k, b, block_stride, acc, false);
+        tiles[rows_of(t) - 1][blocks - 1](a + m0 * lda, lda, k, b, block_stride, acc, false);
         finish(m0, rows_of(t), c0, cols, acc);
       }
       return;
@@ -218,20 +228,14 @@ void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t*
     for (int64_t k0 = 0; k0 < k; k0 += kIntKBlock) {
       const int64_t kc = std::min(kIntKBlock, k - k0);
       for (int64_t t = first; t < last; ++t)
-        int_tile(path, rows_of(t), blocks)(a + t * shape.rows * lda + k0, lda, kc,
-                                            b + k0 / kQgemmGroupK * kGroupBytes, block_stride,
-                                            acc.get() + (t - first) * kTileAcc, k0 > 0);
+        tiles[rows_of(t) - 1][blocks - 1](a + t * shape.rows * lda + k0, lda, kc,
+                                           b + k0 / kQgemmGroupK * kGroupBytes, block_stride,
+                                           acc.get() + (t - first) * kTileAcc, k0 > 0);
     }
     for (int64_t t = first; t < last; ++t)
       finish(t * shape.rows, rows_of(t), c0, cols, acc.get() + (t - first) * kTileAcc);
   });
 }
-
-// ---- epilogues ---------------------------------------------------------------------
-
-
-
-
 
 // ---- row quantization -----------------------------------------------------------------
 
@@ -256,38 +260,12 @@ RowParams dynamic_params(float lo, float hi, bool finite) {
   return {scale, int32_t(zp), true};
 }
 
-
-
-
-
-void minmax_row(Isa isa, const float* x, int64_t k, float* lo, float* hi, bool* finite) {
-#if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return minmax_avx512(x, k, lo, hi, finite);
-  if (isa >= Isa::kAvx2) return minmax_avx2(x, k, lo, hi, finite);
-#elif SLIMTORCH_ARM64
-  if (isa >= Isa::kNeon) return minmax_neon(x, k, lo, hi, finite);
-#endif
-  (void)isa;
-  minmax_scalar(x, k, lo, hi, finite);
-}
-
-void quantize_row(Isa isa, const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
-#if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return quantize_row_avx512(x, k, inv, zp, fused, a);
-  if (isa >= Isa::kAvx2) return quantize_row_avx2(x, k, inv, zp, fused, a);
-#elif SLIMTORCH_ARM64
-  if (isa >= Isa::kNeon) return quantize_row_neon(x, k, inv, zp, fused, a);
-#endif
-  (void)isa;
-  quantize_row_scalar(x, k, inv, zp, fused, a);
-}
-
 // Quantizes rows [0, m): dynamic (static_scale == nullptr) or static. Writes
 // per-row scale (NaN for non-finite rows) and zero point.
 void quantize_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* a, int64_t lda,
                    float* scale, int32_t* zero_point, const float* static_scale,
                    int32_t static_zp, int n_threads) {
-  const Isa isa = active_isa();
+  const VectorPath& path = vector_path(active_isa());
   const int64_t grain = std::max<int64_t>(1, kMinQuantizeElements / std::max<int64_t>(k, 1));
   parallel_for(n_threads, m, grain, [&](int64_t begin, int64_t end, int) {
     for (int64_t r = begin; r < end; ++r) {
@@ -297,17 +275,17 @@ void quantize_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* a
       bool finite;
       RowParams params;
       if (static_scale == nullptr) {
-        minmax_row(isa, row, k, &lo, &hi, &finite);
+        path.minmax(row, k, &lo, &hi, &finite);
         params = dynamic_params(lo, hi, finite);
       } else {
-        minmax_row(isa, row, k, &lo, &hi, &finite);  // only the finiteness is used
+        path.minmax(row, k, &lo, &hi, &finite);  // only the finiteness is used
         params = {finite ? *static_scale : std::numeric_limits<float>::quiet_NaN(),
                   finite ? static_zp : 0, finite};
       }
       scale[r] = params.scale;
       zero_point[r] = params.zp;
       if (params.finite)
-        quantize_row(isa, row, k, 1.0f / params.scale, params.zp, static_scale != nullptr, out);
+        path.quantize_row(row, k, 1.0f / params.scale, params.zp, static_scale != nullptr, out);
       else if (k > 0) std::memset(out, 0, size_t(k));
     }
   });
@@ -411,17 +389,11 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
   quantize_rows(x, m, k, ldx, a, lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point,
                 n_threads);
 
-  [[maybe_unused]] const Isa isa = active_isa();
+  const auto linear_epilogue = vector_path(active_isa()).linear_epilogue;
   const LinearEpilogue epilogue{row_zp.get(), row_scale.get(), w_scale, colsum, bias, y, ldy};
   int_gemm(a, m, ceil_div(k, kQgemmGroupK) * kQgemmGroupK, lda, packed, n, n_threads,
            [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
-#if SLIMTORCH_X86
-             if (isa >= Isa::kAvx512) return linear_epilogue_avx512(epilogue, acc, m0, rows, c0, cols);
-             if (isa >= Isa::kAvx2) return linear_epilogue_avx2(epilogue, acc, m0, rows, c0, cols);
-#elif SLIMTORCH_ARM64
-             if (isa >= Isa::kNeon) return linear_epilogue_neon(epilogue, acc, m0, rows, c0, cols);
-#endif
-             linear_epilogue_scalar(epilogue, acc, m0, rows, c0, cols);
+             linear_epilogue(epilogue, acc, m0, rows, c0, cols);
            });
   return Status::kOk;
 }
@@ -452,18 +424,14 @@ Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
     x = padded.get();
     ldx = k_pad;
   }
-  const Isa isa = active_isa();
+  const VectorPath& path = vector_path(active_isa());
   const int64_t block_stride = k_pad / kQgemmGroupK * kGroupBytes;
-  for_each_tile(m, n, k_pad, float_shape(isa), n_threads, [&](int64_t m0, int rows, int64_t nb0, int blocks) {
+  for_each_tile(m, n, k_pad, path.float_shape, n_threads, [&](int64_t m0, int rows, int64_t nb0, int blocks) {
     alignas(64) float acc[kMaxTileRows * kMaxTileCols];
-    float_tile(isa, rows, blocks)(x + m0 * ldx, ldx, k_pad, packed + nb0 * block_stride, block_stride, acc);
+    (*path.float_tiles)[rows - 1][blocks - 1](x + m0 * ldx, ldx, k_pad, packed + nb0 * block_stride, block_stride, acc);
     const int64_t c0 = nb0 * kQgemmBlockN;
     const int64_t cols = std::min<int64_t>(blocks * kQgemmBlockN, n - c0);
-    const float* b = bias ? bias + c0 : nullptr;
-#if SLIMTORCH_X86
-    if (isa >= Isa::kAvx512) return float_epilogue_avx512(acc, w_scale + c0, b, y + m0 * ldy + c0, ldy, rows, cols);
-#endif
-    float_epilogue_scalar(acc, w_scale + c0, b, y + m0 * ldy + c0, ldy, rows, cols);
+    path.float_epilogue(acc, w_scale + c0, bias ? bias + c0 : nullptr, y + m0 * ldy + c0, ldy, rows, cols);
   });
   return Status::kOk;
 }

@@ -22,6 +22,7 @@
 // Tile state belongs to a thread: every chunk of parallel_for loads the
 // configuration on the thread that runs it and releases the tiles at its end.
 #include "qgemm_amx.h"
+#include "qgemm_amx_config.h"
 
 // GCC 12 flags its own _mm512_undefined_*() placeholders in the AVX-512
 // intrinsic headers as uninitialized (GCC bug 105593).
@@ -60,16 +61,6 @@ constexpr int64_t kMinMacsPerChunk = int64_t(1) << 20;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The 64-byte operand of ldtilecfg (palette 1).
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-static_assert(sizeof(TileConfig) == 64, "ldtilecfg reads 64 bytes");
-
 // Loads the configuration for blocks whose first row tile has rows0 rows and
 // second rows1 (0: the second row of tiles is not used).
 class TileState {
@@ -79,21 +70,15 @@ class TileState {
   }
   void configure(int rows0, int rows1) {
     if (rows0 == rows0_ && rows1 == rows1_) return;
-    TileConfig config;
-    std::memset(&config, 0, sizeof config);
-    config.palette_id = 1;
-    const auto set = [&](int tile, int rows) {
-      config.rows[tile] = uint8_t(rows);
-      config.colsb[tile] = rows > 0 ? 64 : 0;
-    };
-    set(0, rows0);
-    set(1, rows0);
-    set(2, rows1);
-    set(3, rows1);
-    set(4, rows0);
-    set(5, rows1);
-    set(6, 16);
-    set(7, 16);
+    AmxTileConfig config;
+    config.set(0, rows0);
+    config.set(1, rows0);
+    config.set(2, rows1);
+    config.set(3, rows1);
+    config.set(4, rows0);
+    config.set(5, rows1);
+    config.set(6, 16);
+    config.set(7, 16);
     _tile_loadconfig(&config);
     rows0_ = rows0;
     rows1_ = rows1;
@@ -102,6 +87,17 @@ class TileState {
  private:
   int rows0_ = -1, rows1_ = -1;
 };
+
+// tmm c += tmm a . tmm b: tdpbf16ps (bf16 pairs, float sums) when bf16,
+// else tdpbusd (u8 x s8 quads, int32 sums). A macro because the intrinsics
+// are: they paste the tile numbers into the instruction as literals.
+#define SLIMTORCH_TILE_DOT(bf16, c, a, b) \
+  do {                                    \
+    if (bf16)                             \
+      _tile_dpbf16ps(c, a, b);            \
+    else                                  \
+      _tile_dpbusd(c, a, b);              \
+  } while (0)
 
 // One block: RT row tiles x CT column tiles over `steps` K steps (tiles of
 // 64-byte rows: 64 uint8 x int8 products per row for tdpbusd, or 32 bf16
@@ -135,22 +131,12 @@ void tile_block(const void* a_rows, int64_t lda, int64_t steps, const void* cons
     _tile_loadd(6, last ? b_last[0] : b[0] + s * kTileBytes, kGroupBytes);
     if (CT == 2) _tile_loadd(7, last ? b_last[1] : b[1] + s * kTileBytes, kGroupBytes);
     _tile_loadd(4, a + s * kStepBytes, lda);
-    if (kBf16) {
-      _tile_dpbf16ps(0, 4, 6);
-      if (CT == 2) _tile_dpbf16ps(1, 4, 7);
-    } else {
-      _tile_dpbusd(0, 4, 6);
-      if (CT == 2) _tile_dpbusd(1, 4, 7);
-    }
+    SLIMTORCH_TILE_DOT(kBf16, 0, 4, 6);
+    if (CT == 2) SLIMTORCH_TILE_DOT(kBf16, 1, 4, 7);
     if (RT == 2) {
       _tile_loadd(5, a1 + s * kStepBytes, lda);
-      if (kBf16) {
-        _tile_dpbf16ps(2, 5, 6);
-        if (CT == 2) _tile_dpbf16ps(3, 5, 7);
-      } else {
-        _tile_dpbusd(2, 5, 6);
-        if (CT == 2) _tile_dpbusd(3, 5, 7);
-      }
+      SLIMTORCH_TILE_DOT(kBf16, 2, 5, 6);
+      if (CT == 2) SLIMTORCH_TILE_DOT(kBf16, 3, 5, 7);
     }
   }
   _tile_stored(0, acc, kAccBytes);

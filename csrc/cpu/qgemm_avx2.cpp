@@ -1,25 +1,55 @@
 // qgemm paths for AVX2 (x86-64; per-function target attributes).
+// -Wpsabi: the skeletons of qgemm_paths.h pass vectors between inline
+// functions that `flatten` merges into one target function, so no vector
+// crosses a real call and GCC's note on the vector ABI does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include "qgemm_paths.h"
 
 #include <immintrin.h>
 
+#define SLIMTORCH_AVX2 __attribute__((target("avx2,fma")))
+// Kernels built from the skeletons of qgemm_paths.h (see there).
+#define SLIMTORCH_AVX2_KERNEL __attribute__((target("avx2,fma"), flatten))
+
 namespace slimtorch::qgemm_paths {
 namespace {
 
-template <int R, int B>
-__attribute__((target("avx2,fma"))) void int_tile_avx2_kernel(const uint8_t* a, int64_t lda, int64_t k,
-                                                              const int8_t* b, int64_t block_stride,
-                                                              int32_t* acc, bool accumulate) {
-  // Each 16-lane block is two ymm halves of 8 lanes.
-  __m256i c[R][2 * B];
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h)
-      c[r][h] = accumulate ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + r * kMaxTileCols + h * 8))
-                           : _mm256_setzero_si256();
-  const int64_t groups = k / 4;
-  for (int64_t g = 0; g < groups; ++g) {
+// The primitives of the skeletons in qgemm_paths.h. A 16-lane block is two
+// ymm halves of 8 lanes.
+struct Avx2 {
+  static constexpr int kLanes = 8;
+  SLIMTORCH_AVX2 static inline __m256i load(const int32_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+  SLIMTORCH_AVX2 static inline __m256i load(const int8_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+  SLIMTORCH_AVX2 static inline __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+  SLIMTORCH_AVX2 static inline void store(int32_t* p, __m256i v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+  }
+  SLIMTORCH_AVX2 static inline void store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+  SLIMTORCH_AVX2 static inline __m256i splat(int32_t v) { return _mm256_set1_epi32(v); }
+  SLIMTORCH_AVX2 static inline __m256 splat(float v) { return _mm256_set1_ps(v); }
+  SLIMTORCH_AVX2 static inline __m256i shift_left(__m256i v, int bits) { return _mm256_slli_epi32(v, bits); }
+  SLIMTORCH_AVX2 static inline __m256 top_byte_to_float(__m256i v) {
+    return _mm256_cvtepi32_ps(_mm256_srai_epi32(v, 24));
+  }
+  SLIMTORCH_AVX2 static inline __m256 fma(__m256 x, __m256 w, __m256 c) { return _mm256_fmadd_ps(x, w, c); }
+  SLIMTORCH_AVX2 static inline __m256i minus_product(__m256i a, __m256i b, __m256i c) {
+    return _mm256_sub_epi32(a, _mm256_mullo_epi32(b, c));
+  }
+  SLIMTORCH_AVX2 static inline __m256 to_float(__m256i v) { return _mm256_cvtepi32_ps(v); }
+  SLIMTORCH_AVX2 static inline __m256 mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+  SLIMTORCH_AVX2 static inline __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+};
+
+// The integer group step: vpdpbusd's 8-bit pairs would saturate, so both
+// operands are widened to int16 pairs for vpmaddwd (see qgemm.cpp).
+struct Avx2IntStep {
+  template <int R, int V>
+  SLIMTORCH_AVX2 static inline void run(__m256i (&c)[R][V], const uint8_t* a, int64_t lda, const int8_t* b,
+                                        int64_t block_stride, int64_t g) {
     // Activation pairs as int16: even = (a0, a2), odd = (a1, a3) per 32-bit lane.
     __m256i even[R], odd[R];
     SLIMTORCH_UNROLL
@@ -30,9 +60,8 @@ __attribute__((target("avx2,fma"))) void int_tile_avx2_kernel(const uint8_t* a, 
       odd[r] = _mm256_set1_epi32((int32_t(uint32_t(v) >> 8)) & 0x00ff00ff);
     }
     SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h) {
-      const __m256i w = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(b + (h / 2) * block_stride + g * kGroupBytes + (h % 2) * 32));
+    for (int h = 0; h < V; ++h) {
+      const __m256i w = Avx2::load(vector_weights<Avx2>(b, block_stride, g, h));
       // Sign-extended weight bytes (0, 2) and (1, 3) of each 32-bit lane as int16 pairs.
       const __m256i w_even = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
       const __m256i w_odd = _mm256_srai_epi16(w, 8);
@@ -43,91 +72,31 @@ __attribute__((target("avx2,fma"))) void int_tile_avx2_kernel(const uint8_t* a, 
       }
     }
   }
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * kMaxTileCols + h * 8), c[r][h]);
+};
+
+template <int R, int B>
+SLIMTORCH_AVX2_KERNEL void int_tile_avx2_kernel(const uint8_t* a, int64_t lda, int64_t k, const int8_t* b,
+                                                int64_t block_stride, int32_t* acc, bool accumulate) {
+  tile_loop<Avx2, Avx2IntStep, R, B>(a, lda, k, b, block_stride, acc, accumulate);
 }
 
 template <int R, int B>
-__attribute__((target("avx2,fma"))) void float_tile_avx2_kernel(const float* x, int64_t ldx, int64_t k,
-                                                                const int8_t* b, int64_t block_stride,
-                                                                float* acc) {
-  __m256 c[R][2 * B];
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h) c[r][h] = _mm256_setzero_ps();
-  const int64_t groups = k / 4;  // k is a multiple of 4 (see FloatTileFn)
-  for (int64_t g = 0; g < groups; ++g) {
-    __m256i w[2 * B];
-    SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h)
-      w[h] = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(b + (h / 2) * block_stride + g * kGroupBytes + (h % 2) * 32));
-    SLIMTORCH_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      __m256 wf[2 * B];
-      SLIMTORCH_UNROLL
-      for (int h = 0; h < 2 * B; ++h) {
-        // Byte i of each lane to the top, then back with sign: int8 -> int32.
-        __m256i v = w[h];
-        if (i == 0) v = _mm256_slli_epi32(v, 24);
-        else if (i == 1) v = _mm256_slli_epi32(v, 16);
-        else if (i == 2) v = _mm256_slli_epi32(v, 8);
-        wf[h] = _mm256_cvtepi32_ps(_mm256_srai_epi32(v, 24));
-      }
-      SLIMTORCH_UNROLL
-      for (int r = 0; r < R; ++r) {
-        const __m256 xv = _mm256_set1_ps(x[r * ldx + 4 * g + i]);
-        SLIMTORCH_UNROLL
-        for (int h = 0; h < 2 * B; ++h) c[r][h] = _mm256_fmadd_ps(xv, wf[h], c[r][h]);
-      }
-    }
-  }
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int h = 0; h < 2 * B; ++h) _mm256_storeu_ps(acc + r * kMaxTileCols + h * 8, c[r][h]);
+SLIMTORCH_AVX2_KERNEL void float_tile_avx2_kernel(const float* x, int64_t ldx, int64_t k, const int8_t* b,
+                                                  int64_t block_stride, float* acc) {
+  tile_loop<Avx2, LaneWidenedFloatStep<Avx2>, R, B>(x, ldx, k, b, block_stride, acc, false);
 }
 
 }  // namespace
 
-IntTileFn int_tile_avx2(int rows, int blocks) {
-  static const IntTileFn table[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(int_tile_avx2_kernel);
-  return table[rows - 1][blocks - 1];
+const IntTiles int_tiles_avx2 = SLIMTORCH_TILE_TABLE(int_tile_avx2_kernel);
+const FloatTiles float_tiles_avx2 = SLIMTORCH_TILE_TABLE(float_tile_avx2_kernel);
+
+SLIMTORCH_AVX2_KERNEL void linear_epilogue_avx2(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows,
+                                                int64_t c0, int64_t cols) {
+  linear_epilogue_loop<Avx2>(e, acc, m0, rows, c0, cols);
 }
 
-FloatTileFn float_tile_avx2(int rows, int blocks) {
-  static const FloatTileFn table[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(float_tile_avx2_kernel);
-  return table[rows - 1][blocks - 1];
-}
-
-__attribute__((target("avx2,fma"))) void linear_epilogue_avx2(const LinearEpilogue& e,
-                                                             const int32_t* acc, int64_t m0,
-                                                             int rows, int64_t c0, int64_t cols) {
-  const int64_t vec = cols / 8 * 8;
-  for (int r = 0; r < rows; ++r) {
-    const __m256i zp = _mm256_set1_epi32(e.zero_point[m0 + r]);
-    const __m256 rs = _mm256_set1_ps(e.row_scale[m0 + r]);
-    float* out = e.y + (m0 + r) * e.ldy + c0;
-    for (int64_t c = 0; c < vec; c += 8) {
-      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + r * kMaxTileCols + c));
-      const __m256i cs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.colsum + c0 + c));
-      const __m256i v = _mm256_sub_epi32(a, _mm256_mullo_epi32(zp, cs));  // wraps to the true value
-      const __m256 scale = _mm256_mul_ps(rs, _mm256_loadu_ps(e.w_scale + c0 + c));
-      __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(v), scale);
-      if (e.bias) p = _mm256_add_ps(p, _mm256_loadu_ps(e.bias + c0 + c));
-      _mm256_storeu_ps(out + c, p);
-    }
-  }
-  // acc + vec: the scalar epilogue indexes acc by (row, column - vec).
-  if (vec < cols) linear_epilogue_scalar(e, acc + vec, m0, rows, c0 + vec, cols - vec);
-}
-
-__attribute__((target("avx2,fma"))) void quantize_row_avx2(const float* x, int64_t k, float inv,
-                                                          int32_t zp, bool fused, uint8_t* a) {
+SLIMTORCH_AVX2 void quantize_row_avx2(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
   const __m256 scale = _mm256_set1_ps(inv), zpv = _mm256_set1_ps(float(zp));
   const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(255.0f);
   int64_t i = 0;
@@ -142,8 +111,7 @@ __attribute__((target("avx2,fma"))) void quantize_row_avx2(const float* x, int64
   quantize_row_scalar(x + i, k - i, inv, zp, fused, a + i);
 }
 
-__attribute__((target("avx2,fma"))) void minmax_avx2(const float* x, int64_t k, float* lo,
-                                                    float* hi, bool* finite) {
+SLIMTORCH_AVX2 void minmax_avx2(const float* x, int64_t k, float* lo, float* hi, bool* finite) {
   __m256 mn = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
   __m256 bad = _mm256_setzero_ps();
   int64_t i = 0;

@@ -1,4 +1,8 @@
 // qgemm paths for AVX-512 (x86-64; per-function target attributes).
+// -Wpsabi: the skeletons of qgemm_paths.h pass vectors between inline
+// functions that `flatten` merges into one target function, so no vector
+// crosses a real call and GCC's note on the vector ABI does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include "narrow.h"
 #include "qgemm_paths.h"
 
@@ -9,80 +13,71 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#define SLIMTORCH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+#define SLIMTORCH_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+// Kernels built from the skeletons of qgemm_paths.h (see there).
+#define SLIMTORCH_AVX512_KERNEL __attribute__((target("avx512f,avx512bw,avx512vl"), flatten))
+#define SLIMTORCH_VNNI_KERNEL __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), flatten))
+
 namespace slimtorch::qgemm_paths {
 namespace {
 
-template <int R, int B>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void int_tile_vnni_kernel(
-    const uint8_t* a, int64_t lda, int64_t k, const int8_t* b, int64_t block_stride,
-    int32_t* acc, bool accumulate) {
-  __m512i c[R][B];
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
+// The primitives of the skeletons in qgemm_paths.h.
+struct Avx512 {
+  static constexpr int kLanes = 16;
+  SLIMTORCH_AVX512 static inline __m512i load(const int32_t* p) { return _mm512_loadu_si512(p); }
+  SLIMTORCH_AVX512 static inline __m512i load(const int8_t* p) { return _mm512_loadu_si512(p); }
+  SLIMTORCH_AVX512 static inline __m512 load(const float* p) { return _mm512_loadu_ps(p); }
+  SLIMTORCH_AVX512 static inline void store(int32_t* p, __m512i v) { _mm512_storeu_si512(p, v); }
+  SLIMTORCH_AVX512 static inline void store(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+  SLIMTORCH_AVX512 static inline __m512 splat(float v) { return _mm512_set1_ps(v); }
+  SLIMTORCH_AVX512 static inline __m512i shift_left(__m512i v, int bits) { return _mm512_slli_epi32(v, bits); }
+  SLIMTORCH_AVX512 static inline __m512 top_byte_to_float(__m512i v) {
+    return _mm512_cvtepi32_ps(_mm512_srai_epi32(v, 24));
+  }
+  SLIMTORCH_AVX512 static inline __m512 fma(__m512 x, __m512 w, __m512 c) { return _mm512_fmadd_ps(x, w, c); }
+  SLIMTORCH_AVX512 static inline __m512 affine(__m512 v, __m512 scale, __m512 zp, bool fused) {
+    return fused ? _mm512_fmadd_ps(v, scale, zp) : _mm512_add_ps(_mm512_mul_ps(v, scale), zp);
+  }
+  // The row quantization's levels: the rows are finite there, so only the
+  // top needs a float clamp; the saturating packs take care of the bottom (see narrow.h).
+  SLIMTORCH_AVX512 static inline __m512i levels(__m512 t) {
+    return _mm512_cvtps_epi32(_mm512_min_ps(t, _mm512_set1_ps(255.0f)));
+  }
+  SLIMTORCH_AVX512 static inline void store_bytes(uint8_t* a, __m512i (&levels)[4]) {
+    _mm512_storeu_si512(a, narrow_to_bytes64<false>(levels));
+  }
+};
+
+// The integer group step: vpdpbusd, one broadcast of each row's 4 bytes.
+struct VnniIntStep {
+  template <int R, int V>
+  SLIMTORCH_VNNI static inline void run(__m512i (&c)[R][V], const uint8_t* a, int64_t lda, const int8_t* b,
+                                        int64_t block_stride, int64_t g) {
+    __m512i w[V];
     SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk)
-      c[r][blk] = accumulate ? _mm512_loadu_si512(acc + r * kMaxTileCols + blk * kQgemmBlockN)
-                             : _mm512_setzero_si512();
-  const int64_t groups = k / 4;  // k is a multiple of 4 (see IntTileFn)
-  for (int64_t g = 0; g < groups; ++g) {
-    __m512i w[B];
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk)
-      w[blk] = _mm512_loadu_si512(b + blk * block_stride + g * kGroupBytes);
+    for (int blk = 0; blk < V; ++blk) w[blk] = Avx512::load(vector_weights<Avx512>(b, block_stride, g, blk));
     SLIMTORCH_UNROLL
     for (int r = 0; r < R; ++r) {
       int32_t v;
       std::memcpy(&v, a + r * lda + 4 * g, 4);
       const __m512i av = _mm512_set1_epi32(v);
       SLIMTORCH_UNROLL
-      for (int blk = 0; blk < B; ++blk) c[r][blk] = _mm512_dpbusd_epi32(c[r][blk], av, w[blk]);
+      for (int blk = 0; blk < V; ++blk) c[r][blk] = _mm512_dpbusd_epi32(c[r][blk], av, w[blk]);
     }
   }
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk)
-      _mm512_storeu_si512(acc + r * kMaxTileCols + blk * kQgemmBlockN, c[r][blk]);
+};
+
+template <int R, int B>
+SLIMTORCH_VNNI_KERNEL void int_tile_vnni_kernel(const uint8_t* a, int64_t lda, int64_t k, const int8_t* b,
+                                                int64_t block_stride, int32_t* acc, bool accumulate) {
+  tile_loop<Avx512, VnniIntStep, R, B>(a, lda, k, b, block_stride, acc, accumulate);
 }
 
 template <int R, int B>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void float_tile_avx512_kernel(
-    const float* x, int64_t ldx, int64_t k, const int8_t* b, int64_t block_stride, float* acc) {
-  __m512 c[R][B];
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk) c[r][blk] = _mm512_setzero_ps();
-  const int64_t groups = k / 4;  // k is a multiple of 4 (see FloatTileFn)
-  for (int64_t g = 0; g < groups; ++g) {
-    __m512i w[B];
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk)
-      w[blk] = _mm512_loadu_si512(b + blk * block_stride + g * kGroupBytes);
-    SLIMTORCH_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      __m512 wf[B];
-      SLIMTORCH_UNROLL
-      for (int blk = 0; blk < B; ++blk) {
-        __m512i v = w[blk];
-        if (i == 0) v = _mm512_slli_epi32(v, 24);
-        else if (i == 1) v = _mm512_slli_epi32(v, 16);
-        else if (i == 2) v = _mm512_slli_epi32(v, 8);
-        wf[blk] = _mm512_cvtepi32_ps(_mm512_srai_epi32(v, 24));
-      }
-      SLIMTORCH_UNROLL
-      for (int r = 0; r < R; ++r) {
-        const __m512 xv = _mm512_set1_ps(x[r * ldx + 4 * g + i]);
-        SLIMTORCH_UNROLL
-        for (int blk = 0; blk < B; ++blk) c[r][blk] = _mm512_fmadd_ps(xv, wf[blk], c[r][blk]);
-      }
-    }
-  }
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int blk = 0; blk < B; ++blk)
-      _mm512_storeu_ps(acc + r * kMaxTileCols + blk * kQgemmBlockN, c[r][blk]);
+SLIMTORCH_AVX512_KERNEL void float_tile_avx512_kernel(const float* x, int64_t ldx, int64_t k, const int8_t* b,
+                                                      int64_t block_stride, float* acc) {
+  tile_loop<Avx512, LaneWidenedFloatStep<Avx512>, R, B>(x, ldx, k, b, block_stride, acc, false);
 }
 
 // One row (GEMV), AVX-512: the cheaper conversion. A 16-byte quarter of a
@@ -91,7 +86,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void float_tile_avx512_kern
 // Each quarter keeps its own accumulator of (channel, k mod 4) partial sums,
 // added across k mod 4 once at the end: 3 ops per 16 weights instead of 4.
 template <int R, int B>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void float_row_avx512(
+SLIMTORCH_AVX512 void float_row_avx512(
     const float* x, int64_t, int64_t k, const int8_t* b, int64_t block_stride, float* acc) {
   static_assert(R == 1, "one row");
   __m512 c[B][4];
@@ -124,20 +119,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void float_row_avx512(
 
 }  // namespace
 
-IntTileFn int_tile_vnni(int rows, int blocks) {
-  static const IntTileFn table[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(int_tile_vnni_kernel);
-  return table[rows - 1][blocks - 1];
-}
-
+const IntTiles int_tiles_vnni = SLIMTORCH_TILE_TABLE(int_tile_vnni_kernel);
 // One row takes the GEMV kernel (float_row_avx512).
-FloatTileFn float_tile_avx512(int rows, int blocks) {
-  static const FloatTileFn table[kMaxTileRows][kMaxTileBlocks] = SLIMTORCH_TILE_TABLE(float_tile_avx512_kernel);
-  static const FloatTileFn row[kMaxTileBlocks] = {float_row_avx512<1, 1>, float_row_avx512<1, 2>,
-                                                  float_row_avx512<1, 3>, float_row_avx512<1, 4>};
-  return rows == 1 ? row[blocks - 1] : table[rows - 1][blocks - 1];
-}
+const FloatTiles float_tiles_avx512 = {
+    SLIMTORCH_TILE_ROW(float_row_avx512, 1),         SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 2),
+    SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 3), SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 4),
+    SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 5), SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 6)};
 
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void linear_epilogue_avx512(
+SLIMTORCH_AVX512 void linear_epilogue_avx512(
     const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols) {
   for (int r = 0; r < rows; ++r) {
     const __m512i zp = _mm512_set1_epi32(e.zero_point[m0 + r]);
@@ -157,7 +146,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void linear_epilogue_avx512
 }
 
 // y[r][c] = acc * w_scale[c] + bias[c]
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void float_epilogue_avx512(
+SLIMTORCH_AVX512 void float_epilogue_avx512(
     const float* acc, const float* w_scale, const float* bias, float* y, int64_t ldy, int rows,
     int64_t cols) {
   for (int r = 0; r < rows; ++r)
@@ -170,34 +159,19 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void float_epilogue_avx512(
     }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void quantize_row_avx512(
-    const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
+SLIMTORCH_AVX512_KERNEL void quantize_row_avx512(const float* x, int64_t k, float inv, int32_t zp, bool fused,
+                                                 uint8_t* a) {
   const __m512 scale = _mm512_set1_ps(inv), zpv = _mm512_set1_ps(float(zp));
   const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
-  int64_t i = 0;
-  // 64 at a time: the rows are finite here, so only the top needs a float
-  // clamp; the saturating packs take care of the bottom (see narrow.h).
-  for (; i + 64 <= k; i += 64) {
-    __m512i levels[4];
-    for (int u = 0; u < 4; ++u) {
-      const __m512 v = _mm512_loadu_ps(x + i + 16 * u);
-      const __m512 t = fused ? _mm512_fmadd_ps(v, scale, zpv) : _mm512_add_ps(_mm512_mul_ps(v, scale), zpv);
-      levels[u] = _mm512_cvtps_epi32(_mm512_min_ps(t, hi));
-    }
-    _mm512_storeu_si512(a + i, narrow_to_bytes64<false>(levels));
-  }
-  for (; i < k; i += 16) {
+  for (int64_t i = quantize_row_loop<Avx512>(x, k, inv, zp, fused, a); i < k; i += 16) {
     const __mmask16 live = k - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k - i)) - 1);
     const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
-    __m512 t = fused ? _mm512_fmadd_ps(v, scale, zpv) : _mm512_add_ps(_mm512_mul_ps(v, scale), zpv);
-    t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
+    const __m512 t = _mm512_min_ps(_mm512_max_ps(Avx512::affine(v, scale, zpv, fused), lo), hi);
     _mm_mask_storeu_epi8(a + i, live, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(t)));
   }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void minmax_avx512(const float* x, int64_t k,
-                                                                       float* lo, float* hi,
-                                                                       bool* finite) {
+SLIMTORCH_AVX512 void minmax_avx512(const float* x, int64_t k, float* lo, float* hi, bool* finite) {
   __m512 mn = _mm512_setzero_ps(), mx = _mm512_setzero_ps();
   __mmask16 bad = 0;
   for (int64_t i = 0; i < k; i += 16) {

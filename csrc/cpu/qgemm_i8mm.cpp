@@ -79,11 +79,6 @@ void int_tile_i8mm_kernel(const uint8_t* a, int64_t lda, int64_t k, const int8_t
 
 }  // namespace
 
-IntTileFn int_tile_i8mm(int rows, int) {
-  static const IntTileFn table[kMaxTileRows] = {int_tile_i8mm_kernel<1, 1>, int_tile_i8mm_kernel<2, 1>,
-                                                int_tile_i8mm_kernel<3, 1>, int_tile_i8mm_kernel<4, 1>,
-                                                int_tile_i8mm_kernel<5, 1>, int_tile_i8mm_kernel<6, 1>};
-  return table[rows - 1];
-}
+const IntTiles int_tiles_i8mm = SLIMTORCH_ONE_BLOCK_TILE_TABLE(int_tile_i8mm_kernel);
 
 }  // namespace slimtorch::qgemm_paths

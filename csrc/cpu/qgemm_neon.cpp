@@ -55,18 +55,37 @@ void int_tile_neon_kernel(const uint8_t* a, int64_t lda, int64_t k, const int8_t
     }
 }
 
-template <int R, int B>
-void float_tile_neon_kernel(const float* x, int64_t ldx, int64_t k, const int8_t* b, int64_t,
-                            float* acc) {
-  static_assert(B == 1, "one block of 16 channels");
-  const uint8x16_t k_major = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
-  float32x4_t c[R][4];
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int q = 0; q < 4; ++q) c[r][q] = vdupq_n_f32(0.0f);
-  const int64_t groups = k / 4;  // k is a multiple of 4 (see FloatTileFn)
-  for (int64_t g = 0; g < groups; ++g) {
+// The primitives of the skeletons in qgemm_paths.h.
+struct Neon {
+  static constexpr int kLanes = 4;
+  static inline int32x4_t load(const int32_t* p) { return vld1q_s32(p); }
+  static inline float32x4_t load(const float* p) { return vld1q_f32(p); }
+  static inline void store(float* p, float32x4_t v) { vst1q_f32(p, v); }
+  static inline int32x4_t splat(int32_t v) { return vdupq_n_s32(v); }
+  static inline float32x4_t splat(float v) { return vdupq_n_f32(v); }
+  static inline int32x4_t minus_product(int32x4_t a, int32x4_t b, int32x4_t c) { return vmlsq_s32(a, b, c); }
+  static inline float32x4_t to_float(int32x4_t v) { return vcvtq_f32_s32(v); }
+  static inline float32x4_t mul(float32x4_t a, float32x4_t b) { return vmulq_f32(a, b); }
+  static inline float32x4_t add(float32x4_t a, float32x4_t b) { return vaddq_f32(a, b); }
+  static inline float32x4_t affine(float32x4_t v, float32x4_t scale, float32x4_t zp, bool fused) {
+    return fused ? vfmaq_f32(zp, v, scale) : vaddq_f32(vmulq_f32(v, scale), zp);
+  }
+  static inline uint32x4_t levels(float32x4_t t) {  // half to even
+    return vcvtnq_u32_f32(vminq_f32(vmaxq_f32(t, vdupq_n_f32(0.0f)), vdupq_n_f32(255.0f)));
+  }
+  static inline void store_bytes(uint8_t* a, uint32x4_t (&levels)[4]) {
+    const uint16x8_t w0 = vcombine_u16(vmovn_u32(levels[0]), vmovn_u32(levels[1]));
+    const uint16x8_t w1 = vcombine_u16(vmovn_u32(levels[2]), vmovn_u32(levels[3]));
+    vst1q_u8(a, vcombine_u8(vmovn_u16(w0), vmovn_u16(w1)));
+  }
+};
+
+// The weight-only group step: TBL puts a packed quarter in k-major order.
+struct NeonFloatStep {
+  template <int R, int V>
+  static inline void run(float32x4_t (&c)[R][V], const float* x, int64_t ldx, const int8_t* b, int64_t, int64_t g) {
+    static_assert(V == 4, "one block of 16 channels");
+    const uint8x16_t k_major = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
     float32x4_t xv[R];
     SLIMTORCH_UNROLL
     for (int r = 0; r < R; ++r) xv[r] = vld1q_f32(x + r * ldx + 4 * g);
@@ -87,64 +106,27 @@ void float_tile_neon_kernel(const float* x, int64_t ldx, int64_t k, const int8_t
       }
     }
   }
-  SLIMTORCH_UNROLL
-  for (int r = 0; r < R; ++r)
-    SLIMTORCH_UNROLL
-    for (int q = 0; q < 4; ++q) vst1q_f32(acc + r * kMaxTileCols + 4 * q, c[r][q]);
+};
+
+template <int R, int B>
+__attribute__((flatten)) void float_tile_neon_kernel(const float* x, int64_t ldx, int64_t k, const int8_t* b,
+                                                     int64_t block_stride, float* acc) {
+  tile_loop<Neon, NeonFloatStep, R, B>(x, ldx, k, b, block_stride, acc, false);
 }
 
 }  // namespace
 
-IntTileFn int_tile_neon(int rows, int) {
-  static const IntTileFn table[kMaxTileRows] = {int_tile_neon_kernel<1, 1>, int_tile_neon_kernel<2, 1>,
-                                                int_tile_neon_kernel<3, 1>, int_tile_neon_kernel<4, 1>,
-                                                int_tile_neon_kernel<5, 1>, int_tile_neon_kernel<6, 1>};
-  return table[rows - 1];
+const IntTiles int_tiles_neon = SLIMTORCH_ONE_BLOCK_TILE_TABLE(int_tile_neon_kernel);
+const FloatTiles float_tiles_neon = SLIMTORCH_ONE_BLOCK_TILE_TABLE(float_tile_neon_kernel);
+
+__attribute__((flatten)) void linear_epilogue_neon(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows,
+                                                   int64_t c0, int64_t cols) {
+  linear_epilogue_loop<Neon>(e, acc, m0, rows, c0, cols);
 }
 
-FloatTileFn float_tile_neon(int rows, int) {
-  static const FloatTileFn table[kMaxTileRows] = {float_tile_neon_kernel<1, 1>, float_tile_neon_kernel<2, 1>,
-                                                  float_tile_neon_kernel<3, 1>, float_tile_neon_kernel<4, 1>,
-                                                  float_tile_neon_kernel<5, 1>, float_tile_neon_kernel<6, 1>};
-  return table[rows - 1];
-}
-
-void linear_epilogue_neon(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
-                          int64_t cols) {
-  const int64_t vec = cols / 4 * 4;
-  for (int r = 0; r < rows; ++r) {
-    const int32x4_t zp = vdupq_n_s32(e.zero_point[m0 + r]);
-    const float32x4_t rs = vdupq_n_f32(e.row_scale[m0 + r]);
-    float* out = e.y + (m0 + r) * e.ldy + c0;
-    for (int64_t c = 0; c < vec; c += 4) {
-      const int32x4_t a = vld1q_s32(acc + r * kMaxTileCols + c);
-      // Wraps to the true value (see qgemm.h), as the scalar epilogue's int64.
-      const int32x4_t v = vmlsq_s32(a, zp, vld1q_s32(e.colsum + c0 + c));
-      const float32x4_t scale = vmulq_f32(rs, vld1q_f32(e.w_scale + c0 + c));
-      float32x4_t p = vmulq_f32(vcvtq_f32_s32(v), scale);
-      if (e.bias) p = vaddq_f32(p, vld1q_f32(e.bias + c0 + c));
-      vst1q_f32(out + c, p);
-    }
-  }
-  // acc + vec: the scalar epilogue indexes acc by (row, column - vec).
-  if (vec < cols) linear_epilogue_scalar(e, acc + vec, m0, rows, c0 + vec, cols - vec);
-}
-
-void quantize_row_neon(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
-  const float32x4_t scale = vdupq_n_f32(inv), zpv = vdupq_n_f32(float(zp));
-  const float32x4_t lo = vdupq_n_f32(0.0f), hi = vdupq_n_f32(255.0f);
-  int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    uint32x4_t levels[4];
-    for (int u = 0; u < 4; ++u) {
-      const float32x4_t v = vld1q_f32(x + i + 4 * u);
-      const float32x4_t t = fused ? vfmaq_f32(zpv, v, scale) : vaddq_f32(vmulq_f32(v, scale), zpv);
-      levels[u] = vcvtnq_u32_f32(vminq_f32(vmaxq_f32(t, lo), hi));  // half to even
-    }
-    const uint16x8_t w0 = vcombine_u16(vmovn_u32(levels[0]), vmovn_u32(levels[1]));
-    const uint16x8_t w1 = vcombine_u16(vmovn_u32(levels[2]), vmovn_u32(levels[3]));
-    vst1q_u8(a + i, vcombine_u8(vmovn_u16(w0), vmovn_u16(w1)));
-  }
+__attribute__((flatten)) void quantize_row_neon(const float* x, int64_t k, float inv, int32_t zp, bool fused,
+                                                uint8_t* a) {
+  const int64_t i = quantize_row_loop<Neon>(x, k, inv, zp, fused, a);
   quantize_row_scalar(x + i, k - i, inv, zp, fused, a + i);
 }
 

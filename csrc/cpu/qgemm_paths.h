@@ -20,10 +20,6 @@ constexpr int kMaxTileCols = kMaxTileBlocks * int(kQgemmBlockN);
 // counters; GCC keeps them in registers only when these loops are fully unrolled.
 #define SLIMTORCH_UNROLL _Pragma("GCC unroll 16")
 
-// Register tiles live in arrays of vectors indexed by compile-time loop
-// counters; GCC keeps them in registers only when these loops are fully unrolled.
-#define SLIMTORCH_UNROLL _Pragma("GCC unroll 16")
-
 // ---- integer micro-kernels: acc[r * kMaxTileCols + c] for a rows x (blocks*16) tile
 
 // k must be a multiple of 4: callers pad activation rows to whole groups
@@ -49,17 +45,14 @@ struct LinearEpilogue {
   int64_t ldy;
 };
 
-// Per ISA: the micro-kernel for a tile of rows x blocks (at most the
-// path's tile shape, see qgemm.cpp), the epilogues, and the row quantization
+// Per ISA: the micro-kernels, tiles[rows - 1][blocks - 1] for a tile of
+// rows x blocks (at most the path's tile shape, see qgemm.cpp; paths one
+// block wide fill column 0 only), the epilogues, and the row quantization
 // (quantize_value below) and min/max/finiteness scan of one float row.
-IntTileFn int_tile_avx2(int rows, int blocks);
-IntTileFn int_tile_vnni(int rows, int blocks);
-IntTileFn int_tile_neon(int rows, int blocks);
-IntTileFn int_tile_dotprod(int rows, int blocks);
-IntTileFn int_tile_i8mm(int rows, int blocks);
-FloatTileFn float_tile_avx2(int rows, int blocks);
-FloatTileFn float_tile_avx512(int rows, int blocks);
-FloatTileFn float_tile_neon(int rows, int blocks);
+using IntTiles = IntTileFn[kMaxTileRows][kMaxTileBlocks];
+using FloatTiles = FloatTileFn[kMaxTileRows][kMaxTileBlocks];
+extern const IntTiles int_tiles_avx2, int_tiles_vnni, int_tiles_neon, int_tiles_dotprod, int_tiles_i8mm;
+extern const FloatTiles float_tiles_avx2, float_tiles_avx512, float_tiles_neon;
 void linear_epilogue_avx2(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols);
 void linear_epilogue_avx512(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
                             int64_t cols);
@@ -73,13 +66,14 @@ void minmax_avx2(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void minmax_avx512(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void minmax_neon(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 
-// ---- kernel tables: [rows - 1][blocks - 1] ---------------------------------------
+// ---- kernel tables (IntTiles, FloatTiles) of a kernel template fn<rows, blocks> ---------
 
 #define SLIMTORCH_TILE_ROW(fn, R) {fn<R, 1>, fn<R, 2>, fn<R, 3>, fn<R, 4>}
 #define SLIMTORCH_TILE_TABLE(fn)                                                        \
   {SLIMTORCH_TILE_ROW(fn, 1), SLIMTORCH_TILE_ROW(fn, 2), SLIMTORCH_TILE_ROW(fn, 3),     \
    SLIMTORCH_TILE_ROW(fn, 4), SLIMTORCH_TILE_ROW(fn, 5), SLIMTORCH_TILE_ROW(fn, 6)}
-
+// Paths whose tiles are one block wide: column 0.
+#define SLIMTORCH_ONE_BLOCK_TILE_TABLE(fn) {{fn<1, 1>}, {fn<2, 1>}, {fn<3, 1>}, {fn<4, 1>}, {fn<5, 1>}, {fn<6, 1>}}
 
 // Unnamed namespace: every translation unit keeps its own copy, compiled
 // with its own flags (no shared inline copy the linker could pick).
@@ -174,6 +168,108 @@ inline void minmax_scalar(const float* x, int64_t k, float* lo, float* hi, bool*
   *finite = ok;
 }
 
+// ---- loop skeletons of the vector paths -----------------------------------------
+//
+// Written once and instantiated in each ISA file with that file's primitives
+// (Ops: static inline functions on its vector types, overloaded by element
+// type: load/store of int32_t, float and int8_t weights, splat, ...). They
+// name no intrinsic. On x86 the instantiating function carries the ISA's
+// target attribute and `flatten`, which inlines skeleton and primitives into it.
+
+// The packed weights of group g for vector h of a tile row (Ops::kLanes
+// columns each; a vector narrower than a 16-column block takes part of the
+// block's 64-byte group).
+template <class Ops>
+inline const int8_t* vector_weights(const int8_t* b, int64_t block_stride, int64_t g, int h) {
+  return b + (h * Ops::kLanes / kQgemmBlockN) * block_stride + g * kGroupBytes +
+         (h * Ops::kLanes % kQgemmBlockN) * kQgemmGroupK;
+}
+
+// One micro-kernel (IntTileFn or FloatTileFn): an R x (B * 16) tile in
+// vectors of Ops::kLanes, zeroed or loaded (accumulate), updated by
+// Step::run for every 4-k group g, stored.
+template <class Ops, class Step, int R, int B, class In, class Out>
+inline void tile_loop(const In* a, int64_t lda, int64_t k, const int8_t* b, int64_t block_stride, Out* acc,
+                      bool accumulate) {
+  using Acc = decltype(Ops::load(acc));
+  constexpr int V = B * int(kQgemmBlockN) / Ops::kLanes;
+  Acc c[R][V];
+  SLIMTORCH_UNROLL
+  for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
+    for (int h = 0; h < V; ++h) c[r][h] = accumulate ? Ops::load(acc + r * kMaxTileCols + h * Ops::kLanes) : Acc{};
+  const int64_t groups = k / 4;  // k is a multiple of 4 (see IntTileFn)
+  for (int64_t g = 0; g < groups; ++g) Step::template run<R, V>(c, a, lda, b, block_stride, g);
+  SLIMTORCH_UNROLL
+  for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
+    for (int h = 0; h < V; ++h) Ops::store(acc + r * kMaxTileCols + h * Ops::kLanes, c[r][h]);
+}
+
+// The weight-only group step of the x86 paths: byte i of every 32-bit lane
+// goes to the top (Ops::shift_left), comes back down with its sign and
+// becomes a float (Ops::top_byte_to_float), which meets each row's x[4g + i].
+template <class Ops>
+struct LaneWidenedFloatStep {
+  template <int R, int V, class Acc>
+  static inline void run(Acc (&c)[R][V], const float* x, int64_t ldx, const int8_t* b, int64_t block_stride,
+                         int64_t g) {
+    decltype(Ops::load(b)) w[V];
+    SLIMTORCH_UNROLL
+    for (int h = 0; h < V; ++h) w[h] = Ops::load(vector_weights<Ops>(b, block_stride, g, h));
+    SLIMTORCH_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      Acc wf[V];
+      SLIMTORCH_UNROLL
+      for (int h = 0; h < V; ++h) wf[h] = Ops::top_byte_to_float(i == 3 ? w[h] : Ops::shift_left(w[h], 24 - 8 * i));
+      SLIMTORCH_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const Acc xv = Ops::splat(x[r * ldx + 4 * g + i]);
+        SLIMTORCH_UNROLL
+        for (int h = 0; h < V; ++h) c[r][h] = Ops::fma(xv, wf[h], c[r][h]);
+      }
+    }
+  }
+};
+
+// The linear epilogue with a scalar tail (paths without masked loads).
+template <class Ops>
+inline void linear_epilogue_loop(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
+                                 int64_t cols) {
+  const int64_t vec = cols / Ops::kLanes * Ops::kLanes;
+  for (int r = 0; r < rows; ++r) {
+    const auto zp = Ops::splat(e.zero_point[m0 + r]);
+    const auto rs = Ops::splat(e.row_scale[m0 + r]);
+    float* out = e.y + (m0 + r) * e.ldy + c0;
+    for (int64_t c = 0; c < vec; c += Ops::kLanes) {
+      // Wraps to the true value (see qgemm.h), as the scalar epilogue's int64.
+      const auto v = Ops::minus_product(Ops::load(acc + r * kMaxTileCols + c), zp, Ops::load(e.colsum + c0 + c));
+      const auto scale = Ops::mul(rs, Ops::load(e.w_scale + c0 + c));
+      auto p = Ops::mul(Ops::to_float(v), scale);
+      if (e.bias) p = Ops::add(p, Ops::load(e.bias + c0 + c));
+      Ops::store(out + c, p);
+    }
+  }
+  // acc + vec: the scalar epilogue indexes acc by (row, column - vec).
+  if (vec < cols) linear_epilogue_scalar(e, acc + vec, m0, rows, c0 + vec, cols - vec);
+}
+
+// The main loop of the row quantization, four vectors a step: t = x * inv +
+// zp (fused: one rounding), Ops::levels(t) the clamped int32 levels, packed
+// to bytes by Ops::store_bytes. Returns how many elements it did.
+template <class Ops>
+inline int64_t quantize_row_loop(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
+  constexpr int64_t kStep = 4 * Ops::kLanes;
+  const auto scale = Ops::splat(inv), zpv = Ops::splat(float(zp));
+  int64_t i = 0;
+  for (; i + kStep <= k; i += kStep) {
+    decltype(Ops::levels(scale)) levels[4];
+    for (int u = 0; u < 4; ++u)
+      levels[u] = Ops::levels(Ops::affine(Ops::load(x + i + Ops::kLanes * u), scale, zpv, fused));
+    Ops::store_bytes(a + i, levels);
+  }
+  return i;
+}
 
 }  // namespace
 }  // namespace slimtorch::qgemm_paths

@@ -17,10 +17,8 @@
 #if defined(SLIMTORCH_HAVE_AMX)
 #include "../../csrc/cpu/qgemm_amx.h"
 
-#if defined(SLIMTORCH_HAVE_AMX)
 // Every shape of the grids below runs on the tiles, however small its weight.
 static const bool all_shapes_on_amx = (slimtorch::set_amx_min_int_weight(0), true);
-#endif
 #endif
 
 using namespace slimtorch;
@@ -70,6 +68,25 @@ struct Problem {
         if (c[size_t(r * ldc + col)] != want) return false;
       }
     return true;
+  }
+};
+
+// A random n x k linear weight, packed: scales min_scale + |normal| / 100,
+// bias normal, q uniform in [-127, 127], drawn from rng in that order.
+struct LinearWeight {
+  std::vector<float> w_scale, bias;
+  std::vector<int8_t> q, packed;
+  std::vector<int32_t> colsum;
+
+  template <class Normal>
+  LinearWeight(int64_t n, int64_t k, float min_scale, std::mt19937& rng, Normal& normal)
+      : w_scale(size_t(n)), bias(size_t(n)), q(size_t(n * k)), packed(size_t(qgemm_packed_bytes(n, k))),
+        colsum(size_t(n)) {
+    for (auto& v : w_scale) v = min_scale + std::fabs(normal(rng)) * 0.01f;
+    for (auto& v : bias) v = normal(rng);
+    std::uniform_int_distribution<int> weight(-127, 127);
+    for (auto& v : q) v = int8_t(weight(rng));
+    CHECK(qgemm_pack(q.data(), n, k, k, packed.data(), colsum.data()) == Status::kOk);
   }
 };
 
@@ -162,25 +179,18 @@ TEST(amx_linear_bit_exact_against_vnni) {
       for (int64_t m : kEdgeM) {
         std::mt19937 rng(uint32_t(7 * m + 11 * n + k));
         std::normal_distribution<float> normal(0.5f, 2.0f);  // mostly-positive rows: zp > 0
-        std::vector<float> x(size_t(m * k) + 1), w_scale(static_cast<size_t>(n)), bias(static_cast<size_t>(n));
+        std::vector<float> x(size_t(m * k) + 1);
         for (auto& v : x) v = normal(rng);
         if (m > 3) x[size_t(2 * k)] = std::numeric_limits<float>::quiet_NaN();
-        for (auto& v : w_scale) v = 0.001f + std::fabs(normal(rng)) * 0.01f;
-        for (auto& v : bias) v = normal(rng);
-        std::vector<int8_t> q(size_t(n * k));
-        std::uniform_int_distribution<int> weight(-127, 127);
-        for (auto& v : q) v = int8_t(weight(rng));
-        std::vector<int8_t> packed(size_t(qgemm_packed_bytes(n, k)));
-        std::vector<int32_t> colsum(static_cast<size_t>(n));
-        CHECK(qgemm_pack(q.data(), n, k, k, packed.data(), colsum.data()) == Status::kOk);
+        const LinearWeight w(n, k, 0.001f, rng, normal);
         const float x_scale = 0.03f;
         for (const float* scale : {static_cast<const float*>(nullptr), &x_scale}) {
           std::vector<float> y_amx(size_t(m * n) + 1, 0.0f), y_vnni(size_t(m * n) + 1, 1.0f);
           CHECK(set_active_isa(Isa::kAmx));
-          CHECK(qlinear_u8s8(x.data(), m, k, k, packed.data(), w_scale.data(), colsum.data(), bias.data(),
+          CHECK(qlinear_u8s8(x.data(), m, k, k, w.packed.data(), w.w_scale.data(), w.colsum.data(), w.bias.data(),
                              n, y_amx.data(), n, scale, 77, 2) == Status::kOk);
           CHECK(set_active_isa(Isa::kAvx512));
-          CHECK(qlinear_u8s8(x.data(), m, k, k, packed.data(), w_scale.data(), colsum.data(), bias.data(),
+          CHECK(qlinear_u8s8(x.data(), m, k, k, w.packed.data(), w.w_scale.data(), w.colsum.data(), w.bias.data(),
                              n, y_vnni.data(), n, scale, 77, 2) == Status::kOk);
           CHECK(std::memcmp(y_amx.data(), y_vnni.data(), size_t(m * n) * sizeof(float)) == 0);
         }
@@ -200,17 +210,11 @@ TEST(amx_weight_only_bf16_bound) {
       for (int64_t m : {16, 17, 33, 40}) {
         std::mt19937 rng(uint32_t(m * 31 + n * 7 + k));
         std::normal_distribution<float> normal;
-        std::vector<float> x(size_t(m * k)), w_scale(static_cast<size_t>(n)), bias(static_cast<size_t>(n));
+        std::vector<float> x(size_t(m * k));
         for (auto& v : x) v = 3.0f * normal(rng);
-        for (auto& v : w_scale) v = 0.01f + std::fabs(normal(rng)) * 0.01f;
-        for (auto& v : bias) v = normal(rng);
-        std::vector<int8_t> q(size_t(n * k));
-        std::uniform_int_distribution<int> weight(-127, 127);
-        for (auto& v : q) v = int8_t(weight(rng));
-        std::vector<int8_t> packed(size_t(qgemm_packed_bytes(n, k)));
-        CHECK(qgemm_pack(q.data(), n, k, k, packed.data(), nullptr) == Status::kOk);
+        const LinearWeight w(n, k, 0.01f, rng, normal);
         std::vector<float> y(size_t(m * n));
-        CHECK(qlinear_weight_only(x.data(), m, k, k, packed.data(), w_scale.data(), bias.data(), n, y.data(),
+        CHECK(qlinear_weight_only(x.data(), m, k, k, w.packed.data(), w.w_scale.data(), w.bias.data(), n, y.data(),
                                   n, 2) == Status::kOk);
         bool ok = true;
         for (int64_t r = 0; r < m; ++r)
@@ -218,10 +222,10 @@ TEST(amx_weight_only_bf16_bound) {
             double dot = 0.0, mag = 0.0;
             for (int64_t kk = 0; kk < k; ++kk) {
               const double xb = bf16_to_float(float_to_bf16(x[size_t(r * k + kk)]));
-              dot += xb * q[size_t(col * k + kk)];
-              mag += std::fabs(xb * q[size_t(col * k + kk)]);
+              dot += xb * w.q[size_t(col * k + kk)];
+              mag += std::fabs(xb * w.q[size_t(col * k + kk)]);
             }
-            const double ws = w_scale[size_t(col)], b = bias[size_t(col)];
+            const double ws = w.w_scale[size_t(col)], b = w.bias[size_t(col)];
             const double bound = (double(k) + 4) * FLT_EPSILON * (mag * ws + std::fabs(b));
             ok &= std::fabs(double(y[size_t(r * n + col)]) - (dot * ws + b)) <= bound;
           }
