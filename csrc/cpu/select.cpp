@@ -66,42 +66,17 @@ int zero_low_bits(DType dtype) {
 
 // ---- dispatch ----------------------------------------------------------------
 
-void hist_range(const Segment& s, int64_t begin, int64_t end, HistJob& job) {
+// The kernels of the best path this CPU runs, for dtype d.
+Kernels kernels_for(DType d) {
   const Isa isa = active_isa();
 #if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return hist_range_avx512(s.dtype, s.data, begin, end, job);
-  if (isa >= Isa::kAvx2) return hist_range_avx2(s.dtype, s.data, begin, end, job);
+  if (isa >= Isa::kAvx512) return kernels_avx512(d);
+  if (isa >= Isa::kAvx2) return kernels_avx2(d);
 #elif SLIMTORCH_ARM64
-  if (isa >= Isa::kNeon) return hist_range_neon(s.dtype, s.data, begin, end, job);
+  if (isa >= Isa::kNeon) return kernels_neon(d);
 #endif
   (void)isa;
-  with_dtype(s.dtype, [&](auto tag) { hist_scalar<decltype(tag)::value>(s.data, begin, end, job); });
-}
-
-void window_range(const Segment& s, int64_t begin, int64_t end, WindowTally& t) {
-  const Isa isa = active_isa();
-#if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return window_range_avx512(s.dtype, s.data, begin, end, t);
-  if (isa >= Isa::kAvx2) return window_range_avx2(s.dtype, s.data, begin, end, t);
-#elif SLIMTORCH_ARM64
-  if (isa >= Isa::kNeon) return window_range_neon(s.dtype, s.data, begin, end, t);
-#endif
-  (void)isa;
-  with_dtype(s.dtype, [&](auto tag) { window_scalar<decltype(tag)::value>(s.data, begin, end, t); });
-}
-
-int64_t mask_range(const Segment& s, int64_t begin, int64_t end, uint32_t limit, uint8_t* keep) {
-  const Isa isa = active_isa();
-#if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return mask_range_avx512(s.dtype, s.data, begin, end, limit, keep);
-  if (isa >= Isa::kAvx2) return mask_range_avx2(s.dtype, s.data, begin, end, limit, keep);
-#elif SLIMTORCH_ARM64
-  if (isa >= Isa::kNeon) return mask_range_neon(s.dtype, s.data, begin, end, limit, keep);
-#endif
-  (void)isa;
-  int64_t ties = 0;
-  with_dtype(s.dtype, [&](auto tag) { ties = mask_scalar<decltype(tag)::value>(s.data, begin, end, limit, keep); });
-  return ties;
+  return kernels_of<ScalarKernels>(d);
 }
 
 // Sets keep[i] = 1 for the elements of [begin, end) with key == limit whose
@@ -193,13 +168,15 @@ uint32_t histogram(const Sequence& seq, int n_threads, Digit digit, uint32_t pre
     };
     int64_t since_flush = 0;
     seq.for_each_piece(begin, end, [&](int s, int64_t lo, int64_t hi) {
+      const Segment& seg = seq.segment(s);
+      const auto hist = kernels_for(seg.dtype).hist;
       for (int64_t block = lo; block < hi; block += kFlushBlock) {
         const int64_t block_end = std::min(hi, block + kFlushBlock);
         if (since_flush + (block_end - block) > kFlushBlock) {
           flush();
           since_flush = 0;
         }
-        hist_range(seq.segment(s), block, block_end, job);
+        hist(seg.data, block, block_end, job);
         since_flush += block_end - block;
       }
     });
@@ -312,7 +289,8 @@ bool window_select(const Sequence& seq, int64_t k, int n_threads, int known_zero
     tally.hi = hi;
     tally.allocate(size_t(4.0 * expected * double(end - begin)) + 1024);
     seq.for_each_piece(begin, end, [&](int s, int64_t b, int64_t e) {
-      if (!tally.overflow) window_range(seq.segment(s), b, e, tally);
+      const Segment& seg = seq.segment(s);
+      if (!tally.overflow) kernels_for(seg.dtype).window(seg.data, b, e, tally);
     });
   });
   int64_t less = 0, at_lo = 0, inside = 0;
@@ -383,7 +361,8 @@ Status magnitude_masks(const Segment* segments, int n_segments, int64_t k, uint8
   std::vector<int64_t> ties(size_t(chunks), 0);
   parallel_for(n_threads, seq.size(), kGrain, [&](int64_t begin, int64_t end, int t) {
     seq.for_each_piece(begin, end, [&](int s, int64_t lo, int64_t hi) {
-      ties[size_t(t)] += mask_range(seq.segment(s), lo, hi, limit, keep[s]);
+      const Segment& seg = seq.segment(s);
+      ties[size_t(t)] += kernels_for(seg.dtype).mask(seg.data, lo, hi, limit, keep[s]);
     });
   });
   // Pass 2: keep the ties after the first ties_to_prune. Chunks are the same

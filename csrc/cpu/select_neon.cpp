@@ -30,54 +30,6 @@ inline uint64x2_t count_lanes(uint64x2_t total, uint32x4_t mask) {
 
 inline uint32_t max_lane(uint32x4_t v) { return vmaxvq_u32(v); }
 
-template <DType D>
-void hist_neon(const void* data, int64_t begin, int64_t end, HistJob& job) {
-  const uint32x4_t copy_of_lane = {0, 1, 2, 3};
-  const uint32x4_t prefix = vdupq_n_u32(job.prefix);
-  const uint32x4_t digit_mask = vdupq_n_u32(job.digit_mask);
-  const int32x4_t shift = vdupq_n_s32(-job.shift);  // negative: USHL shifts right
-  const int32x4_t prefix_shift = vdupq_n_s32(-job.prefix_shift);
-  uint32x4_t max_key = vdupq_n_u32(job.max_key);
-  alignas(16) uint32_t index[8], hit[8];
-  uint32_t* counts = job.counts;
-  int64_t i = begin;
-  for (; i + 8 <= end; i += 8) {
-    const uint32x4_t k0 = keys4<D>(data, i), k1 = keys4<D>(data, i + 4);
-    max_key = vmaxq_u32(max_key, vmaxq_u32(k0, k1));
-    const uint32x4_t h0 = vceqq_u32(vshlq_u32(k0, prefix_shift), prefix);
-    const uint32x4_t h1 = vceqq_u32(vshlq_u32(k1, prefix_shift), prefix);
-    const uint32x4_t any = vorrq_u32(h0, h1);
-    if (max_lane(any) == 0) continue;
-    const uint32x4_t d0 = vandq_u32(vshlq_u32(k0, shift), digit_mask);
-    const uint32x4_t d1 = vandq_u32(vshlq_u32(k1, shift), digit_mask);
-    vst1q_u32(index, vorrq_u32(vshlq_n_u32(d0, 2), copy_of_lane));
-    vst1q_u32(index + 4, vorrq_u32(vshlq_n_u32(d1, 2), copy_of_lane));
-    if (vminvq_u32(vandq_u32(h0, h1)) != 0) {
-      for (int j = 0; j < 8; ++j) ++counts[index[j]];
-    } else {
-      vst1q_u32(hit, h0);
-      vst1q_u32(hit + 4, h1);
-      for (int j = 0; j < 8; ++j) counts[index[j]] += hit[j] & 1u;
-    }
-  }
-  job.max_key = std::max(job.max_key, max_lane(max_key));
-  hist_scalar<D>(data, i, end, job);
-}
-
-template <DType D>
-int64_t mask_neon(const void* data, int64_t begin, int64_t end, uint32_t limit, uint8_t* keep) {
-  const uint32x4_t lim = vdupq_n_u32(limit);
-  uint64x2_t ties = vdupq_n_u64(0);
-  int64_t i = begin;
-  for (; i + 8 <= end; i += 8) {
-    const uint32x4_t k0 = keys4<D>(data, i), k1 = keys4<D>(data, i + 4);
-    ties = count_lanes(count_lanes(ties, vceqq_u32(k0, lim)), vceqq_u32(k1, lim));
-    const uint16x8_t gt = vcombine_u16(vmovn_u32(vcgtq_u32(k0, lim)), vmovn_u32(vcgtq_u32(k1, lim)));
-    vst1_u8(keep + i, vand_u8(vmovn_u16(gt), vdup_n_u8(1)));
-  }
-  return int64_t(vaddvq_u64(ties)) + mask_scalar<D>(data, i, end, limit, keep);
-}
-
 // For each 4-lane mask, TBL byte indices that move the selected 32-bit
 // lanes, in order, to the front.
 struct CompressTable {
@@ -97,52 +49,91 @@ struct CompressTable {
 };
 const CompressTable kCompress;
 
+// One step of the window pass (see window_steps): 4 keys.
 template <DType D>
-void window_neon(const void* data, int64_t begin, int64_t end, WindowTally& t) {
-  const uint32x4_t lo = vdupq_n_u32(t.lo), hi = vdupq_n_u32(t.hi);
-  const uint32x4_t lane_bit = {1, 2, 4, 8};
-  uint32x4_t max_key = vdupq_n_u32(t.max_key);
+struct NeonWindowStep {
+  static constexpr int64_t kLanes = 4;
+  uint32x4_t lo, hi, max_key;
   uint64x2_t less = vdupq_n_u64(0), at_lo = vdupq_n_u64(0);
-  uint32_t* stored = t.stored.get();
-  size_t count = t.count;
-  const size_t cap = t.cap;
-  int64_t i = begin;
-  for (; i + 4 <= end; i += 4) {
-    if (count > cap) break;
+
+  explicit NeonWindowStep(const WindowTally& t)
+      : lo(vdupq_n_u32(t.lo)), hi(vdupq_n_u32(t.hi)), max_key(vdupq_n_u32(t.max_key)) {}
+
+  size_t operator()(const void* data, int64_t i, uint32_t* to) {
+    const uint32x4_t lane_bit = {1, 2, 4, 8};
     const uint32x4_t key = keys4<D>(data, i);
     max_key = vmaxq_u32(max_key, key);
     less = count_lanes(less, vcltq_u32(key, lo));
     at_lo = count_lanes(at_lo, vceqq_u32(key, lo));
     const uint32x4_t inside = vandq_u32(vcgtq_u32(key, lo), vcleq_u32(key, hi));
     const unsigned mask = vaddvq_u32(vandq_u32(inside, lane_bit));
-    // A whole vector is stored; `stored` has kSlack entries of room past cap.
     const uint8x16_t moved = vqtbl1q_u8(vreinterpretq_u8_u32(key), vld1q_u8(kCompress.bytes[mask]));
-    vst1q_u32(stored + count, vreinterpretq_u32_u8(moved));
-    count += size_t(__builtin_popcount(mask));
+    vst1q_u32(to, vreinterpretq_u32_u8(moved));
+    return size_t(__builtin_popcount(mask));
   }
-  t.count = count;
-  t.less += int64_t(vaddvq_u64(less));
-  t.at_lo += int64_t(vaddvq_u64(at_lo));
-  t.max_key = std::max(t.max_key, max_lane(max_key));
-  if (count > cap) t.overflow = true;
-  else window_scalar<D>(data, i, end, t);
-}
+
+  void finish(WindowTally& t) const {
+    t.less += int64_t(vaddvq_u64(less));
+    t.at_lo += int64_t(vaddvq_u64(at_lo));
+    t.max_key = std::max(t.max_key, max_lane(max_key));
+  }
+};
+
+template <DType D>
+struct NeonKernels {
+  static void hist(const void* data, int64_t begin, int64_t end, HistJob& job) {
+    const uint32x4_t copy_of_lane = {0, 1, 2, 3};
+    const uint32x4_t prefix = vdupq_n_u32(job.prefix);
+    const uint32x4_t digit_mask = vdupq_n_u32(job.digit_mask);
+    const int32x4_t shift = vdupq_n_s32(-job.shift);  // negative: USHL shifts right
+    const int32x4_t prefix_shift = vdupq_n_s32(-job.prefix_shift);
+    uint32x4_t max_key = vdupq_n_u32(job.max_key);
+    alignas(16) uint32_t index[8], hit[8];
+    uint32_t* counts = job.counts;
+    int64_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+      const uint32x4_t k0 = keys4<D>(data, i), k1 = keys4<D>(data, i + 4);
+      max_key = vmaxq_u32(max_key, vmaxq_u32(k0, k1));
+      const uint32x4_t h0 = vceqq_u32(vshlq_u32(k0, prefix_shift), prefix);
+      const uint32x4_t h1 = vceqq_u32(vshlq_u32(k1, prefix_shift), prefix);
+      const uint32x4_t any = vorrq_u32(h0, h1);
+      if (max_lane(any) == 0) continue;
+      const uint32x4_t d0 = vandq_u32(vshlq_u32(k0, shift), digit_mask);
+      const uint32x4_t d1 = vandq_u32(vshlq_u32(k1, shift), digit_mask);
+      vst1q_u32(index, vorrq_u32(vshlq_n_u32(d0, 2), copy_of_lane));
+      vst1q_u32(index + 4, vorrq_u32(vshlq_n_u32(d1, 2), copy_of_lane));
+      if (vminvq_u32(vandq_u32(h0, h1)) != 0) {
+        for (int j = 0; j < 8; ++j) ++counts[index[j]];
+      } else {
+        vst1q_u32(hit, h0);
+        vst1q_u32(hit + 4, h1);
+        for (int j = 0; j < 8; ++j) counts[index[j]] += hit[j] & 1u;
+      }
+    }
+    job.max_key = std::max(job.max_key, max_lane(max_key));
+    ScalarKernels<D>::hist(data, i, end, job);
+  }
+
+  static int64_t mask(const void* data, int64_t begin, int64_t end, uint32_t limit, uint8_t* keep) {
+    const uint32x4_t lim = vdupq_n_u32(limit);
+    uint64x2_t ties = vdupq_n_u64(0);
+    int64_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+      const uint32x4_t k0 = keys4<D>(data, i), k1 = keys4<D>(data, i + 4);
+      ties = count_lanes(count_lanes(ties, vceqq_u32(k0, lim)), vceqq_u32(k1, lim));
+      const uint16x8_t gt = vcombine_u16(vmovn_u32(vcgtq_u32(k0, lim)), vmovn_u32(vcgtq_u32(k1, lim)));
+      vst1_u8(keep + i, vand_u8(vmovn_u16(gt), vdup_n_u8(1)));
+    }
+    return int64_t(vaddvq_u64(ties)) + ScalarKernels<D>::mask(data, i, end, limit, keep);
+  }
+
+  static void window(const void* data, int64_t begin, int64_t end, WindowTally& t) {
+    window_steps<D, NeonWindowStep<D>>(data, begin, end, t);
+  }
+};
 
 }  // namespace
 
-void hist_range_neon(DType d, const void* data, int64_t begin, int64_t end, HistJob& job) {
-  with_dtype(d, [&](auto tag) { hist_neon<decltype(tag)::value>(data, begin, end, job); });
-}
-
-int64_t mask_range_neon(DType d, const void* data, int64_t begin, int64_t end, uint32_t limit,
-                        uint8_t* keep) {
-  int64_t ties = 0;
-  with_dtype(d, [&](auto tag) { ties = mask_neon<decltype(tag)::value>(data, begin, end, limit, keep); });
-  return ties;
-}
-
-void window_range_neon(DType d, const void* data, int64_t begin, int64_t end, WindowTally& t) {
-  with_dtype(d, [&](auto tag) { window_neon<decltype(tag)::value>(data, begin, end, t); });
-}
+Kernels kernels_neon(DType d) { return kernels_of<NeonKernels>(d); }
 
 }  // namespace slimtorch::select_paths

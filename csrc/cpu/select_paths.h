@@ -27,7 +27,7 @@ struct HistJob {
   uint32_t max_key;     // running maximum of every key seen (NaN detection)
 };
 
-// ---- window pass (the sampled fast path, see window_select) --------------------
+// ---- window pass (the sampled fast path, see window_select) -----------------
 
 // One chunk's tally of keys against the window (lo, hi]: keys below lo, keys
 // equal to lo, and the keys inside, stored in `stored`. The SIMD paths store
@@ -50,24 +50,25 @@ struct WindowTally {
   }
 };
 
-// Per ISA: the histogram of one level over data[begin, end) (see HistJob);
-// keep[i] = key > limit with the number of keys == limit returned; the window
-// tally (see WindowTally).
-#define SLIMTORCH_SELECT_PATH(isa)                                                                   \
-  void hist_range_##isa(DType d, const void* data, int64_t begin, int64_t end, HistJob& job);       \
-  int64_t mask_range_##isa(DType d, const void* data, int64_t begin, int64_t end, uint32_t limit, \
-                           uint8_t* keep);                                                          \
-  void window_range_##isa(DType d, const void* data, int64_t begin, int64_t end, WindowTally& t);
-SLIMTORCH_SELECT_PATH(avx2)
-SLIMTORCH_SELECT_PATH(avx512)
-SLIMTORCH_SELECT_PATH(neon)
-#undef SLIMTORCH_SELECT_PATH
+// One path's kernels for one dtype: the histogram of one level over
+// data[begin, end) (see HistJob); keep[i] = key > limit, returning the number
+// of keys == limit; the window tally (see WindowTally).
+struct Kernels {
+  void (*hist)(const void* data, int64_t begin, int64_t end, HistJob& job);
+  int64_t (*mask)(const void* data, int64_t begin, int64_t end, uint32_t limit, uint8_t* keep);
+  void (*window)(const void* data, int64_t begin, int64_t end, WindowTally& t);
+};
+
+// Per ISA (defined in its file): its kernels for dtype d.
+Kernels kernels_avx2(DType d);
+Kernels kernels_avx512(DType d);
+Kernels kernels_neon(DType d);
 
 // Unnamed namespace: every translation unit keeps its own copy, compiled
 // with its own flags (no shared inline copy the linker could pick).
 namespace {
 
-// ---- keys --------------------------------------------------------------------
+// ---- keys -------------------------------------------------------------------
 
 template <DType D>
 inline uint32_t key_at(const void* data, int64_t i) {
@@ -80,55 +81,92 @@ inline uint32_t key_at(const void* data, int64_t i) {
   }
 }
 
-// ---- scalar path (also the tail of the AVX2 path) ----------------------------
-
-template <DType D>
-void hist_scalar(const void* data, int64_t begin, int64_t end, HistJob& job) {
-  uint32_t max_key = job.max_key;
-  for (int64_t i = begin; i < end; ++i) {
-    const uint32_t key = key_at<D>(data, i);
-    max_key = std::max(max_key, key);
-    if ((key >> job.prefix_shift) == job.prefix)
-      ++job.counts[(((key >> job.shift) & job.digit_mask) << 2) | uint32_t(i & 3)];
-  }
-  job.max_key = max_key;
+// The kernels of a path written as P<D>::hist, P<D>::mask and P<D>::window
+// (D: the dtype), for dtype d.
+template <template <DType> class P>
+Kernels kernels_of(DType d) {
+  Kernels kernels{};
+  with_dtype(d, [&](auto tag) {
+    using Path = P<decltype(tag)::value>;
+    kernels = {Path::hist, Path::mask, Path::window};
+  });
+  return kernels;
 }
 
-// keep[i] = key > limit; returns the number of keys equal to limit.
-template <DType D>
-int64_t mask_scalar(const void* data, int64_t begin, int64_t end, uint32_t limit, uint8_t* keep) {
-  int64_t ties = 0;
-  for (int64_t i = begin; i < end; ++i) {
-    const uint32_t key = key_at<D>(data, i);
-    keep[i] = key > limit;
-    ties += key == limit;
-  }
-  return ties;
-}
+// ---- scalar path (also the tails of the vector paths) -----------------------
 
 template <DType D>
-void window_scalar(const void* data, int64_t begin, int64_t end, WindowTally& t) {
-  const uint32_t lo = t.lo, hi = t.hi;
-  uint32_t max_key = t.max_key;
-  int64_t less = 0, at_lo = 0;  // locals, as in window_avx2
-  size_t count = t.count;
-  for (int64_t i = begin; i < end; ++i) {
-    const uint32_t key = key_at<D>(data, i);
-    max_key = std::max(max_key, key);
-    less += key < lo;
-    at_lo += key == lo;
-    if (key > lo && key <= hi) {
-      if (count == t.cap) {
-        t.overflow = true;
-        break;
-      }
-      t.stored[count++] = key;
+struct ScalarKernels {
+  static void hist(const void* data, int64_t begin, int64_t end, HistJob& job) {
+    uint32_t max_key = job.max_key;
+    for (int64_t i = begin; i < end; ++i) {
+      const uint32_t key = key_at<D>(data, i);
+      max_key = std::max(max_key, key);
+      if ((key >> job.prefix_shift) == job.prefix)
+        ++job.counts[(((key >> job.shift) & job.digit_mask) << 2) | uint32_t(i & 3)];
     }
+    job.max_key = max_key;
+  }
+
+  static int64_t mask(const void* data, int64_t begin, int64_t end, uint32_t limit, uint8_t* keep) {
+    int64_t ties = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      const uint32_t key = key_at<D>(data, i);
+      keep[i] = key > limit;
+      ties += key == limit;
+    }
+    return ties;
+  }
+
+  static void window(const void* data, int64_t begin, int64_t end, WindowTally& t) {
+    const uint32_t lo = t.lo, hi = t.hi;
+    uint32_t max_key = t.max_key;
+    int64_t less = 0, at_lo = 0;  // locals, as in the AVX2 window
+    size_t count = t.count;
+    for (int64_t i = begin; i < end; ++i) {
+      const uint32_t key = key_at<D>(data, i);
+      max_key = std::max(max_key, key);
+      less += key < lo;
+      at_lo += key == lo;
+      if (key > lo && key <= hi) {
+        if (count == t.cap) {
+          t.overflow = true;
+          break;
+        }
+        t.stored[count++] = key;
+      }
+    }
+    t.count = count;
+    t.max_key = max_key;
+    t.less += less;
+    t.at_lo += at_lo;
+  }
+};
+
+// ---- the window pass of the vector paths ------------------------------------
+
+// Whole steps of Step::kLanes keys, then the scalar kernel for the rest. A
+// step tallies its keys (Step holds the counters and the running maximum,
+// added to the tally by finish) and stores the keys inside the window,
+// compressed, at `to`, returning how many. It stores a whole vector, hence
+// the kSlack entries of room past cap, and the scan stops once past cap.
+// Always inlined: the steps need the target of the ISA kernel that calls it.
+template <DType D, class Step>
+__attribute__((always_inline)) inline void window_steps(const void* data, int64_t begin,
+                                                        int64_t end, WindowTally& t) {
+  Step step(t);
+  uint32_t* stored = t.stored.get();
+  size_t count = t.count;
+  const size_t cap = t.cap;
+  int64_t i = begin;
+  for (; i + Step::kLanes <= end; i += Step::kLanes) {
+    if (count > cap) break;
+    count += step(data, i, stored + count);
   }
   t.count = count;
-  t.max_key = max_key;
-  t.less += less;
-  t.at_lo += at_lo;
+  step.finish(t);
+  if (count > cap) t.overflow = true;
+  else ScalarKernels<D>::window(data, i, end, t);
 }
 
 }  // namespace

@@ -16,34 +16,27 @@ using namespace threshold_paths;
 
 constexpr int64_t kGrain = 1 << 16;  // elements per chunk below which threads cost more than they save
 
+const Path kScalarPath = {threshold_scalar<uint32_t>, threshold_scalar<uint16_t>};
+
+// The best path this CPU runs.
+const Path& best_path() {
+  [[maybe_unused]] const Isa isa = active_isa();
+#if SLIMTORCH_X86
+  if (isa >= Isa::kAvx512) return kAvx512Path;
+  if (isa >= Isa::kAvx2) return kAvx2Path;
+#elif SLIMTORCH_ARM64
+  if (isa >= Isa::kNeon) return kNeonPath;
+#endif
+  return kScalarPath;
+}
+
 int64_t threshold_range(void* w, DType dtype, int64_t begin, int64_t end, int64_t limit,
                         uint8_t* keep) {
-  const int64_t n = end - begin;
-  const bool write_mask = keep != nullptr;
-  uint8_t* keep_at = write_mask ? keep + begin : nullptr;
-  [[maybe_unused]] const Isa isa = active_isa();
-  if (dtype == DType::kFloat32) {
-    uint32_t* data = static_cast<uint32_t*>(w) + begin;
-    const uint32_t lim = uint32_t(limit);
-#if SLIMTORCH_X86
-    if (isa >= Isa::kAvx512) return threshold32_avx512(data, keep_at, n, lim, write_mask);
-    if (isa >= Isa::kAvx2) return threshold32_avx2(data, keep_at, n, lim, write_mask);
-#elif SLIMTORCH_ARM64
-    if (isa >= Isa::kNeon) return threshold32_neon(data, keep_at, n, lim, write_mask);
-#endif
-    return write_mask ? threshold_scalar<uint32_t, true>(data, keep_at, n, lim)
-                      : threshold_scalar<uint32_t, false>(data, nullptr, n, lim);
-  }
-  uint16_t* data = static_cast<uint16_t*>(w) + begin;
-  const uint16_t lim = uint16_t(limit);
-#if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return threshold16_avx512(data, keep_at, n, lim, write_mask);
-  if (isa >= Isa::kAvx2) return threshold16_avx2(data, keep_at, n, lim, write_mask);
-#elif SLIMTORCH_ARM64
-  if (isa >= Isa::kNeon) return threshold16_neon(data, keep_at, n, lim, write_mask);
-#endif
-  return write_mask ? threshold_scalar<uint16_t, true>(data, keep_at, n, lim)
-                    : threshold_scalar<uint16_t, false>(data, nullptr, n, lim);
+  const Path& path = best_path();
+  uint8_t* keep_at = keep != nullptr ? keep + begin : nullptr;
+  if (dtype == DType::kFloat32)
+    return path.bits32(static_cast<uint32_t*>(w) + begin, keep_at, end - begin, uint32_t(limit));
+  return path.bits16(static_cast<uint16_t*>(w) + begin, keep_at, end - begin, uint16_t(limit));
 }
 
 Status run_threshold(void* w, DType dtype, int64_t n, float threshold, uint8_t* keep,

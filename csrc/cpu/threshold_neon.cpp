@@ -1,5 +1,7 @@
-// Threshold bodies for ARM64 Advanced SIMD: 16 elements per step, compared
-// as unsigned integers (sign-cleared bit patterns), masks narrowed to bytes.
+// Threshold bodies for ARM64 Advanced SIMD: 16 elements per step (four
+// vectors of 32-bit lanes or two of 16-bit lanes), compared as unsigned
+// integers (sign-cleared bit patterns), masks narrowed to bytes. One loop
+// serves both widths; the overloads below pick the instructions.
 #include <arm_neon.h>
 
 #include "threshold_paths.h"
@@ -28,53 +30,56 @@ struct KeptCounter {
   }
 };
 
-}  // namespace
+inline uint32x4_t splat(uint32_t x) { return vdupq_n_u32(x); }
+inline uint16x8_t splat(uint16_t x) { return vdupq_n_u16(x); }
+inline uint32x4_t load(const uint32_t* p) { return vld1q_u32(p); }
+inline uint16x8_t load(const uint16_t* p) { return vld1q_u16(p); }
+inline void store(uint32_t* p, uint32x4_t v) { vst1q_u32(p, v); }
+inline void store(uint16_t* p, uint16x8_t v) { vst1q_u16(p, v); }
+inline uint32x4_t bit_and(uint32x4_t a, uint32x4_t b) { return vandq_u32(a, b); }
+inline uint16x8_t bit_and(uint16x8_t a, uint16x8_t b) { return vandq_u16(a, b); }
+inline uint32x4_t greater(uint32x4_t a, uint32x4_t b) { return vcgtq_u32(a, b); }
+inline uint16x8_t greater(uint16x8_t a, uint16x8_t b) { return vcgtq_u16(a, b); }
 
-int64_t threshold32_neon(uint32_t* w, uint8_t* keep, int64_t n, uint32_t limit, bool write_mask) {
-  const uint32x4_t abs_mask = vdupq_n_u32(0x7fffffffu), lim = vdupq_n_u32(limit);
+// The lane masks of one step, one byte per element, in order.
+inline uint8x16_t to_bytes(const uint32x4_t (&k)[4]) {
+  const uint16x8_t k01 = vcombine_u16(vmovn_u32(k[0]), vmovn_u32(k[1]));
+  const uint16x8_t k23 = vcombine_u16(vmovn_u32(k[2]), vmovn_u32(k[3]));
+  return vcombine_u8(vmovn_u16(k01), vmovn_u16(k23));
+}
+inline uint8x16_t to_bytes(const uint16x8_t (&k)[2]) {
+  return vcombine_u8(vmovn_u16(k[0]), vmovn_u16(k[1]));
+}
+
+template <class Bits>
+int64_t threshold_loop(Bits* w, uint8_t* keep, int64_t n, Bits limit) {
+  using Vec = decltype(splat(limit));
+  constexpr int kLanes = int(sizeof(Vec) / sizeof(Bits));
+  constexpr int kVecs = 16 / kLanes;  // vectors per step
+  const bool write_mask = keep != nullptr;
+  const Vec abs_mask = splat(kAbs<Bits>), lim = splat(limit);
   KeptCounter counter;
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    uint32x4_t v[4], k[4];
-    for (int u = 0; u < 4; ++u) {
-      v[u] = vld1q_u32(w + i + 4 * u);
-      k[u] = vcgtq_u32(vandq_u32(v[u], abs_mask), lim);
+    Vec v[kVecs], k[kVecs];
+    for (int u = 0; u < kVecs; ++u) {
+      v[u] = load(w + i + kLanes * u);
+      k[u] = greater(bit_and(v[u], abs_mask), lim);
     }
-    const uint16x8_t k01 = vcombine_u16(vmovn_u32(k[0]), vmovn_u32(k[1]));
-    const uint16x8_t k23 = vcombine_u16(vmovn_u32(k[2]), vmovn_u32(k[3]));
-    const uint8x16_t keep8 = vcombine_u8(vmovn_u16(k01), vmovn_u16(k23));
+    const uint8x16_t keep8 = to_bytes(k);
     const uint8x16_t ones = counter.add(keep8);
     if (write_mask) {
       vst1q_u8(keep + i, ones);
     } else if (vminvq_u8(keep8) != 0xff) {  // store only blocks with something to zero
-      for (int u = 0; u < 4; ++u) vst1q_u32(w + i + 4 * u, vandq_u32(v[u], k[u]));
+      for (int u = 0; u < kVecs; ++u) store(w + i + kLanes * u, bit_and(v[u], k[u]));
     }
   }
   counter.flush();
-  return counter.total + (write_mask ? threshold_scalar<uint32_t, true>(w + i, keep + i, n - i, limit)
-                                     : threshold_scalar<uint32_t, false>(w + i, nullptr, n - i, limit));
+  return counter.total + threshold_tail(w, keep, i, n, limit);
 }
 
-int64_t threshold16_neon(uint16_t* w, uint8_t* keep, int64_t n, uint16_t limit, bool write_mask) {
-  const uint16x8_t abs_mask = vdupq_n_u16(0x7fff), lim = vdupq_n_u16(limit);
-  KeptCounter counter;
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const uint16x8_t v0 = vld1q_u16(w + i), v1 = vld1q_u16(w + i + 8);
-    const uint16x8_t k0 = vcgtq_u16(vandq_u16(v0, abs_mask), lim);
-    const uint16x8_t k1 = vcgtq_u16(vandq_u16(v1, abs_mask), lim);
-    const uint8x16_t keep8 = vcombine_u8(vmovn_u16(k0), vmovn_u16(k1));
-    const uint8x16_t ones = counter.add(keep8);
-    if (write_mask) {
-      vst1q_u8(keep + i, ones);
-    } else if (vminvq_u8(keep8) != 0xff) {
-      vst1q_u16(w + i, vandq_u16(v0, k0));
-      vst1q_u16(w + i + 8, vandq_u16(v1, k1));
-    }
-  }
-  counter.flush();
-  return counter.total + (write_mask ? threshold_scalar<uint16_t, true>(w + i, keep + i, n - i, limit)
-                                     : threshold_scalar<uint16_t, false>(w + i, nullptr, n - i, limit));
-}
+}  // namespace
+
+const Path kNeonPath = {threshold_loop<uint32_t>, threshold_loop<uint16_t>};
 
 }  // namespace slimtorch::threshold_paths
