@@ -254,15 +254,8 @@ def choose_qparams(
     return _choose_qparams_op(x, axis, symmetric, dtype)
 
 
-def quantize(
-    x: torch.Tensor,
-    scale: torch.Tensor,
-    zero_point: torch.Tensor,
-    *,
-    axis: int | None = None,
-    dtype: torch.dtype = torch.int8,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, *, axis: int | None = None,
+             dtype: torch.dtype = torch.int8, out: torch.Tensor | None = None) -> torch.Tensor:
     """Quantize ``x`` to ``dtype`` (formulas in the module docstring).
 
     Args:
@@ -281,8 +274,9 @@ def quantize(
         A contiguous ``dtype`` tensor of ``x``'s shape (``out`` when given),
         bit-exact with
         ``torch.quantize_per_tensor(x, scale, zero_point, qint8|quint8).int_repr()``
-        (``axis=None``) or ``torch.quantize_per_channel(...).int_repr()`` on CPU
-        for finite float32 input; NaN -> zero_point, +/-Inf -> qmax/qmin.
+        (``axis=None``) or ``torch.quantize_per_channel(...).int_repr()`` as
+        torch's x86-64 CPU build computes them, for finite float32 input;
+        NaN -> zero_point, +/-Inf -> qmax/qmin.
     """
     check_float_tensor("x", x)
     axis = check_axis("axis", axis, x.dim())
@@ -292,15 +286,8 @@ def quantize(
     return _run(_quantize_cpu, _quantize_op, x, scale, zero_point, axis, dtype, out)
 
 
-def dequantize(
-    q: torch.Tensor,
-    scale: torch.Tensor,
-    zero_point: torch.Tensor,
-    *,
-    axis: int | None = None,
-    dtype: torch.dtype = torch.float32,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, *, axis: int | None = None,
+               dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
     """``(q - zero_point) * scale`` as ``dtype``.
 
     Args:
