@@ -88,3 +88,48 @@ def test_save_load_bit_exact_into_the_original_architecture(make, quantize, tmp_
     slimtorch.load_(fresh, path)
     assert torch.equal(_logits(fresh), _logits(model))
     assert fresh.lm_head.weight is fresh.get_input_embeddings().weight
+
+
+def _bert() -> nn.Module:
+    torch.manual_seed(0)
+    config = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                                     vocab_size=2000, max_position_embeddings=64)
+    return transformers.BertModel(config, add_pooling_layer=False).eval()
+
+
+def test_embeddings_stored_int8_and_saved_compactly(tmp_path):
+    model = _bert()
+    ids = torch.randint(0, 2000, (4, 24), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = model(ids).last_hidden_state
+    dense_path = tmp_path / "dense.safetensors"
+    slimtorch.save(model, dense_path)
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_dynamic", embeddings=True,
+                                                                 speed_check=False))
+    names = ["embeddings.word_embeddings", "embeddings.position_embeddings", "embeddings.token_type_embeddings"]
+    assert all(report.swapped[name] == "int8_embedding" for name in names)
+    assert all(type(model.get_submodule(name)).__name__ == "Int8Embedding" for name in names)
+    with torch.no_grad():
+        got = model(ids).last_hidden_state
+    assert float(torch.nn.functional.cosine_similarity(got, want, dim=-1).min()) > 0.99
+    path = tmp_path / "int8.safetensors"
+    slimtorch.save(model, path)
+    # int8 tables and weights: about a quarter of the float32 file (norms and biases stay float32).
+    assert path.stat().st_size < 0.3 * dense_path.stat().st_size
+    fresh = _bert()
+    slimtorch.load_(fresh, path)
+    with torch.no_grad():
+        assert torch.equal(fresh(ids).last_hidden_state, got)
+
+
+def test_tied_embedding_is_left_alone_with_the_reason():
+    model = _gpt2()
+    wte = model.transformer.wte.weight.detach().clone()
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_dynamic", embeddings=True,
+                                                                 overrides={"transformer.h.1.*": None},
+                                                                 speed_check=False))
+    assert type(model.transformer.wte) is nn.Embedding and torch.equal(model.transformer.wte.weight, wte)
+    assert "tied to lm_head.weight" in report.dense["transformer.wte"]
+    assert report.swapped["transformer.wpe"] == "int8_embedding"
+    assert report.dense["transformer.h.1.attn.c_attn"] == "override: left dense"
+    assert "layers compressed" in str(report)

@@ -169,6 +169,10 @@ class CompressConfig:
             dense one (see the module docstring).
         speed_check_rows: rows of the random input timed when ``compress_`` got
             no ``example_inputs``.
+        embeddings: also store every ``nn.Embedding`` (not tied to another
+            parameter) as an int8 table with one scale per row
+            (``Int8Embedding``: only the rows a batch looks up are
+            dequantized); ``overrides`` and ``filter_fn`` apply to them too.
     """
 
     sparsity: float | None = None
@@ -178,6 +182,7 @@ class CompressConfig:
     min_sparsity: float = 0.5
     speed_check: bool = True
     speed_check_rows: int = 128
+    embeddings: bool = False
 
     def __post_init__(self) -> None:
         if self.sparsity is not None:
@@ -200,6 +205,7 @@ class CompressConfig:
         self.min_sparsity = check_fraction("min_sparsity", self.min_sparsity)
         check_bool("speed_check", self.speed_check)
         self.speed_check_rows = check_int("speed_check_rows", self.speed_check_rows, minimum=1)
+        check_bool("embeddings", self.embeddings)
 
     def for_layer(self, name: str) -> CompressConfig | None:
         """The configuration that applies to layer ``name`` (None: leave dense)."""
@@ -215,7 +221,7 @@ class CompressConfig:
 
 @dataclass(frozen=True)
 class LayerDecision:
-    """What happened to one ``nn.Linear``: ``format`` is None when it stayed dense."""
+    """What happened to one layer: ``format`` is None when it stayed dense."""
 
     name: str
     format: str | None
@@ -249,7 +255,7 @@ class CompressReport:
                  for d in self.layers]
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
-        lines.append(f"{len(self.swapped)} of {len(self.layers)} Linear layers compressed")
+        lines.append(f"{len(self.swapped)} of {len(self.layers)} layers compressed")
         return "\n".join(lines)
 
 
@@ -322,19 +328,22 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
         raise TypeError(f"config: expected a slimtorch.CompressConfig, got {type(config).__name__}")
     linears = [(name, m) for name, m in model.named_modules()
                if is_linear_like(m) and not isinstance(m, QATLinear) and name]
-    tied = tied_weights(model, linears)
-    plans = []
-    for name, linear in linears:
-        layer_config = config.for_layer(name)
-        if name in tied:
-            plans.append((name, linear, None, f"weight tied to {', '.join(tied[name])}; "
-                                              "a tied group is never compressed in part"))
-        elif layer_config is None:
-            plans.append((name, linear, None, "override: left dense"))
-        elif config.filter_fn is not None and not config.filter_fn(linear, name):
-            plans.append((name, linear, None, "filter_fn: left dense"))
-        else:
-            plans.append((name, linear, layer_config, ""))
+    embeddings = [(name, m) for name, m in model.named_modules()
+                  if config.embeddings and type(m) is nn.Embedding and name]
+    tied = tied_weights(model, linears + embeddings)
+    plans, embedding_plans = [], []
+    for targets, out in ((linears, plans), (embeddings, embedding_plans)):
+        for name, module in targets:
+            layer_config = config.for_layer(name)
+            if name in tied:
+                out.append((name, module, None, f"weight tied to {', '.join(tied[name])}; "
+                                                "a tied group is never compressed in part"))
+            elif layer_config is None:
+                out.append((name, module, None, "override: left dense"))
+            elif config.filter_fn is not None and not config.filter_fn(module, name):
+                out.append((name, module, None, "filter_fn: left dense"))
+            else:
+                out.append((name, module, layer_config, ""))
     wants_static = any(c is not None and c.quantize == "int8_static" for _, _, c, _ in plans)
     ranges: Mapping[str, ActivationRange] = {}
     if wants_static:
@@ -358,7 +367,23 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
         decisions.append(decision)
         if layer is not None:
             model.set_submodule(name, layer.train(linear.training))
+    for name, embedding, layer_config, reason in embedding_plans:
+        decision, layer = (LayerDecision(name, None, reason, _zero_fraction(embedding)), None) if layer_config is None \
+            else _compress_embedding(name, embedding)
+        decisions.append(decision)
+        if layer is not None:
+            model.set_submodule(name, layer.train(embedding.training))
     return CompressReport(decisions)
+
+
+def _compress_embedding(name: str, embedding: nn.Embedding) -> tuple[LayerDecision, nn.Module | None]:
+    """The int8 table of ``embedding``; a lookup costs next to nothing, so it is not timed."""
+    sparsity = _zero_fraction(embedding)
+    try:
+        layer = _backend.layer_class("Int8Embedding").from_dense(embedding)
+    except _BUILD_ERRORS as error:
+        return LayerDecision(name, None, f"int8_embedding: {error}", sparsity), None
+    return LayerDecision(name, "int8_embedding", "int8 rows, dequantized on lookup (not timed)", sparsity), layer
 
 
 _BUILD_ERRORS = (TypeError, ValueError, RuntimeError, NotImplementedError)
