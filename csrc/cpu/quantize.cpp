@@ -87,55 +87,15 @@ struct ParamTable {
 
 // ---- dispatch: one function pointer per (ISA, dtypes, formula, run kind) ----
 
-QuantizeRun pick_quantize(Isa isa, DType dtype, bool fma, bool arrays) {
+PathRuns path_for(Isa isa) {
 #if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return pick_quantize_avx512(dtype, fma, arrays);
-  if (isa >= Isa::kAvx2) return pick_quantize_avx2(dtype, fma, arrays);
+  if (isa >= Isa::kAvx512) return avx512_path();
+  if (isa >= Isa::kAvx2) return avx2_path();
 #elif SLIMTORCH_ARM64
-  if (isa >= Isa::kNeon) return pick_quantize_neon(dtype, fma, arrays);
+  if (isa >= Isa::kNeon) return neon_path();
 #endif
   (void)isa;
-  return pick_quantize_of<ScalarPath>(dtype, fma, arrays);
-}
-
-// Non-temporal stores for large broadcast runs, where a path has them.
-QuantizeRun pick_quantize_stream(Isa isa, DType dtype, bool fma) {
-#if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return pick_quantize_stream_avx512(dtype, fma);
-#endif
-  (void)isa, (void)dtype, (void)fma;
-  return nullptr;
-}
-
-DequantizeRun pick_dequantize(Isa isa, QType qtype, DType out, bool arrays) {
-#if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return pick_dequantize_avx512(qtype, out, arrays);
-  if (isa >= Isa::kAvx2) return pick_dequantize_avx2(qtype, out, arrays);
-#elif SLIMTORCH_ARM64
-  if (isa >= Isa::kNeon) return pick_dequantize_neon(qtype, out, arrays);
-#endif
-  (void)isa;
-  return pick_dequantize_of<ScalarPath>(qtype, out, arrays);
-}
-
-DequantizeRun pick_dequantize_stream(Isa isa, QType qtype) {
-#if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return pick_dequantize_stream_avx512(qtype);
-  if (isa >= Isa::kAvx2) return pick_dequantize_stream_avx2(qtype);
-#endif
-  (void)isa, (void)qtype;
-  return nullptr;
-}
-
-MinmaxRun pick_minmax(Isa isa, DType dtype, bool arrays) {
-#if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return pick_minmax_avx512(dtype, arrays);
-  if (isa >= Isa::kAvx2) return pick_minmax_avx2(dtype, arrays);
-#elif SLIMTORCH_ARM64
-  if (isa >= Isa::kNeon) return pick_minmax_neon(dtype, arrays);
-#endif
-  (void)isa;
-  return pick_minmax_of<ScalarPath>(dtype, arrays);
+  return path_runs<ScalarPath>();
 }
 
 // Non-temporal stores are ordered by a fence before a chunk reports done.
@@ -155,6 +115,29 @@ bool valid_qtype(QType qtype) { return qtype == QType::kInt8 || qtype == QType::
 // One channel is one long run, whatever the axis.
 ChannelView normalized(const ChannelView& view) {
   return view.channels == 1 ? ChannelView{1, 1, view.numel()} : view;
+}
+
+// The checks quantize and dequantize share; normalizes view on the way.
+// values/levels: the float and the quantized buffer (null only when empty).
+bool valid_affine_args(ChannelView& view, DType dtype, QType qtype, const void* values, const void* levels,
+                       const float* scale, const int32_t* zero_point) {
+  if (!valid_view(view)) return false;
+  view = normalized(view);
+  bool bad_scale = false;
+  return valid_view(view) && valid_dtype(dtype) && valid_qtype(qtype) &&
+         (view.numel() == 0 || (values != nullptr && levels != nullptr)) &&
+         (view.channels == 0 || (scale != nullptr && zero_point != nullptr)) &&
+         find_invalid_qparams(scale, zero_point, view.channels, qtype, &bad_scale) < 0;
+}
+
+// Calls run(i, len, k) for every run (see for_each_run) of the chunks of
+// the whole view on n_threads threads; streamed stores are fenced per chunk.
+template <typename Run>
+void run_in_chunks(const ChannelView& view, bool arrays, bool streaming, int n_threads, Run&& run) {
+  parallel_for(n_threads, view.numel(), kGrain, [&](int64_t begin, int64_t end, int) {
+    for_each_run(view, arrays, begin, end, run);
+    if (streaming) fence_streamed_stores();
+  });
 }
 
 }  // namespace
@@ -189,7 +172,7 @@ Status choose_qparams(const void* x, DType dtype, ChannelView view, bool symmetr
   std::vector<float> lo(size_t(chunks * width), std::numeric_limits<float>::infinity());
   std::vector<float> hi(lo.size(), -std::numeric_limits<float>::infinity());
   std::vector<uint32_t> worst(size_t(chunks), 0);
-  const MinmaxRun run = pick_minmax(active_isa(), dtype, arrays);
+  const MinmaxRun run = path_for(active_isa()).minmax(dtype, arrays);
   parallel_for(n_threads, n, kGrain, [&](int64_t begin, int64_t end, int t) {
     float* chunk_lo = lo.data() + t * width;
     float* chunk_hi = hi.data() + t * width;
@@ -217,61 +200,41 @@ Status choose_qparams(const void* x, DType dtype, ChannelView view, bool symmetr
 Status quantize(const void* x, DType dtype, ChannelView view, bool per_channel,
                 const float* scale, const int32_t* zero_point, QType qtype, void* q,
                 int n_threads) {
-  if (!valid_view(view)) return Status::kInvalidArgument;
-  view = normalized(view);
+  // Checked before the parameters are read: per tensor means one scale.
+  if ((!per_channel && view.channels != 1) || !valid_affine_args(view, dtype, qtype, x, q, scale, zero_point))
+    return Status::kInvalidArgument;
   const int64_t n = view.numel();
-  if (!valid_view(view) || !valid_dtype(dtype) || !valid_qtype(qtype) ||
-      (!per_channel && view.channels != 1) || (n > 0 && (x == nullptr || q == nullptr)) ||
-      (view.channels > 0 && (scale == nullptr || zero_point == nullptr)))
-    return Status::kInvalidArgument;
-  bool bad_scale = false;
-  if (find_invalid_qparams(scale, zero_point, view.channels, qtype, &bad_scale) >= 0)
-    return Status::kInvalidArgument;
   if (n == 0) return Status::kOk;
   const bool arrays = per_channel && view.inner < kShortInner;
   const ParamTable params(view, arrays, scale, zero_point, /*reciprocal=*/true);
-  QuantizeRun run = pick_quantize(active_isa(), dtype, /*fma=*/!per_channel, arrays);
-  const QuantizeRun streamed = pick_quantize_stream(active_isa(), dtype, /*fma=*/!per_channel);
-  const bool streaming = !arrays && n >= kStreamBytes && streamed != nullptr;
-  if (streaming) run = streamed;
+  const PathRuns path = path_for(active_isa());
+  const bool streaming = !arrays && n >= kStreamBytes && path.quantize_stream != nullptr;
+  const QuantizeRun run = streaming ? path.quantize_stream(dtype, /*fma=*/!per_channel)
+                                    : path.quantize(dtype, /*fma=*/!per_channel, arrays);
   advise_huge_pages(q, n);
   const float qlo = float(qtype_min(qtype)), qhi = float(qtype_max(qtype));
   uint8_t* out = static_cast<uint8_t*>(q);
-  parallel_for(n_threads, n, kGrain, [&](int64_t begin, int64_t end, int) {
-    for_each_run(view, arrays, begin, end, [&](int64_t i, int64_t len, int64_t k) {
-      run(x, i, len, params.at(k), qlo, qhi, out);
-    });
-    if (streaming) fence_streamed_stores();
+  run_in_chunks(view, arrays, streaming, n_threads, [&](int64_t i, int64_t len, int64_t k) {
+    run(x, i, len, params.at(k), qlo, qhi, out);
   });
   return Status::kOk;
 }
 
 Status dequantize(const void* q, QType qtype, ChannelView view, const float* scale,
                   const int32_t* zero_point, void* out, DType out_dtype, int n_threads) {
-  if (!valid_view(view)) return Status::kInvalidArgument;
-  view = normalized(view);
+  if (!valid_affine_args(view, out_dtype, qtype, out, q, scale, zero_point)) return Status::kInvalidArgument;
   const int64_t n = view.numel();
-  if (!valid_view(view) || !valid_dtype(out_dtype) || !valid_qtype(qtype) ||
-      (n > 0 && (q == nullptr || out == nullptr)) ||
-      (view.channels > 0 && (scale == nullptr || zero_point == nullptr)))
-    return Status::kInvalidArgument;
-  bool bad_scale = false;
-  if (find_invalid_qparams(scale, zero_point, view.channels, qtype, &bad_scale) >= 0)
-    return Status::kInvalidArgument;
   if (n == 0) return Status::kOk;
   const bool arrays = view.channels > 1 && view.inner < kShortInner;
   const ParamTable params(view, arrays, scale, zero_point, /*reciprocal=*/false);
-  DequantizeRun run = pick_dequantize(active_isa(), qtype, out_dtype, arrays);
-  const DequantizeRun streamed = pick_dequantize_stream(active_isa(), qtype);
-  const bool streaming = out_dtype == DType::kFloat32 && !arrays && n * 4 >= kStreamBytes && streamed;
-  if (streaming) run = streamed;
+  const PathRuns path = path_for(active_isa());
+  const bool streaming = out_dtype == DType::kFloat32 && !arrays && n * 4 >= kStreamBytes &&
+                         path.dequantize_stream != nullptr;
+  const DequantizeRun run = streaming ? path.dequantize_stream(qtype) : path.dequantize(qtype, out_dtype, arrays);
   advise_huge_pages(out, n * dtype_size(out_dtype));
   const uint8_t* levels = static_cast<const uint8_t*>(q);
-  parallel_for(n_threads, n, kGrain, [&](int64_t begin, int64_t end, int) {
-    for_each_run(view, arrays, begin, end, [&](int64_t i, int64_t len, int64_t k) {
-      run(levels, i, len, params.at(k), out);
-    });
-    if (streaming) fence_streamed_stores();
+  run_in_chunks(view, arrays, streaming, n_threads, [&](int64_t i, int64_t len, int64_t k) {
+    run(levels, i, len, params.at(k), out);
   });
   return Status::kOk;
 }

@@ -11,6 +11,12 @@
 
 #define SLIMTORCH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 
+// The shared loops take this file's instruction set (see quantize_loops.h).
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#include "quantize_loops.h"
+#pragma GCC pop_options
+
 namespace slimtorch::quantize_paths {
 namespace {
 
@@ -72,31 +78,6 @@ SLIMTORCH_AVX512 int64_t quantize_body64(const void* x, int64_t i, int64_t j, in
   return j;
 }
 
-template <DType D, bool kFma, bool kArrays>
-SLIMTORCH_AVX512 void quantize_run_avx512(const void* x, int64_t i, int64_t n, RunParams p,
-                                          float qlo, float qhi, uint8_t* q) {
-  const __m512 lo = _mm512_set1_ps(qlo), hi = _mm512_set1_ps(qhi);
-  __m512 inv = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
-  const int64_t start = kArrays ? 0 : quantize_body64<D, kFma, false>(x, i, 0, n, p, qlo, qhi, q);
-  for (int64_t j = start; j < n; j += 16) {
-    const __mmask16 live = tail_mask(n - j);
-    if (kArrays) inv = _mm512_maskz_loadu_ps(live, p.mul + j), zp = _mm512_maskz_loadu_ps(live, p.zp + j);
-    _mm_mask_storeu_epi8(q + i + j, live, quantize16<kFma>(load16<D>(x, i + j, live), inv, zp, lo, hi));
-  }
-}
-
-// A broadcast run with non-temporal stores (large outputs, see kStreamBytes;
-// the caller fences once per chunk):
-// unaligned head and tail through the normal path, 64-byte aligned body streamed.
-template <DType D, bool kFma>
-SLIMTORCH_AVX512 void quantize_run_avx512_stream(const void* x, int64_t i, int64_t n, RunParams p,
-                                                 float qlo, float qhi, uint8_t* q) {
-  const int64_t head = std::min<int64_t>(n, int64_t((64 - (reinterpret_cast<uintptr_t>(q + i) & 63)) & 63));
-  quantize_run_avx512<D, kFma, false>(x, i, head, p, qlo, qhi, q);
-  const int64_t j = quantize_body64<D, kFma, true>(x, i, head, n, p, qlo, qhi, q);
-  quantize_run_avx512<D, kFma, false>(x, i + j, n - j, p, qlo, qhi, q);
-}
-
 template <bool kSigned>
 SLIMTORCH_AVX512 inline __m512 dequantize16(__m128i bytes, __m512 zp, __m512 scale) {
   const __m512i levels = kSigned ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
@@ -115,105 +96,127 @@ SLIMTORCH_AVX512 int64_t dequantize_body64(const uint8_t* q, int64_t n, __m512 z
   return j;
 }
 
-template <bool kSigned, DType O, bool kArrays>
-SLIMTORCH_AVX512 void dequantize_run_avx512(const uint8_t* q, int64_t i, int64_t n, RunParams p,
-                                            void* out) {
-  __m512 scale = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
-  const int64_t start = (kArrays || O != DType::kFloat32)
-                            ? 0 : dequantize_body64<kSigned>(q + i, n, zp, scale, static_cast<float*>(out) + i);
-  for (int64_t j = start; j < n; j += 16) {
-    const __mmask16 live = tail_mask(n - j);
-    if (kArrays) scale = _mm512_maskz_loadu_ps(live, p.mul + j), zp = _mm512_maskz_loadu_ps(live, p.zp + j);
-    const __m512 v = dequantize16<kSigned>(_mm_maskz_loadu_epi8(live, q + i + j), zp, scale);
-    if (O == DType::kFloat32) {
-      _mm512_mask_storeu_ps(static_cast<float*>(out) + i + j, live, v);
-      continue;
-    }
-    __m256i h;
-    if (O == DType::kFloat16) {
-      h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    } else {
-      // bfloat16 by integer rounding: VCVTNEPS2BF16 would flush subnormals.
-      const __m512i bits = _mm512_castps_si512(v);
-      const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-      h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(
-          _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16));
-    }
-    _mm256_mask_storeu_epi16(static_cast<uint16_t*>(out) + i + j, live, h);
+// The lanes type of the shared loops (quantize_loops.h): 16 floats, the
+// last step masked.
+struct Avx512Lanes {
+  using Live = __mmask16;
+  static constexpr int64_t kWidth = 16;
+  static constexpr bool kMasked = true;
+  static Live live(int64_t left) { return tail_mask(left); }
+  template <DType D>
+  SLIMTORCH_AVX512 static __m512 load_as(const void* x, int64_t i, Live live) { return load16<D>(x, i, live); }
+  SLIMTORCH_AVX512 static __m512 load(const float* p, Live live) { return _mm512_maskz_loadu_ps(live, p); }
+  SLIMTORCH_AVX512 static void store(float* p, Live live, __m512 v) { _mm512_mask_storeu_ps(p, live, v); }
+  SLIMTORCH_AVX512 static __m512 broadcast(float f) { return _mm512_set1_ps(f); }
+  SLIMTORCH_AVX512 static __m512 min(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
+  SLIMTORCH_AVX512 static __m512 max(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+  SLIMTORCH_AVX512 static __m512 fold_min(__m512 acc, Live live, __m512 v) {
+    return _mm512_mask_min_ps(acc, live, acc, v);
   }
-}
+  SLIMTORCH_AVX512 static __m512 fold_max(__m512 acc, Live live, __m512 v) {
+    return _mm512_mask_max_ps(acc, live, acc, v);
+  }
+  SLIMTORCH_AVX512 static __m512i abs_bits(__m512 v) {
+    return _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
+  }
+  SLIMTORCH_AVX512 static __m512i zero_bits() { return _mm512_setzero_si512(); }
+  SLIMTORCH_AVX512 static __m512i max_bits(__m512i acc, Live live, __m512i bits) {
+    return _mm512_mask_max_epu32(acc, live, acc, bits);
+  }
+  SLIMTORCH_AVX512 static float reduce_min(__m512 v) { return _mm512_reduce_min_ps(v); }
+  SLIMTORCH_AVX512 static float reduce_max(__m512 v) { return _mm512_reduce_max_ps(v); }
+  SLIMTORCH_AVX512 static void fold_max_bits(uint32_t* worst, __m512i bits) {
+    *worst = std::max(*worst, uint32_t(_mm512_reduce_max_epu32(bits)));
+  }
 
-// Float32 output of a broadcast run with non-temporal stores: for outputs
-// far larger than the caches this skips the read-for-ownership of every
-// written line (4 of the 5 bytes per element are writes).
-template <bool kSigned>
-SLIMTORCH_AVX512 void dequantize_run_avx512_stream(const uint8_t* q, int64_t i, int64_t n, RunParams p,
-                                                   void* out) {
-  float* dst = static_cast<float*>(out) + i;
-  const __m512 scale = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
-  // Head: up to the first 64-byte boundary of dst (dst is 4-byte aligned).
-  int64_t j = std::min<int64_t>(n, int64_t((64 - (reinterpret_cast<uintptr_t>(dst) & 63)) & 63) / 4);
-  if (j > 0) {
-    const __mmask16 live = tail_mask(j);
-    _mm512_mask_storeu_ps(dst, live, dequantize16<kSigned>(_mm_maskz_loadu_epi8(live, q + i), zp, scale));
+  static constexpr uintptr_t kAlign = 64;
+  SLIMTORCH_AVX512 static __m128i load_levels(const uint8_t* p) {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   }
-  for (; j + 16 <= n; j += 16)
-    _mm512_stream_ps(dst + j, dequantize16<kSigned>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i + j)), zp, scale));
-  if (j < n) {
-    const __mmask16 live = tail_mask(n - j);
-    _mm512_mask_storeu_ps(dst + j, live, dequantize16<kSigned>(_mm_maskz_loadu_epi8(live, q + i + j), zp, scale));
+  SLIMTORCH_AVX512 static __m128i load_levels(const uint8_t* p, Live live) { return _mm_maskz_loadu_epi8(live, p); }
+  template <bool kSigned>
+  SLIMTORCH_AVX512 static __m512 dequantize(__m128i bytes, __m512 zp, __m512 scale) {
+    return dequantize16<kSigned>(bytes, zp, scale);
   }
-}
-
-template <DType D, bool kArrays>
-SLIMTORCH_AVX512 void minmax_run_avx512(const void* x, int64_t i, int64_t n, float* lo, float* hi,
-                                        uint32_t* worst) {
-  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
-  __m512 vlo = _mm512_set1_ps(lo[0]), vhi = _mm512_set1_ps(hi[0]);
-  __m512i vworst = _mm512_setzero_si512();
-  for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 live = tail_mask(n - j);
-    const __m512 v = load16<D>(x, i + j, live);
-    vworst = _mm512_mask_max_epu32(vworst, live, vworst, _mm512_and_si512(_mm512_castps_si512(v), abs_mask));
-    if (kArrays) {
-      _mm512_mask_storeu_ps(lo + j, live, _mm512_min_ps(_mm512_maskz_loadu_ps(live, lo + j), v));
-      _mm512_mask_storeu_ps(hi + j, live, _mm512_max_ps(_mm512_maskz_loadu_ps(live, hi + j), v));
-    } else {
-      vlo = _mm512_mask_min_ps(vlo, live, vlo, v), vhi = _mm512_mask_max_ps(vhi, live, vhi, v);
-    }
+  SLIMTORCH_AVX512 static __m256i to_fp16(__m512 v) {
+    return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
-  if (!kArrays) lo[0] = _mm512_reduce_min_ps(vlo), hi[0] = _mm512_reduce_max_ps(vhi);
-  *worst = std::max(*worst, uint32_t(_mm512_reduce_max_epu32(vworst)));
-}
+  // bfloat16 by integer rounding: VCVTNEPS2BF16 would flush subnormals.
+  SLIMTORCH_AVX512 static __m256i to_bf16(__m512 v) {
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    return _mm512_cvtepi32_epi16(
+        _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16));
+  }
+  SLIMTORCH_AVX512 static void store_halves(uint16_t* p, Live live, __m256i h) {
+    _mm256_mask_storeu_epi16(p, live, h);
+  }
+  SLIMTORCH_AVX512 static void stream(float* p, __m512 v) { _mm512_stream_ps(p, v); }
+};
 
 struct Avx512Path {
+  // Not inlined: the streamed run calls it for its unaligned head and tail.
   template <DType D, bool kFma, bool kArrays>
-  static constexpr QuantizeRun quantize = quantize_run_avx512<D, kFma, kArrays>;
+  SLIMTORCH_AVX512 __attribute__((noinline)) static void quantize(const void* x, int64_t i, int64_t n, RunParams p,
+                                                                   float qlo, float qhi, uint8_t* q) {
+    const __m512 lo = _mm512_set1_ps(qlo), hi = _mm512_set1_ps(qhi);
+    __m512 inv = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
+    const int64_t start = kArrays ? 0 : quantize_body64<D, kFma, false>(x, i, 0, n, p, qlo, qhi, q);
+    for (int64_t j = start; j < n; j += 16) {
+      const __mmask16 live = tail_mask(n - j);
+      if (kArrays) inv = _mm512_maskz_loadu_ps(live, p.mul + j), zp = _mm512_maskz_loadu_ps(live, p.zp + j);
+      _mm_mask_storeu_epi8(q + i + j, live, quantize16<kFma>(load16<D>(x, i + j, live), inv, zp, lo, hi));
+    }
+  }
+
   template <bool kSigned, DType O, bool kArrays>
-  static constexpr DequantizeRun dequantize = dequantize_run_avx512<kSigned, O, kArrays>;
+  SLIMTORCH_AVX512 static void dequantize(const uint8_t* q, int64_t i, int64_t n, RunParams p, void* out) {
+    __m512 scale = _mm512_set1_ps(p.mul[0]), zp = _mm512_set1_ps(p.zp[0]);
+    const int64_t start = (kArrays || O != DType::kFloat32)
+                              ? 0 : dequantize_body64<kSigned>(q + i, n, zp, scale, static_cast<float*>(out) + i);
+    for (int64_t j = start; j < n; j += 16) {
+      const __mmask16 live = tail_mask(n - j);
+      if (kArrays) scale = _mm512_maskz_loadu_ps(live, p.mul + j), zp = _mm512_maskz_loadu_ps(live, p.zp + j);
+      const __m512 v = dequantize16<kSigned>(_mm_maskz_loadu_epi8(live, q + i + j), zp, scale);
+      store_as<Avx512Lanes, O>(out, i + j, live, v);
+    }
+  }
+
   template <DType D, bool kArrays>
-  static constexpr MinmaxRun minmax = minmax_run_avx512<D, kArrays>;
+  SLIMTORCH_AVX512 static void minmax(const void* x, int64_t i, int64_t n, float* lo, float* hi, uint32_t* worst) {
+    minmax_run_vector<Avx512Lanes, D, kArrays>(x, i, n, lo, hi, worst);
+  }
 };
+
+// A broadcast run with non-temporal stores (large outputs, see kStreamBytes;
+// the caller fences once per chunk):
+// unaligned head and tail through the normal path, 64-byte aligned body streamed.
+template <DType D, bool kFma>
+SLIMTORCH_AVX512 void quantize_run_avx512_stream(const void* x, int64_t i, int64_t n, RunParams p,
+                                                 float qlo, float qhi, uint8_t* q) {
+  const int64_t head = std::min<int64_t>(n, int64_t((64 - (reinterpret_cast<uintptr_t>(q + i) & 63)) & 63));
+  Avx512Path::quantize<D, kFma, false>(x, i, head, p, qlo, qhi, q);
+  const int64_t j = quantize_body64<D, kFma, true>(x, i, head, n, p, qlo, qhi, q);
+  Avx512Path::quantize<D, kFma, false>(x, i + j, n - j, p, qlo, qhi, q);
+}
 
 }  // namespace
 
-QuantizeRun pick_quantize_avx512(DType dtype, bool fma, bool arrays) {
-  return pick_quantize_of<Avx512Path>(dtype, fma, arrays);
-}
-DequantizeRun pick_dequantize_avx512(QType qtype, DType out, bool arrays) {
-  return pick_dequantize_of<Avx512Path>(qtype, out, arrays);
-}
-MinmaxRun pick_minmax_avx512(DType dtype, bool arrays) { return pick_minmax_of<Avx512Path>(dtype, arrays); }
-QuantizeRun pick_quantize_stream_avx512(DType dtype, bool fma) {
-  QuantizeRun run = nullptr;
-  with_dtype(dtype, [&](auto tag) {
-    constexpr DType D = decltype(tag)::value;
-    run = fma ? quantize_run_avx512_stream<D, true> : quantize_run_avx512_stream<D, false>;
-  });
-  return run;
-}
-DequantizeRun pick_dequantize_stream_avx512(QType qtype) {
-  return qtype == QType::kInt8 ? dequantize_run_avx512_stream<true> : dequantize_run_avx512_stream<false>;
+PathRuns avx512_path() {
+  PathRuns runs = path_runs<Avx512Path>();
+  runs.quantize_stream = [](DType dtype, bool fma) {
+    QuantizeRun run = nullptr;
+    with_dtype(dtype, [&](auto tag) {
+      constexpr DType D = decltype(tag)::value;
+      run = fma ? quantize_run_avx512_stream<D, true> : quantize_run_avx512_stream<D, false>;
+    });
+    return run;
+  };
+  runs.dequantize_stream = [](QType qtype) -> DequantizeRun {
+    return qtype == QType::kInt8 ? dequantize_run_streamed<Avx512Lanes, true>
+                                 : dequantize_run_streamed<Avx512Lanes, false>;
+  };
+  return runs;
 }
 
 }  // namespace slimtorch::quantize_paths
