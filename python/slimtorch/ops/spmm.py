@@ -397,12 +397,12 @@ def _check_linear_args(x: object, weight: object, bias: object) -> None:
 def _eager(kernel, weight: SparseWeight, args: tuple, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The kernel on x's memory; ``weight`` (a local reference) keeps the
     tensors ``args`` points into alive until the kernel returns."""
-    in_features = args[1]
+    out_features, in_features = args[0], args[1]
     batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
-    y = torch.empty(*x.shape[:-1], args[0])
+    y = torch.empty(batch, out_features)  # two ints: cheaper than unpacking x.shape
     kernel(*args, x.data_ptr(), batch, in_features, 0 if bias is None else bias.data_ptr(), y.data_ptr(),
            torch.get_num_threads())
-    return y
+    return y if x.dim() == 2 else y.view(*x.shape[:-1], out_features)
 
 
 def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> tuple | None:
