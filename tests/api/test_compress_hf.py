@@ -133,3 +133,13 @@ def test_tied_embedding_is_left_alone_with_the_reason():
     assert report.swapped["transformer.wpe"] == "int8_embedding"
     assert report.dense["transformer.h.1.attn.c_attn"] == "override: left dense"
     assert "layers compressed" in str(report)
+
+
+def test_summary_counts_a_tied_weight_once():
+    model = _gpt2()
+    unique = {p.untyped_storage().data_ptr(): p.numel() * p.element_size() for p in model.parameters()}
+    table = slimtorch.summary(model)
+    assert table.bytes == sum(unique.values())
+    head = next(layer for layer in table.layers if layer.name == "lm_head")
+    assert head.tied_to == "transformer.wte" and head.bytes == 0 and head.weight_numel == 0
+    assert "lm_head (tied to transformer.wte)" in str(table)

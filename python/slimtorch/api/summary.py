@@ -5,7 +5,9 @@ A row is a module that holds tensors itself (parameters or persistent
 buffers, not counting its children); a parametrized (pruned) module is one row that includes
 its mask. ``bytes`` is what the module holds now; ``dense_bytes`` is what the
 same layer holds as a dense float32 layer, and ``ratio = dense_bytes / bytes``.
-Sparsity is the fraction of exact zeros in the (effective) weight.
+Sparsity is the fraction of exact zeros in the (effective) weight. A tensor
+shared by several modules (a head tied to the token embedding) is counted
+once, in the first row that holds it; later rows name it in ``tied_to``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class LayerSummary:
     zeros: int
     bytes: int
     dense_bytes: int
+    tied_to: str = ""  # the row that holds (and counts) this module's shared weight
 
     @property
     def sparsity(self) -> float:
@@ -75,7 +78,8 @@ class ModelSummary:
     def __str__(self) -> str:
         header = ("name", "type", "shape", "sparsity", "dtype", "bytes", "ratio")
         rows = [
-            (layer.name or "(model)", layer.type, "x".join(map(str, layer.shape)) or "-", f"{layer.sparsity:.1%}",
+            ((layer.name or "(model)") + (f" (tied to {layer.tied_to})" if layer.tied_to else ""), layer.type,
+             "x".join(map(str, layer.shape)) or "-", f"{layer.sparsity:.1%}" if layer.weight_numel else "-",
              layer.dtype, f"{layer.bytes:,}", f"{layer.ratio:.2f}x")
             for layer in self.layers
         ]
@@ -106,10 +110,21 @@ def _nbytes(tensors: list[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _row(name: str, module: nn.Module) -> LayerSummary | None:
-    tensors = _own_tensors(module)
-    if not tensors:
+def _storage(t: torch.Tensor) -> tuple:
+    return t.untyped_storage().data_ptr(), t.device.type, t.device.index
+
+
+def _row(name: str, module: nn.Module, holders: dict[tuple, str]) -> LayerSummary | None:
+    """The module's row; ``holders`` maps each storage counted so far to its row."""
+    all_tensors = _own_tensors(module)
+    if not all_tensors:
         return None
+    shared = [holders[_storage(t)] for t in all_tensors if t.numel() and _storage(t) in holders]
+    tensors = [t for t in all_tensors if not (t.numel() and _storage(t) in holders)]
+    for t in tensors:
+        if t.numel():
+            holders.setdefault(_storage(t), name)
+    tied_to = shared[0] if shared else ""
     nbytes = _nbytes(tensors)
     weight = None
     if "weight" in module._parameters or parametrize.is_parametrized(module, "weight"):
@@ -117,9 +132,10 @@ def _row(name: str, module: nn.Module) -> LayerSummary | None:
     if weight is not None:
         # A plain (possibly masked) layer: dense fp32 holds each float value once, no mask.
         dense_numel = sum(t.numel() for t in tensors if t.dtype != torch.bool)
+        counted = holders.get(_storage(weight), name) == name  # not another row's (tied) weight
         return LayerSummary(name, type(module).__name__.removeprefix("Parametrized"), tuple(weight.shape),
-                            str(weight.dtype).removeprefix("torch."), weight.numel(), int((weight == 0).sum()),
-                            nbytes, dense_numel * _FP32_BYTES)
+                            str(weight.dtype).removeprefix("torch."), weight.numel() if counted else 0,
+                            int((weight == 0).sum()) if counted else 0, nbytes, dense_numel * _FP32_BYTES, tied_to)
     to_dense = getattr(module, "to_dense", None)
     if callable(to_dense) and hasattr(module, "in_features") and hasattr(module, "out_features"):
         # A compressed layer: compare with the dense layer it stands for.
@@ -146,11 +162,12 @@ def summary(model: nn.Module) -> ModelSummary:
     inside_parametrizations = {id(m) for mod in model.modules() if parametrize.is_parametrized(mod)
                                for m in mod.parametrizations.modules()}
     rows = []
+    holders: dict[tuple, str] = {}
     with torch.no_grad():
         for name, module in model.named_modules():
             if id(module) in inside_parametrizations:
                 continue
-            row = _row(name, module)
+            row = _row(name, module, holders)
             if row is not None:
                 rows.append(row)
     return ModelSummary(rows)
