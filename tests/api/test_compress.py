@@ -148,7 +148,7 @@ def test_speed_check_swaps_what_it_reports():
     for d in report.layers:
         module = model.get_submodule(d.name)
         if d.format is None:
-            assert type(module) is nn.Linear and "slower" in d.reason
+            assert type(module) is nn.Linear and ("slower" in d.reason or "within noise" in d.reason)
             assert int((module.weight == 0).sum()) == round(0.95 * module.weight.numel())
         else:
             assert type(module) is kinds[d.format] and "faster" in d.reason

@@ -3,6 +3,7 @@ report) with stand-in layer classes, independent of the real kernels."""
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import pytest
@@ -136,9 +137,7 @@ def test_speed_check_keeps_the_largest_speedup_above_one(fake_layers, monkeypatc
     def fake_compare(ratios):
         def compare(candidates, *, baseline, **options):
             assert baseline == "dense" and set(candidates) == {"dense", *ratios}
-            speedups = {"dense": 1.0, **ratios}
-            seconds = {name: 1e-3 / r for name, r in speedups.items()}
-            return benchmark.Comparison(seconds, speedups, "dense", 5)
+            return _comparison({name: [r] * 7 for name, r in ratios.items()})
         return compare
 
     config = slimtorch.CompressConfig(sparsity=0.9, quantize="int8_dynamic")
@@ -152,7 +151,38 @@ def test_speed_check_keeps_the_largest_speedup_above_one(fake_layers, monkeypatc
     model = make_mlp()
     report = slimtorch.compress_(model, config)
     assert report.swapped == {} and all(type(model[i]) is nn.Linear for i in (0, 2, 4))
-    assert all("slower" in reason for reason in report.dense.values())
+    assert all("within noise of dense (margin 0.03)" in reason and "sparse_int8 1000 us (1.00x)" in reason
+               for reason in report.dense.values())
+    monkeypatch.setattr(compress.benchmark, "compare",
+                        fake_compare({"sparse_int8_dynamic": 0.9, "sparse_int8": 0.8, "int8_dynamic": 0.7}))
+    report = slimtorch.compress_(make_mlp(), config)
+    assert report.swapped == {} and all("slower" in reason for reason in report.dense.values())
+
+
+def _comparison(per_round: dict) -> benchmark.Comparison:
+    """A harness result: dense takes 1 ms every round, each candidate 1 ms / its per-round ratio."""
+    samples = {"dense": [1e-3] * 7, **{name: [1e-3 / r for r in ratios] for name, ratios in per_round.items()}}
+    ratios = {name: statistics.median(1e-3 / t for t in times) for name, times in samples.items()}
+    seconds = {name: statistics.median(times) for name, times in samples.items()}
+    return benchmark.Comparison(seconds, ratios, "dense", 7, {}, samples)
+
+
+@pytest.mark.parametrize("per_round, swapped", [
+    ([1.10, 1.11, 1.09, 1.10, 1.12, 1.08, 1.10], True),   # 10% faster, tight: kept
+    ([1.02, 1.01, 1.03, 1.02, 1.02, 1.01, 1.02], False),  # inside the 3% floor: a tie, dense kept
+    ([0.80, 1.40, 1.10, 0.90, 1.30, 1.10, 1.20], False),  # 10% faster by the median, rounds spread +/-20%
+    ([1.50, 1.45, 1.60, 0.90, 1.55, 1.50, 1.48], True),   # one disturbed round does not matter
+])
+def test_speed_check_margin_follows_the_spread_of_the_rounds(fake_layers, monkeypatch, per_round, swapped):
+    from slimtorch.api import compress
+
+    monkeypatch.setattr(compress.benchmark, "compare", lambda candidates, **options: _comparison(
+        {name: per_round for name in candidates if name != "dense"}))
+    report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(quantize="int8_dynamic"))
+    assert bool(report.swapped) is swapped
+    for decision in report.layers:
+        assert "margin" in decision.reason
+        assert ("faster than dense" in decision.reason) is swapped
 
 
 def test_static_needs_calibration(fake_layers):

@@ -30,7 +30,9 @@ the dense layer are timed interleaved by :mod:`slimtorch.benchmark` on the
 layer's real input (recorded from ``example_inputs``) or on
 ``config.speed_check_rows`` random rows. The candidate with the highest
 speed-up (median over rounds of dense time / candidate time) is kept if that
-speed-up is above 1; otherwise the layer stays dense and the report says why.
+speed-up clears 1.0 by a margin (the spread of its per-round ratios, at least
+3%); otherwise the layer stays dense and the report says why ("within noise"
+or "slower"), so repeated runs choose the same layers.
 Timing makes the choice depend on the machine; ``speed_check=False`` swaps
 every layer the config asks for.
 """
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import fnmatch
 import numbers
+import statistics
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -261,8 +264,23 @@ class CompressReport:
 
 # ---- timing --------------------------------------------------------------------------
 
-SPEED_CHECK_ROUNDS = 5
+SPEED_CHECK_ROUNDS = 7
 SPEED_CHECK_SAMPLE_SECONDS = 0.01  # per sample: beats timer noise on small layers, costs little per layer
+# A speed-up counts only when it clears 1.0 by this much and by the spread of
+# its per-round ratios: a layer within noise of the dense one stays dense, so
+# repeated runs (also on a busy machine) make the same choice.
+MIN_SPEEDUP_MARGIN = 0.03
+
+
+def _margin(timing: benchmark.Comparison, fmt: str) -> float:
+    """How far ``fmt``'s median ratio must clear 1.0: half the interquartile
+    range of its per-round ratios against dense, at least MIN_SPEEDUP_MARGIN."""
+    dense, own = timing.samples.get("dense", []), timing.samples.get(fmt, [])
+    ratios = [d / c for d, c in zip(dense, own) if c > 0]
+    if len(ratios) < 2:
+        return MIN_SPEEDUP_MARGIN
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return max(MIN_SPEEDUP_MARGIN, (q3 - q1) / 2)
 
 
 def _record_inputs(model: nn.Module, names: list[str], example_inputs: object) -> dict[str, tuple]:
@@ -432,11 +450,13 @@ def _compress_layer(name: str, module: nn.Module, config: CompressConfig, activa
                                    sample_seconds=SPEED_CHECK_SAMPLE_SECONDS)
     dense_us = timing.seconds["dense"] * 1e6
     fmt, layer = max(runnable, key=lambda item: timing.ratios[item[0]])
-    speedup, new_us = timing.ratios[fmt], timing.seconds[fmt] * 1e6
+    speedup, new_us, margin = timing.ratios[fmt], timing.seconds[fmt] * 1e6, _margin(timing, fmt)
     timed = [f"{f} {timing.seconds[f] * 1e6:.0f} us ({timing.ratios[f]:.2f}x)" for f, _ in runnable]
-    if speedup > 1.0:
+    if speedup > 1.0 + margin:
         others = [t for (f, _), t in zip(runnable, timed) if f != fmt]
-        why = f"{speedup:.2f}x faster than dense" + (f" (also timed: {', '.join(others)})" if others else "")
+        why = (f"{speedup:.2f}x faster than dense (margin {margin:.2f})"
+               + (f" (also timed: {', '.join(others)})" if others else ""))
         return LayerDecision(name, fmt, why, sparsity, dense_us, new_us, speedup), layer
-    why = f"compressed would be slower: dense {dense_us:.0f} us vs {', '.join(timed)}"
+    verdict = "within noise of dense" if speedup >= 1.0 - margin else "compressed would be slower"
+    why = f"{verdict} (margin {margin:.2f}): dense {dense_us:.0f} us vs {', '.join(timed)}"
     return LayerDecision(name, None, why, sparsity, dense_us, new_us, speedup), None
