@@ -3,6 +3,8 @@ machine record (no assertion on how fast anything is)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -14,13 +16,26 @@ def test_rounds_interleave_and_rotate():
     timer = benchmark.Interleaved({name: (lambda name=name: order.append(name)) for name in "abc"}, baseline="a",
                                   sample_seconds=0.0, warmup=2)
     timer.round()
-    assert order == ["a", "a", "a", "b", "b", "b", "c", "c", "c", "a", "b", "c"]  # 2 warm-ups + sizing, then a sample
+    # per candidate 2 warm-ups + 3 sizing calls, then one sample of each
+    assert order == [*"aaaaa", *"bbbbb", *"ccccc", "a", "b", "c"]
     order.clear()
     timer.round()
     timer.round()
     assert order == ["b", "c", "a", "c", "a", "b"]  # a different candidate goes first every round
     result = timer.result()
     assert result.rounds == 3 and result.calls == {"a": 1, "b": 1, "c": 1} and result.ratios["a"] == 1.0
+
+
+def test_samples_are_sized_by_the_fastest_sizing_call():
+    """One slow call while sizing (the scheduler delayed it) does not shrink the samples."""
+    delays = iter([0.05, 0.0, 0.0])
+
+    def fn():
+        time.sleep(next(delays, 0.0))
+
+    timer = benchmark.Interleaved({"x": fn}, sample_seconds=0.02, max_calls=1000, warmup=0)
+    timer.round()
+    assert timer.calls["x"] > 20
 
 
 def test_calls_per_sample_are_capped():

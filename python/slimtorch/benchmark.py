@@ -63,6 +63,12 @@ class Comparison:
         return statistics.median(b / c for b, c in zip(self.samples[baseline], self.samples[candidate]))
 
 
+def _time_once(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 class Interleaved:
     """Interleaved timing of named zero-argument callables.
 
@@ -89,9 +95,9 @@ class Interleaved:
         for name, fn in self.candidates.items():
             for _ in range(max(self.warmup, 0)):
                 fn()
-            start = time.perf_counter()
-            fn()
-            once = max(time.perf_counter() - start, 1e-9)
+            # The fastest of a few calls: one call that the scheduler delayed
+            # (a busy machine) would make every sample a handful of calls.
+            once = max(min(_time_once(fn) for _ in range(3)), 1e-9)
             self.calls[name] = max(1, min(self.max_calls, int(self.sample_seconds / once)))
 
     def round(self) -> None:
