@@ -74,6 +74,11 @@ def main() -> None:
     print(f"busy second process: {'yes' if args.busy else 'no'}")
     print(f"{agreeing} of {args.runs} runs made the most common choice ({len(counts)} distinct choice sets)")
     print(f"most common: {len(majority)} of {len(reports[0].layers)} layers compressed")
+    print("layers whose choice changed between runs:")
+    for decision in reports[0].layers:
+        seen = collections.Counter(dict(choice).get(decision.name, "dense") for choice in choices)
+        if len(seen) > 1:
+            print(f"  {decision.name}: " + ", ".join(f"{fmt} {n}x" for fmt, n in seen.most_common()))
     print(reports[choices.index(majority)])
 
 

@@ -58,6 +58,12 @@ class Comparison:
     calls: dict[str, int] = field(default_factory=dict)
     samples: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
+    def fastest(self, name: str) -> float:
+        """``name``'s least disturbed sample (seconds per call): other work on
+        the machine only ever adds time, so on a busy machine this is the
+        steadiest estimate of its own speed."""
+        return min(self.samples[name])
+
     def ratio(self, baseline: str, candidate: str) -> float:
         """Median per-round ``time(baseline) / time(candidate)`` for any pair of candidates."""
         return statistics.median(b / c for b, c in zip(self.samples[baseline], self.samples[candidate]))
