@@ -183,3 +183,19 @@ def test_hf_conv1d_is_pruned_per_output_column():
     keep_rows = expected_row_keep((weight.abs() * norm[:, None]).T, 0.5)  # [out, in]
     assert torch.equal(weight_mask(layer), keep_rows.T)
     assert torch.equal((layer.weight == 0).sum(0), torch.full((6,), 4))
+
+
+def test_wanda_calibration_builds_no_autograd_graph():
+    """Calibration keeps running sums only: the forward passes run without
+    autograd, so no batch's activations are saved for a backward."""
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(torch.is_grad_enabled())
+            return x
+
+    model = nn.Sequential(nn.Linear(8, 8), Probe(), nn.Linear(8, 4))
+    batches = [torch.randn(5, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    slimtorch.prune_(model, 0.5, method="wanda", calibration=batches)
+    assert seen == [False] * 3 and torch.is_grad_enabled()

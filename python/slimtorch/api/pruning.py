@@ -378,9 +378,10 @@ def input_norms(model: nn.Module, targets: list[tuple[str, nn.Module]],
     model.eval()
     batches = 0
     try:
-        for batch in calibration:
-            run_batch(model, batch)
-            batches += 1
+        with torch.no_grad():  # no autograd graph: nothing of a batch outlives its forward
+            for batch in calibration:
+                run_batch(model, batch)
+                batches += 1
     finally:
         model.train(was_training)
         for handle in handles:
