@@ -132,31 +132,49 @@ def test_speed_check_keeps_faster_and_leaves_slower_dense(fake_layers):
 def test_speed_check_keeps_the_largest_speedup_above_one(fake_layers, monkeypatch):
     """The decision follows the harness's ratios (faked here): the candidate
     with the highest ratio is kept when it is above 1, else the layer stays dense."""
-    from slimtorch.api import compress
 
     def fake_compare(ratios):
-        def compare(candidates, *, baseline, **options):
-            assert baseline == "dense" and set(candidates) == {"dense", *ratios}
-            return _comparison({"dense": [MS] * 7, **{name: [MS / r] * 7 for name, r in ratios.items()}})
-        return compare
+        return {"dense": [MS] * 7, **{name: [MS / r] * 7 for name, r in ratios.items()}}
 
     config = slimtorch.CompressConfig(sparsity=0.9, quantize="int8_dynamic")
-    monkeypatch.setattr(compress.benchmark, "compare",
-                        fake_compare({"sparse_int8_dynamic": 1.5, "sparse_int8": 2.5, "int8_dynamic": 0.5}))
+    _patch_timing(monkeypatch, fake_compare({"sparse_int8_dynamic": 1.5, "sparse_int8": 2.5, "int8_dynamic": 0.5}))
     report = slimtorch.compress_(make_mlp(), config)
     assert report.swapped == {"0": "sparse_int8", "2": "sparse_int8", "4": "sparse_int8"}
     assert all(d.speedup == 2.5 and d.compressed_us == pytest.approx(400) for d in report.layers)
-    monkeypatch.setattr(compress.benchmark, "compare",
-                        fake_compare({"sparse_int8_dynamic": 0.9, "sparse_int8": 1.0, "int8_dynamic": 0.99}))
+    _patch_timing(monkeypatch, fake_compare({"sparse_int8_dynamic": 0.9, "sparse_int8": 1.0, "int8_dynamic": 0.99}))
     model = make_mlp()
     report = slimtorch.compress_(model, config)
     assert report.swapped == {} and all(type(model[i]) is nn.Linear for i in (0, 2, 4))
     assert all("within noise of dense (margin 0.03" in reason and "sparse_int8 1000 us (1.00x)" in reason
                for reason in report.dense.values())
-    monkeypatch.setattr(compress.benchmark, "compare",
-                        fake_compare({"sparse_int8_dynamic": 0.9, "sparse_int8": 0.8, "int8_dynamic": 0.7}))
+    _patch_timing(monkeypatch, fake_compare({"sparse_int8_dynamic": 0.9, "sparse_int8": 0.8, "int8_dynamic": 0.7}))
     report = slimtorch.compress_(make_mlp(), config)
     assert report.swapped == {} and all("slower" in reason for reason in report.dense.values())
+
+
+def _patch_timing(monkeypatch, samples: dict, after_more_rounds: dict | None = None) -> list:
+    """compress_'s timer replaced: its results are ``samples`` (per-round
+    seconds per call), ``after_more_rounds`` once it was asked for more than
+    one pass of rounds. Returns the list of timers made."""
+    from slimtorch.api import compress
+
+    timers = []
+
+    class FakeTimer:
+        def __init__(self, candidates, *, baseline, **options):
+            assert baseline == "dense" and set(candidates) == set(samples)
+            self.rounds = 0
+            timers.append(self)
+
+        def round(self):
+            self.rounds += 1
+
+        def result(self):
+            more = after_more_rounds is not None and self.rounds > compress.SPEED_CHECK_ROUNDS
+            return _comparison(after_more_rounds if more else samples)
+
+    monkeypatch.setattr(compress.benchmark, "Interleaved", FakeTimer)
+    return timers
 
 
 def _comparison(samples: dict) -> benchmark.Comparison:
@@ -181,9 +199,8 @@ MS = 1e-3
     ({"dense": [MS, 5 * MS, 2 * MS], "int8_dynamic": [5 * MS, MS / 0.8, 3 * MS]}, None),  # slower
 ])
 def test_speed_check_uses_the_least_disturbed_samples(fake_layers, monkeypatch, samples, kept):
-    from slimtorch.api import compress
 
-    monkeypatch.setattr(compress.benchmark, "compare", lambda candidates, **options: _comparison(samples))
+    _patch_timing(monkeypatch, samples)
     report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(quantize="int8_dynamic"))
     assert all(d.format == kept for d in report.layers)
     for decision in report.layers:
@@ -192,16 +209,30 @@ def test_speed_check_uses_the_least_disturbed_samples(fake_layers, monkeypatch, 
             assert ("slower" if samples["int8_dynamic"][1] > MS else "within noise") in decision.reason
 
 
+@pytest.mark.parametrize("first, second, kept, passes", [
+    (1.05, 1.01, None, 2),            # close (within three margins): timed again, then a tie
+    (1.05, 1.06, "int8_dynamic", 2),  # close, confirmed by the second pass
+    (1.50, 1.00, "int8_dynamic", 1),  # clear: decided after one pass
+])
+def test_a_close_call_gets_more_rounds(fake_layers, monkeypatch, first, second, kept, passes):
+    from slimtorch.api import compress
+
+    timers = _patch_timing(monkeypatch, {"dense": [MS] * 7, "int8_dynamic": [MS / first] * 7},
+                           after_more_rounds={"dense": [MS] * 7, "int8_dynamic": [MS / second] * 7})
+    report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(quantize="int8_dynamic"))
+    assert all(d.format == kept for d in report.layers)
+    assert [t.rounds for t in timers] == [passes * compress.SPEED_CHECK_ROUNDS] * 3
+
+
 @pytest.mark.parametrize("sparse_int8, int8_dynamic, kept", [
     (1.20, 1.22, "sparse_int8"),   # within 3% of the fastest: the format listed first wins
     (1.10, 1.30, "int8_dynamic"),  # clearly faster: it wins
 ])
 def test_speed_check_ties_go_to_the_preferred_format(fake_layers, monkeypatch, sparse_int8, int8_dynamic, kept):
-    from slimtorch.api import compress
 
     samples = {"dense": [MS] * 5, "sparse_int8_dynamic": [MS / 0.5] * 5, "sparse_int8": [MS / sparse_int8] * 5,
                "int8_dynamic": [MS / int8_dynamic] * 5}
-    monkeypatch.setattr(compress.benchmark, "compare", lambda candidates, **options: _comparison(samples))
+    _patch_timing(monkeypatch, samples)
     report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(sparsity=0.9, quantize="int8_dynamic"))
     assert set(report.swapped.values()) == {kept}
 

@@ -30,8 +30,9 @@ the dense layer are timed interleaved by :mod:`slimtorch.benchmark` on the
 layer's real input (recorded from ``example_inputs``) or on
 ``config.speed_check_rows`` random rows. The candidate with the highest
 speed-up (dense time / candidate time, each the least disturbed of many short
-samples) is kept if that speed-up clears 1.0 by 3%; a candidate within 3% of
-the fastest gives way to the one listed before it. Otherwise the layer stays
+samples; a close call gets twice the samples) is kept if that speed-up clears
+1.0 by 3%; a candidate within 3% of the fastest gives way to the one listed
+before it. Otherwise the layer stays
 dense and the report says why ("within noise" or "slower"). Both rules make
 repeated runs choose the same layers.
 Timing makes the choice depend on the machine; ``speed_check=False`` swaps
@@ -273,13 +274,17 @@ SPEED_CHECK_SAMPLE_SECONDS = 0.002  # short samples: some fall between another p
 MIN_SPEEDUP_MARGIN = 0.03
 
 
-def _choose(timing: benchmark.Comparison, formats: list[str]) -> tuple[str, float]:
-    """The format to keep (formats in order of preference) and its speed-up
-    over dense, both from the least disturbed samples."""
+def _choose(timing: benchmark.Comparison, formats: list[str]) -> tuple[str, float, bool]:
+    """The format to keep (formats in order of preference), its speed-up over
+    dense, both from the least disturbed samples, and whether the choice is
+    close: a speed-up or a rival within three margins, worth more samples."""
     speedups = {f: timing.fastest("dense") / timing.fastest(f) for f in formats}
     best = max(speedups.values())
     chosen = next(f for f in formats if speedups[f] * (1.0 + MIN_SPEEDUP_MARGIN) >= best)
-    return chosen, speedups[chosen]
+    near = 1.0 + 3 * MIN_SPEEDUP_MARGIN
+    close = any(max(a, b) / min(a, b) < near for a, b in
+                [(speedups[chosen], 1.0), *((speedups[chosen], speedups[f]) for f in formats if f != chosen)])
+    return chosen, speedups[chosen], close
 
 
 def _record_inputs(model: nn.Module, names: list[str], example_inputs: object) -> dict[str, tuple]:
@@ -442,13 +447,20 @@ def _compress_layer(name: str, module: nn.Module, config: CompressConfig, activa
             failures.append(f"{fmt}: {error}")
     if not runnable:
         return LayerDecision(name, None, "; ".join(failures), sparsity), None
-    with torch.no_grad():
-        timing = benchmark.compare({"dense": lambda: module(x), **{fmt: (lambda layer=layer: layer(x))
-                                                                   for fmt, layer in runnable}},
-                                   baseline="dense", rounds=SPEED_CHECK_ROUNDS,
-                                   sample_seconds=SPEED_CHECK_SAMPLE_SECONDS)
     formats = [fmt for fmt, _ in runnable]
-    fmt, speedup = _choose(timing, formats)
+    timer = benchmark.Interleaved({"dense": lambda: module(x), **{fmt: (lambda layer=layer: layer(x))
+                                                                  for fmt, layer in runnable}},
+                                  baseline="dense", sample_seconds=SPEED_CHECK_SAMPLE_SECONDS)
+    with torch.no_grad():
+        for _ in range(SPEED_CHECK_ROUNDS):
+            timer.round()
+        timing = timer.result()
+        fmt, speedup, close = _choose(timing, formats)
+        if close:  # a close call gets as many rounds again before it is made
+            for _ in range(SPEED_CHECK_ROUNDS):
+                timer.round()
+            timing = timer.result()
+            fmt, speedup, _ = _choose(timing, formats)
     layer = dict(runnable)[fmt]
     dense_us, new_us = timing.fastest("dense") * 1e6, timing.fastest(fmt) * 1e6
     timed = [f"{f} {timing.fastest(f) * 1e6:.0f} us ({timing.fastest('dense') / timing.fastest(f):.2f}x)"
