@@ -4,6 +4,8 @@ embeddings and heads stay tied and intact, and save/load is bit-exact."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -143,3 +145,49 @@ def test_summary_counts_a_tied_weight_once():
     head = next(layer for layer in table.layers if layer.name == "lm_head")
     assert head.tied_to == "transformer.wte" and head.bytes == 0 and head.weight_numel == 0
     assert "lm_head (tied to transformer.wte)" in str(table)
+
+
+def _edited(path, tmp_path, edit) -> object:
+    """A copy of the file at ``path`` with its slimtorch metadata changed by ``edit``."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    meta = json.loads(header["__metadata__"]["slimtorch"])
+    edit(meta)
+    header["__metadata__"]["slimtorch"] = json.dumps(meta)
+    encoded = json.dumps(header).encode()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + size:])
+    return bad
+
+
+def _set(key, value):
+    def edit(meta):
+        meta["layers"]["transformer.h.0.attn.c_attn"]["init"][key] = value
+    return edit
+
+
+def _set_class(meta):
+    meta["layers"]["transformer.h.0.attn.c_attn"]["class"] = "Int8Embedding"
+
+
+def _resize(meta):
+    meta.setdefault("resized", {})["transformer.h.0.attn.c_attn.weight"] = [8, 8]
+
+
+@pytest.mark.parametrize("edit, match", [
+    (_set("in_features", 2**62), "in_features"), (_set("in_features", 2**64), "in_features"),
+    (_set("out_features", -1), "out_features"), (_set("out_features", True), "out_features"),
+    (_set_class, "has a Int8Embedding at"), (_resize, "Conv1D"),
+])
+def test_crafted_file_at_a_conv1d_position_is_refused_and_the_model_unchanged(tmp_path, edit, match):
+    model = _gpt2()
+    slimtorch.compress_(model, slimtorch.CompressConfig(sparsity=0.5, speed_check=False))
+    path = tmp_path / "model.safetensors"
+    slimtorch.save(model, path)
+    target = _gpt2()
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        slimtorch.load_(target, _edited(path, tmp_path, edit))
+    assert type(target.transformer.h[0].attn.c_attn).__name__ == "Conv1D"
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
