@@ -17,6 +17,7 @@ import argparse
 import collections
 import copy
 import multiprocessing
+import multiprocessing.synchronize
 import time
 
 import torch
@@ -25,7 +26,7 @@ import slimtorch
 from slimtorch import benchmark
 
 
-def _busy(stop: multiprocessing.Event) -> None:
+def _busy(stop: multiprocessing.synchronize.Event) -> None:
     torch.set_num_threads(1)
     a = torch.randn(512, 512)
     while not stop.is_set():

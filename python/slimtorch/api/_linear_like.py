@@ -21,6 +21,15 @@ def is_linear_like(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or is_hf_conv1d(module)
 
 
+def linear_features(module: nn.Module) -> tuple[int, int]:
+    """``(in_features, out_features)`` of the linear map a linear-like module computes."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if not is_hf_conv1d(module):
+        raise TypeError(f"module: expected an nn.Linear or a linear-like module, got {type(module).__name__}")
+    return module.weight.shape[0], module.weight.shape[1]  # Conv1D: weight [in, out]
+
+
 @torch.no_grad()
 def as_linear(module: nn.Module) -> nn.Linear:
     """``module`` itself if it is an ``nn.Linear``; otherwise a new
@@ -28,11 +37,9 @@ def as_linear(module: nn.Module) -> nn.Linear:
     once, into a copy: the module is not changed)."""
     if isinstance(module, nn.Linear):
         return module
-    if not is_hf_conv1d(module):
-        raise TypeError(f"module: expected an nn.Linear or a linear-like module, got {type(module).__name__}")
+    in_features, out_features = linear_features(module)
     weight, bias = module.weight.detach(), module.bias
-    linear = nn.Linear(weight.shape[0], weight.shape[1], bias=bias is not None, device=weight.device,
-                       dtype=weight.dtype)
+    linear = nn.Linear(in_features, out_features, bias=bias is not None, device=weight.device, dtype=weight.dtype)
     linear.weight.copy_(weight.T)
     if bias is not None:
         linear.bias.copy_(bias)

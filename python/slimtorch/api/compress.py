@@ -42,6 +42,7 @@ every layer the config asks for.
 from __future__ import annotations
 
 import fnmatch
+import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -281,9 +282,8 @@ def _choose(timing: benchmark.Comparison, formats: list[str]) -> tuple[str, floa
     speedups = {f: timing.fastest("dense") / timing.fastest(f) for f in formats}
     best = max(speedups.values())
     chosen = next(f for f in formats if speedups[f] * (1.0 + MIN_SPEEDUP_MARGIN) >= best)
-    near = 1.0 + 3 * MIN_SPEEDUP_MARGIN
-    close = any(max(a, b) / min(a, b) < near for a, b in
-                [(speedups[chosen], 1.0), *((speedups[chosen], speedups[f]) for f in formats if f != chosen)])
+    rivals = [1.0] + [speedups[f] for f in formats if f != chosen]  # dense and the other formats
+    close = any(abs(math.log(speedups[chosen] / rival)) < math.log1p(3 * MIN_SPEEDUP_MARGIN) for rival in rivals)
     return chosen, speedups[chosen], close
 
 
@@ -390,8 +390,10 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
         if layer is not None:
             model.set_submodule(name, layer.train(linear.training))
     for name, embedding, layer_config, reason in embedding_plans:
-        decision, layer = (LayerDecision(name, None, reason, _zero_fraction(embedding)), None) if layer_config is None \
-            else _compress_embedding(name, embedding)
+        if layer_config is None:
+            decisions.append(LayerDecision(name, None, reason, _zero_fraction(embedding)))
+            continue
+        decision, layer = _compress_embedding(name, embedding)
         decisions.append(decision)
         if layer is not None:
             model.set_submodule(name, layer.train(embedding.training))

@@ -99,23 +99,26 @@ def _from_rows(module: nn.Module, rows: torch.Tensor, like: torch.Tensor) -> tor
     return rows.T if is_hf_conv1d(module) else rows.reshape(like.shape)
 
 
+def storage_key(tensor: torch.Tensor) -> tuple:
+    """Equal for tensors that share memory (tied parameters, views of one buffer)."""
+    return tensor.untyped_storage().data_ptr(), tensor.device.type, tensor.device.index
+
+
 def tied_weights(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, list[str]]:
     """Targets whose weight shares its memory with a parameter or buffer
     outside it (tied embeddings and heads): ``{module name: the others' names}``."""
-    owners: dict[tuple[int, int], list[str]] = {}
+    owners: dict[tuple, list[str]] = {}
     named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
     for name, tensor in named:
         if tensor.numel():
-            key = (tensor.untyped_storage().data_ptr(), tensor.device.index or 0)
-            owners.setdefault(key, []).append(name)
+            owners.setdefault(storage_key(tensor), []).append(name)
     tied = {}
     for name, module in targets:
         weight = module.parametrizations["weight"].original if is_pruned(module) else module.weight
         if not weight.numel():
             continue
         own = (f"{name}.parametrizations.weight.original" if is_pruned(module) else f"{name}.weight").lstrip(".")
-        others = [o for o in owners.get((weight.untyped_storage().data_ptr(), weight.device.index or 0), [])
-                  if o != own]
+        others = [o for o in owners.get(storage_key(weight), []) if o != own]
         if others:
             tied[name] = sorted(others)
     return tied

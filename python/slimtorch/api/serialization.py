@@ -82,7 +82,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from slimtorch._io import atomic_write_bytes
-from slimtorch.api._linear_like import is_hf_conv1d
+from slimtorch.api._linear_like import is_linear_like, linear_features
 from slimtorch.api.pruning import WeightMask, is_pruned, weight_mask
 from slimtorch.nn.registry import LAYER_CLASSES
 from slimtorch.structured.surgery import RESIZED_ATTR, plan_resize, resize_
@@ -671,13 +671,14 @@ def _new_layer(path: str, name: str, info: dict, current: nn.Module,
     if not _registered_layer(info["class"]):  # only registered slimtorch layers are ever built
         raise ValueError(f"path: {path!r} has layer {name!r} of unknown class {info['class'][:60]!r}")
     spec = LAYER_CLASSES[info["class"]]
-    linear_like = nn.Linear in spec.replaces and is_hf_conv1d(current)
+    # A linear-like module (Conv1D) stands where compress_ put a linear layer.
+    linear_like = nn.Linear in spec.replaces and is_linear_like(current) and not isinstance(current, nn.Linear)
     if not (isinstance(current, spec.replaces) or linear_like or type(current).__name__ == info["class"]):
         raise ValueError(f"path: {path!r} has a {info['class']} at {name!r}, where model has "
                          f"{type(current).__name__}")
     init = info["init"]
-    if linear_like:  # the sizes of the nn.Linear it was converted to (weight [in, out])
-        sizes = {"in_features": current.weight.shape[0], "out_features": current.weight.shape[1]}
+    if linear_like:
+        sizes = dict(zip(("in_features", "out_features"), linear_features(current)))
     else:
         sizes = {attr: getattr(current, attr, None) for attr in spec.sizes}
     if f"{name}.weight" in resized and len(resized[f"{name}.weight"]) == 2 and isinstance(current, nn.Linear):

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from slimtorch.api.pruning import storage_key
+
 __all__ = ["LayerSummary", "ModelSummary", "summary"]
 
 _FP32_BYTES = 4
@@ -110,21 +112,18 @@ def _nbytes(tensors: list[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _storage(t: torch.Tensor) -> tuple:
-    return t.untyped_storage().data_ptr(), t.device.type, t.device.index
-
-
 def _row(name: str, module: nn.Module, holders: dict[tuple, str]) -> LayerSummary | None:
     """The module's row; ``holders`` maps each storage counted so far to its row."""
     all_tensors = _own_tensors(module)
     if not all_tensors:
         return None
-    shared = [holders[_storage(t)] for t in all_tensors if t.numel() and _storage(t) in holders]
-    tensors = [t for t in all_tensors if not (t.numel() and _storage(t) in holders)]
-    for t in tensors:
-        if t.numel():
-            holders.setdefault(_storage(t), name)
-    tied_to = shared[0] if shared else ""
+    tensors, tied_to = [], ""
+    for t in all_tensors:
+        holder = holders.setdefault(storage_key(t), name) if t.numel() else name
+        if holder == name:
+            tensors.append(t)
+        else:
+            tied_to = tied_to or holder
     nbytes = _nbytes(tensors)
     weight = None
     if "weight" in module._parameters or parametrize.is_parametrized(module, "weight"):
@@ -132,7 +131,7 @@ def _row(name: str, module: nn.Module, holders: dict[tuple, str]) -> LayerSummar
     if weight is not None:
         # A plain (possibly masked) layer: dense fp32 holds each float value once, no mask.
         dense_numel = sum(t.numel() for t in tensors if t.dtype != torch.bool)
-        counted = holders.get(_storage(weight), name) == name  # not another row's (tied) weight
+        counted = holders.get(storage_key(weight), name) == name  # not another row's (tied) weight
         return LayerSummary(name, type(module).__name__.removeprefix("Parametrized"), tuple(weight.shape),
                             str(weight.dtype).removeprefix("torch."), weight.numel() if counted else 0,
                             int((weight == 0).sum()) if counted else 0, nbytes, dense_numel * _FP32_BYTES, tied_to)
