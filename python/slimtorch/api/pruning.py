@@ -22,9 +22,10 @@ is undone (both are zeros, so the count and the result are unchanged).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -191,9 +192,7 @@ def _apply_masks(targets: list[tuple[str, nn.Module]], sparsity: float | tuple[i
     """Prune ``targets`` to ``sparsity`` (a fraction, or ``(n, m)`` of an N:M
     pattern) ranking ``|W|``, or ``|W| * norms[name]`` per input when ``norms`` is given."""
     # All masks are computed before any is applied: a rejected sparsity changes nothing.
-    for name, module in targets:
-        if module.weight.isnan().any():
-            raise ValueError(f"model: the weight of {name!r} contains NaN, which has no magnitude to rank")
+    _check_prunable(targets, sparsity)
     ranks = []
     for name, module in targets:
         weight = module.weight.detach()
@@ -204,11 +203,7 @@ def _apply_masks(targets: list[tuple[str, nn.Module]], sparsity: float | tuple[i
         for (name, module), rank in zip(targets, ranks):
             rows = _rows(module, rank).float()
             if isinstance(sparsity, tuple):
-                n, m = sparsity
-                if rows.shape[1] % m:
-                    raise ValueError(f"sparsity: a {n}:{m} pattern needs the inputs per output of {name!r} "
-                                     f"to be a multiple of {m}, got {rows.shape[1]}")
-                keep = _pattern_keep(rows, n, m)
+                keep = _pattern_keep(rows, *sparsity)
             else:
                 keep = _row_keep(rows, sparsity)
             old = weight_mask(module)
@@ -227,6 +222,24 @@ def _apply_masks(targets: list[tuple[str, nn.Module]], sparsity: float | tuple[i
             previous.copy_(mask)
         # Zero the stored original too, so it agrees with the effective weight.
         module.parametrizations["weight"].original.masked_fill_(~mask, 0)
+    return _report(targets, sparsity, scope, "magnitude" if norms is None else "wanda", skipped)
+
+
+def _check_prunable(targets: list[tuple[str, nn.Module]], sparsity: float | tuple[int, int]) -> None:
+    """The checks that could reject pruning ``targets``, run before any is pruned."""
+    for name, module in targets:
+        if module.weight.isnan().any():
+            raise ValueError(f"model: the weight of {name!r} contains NaN, which has no magnitude to rank")
+        if isinstance(sparsity, tuple):
+            n, m = sparsity
+            inputs = _rows(module, module.weight).shape[1]
+            if inputs % m:
+                raise ValueError(f"sparsity: a {n}:{m} pattern needs the inputs per output of {name!r} "
+                                 f"to be a multiple of {m}, got {inputs}")
+
+
+def _report(targets: list[tuple[str, nn.Module]], sparsity: float | tuple[int, int], scope: str, method: str,
+            skipped: dict[str, str] | None) -> PruneReport:
     layers, pruned, numel = {}, 0, 0
     for name, module in targets:
         mask = weight_mask(module)
@@ -237,7 +250,7 @@ def _apply_masks(targets: list[tuple[str, nn.Module]], sparsity: float | tuple[i
     total = pruned / numel if numel else 0.0
     nominal = sparsity if not isinstance(sparsity, tuple) else 1 - sparsity[0] / sparsity[1]
     return PruneReport(sparsity=nominal, scope=scope, layers=layers, total=total, pruned=pruned, numel=numel,
-                       method="magnitude" if norms is None else "wanda", skipped=dict(skipped or {}))
+                       method=method, skipped=dict(skipped or {}))
 
 
 def _check_model(model: object) -> nn.Module:
@@ -358,14 +371,9 @@ class AGPSchedule:
         self.current_sparsity = check_fraction("state['current_sparsity']", state["current_sparsity"])
 
 
-@torch.no_grad()
-def input_norms(model: nn.Module, targets: list[tuple[str, nn.Module]],
-                calibration: Iterable) -> dict[str, torch.Tensor]:
-    """``{name: ||X[:, i]||_2 per input of the row view}`` of every target over
-    the calibration batches. Only a running sum of squares per input channel
-    is kept, so memory stays at the model plus one batch's activations."""
-    sums: dict[str, torch.Tensor] = {}
-
+def _norm_hooks(targets: list[tuple[str, nn.Module]], sums: dict[str, torch.Tensor]) -> list:
+    """Forward pre-hooks adding each target's per-input-channel sum of squares
+    of its input to ``sums[name]`` (float64); returns their handles."""
     def hook_for(name: str, module: nn.Module) -> Callable:
         def hook(_: nn.Module, args: tuple) -> None:
             x = args[0].detach()
@@ -376,21 +384,10 @@ def input_norms(model: nn.Module, targets: list[tuple[str, nn.Module]],
             sums[name] = square if name not in sums else sums[name] + square
         return hook
 
-    handles = [module.register_forward_pre_hook(hook_for(name, module)) for name, module in targets]
-    was_training = model.training
-    model.eval()
-    batches = 0
-    try:
-        with torch.no_grad():  # no autograd graph: nothing of a batch outlives its forward
-            for batch in calibration:
-                run_batch(model, batch)
-                batches += 1
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    if batches == 0:
-        raise ValueError("calibration: expected at least one batch, got an empty iterable")
+    return [module.register_forward_pre_hook(hook_for(name, module)) for name, module in targets]
+
+
+def _norms_from_sums(targets: list[tuple[str, nn.Module]], sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     norms = {}
     for name, module in targets:
         if name not in sums:
@@ -401,6 +398,152 @@ def input_norms(model: nn.Module, targets: list[tuple[str, nn.Module]],
             norm = norm.repeat_interleave(math.prod(module.kernel_size))
         norms[name] = norm
     return norms
+
+
+@torch.no_grad()
+def input_norms(model: nn.Module, targets: list[tuple[str, nn.Module]],
+                calibration: Iterable) -> dict[str, torch.Tensor]:
+    """``{name: ||X[:, i]||_2 per input of the row view}`` of every target over
+    the calibration batches run through the whole model (each layer sees the
+    activations of the model as it is). Only a running sum of squares per
+    input channel is kept, so memory stays at the model plus one batch's activations."""
+    batches = _check_batches(calibration)
+    sums: dict[str, torch.Tensor] = {}
+    with _eval_mode(model):
+        _calibration_pass(model, [], targets, batches, sums)
+    return _norms_from_sums(targets, sums)
+
+
+def _check_batches(calibration: Iterable) -> list:
+    batches = list(calibration)
+    if not batches:
+        raise ValueError("calibration: expected at least one batch, got an empty iterable")
+    return batches
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _block_list(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> nn.ModuleList | None:
+    """The repeated blocks of ``model`` (transformer layers): the ``nn.ModuleList``
+    of at least two children, all of one class, holding the most targets."""
+    target_ids = {id(module) for _, module in targets}
+    best, best_count = None, 0
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) >= 2 and len({type(c) for c in module}) == 1:
+            count = sum(id(m) in target_ids for block in module for m in block.modules())
+            if count > best_count:
+                best, best_count = module, count
+    return best
+
+
+def _first_tensor(output: object) -> torch.Tensor | None:
+    """A block's hidden-state output: the tensor itself or a tuple's first element."""
+    if isinstance(output, (tuple, list)) and output:
+        output = output[0]
+    return output if isinstance(output, torch.Tensor) else None
+
+
+def _hidden_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """A block's hidden-state input: its first positional argument or ``hidden_states=``."""
+    return args[0] if args else kwargs.get("hidden_states")
+
+
+def _with_hidden(call: tuple[tuple, dict], hidden: torch.Tensor) -> tuple[tuple, dict]:
+    args, kwargs = call
+    return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+
+
+def _calibration_pass(model: nn.Module, blocks: Sequence[nn.Module], targets: list[tuple[str, nn.Module]],
+                      batches: list, sums: dict[str, torch.Tensor]) -> list[tuple[tuple, dict]] | None:
+    """Runs every batch through the model as it is (no autograd graph: nothing
+    of a batch outlives its forward), adding every target's input sums of
+    squares to ``sums``. Returns the ``(args, kwargs)`` the first of
+    ``blocks`` got for each batch, or None when ``blocks`` do not form a chain
+    (each called once per batch, in order, on the previous block's output), so
+    running them one at a time would not reproduce the model."""
+    captured: list[tuple[tuple, dict]] = []
+    state = {"next": 0, "previous": None, "chain": bool(blocks)}
+
+    def before(index: int) -> Callable:
+        def hook(_: nn.Module, args: tuple, kwargs: dict) -> None:
+            hidden = _hidden_input(args, kwargs)
+            if index != state["next"] or hidden is None or (index and hidden is not state["previous"]):
+                state["chain"] = False
+            if index == 0:
+                captured.append((args, kwargs))
+        return hook
+
+    def after(index: int) -> Callable:
+        def hook(_: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+            state["previous"], state["next"] = _first_tensor(output), index + 1
+        return hook
+
+    handles = _norm_hooks(targets, sums)
+    for index, block in enumerate(blocks):
+        handles.append(block.register_forward_pre_hook(before(index), with_kwargs=True))
+        handles.append(block.register_forward_hook(after(index), with_kwargs=True))
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                state["next"], state["previous"] = 0, None
+                run_batch(model, batch)
+                if state["next"] != len(blocks):
+                    state["chain"] = False
+    finally:
+        for handle in handles:
+            handle.remove()
+    state["previous"] = None
+    return captured if state["chain"] and len(captured) == len(batches) else None
+
+
+@torch.no_grad()
+def _prune_wanda(model: nn.Module, targets: list[tuple[str, nn.Module]], calibration: Iterable,
+                 sparsity: float | tuple[int, int], scope: str) -> None:
+    """Wanda. Where each layer's mask depends on its own weights only (per
+    row, N:M) and the model has a chain of blocks, one block at a time: the
+    calibration batches' inputs of the first block are captured, then for each
+    block its targets' input norms are collected, the block is pruned, and its
+    pruned outputs become the next block's inputs; targets outside the blocks
+    use the norms of the capture pass (the model before pruning). Otherwise
+    one whole-model pass, then every target pruned."""
+    batches = _check_batches(calibration)
+    # Every check that could refuse runs first: blocks are pruned one after the other.
+    _check_prunable(targets, sparsity)
+    per_layer = scope == "row" or isinstance(sparsity, tuple)
+    blocks = _block_list(model, targets) if per_layer else None
+    dense_sums: dict[str, torch.Tensor] = {}
+    with _eval_mode(model):
+        calls = _calibration_pass(model, blocks or [], targets, batches, dense_sums)
+        dense_norms = _norms_from_sums(targets, dense_sums)  # also checks that every target ran
+        if calls is None:
+            _apply_masks(targets, sparsity, scope, dense_norms)
+            return
+        owner = {id(m): index for index, block in enumerate(blocks) for m in block.modules()}
+        for index, block in enumerate(blocks):
+            inside = [(name, module) for name, module in targets if owner.get(id(module)) == index]
+            if inside:
+                sums: dict[str, torch.Tensor] = {}
+                handles = _norm_hooks(inside, sums)
+                try:
+                    for args, kwargs in calls:
+                        block(*args, **kwargs)
+                finally:
+                    for handle in handles:
+                        handle.remove()
+                _apply_masks(inside, sparsity, scope, _norms_from_sums(inside, sums))
+            if index + 1 < len(blocks):
+                calls = [_with_hidden(call, _first_tensor(block(*call[0], **call[1]))) for call in calls]
+        outside = [(name, module) for name, module in targets if id(module) not in owner]
+        if outside:
+            _apply_masks(outside, sparsity, scope, {name: dense_norms[name] for name, _ in outside})
 
 
 def _parse_pattern(text: str) -> tuple[int, int]:
@@ -483,8 +626,10 @@ def prune_(model: nn.Module, sparsity: float | str | AGPSchedule, *, scope: str 
         for name, module in targets:
             if getattr(module, "groups", 1) != 1:
                 raise ValueError(f"method: 'wanda' does not support grouped convolutions ({name!r})")
-    norms = input_norms(model, targets, calibration) if method == "wanda" else None
-    return _apply_masks(targets, amount, scope, norms, skipped)
+    if method == "magnitude":
+        return _apply_masks(targets, amount, scope, None, skipped)
+    _prune_wanda(model, targets, calibration, amount, scope)
+    return _report(targets, amount, scope, "wanda", skipped)
 
 
 def strip_(model: nn.Module) -> nn.Module:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimtorch._checks import check_fraction, check_real
+from slimtorch._checks import check_choice, check_fraction, check_real
 
 __all__ = ["KDLoss", "FeatureLoss", "EmbeddingLoss", "CombinedLoss"]
 
@@ -274,23 +274,61 @@ class FeatureLoss(nn.Module):
         return total / len(self.pairs)
 
 
+def _hidden_states(name: str, output: Any) -> torch.Tensor:
+    """The tensor of an encoder's output: itself, a Hugging Face output's
+    ``last_hidden_state``, or the first element of a tuple."""
+    hidden = getattr(output, "last_hidden_state", None)
+    if isinstance(hidden, torch.Tensor):
+        return _check_output(name, hidden)
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return _check_output(name, output[0])
+    return _check_output(name, output)
+
+
+def _mean_pool(hidden: torch.Tensor, targets: Any) -> torch.Tensor:
+    """Mean over the tokens of ``hidden [..., tokens, D]``; padding excluded
+    when ``targets`` is a mapping with an ``attention_mask [..., tokens]``."""
+    if hidden.ndim < 2:
+        raise ValueError(f"student_output: pooling='mean' needs [..., tokens, D], got shape {tuple(hidden.shape)}")
+    mask = targets.get("attention_mask") if isinstance(targets, Mapping) else None
+    if mask is None:
+        return hidden.float().mean(dim=-2)
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(hidden.shape[:-1]):
+        raise ValueError(f"targets: attention_mask must be a tensor of shape {tuple(hidden.shape[:-1])}, got "
+                         f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+    weights = mask.to(torch.float32).unsqueeze(-1)
+    # A row with no token counts as one token of zeros, never a division by zero.
+    return (hidden.float() * weights).sum(dim=-2) / weights.sum(dim=-2).clamp_min(1.0)
+
+
 class EmbeddingLoss(nn.Module):
     """Distance between student and teacher embeddings (encoder outputs).
 
     ``distance="cosine"``: mean of ``1 - cos(s, t)`` over all vectors along the
     last dimension; ``"mse"``: mean squared error. Outputs have shape
-    ``[..., D]``. When the widths differ, pass ``student_dim`` and
-    ``teacher_dim``: a learnable linear projection maps the student embedding to
-    the teacher width (give its parameters to the optimizer).
+    ``[..., D]``; a Hugging Face output's ``last_hidden_state`` or the first
+    tensor of a tuple output is used. ``pooling="mean"`` compares sentence
+    embeddings instead of token vectors: the mean over the tokens
+    (``[..., tokens, D] -> [..., D]``), counting only the tokens whose
+    ``attention_mask`` is 1 when ``targets`` is a mapping holding one (the
+    tokenizer batch :class:`Distiller` passes for mapping batches). When the
+    widths differ, pass ``student_dim`` and ``teacher_dim``: a learnable
+    linear projection maps the student embedding to the teacher width (give
+    its parameters to the optimizer).
     """
 
-    def __init__(self, distance: str = "cosine", *, student_dim: int | None = None,
+    def __init__(self, distance: str = "cosine", *, pooling: str | None = None, student_dim: int | None = None,
                  teacher_dim: int | None = None) -> None:
         super().__init__()
         if not isinstance(distance, str):
             raise TypeError(f"distance: expected 'cosine' or 'mse', got {type(distance).__name__}")
         if distance not in ("cosine", "mse"):
             raise ValueError(f"distance: expected 'cosine' or 'mse', got {distance!r}")
+        if pooling is not None and not isinstance(pooling, str):
+            raise TypeError(f"pooling: expected None or 'mean', got {type(pooling).__name__}")
+        if pooling is not None:
+            check_choice("pooling", pooling, ("mean",))
+        self.pooling = pooling
         for name, dim in (("student_dim", student_dim), ("teacher_dim", teacher_dim)):
             if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
                 raise ValueError(f"{name}: expected None or an int >= 1, got {dim!r}")
@@ -301,12 +339,16 @@ class EmbeddingLoss(nn.Module):
                            if student_dim is not None and student_dim != teacher_dim else None)
 
     def extra_repr(self) -> str:
-        return f"distance={self.distance!r}"
+        return f"distance={self.distance!r}" + (f", pooling={self.pooling!r}" if self.pooling else "")
 
-    def forward(self, student_output: torch.Tensor, teacher_output: torch.Tensor,
-                targets: Any = None) -> torch.Tensor:
-        s = _check_output("student_output", student_output)
-        t = _check_output("teacher_output", teacher_output).detach()
+    def forward(self, student_output: Any, teacher_output: Any, targets: Any = None) -> torch.Tensor:
+        s = _hidden_states("student_output", student_output)
+        t = _hidden_states("teacher_output", teacher_output).detach()
+        if self.pooling == "mean":
+            if s.shape[:-1] != t.shape[:-1]:
+                raise ValueError(f"teacher_output: expected the tokens of student_output {tuple(s.shape[:-1])}, "
+                                 f"got shape {tuple(t.shape)}")
+            s, t = _mean_pool(s, targets), _mean_pool(t, targets)
         if self.projection is not None:
             if s.ndim == 0 or s.shape[-1] != self.projection.in_features:
                 raise ValueError(f"student_output: expected last dimension {self.projection.in_features} "

@@ -75,7 +75,11 @@ def _to_device(value: Any, device: torch.device) -> Any:
 
 
 def _split_batch(batch: Any) -> tuple[Any, Any]:
-    """A batch is ``inputs``, ``(inputs,)`` or ``(inputs, targets)``."""
+    """A batch is ``inputs``, ``(inputs,)`` or ``(inputs, targets)``; a mapping
+    is keyword inputs and is also what the loss and metrics get as targets
+    (so they can read e.g. an ``attention_mask`` or ``labels``)."""
+    if isinstance(batch, Mapping):
+        return batch, batch
     if isinstance(batch, (list, tuple)):
         if len(batch) == 1:
             return batch[0], None
@@ -87,10 +91,16 @@ def _split_batch(batch: Any) -> tuple[Any, Any]:
 
 
 def _batch_size(output: Any, targets: Any) -> int:
-    for value in (targets, output):
+    values = [*targets.values()] if isinstance(targets, Mapping) else [targets]
+    for value in (*values, output):
         if isinstance(value, torch.Tensor) and value.ndim > 0:
             return int(value.shape[0])
     return 1
+
+
+def _forward(model: nn.Module, inputs: Any) -> Any:
+    """``model(**inputs)`` for a mapping (a tokenizer's output), else ``model(inputs)``."""
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
 
 
 def _check_path(name: str, value: object) -> Path | None:
@@ -387,8 +397,8 @@ class Distiller:
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             with torch.no_grad():
-                teacher_output = self.teacher(inputs)
-            student_output = self._model(inputs)
+                teacher_output = _forward(self.teacher, inputs)
+            student_output = _forward(self._model, inputs)
             loss = self.loss(student_output, teacher_output, targets)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise TypeError("loss: must return a one-element tensor")
@@ -420,8 +430,11 @@ class Distiller:
         """Trains until ``epochs`` epochs are complete.
 
         Args:
-            train_loader: map-style DataLoader; batches are ``inputs`` or
-                ``(inputs, targets)``. Only its dataset, batch size, shuffle
+            train_loader: map-style DataLoader; batches are ``inputs``,
+                ``(inputs, targets)``, or a mapping of keyword inputs (a
+                tokenizer's output: the models are called as
+                ``model(**batch)`` and the loss and metrics get the mapping
+                as ``targets``). Only its dataset, batch size, shuffle
                 flag, collate_fn, workers and drop_last are used (see the
                 class docstring).
             epochs: total number of epochs of the run (a resumed run continues
@@ -543,9 +556,9 @@ class Distiller:
             for batch in loader:
                 inputs, targets = _split_batch(_to_device(batch, self.device))
                 with self._autocast():
-                    teacher_output = self.teacher(inputs)
+                    teacher_output = _forward(self.teacher, inputs)
                     # the bare student, not DDP: ranks may see different batch counts
-                    student_output = self.student(inputs)
+                    student_output = _forward(self.student, inputs)
                     loss = self.loss(student_output, teacher_output, targets)
                 n = _batch_size(student_output, targets)
                 sums[0] += float(loss) * n
