@@ -7,7 +7,7 @@ Mean cosine between the mean-pooled, normalised embeddings of the
 compressed and of the fp32 encoder on held-out English sentences. The text
 is installed with Python, nothing is downloaded (``benchmarks/sentences.py``):
 calibration (128) and distillation training (4096) sentences come from the
-docstrings of the standard library, numpy, torch and transformers; the
+docstrings of the standard library and numpy; the
 evaluation sentences (640) from the Python Language Reference
 (``pydoc_data``), a different text by different authors, sharing no sentence
 with the other two.
@@ -69,7 +69,8 @@ def main() -> None:
     parser.add_argument("--no-distill", dest="distill", action="store_false")
     parser.add_argument("--epochs", type=int, default=4, help="distillation epochs over the training sentences")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--fp32", dest="bf16", action="store_false", help="train without bf16 autocast")
     args = parser.parse_args()
     import transformers
 
@@ -129,10 +130,12 @@ def main() -> None:
         steps = args.epochs * len(train)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
         distiller = Distiller(copy.deepcopy(dense), student, EmbeddingLoss("cosine", pooling="mean"), optimizer,
-                              scheduler=scheduler, scheduler_interval="step", metrics={}, progress=False)
-        start = time.perf_counter()
+                              scheduler=scheduler, scheduler_interval="step", metrics={}, progress=False,
+                              bf16=args.bf16)
+        load_before = os.getloadavg()[0]
+        start, cpu_start = time.perf_counter(), time.process_time()
         history = distiller.fit(train, epochs=args.epochs)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         sparsity = _sparsity(student)
         for name, module in student.named_modules():
             if name in masks:
@@ -140,8 +143,10 @@ def main() -> None:
         assert abs(sparsity - args.sparsity) < 1e-3, f"sparsity after distillation: {sparsity}"
         losses = ", ".join(f"{r['train_loss']:.4f}" for r in history)
         print(f"  distillation: {args.epochs} epochs x {len(train)} steps of {args.batch} sentences, AdamW "
-              f"lr {args.lr} linear decay, {seconds:.0f} s wall ({os.cpu_count()} cores visible); "
-              f"train loss per epoch {losses}; sparsity after: {sparsity:.4f}, masks unchanged")
+              f"lr {args.lr} linear decay, {'bf16 autocast' if args.bf16 else 'fp32'}; {seconds:.0f} s wall, "
+              f"{cpu_seconds:.0f} s CPU on {torch.get_num_threads()} threads (load average "
+              f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after, {os.cpu_count()} cores)\n"
+              f"  train loss per epoch {losses}; sparsity after: {sparsity:.4f}, masks unchanged")
         report("wanda, per row + distilled", student)
 
     model = copy.deepcopy(dense)

@@ -244,3 +244,47 @@ def test_combined_loss() -> None:
         CombinedLoss([(1.0, lambda s, t, y: s.sum())])
     with pytest.raises(TypeError, match="^terms"):
         CombinedLoss([KDLoss()])
+
+
+def test_embedding_loss_mean_pooling_ignores_padding() -> None:
+    s = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [9.0, -9.0]],
+                      [[2.0, 2.0], [5.0, 5.0], [-3.0, 7.0]]])
+    t = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 4.0]],
+                      [[0.0, 1.0], [8.0, 8.0], [1.0, 1.0]]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    # pooled: s -> [0.5, 0.5], [2, 2]; t -> [1, 0], [0, 1]; cosines 1/sqrt(2) each
+    loss = EmbeddingLoss("cosine", pooling="mean")
+    assert loss(s, t, {"attention_mask": mask}).item() == pytest.approx(1 - 2**-0.5)
+    changed = s.clone()
+    changed[0, 2], changed[1, 1:] = 100.0, -100.0  # padding positions only
+    assert loss(changed, t, {"attention_mask": mask}).item() == pytest.approx(1 - 2**-0.5)
+    # Without a mask every token counts.
+    assert EmbeddingLoss("mse", pooling="mean")(s, t).item() == pytest.approx(
+        ((s.mean(1) - t.mean(1)) ** 2).mean().item())
+    # A row without tokens is a zero vector, not NaN.
+    empty = torch.tensor([[1, 1, 0], [0, 0, 0]])
+    assert torch.isfinite(loss(s, t, {"attention_mask": empty}))
+
+
+def test_embedding_loss_reads_hugging_face_and_tuple_outputs() -> None:
+    from types import SimpleNamespace
+
+    s, t = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    mask = {"attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])}
+    loss = EmbeddingLoss(pooling="mean")
+    expected = loss(s, t, mask)
+    assert loss(SimpleNamespace(last_hidden_state=s), (t, "extra"), mask).item() == pytest.approx(expected.item())
+
+
+def test_embedding_loss_pooling_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="^pooling"):
+        EmbeddingLoss(pooling="max")
+    with pytest.raises(TypeError, match="^pooling"):
+        EmbeddingLoss(pooling=1)
+    loss = EmbeddingLoss(pooling="mean")
+    with pytest.raises(ValueError, match="^targets: attention_mask"):
+        loss(torch.randn(2, 3, 4), torch.randn(2, 3, 4), {"attention_mask": torch.ones(2, 4)})
+    with pytest.raises(ValueError, match="^student_output"):
+        loss(torch.randn(4), torch.randn(4))
+    with pytest.raises(ValueError, match="^teacher_output"):
+        loss(torch.randn(2, 3, 4), torch.randn(2, 5, 4))

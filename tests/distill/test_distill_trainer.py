@@ -384,3 +384,55 @@ def test_resume_skips_a_malformed_record_for_the_previous_checkpoint(teacher, tm
     with pytest.warns(RuntimeWarning, match="skipping damaged checkpoint: .*step-00000004"):
         assert resumed.resume().name == "step-00000002.json"
     assert resumed.global_step == 2 and resumed.epoch == 1
+
+
+class _Encoder(nn.Module):
+    """Takes keyword inputs only and returns an object with last_hidden_state,
+    as a Hugging Face encoder does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.mix = nn.Linear(8, 8)
+
+    def forward(self, *, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        from types import SimpleNamespace
+
+        hidden = self.mix(torch.tanh(self.embed(input_ids)))
+        return SimpleNamespace(last_hidden_state=hidden * attention_mask.unsqueeze(-1))
+
+
+def _token_batches(count: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for _ in range(count):
+        length = int(torch.randint(2, 7, (1,), generator=g))
+        mask = torch.zeros(6, dtype=torch.long)
+        mask[:length] = 1
+        samples.append({"input_ids": torch.randint(0, 20, (6,), generator=g) * mask, "attention_mask": mask})
+    return samples
+
+
+def test_mapping_batches_are_keyword_inputs_and_the_loss_sees_the_mask() -> None:
+    import slimtorch
+    from slimtorch.api.pruning import weight_mask
+
+    torch.manual_seed(3)
+    teacher, student = _Encoder(), _Encoder()
+    slimtorch.prune_(student, 0.5, scope="row", filter_fn=lambda m, n: isinstance(m, nn.Linear))
+    mask = weight_mask(student.mix).clone()
+    seen = []
+    metrics = {"tokens": lambda out, targets: seen.append(targets) or targets["attention_mask"].sum()}
+    distiller = Distiller(teacher, student, EmbeddingLoss(pooling="mean"),
+                          torch.optim.Adam(student.parameters(), lr=0.05), metrics=metrics, progress=False)
+    train = DataLoader(_token_batches(32, seed=1), batch_size=8, shuffle=True)
+    val = DataLoader(_token_batches(16, seed=2), batch_size=8)
+    before = distiller.evaluate(val)
+    history = distiller.fit(train, epochs=6, val_loader=val)
+    assert history[-1]["val_loss"] < 0.5 * before["val_loss"]
+    assert isinstance(seen[-1], dict) and set(seen[-1]) == {"input_ids", "attention_mask"}
+    tokens = sum(int(s["attention_mask"].sum()) for s in _token_batches(16, seed=2))
+    assert history[-1]["val_tokens"] == pytest.approx(tokens / 2)  # per-batch sums, sample-weighted over 2 batches
+    # Distillation trains the pruned student without reviving a weight.
+    assert torch.equal(weight_mask(student.mix), mask)
+    assert bool((student.mix.weight[~mask] == 0).all())
