@@ -18,7 +18,7 @@ the dense model's activations) against block-at-a-time calibration (the
 default: each block sees the pruned blocks before it); wanda 50% per row
 then distilled with :class:`slimtorch.distill.Distiller` and
 ``EmbeddingLoss(pooling="mean")`` against the fp32 teacher (masks kept,
-checked); and int8 (``compress_`` with int8_dynamic and ``embeddings=True``)
+checked; dropout off in the student); and int8 (``compress_`` with int8_dynamic and ``embeddings=True``)
 with its ``slimtorch.save`` file against the fp32 one.
 """
 
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-distill", dest="distill", action="store_false")
-    parser.add_argument("--epochs", type=int, default=4, help="distillation epochs over the training sentences")
+    parser.add_argument("--epochs", type=int, default=6, help="distillation epochs over the training sentences")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--fp32", dest="bf16", action="store_false", help="train without bf16 autocast")
@@ -124,6 +124,9 @@ def main() -> None:
         student = copy.deepcopy(dense)
         slimtorch.prune_(student, args.sparsity, method="wanda", calibration=calibration, filter_fn=_linears)
         masks = {name: pruning.weight_mask(m).clone() for name, m in student.named_modules() if pruning.is_pruned(m)}
+        for module in student.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0  # the student imitates the teacher's eval-mode outputs: no noise to learn around
         torch.manual_seed(0)
         train = DataLoader(text.train, batch_size=args.batch, shuffle=True, collate_fn=tokens)
         optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=0.0)

@@ -582,7 +582,12 @@ def prune_(model: nn.Module, sparsity: float | str | AGPSchedule, *, scope: str 
         calibration: ``'wanda'`` only: an iterable of batches run through the
             model in eval mode without gradients (a tensor is passed as
             ``model(batch)``, a tuple/list as ``model(*batch)``, a dict as
-            ``model(**batch)``).
+            ``model(**batch)``). It is read once and kept as a list. With
+            scope ``'row'`` or an N:M pattern, layers inside repeated blocks
+            (an ``nn.ModuleList`` of one class called as a chain, such as a
+            transformer's layers) are calibrated and pruned one block at a
+            time, each block ranked on the outputs of the pruned blocks
+            before it; everything else in one pass through the whole model.
 
     Returns:
         A :class:`PruneReport` (per-layer and total sparsity, layers skipped
