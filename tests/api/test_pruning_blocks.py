@@ -266,3 +266,29 @@ def test_block_calibration_runs_without_autograd():
     model.blocks = nn.ModuleList(Probe(8) for _ in range(3))
     slimtorch.prune_(model, 0.5, method="wanda", calibration=calibration(count=2))
     assert seen and not any(seen) and torch.is_grad_enabled()
+
+
+def test_blocks_given_a_cache_fall_back_to_whole_model_calibration():
+    """A Hugging Face causal LM fills a key/value cache block by block: running
+    the blocks again would attend to the recording pass's keys too."""
+    transformers = pytest.importorskip("transformers")
+    from slimtorch.api import pruning
+
+    config = transformers.GPT2Config(vocab_size=50, n_embd=16, n_layer=3, n_head=2, n_positions=32)
+    torch.manual_seed(8)
+    dense = transformers.GPT2Model(config).eval()
+    g = torch.Generator().manual_seed(9)
+    ids = [torch.randint(0, 50, (2, 7), generator=g) for _ in range(2)]
+    masks = {}
+    for use_cache in (True, False):
+        data = [{"input_ids": x, "use_cache": use_cache} for x in ids]
+        whole = transformers.GPT2Model(config).eval()
+        whole.load_state_dict(dense.state_dict())
+        targets = pruning._targets(whole, None)
+        pruning._apply_masks(targets, 0.5, "row", pruning.input_norms(whole, targets, data))
+        model = transformers.GPT2Model(config).eval()
+        model.load_state_dict(dense.state_dict())
+        slimtorch.prune_(model, 0.5, method="wanda", calibration=data)
+        masks[use_cache] = [torch.equal(weight_mask(model.get_submodule(n)), weight_mask(m)) for n, m in targets]
+    assert all(masks[True])  # with a cache: the whole-model pass
+    assert not all(masks[False])  # without: block at a time, later blocks differ

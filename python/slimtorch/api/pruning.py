@@ -456,6 +456,17 @@ def _hidden_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return args[0] if args else kwargs.get("hidden_states")
 
 
+def _stateless(value: object) -> bool:
+    """Tensors, plain values and containers of them: arguments a block can be
+    called with again. Anything else (a key/value cache the model fills as
+    it goes) would see the calls of the recording pass too."""
+    if isinstance(value, (tuple, list)):
+        return all(map(_stateless, value))
+    if isinstance(value, dict):
+        return all(map(_stateless, value.values()))
+    return value is None or isinstance(value, (torch.Tensor, bool, int, float, str))
+
+
 def _with_hidden(call: tuple[tuple, dict], hidden: torch.Tensor) -> tuple[tuple, dict]:
     args, kwargs = call
     return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
@@ -467,7 +478,8 @@ def _calibration_pass(model: nn.Module, blocks: Sequence[nn.Module], targets: li
     of a batch outlives its forward), adding every target's input sums of
     squares to ``sums``. Returns the ``(args, kwargs)`` the first of
     ``blocks`` got for each batch, or None when ``blocks`` do not form a chain
-    (each called once per batch, in order, on the previous block's output), so
+    (each called once per batch, in order, on the previous block's output) or
+    the first gets an argument that may hold state (see ``_stateless``), so
     running them one at a time would not reproduce the model."""
     captured: list[tuple[tuple, dict]] = []
     state = {"next": 0, "previous": None, "chain": bool(blocks)}
@@ -479,6 +491,8 @@ def _calibration_pass(model: nn.Module, blocks: Sequence[nn.Module], targets: li
                 state["chain"] = False
             if index == 0:
                 captured.append((args, kwargs))
+                if not _stateless((args, kwargs)):
+                    state["chain"] = False
         return hook
 
     def after(index: int) -> Callable:
