@@ -7,10 +7,9 @@ Mean cosine between the mean-pooled, normalised embeddings of the
 compressed and of the fp32 encoder on held-out English sentences. The text
 is installed with Python, nothing is downloaded (``benchmarks/sentences.py``):
 calibration (128) and distillation training (4096) sentences come from the
-docstrings of the standard library and numpy; the
-evaluation sentences (640) from the Python Language Reference
-(``pydoc_data``), a different text by different authors, sharing no sentence
-with the other two.
+docstrings of the standard library and numpy; the evaluation sentences
+(640) from the Python Language Reference (``pydoc_data``), a different text
+by different authors, sharing no sentence with the other two.
 
 Rows: magnitude pruning (global, per row), wanda (per row, 2:4) at 50% of
 every ``nn.Linear``, wanda with whole-model calibration (every layer sees
@@ -18,8 +17,11 @@ the dense model's activations) against block-at-a-time calibration (the
 default: each block sees the pruned blocks before it); wanda 50% per row
 then distilled with :class:`slimtorch.distill.Distiller` and
 ``EmbeddingLoss(pooling="mean")`` against the fp32 teacher (masks kept,
-checked; dropout off in the student); and int8 (``compress_`` with int8_dynamic and ``embeddings=True``)
-with its ``slimtorch.save`` file against the fp32 one.
+checked; dropout off in the student; wall and CPU time and the machine's
+load average printed); and int8 (``compress_`` with int8_dynamic and
+``embeddings=True``) with its ``slimtorch.save`` file against the fp32 one.
+On a machine shared with other jobs, set ``OMP_WAIT_POLICY=PASSIVE``: torch's
+spinning OpenMP threads otherwise burn the time they wait for a core.
 """
 
 from __future__ import annotations
