@@ -42,7 +42,10 @@ def _child(method: str, layers: int, batches: int) -> None:
     model = transformers.BertModel(transformers.BertConfig(num_hidden_layers=layers)).eval()
     g = torch.Generator().manual_seed(1)
     calibration = [{"input_ids": torch.randint(0, 30522, (8, 128), generator=g)} for _ in range(batches)]
-    linears = lambda module, name: isinstance(module, nn.Linear)  # noqa: E731
+
+    def linears(module: nn.Module, name: str) -> bool:
+        return isinstance(module, nn.Linear)
+
     model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     rss = _status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS

@@ -70,23 +70,23 @@ def block_by_block_reference(model: Chain, data, sparsity: float) -> dict[str, t
     layers ranked on that block's inputs after the blocks before it are
     pruned; inp and head ranked on the dense model's activations."""
     weights = {name: m.weight.detach().clone() for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    linear = torch.nn.functional.linear
+
+    def run(block: Block, h: torch.Tensor, gate: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+        return h + linear(torch.relu(linear(h, w1, block.fc1.bias)) * gate, w2, block.fc2.bias)
+
     masks = {}
     with torch.no_grad():
-        hiddens = [torch.nn.functional.linear(x, weights["inp"], model.inp.bias) for x, _ in data]
+        hiddens = [linear(x, weights["inp"], model.inp.bias) for x, _ in data]
         dense = list(hiddens)
         for i, block in enumerate(model.blocks):
             fc1, fc2 = f"blocks.{i}.fc1", f"blocks.{i}.fc2"
-            inner = [torch.relu(torch.nn.functional.linear(h, weights[fc1], block.fc1.bias)) * gate
-                     for h, (_, gate) in zip(hiddens, data)]
+            inner = [torch.relu(linear(h, weights[fc1], block.fc1.bias)) * gate for h, (_, gate) in zip(hiddens, data)]
             masks[fc1] = expected_row_keep(weights[fc1].abs() * norm_of(hiddens), sparsity)
             masks[fc2] = expected_row_keep(weights[fc2].abs() * norm_of(inner), sparsity)
             pruned1, pruned2 = (torch.where(masks[n], weights[n], 0.0) for n in (fc1, fc2))
-            hiddens = [h + torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(h, pruned1, block.fc1.bias))
-                                                      * gate, pruned2, block.fc2.bias)
-                       for h, (_, gate) in zip(hiddens, data)]
-            dense = [h + torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(h, weights[fc1], block.fc1.bias))
-                                                    * gate, weights[fc2], block.fc2.bias)
-                     for h, (_, gate) in zip(dense, data)]
+            hiddens = [run(block, h, gate, pruned1, pruned2) for h, (_, gate) in zip(hiddens, data)]
+            dense = [run(block, h, gate, weights[fc1], weights[fc2]) for h, (_, gate) in zip(dense, data)]
         masks["inp"] = expected_row_keep(weights["inp"].abs() * norm_of([x for x, _ in data]), sparsity)
         masks["head"] = expected_row_keep(weights["head"].abs() * norm_of(dense), sparsity)
     return masks
