@@ -42,7 +42,7 @@ namespace {
 constexpr int64_t kStepBytes = 64;                 // K bytes per tile step (A tile width)
 constexpr int64_t kGroupBytes = 64;                // one packed k-group of 16 columns
 constexpr int64_t kTileBytes = 16 * kGroupBytes;   // one B tile: 16 groups
-constexpr int kBlockRows = 32;
+constexpr int kBlockRows = kAmxBlockRows;
 constexpr int kBlockCols = 32;
 // Integer GEMM blocking: a 32-row block's K chunk (32 x kIntChunkSteps * 64
 // bytes) stays in L1 while the column tiles of a weight panel of at most

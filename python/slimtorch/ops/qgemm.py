@@ -432,10 +432,10 @@ def _eager_linear(x: torch.Tensor, weight: PackedInt8Weight, args: tuple, bias: 
                                         torch.get_num_threads())
     elif activation is None:
         _native.cpu.qlinear_u8s8(x2.data_ptr(), m, k, k, packed, scale, colsum, bias_ptr, n, y.data_ptr(), n,
-                                 False, 1.0, 0, torch.get_num_threads())
+                                 False, 1.0, 0, torch.get_num_threads(), 0, 0)
     else:
         _native.cpu.qlinear_u8s8(x2.data_ptr(), m, k, k, packed, scale, colsum, bias_ptr, n, y.data_ptr(), n,
-                                 True, activation[0], activation[1], torch.get_num_threads())
+                                 True, activation[0], activation[1], torch.get_num_threads(), 0, 0)
     return y if x.dim() == 2 else y.view(*x.shape[:-1], n)
 
 
