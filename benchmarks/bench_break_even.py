@@ -37,15 +37,19 @@ CACHED_WEIGHT_BYTES = 16 << 20
 MARGIN = 1.1  # a win must be clear of the timing noise
 SHAPES = grid([(768, 3072), (3072, 768), (4096, 4096)], [(768, 3072)])
 DENSITIES = grid([0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [0.5, 0.1])
-# Where int8 values fall back to the int8 tile kernels, those win by far at
-# large batches, so a large batch is measured too (else the last batch's
-# verdict would be extrapolated to every larger one).
-ON_TILES = ops.sparse_int8_fallback() == "qgemm"
-BATCHES = grid([1, 16, 128, 1024] if ON_TILES else [1, 16, 128], [1, 128])
+BATCHES = grid([1, 16, 128], [1, 128])
 # kind: (values dtype, scheme)
 KINDS = {"float": (torch.float32, None), "int8": (torch.int8, "int8_weight_only")}
+# Where int8 values fall back to the int8 tile kernels, those win by far at
+# large batches, so the int8 kinds get a large batch too (else the last
+# batch's verdict would be extrapolated to every larger one), and
+# int8_dynamic gets a table (it has a fallback only there).
+ON_TILES = ops.sparse_int8_fallback() == "qgemm"
 if ON_TILES:
     KINDS["int8_dynamic"] = (torch.int8, "int8_dynamic")
+LARGE_BATCH = 1024
+CASES = [(kind, batch) for kind in KINDS for batch in BATCHES] + \
+    ([(kind, LARGE_BATCH) for kind in KINDS if kind != "float"] if ON_TILES and not QUICK else [])
 
 _ratios: dict[tuple[str, str, int, int, int, float], float] = {}
 _threads: set[int] = set()  # the thread counts the cases ran with
@@ -102,7 +106,7 @@ def dumps(data: dict) -> str:
 @pytest.fixture(scope="module", autouse=True)
 def write_data_file(request):
     yield
-    expected = len(SHAPES) * len(DENSITIES) * len(BATCHES) * len(KINDS)
+    expected = len(SHAPES) * len(DENSITIES) * len(CASES)
     if QUICK or len(_ratios) != expected:
         return
     from slimtorch._native import build_info
@@ -114,11 +118,11 @@ def write_data_file(request):
     print(f"\nwrote the {isa} entry of {DATA_FILE}")
 
 
-@pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}")
 @pytest.mark.parametrize("density", DENSITIES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_break_even(bench, benchmark, shape, density, kind, batch):
+def test_break_even(bench, benchmark, shape, density, case):
+    kind, batch = case
     linear = pruned_linear(*shape, 1 - density)
     values_dtype, scheme = KINDS[kind]
     sparse, dense = (SparseLinear.from_dense(linear, values_dtype=values_dtype, scheme=scheme).requires_grad_(False)
