@@ -104,14 +104,27 @@ def storage_key(tensor: torch.Tensor) -> tuple:
     return tensor.untyped_storage().data_ptr(), tensor.device.type, tensor.device.index
 
 
-def tied_weights(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, list[str]]:
-    """Targets whose weight shares its memory with a parameter or buffer
-    outside it (tied embeddings and heads): ``{module name: the others' names}``."""
+def tensor_owners(model: nn.Module) -> dict[tuple, list[str]]:
+    """``{storage_key: names of every parameter and buffer in that memory}``
+    (a tied parameter appears under each of its names; empty tensors own nothing)."""
     owners: dict[tuple, list[str]] = {}
     named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
     for name, tensor in named:
         if tensor.numel():
             owners.setdefault(storage_key(tensor), []).append(name)
+    return owners
+
+
+def tied_groups(model: nn.Module) -> list[list[str]]:
+    """The names of the parameters and buffers that share memory, one list per
+    shared storage (tied embeddings and heads), in model order."""
+    return [names for names in tensor_owners(model).values() if len(names) > 1]
+
+
+def tied_weights(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, list[str]]:
+    """Targets whose weight shares its memory with a parameter or buffer
+    outside it (tied embeddings and heads): ``{module name: the others' names}``."""
+    owners = tensor_owners(model)
     tied = {}
     for name, module in targets:
         weight = module.parametrizations["weight"].original if is_pruned(module) else module.weight
