@@ -288,14 +288,47 @@ def test_crafted_file_untying_the_table_is_refused_and_the_model_unchanged(make,
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
 
 
-def test_masked_lm_head_with_a_tied_bias_is_left_as_it_is_with_the_reason():
-    torch.manual_seed(0)
+def _bert_mlm(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
     config = transformers.BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
                                      intermediate_size=128, vocab_size=200, max_position_embeddings=32)
     model = transformers.BertForMaskedLM(config).eval()
+    with torch.no_grad():
+        model.cls.predictions.bias.normal_()  # the output-only bias the decoder shares
+    return model
+
+
+def test_masked_lm_head_and_its_tied_bias_compressed_as_a_whole(tmp_path):
+    model = _bert_mlm()
+    ids = torch.randint(0, 200, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model(ids).logits
     report = _int8_with_embeddings(model)
-    decoder = model.cls.predictions.decoder
-    assert type(decoder) is nn.Linear and decoder.weight is model.bert.embeddings.word_embeddings.weight
-    assert decoder.bias is model.cls.predictions.bias
-    assert "cls.predictions.bias" in report.dense["cls.predictions.decoder"]
-    assert "also tied to cls.predictions.bias" in report.dense["bert.embeddings.word_embeddings"]
+    decoder, embedding = model.cls.predictions.decoder, model.bert.embeddings.word_embeddings
+    assert report.swapped["cls.predictions.decoder"] == "int8_dynamic"
+    assert type(decoder) is Int8Linear and _shared(embedding, decoder)
+    assert decoder.bias is model.cls.predictions.bias  # the head's bias is still its parent's parameter
+    with torch.no_grad():
+        got = model(ids).logits
+    assert float((got - want).abs().max()) < 0.05 * float(want.abs().max())
+    path = tmp_path / "mlm.safetensors"
+    slimtorch.save(model, path)
+    fresh = _bert_mlm(seed=4)
+    slimtorch.load_(fresh, path)
+    assert _shared(fresh.bert.embeddings.word_embeddings, fresh.cls.predictions.decoder)
+    assert fresh.cls.predictions.decoder.bias is fresh.cls.predictions.bias
+    with torch.no_grad():
+        assert torch.equal(fresh(ids).logits, got)
+    # A file that gives the head a bias of its own is refused.
+    meta, tensors = read_parts(path)
+    key = meta["aliases"].pop("cls.predictions.decoder.bias", None) or meta["aliases"].pop("cls.predictions.bias")
+    tensors["cls.predictions.decoder.bias" if "cls.predictions.decoder.bias" not in tensors
+            else "cls.predictions.bias"] = tensors[key] + 1
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(slimtorch_file(tensors, meta))
+    target = _bert_mlm(seed=5)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError, match="different tensors"):
+        slimtorch.load_(target, bad)
+    assert type(target.cls.predictions.decoder) is nn.Linear
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())

@@ -284,6 +284,57 @@ def test_group_that_cannot_be_compressed_whole_is_left_as_it_is_with_the_reason(
         assert "tied to" in report.dense[name] and why in report.dense[name], report.dense[name]
 
 
+class TiedBiasLM(TiedLM):
+    """As TiedLM, with the head's bias also a parameter of the model itself (BERT's masked-LM head)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.output_bias = nn.Parameter(torch.randn(VOCAB))
+        self.head.bias = self.output_bias
+
+
+def test_head_bias_tied_outside_the_group_stays_tied_through_compress_save_and_load(tmp_path):
+    model = TiedBiasLM()
+    report = slimtorch.compress_(model, _int8())
+    assert report.swapped["head"] == "int8_dynamic" and _shared(model.embed, model.head)
+    assert model.head.bias is model.output_bias
+    slimtorch.save(model, tmp_path / "m.safetensors")
+    fresh = TiedBiasLM(seed=2)
+    slimtorch.load_(fresh, tmp_path / "m.safetensors")
+    assert fresh.head.bias is fresh.output_bias and _shared(fresh.embed, fresh.head)
+    with torch.no_grad():
+        assert torch.equal(fresh(_ids()), model(_ids()))
+
+
+def test_linear_whose_bias_alone_is_tied_is_left_as_it_is():
+    model = TiedLM()
+    model.shared_bias = model.hidden.bias
+    report = slimtorch.compress_(model, _int8(overrides={"embed": None}))
+    assert type(model.hidden) is nn.Linear and model.hidden.bias is model.shared_bias
+    assert "the bias of hidden is tied to shared_bias" in report.dense["hidden"]
+
+
+def test_share_bias_checks_the_tensor():
+    layer = Int8Linear.from_dense(nn.Linear(HIDDEN, VOCAB))
+    with pytest.raises(TypeError, match="^bias"):
+        layer.share_bias("bias")
+    with pytest.raises(ValueError, match="^bias"):
+        layer.share_bias(torch.zeros(VOCAB + 1))
+    with pytest.raises(TypeError, match="^bias: expected dtype float32"):
+        layer.share_bias(torch.zeros(VOCAB, dtype=torch.float64))
+    with pytest.raises(ValueError, match="^bias: expected a contiguous"):
+        layer.share_bias(torch.zeros(2 * VOCAB)[::2])
+    with pytest.raises(ValueError, match="^bias"):
+        Int8Linear.from_dense(nn.Linear(HIDDEN, VOCAB, bias=False)).share_bias(torch.zeros(VOCAB))
+    bias = torch.randn(VOCAB)
+    assert layer.share_bias(bias) is layer and layer.bias is bias
+    x = torch.randn(2, HIDDEN)
+    with torch.no_grad():
+        before = layer(x)
+        bias += 1  # the shared tensor is the bias the layer computes with
+        torch.testing.assert_close(layer(x), before + 1)
+
+
 def test_prune_and_strip_keep_the_tie():
     model = TiedLM()
     table = model.embed.weight.detach().clone()

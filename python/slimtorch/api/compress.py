@@ -7,7 +7,9 @@ weight) are compressed only as a whole group, never one member alone: with
 modules and at most one linear head whose weight is the same ``[vocab,
 hidden]`` table becomes ``Int8Embedding`` layers and an ``Int8Linear`` head
 that share one int8 table and per-row scale (an embedding row's scale is the
-head's output-channel scale). Sparsity is not applied to a tied group. The
+head's output-channel scale; a head bias tied to a tensor outside the group,
+as BERT's masked-LM head has, stays that tensor). Sparsity is not applied to
+a tied group. The
 head keeps the kernel layout every ``Int8Linear`` builds from its weight (the
 int8 kernels need it; computing from the row-major table is slower than the
 dense head); the stored table is held, counted and saved once. A group with
@@ -425,6 +427,7 @@ class _TiedGroup:
 
     embeddings: list[tuple[str, nn.Embedding]]
     head: tuple[str, nn.Module, CompressConfig, str] | None
+    head_bias: str | None = None  # a tensor outside the group that is the head's bias (BERT's masked-LM head)
 
     @property
     def names(self) -> list[str]:
@@ -484,11 +487,21 @@ def _plan_tied_groups(model: nn.Module, config: CompressConfig, linears: list[tu
     it is left as it is}, the groups compressed as a whole)``."""
     linear_of, embedding_of = dict(linears), dict(embeddings)
     found = []  # (owners, member modules, problem)
+    biases: dict[str, tuple[list[str], str]] = {}  # head: (owners, the tensor outside its bias is tied to)
     for owners in tensor_owners(model).values():
         targets = list(dict.fromkeys(name for name in (owner.rpartition(".")[0] for owner in owners)
                                      if name in linear_of or name in embedding_of))
-        if len(owners) > 1 and targets:
-            found.append((owners, targets, _tied_group_problem(model, config, owners, linear_of, embedding_of)))
+        if len(owners) < 2 or not targets:
+            continue
+        outside = [owner for owner in owners if owner.rpartition(".")[0] not in targets]
+        if len(targets) == 1 and targets[0] in linear_of and f"{targets[0]}.bias" in owners and outside:
+            biases[targets[0]] = (owners, outside[0])  # decided with the head's weight group below
+            continue
+        found.append((owners, targets, _tied_group_problem(model, config, owners, linear_of, embedding_of)))
+    heads = {name for owners, targets, problem in found if not problem for name in targets if name in linear_of}
+    for head, (owners, outside) in biases.items():
+        problem = "" if head in heads else f"the bias of {head} is tied to {outside}"
+        found.append((owners, [head], problem))
     left_as_is: dict[str, str] = {}
     short: dict[str, str] = {}  # what a module left as is is tied to
     changed = True
@@ -508,10 +521,11 @@ def _plan_tied_groups(model: nn.Module, config: CompressConfig, linears: list[tu
                     changed = True
     groups = []
     for owners, targets, problem in found:
-        if not problem:
-            heads = [(name, linear_of[name], config.for_layer(name), "") for name in targets if name in linear_of]
+        if not problem and any(name in embedding_of for name in targets):
+            head = next(((name, linear_of[name], config.for_layer(name), "") for name in targets
+                         if name in linear_of), None)
             groups.append(_TiedGroup([(name, embedding_of[name]) for name in targets if name in embedding_of],
-                                     heads[0] if heads else None))
+                                     head, biases[head[0]][1] if head and head[0] in biases else None))
     return left_as_is, groups
 
 
@@ -534,6 +548,9 @@ def _compress_tied_group(model: nn.Module, group: _TiedGroup, ranges: Mapping[st
                 LayerDecision(e, None, f"tied group left as is: its head {name} stays dense", sparsity)
                 for e, _ in group.embeddings]
         owner = layer
+        if group.head_bias is not None:  # the tensor the dense head's bias was, shared again
+            module_name, _, attr = group.head_bias.rpartition(".")
+            owner.share_bias(getattr(model.get_submodule(module_name), attr))
         shared = ", ".join(e for e, _ in group.embeddings)
         decisions.append(replace(decision, reason="; ".join(filter(None, [
             decision.reason, f"one int8 table shared with {shared}", unpruned]))))

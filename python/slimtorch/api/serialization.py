@@ -761,16 +761,20 @@ _TABLE_KEYS = ("weight_int8", "weight_scale")
 _TABLE_CLASSES = ("Int8Embedding", "Int8Linear")
 
 
-def _check_ties(path: str, model: nn.Module, meta: dict, swaps: dict[str, nn.Module]) -> list[list[str]]:
+def _check_ties(path: str, model: nn.Module, meta: dict, swaps: dict[str, nn.Module]
+                ) -> tuple[list[list[str]], list[tuple[str, str]]]:
     """Every group of tensors that ``model`` ties (one memory under several
     names) stays one tensor: the file stores it once, either dense (aliases
-    of one stored key, not pruned) or with every member swapped for a layer
-    sharing one int8 table (``Int8Embedding`` layers and at most one
-    ``Int8Linear`` head, whose table and scale keys alias one stored key each).
-    Returns the swapped groups (module names, the head first) to tie again once loaded."""
+    of one stored key, not pruned; an ``Int8Linear``'s bias may be one of
+    them) or with every member swapped for a layer sharing one int8 table
+    (``Int8Embedding`` layers and at most one ``Int8Linear`` head, whose table
+    and scale keys alias one stored key each). Returns what to tie again once
+    loaded: the swapped groups (module names, the head first) and
+    ``(Int8Linear, tensor key)`` pairs of tied biases."""
     state_keys = set(model.state_dict())
     stored = meta["aliases"]
     swapped_groups: list[list[str]] = []
+    biases: list[tuple[str, str]] = []
     for group in tied_groups(model):
         keys = [key for key in group if key in state_keys]
         modules = list(dict.fromkeys(key.rpartition(".")[0] for key in keys))
@@ -778,12 +782,16 @@ def _check_ties(path: str, model: nn.Module, meta: dict, swaps: dict[str, nn.Mod
             continue
         where = f"path: {path!r} does not match model: {', '.join(keys)} are one tied tensor in model"
         swapped = [name for name in modules if name in swaps]
-        if not swapped:
+        # A head's bias tied to a tensor outside it stays a plain tensor in the file.
+        bias_of = [name for name in swapped if type(swaps[name]).__name__ == "Int8Linear" and f"{name}.bias" in keys]
+        if not swapped or (len(swapped) == 1 and bias_of):
             pruned = [name for name in modules if name in meta["pruned"]]
             if pruned:
                 raise ValueError(f"{where}; the file prunes {', '.join(pruned)} alone")
             if len({stored.get(key, key) for key in keys}) > 1:
                 raise ValueError(f"{where}; the file stores them as different tensors")
+            if bias_of:
+                biases.append((bias_of[0], next(key for key in keys if not key.startswith(f"{bias_of[0]}."))))
             continue
         if len(swapped) < len(modules):
             raise ValueError(f"{where}; the file compresses {', '.join(swapped)} alone")
@@ -796,7 +804,7 @@ def _check_ties(path: str, model: nn.Module, meta: dict, swaps: dict[str, nn.Mod
         modules.sort(key=lambda name: type(swaps[name]).__name__ != "Int8Linear")
         if modules not in swapped_groups:
             swapped_groups.append(modules)
-    return swapped_groups
+    return swapped_groups, biases
 
 
 def _varint_bytes(largest: int) -> int:
@@ -932,7 +940,7 @@ def _header_limit(model: nn.Module) -> int:
 
 
 def _read(path: str, model: nn.Module
-          ) -> tuple[dict, dict[str, nn.Module], dict[str, torch.Tensor], list[list[str]]]:
+          ) -> tuple[dict, dict[str, nn.Module], dict[str, torch.Tensor], tuple[list, list]]:
     """The metadata, the layers to swap in, the tensors of the file at
     ``path``, every one checked against ``model``, and the swapped tied groups
     (see :func:`_check_ties`). Raises ``ValueError``."""
@@ -1012,7 +1020,11 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             parametrize.register_parametrization(module, "weight", WeightMask(keep))
     with torch.no_grad():
         model.load_state_dict(tensors, strict=True)
-    for head, *others in ties:  # one int8 table again (loading gave each layer equal copies)
+    tables, biases = ties  # one tensor again where loading gave each layer an equal copy
+    for head, *others in tables:
         for name in others:
             model.get_submodule(name).share_table(model.get_submodule(head))
+    for head, key in biases:
+        module_name, _, attr = key.rpartition(".")
+        model.get_submodule(head).share_bias(getattr(model.get_submodule(module_name), attr))
     return model

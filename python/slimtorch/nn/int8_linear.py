@@ -131,6 +131,23 @@ class Int8Linear(nn.Module):
                 linear.bias.copy_(self.bias)
         return linear
 
+    def share_bias(self, bias: torch.Tensor) -> Int8Linear:
+        """Use ``bias`` itself, not a copy, as this layer's bias: a finite
+        float32 ``[out_features]`` tensor on the layer's device that another
+        module holds too (a masked-LM head's bias tied to its parent's
+        parameter). Returns ``self``."""
+        if self.bias is None:
+            raise ValueError("bias: the layer has no bias")
+        state = self._would_be({"bias": bias})  # validates a copy; the tensor itself is then installed
+        if bias.dtype != torch.float32:
+            raise TypeError(f"bias: expected dtype float32 to share, got {bias.dtype}")
+        if bias.device != self.weight_int8.device or not bias.is_contiguous():
+            raise ValueError(f"bias: expected a contiguous tensor on {self.weight_int8.device} to share, "
+                             f"got {bias.device if bias.is_contiguous() else 'a non-contiguous one'}")
+        state["bias"] = bias
+        self._install(state)
+        return self
+
     @property
     def mode(self) -> str:
         """Deprecated: the scheme without its ``int8_`` prefix; use :attr:`scheme`."""
