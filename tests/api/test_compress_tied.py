@@ -349,7 +349,7 @@ def test_prune_and_strip_keep_the_tie():
     assert _shared(model.embed, model.head)
 
 
-def test_dtype_changes_keep_the_table_shared_and_the_scales_float32():
+def test_conversions_keep_the_table_shared_and_the_scales_float32():
     model = TiedLM()
     slimtorch.compress_(model, _int8(quantize="int8_weight_only"))
     ids = _ids()
@@ -357,6 +357,12 @@ def test_dtype_changes_keep_the_table_shared_and_the_scales_float32():
         want = model(ids)
     model.to(torch.bfloat16).float().to("cpu")
     assert model.embed.weight_scale.dtype == torch.float32 and _shared(model.embed, model.head)
+    with torch.no_grad():
+        assert torch.equal(model(ids), want)
+    # A conversion that copies every tensor (as a device move does) still leaves one shared table.
+    table = model.embed.weight_int8.data_ptr()
+    model._apply(lambda t: t.clone())
+    assert model.embed.weight_int8.data_ptr() != table and _shared(model.embed, model.head)
     with torch.no_grad():
         assert torch.equal(model(ids), want)
 

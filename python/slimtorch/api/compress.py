@@ -9,12 +9,11 @@ hidden]`` table becomes ``Int8Embedding`` layers and an ``Int8Linear`` head
 that share one int8 table and per-row scale (an embedding row's scale is the
 head's output-channel scale; a head bias tied to a tensor outside the group,
 as BERT's masked-LM head has, stays that tensor). Sparsity is not applied to
-a tied group. The
-head keeps the kernel layout every ``Int8Linear`` builds from its weight (the
-int8 kernels need it; computing from the row-major table is slower than the
-dense head); the stored table is held, counted and saved once. A group with
-any other member, or that the config leaves partly dense, stays as it is and
-the report says why.
+a tied group. The head keeps the kernel layout every ``Int8Linear`` builds
+from its weight (the int8 kernels need it; computing from the row-major table
+is slower than the dense head); the stored table is held, counted and saved
+once. A group with any other member, or that the config leaves partly dense,
+stays as it is and the report says why.
 
 Each compressed layer *format* is a small frozen dataclass (one per kind of
 layer, torchao style) with a handler registered for its type that builds the

@@ -19,6 +19,7 @@ from torch import nn
 
 from slimtorch import ops
 from slimtorch._checks import check_int, check_module, check_tensor
+from slimtorch.nn._shared import convert_once
 from slimtorch.nn.registry import register_layer_class
 
 __all__ = ["Int8Embedding"]
@@ -166,11 +167,13 @@ class Int8Embedding(nn.Module):
 
     def _apply(self, fn, recurse=True):
         # .half() / .to(dtype) would round the float32 scales; they follow
-        # device moves only (as Int8Linear's do).
+        # device moves only (as Int8Linear's do). A table shared with a tied
+        # head is converted once for both.
         scale = self.weight_scale
-        super()._apply(fn, recurse)
+        super()._apply(lambda t: convert_once(fn, t), recurse)
+        device = self.weight_scale.device
         if self.weight_scale.dtype != torch.float32:
-            self._buffers["weight_scale"] = scale.to(self.weight_scale.device)
+            self._buffers["weight_scale"] = convert_once(fn, scale, "float32", lambda t: t.to(device))
         return self
 
     def extra_repr(self) -> str:

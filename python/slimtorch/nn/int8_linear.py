@@ -30,6 +30,7 @@ from torch import nn
 
 from slimtorch import ops
 from slimtorch._checks import FLOAT_DTYPES, check_bool, check_int, check_module
+from slimtorch.nn._shared import convert_once
 from slimtorch.nn.registry import register_layer_class
 from slimtorch.schemes import INT8_DYNAMIC, INT8_STATIC, INT8_WEIGHT_ONLY, SCHEMES, check_scheme, deprecated_alias
 
@@ -213,12 +214,13 @@ class Int8Linear(nn.Module):
     def _apply(self, fn, recurse=True):
         # .half() / .to(dtype) would round the float32 scales and bias; they
         # follow device moves only.
+        # Tensors shared with a tied embedding are converted once for both.
         before = {name: self._buffers.get(name) for name in _FLOAT32_BUFFERS}
-        super()._apply(fn, recurse)
+        super()._apply(lambda t: convert_once(fn, t), recurse)
         for name, old in before.items():
             new = self._buffers.get(name)
             if old is not None and new is not None and new.dtype != torch.float32:
-                self._buffers[name] = old.to(new.device)
+                self._buffers[name] = convert_once(fn, old, "float32", lambda t, device=new.device: t.to(device))
         self._install({name: self._buffers.get(name) for name in self._persistent()})
         return self
 
