@@ -9,11 +9,10 @@ import json
 
 import pytest
 import torch
+from _crafted import read_parts, slimtorch_file
 from torch import nn
 
 import slimtorch
-from _crafted import read_parts, slimtorch_file
-
 from slimtorch import ops
 from slimtorch.nn import Int8Embedding, Int8Linear, SparseLinear
 

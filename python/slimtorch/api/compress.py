@@ -519,7 +519,7 @@ def _plan_tied_groups(model: nn.Module, config: CompressConfig, linears: list[tu
                     short[name] = others
                     changed = True
     groups = []
-    for owners, targets, problem in found:
+    for _, targets, problem in found:
         if not problem and any(name in embedding_of for name in targets):
             head = next(((name, linear_of[name], config.for_layer(name), "") for name in targets
                          if name in linear_of), None)

@@ -104,7 +104,8 @@ class Int8Embedding(nn.Module):
                                                  getattr(owner, "weight_scale", None), self.num_embeddings,
                                                  self.embedding_dim, "owner.")
         if weight_scale.device != weight_int8.device:
-            raise ValueError(f"owner.weight_scale: expected a tensor on {weight_int8.device}, got {weight_scale.device}")
+            raise ValueError(f"owner.weight_scale: expected a tensor on {weight_int8.device}, "
+                             f"got {weight_scale.device}")
         self._buffers["weight_int8"] = weight_int8
         self._buffers["weight_scale"] = weight_scale
         return self
