@@ -331,3 +331,36 @@ def test_masked_lm_head_and_its_tied_bias_compressed_as_a_whole(tmp_path):
         slimtorch.load_(target, bad)
     assert type(target.cls.predictions.decoder) is nn.Linear
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+
+
+class _Conv1DHeadLM(nn.Module):
+    """A Conv1D head (weight [in, out]) whose weight is the embedding's table transposed, in the same memory."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        from transformers.pytorch_utils import Conv1D
+
+        torch.manual_seed(seed)
+        self.embed = nn.Embedding(300, 64)
+        self.head = Conv1D(300, 64)
+        self.head.weight = nn.Parameter(self.embed.weight.detach().T)  # a view: one table
+        self.embed.weight = nn.Parameter(self.head.weight.detach().T)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(ids))
+
+
+def test_conv1d_head_over_the_transposed_table_shares_it_too(tmp_path):
+    model = _Conv1DHeadLM(seed=0)
+    assert model.embed.weight.untyped_storage().data_ptr() == model.head.weight.untyped_storage().data_ptr()
+    table = model.embed.weight.detach().clone()
+    report = _int8_with_embeddings(model)
+    assert report.swapped == {"head": "int8_dynamic", "embed": "int8_embedding"}
+    assert _shared(model.embed, model.head)
+    assert torch.equal(model.head.weight_int8, ops.qgemm_quantize_weight(table)[0])
+    slimtorch.save(model, tmp_path / "m.safetensors")
+    fresh = _Conv1DHeadLM(seed=1)
+    slimtorch.load_(fresh, tmp_path / "m.safetensors")
+    assert _shared(fresh.embed, fresh.head)
+    with torch.no_grad():
+        assert torch.equal(fresh(_ids()), model(_ids()))
