@@ -349,6 +349,20 @@ def test_prune_and_strip_keep_the_tie():
     assert _shared(model.embed, model.head)
 
 
+def test_strip_refuses_a_mask_put_on_one_member_of_a_tied_group_by_hand():
+    from torch.nn.utils import parametrize
+
+    from slimtorch.api.pruning import WeightMask, is_pruned
+
+    model = TiedLM()
+    table = model.embed.weight.detach().clone()
+    parametrize.register_parametrization(model.head, "weight", WeightMask(torch.rand(VOCAB, HIDDEN) > 0.5))
+    with pytest.raises(ValueError, match="^model: the masked weight of 'head' is tied to embed.weight"):
+        slimtorch.strip_(model)
+    assert is_pruned(model.head) and torch.equal(model.embed.weight, table)
+    assert model.head.parametrizations.weight.original is model.embed.weight
+
+
 def test_conversions_keep_the_table_shared_and_the_scales_float32():
     model = TiedLM()
     slimtorch.compress_(model, _int8(quantize="int8_weight_only"))

@@ -503,9 +503,19 @@ def prune_(model: nn.Module, sparsity: float | str | AGPSchedule, *, scope: str 
 def strip_(model: nn.Module) -> nn.Module:
     """Make pruning permanent: remove the masks, leaving plain ``weight``
     parameters (same ``Parameter`` objects) that hold the zeros, and plain
-    ``state_dict`` keys. Returns ``model``."""
+    ``state_dict`` keys. Returns ``model``.
+
+    A masked weight tied to another module's tensor (a mask put on one member
+    of a tied group by hand; ``prune_`` never does) raises ``ValueError``
+    before anything changes: making it permanent would write the zeros into
+    every member."""
     _check_model(model)
-    for module in model.modules():
-        if is_pruned(module):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    pruned = [(name, module) for name, module in model.named_modules() if is_pruned(module)]
+    tied = tied_weights(model, pruned)
+    if tied:
+        name, others = next(iter(tied.items()))
+        raise ValueError(f"model: the masked weight of {name!r} is tied to {', '.join(others)}; strip_ would "
+                         "write its zeros into every member of the tied group")
+    for _, module in pruned:
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return model
