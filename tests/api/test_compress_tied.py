@@ -306,6 +306,15 @@ def test_head_bias_tied_outside_the_group_stays_tied_through_compress_save_and_l
         assert torch.equal(fresh(_ids()), model(_ids()))
 
 
+def test_group_whose_head_cannot_share_its_tied_bias_is_left_as_it_is():
+    model = TiedBiasLM()
+    model.output_bias.data = model.output_bias.data.half()  # not a float32 bias an int8 layer can use
+    report = slimtorch.compress_(model, _int8())
+    assert type(model.head) is nn.Linear and type(model.embed) is nn.Embedding
+    assert model.head.bias is model.output_bias and model.head.weight is model.embed.weight
+    assert "its bias cannot be output_bias" in report.dense["head"] and "stays dense" in report.dense["embed"]
+
+
 def test_linear_whose_bias_alone_is_tied_is_left_as_it_is():
     model = TiedLM()
     model.shared_bias = model.hidden.bias

@@ -541,15 +541,20 @@ def _compress_tied_group(model: nn.Module, group: _TiedGroup, ranges: Mapping[st
         name, module, config, _ = group.head
         decision, layer = _compress_layer(name, module, replace(config, sparsity=None, min_sparsity=1.0),
                                           ranges.get(name), inputs.get(name))
-        if layer is None or type(layer).__name__ != "Int8Linear":
-            why = decision.reason if layer is None else f"{decision.format} holds no int8 table"
+        why = None if layer is not None else decision.reason
+        if layer is not None and type(layer).__name__ != "Int8Linear":
+            why = f"{decision.format} holds no int8 table"
+        elif layer is not None and group.head_bias is not None:  # the tensor the dense head's bias was
+            module_name, _, attr = group.head_bias.rpartition(".")
+            try:
+                layer.share_bias(getattr(model.get_submodule(module_name), attr))
+            except _BUILD_ERRORS as error:
+                why = f"its bias cannot be {group.head_bias}: {error}"
+        if why is not None:
             return [replace(decision, format=None, reason=f"tied group left as is: {why}")] + [
                 LayerDecision(e, None, f"tied group left as is: its head {name} stays dense", sparsity)
                 for e, _ in group.embeddings]
         owner = layer
-        if group.head_bias is not None:  # the tensor the dense head's bias was, shared again
-            module_name, _, attr = group.head_bias.rpartition(".")
-            owner.share_bias(getattr(model.get_submodule(module_name), attr))
         shared = ", ".join(e for e, _ in group.embeddings)
         decisions.append(replace(decision, reason="; ".join(filter(None, [
             decision.reason, f"one int8 table shared with {shared}", unpruned]))))
