@@ -1,7 +1,19 @@
 """``compress_(model, config)``: swap ``nn.Linear`` layers (and Hugging Face
-``Conv1D``, converted to a linear once) for compressed ones. Layers whose
-weight is tied to another parameter (a tied embedding and head) stay as they
-are: compressing one member alone would untie or damage the group.
+``Conv1D``, converted to a linear once) for compressed ones.
+
+Tied weights (a token embedding that is also the language-model head's
+weight) are compressed only as a whole group, never one member alone: with
+``embeddings=True`` and a ``quantize`` scheme, a group of ``nn.Embedding``
+modules and at most one linear head whose weight is the same ``[vocab,
+hidden]`` table becomes ``Int8Embedding`` layers and an ``Int8Linear`` head
+that share one int8 table and per-row scale (an embedding row's scale is the
+head's output-channel scale; a head bias tied to a tensor outside the group,
+as BERT's masked-LM head has, stays that tensor). Sparsity is not applied to
+a tied group. The head keeps the kernel layout every ``Int8Linear`` builds
+from its weight (the int8 kernels need it; computing from the row-major table
+is slower than the dense head); the stored table is held, counted and saved
+once. A group with any other member, or that the config leaves partly dense,
+stays as it is and the report says why.
 
 Each compressed layer *format* is a small frozen dataclass (one per kind of
 layer, torchao style) with a handler registered for its type that builds the
@@ -55,7 +67,7 @@ from slimtorch._checks import check_bool, check_fraction, check_int
 from slimtorch.api import _backend
 from slimtorch.api._batches import run_batch
 from slimtorch.api._linear_like import as_linear, is_linear_like
-from slimtorch.api.pruning import tied_weights, weight_mask
+from slimtorch.api.pruning import storage_key, tensor_owners, weight_mask
 from slimtorch.api.quantization import ActivationRange, QATLinear, calibrate
 from slimtorch.nn.registry import LAYER_CLASSES, register_layer_class
 from slimtorch.schemes import INT8_DYNAMIC, INT8_STATIC, INT8_WEIGHT_ONLY, SCHEMES, check_scheme
@@ -174,10 +186,11 @@ class CompressConfig:
             dense one (see the module docstring).
         speed_check_rows: rows of the random input timed when ``compress_`` got
             no ``example_inputs``.
-        embeddings: also store every ``nn.Embedding`` (not tied to another
-            parameter) as an int8 table with one scale per row
-            (``Int8Embedding``: only the rows a batch looks up are
-            dequantized); ``overrides`` and ``filter_fn`` apply to them too.
+        embeddings: also store every ``nn.Embedding`` as an int8 table with
+            one scale per row (``Int8Embedding``: only the rows a batch looks
+            up are dequantized); ``overrides`` and ``filter_fn`` apply to them
+            too. An embedding tied to a head is compressed together with it
+            (one shared int8 table; see the module docstring).
     """
 
     sparsity: float | None = None
@@ -333,8 +346,9 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
 
     Args:
         model: any ``nn.Module``; every ``nn.Linear`` and Hugging Face
-            ``Conv1D`` in it is considered, except tied ones
-            (including pruned ones; ``QATLinear`` is left to ``convert_qat_``).
+            ``Conv1D`` in it is considered, including pruned ones
+            (``QATLinear`` is left to ``convert_qat_``); a tied one only with
+            its whole group (see the module docstring).
         config: a :class:`CompressConfig`.
         example_inputs: one batch (tensor, tuple or dict, as ``calibrate``
             takes them) whose per-layer inputs the speed check times.
@@ -350,23 +364,26 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
         raise TypeError(f"config: expected a slimtorch.CompressConfig, got {type(config).__name__}")
     linears = [(name, m) for name, m in model.named_modules()
                if is_linear_like(m) and not isinstance(m, QATLinear) and name]
-    embeddings = [(name, m) for name, m in model.named_modules()
-                  if config.embeddings and type(m) is nn.Embedding and name]
-    tied = tied_weights(model, linears + embeddings)
+    all_embeddings = [(name, m) for name, m in model.named_modules() if type(m) is nn.Embedding and name]
+    embeddings = all_embeddings if config.embeddings else []
+    left_as_is, groups = _plan_tied_groups(model, config, linears, all_embeddings)
+    in_groups = {name for group in groups for name in group.names}
     plans, embedding_plans = [], []
     for targets, out in ((linears, plans), (embeddings, embedding_plans)):
         for name, module in targets:
             layer_config = config.for_layer(name)
-            if name in tied:
-                out.append((name, module, None, f"weight tied to {', '.join(tied[name])}; "
-                                                "a tied group is never compressed in part"))
+            if name in in_groups:
+                continue
+            if name in left_as_is:
+                out.append((name, module, None, left_as_is[name]))
             elif layer_config is None:
                 out.append((name, module, None, "override: left dense"))
             elif config.filter_fn is not None and not config.filter_fn(module, name):
                 out.append((name, module, None, "filter_fn: left dense"))
             else:
                 out.append((name, module, layer_config, ""))
-    wants_static = any(c is not None and c.quantize == "int8_static" for _, _, c, _ in plans)
+    heads = [group.head for group in groups if group.head is not None]
+    wants_static = any(c is not None and c.quantize == "int8_static" for _, _, c, _ in plans + heads)
     ranges: Mapping[str, ActivationRange] = {}
     if wants_static:
         if calibration is None:
@@ -375,10 +392,10 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
             ranges = calibration
         else:
             ranges = calibrate(model, calibration)
-    any_check = any(c is not None and c.speed_check for _, _, c, _ in plans)
+    any_check = any(c is not None and c.speed_check for _, _, c, _ in plans + heads)
     inputs = {}
     if any_check and example_inputs is not None:
-        inputs = _record_inputs(model, [n for n, *_ in plans], example_inputs)
+        inputs = _record_inputs(model, [n for n, *_ in plans + heads], example_inputs)
 
     decisions = []
     for name, linear, layer_config, reason in plans:
@@ -389,6 +406,8 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
         decisions.append(decision)
         if layer is not None:
             model.set_submodule(name, layer.train(linear.training))
+    for group in groups:
+        decisions += _compress_tied_group(model, group, ranges, inputs)
     for name, embedding, layer_config, reason in embedding_plans:
         if layer_config is None:
             decisions.append(LayerDecision(name, None, reason, _zero_fraction(embedding)))
@@ -398,6 +417,169 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
         if layer is not None:
             model.set_submodule(name, layer.train(embedding.training))
     return CompressReport(decisions)
+
+
+@dataclass(frozen=True)
+class _TiedGroup:
+    """Embeddings and at most one head sharing one ``[vocab, hidden]`` table,
+    all of which the config compresses: ``head`` is ``(name, module, config, "")``."""
+
+    embeddings: list[tuple[str, nn.Embedding]]
+    head: tuple[str, nn.Module, CompressConfig, str] | None
+    head_bias: str | None = None  # a tensor outside the group that is the head's bias (BERT's masked-LM head)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.embeddings] + ([self.head[0]] if self.head else [])
+
+
+def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` are the same matrix in the same memory."""
+    return (storage_key(a) == storage_key(b) and a.storage_offset() == b.storage_offset() and a.shape == b.shape
+            and a.stride() == b.stride() and a.dtype == b.dtype)
+
+
+def _tied_group_problem(model: nn.Module, config: CompressConfig, owners: list[str], linears: dict[str, nn.Module],
+                        embeddings: dict[str, nn.Embedding]) -> str:
+    """Why the tied group of parameters/buffers ``owners`` cannot be
+    compressed as a whole ("" when it can)."""
+    members = [name.rpartition(".") for name in owners]
+    for (module_name, _, attr), owner in zip(members, owners):
+        if attr != "weight" or (module_name not in linears and module_name not in embeddings):
+            return f"{owner} is not the weight of an nn.Embedding or a linear layer"
+    names = [module_name for module_name, _, _ in members]
+    tables = [embeddings[n].weight for n in names if n in embeddings]
+    heads = [n for n in names if n in linears]
+    if not tables:
+        return "no nn.Embedding in the group to hold the shared int8 table"
+    for name in heads:
+        module = linears[name]
+        weight = module.weight if isinstance(module, nn.Linear) else module.weight.T  # [out, in]
+        if not _same_view(weight, tables[0]):
+            return (f"{name} computes with the table as a {'x'.join(map(str, weight.shape))} weight, not as "
+                    f"the {'x'.join(map(str, tables[0].shape))} rows it can share")
+    if len(heads) > 1:
+        return f"{len(heads)} heads ({', '.join(heads)}); one int8 head per table is supported"
+    for name in names:
+        if name in embeddings and not _same_view(embeddings[name].weight, tables[0]):
+            return f"{name} uses another part or shape of the table"
+        if name in embeddings and embeddings[name].max_norm is not None:
+            return f"{name} renormalises rows on lookup (max_norm)"
+        if name in embeddings and embeddings[name].weight.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            return f"{name} has a {embeddings[name].weight.dtype} table"
+    if not config.embeddings:
+        return f"embeddings=False leaves {', '.join(n for n in names if n in embeddings)} as it is"
+    for name in names:
+        layer_config = config.for_layer(name)
+        if layer_config is None:
+            return f"an override leaves {name} dense"
+        if config.filter_fn is not None and not config.filter_fn(model.get_submodule(name), name):
+            return f"filter_fn leaves {name} dense"
+        if name in linears and layer_config.quantize is None:
+            return f"quantize=None leaves the head {name} dense"
+    return ""
+
+
+def _plan_tied_groups(model: nn.Module, config: CompressConfig, linears: list[tuple[str, nn.Module]],
+                      embeddings: list[tuple[str, nn.Embedding]]) -> tuple[dict[str, str], list[_TiedGroup]]:
+    """The tied groups among ``linears`` and ``embeddings``: ``({member: why
+    it is left as it is}, the groups compressed as a whole)``."""
+    linear_of, embedding_of = dict(linears), dict(embeddings)
+    found = []  # (owners, member modules, problem)
+    biases: dict[str, tuple[list[str], str]] = {}  # head: (owners, the tensor outside its bias is tied to)
+    for owners in tensor_owners(model).values():
+        targets = list(dict.fromkeys(name for name in (owner.rpartition(".")[0] for owner in owners)
+                                     if name in linear_of or name in embedding_of))
+        if len(owners) < 2 or not targets:
+            continue
+        outside = [owner for owner in owners if owner.rpartition(".")[0] not in targets]
+        if len(targets) == 1 and targets[0] in linear_of and f"{targets[0]}.bias" in owners and outside:
+            biases[targets[0]] = (owners, outside[0])  # decided with the head's weight group below
+            continue
+        found.append((owners, targets, _tied_group_problem(model, config, owners, linear_of, embedding_of)))
+    heads = {name for owners, targets, problem in found if not problem for name in targets if name in linear_of}
+    for head, (owners, outside) in biases.items():
+        problem = "" if head in heads else f"the bias of {head} is tied to {outside}"
+        found.append((owners, [head], problem))
+    left_as_is: dict[str, str] = {}
+    short: dict[str, str] = {}  # what a module left as is is tied to
+    changed = True
+    while changed:  # a module left as is for one tie (a tied bias) keeps its other ties as they are too
+        changed = False
+        for i, (owners, targets, problem) in enumerate(found):
+            if not problem:
+                problem = next((f"{name} is also tied to {short[name]}" for name in targets if name in short), "")
+                found[i] = (owners, targets, problem)
+            for name in targets:
+                if problem and name not in left_as_is:
+                    what = "weight" if f"{name}.weight" in owners else "tensor"
+                    others = ", ".join(sorted(o for o in owners if o.rpartition(".")[0] != name))
+                    left_as_is[name] = (f"{what} tied to {others}; left as is: {problem} "
+                                        "(a tied group is compressed only as a whole)")
+                    short[name] = others
+                    changed = True
+    groups = []
+    for _, targets, problem in found:
+        if not problem and any(name in embedding_of for name in targets):
+            head = next(((name, linear_of[name], config.for_layer(name), "") for name in targets
+                         if name in linear_of), None)
+            groups.append(_TiedGroup([(name, embedding_of[name]) for name in targets if name in embedding_of],
+                                     head, biases[head[0]][1] if head and head[0] in biases else None))
+    return left_as_is, groups
+
+
+def _compress_tied_group(model: nn.Module, group: _TiedGroup, ranges: Mapping[str, ActivationRange],
+                         inputs: dict[str, tuple]) -> list[LayerDecision]:
+    """Swaps the whole group for int8 layers sharing one table, or none of it.
+    The head goes through the same build and speed check as any layer (as a
+    dense int8 layer: no sparsity); the embeddings then share its table."""
+    table = group.embeddings[0][1].weight
+    sparsity = _zero_fraction(group.embeddings[0][1])
+    unpruned = "sparsity is not applied to a tied group" if group.head and group.head[2].sparsity is not None else ""
+    owner, decisions = None, []
+    if group.head is not None:
+        name, module, config, _ = group.head
+        decision, layer = _compress_layer(name, module, replace(config, sparsity=None, min_sparsity=1.0),
+                                          ranges.get(name), inputs.get(name))
+        why = None if layer is not None else decision.reason
+        if layer is not None and type(layer).__name__ != "Int8Linear":
+            why = f"{decision.format} holds no int8 table"
+        elif layer is not None and group.head_bias is not None:  # the tensor the dense head's bias was
+            module_name, _, attr = group.head_bias.rpartition(".")
+            try:
+                layer.share_bias(getattr(model.get_submodule(module_name), attr))
+            except _BUILD_ERRORS as error:
+                why = f"its bias cannot be {group.head_bias}: {error}"
+        if why is not None:
+            return [replace(decision, format=None, reason=f"tied group left as is: {why}")] + [
+                LayerDecision(e, None, f"tied group left as is: its head {name} stays dense", sparsity)
+                for e, _ in group.embeddings]
+        owner = layer
+        shared = ", ".join(e for e, _ in group.embeddings)
+        decisions.append(replace(decision, reason="; ".join(filter(None, [
+            decision.reason, f"one int8 table shared with {shared}", unpruned]))))
+    cls = _backend.layer_class("Int8Embedding")
+    holder = group.names[-1] if group.head else group.names[0]
+    built = []
+    for name, embedding in group.embeddings:
+        if owner is None:  # no head: the first embedding holds the table
+            try:
+                owner = layer = cls.from_dense(embedding)
+            except _BUILD_ERRORS as error:
+                return [LayerDecision(e, None, f"tied group left as is: int8_embedding: {error}", sparsity)
+                        for e in group.names]
+            why = "int8 rows, dequantized on lookup (not timed)"
+        else:
+            layer = cls(embedding.num_embeddings, embedding.embedding_dim, embedding.padding_idx,
+                        dtype=table.dtype, device="meta").share_table(owner)
+            why = f"int8 rows shared with {holder} (one table)"
+        built.append((name, layer))
+        decisions.append(LayerDecision(name, "int8_embedding", "; ".join(filter(None, [why, unpruned])), sparsity))
+    if group.head is not None:
+        model.set_submodule(group.head[0], owner.train(group.head[1].training))
+    for (name, layer), (_, embedding) in zip(built, group.embeddings):
+        model.set_submodule(name, layer.train(embedding.training))
+    return decisions
 
 
 def _compress_embedding(name: str, embedding: nn.Embedding) -> tuple[LayerDecision, nn.Module | None]:
