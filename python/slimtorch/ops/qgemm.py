@@ -409,10 +409,11 @@ def qgemm_s32(a: torch.Tensor, weight: PackedInt8Weight) -> torch.Tensor:
 
 def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> tuple | None:
     """The weight's kernel arguments when the eager CPU path applies: a
-    validated CPU weight, an input of its width and a float32 bias of its
-    height; else None."""
+    validated CPU weight, a float32 or bfloat16 input of its width and a bias
+    of its height (float32 or x's dtype); else None."""
     args = getattr(weight, "_native_args", None)
-    if args is None or not eager_cpu_float32(x, bias) or x.dim() < 1 or x.shape[-1] != args[4] \
+    x_dtype = torch.bfloat16 if getattr(x, "dtype", None) is torch.bfloat16 else torch.float32
+    if args is None or not eager_cpu_float32(x, bias, x_dtype) or x.dim() < 1 or x.shape[-1] != args[4] \
             or (bias is not None and bias.shape != args[5]):
         return None
     return args
@@ -421,7 +422,12 @@ def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> t
 def _eager_linear(x: torch.Tensor, weight: PackedInt8Weight, args: tuple, bias: torch.Tensor | None,
                   scheme: str, activation: ActivationQParams | None) -> torch.Tensor:
     """The native kernel on x's memory; ``weight`` (a local reference) keeps
-    the tensors ``args`` points into alive until the kernel returns."""
+    the tensors ``args`` points into alive until the kernel returns. A
+    bfloat16 x is widened to float32 (exactly) for the kernel, which reads
+    float32, and the result is rounded back to bfloat16."""
+    if x.dtype is torch.bfloat16:
+        y = _eager_linear(x.float(), weight, args, None if bias is None else bias.float(), scheme, activation)
+        return y.to(torch.bfloat16)
     packed, scale, colsum, n, k, _ = args
     x2 = x if x.dim() == 2 else x.reshape(-1, k)
     m = x2.shape[0]
