@@ -454,7 +454,11 @@ def sparse_linear_dynamic(x: torch.Tensor, weight: SparseWeight, bias: torch.Ten
     if args is not None:
         if _dynamic_kernel_runs(weight, x.numel() // max(weight.in_features, 1)):
             return _eager(_native.cpu.spmm_forward_dynamic, weight, args, x, bias)
-        return _eager(_native.cpu.spmm_forward, weight, args, qgemm_fake_quantize_rows(x), bias)
+        # The dequantized rows stay float32, as the integer kernel's products
+        # are exact: a half x dtype would round them.
+        rows = qgemm_fake_quantize_rows(x.float())
+        y = _eager(_native.cpu.spmm_forward, weight, args, rows, None if bias is None else bias.float())
+        return y if x.dtype is torch.float32 else y.to(x.dtype)
     _check_linear_args(x, weight, bias)
     if weight.values.dtype != torch.int8:
         raise TypeError(f"weight: the dynamic sparse product needs int8 values, got {weight.values.dtype}")
