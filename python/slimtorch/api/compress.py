@@ -191,9 +191,11 @@ class CompressConfig:
             ``overrides`` entry is not used.
         min_output_cosine: with ``compute_dtype=torch.bfloat16``, the least
             mean cosine similarity (over output vectors, last dimension)
-            between the compressed model's outputs and the float32 model's
-            on ``example_inputs``; below it (or on NaN/Inf) ``compress_``
-            undoes the bf16 result and compresses in float32 instead.
+            between the bf16 model's outputs on ``example_inputs`` and those
+            of the same compressed layers with float32 everywhere else (what
+            bf16 adds, apart from pruning and int8); below it (or on NaN/Inf,
+            or an error in bf16) ``compress_`` undoes the bf16 result and
+            compresses in float32 instead.
     """
 
     sparsity: float | None = None
@@ -450,8 +452,8 @@ def _compress_in_compute_dtype(model: nn.Module, config: CompressConfig, example
     """``compress_`` with ``config.compute_dtype`` bfloat16: where the CPU
     computes it natively, the layers are chosen in it, the rest of the model
     is cast to it, and the outputs on ``example_inputs`` are checked against
-    the float32 model's; otherwise, or when they drift, ``compress_`` in
-    float32 (the report says why)."""
+    those of the same compressed layers in a float32 model; otherwise, or
+    when they drift, ``compress_`` in float32 (the report says why)."""
     dtype = config.compute_dtype
     if example_inputs is None:
         raise ValueError(f"example_inputs: compute_dtype={dtype} needs example_inputs, on which the outputs "
@@ -463,11 +465,13 @@ def _compress_in_compute_dtype(model: nn.Module, config: CompressConfig, example
         return replace(report, compute_dtype_reason=f"bfloat16 not used ({status})")
     if calibration is not None and not isinstance(calibration, Mapping):
         calibration = calibrate(model, calibration)  # once: a float32 retry must not read the batches again
-    expected = _outputs(model, example_inputs)
     before = dict(model.named_modules())
     report = _compress(model, config, example_inputs, calibration)
-    undo = _cast_uncompressed(model, dtype)
+    undo: list[Callable[[], None]] = []
     try:
+        # The compressed layers take float32 too: the rival isolates what bf16 adds.
+        expected = _outputs(model, example_inputs)
+        undo = _cast_uncompressed(model, dtype)
         cosine = _mean_cosine(expected, _outputs(model, _cast_floats(example_inputs, dtype)))
     except _BUILD_ERRORS as error:  # a module that cannot run in bfloat16
         verdict = f"the model failed in bfloat16 ({type(error).__name__}: {error})"
