@@ -153,6 +153,31 @@ def test_embeddings_return_bf16_rows():
         assert model(x).last_hidden_state.dtype == BF16
 
 
+@native_bf16
+def test_save_and_load_a_bf16_model(tmp_path):
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Embedding(50, 16), nn.Linear(16, 32), nn.LayerNorm(32), nn.Linear(32, 4)).eval()
+
+    model, ids = build(), torch.randint(0, 50, (4, 8), generator=torch.Generator().manual_seed(1))
+    config = slimtorch.CompressConfig(quantize="int8_dynamic", embeddings=True, speed_check=False,
+                                      compute_dtype=BF16)
+    assert slimtorch.compress_(model, config, example_inputs=ids).compute_dtype == BF16
+    path = tmp_path / "model.safetensors"
+    slimtorch.save(model, path)
+    with torch.no_grad():
+        expected = model(ids)
+    # The file holds bf16 tensors: it loads into the architecture cast to bf16, bit-exactly.
+    float32_model = build()
+    with pytest.raises(ValueError, match="file has torch.bfloat16 .* model has torch.float32"):
+        slimtorch.load_(float32_model, path)
+    assert isinstance(float32_model[1], nn.Linear) and float32_model[2].weight.dtype == torch.float32
+    fresh = build().bfloat16()
+    slimtorch.load_(fresh, path)
+    with torch.no_grad():
+        assert torch.equal(fresh(ids), expected)
+
+
 # ---- revert -----------------------------------------------------------------------------
 
 @native_bf16
