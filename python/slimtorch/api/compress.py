@@ -371,8 +371,8 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
         config: a :class:`CompressConfig`.
         example_inputs: one batch (tensor, tuple or dict, as ``calibrate``
             takes them) whose per-layer inputs the speed check times; with
-            ``compute_dtype=torch.bfloat16`` (then required) the outputs on it
-            are also checked against the float32 model's.
+            ``compute_dtype=torch.bfloat16`` (then required) the bf16 model's
+            outputs on it are also checked (see ``min_output_cosine``).
         calibration: for ``'int8_static'``: the result of
             :func:`slimtorch.calibrate`, or an iterable of batches to calibrate on.
 
@@ -457,7 +457,7 @@ def _compress_in_compute_dtype(model: nn.Module, config: CompressConfig, example
     dtype = config.compute_dtype
     if example_inputs is None:
         raise ValueError(f"example_inputs: compute_dtype={dtype} needs example_inputs, on which the outputs "
-                         "are checked against the float32 model's")
+                         "are checked against float32 ones")
     in_float32 = replace(config, compute_dtype=torch.float32)
     status = _native_status(model)
     if not status.startswith("on"):
