@@ -83,7 +83,8 @@ def test_bert_encoder(bench, dense_model, batch):
             model = copy.deepcopy(dense_model)
             report = compress_(model, CompressConfig(**options), example_inputs=x)
             if report.compute_dtype_reason:
-                print(f"{variant}: compute dtype {report.compute_dtype}: {report.compute_dtype_reason}")
+                print(f"{variant}: {len(report.swapped)} of {len(report.layers)} layers compressed, compute dtype "
+                      f"{report.compute_dtype}: {report.compute_dtype_reason}")
             candidates[variant] = lambda model=model: model(x)
         if cpu_has("amx_int8"):
             extra, not_measured = amx_baselines(dense_model, x)
