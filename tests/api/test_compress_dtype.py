@@ -206,6 +206,27 @@ def test_drift_beyond_tolerance_reverts_to_float32():
         assert model(x).dtype == torch.float32
 
 
+@native_bf16
+def test_static_calibration_batches_are_read_once_also_on_revert():
+    model, x = make_model(), example()
+    read = []
+
+    def batches():  # a one-shot iterable, as a data loader may be
+        for seed in range(3):
+            read.append(seed)
+            yield torch.randn(16, 24, generator=torch.Generator().manual_seed(seed))
+
+    config = slimtorch.CompressConfig(quantize="int8_static", speed_check=False, compute_dtype=BF16,
+                                      min_output_cosine=1.0)
+    report = slimtorch.compress_(model, config, example_inputs=x, calibration=batches())
+    assert read == [0, 1, 2]
+    assert report.compute_dtype == torch.float32 and report.compute_dtype_reason.startswith("bfloat16 undone")
+    assert report.swapped == {"0": "int8_static", "3": "int8_static", "5": "int8_static"}
+    expected = slimtorch.calibrate(make_model(), [torch.randn(16, 24, generator=torch.Generator().manual_seed(s))
+                                                  for s in range(3)])
+    assert model[3]._state[1].scale == pytest.approx(expected["3"].activation_scale, rel=1e-6)
+
+
 class _Float32Inside(nn.Module):
     """Builds a float32 tensor in forward, as some models do: it cannot run in bf16."""
 
