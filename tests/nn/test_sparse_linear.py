@@ -307,6 +307,50 @@ def test_module_conversions_keep_scales_float32():
     torch.testing.assert_close(y.float(), half.to_dense().float()(_x(2, 20)), rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("scheme, values_dtype", [(None, torch.float32), (None, torch.bfloat16),
+                                                  ("int8_weight_only", None), ("int8_dynamic", None)])
+@pytest.mark.parametrize("dispatch", ["sparse", "dense"])
+@pytest.mark.parametrize("batch", [1, 40])
+def test_bfloat16_in_bfloat16_out(isa, scheme, values_dtype, dispatch, batch):
+    layer = SparseLinear.from_dense(_linear(50, 30), sparsity=0.8, values_dtype=values_dtype, scheme=scheme)
+    layer.dispatch = dispatch
+    x = _x(2, batch, 50).bfloat16()
+    with torch.no_grad():
+        expected = layer(x.float())  # x widens exactly; what differs is bf16 rounding of bias and output
+        y = layer(x)
+        assert y.dtype == torch.bfloat16 and y.shape == (2, batch, 30)
+        torch.testing.assert_close(y.float(), expected, rtol=2.0**-6, atol=2e-2)
+        # As compress_ casts a model: float values and bias follow, int8 values and row scales do not.
+        layer.to(torch.bfloat16)
+        assert layer.bias.dtype == torch.bfloat16
+        assert layer.values.dtype == (torch.int8 if scheme else torch.bfloat16)
+        assert scheme is None or layer.row_scales.dtype == torch.float32
+        dense = layer._state[2]  # the dense copy, made once
+        on_tiles = scheme is not None and ops.sparse_int8_fallback() == "qgemm"
+        if dispatch == "sparse" or (scheme == "int8_dynamic" and not on_tiles):
+            assert dense is None
+        elif on_tiles:
+            assert type(dense) is ops.PackedInt8Weight  # the same int8 weights, on the int8 kernels
+        else:
+            assert dense.dtype == torch.bfloat16
+        y = layer(x)
+        assert y.dtype == torch.bfloat16
+        torch.testing.assert_close(y.float(), expected, rtol=2.0**-6, atol=2e-2)
+
+
+@pytest.mark.parametrize("scheme", [None, "int8_dynamic"])
+def test_bfloat16_gradient_to_input_and_bias(scheme):
+    layer = SparseLinear.from_dense(_linear(50, 30), sparsity=0.8, scheme=scheme).to(torch.bfloat16)
+    layer.dispatch = "sparse"
+    x = _x(3, 40, 50).bfloat16().requires_grad_()
+    y = layer(x)
+    grad = _x(3, 40, 30, seed=5).bfloat16()
+    y.backward(grad)
+    assert x.grad.dtype == torch.bfloat16 and layer.bias.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(x.grad.float(), grad.float() @ layer.packed().to_dense(), rtol=2.0**-7, atol=2e-2)
+    torch.testing.assert_close(layer.bias.grad.float(), grad.float().sum((0, 1)), rtol=2.0**-7, atol=5e-2)
+
+
 def test_reassigned_buffers_are_picked_up():
     layer = SparseLinear.from_dense(_linear(8, 4), sparsity=0.5)
     layer.bias = nn.Parameter(torch.full((4,), 100.0))

@@ -53,6 +53,7 @@ every layer the config asks for.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import math
 import numbers
@@ -77,6 +78,7 @@ __all__ = ["CompressConfig", "CompressReport", "LayerDecision", "compress_", "Sp
 
 FilterFn = Callable[[nn.Module, str], bool]
 QUANTIZE_SCHEMES = (None, *SCHEMES)
+COMPUTE_DTYPES = (torch.float32, torch.bfloat16)
 
 
 # ---- formats and their handlers ----------------------------------------------------
@@ -191,6 +193,22 @@ class CompressConfig:
             up are dequantized); ``overrides`` and ``filter_fn`` apply to them
             too. An embedding tied to a head is compressed together with it
             (one shared int8 table; see the module docstring).
+        compute_dtype: ``torch.float32`` (default: every dtype stays as it
+            is) or ``torch.bfloat16``: on a CPU with native bf16 (AMX-BF16
+            or AVX512-BF16, see ``slimtorch.ops.cpu_bf16_status``) the parts
+            left uncompressed are cast to bf16 like ``model.bfloat16()``, the
+            compressed layers take and return bf16, and the speed check
+            times every layer in bf16 against the dense bf16 layer. Needs
+            ``example_inputs``. Elsewhere it is ignored (the model stays
+            float32) and the report says why. Model-wide: the value in an
+            ``overrides`` entry is not used.
+        min_output_cosine: with ``compute_dtype=torch.bfloat16``, the least
+            mean cosine similarity (over output vectors, last dimension)
+            between the bf16 model's outputs on ``example_inputs`` and those
+            of the same compressed layers with float32 everywhere else (what
+            bf16 adds, apart from pruning and int8); below it (or on NaN/Inf,
+            or an error in bf16) ``compress_`` undoes the bf16 result and
+            compresses in float32 instead.
     """
 
     sparsity: float | None = None
@@ -201,6 +219,8 @@ class CompressConfig:
     speed_check: bool = True
     speed_check_rows: int = 128
     embeddings: bool = False
+    compute_dtype: torch.dtype = torch.float32
+    min_output_cosine: float = 0.99
 
     def __post_init__(self) -> None:
         if self.sparsity is not None:
@@ -224,6 +244,12 @@ class CompressConfig:
         check_bool("speed_check", self.speed_check)
         self.speed_check_rows = check_int("speed_check_rows", self.speed_check_rows, minimum=1)
         check_bool("embeddings", self.embeddings)
+        if not isinstance(self.compute_dtype, torch.dtype):
+            raise TypeError(f"compute_dtype: expected torch.float32 or torch.bfloat16, "
+                            f"got {type(self.compute_dtype).__name__}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype: expected torch.float32 or torch.bfloat16, got {self.compute_dtype}")
+        self.min_output_cosine = check_fraction("min_output_cosine", self.min_output_cosine)
 
     def for_layer(self, name: str) -> CompressConfig | None:
         """The configuration that applies to layer ``name`` (None: leave dense)."""
@@ -252,9 +278,13 @@ class LayerDecision:
 
 @dataclass(frozen=True)
 class CompressReport:
-    """Per-layer decisions of ``compress_``; ``str()`` gives a table."""
+    """Per-layer decisions of ``compress_``; ``str()`` gives a table.
+    ``compute_dtype``: the dtype the model now computes in where it is not
+    compressed; ``compute_dtype_reason``: why (empty when none was asked)."""
 
     layers: list[LayerDecision]
+    compute_dtype: torch.dtype = torch.float32
+    compute_dtype_reason: str = ""
 
     @property
     def swapped(self) -> dict[str, str]:
@@ -274,6 +304,9 @@ class CompressReport:
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
         lines.append(f"{len(self.swapped)} of {len(self.layers)} layers compressed")
+        if self.compute_dtype_reason:
+            lines.append(f"compute dtype {str(self.compute_dtype).removeprefix('torch.')}: "
+                         f"{self.compute_dtype_reason}")
         return "\n".join(lines)
 
 
@@ -351,17 +384,29 @@ def compress_(model: nn.Module, config: CompressConfig, *, example_inputs: objec
             its whole group (see the module docstring).
         config: a :class:`CompressConfig`.
         example_inputs: one batch (tensor, tuple or dict, as ``calibrate``
-            takes them) whose per-layer inputs the speed check times.
+            takes them) whose per-layer inputs the speed check times; with
+            ``compute_dtype=torch.bfloat16`` (then required) the bf16 model's
+            outputs on it are also checked (see ``min_output_cosine``).
         calibration: for ``'int8_static'``: the result of
             :func:`slimtorch.calibrate`, or an iterable of batches to calibrate on.
 
     Returns:
-        A :class:`CompressReport`: the format of every layer, or why it stayed dense.
+        A :class:`CompressReport`: the format of every layer, or why it stayed
+        dense, and the dtype the model computes in.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, CompressConfig):
         raise TypeError(f"config: expected a slimtorch.CompressConfig, got {type(config).__name__}")
+    if config.compute_dtype != torch.float32:
+        return _compress_in_compute_dtype(model, config, example_inputs, calibration)
+    return _compress(model, config, example_inputs, calibration)
+
+
+def _compress(model: nn.Module, config: CompressConfig, example_inputs: object,
+              calibration: Mapping[str, ActivationRange] | Iterable | None) -> CompressReport:
+    """``compress_`` on checked arguments; the candidates and the dense layer
+    they are timed against are in ``config.compute_dtype`` (float32: as they are)."""
     linears = [(name, m) for name, m in model.named_modules()
                if is_linear_like(m) and not isinstance(m, QATLinear) and name]
     all_embeddings = [(name, m) for name, m in model.named_modules() if type(m) is nn.Embedding and name]
@@ -582,6 +627,147 @@ def _compress_tied_group(model: nn.Module, group: _TiedGroup, ranges: Mapping[st
     return decisions
 
 
+# ---- compute dtype -------------------------------------------------------------------
+
+def _compress_in_compute_dtype(model: nn.Module, config: CompressConfig, example_inputs: object,
+                               calibration: Mapping[str, ActivationRange] | Iterable | None) -> CompressReport:
+    """``compress_`` with ``config.compute_dtype`` bfloat16: where the CPU
+    computes it natively, the layers are chosen in it, the rest of the model
+    is cast to it, and the outputs on ``example_inputs`` are checked against
+    those of the same compressed layers in a float32 model; otherwise, or
+    when they drift, ``compress_`` in float32 (the report says why)."""
+    dtype = config.compute_dtype
+    if example_inputs is None:
+        raise ValueError(f"example_inputs: compute_dtype={dtype} needs example_inputs, on which the outputs "
+                         "are checked against float32 ones")
+    in_float32 = replace(config, compute_dtype=torch.float32)
+    status = _native_status(model)
+    if not status.startswith("on"):
+        report = _compress(model, in_float32, example_inputs, calibration)
+        return replace(report, compute_dtype_reason=f"bfloat16 not used ({status})")
+    if calibration is not None and not isinstance(calibration, Mapping):
+        calibration = calibrate(model, calibration)  # once: a float32 retry must not read the batches again
+    before = dict(model.named_modules())
+    report = _compress(model, config, example_inputs, calibration)
+    undo: list[Callable[[], None]] = []
+    try:
+        # The compressed layers take float32 too: the rival isolates what bf16 adds.
+        expected = _outputs(model, example_inputs)
+        undo = _cast_uncompressed(model, dtype)
+        cosine = _mean_cosine(expected, _outputs(model, _cast_floats(example_inputs, dtype)))
+    except _BUILD_ERRORS as error:  # a module that cannot run in bfloat16
+        verdict = f"the model failed in bfloat16 ({type(error).__name__}: {error})"
+    else:
+        if cosine >= config.min_output_cosine:
+            return replace(report, compute_dtype=dtype, compute_dtype_reason=(
+                f"{status}; outputs' mean cosine to float32 {cosine:.5f} >= min_output_cosine "
+                f"{config.min_output_cosine}"))
+        verdict = (f"outputs' mean cosine to float32 {cosine:.5f} < min_output_cosine {config.min_output_cosine}"
+                   if not math.isnan(cosine) else "outputs not comparable to float32 (NaN/Inf or no float outputs)")
+    for step in reversed(undo):
+        step()
+    for decision in report.layers:
+        if decision.format is not None:
+            model.set_submodule(decision.name, before[decision.name])
+    report = _compress(model, in_float32, example_inputs, calibration)
+    return replace(report, compute_dtype_reason=f"bfloat16 undone, compressed in float32: {verdict}")
+
+
+def _native_status(model: nn.Module) -> str:
+    """``ops.cpu_bf16_status()`` for a CPU model ("on: ..." / "off: why")."""
+    devices = {t.device.type for t in model.parameters()} | {t.device.type for t in model.buffers()}
+    if devices - {"cpu"}:
+        return f"off: compute_dtype bfloat16 is implemented for CPU models, this one is on {', '.join(sorted(devices))}"
+    return _backend.cpu_bf16_status()
+
+
+def _outputs(model: nn.Module, batch: object) -> object:
+    """The model's output on one batch, in eval mode without autograd."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return run_batch(model, batch)
+    finally:
+        model.train(was_training)
+
+
+def _cast_floats(batch: object, dtype: torch.dtype) -> object:
+    """``batch`` with its float tensors (in tuples, lists, mappings) in ``dtype``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(dtype) if batch.is_floating_point() else batch
+    if isinstance(batch, Mapping):
+        return {key: _cast_floats(value, dtype) for key, value in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_cast_floats(value, dtype) for value in batch)
+    return batch
+
+
+def _float_tensors(output: object) -> list[torch.Tensor]:
+    """The float tensors of a model's output (tensor, tuple, list, mapping), in order."""
+    if isinstance(output, torch.Tensor):
+        return [output] if output.is_floating_point() else []
+    if isinstance(output, Mapping):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [t for value in output for t in _float_tensors(value)]
+    return []
+
+
+def _mean_cosine(expected: object, actual: object) -> float:
+    """Over the float tensors of two outputs of one model, the least mean
+    cosine similarity of corresponding vectors (last dimension; two zero
+    vectors count as equal), in float64. NaN where the outputs do not
+    correspond, have no float tensor, or hold NaN/Inf."""
+    want, got = _float_tensors(expected), _float_tensors(actual)
+    if not want or len(want) != len(got) or any(a.shape != b.shape for a, b in zip(want, got)):
+        return math.nan
+    worst = 1.0
+    for a, b in zip(want, got):
+        if a.numel() == 0:
+            continue
+        width = a.shape[-1] if a.dim() else 1
+        a, b = a.detach().double().reshape(-1, width), b.detach().double().reshape(-1, width)
+        cosine = nn.functional.cosine_similarity(a, b, dim=-1)
+        both_zero = (a == 0).all(dim=-1) & (b == 0).all(dim=-1)
+        mean = float(torch.where(both_zero, torch.ones_like(cosine), cosine).mean())
+        if not mean >= worst:  # NaN stays
+            worst = mean
+    return worst
+
+
+def _cast_uncompressed(model: nn.Module, dtype: torch.dtype) -> list[Callable[[], None]]:
+    """Casts the float parameters and buffers of every module except the
+    compressed layers (which keep their own dtypes and take any float input)
+    to ``dtype``, as ``model.to(dtype)`` would; an ``Int8Embedding`` returns
+    rows in ``dtype``. Returns the steps that undo it, in order."""
+    embedding = _backend.layer_class("Int8Embedding")
+    compressed = tuple(_backend.layer_class(name) for name in LAYER_CLASSES)
+    undo: list[Callable[[], None]] = []
+    for module in model.modules():
+        if isinstance(module, embedding) and module.dtype != dtype:
+            undo.append(lambda module=module, old=module.dtype: setattr(module, "dtype", old))
+            module.dtype = dtype
+        if isinstance(module, compressed):
+            continue
+        for param in module._parameters.values():
+            if param is not None and param.is_floating_point() and param.dtype != dtype:
+                undo.append(lambda param=param, old=param.data: setattr(param, "data", old))
+                param.data = param.data.to(dtype)
+        for key, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_floating_point() and buffer.dtype != dtype:
+                undo.append(lambda buffers=module._buffers, key=key, old=buffer: buffers.__setitem__(key, old))
+                module._buffers[key] = buffer.to(dtype)
+    return undo
+
+
+def _in_compute_dtype(layer: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A compressed candidate as it will run in a model computing in ``dtype``:
+    its float parts (a sparse layer's float values and bias) in that dtype;
+    int8 weights and their float32 scales stay as they are."""
+    return layer if dtype == torch.float32 else layer.to(dtype)
+
+
 def _compress_embedding(name: str, embedding: nn.Embedding) -> tuple[LayerDecision, nn.Module | None]:
     """The int8 table of ``embedding``; a lookup costs next to nothing, so it is not timed."""
     sparsity = _zero_fraction(embedding)
@@ -612,7 +798,7 @@ def _compress_layer(name: str, module: nn.Module, config: CompressConfig, activa
     for candidate in candidates:
         fmt = candidate.name
         try:
-            built.append((fmt, build_layer(candidate, linear, activation)))
+            built.append((fmt, _in_compute_dtype(build_layer(candidate, linear, activation), config.compute_dtype)))
         except _BUILD_ERRORS as error:
             failures.append(f"{fmt}: {error}")
             continue
@@ -620,6 +806,9 @@ def _compress_layer(name: str, module: nn.Module, config: CompressConfig, activa
             return LayerDecision(name, fmt, "speed check off", sparsity), built[0][1]
     shape, dtype, device = input_spec or ((config.speed_check_rows, linear.in_features), linear.weight.dtype,
                                           linear.weight.device)
+    dense = module
+    if config.compute_dtype != torch.float32:  # the rival is the dense layer in the compute dtype
+        dtype, dense = config.compute_dtype, copy.deepcopy(module).to(config.compute_dtype)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype=dtype, device=device)
     runnable = []
     for fmt, layer in built:  # a layer that cannot run this input (dtype, size) is no candidate
@@ -632,7 +821,7 @@ def _compress_layer(name: str, module: nn.Module, config: CompressConfig, activa
     if not runnable:
         return LayerDecision(name, None, "; ".join(failures), sparsity), None
     formats = [fmt for fmt, _ in runnable]
-    timer = benchmark.Interleaved({"dense": lambda: module(x), **{fmt: (lambda layer=layer: layer(x))
+    timer = benchmark.Interleaved({"dense": lambda: dense(x), **{fmt: (lambda layer=layer: layer(x))
                                                                   for fmt, layer in runnable}},
                                   baseline="dense", sample_seconds=SPEED_CHECK_SAMPLE_SECONDS)
     with torch.no_grad():

@@ -340,7 +340,7 @@ class SparseLinear(nn.Module):
                 raise ValueError(f"x: expected shape [..., {in_features}], got {tuple(x.shape)}")
             batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
             if batch > max_batch and type(dense) is ops.PackedInt8Weight:
-                if x.dtype is torch.float32:  # other dtypes stay on the sparse kernels, which take them
+                if x.dtype is torch.float32 or x.dtype is torch.bfloat16:  # float16 stays on the sparse kernels
                     if self.scheme == INT8_DYNAMIC:
                         return ops.qlinear_dynamic(x, dense, bias)
                     return ops.qlinear_weight_only(x, dense, bias)

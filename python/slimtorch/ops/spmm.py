@@ -431,7 +431,11 @@ def _check_linear_args(x: object, weight: object, bias: object) -> None:
 
 def _eager(kernel, weight: SparseWeight, args: tuple, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The kernel on x's memory; ``weight`` (a local reference) keeps the
-    tensors ``args`` points into alive until the kernel returns."""
+    tensors ``args`` points into alive until the kernel returns. A bfloat16
+    x (and bias) is widened to float32 (exactly) for the kernel, which reads
+    float32, and the result is rounded back to bfloat16."""
+    if x.dtype is torch.bfloat16:
+        return _eager(kernel, weight, args, x.float(), None if bias is None else bias.float()).to(torch.bfloat16)
     out_features, in_features = args[0], args[1]
     batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
     y = torch.empty(batch, out_features)  # two ints: cheaper than unpacking x.shape
@@ -445,8 +449,9 @@ def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> t
     if type(weight) is not SparseWeight:
         return None
     args = weight._native_args
-    if args is None or not eager_cpu_float32(x, bias) or x.dim() < 1 or x.shape[-1] != args[1] \
-            or (bias is not None and bias.shape != weight._bias_shape):
+    x_dtype = torch.bfloat16 if getattr(x, "dtype", None) is torch.bfloat16 else torch.float32
+    if args is None or not eager_cpu_float32(x, bias, x_dtype) or x.dim() < 1 or x.shape[-1] != args[1] \
+            or (bias is not None and (bias.shape != weight._bias_shape or bias.dtype is not x_dtype)):
         return None
     return args
 
@@ -484,7 +489,11 @@ def sparse_linear_dynamic(x: torch.Tensor, weight: SparseWeight, bias: torch.Ten
     if args is not None:
         if _dynamic_kernel_runs(weight, x.numel() // max(weight.in_features, 1)):
             return _eager(_native.cpu.spmm_forward_dynamic, weight, args, x, bias)
-        return _eager(_native.cpu.spmm_forward, weight, args, qgemm_fake_quantize_rows(x), bias)
+        # The dequantized rows stay float32, as the integer kernel's products
+        # are exact: a half x dtype would round them.
+        rows = qgemm_fake_quantize_rows(x.float())
+        y = _eager(_native.cpu.spmm_forward, weight, args, rows, None if bias is None else bias.float())
+        return y if x.dtype is torch.float32 else y.to(x.dtype)
     _check_linear_args(x, weight, bias)
     if weight.values.dtype != torch.int8:
         raise TypeError(f"weight: the dynamic sparse product needs int8 values, got {weight.values.dtype}")
