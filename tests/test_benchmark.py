@@ -3,6 +3,7 @@ machine record (no assertion on how fast anything is)."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -48,6 +49,21 @@ def test_ratio_is_the_median_of_per_round_ratios():
     comparison = benchmark.Comparison({}, {}, "base", 3, {}, samples)
     assert comparison.ratio("base", "new") == 1.0
     assert comparison.ratio("new", "base") == 1.0
+
+
+def test_ratio_noise_follows_the_spread_of_the_rounds():
+    steady = benchmark.Comparison({}, {}, "base", 5, {}, {"base": [1.0] * 5, "new": [0.5] * 5})
+    assert steady.ratio_noise("base", "new") == 0.0
+    # per-round log ratios 0 and +-log(1.1) four times each: median 0, median absolute deviation log(1.1)
+    new = [1.0] + [1 / 1.1, 1.1] * 4
+    spread = benchmark.Comparison({}, {}, "base", 9, {}, {"base": [1.0] * 9, "new": new})
+    standard_error = math.sqrt(math.pi / 2) * 1.4826 * math.log(1.1) / math.sqrt(9)
+    assert spread.ratio_noise("base", "new") == pytest.approx(math.expm1(3 * standard_error))
+    assert spread.ratio_noise("base", "new", z=1) == pytest.approx(math.expm1(standard_error))
+    assert spread.ratio_noise("new", "base") == pytest.approx(spread.ratio_noise("base", "new"))
+    # one round a burst of load made 100x slower moves the band no more than a merely slow round
+    burst = benchmark.Comparison({}, {}, "base", 9, {}, {"base": [1.0] * 9, "new": [new[0], 100.0, *new[2:]]})
+    assert burst.ratio_noise("base", "new") == pytest.approx(spread.ratio_noise("base", "new"))
 
 
 def test_bad_arguments():

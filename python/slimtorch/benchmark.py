@@ -16,6 +16,10 @@ How it times, and why:
   ``baseline time / candidate time`` (x > 1: the candidate is faster). Drift
   within a round cancels in the ratio; the median drops rounds that a burst of
   outside load hit. Times per call are the medians of the samples.
+- :meth:`Comparison.ratio_noise` says how far such a ratio may sit from its
+  true value by chance: a few standard errors of the median, from the spread
+  of the per-round ratios (their median absolute deviation, which the same
+  bursts barely move). A difference inside it is noise.
 - :func:`machine` records what the numbers were measured on (CPU model, the
   ISA path slimtorch's kernels use, threads, versions); :func:`cpu_slug`
   names the results folder, so numbers from different CPUs never mix.
@@ -23,6 +27,7 @@ How it times, and why:
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -39,6 +44,13 @@ __all__ = ["SUITES", "Comparison", "Interleaved", "compare", "machine", "cpu_mod
 # The benchmark suites (benchmarks/bench_<name>.py); the op families carry the
 # same names as in csrc/, slimtorch.ops and tests/.
 SUITES = ("threshold", "select", "quantize", "spmm", "qgemm", "api", "structured", "distill", "break_even")
+
+
+# A normal distribution's standard deviation is 1.4826 median absolute
+# deviations; the median of n samples has a standard error of sqrt(pi / 2)
+# standard deviations over sqrt(n).
+_MAD_TO_SIGMA = 1.4826
+_MEDIAN_STANDARD_ERROR = math.sqrt(math.pi / 2)
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,18 @@ class Comparison:
     def ratio(self, baseline: str, candidate: str) -> float:
         """Median per-round ``time(baseline) / time(candidate)`` for any pair of candidates."""
         return statistics.median(b / c for b, c in zip(self.samples[baseline], self.samples[candidate]))
+
+    def ratio_noise(self, baseline: str, candidate: str, *, z: float = 3.0) -> float:
+        """The noise band of :meth:`ratio` as a relative amount (0.05: a true
+        ratio anywhere within 5% of the measured one explains the samples):
+        ``z`` standard errors of the median of the per-round log ratios. The
+        spread is their median absolute deviation scaled to a standard
+        deviation, so the rounds a burst of outside load hit widen the band
+        only as much as they are frequent, not as much as they are large."""
+        logs = [math.log(b / c) for b, c in zip(self.samples[baseline], self.samples[candidate])]
+        centre = statistics.median(logs)
+        spread = _MAD_TO_SIGMA * statistics.median(abs(v - centre) for v in logs)
+        return math.expm1(z * _MEDIAN_STANDARD_ERROR * spread / math.sqrt(len(logs)))
 
 
 def _time_once(fn: Callable[[], object]) -> float:
