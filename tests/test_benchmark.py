@@ -51,19 +51,18 @@ def test_ratio_is_the_median_of_per_round_ratios():
     assert comparison.ratio("new", "base") == 1.0
 
 
-def test_ratio_noise_follows_the_spread_of_the_rounds():
-    steady = benchmark.Comparison({}, {}, "base", 5, {}, {"base": [1.0] * 5, "new": [0.5] * 5})
-    assert steady.ratio_noise("base", "new") == 0.0
-    # per-round log ratios 0 and +-log(1.1) four times each: median 0, median absolute deviation log(1.1)
-    new = [1.0] + [1 / 1.1, 1.1] * 4
-    spread = benchmark.Comparison({}, {}, "base", 9, {}, {"base": [1.0] * 9, "new": new})
-    standard_error = math.sqrt(math.pi / 2) * 1.4826 * math.log(1.1) / math.sqrt(9)
-    assert spread.ratio_noise("base", "new") == pytest.approx(math.expm1(3 * standard_error))
-    assert spread.ratio_noise("base", "new", z=1) == pytest.approx(math.expm1(standard_error))
-    assert spread.ratio_noise("new", "base") == pytest.approx(spread.ratio_noise("base", "new"))
-    # one round a burst of load made 100x slower moves the band no more than a merely slow round
-    burst = benchmark.Comparison({}, {}, "base", 9, {}, {"base": [1.0] * 9, "new": [new[0], 100.0, *new[2:]]})
-    assert burst.ratio_noise("base", "new") == pytest.approx(spread.ratio_noise("base", "new"))
+def test_fastest_ratio_and_its_noise_compare_the_halves_of_the_rounds():
+    samples = {"base": [2.0, 1.0, 3.0, 1.5], "new": [1.0, 0.8, 0.5, 0.6]}  # even rounds 0, 2; odd rounds 1, 3
+    comparison = benchmark.Comparison({}, {}, "base", 4, {}, samples)
+    assert comparison.fastest_ratio("base", "new") == 1.0 / 0.5
+    even, odd = 2.0 / 0.5, 1.0 / 0.6
+    assert comparison.fastest_ratio_noise("base", "new") == pytest.approx((even / odd) ** 2 - 1)
+    assert comparison.fastest_ratio_noise("base", "new", k=1) == pytest.approx(even / odd - 1)
+    assert comparison.fastest_ratio_noise("new", "base") == pytest.approx(comparison.fastest_ratio_noise("base", "new"))
+    steady = benchmark.Comparison({}, {}, "base", 4, {}, {"base": [1.0, 2.0, 1.0, 5.0], "new": [0.5, 1.0, 0.6, 2.0]})
+    assert steady.fastest_ratio_noise("base", "new") == 0.0  # both halves: 2x
+    single = benchmark.Comparison({}, {}, "base", 1, {}, {"base": [1.0], "new": [0.5]})
+    assert single.fastest_ratio_noise("base", "new") == math.inf
 
 
 def test_bad_arguments():

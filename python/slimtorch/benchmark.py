@@ -16,10 +16,10 @@ How it times, and why:
   ``baseline time / candidate time`` (x > 1: the candidate is faster). Drift
   within a round cancels in the ratio; the median drops rounds that a burst of
   outside load hit. Times per call are the medians of the samples.
-- :meth:`Comparison.ratio_noise` says how far such a ratio may sit from its
-  true value by chance: a few standard errors of the median, from the spread
-  of the per-round ratios (their median absolute deviation, which the same
-  bursts barely move). A difference inside it is noise.
+- :meth:`Comparison.fastest_ratio` compares least disturbed samples instead
+  (other work only ever adds time), and :meth:`Comparison.fastest_ratio_noise`
+  says how far that ratio may be off by chance, from how much the even and the
+  odd rounds disagree about it. A difference inside that band is noise.
 - :func:`machine` records what the numbers were measured on (CPU model, the
   ISA path slimtorch's kernels use, threads, versions); :func:`cpu_slug`
   names the results folder, so numbers from different CPUs never mix.
@@ -44,13 +44,6 @@ __all__ = ["SUITES", "Comparison", "Interleaved", "compare", "machine", "cpu_mod
 # The benchmark suites (benchmarks/bench_<name>.py); the op families carry the
 # same names as in csrc/, slimtorch.ops and tests/.
 SUITES = ("threshold", "select", "quantize", "spmm", "qgemm", "api", "structured", "distill", "break_even")
-
-
-# A normal distribution's standard deviation is 1.4826 median absolute
-# deviations; the median of n samples has a standard error of sqrt(pi / 2)
-# standard deviations over sqrt(n).
-_MAD_TO_SIGMA = 1.4826
-_MEDIAN_STANDARD_ERROR = math.sqrt(math.pi / 2)
 
 
 @dataclass(frozen=True)
@@ -80,17 +73,24 @@ class Comparison:
         """Median per-round ``time(baseline) / time(candidate)`` for any pair of candidates."""
         return statistics.median(b / c for b, c in zip(self.samples[baseline], self.samples[candidate]))
 
-    def ratio_noise(self, baseline: str, candidate: str, *, z: float = 3.0) -> float:
-        """The noise band of :meth:`ratio` as a relative amount (0.05: a true
-        ratio anywhere within 5% of the measured one explains the samples):
-        ``z`` standard errors of the median of the per-round log ratios. The
-        spread is their median absolute deviation scaled to a standard
-        deviation, so the rounds a burst of outside load hit widen the band
-        only as much as they are frequent, not as much as they are large."""
-        logs = [math.log(b / c) for b, c in zip(self.samples[baseline], self.samples[candidate])]
-        centre = statistics.median(logs)
-        spread = _MAD_TO_SIGMA * statistics.median(abs(v - centre) for v in logs)
-        return math.expm1(z * _MEDIAN_STANDARD_ERROR * spread / math.sqrt(len(logs)))
+    def fastest_ratio(self, baseline: str, candidate: str) -> float:
+        """``baseline``'s least disturbed sample over ``candidate``'s (x > 1: the candidate is faster)."""
+        return self.fastest(baseline) / self.fastest(candidate)
+
+    def fastest_ratio_noise(self, baseline: str, candidate: str, *, k: float = 2.0) -> float:
+        """How far :meth:`fastest_ratio` may be off by chance, as a relative
+        amount (0.05: 5%): ``k`` times the disagreement between that ratio on
+        the even rounds and on the odd rounds. The two halves are timed
+        interleaved under the same conditions, so what sets them apart is
+        noise; a machine that never leaves one candidate undisturbed makes
+        them disagree widely. Infinite with fewer than two rounds."""
+        halves = []
+        for start in (0, 1):
+            rounds = slice(start, None, 2)
+            if not self.samples[baseline][rounds]:
+                return math.inf
+            halves.append(min(self.samples[baseline][rounds]) / min(self.samples[candidate][rounds]))
+        return math.expm1(k * abs(math.log(halves[0] / halves[1])))
 
 
 def _time_once(fn: Callable[[], object]) -> float:

@@ -28,15 +28,15 @@ quantized layers the dense int8 format is the fallback candidate.
 Speed check (``config.speed_check``, on by default): the candidate layers and
 the dense layer are timed interleaved by :mod:`slimtorch.benchmark` on the
 layer's real input (recorded from ``example_inputs``) or on
-``config.speed_check_rows`` random rows. Each speed-up is the median of the
-per-round ratios dense time / candidate time, held to a noise band: the
-larger of 3% and three standard errors of that median, from the spread of
-the rounds. The prior stands unless the measurement contradicts it beyond
+``config.speed_check_rows`` random rows, 15 rounds. A speed-up compares the
+least disturbed samples (dense time / candidate time) and is held to a noise
+band: twice the disagreement between the even and the odd rounds about it,
+at least 3%. The prior stands unless the measurement contradicts it beyond
 that band:
 
 - the shipped break-even data (:mod:`slimtorch.data`) rules out, untimed, a
-  ``SparseLinear`` with float or int8 values whose density is above the
-  break-even at this many rows: it would run its dense copy;
+  ``SparseLinear`` whose density is above the break-even at this many rows
+  (it would run its dense copy, or its kernel is not expected to pay);
 - the first remaining candidate (the table's order) is kept unless it is
   clearly slower than dense (then the next one is considered) or another
   candidate is clearly faster than it; within noise of dense it is kept,
@@ -243,7 +243,7 @@ class LayerDecision:
     sparsity: float
     dense_us: float | None = None
     compressed_us: float | None = None
-    speedup: float | None = None  # dense time / compressed time: median of per-round ratios
+    speedup: float | None = None  # dense time / compressed time, least disturbed samples of each
     margin: float | None = None  # the noise band (relative) the speed check held that speed-up to
 
 
@@ -279,22 +279,19 @@ class CompressReport:
 SPEED_CHECK_ROUNDS = 15
 SPEED_CHECK_SAMPLE_SECONDS = 0.002  # short samples: some fall between another process's time slices
 # A measured difference counts only beyond the noise band: the larger of this
-# floor and the band the samples themselves show (Comparison.ratio_noise, in
-# NOISE_STANDARD_ERRORS standard errors). The floor covers what the spread of
-# one layer's rounds cannot show: a clock or cache state that held for all of them.
+# floor and the band the rounds themselves show (twice the disagreement of
+# their even and odd halves, Comparison.fastest_ratio_noise). The floor covers
+# what two halves of one layer's rounds cannot show: a state (clock, cache)
+# that held for all of them.
 MIN_SPEEDUP_MARGIN = 0.03
-NOISE_STANDARD_ERRORS = 3.0
-# The band's ceiling: a format measured this much slower than dense is never
-# kept, however noisy its rounds were.
-MAX_NOISE_BAND = 0.2
 
 
 @dataclass(frozen=True)
 class _Verdict:
     """The speed check's choice for one layer: ``format`` (None: stay dense);
-    ``measured``, the format whose ``speedup`` over dense (median per-round
-    ratio) is reported (the chosen one, else the fastest); ``margin``, the
-    noise band (relative) the deciding comparison was held to."""
+    ``measured``, the format whose ``speedup`` over dense is reported (the
+    chosen one, else the fastest); ``margin``, the noise band (relative) the
+    deciding comparison was held to."""
 
     format: str | None
     measured: str
@@ -304,61 +301,63 @@ class _Verdict:
 
 
 def _noise_band(timing: benchmark.Comparison, baseline: str, candidate: str) -> float:
-    noise = timing.ratio_noise(baseline, candidate, z=NOISE_STANDARD_ERRORS)
-    return min(MAX_NOISE_BAND, max(MIN_SPEEDUP_MARGIN, noise))
+    return max(MIN_SPEEDUP_MARGIN, timing.fastest_ratio_noise(baseline, candidate))
 
 
 def _decide(timing: benchmark.Comparison, formats: list[str]) -> _Verdict:
     """The layer to keep, from interleaved timings of ``dense`` and ``formats``.
 
+    Speed-ups compare least disturbed samples (other work only adds time).
     ``formats`` come in the order of the prior (the break-even data has
-    already removed the ones it knows run no faster than dense); the first
-    one is what the config asks for, and it is kept unless the measurement
-    contradicts it beyond the noise band: it is clearly slower than dense
-    (then the next one is considered, and dense when none is left), or another
-    format is clearly faster than it. A compressed layer within noise of
-    dense meets "at least as fast" and is what the config asked for.
+    already removed the ones it expects no faster than the alternatives); the
+    first is kept unless the measurement contradicts it beyond the noise band:
+    it is clearly slower than dense (then the next one is considered, and
+    dense when none is left), or another format is clearly faster than it. A
+    compressed layer within noise of dense meets "at least as fast" and is
+    what the config asked for, so it stays.
     """
-    speedup = {f: timing.ratio("dense", f) for f in formats}
+    speedup = {f: timing.fastest_ratio("dense", f) for f in formats}
     band = {f: _noise_band(timing, "dense", f) for f in formats}
     timed = ", ".join(f"{f} {speedup[f]:.2f}x +-{band[f]:.0%}" for f in formats)
+    how = (f"dense time / format time, least disturbed of {timing.rounds} interleaved rounds, +- noise band "
+           f"(twice the disagreement of the even and odd rounds, at least {MIN_SPEEDUP_MARGIN:.0%})")
     kept = [f for f in formats if speedup[f] * (1.0 + band[f]) >= 1.0]  # not clearly slower than dense
     if not kept:
         fastest = max(formats, key=speedup.get)
-        return _Verdict(None, fastest, speedup[fastest], band[fastest],
-                        f"compressed would be slower: {timed} (dense time / format time, median of "
-                        f"{timing.rounds} interleaved rounds +- noise band)")
+        return _Verdict(None, fastest, speedup[fastest], band[fastest], f"compressed would be slower: {timed} ({how})")
     chosen = kept[0]
     margin = band[chosen]
     note = ""
     rival = max(kept, key=speedup.get)
     if rival != chosen:
         rival_band = _noise_band(timing, chosen, rival)
-        if timing.ratio(chosen, rival) > 1.0 + rival_band:
+        if timing.fastest_ratio(chosen, rival) > 1.0 + rival_band:
             chosen, margin = rival, rival_band
             note = f"; clearly faster than {kept[0]} (noise band {rival_band:.0%})"
         else:
             note = f"; {rival} within noise of it (noise band {rival_band:.0%})"
     verdict = "faster than dense" if speedup[chosen] > 1.0 + band[chosen] else "within noise of dense"
     return _Verdict(chosen, chosen, speedup[chosen], margin,
-                    f"{speedup[chosen]:.2f}x: {verdict} (noise band {band[chosen]:.0%}){note}; timed: {timed} "
-                    f"(dense time / format time, median of {timing.rounds} interleaved rounds +- noise band)")
+                    f"{speedup[chosen]:.2f}x: {verdict} (noise band {band[chosen]:.0%}){note}; timed: {timed} ({how})")
 
 
 def _break_even_rules_out(fmt: LayerFormat, density: float, rows: int, linear: nn.Linear) -> str | None:
     """Why the shipped break-even data rules ``fmt`` out for ``rows`` input
     rows, or None. A ``SparseLinear`` with float or int8 values runs its
     dense copy above the break-even batch of its density: the dense layer's
-    speed at best, with a packed copy to carry. Formats the data does not
-    cover (dynamic activations, dense int8) are left to the timing."""
-    if not isinstance(fmt, SparseFormat) or fmt.scheme == INT8_DYNAMIC:
+    speed at best, with a packed copy to carry. The dynamic sparse kernel has
+    no table of its own; the int8 one stands in for it (the same packed int8
+    rows), which errs towards the dense int8 layer it competes with, itself
+    faster than the dense float layer the table was measured against."""
+    if not isinstance(fmt, SparseFormat):
         return None
-    values = torch.int8 if fmt.scheme == INT8_WEIGHT_ONLY else linear.weight.dtype
+    values = linear.weight.dtype if fmt.scheme is None else torch.int8
     max_batch = _backend.sparse_max_batch(density, values, linear.in_features * linear.out_features,
                                           linear.weight.device)
     if rows <= max_batch:
         return None
-    return (f"{fmt.name}: not timed, it would run its dense copy at {rows} rows "
+    outcome = "it would run its dense copy" if fmt.scheme != INT8_DYNAMIC else "the sparse kernel is not expected to pay"
+    return (f"{fmt.name}: not timed, {outcome} at {rows} rows "
             f"(break-even data: sparse kernel up to {max_batch} rows at density {density:.0%})")
 
 
@@ -538,6 +537,6 @@ def _compress_layer(name: str, module: nn.Module, config: CompressConfig, activa
     timing = timer.result()
     verdict = _decide(timing, [fmt for fmt, _ in runnable])
     why = "; ".join([verdict.why] + ruled_out)
-    decision = LayerDecision(name, verdict.format, why, sparsity, timing.seconds["dense"] * 1e6,
-                             timing.seconds[verdict.measured] * 1e6, verdict.speedup, verdict.margin)
+    decision = LayerDecision(name, verdict.format, why, sparsity, timing.fastest("dense") * 1e6,
+                             timing.fastest(verdict.measured) * 1e6, verdict.speedup, verdict.margin)
     return decision, (None if verdict.format is None else dict(runnable)[verdict.format])
