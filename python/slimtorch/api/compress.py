@@ -319,8 +319,8 @@ def _decide(timing: benchmark.Comparison, formats: list[str]) -> _Verdict:
     speedup = {f: timing.fastest_ratio("dense", f) for f in formats}
     band = {f: _noise_band(timing, "dense", f) for f in formats}
     timed = ", ".join(f"{f} {speedup[f]:.2f}x +-{band[f]:.0%}" for f in formats)
-    how = (f"dense time / format time, least disturbed of {timing.rounds} interleaved rounds, +- noise band "
-           f"(twice the disagreement of the even and odd rounds, at least {MIN_SPEEDUP_MARGIN:.0%})")
+    how = (f"dense time / format time, least disturbed of {timing.rounds} interleaved rounds; noise band: twice "
+           f"the even and odd rounds' disagreement, at least {MIN_SPEEDUP_MARGIN:.0%}")
     kept = [f for f in formats if speedup[f] * (1.0 + band[f]) >= 1.0]  # not clearly slower than dense
     if not kept:
         fastest = max(formats, key=speedup.get)
