@@ -324,7 +324,9 @@ def _decide(timing: benchmark.Comparison, formats: list[str]) -> _Verdict:
     kept = [f for f in formats if speedup[f] * (1.0 + band[f]) >= 1.0]  # not clearly slower than dense
     if not kept:
         fastest = max(formats, key=speedup.get)
-        return _Verdict(None, fastest, speedup[fastest], band[fastest], f"compressed would be slower: {timed} ({how})")
+        return _Verdict(None, fastest, speedup[fastest], band[fastest],
+                        f"compressed would be slower: the fastest, {fastest}, {speedup[fastest]:.2f}x "
+                        f"(noise band {band[fastest]:.0%}); timed: {timed} ({how})")
     chosen = kept[0]
     margin = band[chosen]
     note = ""
