@@ -40,13 +40,22 @@ quantized layers the dense int8 format is the fallback candidate.
 Speed check (``config.speed_check``, on by default): the candidate layers and
 the dense layer are timed interleaved by :mod:`slimtorch.benchmark` on the
 layer's real input (recorded from ``example_inputs``) or on
-``config.speed_check_rows`` random rows. The candidate with the highest
-speed-up (dense time / candidate time, each the least disturbed of many short
-samples; a close call gets twice the samples) is kept if that speed-up clears
-1.0 by 3%; a candidate within 3% of the fastest gives way to the one listed
-before it. Otherwise the layer stays
-dense and the report says why ("within noise" or "slower"). Both rules make
-repeated runs choose the same layers.
+``config.speed_check_rows`` random rows, 15 rounds. A speed-up compares the
+least disturbed samples (dense time / candidate time) and is held to a noise
+band: twice the disagreement between the even and the odd rounds about it,
+at least 3%. The prior stands unless the measurement contradicts it beyond
+that band:
+
+- the shipped break-even data (:mod:`slimtorch.data`) rules out, untimed, a
+  ``SparseLinear`` whose density is above the break-even at this many rows
+  (it would run its dense copy, or its kernel is not expected to pay);
+- the first remaining candidate (the table's order) is kept unless it is
+  clearly slower than dense (then the next one is considered) or another
+  candidate is clearly faster than it; within noise of dense it is kept,
+  since it meets "at least as fast" and is what the config asked for;
+- when every candidate is clearly slower than dense the layer stays dense.
+
+The report gives each layer's speed-up and the noise band it was held to.
 Timing makes the choice depend on the machine; ``speed_check=False`` swaps
 every layer the config asks for.
 """
@@ -274,6 +283,7 @@ class LayerDecision:
     dense_us: float | None = None
     compressed_us: float | None = None
     speedup: float | None = None  # dense time / compressed time, least disturbed samples of each
+    margin: float | None = None  # the noise band (relative) the speed check held that speed-up to
 
 
 @dataclass(frozen=True)
@@ -314,23 +324,93 @@ class CompressReport:
 
 SPEED_CHECK_ROUNDS = 15
 SPEED_CHECK_SAMPLE_SECONDS = 0.002  # short samples: some fall between another process's time slices
-# Each candidate's time is its least disturbed sample (interference only ever
-# adds time). A speed-up counts only when it clears 1.0 by this margin, and a
-# candidate within this margin of the fastest one loses to the one listed
-# before it, so repeated runs (also on a busy machine) make the same choice.
+# A measured difference counts only beyond the noise band: the larger of this
+# floor and the band the rounds themselves show (twice the disagreement of
+# their even and odd halves, Comparison.fastest_ratio_noise). The floor covers
+# what two halves of one layer's rounds cannot show: a state (clock, cache)
+# that held for all of them.
 MIN_SPEEDUP_MARGIN = 0.03
 
 
-def _choose(timing: benchmark.Comparison, formats: list[str]) -> tuple[str, float, bool]:
-    """The format to keep (formats in order of preference), its speed-up over
-    dense, both from the least disturbed samples, and whether the choice is
-    close: a speed-up or a rival within three margins, worth more samples."""
-    speedups = {f: timing.fastest("dense") / timing.fastest(f) for f in formats}
-    best = max(speedups.values())
-    chosen = next(f for f in formats if speedups[f] * (1.0 + MIN_SPEEDUP_MARGIN) >= best)
-    rivals = [1.0] + [speedups[f] for f in formats if f != chosen]  # dense and the other formats
-    close = any(abs(math.log(speedups[chosen] / rival)) < math.log1p(3 * MIN_SPEEDUP_MARGIN) for rival in rivals)
-    return chosen, speedups[chosen], close
+@dataclass(frozen=True)
+class _Verdict:
+    """The speed check's choice for one layer: ``format`` (None: stay dense);
+    ``measured``, the format whose ``speedup`` over dense is reported (the
+    chosen one, else the fastest); ``margin``, the noise band (relative) the
+    deciding comparison was held to."""
+
+    format: str | None
+    measured: str
+    speedup: float
+    margin: float
+    why: str
+
+
+def _noise_band(timing: benchmark.Comparison, baseline: str, candidate: str) -> float:
+    return max(MIN_SPEEDUP_MARGIN, timing.fastest_ratio_noise(baseline, candidate))
+
+
+def _decide(timing: benchmark.Comparison, formats: list[str]) -> _Verdict:
+    """The layer to keep, from interleaved timings of ``dense`` and ``formats``.
+
+    Speed-ups compare least disturbed samples (other work only adds time).
+    ``formats`` come in the order of the prior (the break-even data has
+    already removed the ones it expects no faster than the alternatives); the
+    first is kept unless the measurement contradicts it beyond the noise band:
+    it is clearly slower than dense (then the next one is considered, and
+    dense when none is left), or another format is clearly faster than it. A
+    compressed layer within noise of dense meets "at least as fast" and is
+    what the config asked for, so it stays.
+    """
+    speedup = {f: timing.fastest_ratio("dense", f) for f in formats}
+    band = {f: _noise_band(timing, "dense", f) for f in formats}
+    timed = ", ".join(f"{f} {speedup[f]:.2f}x +-{band[f]:.0%}" for f in formats)
+    how = (f"dense time / format time, least disturbed of {timing.rounds} interleaved rounds; noise band: twice "
+           f"the even and odd rounds' disagreement, at least {MIN_SPEEDUP_MARGIN:.0%}")
+    kept = [f for f in formats if speedup[f] * (1.0 + band[f]) >= 1.0]  # not clearly slower than dense
+    if not kept:
+        fastest = max(formats, key=speedup.get)
+        return _Verdict(None, fastest, speedup[fastest], band[fastest],
+                        f"compressed would be slower: the fastest, {fastest}, {speedup[fastest]:.2f}x "
+                        f"(noise band {band[fastest]:.0%}); timed: {timed} ({how})")
+    chosen = kept[0]
+    margin = band[chosen]
+    note = ""
+    rival = max(kept, key=speedup.get)
+    if rival != chosen:
+        rival_band = _noise_band(timing, chosen, rival)
+        if timing.fastest_ratio(chosen, rival) > 1.0 + rival_band:
+            chosen, margin = rival, rival_band
+            note = f"; clearly faster than {kept[0]} (noise band {rival_band:.0%})"
+        else:
+            note = f"; {rival} within noise of it (noise band {rival_band:.0%})"
+    verdict = "faster than dense" if speedup[chosen] > 1.0 + band[chosen] else "within noise of dense"
+    return _Verdict(chosen, chosen, speedup[chosen], margin,
+                    f"{speedup[chosen]:.2f}x: {verdict} (noise band {band[chosen]:.0%}){note}; timed: {timed} ({how})")
+
+
+def _break_even_rules_out(fmt: LayerFormat, density: float, rows: int, linear: nn.Linear) -> str | None:
+    """Why the shipped break-even data rules ``fmt`` out for ``rows`` input
+    rows, or None. A ``SparseLinear`` with float or int8 values runs its
+    dense copy above the break-even batch of its density: the dense layer's
+    speed at best, with a packed copy to carry. So does the dynamic sparse
+    kernel where int8 values fall back to the int8 tile kernels (its own
+    table). Elsewhere it has no table of its own; the int8 one stands in for
+    it (the same packed int8 rows), which errs towards the dense int8 layer it
+    competes with, itself faster than the dense float layer the table was
+    measured against."""
+    if not isinstance(fmt, SparseFormat):
+        return None
+    values = linear.weight.dtype if fmt.scheme is None else torch.int8
+    own_table = fmt.scheme == INT8_DYNAMIC and _backend.sparse_int8_fallback(linear.weight.device) == "qgemm"
+    max_batch = _backend.sparse_max_batch(density, values, linear.in_features * linear.out_features,
+                                          linear.weight.device, dynamic=own_table)
+    if rows <= max_batch:
+        return None
+    runs_dense = fmt.scheme != INT8_DYNAMIC or own_table
+    outcome = "it would run its dense copy" if runs_dense else "the sparse kernel is not expected to pay"
+    return (f"{fmt.name}: not timed, {outcome} at {rows} rows "
+            f"(break-even data: sparse kernel up to {max_batch} rows at density {density:.0%})")
 
 
 def _record_inputs(model: nn.Module, names: list[str], example_inputs: object) -> dict[str, tuple]:
@@ -794,9 +874,16 @@ def _compress_layer(name: str, module: nn.Module, config: CompressConfig, activa
     candidates = _candidates(sparse, config.quantize)
     if not candidates:
         return LayerDecision(name, None, f"nothing to do: weights {sparsity:.0%} zero, no quantization", sparsity), None
-    built, failures = [], []
+    shape, dtype, device = input_spec or ((config.speed_check_rows, linear.in_features), linear.weight.dtype,
+                                          linear.weight.device)
+    rows = math.prod(shape[:-1])
+    built, failures, ruled_out = [], [], []
     for candidate in candidates:
         fmt = candidate.name
+        why_not = _break_even_rules_out(candidate, 1.0 - sparsity, rows, linear) if config.speed_check else None
+        if why_not is not None:
+            ruled_out.append(why_not)
+            continue
         try:
             built.append((fmt, _in_compute_dtype(build_layer(candidate, linear, activation), config.compute_dtype)))
         except _BUILD_ERRORS as error:
@@ -804,8 +891,6 @@ def _compress_layer(name: str, module: nn.Module, config: CompressConfig, activa
             continue
         if not config.speed_check:
             return LayerDecision(name, fmt, "speed check off", sparsity), built[0][1]
-    shape, dtype, device = input_spec or ((config.speed_check_rows, linear.in_features), linear.weight.dtype,
-                                          linear.weight.device)
     dense = module
     if config.compute_dtype != torch.float32:  # the rival is the dense layer in the compute dtype
         dtype, dense = config.compute_dtype, copy.deepcopy(module).to(config.compute_dtype)
@@ -819,30 +904,16 @@ def _compress_layer(name: str, module: nn.Module, config: CompressConfig, activa
         except _BUILD_ERRORS as error:
             failures.append(f"{fmt}: {error}")
     if not runnable:
-        return LayerDecision(name, None, "; ".join(failures), sparsity), None
-    formats = [fmt for fmt, _ in runnable]
+        return LayerDecision(name, None, "; ".join(ruled_out + failures), sparsity), None
     timer = benchmark.Interleaved({"dense": lambda: dense(x), **{fmt: (lambda layer=layer: layer(x))
                                                                   for fmt, layer in runnable}},
                                   baseline="dense", sample_seconds=SPEED_CHECK_SAMPLE_SECONDS)
     with torch.no_grad():
         for _ in range(SPEED_CHECK_ROUNDS):
             timer.round()
-        timing = timer.result()
-        fmt, speedup, close = _choose(timing, formats)
-        if close:  # a close call gets as many rounds again before it is made
-            for _ in range(SPEED_CHECK_ROUNDS):
-                timer.round()
-            timing = timer.result()
-            fmt, speedup, _ = _choose(timing, formats)
-    layer = dict(runnable)[fmt]
-    dense_us, new_us = timing.fastest("dense") * 1e6, timing.fastest(fmt) * 1e6
-    timed = [f"{f} {timing.fastest(f) * 1e6:.0f} us ({timing.fastest('dense') / timing.fastest(f):.2f}x)"
-             for f in formats]
-    margin = f"margin {MIN_SPEEDUP_MARGIN:.2f}, least disturbed of {timing.rounds} rounds"
-    if speedup > 1.0 + MIN_SPEEDUP_MARGIN:
-        others = [t for f, t in zip(formats, timed) if f != fmt]
-        why = f"{speedup:.2f}x faster than dense ({margin})" + (f" (also timed: {', '.join(others)})" if others else "")
-        return LayerDecision(name, fmt, why, sparsity, dense_us, new_us, speedup), layer
-    verdict = "within noise of dense" if speedup >= 1.0 - MIN_SPEEDUP_MARGIN else "compressed would be slower"
-    why = f"{verdict} ({margin}): dense {dense_us:.0f} us vs {', '.join(timed)}"
-    return LayerDecision(name, None, why, sparsity, dense_us, new_us, speedup), None
+    timing = timer.result()
+    verdict = _decide(timing, [fmt for fmt, _ in runnable])
+    why = "; ".join([verdict.why] + ruled_out)
+    decision = LayerDecision(name, verdict.format, why, sparsity, timing.fastest("dense") * 1e6,
+                             timing.fastest(verdict.measured) * 1e6, verdict.speedup, verdict.margin)
+    return decision, (None if verdict.format is None else dict(runnable)[verdict.format])
