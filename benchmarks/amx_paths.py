@@ -1,13 +1,16 @@
 """Int8Linear int8_dynamic on the AMX path against the AVX-512 path and torch,
 in one process (the README's AMX table):
 
-    PYTHONPATH=python python -m benchmarks.amx_paths [--rounds 9] [--threads 2]
+    PYTHONPATH=python python -m benchmarks.amx_paths [--rounds 9] [--threads 2] [--shapes K,N,M ...]
 
 Candidates per shape: ``ops.qlinear_dynamic`` with the active path set to
 ``amx`` and to ``avx512`` before each call, ``F.linear`` on ``.bfloat16()``
 tensors, and ``torch._int_mm`` with the per-row quantization of x and the
 dequantization a user would write around it (from 17 rows: ``_int_mm`` needs
-more than 16). Timed with ``slimtorch.benchmark.compare``; ratios are the
+more than 16), and torch's compiled static int8 path (PT2E with
+``X86InductorQuantizer``, ``torch.compile`` with freezing; needs torchao with
+this torch) calibrated on the same x. Timed with
+``slimtorch.benchmark.compare``; ratios are the
 median per-round time of the other / time of the AMX path. Needs a CPU with
 AMX (``slimtorch info``: ``amx on``).
 """
@@ -20,6 +23,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from benchmarks.bench_qgemm import not_measured_reason, pt2e_int8, pt2e_unavailable
 from slimtorch import benchmark, ops
 from slimtorch._native import cpu as native_cpu
 
@@ -54,27 +58,46 @@ def candidates(k: int, n: int, m: int) -> dict:
              "bf16": lambda: F.linear(xb, wb, bb)}
     if m > 16:
         found["int_mm"] = int_mm
+    if pt2e_unavailable() is None:
+        try:
+            with torch.no_grad():
+                compiled = pt2e_int8(torch.nn.Sequential(linear_of(w, b)), (x,))
+            found["pt2e"] = lambda: compiled(x)
+        except Exception as error:  # a baseline that fails is reported, not fatal
+            print(f"PT2E int8 not measured at {k}->{n} x {m}: {not_measured_reason(error)}")
     return found
+
+
+def linear_of(w: torch.Tensor, b: torch.Tensor) -> torch.nn.Linear:
+    linear = torch.nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        linear.weight.copy_(w)
+        linear.bias.copy_(b)
+    return linear
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shapes", nargs="+", metavar="K,N,M", help="shapes to time (default: the 12 of the table)")
     args = parser.parse_args()
+    shapes = [tuple(int(v) for v in text.split(",")) for text in args.shapes] if args.shapes else SHAPES
     if native_cpu is None or native_cpu.amx_status() != "on":
         raise SystemExit(f"AMX is not usable here: {native_cpu.amx_status() if native_cpu else 'no native module'}")
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
     print(f"{benchmark.cpu_model()}, {args.threads} threads, {args.rounds} interleaved rounds")
-    print("| K->N | rows | AMX ms | x AVX-512 | x torch .bfloat16() | x torch _int_mm |")
-    print("|---|---|---|---|---|---|")
+    if pt2e_unavailable() is not None:
+        print(f"PT2E int8 not measured: {pt2e_unavailable()}")
+    print("| K->N | rows | AMX ms | x AVX-512 | x torch .bfloat16() | x torch _int_mm | x torch PT2E int8 |")
+    print("|---|---|---|---|---|---|---|")
     try:
-        for k, n, m in SHAPES:
+        for k, n, m in shapes:
             result = benchmark.compare(candidates(k, n, m), rounds=args.rounds)
             ratio = {c: f"{result.ratio(c, 'amx'):.2f}" for c in result.seconds if c != "amx"}
             print(f"| {k}->{n} | {m} | {result.seconds['amx'] * 1e3:.3f} | {ratio['avx512']} | {ratio['bf16']} | "
-                  f"{ratio.get('int_mm', '')} |", flush=True)
+                  f"{ratio.get('int_mm', '')} | {ratio.get('pt2e', '')} |", flush=True)
     finally:
         native_cpu.set_active_isa("amx")
 

@@ -2,10 +2,13 @@
 heads, 3072 intermediate, sequence 128; built from a config, no download) at
 batch 1 and 16: dense fp32 (baseline) against ``compress_`` with
 int8_dynamic, 90% sparse, and 90% sparse + int8_dynamic (compress_'s speed
-check on the real batch picks each layer's format). On CPUs with AMX the
-baselines a user of such a CPU has are added: the model after
-``.bfloat16()`` (eager), ``torch.compile`` of it, and torch's PT2E int8
-(``X86InductorQuantizer``, compiled with freezing) where this torch has it.
+check on the real batch picks each layer's format). On CPUs with native bf16
+``int8_dynamic_bf16`` adds int8_dynamic with ``compute_dtype=torch.bfloat16``
+(the uncompressed parts in bf16, every layer timed against the dense bf16
+layer). On CPUs with AMX the baselines a user of such a CPU has are added:
+the model after ``.bfloat16()`` (eager), ``torch.compile`` of it, and torch's
+PT2E int8 (``X86InductorQuantizer``, compiled with freezing) where this
+torch has it.
 
 BERT-base has 12 layers; ``--bert-layers`` (default 2, to keep a 2-core
 machine usable) scales every variant alike.
@@ -20,7 +23,7 @@ import torch
 
 from benchmarks.bench_qgemm import not_measured_reason, pt2e_int8, pt2e_unavailable
 from benchmarks.common import grid
-from slimtorch import CompressConfig, compress_
+from slimtorch import CompressConfig, compress_, ops
 from slimtorch.benchmark import cpu_has
 
 SEQ = 128
@@ -29,6 +32,7 @@ VARIANTS = {
     "int8_dynamic": dict(quantize="int8_dynamic"),
     "sparse90": dict(sparsity=0.9),
     "sparse90_int8": dict(sparsity=0.9, quantize="int8_dynamic"),
+    "int8_dynamic_bf16": dict(quantize="int8_dynamic", compute_dtype=torch.bfloat16),
 }
 
 
@@ -73,12 +77,19 @@ def test_bert_encoder(bench, dense_model, batch):
     candidates, missing = {"dense": lambda: dense_model(x)}, {}
     with torch.inference_mode():
         for variant, options in VARIANTS.items():
+            if "compute_dtype" in options and not ops.cpu_bf16_status().startswith("on"):
+                missing[variant] = f"no native bf16 ({ops.cpu_bf16_status()})"
+                continue
             model = copy.deepcopy(dense_model)
-            compress_(model, CompressConfig(**options), example_inputs=x)
+            report = compress_(model, CompressConfig(**options), example_inputs=x)
+            if report.compute_dtype_reason:
+                print(f"{variant}: {len(report.swapped)} of {len(report.layers)} layers compressed, compute dtype "
+                      f"{report.compute_dtype}: {report.compute_dtype_reason}")
             candidates[variant] = lambda model=model: model(x)
         if cpu_has("amx_int8"):
-            extra, missing = amx_baselines(dense_model, x)
+            extra, not_measured = amx_baselines(dense_model, x)
             candidates.update(extra)
+            missing.update(not_measured)
         layers = dense_model.config.num_hidden_layers
         bench({"model": f"bert-base-shaped ({layers} layers)", "batch": batch, "seq": SEQ}, candidates,
               baseline="dense", also=tuple(b for b in ("bf16", "bf16_compiled") if b in candidates),

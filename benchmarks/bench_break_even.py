@@ -1,12 +1,15 @@
 """break_even suite: where ``SparseLinear``'s sparse kernel stops beating
-``nn.Linear`` with the same weights, per values kind (float, int8), weight
-size class and batch size. Writes the result into the data file the package
+its dense fallback with the same weights (``nn.Linear``; for int8 values on
+a path with int8 tiles, the int8 tile kernels: see
+``slimtorch.ops.sparse_int8_fallback``), per values kind (float, int8, and
+int8_dynamic where it has such a fallback), weight size class and batch
+size. Writes the result into the data file the package
 ships and reads, ``python/slimtorch/data/break_even.json``, replacing only
 the entry of the ISA path it ran on (``slimtorch info`` shows it;
 ``SLIMTORCH_ISA`` forces one).
 
-For every shape, density, kind and batch, the sparse kernel (dense fallback
-off) and nn.Linear are timed interleaved (baseline: dense). The break-even
+For every shape, density, kind and batch, the layer with ``dispatch="sparse"``
+and with ``dispatch="dense"`` are timed interleaved (baseline: dense). The break-even
 of a batch is the highest density at which the sparse kernel is at least
 MARGIN times faster on every shape of its size class (dense float32 weight
 within CACHED_WEIGHT_BYTES: "cached", else "large"); 0.0 where no density
@@ -22,9 +25,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.bench_spmm import pruned_linear, sparse_kernel
+from benchmarks.bench_spmm import pruned_linear
 from benchmarks.common import QUICK, grid
+from slimtorch import ops
 from slimtorch.benchmark import cpu_model, isa_path
+from slimtorch.nn import SparseLinear
 
 DATA_FILE = Path(__file__).resolve().parents[1] / "python" / "slimtorch" / "data" / "break_even.json"
 # Dense float32 weights up to this size count as "cached" (they stay in the last-level cache).
@@ -33,7 +38,18 @@ MARGIN = 1.1  # a win must be clear of the timing noise
 SHAPES = grid([(768, 3072), (3072, 768), (4096, 4096)], [(768, 3072)])
 DENSITIES = grid([0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [0.5, 0.1])
 BATCHES = grid([1, 16, 128], [1, 128])
-KINDS = {"float": torch.float32, "int8": torch.int8}
+# kind: (values dtype, scheme)
+KINDS = {"float": (torch.float32, None), "int8": (torch.int8, "int8_weight_only")}
+# Where int8 values fall back to the int8 tile kernels, those win by far at
+# large batches, so the int8 kinds get a large batch too (else the last
+# batch's verdict would be extrapolated to every larger one), and
+# int8_dynamic gets a table (it has a fallback only there).
+ON_TILES = ops.sparse_int8_fallback() == "qgemm"
+if ON_TILES:
+    KINDS["int8_dynamic"] = (torch.int8, "int8_dynamic")
+LARGE_BATCH = 1024
+CASES = [(kind, batch) for kind in KINDS for batch in BATCHES] + \
+    ([(kind, LARGE_BATCH) for kind in KINDS if kind != "float"] if ON_TILES and not QUICK else [])
 
 _ratios: dict[tuple[str, str, int, int, int, float], float] = {}
 _threads: set[int] = set()  # the thread counts the cases ran with
@@ -90,7 +106,7 @@ def dumps(data: dict) -> str:
 @pytest.fixture(scope="module", autouse=True)
 def write_data_file(request):
     yield
-    expected = len(SHAPES) * len(DENSITIES) * len(BATCHES) * len(KINDS)
+    expected = len(SHAPES) * len(DENSITIES) * len(CASES)
     if QUICK or len(_ratios) != expected:
         return
     from slimtorch._native import build_info
@@ -102,18 +118,21 @@ def write_data_file(request):
     print(f"\nwrote the {isa} entry of {DATA_FILE}")
 
 
-@pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}")
 @pytest.mark.parametrize("density", DENSITIES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_break_even(bench, benchmark, shape, density, kind, batch):
+def test_break_even(bench, benchmark, shape, density, case):
+    kind, batch = case
     linear = pruned_linear(*shape, 1 - density)
-    layer = sparse_kernel(linear, KINDS[kind])
+    values_dtype, scheme = KINDS[kind]
+    sparse, dense = (SparseLinear.from_dense(linear, values_dtype=values_dtype, scheme=scheme).requires_grad_(False)
+                     for _ in range(2))
+    sparse.dispatch, dense.dispatch = "sparse", "dense"
     x = torch.randn(batch, shape[0])
     with torch.no_grad():
         result = bench({"shape": f"{shape[0]}->{shape[1]}", "size": size_class(*shape), "density": density,
                         "kind": kind, "batch": batch},
-                       {"dense": lambda: linear(x), "sparse": lambda: layer(x)}, baseline="dense")
+                       {"dense": lambda: dense(x), "sparse": lambda: sparse(x)}, baseline="dense")
     if not benchmark.disabled:
         _ratios[(kind, size_class(*shape), batch, *shape, density)] = result.ratios["sparse"]
         _threads.add(torch.get_num_threads())

@@ -6,9 +6,9 @@ Compresses the same small Llama-style model (built from its config: 2 layers,
 hidden 128, MLP 256; input 1 x 16 tokens, the size where every layer takes
 microseconds) ``--runs`` times with ``CompressConfig(sparsity=0.5,
 quantize="int8_dynamic")`` and the speed check on, and counts how many runs
-made the most common set of choices. ``--busy`` runs a second process doing
-dense matrix products on one thread for the whole time, the "another user on
-the machine" case.
+made the most common set of choices, and how long ``compress_`` took.
+``--busy`` runs a second process doing dense matrix products on one thread
+for the whole time, the "another user on the machine" case.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import collections
 import copy
 import multiprocessing
 import multiprocessing.synchronize
+import os
+import statistics
 import time
 
 import torch
@@ -58,11 +60,14 @@ def main() -> None:
     if busy is not None:
         busy.start()
         time.sleep(1.0)
-    choices, reports = [], []
+    choices, reports, seconds = [], [], []
+    load_before = os.getloadavg()[0]  # other work on the machine, besides --busy
     try:
         for _ in range(args.runs):
             model = copy.deepcopy(dense)
+            start = time.perf_counter()
             report = slimtorch.compress_(model, config, example_inputs=ids)
+            seconds.append(time.perf_counter() - start)
             choices.append(tuple(sorted(report.swapped.items())))
             reports.append(report)
     finally:
@@ -72,9 +77,11 @@ def main() -> None:
     counts = collections.Counter(choices)
     majority, agreeing = counts.most_common(1)[0]
     print(f"machine: {benchmark.machine()}")
-    print(f"busy second process: {'yes' if args.busy else 'no'}")
+    print(f"busy second process: {'yes' if args.busy else 'no'}; 1-minute load average "
+          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"{agreeing} of {args.runs} runs made the most common choice ({len(counts)} distinct choice sets)")
     print(f"most common: {len(majority)} of {len(reports[0].layers)} layers compressed")
+    print(f"compress_ took {statistics.median(seconds):.1f} s (median; {min(seconds):.1f} to {max(seconds):.1f} s)")
     print("layers whose choice changed between runs:")
     for decision in reports[0].layers:
         seen = collections.Counter(dict(choice).get(decision.name, "dense") for choice in choices)

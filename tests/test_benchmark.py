@@ -3,6 +3,7 @@ machine record (no assertion on how fast anything is)."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -48,6 +49,20 @@ def test_ratio_is_the_median_of_per_round_ratios():
     comparison = benchmark.Comparison({}, {}, "base", 3, {}, samples)
     assert comparison.ratio("base", "new") == 1.0
     assert comparison.ratio("new", "base") == 1.0
+
+
+def test_fastest_ratio_and_its_noise_compare_the_halves_of_the_rounds():
+    samples = {"base": [2.0, 1.0, 3.0, 1.5], "new": [1.0, 0.8, 0.5, 0.6]}  # even rounds 0, 2; odd rounds 1, 3
+    comparison = benchmark.Comparison({}, {}, "base", 4, {}, samples)
+    assert comparison.fastest_ratio("base", "new") == 1.0 / 0.5
+    even, odd = 2.0 / 0.5, 1.0 / 0.6
+    assert comparison.fastest_ratio_noise("base", "new") == pytest.approx((even / odd) ** 2 - 1)
+    assert comparison.fastest_ratio_noise("base", "new", k=1) == pytest.approx(even / odd - 1)
+    assert comparison.fastest_ratio_noise("new", "base") == pytest.approx(comparison.fastest_ratio_noise("base", "new"))
+    steady = benchmark.Comparison({}, {}, "base", 4, {}, {"base": [1.0, 2.0, 1.0, 5.0], "new": [0.5, 1.0, 0.6, 2.0]})
+    assert steady.fastest_ratio_noise("base", "new") == 0.0  # both halves: 2x
+    single = benchmark.Comparison({}, {}, "base", 1, {}, {"base": [1.0], "new": [0.5]})
+    assert single.fastest_ratio_noise("base", "new") == math.inf
 
 
 def test_bad_arguments():

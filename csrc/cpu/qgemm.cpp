@@ -127,21 +127,22 @@ struct VectorPath {
                           int64_t cols);
   void (*quantize_row)(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a);
   void (*minmax)(const float* x, int64_t k, float* lo, float* hi, bool* finite);
+  void (*to_bf16)(const float* in, int64_t n, uint16_t* out);  // round to nearest even, NaN stays NaN
 };
 
 const VectorPath& vector_path(Isa isa) {
   static const FloatTiles scalar_tiles = SLIMTORCH_TILE_TABLE(float_tile_scalar);
   static const VectorPath scalar{{1, 1}, &scalar_tiles, float_epilogue_scalar, linear_epilogue_scalar,
-                                 quantize_row_scalar, minmax_scalar};
+                                 quantize_row_scalar, minmax_scalar, to_bf16_scalar};
 #if SLIMTORCH_X86
   static const VectorPath avx512{{4, 4}, &float_tiles_avx512, float_epilogue_avx512, linear_epilogue_avx512,
-                                 quantize_row_avx512, minmax_avx512};
+                                 quantize_row_avx512, minmax_avx512, to_bf16_avx512};
   static const VectorPath avx2{{3, 1}, &float_tiles_avx2, float_epilogue_scalar, linear_epilogue_avx2,
-                               quantize_row_avx2, minmax_avx2};
+                               quantize_row_avx2, minmax_avx2, to_bf16_scalar};
   return isa >= Isa::kAvx512 ? avx512 : isa >= Isa::kAvx2 ? avx2 : scalar;
 #elif SLIMTORCH_ARM64
   static const VectorPath neon{{4, 1}, &float_tiles_neon, float_epilogue_scalar, linear_epilogue_neon,
-                               quantize_row_neon, minmax_neon};
+                               quantize_row_neon, minmax_neon, to_bf16_scalar};
   return isa >= Isa::kNeon ? neon : scalar;
 #else
   (void)isa;
@@ -191,6 +192,10 @@ void for_each_tile(int64_t m, int64_t n, int64_t k, TileShape shape, int n_threa
 }
 
 constexpr int kTileAcc = kMaxTileRows * kMaxTileCols;
+// The most rows a finish callback of int_gemm receives (AMX blocks; the
+// other paths' tiles have at most kMaxTileRows).
+constexpr int kMaxFinishRows = 32;
+static_assert(kMaxTileRows <= kMaxFinishRows, "a tile's rows fit a finish block");
 // K block of the integer GEMM: with long rows the 64-column weight panel
 // (64 * K bytes) and the activation panel stop fitting in L2 together; in
 // K blocks of this many bytes the weight sub-panel (64 KB) stays in L2 while
@@ -204,6 +209,7 @@ void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t*
               int n_threads, const Finish& finish) {
 #if defined(SLIMTORCH_HAVE_AMX)
   static_assert(kAmxAccStride == kMaxTileCols, "AMX blocks hand over accumulators as the tiles do");
+  static_assert(kAmxBlockRows <= kMaxFinishRows, "an AMX block's rows fit a finish block");
   if (amx_int_gemm_wanted(m, n, k)) return amx_int_gemm(a, m, k, lda, packed, n, n_threads, finish);
 #endif
   const IntPath path = int_path();
@@ -260,16 +266,30 @@ RowParams dynamic_params(float lo, float hi, bool finite) {
   return {scale, int32_t(zp), true};
 }
 
+// Row r of x as float32: in place for float32 x, else widened into `buffer`
+// (k floats).
+inline const float* float_row(const void* x, DType dtype, int64_t r, int64_t ldx, int64_t k, float* buffer) {
+  if (dtype == DType::kFloat32) return static_cast<const float*>(x) + r * ldx;
+  const uint16_t* row = static_cast<const uint16_t*>(x) + r * ldx;
+  if (dtype == DType::kBFloat16) {
+    for (int64_t i = 0; i < k; ++i) buffer[i] = bf16_to_float(row[i]);
+  } else {
+    for (int64_t i = 0; i < k; ++i) buffer[i] = fp16_to_float(row[i]);
+  }
+  return buffer;
+}
+
 // Quantizes rows [0, m): dynamic (static_scale == nullptr) or static. Writes
 // per-row scale (NaN for non-finite rows) and zero point.
-void quantize_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* a, int64_t lda,
+void quantize_rows(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t ldx, uint8_t* a, int64_t lda,
                    float* scale, int32_t* zero_point, const float* static_scale,
                    int32_t static_zp, int n_threads) {
   const VectorPath& path = vector_path(active_isa());
   const int64_t grain = std::max<int64_t>(1, kMinQuantizeElements / std::max<int64_t>(k, 1));
   parallel_for(n_threads, m, grain, [&](int64_t begin, int64_t end, int) {
+    std::unique_ptr<float[]> widened(x_dtype == DType::kFloat32 ? nullptr : new float[size_t(std::max<int64_t>(k, 1))]);
     for (int64_t r = begin; r < end; ++r) {
-      const float* row = x + r * ldx;
+      const float* row = float_row(x, x_dtype, r, ldx, k, widened.get());
       uint8_t* out = a + r * lda;
       float lo, hi;
       bool finite;
@@ -327,7 +347,7 @@ Status quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8
       (m > 0 && (scale == nullptr || zero_point == nullptr || (k > 0 && (x == nullptr || a == nullptr)))) ||
       !offsets_fit(m, ldx) || !offsets_fit(m, lda))
     return Status::kInvalidArgument;
-  quantize_rows(x, m, k, ldx, a, lda, scale, zero_point, nullptr, 0, n_threads);
+  quantize_rows(x, DType::kFloat32, m, k, ldx, a, lda, scale, zero_point, nullptr, 0, n_threads);
   return Status::kOk;
 }
 
@@ -363,6 +383,14 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
                     const float* w_scale, const int32_t* colsum, const float* bias, int64_t n,
                     float* y, int64_t ldy, const float* x_scale, int32_t x_zero_point,
                     int n_threads) {
+  return qlinear_u8s8(x, DType::kFloat32, m, k, ldx, packed, w_scale, colsum, bias, n, y, DType::kFloat32, ldy,
+                      x_scale, x_zero_point, n_threads);
+}
+
+Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t ldx, const int8_t* packed,
+                    const float* w_scale, const int32_t* colsum, const float* bias, int64_t n,
+                    void* y, DType y_dtype, int64_t ldy, const float* x_scale, int32_t x_zero_point,
+                    int n_threads) {
   if (m < 0 || n < 0 || k < 0 || k > kQgemmMaxK || ldx < k || ldy < n ||
       (m > 0 && n > 0 && (y == nullptr || w_scale == nullptr || colsum == nullptr ||
                           (k > 0 && (x == nullptr || packed == nullptr)))) ||
@@ -386,14 +414,37 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
   std::unique_ptr<int32_t[]> row_zp(new int32_t[size_t(m)]);
   if (lda > k)
     for (int64_t r = 0; r < m; ++r) std::memset(a + r * lda + k, 0, size_t(lda - k));
-  quantize_rows(x, m, k, ldx, a, lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point,
+  quantize_rows(x, x_dtype, m, k, ldx, a, lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point,
                 n_threads);
 
-  const auto linear_epilogue = vector_path(active_isa()).linear_epilogue;
-  const LinearEpilogue epilogue{row_zp.get(), row_scale.get(), w_scale, colsum, bias, y, ldy};
-  int_gemm(a, m, ceil_div(k, kQgemmGroupK) * kQgemmGroupK, lda, packed, n, n_threads,
+  const VectorPath& path = vector_path(active_isa());
+  const auto linear_epilogue = path.linear_epilogue;
+  const int64_t k_pad = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
+  if (y_dtype == DType::kFloat32) {
+    const LinearEpilogue epilogue{row_zp.get(), row_scale.get(), w_scale, colsum, bias, static_cast<float*>(y), ldy};
+    int_gemm(a, m, k_pad, lda, packed, n, n_threads,
+             [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
+               linear_epilogue(epilogue, acc, m0, rows, c0, cols);
+             });
+    return Status::kOk;
+  }
+  // 16-bit output: each block's float32 results go through a block buffer
+  // (the epilogue sees the block as a problem of its own) and are rounded once.
+  int_gemm(a, m, k_pad, lda, packed, n, n_threads,
            [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
-             linear_epilogue(epilogue, acc, m0, rows, c0, cols);
+             alignas(64) float block[kMaxFinishRows * kMaxTileCols];
+             const LinearEpilogue local{row_zp.get() + m0, row_scale.get() + m0, w_scale + c0, colsum + c0,
+                                        bias ? bias + c0 : nullptr, block, kMaxTileCols};
+             linear_epilogue(local, acc, 0, rows, 0, cols);
+             for (int r = 0; r < rows; ++r) {
+               uint16_t* out = static_cast<uint16_t*>(y) + (m0 + r) * ldy + c0;
+               const float* in = block + r * kMaxTileCols;
+               if (y_dtype == DType::kBFloat16) {
+                 path.to_bf16(in, cols, out);
+               } else {
+                 for (int64_t c = 0; c < cols; ++c) out[c] = float_to_fp16(in[c]);
+               }
+             }
            });
   return Status::kOk;
 }

@@ -42,12 +42,16 @@ namespace {
 constexpr int64_t kStepBytes = 64;                 // K bytes per tile step (A tile width)
 constexpr int64_t kGroupBytes = 64;                // one packed k-group of 16 columns
 constexpr int64_t kTileBytes = 16 * kGroupBytes;   // one B tile: 16 groups
-constexpr int kBlockRows = 32;
+constexpr int kBlockRows = kAmxBlockRows;
 constexpr int kBlockCols = 32;
-// Blocking for the caches: a K chunk of one 32-column weight panel (32 x
-// kChunkSteps * 64 bytes) stays in L1 while the row blocks of a row panel
-// (kPanelTiles * 32 rows of the same K chunk, in L2) pass over it.
-constexpr int64_t kChunkSteps = 12;
+// Integer GEMM blocking: a 32-row block's K chunk (32 x kIntChunkSteps * 64
+// bytes) stays in L1 while the column tiles of a weight panel of at most
+// kPanelWeightBytes (in L2) stream past it.
+constexpr int64_t kIntChunkSteps = 12;
+constexpr int64_t kPanelWeightBytes = int64_t(1) << 20;
+constexpr int64_t kMaxGroupTiles = 4;
+// bf16 blocking: the staged B tiles of a column tile's K chunk stay in L1
+// while the row blocks of a row panel (kPanelTiles * 32 rows) pass over them.
 constexpr int64_t kPanelTiles = 8;
 // Fewer rows than this leave the tiles mostly empty; the VNNI kernels win.
 constexpr int64_t kMinRows = 16;
@@ -126,10 +130,12 @@ void tile_block(const void* a_rows, int64_t lda, int64_t steps, const void* cons
     if (RT == 2 && CT == 2) _tile_zero(3);
   }
   const uint8_t* a1 = a + 16 * lda;
+  const auto b_tile = [&](int j, int64_t s) -> const void* {
+    return s == steps - 1 ? b_last[j] : b[j] + s * kTileBytes;
+  };
   for (int64_t s = 0; s < steps; ++s) {
-    const bool last = s == steps - 1;
-    _tile_loadd(6, last ? b_last[0] : b[0] + s * kTileBytes, kGroupBytes);
-    if (CT == 2) _tile_loadd(7, last ? b_last[1] : b[1] + s * kTileBytes, kGroupBytes);
+    _tile_loadd(6, b_tile(0, s), kGroupBytes);
+    if (CT == 2) _tile_loadd(7, b_tile(1, s), kGroupBytes);
     _tile_loadd(4, a + s * kStepBytes, lda);
     SLIMTORCH_TILE_DOT(kBf16, 0, 4, 6);
     if (CT == 2) SLIMTORCH_TILE_DOT(kBf16, 1, 4, 7);
@@ -168,7 +174,7 @@ struct ColumnTile {
   int64_t cols;
 };
 
-// The work split of both tile GEMMs. Column tiles come first, so each thread
+// The work split of the bf16 tile GEMM. Column tiles come first, so each thread
 // streams its own slice of the weight; rows are split into panels only when
 // there are too few column tiles to feed every thread. K runs in chunks of at
 // most max_chunk_steps steps of equal length. Each worker thread makes its
@@ -221,6 +227,33 @@ void for_each_row_block(TileState& tiles, int64_t m, int64_t first, int64_t last
   }
 }
 
+// The work split of the integer GEMM. The weight is cut into column panels
+// small enough to stay in L2 (kPanelWeightBytes), as many as the threads or
+// a multiple of them so that every thread gets the same share; rows are
+// split only when there are fewer panels than threads. Each thread then
+// walks its rows block by block: a block's rows (one K chunk of them, in
+// L1) meet every column tile of the panel, streamed from L2 in order. Few
+// rows (at most kMaxGroupTiles blocks) go the other way round as a group:
+// each weight chunk, read once into L1, serves all of them.
+struct IntSplit {
+  int64_t col_tiles;    // 32-column tiles of the whole output
+  int64_t panels;       // column panels
+  int64_t panel_tiles;  // the most column tiles in one panel
+  int64_t row_parts;    // row ranges per panel
+  int64_t group_tiles;  // row blocks that share each weight chunk in L1
+};
+
+IntSplit split_int_work(int64_t m, int64_t n, int64_t k, int n_threads) {
+  const int64_t col_tiles = ceil_div(n, kBlockCols);
+  const int64_t threads = std::max<int64_t>(n_threads, 1);
+  int64_t panels = std::max<int64_t>(ceil_div(col_tiles * kBlockCols * k, kPanelWeightBytes), 1);
+  panels = std::min(col_tiles, ceil_div(panels, threads) * threads);
+  const int64_t row_parts = panels >= threads ? 1 : std::min(ceil_div(m, kBlockRows), ceil_div(threads, panels));
+  const int64_t part_tiles = ceil_div(ceil_div(m, kBlockRows), row_parts);
+  return {col_tiles, panels, ceil_div(col_tiles, panels), row_parts,
+          part_tiles <= kMaxGroupTiles ? part_tiles : 1};
+}
+
 void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed,
                   int64_t n, int n_threads, const AmxFinish& finish) {
   if (m <= 0 || n <= 0) return;
@@ -239,36 +272,69 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
     lda = width;
   }
   const int64_t block_stride = k / 4 * kGroupBytes;  // bytes per 16-column block
-  struct Scratch {
-    TileState tiles;
-    // Accumulators of one row panel (K chunks add up here).
-    std::unique_ptr<int32_t[]> panel_acc{new int32_t[size_t(kPanelTiles * kBlockRows * kAmxAccStride)]};
-    alignas(64) int8_t staged[2][kTileBytes];
+  const int64_t n_blocks = ceil_div(n, 16);
+  const IntSplit split = split_int_work(m, n, k, n_threads);
+  const int64_t chunk_steps = ceil_div(steps, ceil_div(steps, kIntChunkSteps));
+  const int64_t chunks = ceil_div(steps, chunk_steps);
+  // One block's accumulators when K is a single chunk, else one per row
+  // block of the group and column tile of the panel (K chunks add up there).
+  const int64_t acc_blocks = chunks == 1 ? 1 : split.group_tiles * split.panel_tiles;
+  const int64_t macs_per_item = ceil_div(m, split.row_parts) * split.panel_tiles * kBlockCols * steps * kStepBytes;
+  const int64_t grain = std::max<int64_t>(1, kMinMacsPerChunk / std::max<int64_t>(macs_per_item, 1));
+  // The first and the last B tile of 16-column block nb's K chunk [s0, s0 +
+  // chunk): read in place, except a last tile that would reach past the
+  // block (K not a multiple of 64), staged zero-padded in `staged`.
+  const auto weight_tiles = [&](int64_t nb, int64_t s0, int64_t chunk, int8_t* staged, const void** first,
+                                const void** last) {
+    const int64_t block = nb * block_stride;
+    const int64_t last_tile = block + (s0 + chunk - 1) * kTileBytes;
+    *first = packed + block + s0 * kTileBytes;
+    if (s0 + chunk < steps || k == steps * kStepBytes) {
+      *last = packed + last_tile;
+      return;
+    }
+    const int64_t own = std::max<int64_t>(block + block_stride - last_tile, 0);
+    if (own > 0) std::memcpy(staged, packed + last_tile, size_t(own));
+    std::memset(staged + own, 0, size_t(kTileBytes - own));
+    *last = staged;
   };
-  for_each_tile_chunk(m, n, k, steps, kChunkSteps, n_threads, [] { return Scratch{}; },
-                      [&](Scratch& scratch, const ColumnTile& tile, int64_t s0, int64_t chunk, int64_t first,
-                          int64_t last, int64_t panel_first) {
-    const bool final_chunk = s0 + chunk == steps;
-    const void* b[2] = {packed, packed};
-    const void* b_last[2] = {packed, packed};
-    for (int j = 0; j < tile.blocks; ++j) {
-      const int64_t block = (tile.nb0 + j) * block_stride;
-      const int64_t last_tile = block + (s0 + chunk - 1) * kTileBytes;
-      b[j] = packed + block + s0 * kTileBytes;
-      if (!final_chunk || k == steps * kStepBytes) {
-        b_last[j] = packed + last_tile;
-      } else {
-        const int64_t own = std::max<int64_t>(block + block_stride - last_tile, 0);
-        if (own > 0) std::memcpy(scratch.staged[j], packed + last_tile, size_t(own));
-        std::memset(scratch.staged[j] + own, 0, size_t(kTileBytes - own));
-        b_last[j] = scratch.staged[j];
+  parallel_for(n_threads, split.panels * split.row_parts, grain, [&](int64_t begin, int64_t end, int) {
+    TileState tiles;
+    std::unique_ptr<int32_t[]> acc_storage(new int32_t[size_t(acc_blocks * kBlockRows * kAmxAccStride)]);
+    alignas(64) int8_t staged[2][kTileBytes];
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t panel = item / split.row_parts, part = item % split.row_parts;
+      const int64_t first_col_tile = split.col_tiles * panel / split.panels;
+      const int64_t last_col_tile = split.col_tiles * (panel + 1) / split.panels;
+      const int64_t row_tiles = ceil_div(m, kBlockRows);
+      const int64_t first_row_tile = row_tiles * part / split.row_parts;
+      const int64_t last_row_tile = row_tiles * (part + 1) / split.row_parts;
+      for (int64_t g0 = first_row_tile; g0 < last_row_tile; g0 += split.group_tiles) {
+        const int64_t g1 = std::min(last_row_tile, g0 + split.group_tiles);
+        for (int64_t s0 = 0; s0 < steps; s0 += chunk_steps) {
+          const int64_t chunk = std::min(chunk_steps, steps - s0);
+          const bool final_chunk = s0 + chunk == steps;
+          for (int64_t col_tile = first_col_tile; col_tile < last_col_tile; ++col_tile) {
+            const int64_t nb0 = 2 * col_tile;
+            const int blocks = int(std::min<int64_t>(2, n_blocks - nb0));
+            const void* b[2] = {packed, packed};
+            const void* b_last[2] = {packed, packed};
+            for (int j = 0; j < blocks; ++j) weight_tiles(nb0 + j, s0, chunk, staged[j], &b[j], &b_last[j]);
+            for (int64_t t = g0; t < g1; ++t) {
+              const int64_t m0 = t * kBlockRows;
+              const int rows = int(std::min<int64_t>(kBlockRows, m - m0));
+              const int rows0 = std::min(rows, 16), rows1 = rows - rows0;
+              tiles.configure(rows0, rows1);
+              const int64_t acc_block =
+                  chunks == 1 ? 0 : (t - g0) * split.panel_tiles + col_tile - first_col_tile;
+              int32_t* acc = acc_storage.get() + acc_block * kBlockRows * kAmxAccStride;
+              kBlocks[rows1 > 0][blocks - 1](a + m0 * lda + s0 * kStepBytes, lda, chunk, b, b_last, acc, s0 > 0);
+              if (final_chunk) finish(m0, rows, nb0 * 16, std::min<int64_t>(kBlockCols, n - nb0 * 16), acc);
+            }
+          }
+        }
       }
     }
-    for_each_row_block(scratch.tiles, m, first, last, panel_first, scratch.panel_acc.get(),
-                       [&](int64_t m0, int rows, bool two_row_tiles, int32_t* acc) {
-      kBlocks[two_row_tiles][tile.blocks - 1](a + m0 * lda + s0 * kStepBytes, lda, chunk, b, b_last, acc, s0 > 0);
-      if (final_chunk) finish(m0, rows, tile.c0, tile.cols, acc);
-    });
   });
 }
 

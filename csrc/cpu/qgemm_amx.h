@@ -12,6 +12,8 @@ namespace slimtorch {
 // Accumulators handed to an AmxFinish callback: row r of the block starts at
 // acc + r * kAmxAccStride (the stride of the other integer paths' tiles).
 constexpr int kAmxAccStride = 64;
+// Rows of the blocks handed to an AmxFinish callback (at most).
+constexpr int kAmxBlockRows = 32;
 
 // A is read in place when its rows start on cache lines (tile loads read one
 // 64-byte line per row; a row across two lines costs two): base and row

@@ -171,6 +171,22 @@ SLIMTORCH_AVX512_KERNEL void quantize_row_avx512(const float* x, int64_t k, floa
   }
 }
 
+// float -> bfloat16 bits, rounded to nearest even by integer arithmetic
+// (VCVTNEPS2BF16 would flush subnormals); NaN stays a quiet NaN.
+SLIMTORCH_AVX512 void to_bf16_avx512(const float* in, int64_t n, uint16_t* out) {
+  const __m512i round = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
+  const __m512i magnitude = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 live = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512i bits = _mm512_castps_si512(_mm512_maskz_loadu_ps(live, in + i));
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
+    __m512i h = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, round)), 16);
+    const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(bits, magnitude), inf);
+    h = _mm512_mask_or_epi32(h, nan, _mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
+    _mm256_mask_storeu_epi16(out + i, live, _mm512_cvtepi32_epi16(h));
+  }
+}
+
 SLIMTORCH_AVX512 void minmax_avx512(const float* x, int64_t k, float* lo, float* hi, bool* finite) {
   __m512 mn = _mm512_setzero_ps(), mx = _mm512_setzero_ps();
   __mmask16 bad = 0;

@@ -65,6 +65,7 @@ void quantize_row_neon(const float* x, int64_t k, float inv, int32_t zp, bool fu
 void minmax_avx2(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void minmax_avx512(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void minmax_neon(const float* x, int64_t k, float* lo, float* hi, bool* finite);
+void to_bf16_avx512(const float* in, int64_t n, uint16_t* out);
 
 // ---- kernel tables (IntTiles, FloatTiles) of a kernel template fn<rows, blocks> ---------
 
@@ -153,6 +154,10 @@ inline uint8_t quantize_value(float x, float inv, float zp, bool fused) {
 
 inline void quantize_row_scalar(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
   for (int64_t i = 0; i < k; ++i) a[i] = quantize_value(x[i], inv, float(zp), fused);
+}
+
+inline void to_bf16_scalar(const float* in, int64_t n, uint16_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = float_to_bf16(in[i]);
 }
 
 inline void minmax_scalar(const float* x, int64_t k, float* lo, float* hi, bool* finite) {

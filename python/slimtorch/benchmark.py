@@ -16,6 +16,10 @@ How it times, and why:
   ``baseline time / candidate time`` (x > 1: the candidate is faster). Drift
   within a round cancels in the ratio; the median drops rounds that a burst of
   outside load hit. Times per call are the medians of the samples.
+- :meth:`Comparison.fastest_ratio` compares least disturbed samples instead
+  (other work only ever adds time), and :meth:`Comparison.fastest_ratio_noise`
+  says how far that ratio may be off by chance, from how much the even and the
+  odd rounds disagree about it. A difference inside that band is noise.
 - :func:`machine` records what the numbers were measured on (CPU model, the
   ISA path slimtorch's kernels use, threads, versions); :func:`cpu_slug`
   names the results folder, so numbers from different CPUs never mix.
@@ -23,6 +27,7 @@ How it times, and why:
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -67,6 +72,25 @@ class Comparison:
     def ratio(self, baseline: str, candidate: str) -> float:
         """Median per-round ``time(baseline) / time(candidate)`` for any pair of candidates."""
         return statistics.median(b / c for b, c in zip(self.samples[baseline], self.samples[candidate]))
+
+    def fastest_ratio(self, baseline: str, candidate: str) -> float:
+        """``baseline``'s least disturbed sample over ``candidate``'s (x > 1: the candidate is faster)."""
+        return self.fastest(baseline) / self.fastest(candidate)
+
+    def fastest_ratio_noise(self, baseline: str, candidate: str, *, k: float = 2.0) -> float:
+        """How far :meth:`fastest_ratio` may be off by chance, as a relative
+        amount (0.05: 5%): ``k`` times the disagreement between that ratio on
+        the even rounds and on the odd rounds. The two halves are timed
+        interleaved under the same conditions, so what sets them apart is
+        noise; a machine that never leaves one candidate undisturbed makes
+        them disagree widely. Infinite with fewer than two rounds."""
+        halves = []
+        for start in (0, 1):
+            rounds = slice(start, None, 2)
+            if not self.samples[baseline][rounds]:
+                return math.inf
+            halves.append(min(self.samples[baseline][rounds]) / min(self.samples[candidate][rounds]))
+        return math.expm1(k * abs(math.log(halves[0] / halves[1])))
 
 
 def _time_once(fn: Callable[[], object]) -> float:

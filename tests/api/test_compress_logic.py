@@ -3,6 +3,7 @@ report) with stand-in layer classes, independent of the real kernels."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
@@ -129,33 +130,9 @@ def test_speed_check_keeps_faster_and_leaves_slower_dense(fake_layers):
         assert "sparse_int8_dynamic" in d.reason and "sparse_int8 " in d.reason
 
 
-def test_speed_check_keeps_the_largest_speedup_above_one(fake_layers, monkeypatch):
-    """The decision follows the harness's ratios (faked here): the candidate
-    with the highest ratio is kept when it is above 1, else the layer stays dense."""
-
-    def fake_compare(ratios):
-        return {"dense": [MS] * 7, **{name: [MS / r] * 7 for name, r in ratios.items()}}
-
-    config = slimtorch.CompressConfig(sparsity=0.9, quantize="int8_dynamic")
-    _patch_timing(monkeypatch, fake_compare({"sparse_int8_dynamic": 1.5, "sparse_int8": 2.5, "int8_dynamic": 0.5}))
-    report = slimtorch.compress_(make_mlp(), config)
-    assert report.swapped == {"0": "sparse_int8", "2": "sparse_int8", "4": "sparse_int8"}
-    assert all(d.speedup == 2.5 and d.compressed_us == pytest.approx(400) for d in report.layers)
-    _patch_timing(monkeypatch, fake_compare({"sparse_int8_dynamic": 0.9, "sparse_int8": 1.0, "int8_dynamic": 0.99}))
-    model = make_mlp()
-    report = slimtorch.compress_(model, config)
-    assert report.swapped == {} and all(type(model[i]) is nn.Linear for i in (0, 2, 4))
-    assert all("within noise of dense (margin 0.03" in reason and "sparse_int8 1000 us (1.00x)" in reason
-               for reason in report.dense.values())
-    _patch_timing(monkeypatch, fake_compare({"sparse_int8_dynamic": 0.9, "sparse_int8": 0.8, "int8_dynamic": 0.7}))
-    report = slimtorch.compress_(make_mlp(), config)
-    assert report.swapped == {} and all("slower" in reason for reason in report.dense.values())
-
-
-def _patch_timing(monkeypatch, samples: dict, after_more_rounds: dict | None = None) -> list:
+def _patch_timing(monkeypatch, samples: dict) -> list:
     """compress_'s timer replaced: its results are ``samples`` (per-round
-    seconds per call), ``after_more_rounds`` once it was asked for more than
-    one pass of rounds. Returns the list of timers made."""
+    seconds per call, ``dense`` among them). Returns the list of timers made."""
     from slimtorch.api import compress
 
     timers = []
@@ -170,8 +147,7 @@ def _patch_timing(monkeypatch, samples: dict, after_more_rounds: dict | None = N
             self.rounds += 1
 
         def result(self):
-            more = after_more_rounds is not None and self.rounds > compress.SPEED_CHECK_ROUNDS
-            return _comparison(after_more_rounds if more else samples)
+            return _comparison(samples)
 
     monkeypatch.setattr(compress.benchmark, "Interleaved", FakeTimer)
     return timers
@@ -186,55 +162,134 @@ def _comparison(samples: dict) -> benchmark.Comparison:
 
 
 MS = 1e-3
+ROUNDS = 15
 
 
-@pytest.mark.parametrize("samples, kept", [
-    # 10% faster in every round: kept
-    ({"dense": [MS] * 7, "int8_dynamic": [MS / 1.1] * 7}, "int8_dynamic"),
-    # 2% faster: inside the 3% margin, a tie, dense kept
-    ({"dense": [MS] * 7, "int8_dynamic": [MS / 1.02] * 7}, None),
-    # a busy machine: most samples of both disturbed (up to 5x), the undisturbed ones decide
-    ({"dense": [5 * MS, MS, 3 * MS, 4 * MS, MS, 2 * MS, 5 * MS],
-      "int8_dynamic": [MS / 1.2, 4 * MS, 2 * MS, MS / 1.2, 5 * MS, 3 * MS, 2 * MS]}, "int8_dynamic"),
-    ({"dense": [MS, 5 * MS, 2 * MS], "int8_dynamic": [5 * MS, MS / 0.8, 3 * MS]}, None),  # slower
+def _timed(speedups: dict, apart: float = 0.0) -> dict:
+    """Per-round samples: dense takes 1 ms, each format ``speedups[f]`` times
+    less in its undisturbed rounds; with ``apart`` the other half of its
+    rounds (odd rounds for the first format, even for the second, ...) is
+    ``1 + apart`` times slower, so the two halves disagree by that factor
+    about its speed-up over dense (by its square between formats in opposite
+    phase) while the least disturbed samples stay exact."""
+
+    def factor(round_: int, phase: int) -> float:
+        return 1.0 + apart if (round_ + phase) % 2 else 1.0
+
+    return {"dense": [MS] * ROUNDS, **{f: [MS * factor(r, phase) / s for r in range(ROUNDS)]
+                                       for phase, (f, s) in enumerate(speedups.items())}}
+
+
+SPARSE_INT8 = dict(sparsity=0.9, quantize="int8_dynamic")  # three candidates, sparse_int8_dynamic first
+
+
+def _compress_timed(monkeypatch, speedups: dict, apart: float = 0.0, **config) -> slimtorch.CompressReport:
+    _patch_timing(monkeypatch, _timed(speedups, apart))
+    return slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(**(config or SPARSE_INT8)))
+
+
+@pytest.mark.parametrize("speedups, apart, kept", [
+    # within noise of dense: the first candidate stays, whichever side of 1.0 it measured
+    ({"int8_dynamic": 1.02}, 0.0, "int8_dynamic"),
+    ({"int8_dynamic": 0.98}, 0.0, "int8_dynamic"),
+    # halves of the rounds that disagree widen the band: 8% slower is within noise of them
+    ({"int8_dynamic": 0.92}, 0.05, "int8_dynamic"),
+    # too noisy to tell at all: the prior stands
+    ({"int8_dynamic": 0.5}, 1.0, "int8_dynamic"),
+    # a rival within noise of the first candidate does not replace it
+    ({"sparse_int8_dynamic": 1.20, "sparse_int8": 1.22, "int8_dynamic": 1.23}, 0.0, "sparse_int8_dynamic"),
+    ({"sparse_int8_dynamic": 1.20, "sparse_int8": 1.40, "int8_dynamic": 1.10}, 0.1, "sparse_int8_dynamic"),
 ])
-def test_speed_check_uses_the_least_disturbed_samples(fake_layers, monkeypatch, samples, kept):
-
-    _patch_timing(monkeypatch, samples)
-    report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(quantize="int8_dynamic"))
-    assert all(d.format == kept for d in report.layers)
-    for decision in report.layers:
-        assert "margin 0.03, least disturbed of" in decision.reason
-        if kept is None:
-            assert ("slower" if samples["int8_dynamic"][1] > MS else "within noise") in decision.reason
+def test_speed_check_keeps_the_prior_within_noise(fake_layers, monkeypatch, speedups, apart, kept):
+    config = dict(quantize="int8_dynamic") if len(speedups) == 1 else SPARSE_INT8
+    report = _compress_timed(monkeypatch, speedups, apart, **config)
+    assert report.swapped == {"0": kept, "2": kept, "4": kept}
+    for d in report.layers:
+        assert d.speedup == pytest.approx(speedups[kept]) and d.margin >= 0.03
+        assert f"{speedups[kept]:.2f}x" in d.reason and f"noise band {d.margin:.0%}" in d.reason
 
 
-@pytest.mark.parametrize("first, second, kept, passes", [
-    (1.05, 1.01, None, 2),            # close (within three margins): timed again, then a tie
-    (1.05, 1.06, "int8_dynamic", 2),  # close, confirmed by the second pass
-    (1.50, 1.00, "int8_dynamic", 1),  # clear: decided after one pass
+@pytest.mark.parametrize("speedups, kept", [
+    # the first candidate clearly slower than dense: the next one is considered
+    ({"sparse_int8_dynamic": 0.5, "sparse_int8": 1.1, "int8_dynamic": 1.12}, "sparse_int8"),
+    # a rival clearly faster than the first candidate replaces it
+    ({"sparse_int8_dynamic": 1.1, "sparse_int8": 1.0, "int8_dynamic": 1.3}, "int8_dynamic"),
+    ({"sparse_int8_dynamic": 1.0, "sparse_int8": 1.5, "int8_dynamic": 2.5}, "int8_dynamic"),
 ])
-def test_a_close_call_gets_more_rounds(fake_layers, monkeypatch, first, second, kept, passes):
+def test_speed_check_overrides_the_prior_when_clearly_contradicted(fake_layers, monkeypatch, speedups, kept):
+    report = _compress_timed(monkeypatch, speedups)
+    assert report.swapped == {"0": kept, "2": kept, "4": kept}
+    assert all(d.speedup == pytest.approx(speedups[kept]) and d.margin == pytest.approx(0.03) for d in report.layers)
+    assert all(d.compressed_us == pytest.approx(1e3 / speedups[kept]) for d in report.layers)
+    if speedups["sparse_int8_dynamic"] >= 1.0:
+        assert all("clearly faster than sparse_int8_dynamic" in d.reason for d in report.layers)
+
+
+@pytest.mark.parametrize("speedups, apart", [
+    ({"int8_dynamic": 0.95}, 0.0),  # steady rounds, 5% slower
+    ({"int8_dynamic": 0.6}, 0.1),   # halves 10% apart: 40% slower is still clearly slower
+    ({"sparse_int8_dynamic": 0.9, "sparse_int8": 0.8, "int8_dynamic": 0.7}, 0.0),
+])
+def test_speed_check_never_keeps_a_clearly_slower_layer(fake_layers, monkeypatch, speedups, apart):
+    config = dict(quantize="int8_dynamic") if len(speedups) == 1 else SPARSE_INT8
+    model = make_mlp()
+    x = torch.randn(4, 12)
+    expected = model(x)
+    _patch_timing(monkeypatch, _timed(speedups, apart))
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(**config))
+    assert report.swapped == {} and all(type(model[i]) is nn.Linear for i in (0, 2, 4))
+    if "sparsity" not in config:  # nothing pruned: the model is untouched
+        assert torch.equal(model(x), expected)
+    best = max(speedups.values())
+    for d in report.layers:
+        assert d.reason.startswith("compressed would be slower") and d.speedup == pytest.approx(best)
+        assert d.speedup * (1 + d.margin) < 1.0
+
+
+@pytest.mark.parametrize("apart, margin", [
+    (0.0, 0.03), (0.01, 0.03),    # halves that agree: the 3% floor
+    (0.05, 1.05 ** 2 - 1), (1.0, 3.0),  # twice their disagreement (in log terms)
+])
+def test_noise_band_is_twice_the_disagreement_of_the_halves(fake_layers, monkeypatch, apart, margin):
+    report = _compress_timed(monkeypatch, {"int8_dynamic": 1.5}, apart, quantize="int8_dynamic")
+    assert all(d.margin == pytest.approx(margin) for d in report.layers)
+
+
+def test_break_even_data_rules_out_a_sparse_layer_that_would_run_dense(fake_layers, monkeypatch):
+    """Above its break-even density a float SparseLinear runs its dense copy:
+    it is not timed, and a layer with no other candidate stays dense."""
     from slimtorch.api import compress
 
-    timers = _patch_timing(monkeypatch, {"dense": [MS] * 7, "int8_dynamic": [MS / first] * 7},
-                           after_more_rounds={"dense": [MS] * 7, "int8_dynamic": [MS / second] * 7})
-    report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(quantize="int8_dynamic"))
-    assert all(d.format == kept for d in report.layers)
-    assert [t.rounds for t in timers] == [passes * compress.SPEED_CHECK_ROUNDS] * 3
+    density, rows = 0.5, 128
+
+    def break_even(density, values_dtype, weight_elements, device=None, *, dynamic=False):
+        return 16 if density > 0.1 else math.inf  # every table: sparse pays only below 10% density
+
+    monkeypatch.setattr(compress._backend, "sparse_max_batch", break_even)
+    timers = _patch_timing(monkeypatch, _timed({}))
+    report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(sparsity=1 - density, speed_check_rows=rows))
+    assert timers == [] and report.swapped == {} and FakeSparse.built == []
+    assert all("break-even data" in reason and "would run its dense copy" in reason
+               for reason in report.dense.values())
+    # int8 values at the same density: both sparse candidates drop out, the dense int8 layer is timed
+    timers = _patch_timing(monkeypatch, _timed({"int8_dynamic": 1.2}))
+    report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(sparsity=1 - density, quantize="int8_dynamic",
+                                                                      speed_check_rows=rows))
+    assert len(timers) == 3 and set(report.swapped.values()) == {"int8_dynamic"} and FakeSparse.built == []
+    assert all("sparse_int8: not timed" in d.reason and "sparse_int8_dynamic: not timed" in d.reason
+               for d in report.layers)
+    # sparse enough: the break-even data lets the sparse kernel run, so it is timed
+    _patch_timing(monkeypatch, _timed({"sparse": 1.5}))
+    report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(sparsity=0.95, speed_check_rows=rows))
+    assert set(report.swapped.values()) == {"sparse"}
 
 
-@pytest.mark.parametrize("sparse_int8, int8_dynamic, kept", [
-    (1.20, 1.22, "sparse_int8"),   # within 3% of the fastest: the format listed first wins
-    (1.10, 1.30, "int8_dynamic"),  # clearly faster: it wins
-])
-def test_speed_check_ties_go_to_the_preferred_format(fake_layers, monkeypatch, sparse_int8, int8_dynamic, kept):
+def test_speed_check_times_a_fixed_number_of_rounds(fake_layers, monkeypatch):
+    from slimtorch.api import compress
 
-    samples = {"dense": [MS] * 5, "sparse_int8_dynamic": [MS / 0.5] * 5, "sparse_int8": [MS / sparse_int8] * 5,
-               "int8_dynamic": [MS / int8_dynamic] * 5}
-    _patch_timing(monkeypatch, samples)
-    report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(sparsity=0.9, quantize="int8_dynamic"))
-    assert set(report.swapped.values()) == {kept}
+    timers = _patch_timing(monkeypatch, _timed({"int8_dynamic": 1.03}))
+    slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(quantize="int8_dynamic"))
+    assert [t.rounds for t in timers] == [compress.SPEED_CHECK_ROUNDS] * 3
 
 
 def test_static_needs_calibration(fake_layers):

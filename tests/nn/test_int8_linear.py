@@ -74,6 +74,38 @@ def test_non_contiguous_and_half_inputs(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", [(1, 37), (16, 37), (2, 40, 37)])
+def test_bfloat16_in_bfloat16_out(isa, mode, shape):
+    _, layer = _layer(mode)
+    x = torch.randn(*shape).bfloat16()
+    with torch.no_grad():
+        y = layer(x)
+        assert y.dtype == torch.bfloat16 and y.shape == (*shape[:-1], 29)
+        # bf16 widens to float32 exactly: the float32 result, rounded once to bf16.
+        assert torch.equal(y, layer(x.float()).bfloat16())
+        expected = _reference(layer, x)
+        assert expected.dtype == torch.bfloat16
+        torch.testing.assert_close(y.float(), expected.float(), rtol=2.0**-7, atol=1e-2)
+        # As compress_ casts a model: the scales and bias keep float32, the result is unchanged.
+        layer.to(torch.bfloat16)
+        assert layer.weight_scale.dtype == torch.float32 and layer.bias.dtype == torch.float32
+        assert torch.equal(layer(x), y)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bfloat16_gradient(mode):
+    _, layer = _layer(mode)
+    x = torch.randn(2, 3, 37).bfloat16().requires_grad_()
+    y = layer(x)
+    assert y.dtype == torch.bfloat16
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    assert x.grad.dtype == torch.bfloat16
+    expected = grad.float() @ (layer.weight_int8.float() * layer.weight_scale[:, None])
+    torch.testing.assert_close(x.grad.float(), expected, rtol=2.0**-7, atol=1e-2)
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_edge_sizes(mode):
     for k, n in [(1, 1), (1, 17), (17, 1), (64, 64), (65, 63)]:
         _linear, layer = _layer(mode, k, n)

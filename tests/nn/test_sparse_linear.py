@@ -216,6 +216,63 @@ def test_break_even_lookup_follows_the_isa_path(monkeypatch):
     assert rule(0.7, torch.float32, 100, torch.device("cuda")) == math.inf
 
 
+def test_int8_dynamic_table_is_used_only_where_measured(monkeypatch):
+    tables = {f"{kind}/{size}": [[1, 0.5], [16, 0.3]] for kind in ("float", "int8") for size in ("cached", "large")}
+    _break_even(monkeypatch, {"schema": 1, "default": "any", "paths": {"any": _entry(tables)}, "aliases": {}})
+    assert ops.sparse_max_batch(0.9, torch.int8, 100, dynamic=True) == math.inf
+    tables["int8_dynamic/cached"] = [[1, 0.5], [16, 0.2], [2048, 0.1]]
+    assert ops.sparse_max_batch(0.3, torch.int8, 100, dynamic=True) == 1
+    assert ops.sparse_max_batch(0.05, torch.int8, 100, dynamic=True) == math.inf
+    assert ops.sparse_max_batch(0.4, torch.int8, 100) == 1  # weight-only keeps its own table
+
+
+def test_to_packed_int8_holds_the_same_weights():
+    layer = SparseLinear.from_dense(_linear(70, 33), sparsity=0.6, values_dtype=torch.int8)
+    weight = layer.packed()
+    packed = weight.to_packed_int8()
+    dense_q = torch.zeros(33, 70, dtype=torch.int8)
+    rows, cols = weight._coordinates()
+    dense_q[rows, cols] = weight.values
+    assert torch.equal(ops.qgemm.unpack_weight(packed.packed, 33, 70), dense_q)
+    assert torch.equal(packed.scale, weight.row_scales)
+    with pytest.raises(ValueError, match="values: expected int8 values"):
+        SparseLinear.from_dense(_linear(10, 5), sparsity=0.5).packed().to_packed_int8()
+
+
+@pytest.mark.skipif(_native.cpu is None, reason="needs the native CPU module")
+@pytest.mark.parametrize("scheme", ["int8_dynamic", "int8_weight_only"])
+def test_int8_dense_fallback_runs_the_int8_kernels(monkeypatch, scheme):
+    """Where the ISA path has int8 tiles, the dense fallback of int8 values is
+    the same int8 weights on the qgemm kernels (here forced on whatever path
+    this CPU runs)."""
+    monkeypatch.setattr(ops.spmm, "_INT8_TILE_FALLBACK_PATHS", (_native.cpu.active_isa(),))
+    op = ops.qlinear_dynamic if scheme == "int8_dynamic" else ops.qlinear_weight_only
+    layer = SparseLinear.from_dense(_linear(96, 50), sparsity=0.5, scheme=scheme)
+    x = _x(40, 96)
+    with torch.no_grad():
+        layer.dispatch = "sparse"
+        sparse = layer(x)
+        layer.dispatch = "dense"
+        assert type(layer._state[2]) is ops.PackedInt8Weight and layer._state[1] == -1
+        dense = layer(x)
+        assert torch.equal(dense, op(x, layer.packed().to_packed_int8(), layer.bias))
+        # Same int8 weights: only the summation (and, for weight-only on AMX, bf16 activations) differs.
+        torch.testing.assert_close(dense, sparse, rtol=1e-2, atol=1e-2)
+        # The int8 kernels take float32; other activations stay on the sparse kernels.
+        assert torch.equal(layer(x.half()), ops.sparse_linear_dynamic(x.half(), layer.packed(), layer.bias.half())
+                           if scheme == "int8_dynamic" else ops.sparse_linear(x.half(), layer.packed(),
+                                                                             layer.bias.half()))
+    assert "int8" not in set(layer.state_dict()) and set(layer.state_dict()) == {
+        "row_ptr", "col_idx", "values", "row_scales", "bias"}
+
+
+def test_int8_dynamic_without_tiles_never_falls_back(monkeypatch):
+    monkeypatch.setattr(ops.spmm, "_INT8_TILE_FALLBACK_PATHS", ())
+    layer = SparseLinear.from_dense(_linear(96, 50), sparsity=0.0, scheme="int8_dynamic")
+    assert ops.sparse_int8_fallback() == "linear"
+    assert layer._state[1] == math.inf and layer._state[2] is None
+
+
 def test_shipped_break_even_file_has_the_documented_schema():
     from importlib import resources
 
@@ -224,7 +281,8 @@ def test_shipped_break_even_file_has_the_documented_schema():
     assert all(target in data["paths"] for target in data["aliases"].values())
     for entry in data["paths"].values():
         assert isinstance(entry["measured_on"], str) and entry["cached_weight_bytes"] > 0
-        assert set(entry["tables"]) == {"float/cached", "float/large", "int8/cached", "int8/large"}
+        assert {"float/cached", "float/large", "int8/cached", "int8/large"} <= set(entry["tables"]) <= {
+            "float/cached", "float/large", "int8/cached", "int8/large", "int8_dynamic/cached", "int8_dynamic/large"}
         for rows in entry["tables"].values():
             batches = [batch for batch, _ in rows]
             assert batches == sorted(batches) and all(0 <= density <= 1 for _, density in rows)
@@ -247,6 +305,50 @@ def test_module_conversions_keep_scales_float32():
     y = half(_x(2, 20).half())
     assert y.dtype == torch.float16
     torch.testing.assert_close(y.float(), half.to_dense().float()(_x(2, 20)), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("scheme, values_dtype", [(None, torch.float32), (None, torch.bfloat16),
+                                                  ("int8_weight_only", None), ("int8_dynamic", None)])
+@pytest.mark.parametrize("dispatch", ["sparse", "dense"])
+@pytest.mark.parametrize("batch", [1, 40])
+def test_bfloat16_in_bfloat16_out(isa, scheme, values_dtype, dispatch, batch):
+    layer = SparseLinear.from_dense(_linear(50, 30), sparsity=0.8, values_dtype=values_dtype, scheme=scheme)
+    layer.dispatch = dispatch
+    x = _x(2, batch, 50).bfloat16()
+    with torch.no_grad():
+        expected = layer(x.float())  # x widens exactly; what differs is bf16 rounding of bias and output
+        y = layer(x)
+        assert y.dtype == torch.bfloat16 and y.shape == (2, batch, 30)
+        torch.testing.assert_close(y.float(), expected, rtol=2.0**-6, atol=2e-2)
+        # As compress_ casts a model: float values and bias follow, int8 values and row scales do not.
+        layer.to(torch.bfloat16)
+        assert layer.bias.dtype == torch.bfloat16
+        assert layer.values.dtype == (torch.int8 if scheme else torch.bfloat16)
+        assert scheme is None or layer.row_scales.dtype == torch.float32
+        dense = layer._state[2]  # the dense copy, made once
+        on_tiles = scheme is not None and ops.sparse_int8_fallback() == "qgemm"
+        if dispatch == "sparse" or (scheme == "int8_dynamic" and not on_tiles):
+            assert dense is None
+        elif on_tiles:
+            assert type(dense) is ops.PackedInt8Weight  # the same int8 weights, on the int8 kernels
+        else:
+            assert dense.dtype == torch.bfloat16
+        y = layer(x)
+        assert y.dtype == torch.bfloat16
+        torch.testing.assert_close(y.float(), expected, rtol=2.0**-6, atol=2e-2)
+
+
+@pytest.mark.parametrize("scheme", [None, "int8_dynamic"])
+def test_bfloat16_gradient_to_input_and_bias(scheme):
+    layer = SparseLinear.from_dense(_linear(50, 30), sparsity=0.8, scheme=scheme).to(torch.bfloat16)
+    layer.dispatch = "sparse"
+    x = _x(3, 40, 50).bfloat16().requires_grad_()
+    y = layer(x)
+    grad = _x(3, 40, 30, seed=5).bfloat16()
+    y.backward(grad)
+    assert x.grad.dtype == torch.bfloat16 and layer.bias.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(x.grad.float(), grad.float() @ layer.packed().to_dense(), rtol=2.0**-7, atol=2e-2)
+    torch.testing.assert_close(layer.bias.grad.float(), grad.float().sum((0, 1)), rtol=2.0**-7, atol=5e-2)
 
 
 def test_reassigned_buffers_are_picked_up():

@@ -435,6 +435,56 @@ def test_bad_weights_and_sizes():
         ops.qgemm_s32(torch.zeros(2, 4, dtype=torch.uint8), small)
 
 
+# ---- bfloat16 activations (compress_'s compute_dtype) -----------------------------------------
+
+BF16_SHAPES = [(1, 5, 16), (7, 65, 65), (16, 64, 17), (33, 257, 70), (130, 96, 200)]
+
+
+def _reference(mode, x, q, w_scale, bias):
+    if mode == "dynamic":
+        return ref.qlinear_dynamic(x, q, w_scale, bias)
+    if mode == "static":
+        return ref.qlinear_static(x, q, w_scale, bias, 0.05, 128)
+    return ref.qlinear_weight_only(x, q, w_scale, bias)
+
+
+@pytest.mark.parametrize("m, k, n", BF16_SHAPES)
+@pytest.mark.parametrize("mode", MODES)
+def test_bfloat16_in_bfloat16_out(isa, mode, m, k, n):
+    x, _, b, q, w_scale, weight = _case(m, k, n)
+    xb = x.bfloat16()
+    y = _run(mode, xb, weight, b)
+    assert y.dtype == torch.bfloat16 and y.shape == (m, n)
+    # bf16 widens to float32 exactly: the float32 result of the widened input, rounded once.
+    assert torch.equal(y, _run(mode, xb.float(), weight, b).bfloat16())
+    # The same through torch.library dispatch (strided x) and with leading dimensions.
+    wide = torch.zeros(m, 2 * k, dtype=torch.bfloat16)
+    wide[:, ::2] = xb
+    assert torch.equal(_run(mode, wide[:, ::2], weight, b), y)
+    assert torch.equal(_run(mode, xb.reshape(m, 1, k), weight, b), y.reshape(m, 1, n))
+    # A bfloat16 bias is widened too.
+    assert torch.equal(_run(mode, xb, weight, b.bfloat16()), _run(mode, xb, weight, b.bfloat16().float()))
+    # The reference returns x's dtype as well, and agrees to float32 rounding plus one bf16 rounding.
+    expected = _reference(mode, xb, q, w_scale, b)
+    assert expected.dtype == torch.bfloat16
+    size = (xb.float().abs() @ q.abs().float().T) * w_scale + b.abs()
+    diff = (y.double() - expected.double()).abs()
+    assert bool((diff <= 2.0**-7 * expected.double().abs() + (k + 8) * EPS * size.double() + 1e-30).all())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bfloat16_gradient(mode):
+    x, _, b, q, w_scale, weight = _case(5, 23, 17)
+    x = x.bfloat16().reshape(5, 1, 23).requires_grad_()
+    y = _run(mode, x, weight, b)
+    assert y.dtype == torch.bfloat16
+    grad_y = torch.randn_like(y)
+    y.backward(grad_y)
+    assert x.grad.dtype == torch.bfloat16
+    expected = grad_y.float() @ (q.float() * w_scale[:, None])
+    torch.testing.assert_close(x.grad.float(), expected, rtol=2.0**-7, atol=1e-2)
+
+
 # ---- torch.library contract ------------------------------------------------------------------
 
 def test_opcheck():
@@ -445,6 +495,12 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.slimtorch.qgemm_s32.default, (a, packed, 18))
     xg = x.clone().requires_grad_()
     for args in [(x, packed, w_scale, colsum, b), (xg, packed, w_scale, colsum, None)]:
+        torch.library.opcheck(torch.ops.slimtorch.qlinear_dynamic.default, args)
+        torch.library.opcheck(torch.ops.slimtorch.qlinear_static.default, args + (0.05, 128))
+        torch.library.opcheck(torch.ops.slimtorch.qlinear_weight_only.default, args[:3] + args[4:])
+    # bfloat16 activations: the fake and the kernels agree on the output dtype.
+    xb = x.bfloat16()
+    for args in [(xb, packed, w_scale, colsum, b), (xb.clone().requires_grad_(), packed, w_scale, colsum, None)]:
         torch.library.opcheck(torch.ops.slimtorch.qlinear_dynamic.default, args)
         torch.library.opcheck(torch.ops.slimtorch.qlinear_static.default, args + (0.05, 128))
         torch.library.opcheck(torch.ops.slimtorch.qlinear_weight_only.default, args[:3] + args[4:])
@@ -459,6 +515,9 @@ def test_compile_fullgraph(mode):
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     assert torch.equal(compiled(x), f(x))
+    xb = x.bfloat16()
+    assert compiled(xb).dtype == torch.bfloat16
+    assert torch.equal(compiled(xb), f(xb))
 
 
 # ---- every device (cpu, and cuda where a GPU and the CUDA kernels exist) --------------------

@@ -167,6 +167,40 @@ def test_half_activations(isa, x_dtype):
     assert_close_to_fp64(y, x, weight, bias)
 
 
+@pytest.mark.parametrize("values_dtype", VALUE_DTYPES)
+@pytest.mark.parametrize("batch", [1, 17, 40])
+def test_bfloat16_in_bfloat16_out(isa, values_dtype, batch):
+    weight = SparseWeight.from_dense(_pruned(30, 50, 0.8), values_dtype)
+    x, bias = _x((batch, 50), dtype=torch.bfloat16), _x((30,), seed=4, dtype=torch.bfloat16)
+    products = [ops.sparse_linear] + ([ops.sparse_linear_dynamic] if values_dtype == torch.int8 else [])
+    for product in products:
+        y = product(x, weight, bias)
+        assert y.dtype == torch.bfloat16 and y.shape == (batch, 30)
+        # bf16 widens to float32 exactly: the float32 result of the widened input, rounded once;
+        # the same through torch.library dispatch (a gradient to compute) and with leading dims.
+        assert torch.equal(y, product(x.float(), weight, bias.float()).bfloat16())
+        assert torch.equal(product(x.clone().requires_grad_(), weight, bias).detach(), y)
+        assert torch.equal(product(x.reshape(batch, 1, 50), weight, bias), y.reshape(batch, 1, 30))
+    assert_close_to_fp64(ops.sparse_linear(x, weight, bias), x, weight, bias)
+    expected = reference.sparse_linear(x, weight.row_ptr, weight.col_idx, weight.values, weight.row_scales, bias, 50)
+    assert expected.dtype == torch.bfloat16
+    torch.testing.assert_close(ops.sparse_linear(x, weight, bias), expected, rtol=2.0**-7, atol=1e-2)
+
+
+@pytest.mark.parametrize("values_dtype", [torch.float32, torch.int8])
+def test_bfloat16_gradient(values_dtype):
+    weight = SparseWeight.from_dense(_pruned(20, 30, 0.7), values_dtype)
+    x = _x((2, 3, 30), dtype=torch.bfloat16).requires_grad_()
+    bias = _x((20,), seed=2, dtype=torch.bfloat16).requires_grad_()
+    grad_out = _x((2, 3, 20), seed=9, dtype=torch.bfloat16)
+    for product in [ops.sparse_linear] + ([ops.sparse_linear_dynamic] if values_dtype == torch.int8 else []):
+        x.grad = bias.grad = None
+        product(x, weight, bias).backward(grad_out)
+        assert x.grad.dtype == torch.bfloat16 and bias.grad.dtype == torch.bfloat16
+        torch.testing.assert_close(x.grad.float(), grad_out.float() @ weight.to_dense(), rtol=2.0**-7, atol=1e-2)
+        torch.testing.assert_close(bias.grad.float(), grad_out.float().sum((0, 1)), rtol=2.0**-7, atol=1e-2)
+
+
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 @pytest.mark.parametrize("batch", [1, 48])
 def test_thread_counts_agree(threads, n_threads, batch):
@@ -256,6 +290,8 @@ def _weight():
         (torch.ones(2, 6, device="meta"), None, ValueError, "x: expected device cpu"),
         (torch.ones(2, 6), torch.ones(5), ValueError, r"bias: expected shape \(4,\)"),
         (torch.ones(2, 6), torch.ones(4, dtype=torch.float16), TypeError, "bias: expected dtype torch.float32"),
+        # The eager bfloat16 path checks the bias dtype as the dispatched op does.
+        (torch.ones(2, 6, dtype=torch.bfloat16), torch.ones(4), TypeError, "bias: expected dtype torch.bfloat16"),
         (torch.ones(2, 6), [0.0] * 4, TypeError, "bias: expected a torch.Tensor"),
     ],
 )
@@ -407,6 +443,16 @@ def test_opcheck(values_dtype):
         for batch in (3, 40):  # below and above the batch where the integer kernel starts
             xd = _x((batch, 10)).requires_grad_()
             torch.library.opcheck(torch.ops.slimtorch.sparse_linear_dynamic.default, (xd, *args, _x((12,)), 10))
+    # bfloat16 activations: the fake and the kernels agree on the output dtype.
+    xb = _x((3, 10), dtype=torch.bfloat16).requires_grad_()
+    bias = _x((12,), dtype=torch.bfloat16)
+    torch.library.opcheck(torch.ops.slimtorch.sparse_linear.default, (xb, *args, bias, 10))
+    torch.library.opcheck(torch.ops.slimtorch.sparse_linear_grad_input.default,
+                          (_x((3, 12), dtype=torch.bfloat16), *args, 10))
+    if values_dtype == torch.int8:
+        for batch in (3, 40):
+            xd = _x((batch, 10), dtype=torch.bfloat16).requires_grad_()
+            torch.library.opcheck(torch.ops.slimtorch.sparse_linear_dynamic.default, (xd, *args, bias, 10))
 
 
 def test_compile_fullgraph():

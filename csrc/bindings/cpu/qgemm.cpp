@@ -36,15 +36,16 @@ void bind_qgemm(py::module_& m) {
   });
   // The linear entry points release the GIL only for large problems: at batch
   // 1 releasing and re-taking it costs a noticeable part of a small layer's GEMV.
+  // x_dtype / y_dtype: DType codes (float32 0, float16 1, bfloat16 2).
   m.def("qlinear_u8s8", [](uintptr_t x, int64_t m, int64_t k, int64_t ldx, uintptr_t packed,
                            uintptr_t w_scale, uintptr_t colsum, uintptr_t bias, int64_t n,
                            uintptr_t y, int64_t ldy, bool is_static, float x_scale,
-                           int32_t x_zero_point, int n_threads) {
+                           int32_t x_zero_point, int n_threads, int x_dtype, int y_dtype) {
     std::optional<py::gil_scoped_release> release;
     if (m * n * k >= kReleaseGilMacs) release.emplace();
-    check(qlinear_u8s8(as_ptr<const float>(x), m, k, ldx, as_ptr<const int8_t>(packed),
+    check(qlinear_u8s8(as_ptr<const void>(x), to_dtype(x_dtype), m, k, ldx, as_ptr<const int8_t>(packed),
                        as_ptr<const float>(w_scale), as_ptr<const int32_t>(colsum),
-                       as_ptr<const float>(bias), n, as_ptr<float>(y), ldy,
+                       as_ptr<const float>(bias), n, as_ptr<void>(y), to_dtype(y_dtype), ldy,
                        is_static ? &x_scale : nullptr, x_zero_point, n_threads),
           "qlinear_u8s8");
   });

@@ -62,6 +62,14 @@ Status qlinear_u8s8(const float* x, int64_t m, int64_t k, int64_t ldx, const int
                     const float* w_scale, const int32_t* colsum, const float* bias, int64_t n,
                     float* y, int64_t ldy, const float* x_scale, int32_t x_zero_point,
                     int n_threads);
+// The same with x and y of any float DType (float16 / bfloat16 as 16-bit
+// patterns, strides in elements): x is widened exactly as it is read, so the
+// quantized rows equal those of float32 x; each output is computed in float32
+// as above and rounded once (nearest even). bias stays float32.
+Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t ldx, const int8_t* packed,
+                    const float* w_scale, const int32_t* colsum, const float* bias, int64_t n,
+                    void* y, DType y_dtype, int64_t ldy, const float* x_scale, int32_t x_zero_point,
+                    int n_threads);
 
 // Weight-only linear: y[m][n] = w_scale[n] * sum_k x[m][k] * float(q[n][k]) + bias[n],
 // summed in float32; the weight is converted inside the kernel and never

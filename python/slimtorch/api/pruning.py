@@ -105,14 +105,27 @@ def storage_key(tensor: torch.Tensor) -> tuple:
     return tensor.untyped_storage().data_ptr(), tensor.device.type, tensor.device.index
 
 
-def tied_weights(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, list[str]]:
-    """Targets whose weight shares its memory with a parameter or buffer
-    outside it (tied embeddings and heads): ``{module name: the others' names}``."""
+def tensor_owners(model: nn.Module) -> dict[tuple, list[str]]:
+    """``{storage_key: names of every parameter and buffer in that memory}``
+    (a tied parameter appears under each of its names; empty tensors own nothing)."""
     owners: dict[tuple, list[str]] = {}
     named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
     for name, tensor in named:
         if tensor.numel():
             owners.setdefault(storage_key(tensor), []).append(name)
+    return owners
+
+
+def tied_groups(model: nn.Module) -> list[list[str]]:
+    """The names of the parameters and buffers that share memory, one list per
+    shared storage (tied embeddings and heads), in model order."""
+    return [names for names in tensor_owners(model).values() if len(names) > 1]
+
+
+def tied_weights(model: nn.Module, targets: list[tuple[str, nn.Module]]) -> dict[str, list[str]]:
+    """Targets whose weight shares its memory with a parameter or buffer
+    outside it (tied embeddings and heads): ``{module name: the others' names}``."""
+    owners = tensor_owners(model)
     tied = {}
     for name, module in targets:
         weight = module.parametrizations["weight"].original if is_pruned(module) else module.weight
@@ -654,9 +667,19 @@ def prune_(model: nn.Module, sparsity: float | str | AGPSchedule, *, scope: str 
 def strip_(model: nn.Module) -> nn.Module:
     """Make pruning permanent: remove the masks, leaving plain ``weight``
     parameters (same ``Parameter`` objects) that hold the zeros, and plain
-    ``state_dict`` keys. Returns ``model``."""
+    ``state_dict`` keys. Returns ``model``.
+
+    A masked weight tied to another module's tensor (a mask put on one member
+    of a tied group by hand; ``prune_`` never does) raises ``ValueError``
+    before anything changes: making it permanent would write the zeros into
+    every member."""
     _check_model(model)
-    for module in model.modules():
-        if is_pruned(module):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    pruned = [(name, module) for name, module in model.named_modules() if is_pruned(module)]
+    tied = tied_weights(model, pruned)
+    if tied:
+        name, others = next(iter(tied.items()))
+        raise ValueError(f"model: the masked weight of {name!r} is tied to {', '.join(others)}; strip_ would "
+                         "write its zeros into every member of the tied group")
+    for _, module in pruned:
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return model

@@ -9,7 +9,8 @@ magic bytes):
   (pruning masks) are bit-packed to ``uint8`` (``numpy.packbits``, little bit
   order); a pruned weight is stored as its effective (masked) value under its
   ``parametrizations.weight.original`` key. Tensors that share memory (tied
-  weights) are stored once and listed under ``aliases``.
+  weights, and the int8 table and scales that a compressed embedding shares
+  with its tied head) are stored once and listed under ``aliases``.
 - header ``__metadata__["slimtorch"]``: a JSON object
 
   ``format``   "slimtorch";  ``version``  3
@@ -58,7 +59,10 @@ layer classes registered in
 ``slimtorch.nn.registry.LAYER_CLASSES`` only. ``load_`` reads the header
 first and checks every size it declares (tensor shapes, packed and encoded
 lengths, layer constructor arguments, the data length) against ``model``
-before it allocates or decompresses anything; then it reads the data, checks
+before it allocates or decompresses anything, and that every group of tied
+tensors in ``model`` stays one tensor (the file stores it once: dense, or as
+one int8 table of ``Int8Embedding`` layers and at most one ``Int8Linear``
+head, never one member compressed or pruned alone); then it reads the data, checks
 the checksum, decodes with every offset and count range-checked (in int64
 without overflow), builds the recorded layers and checks every key, shape and
 dtype, and only then changes ``model``. A bad file leaves the model untouched
@@ -83,7 +87,7 @@ from torch.nn.utils import parametrize
 
 from slimtorch._io import atomic_write_bytes
 from slimtorch.api._linear_like import is_linear_like, linear_features
-from slimtorch.api.pruning import WeightMask, is_pruned, weight_mask
+from slimtorch.api.pruning import WeightMask, is_pruned, tied_groups, weight_mask
 from slimtorch.nn.registry import LAYER_CLASSES
 from slimtorch.structured.surgery import RESIZED_ATTR, plan_resize, resize_
 
@@ -753,6 +757,56 @@ def _expected_state(path: str, model: nn.Module, meta: dict, resized: dict[str, 
     return swaps, expected, row_offsets
 
 
+_TABLE_KEYS = ("weight_int8", "weight_scale")
+_TABLE_CLASSES = ("Int8Embedding", "Int8Linear")
+
+
+def _check_ties(path: str, model: nn.Module, meta: dict, swaps: dict[str, nn.Module]
+                ) -> tuple[list[list[str]], list[tuple[str, str]]]:
+    """Every group of tensors that ``model`` ties (one memory under several
+    names) stays one tensor: the file stores it once, either dense (aliases
+    of one stored key, not pruned; an ``Int8Linear``'s bias may be one of
+    them) or with every member swapped for a layer sharing one int8 table
+    (``Int8Embedding`` layers and at most one ``Int8Linear`` head, whose table
+    and scale keys alias one stored key each). Returns what to tie again once
+    loaded: the swapped groups (module names, the head first) and
+    ``(Int8Linear, tensor key)`` pairs of tied biases."""
+    state_keys = set(model.state_dict())
+    stored = meta["aliases"]
+    swapped_groups: list[list[str]] = []
+    biases: list[tuple[str, str]] = []
+    for group in tied_groups(model):
+        keys = [key for key in group if key in state_keys]
+        modules = list(dict.fromkeys(key.rpartition(".")[0] for key in keys))
+        if len(modules) < 2:
+            continue
+        where = f"path: {path!r} does not match model: {', '.join(keys)} are one tied tensor in model"
+        swapped = [name for name in modules if name in swaps]
+        # A head's bias tied to a tensor outside it stays a plain tensor in the file.
+        bias_of = [name for name in swapped if type(swaps[name]).__name__ == "Int8Linear" and f"{name}.bias" in keys]
+        if not swapped or (len(swapped) == 1 and bias_of):
+            pruned = [name for name in modules if name in meta["pruned"]]
+            if pruned:
+                raise ValueError(f"{where}; the file prunes {', '.join(pruned)} alone")
+            if len({stored.get(key, key) for key in keys}) > 1:
+                raise ValueError(f"{where}; the file stores them as different tensors")
+            if bias_of:
+                biases.append((bias_of[0], next(key for key in keys if not key.startswith(f"{bias_of[0]}."))))
+            continue
+        if len(swapped) < len(modules):
+            raise ValueError(f"{where}; the file compresses {', '.join(swapped)} alone")
+        classes = [type(swaps[name]).__name__ for name in modules]
+        if any(c not in _TABLE_CLASSES for c in classes) or classes.count("Int8Linear") > 1:
+            raise ValueError(f"{where}; the file makes them {', '.join(classes)}, which cannot share one int8 table")
+        for part in _TABLE_KEYS:
+            if len({stored.get(f"{name}.{part}", f"{name}.{part}") for name in modules}) > 1:
+                raise ValueError(f"{where}; the file gives them different int8 tables ({part})")
+        modules.sort(key=lambda name: type(swaps[name]).__name__ != "Int8Linear")
+        if modules not in swapped_groups:
+            swapped_groups.append(modules)
+    return swapped_groups, biases
+
+
 def _varint_bytes(largest: int) -> int:
     """Bytes of the unsigned LEB128 varint of ``largest``."""
     return max(1, -(-largest.bit_length() // 7))
@@ -885,9 +939,11 @@ def _header_limit(model: nn.Module) -> int:
     return _HEADER_BYTES_BASE + _HEADER_BYTES_PER_ENTRY * entries
 
 
-def _read(path: str, model: nn.Module) -> tuple[dict, dict[str, nn.Module], dict[str, torch.Tensor]]:
-    """The metadata, the layers to swap in and the tensors of the file at
-    ``path``, every one checked against ``model``. Raises ``ValueError``."""
+def _read(path: str, model: nn.Module
+          ) -> tuple[dict, dict[str, nn.Module], dict[str, torch.Tensor], tuple[list, list]]:
+    """The metadata, the layers to swap in, the tensors of the file at
+    ``path``, every one checked against ``model``, and the swapped tied groups
+    (see :func:`_check_ties`). Raises ``ValueError``."""
     header, read_body = _read_header(path, _header_limit(model))
     meta = header.meta
     try:
@@ -899,6 +955,7 @@ def _read(path: str, model: nn.Module) -> tuple[dict, dict[str, nn.Module], dict
     for key in meta["aliases"]:
         if key in row_offsets or any(key in offsets.nnz_keys for offsets in row_offsets.values()):
             raise _corrupt(path, f"alias of packed tensor {key!r}")
+    ties = _check_ties(path, model, meta, swaps)
     _check_declared_sizes(path, header, expected, row_offsets)
     body = read_body()
     tensors = _tensor_views(header, body)
@@ -925,7 +982,7 @@ def _read(path: str, model: nn.Module) -> tuple[dict, dict[str, nn.Module], dict
         stored_key = meta["aliases"].get(key, key)
         if key.startswith(swapped) and stored_key not in meta["encoded"] and stored_key not in meta["packed_bool"]:
             tensors[key] = value.clone()
-    return meta, swaps, tensors
+    return meta, swaps, tensors, ties
 
 
 def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -936,7 +993,7 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     mismatched file, naming the path and the problem, and leaves ``model``
     unchanged. Returns ``model``."""
     path = _check_args(model, path)
-    meta, swaps, tensors = _read(path, model)
+    meta, swaps, tensors, ties = _read(path, model)
     modules = dict(model.named_modules())
     for name, layer in swaps.items():
         prefix = f"{name}."
@@ -963,4 +1020,11 @@ def load_(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             parametrize.register_parametrization(module, "weight", WeightMask(keep))
     with torch.no_grad():
         model.load_state_dict(tensors, strict=True)
+    tables, biases = ties  # one tensor again where loading gave each layer an equal copy
+    for head, *others in tables:
+        for name in others:
+            model.get_submodule(name).share_table(model.get_submodule(head))
+    for head, key in biases:
+        module_name, _, attr = key.rpartition(".")
+        model.get_submodule(head).share_bias(getattr(model.get_submodule(module_name), attr))
     return model

@@ -7,7 +7,8 @@ its mask. ``bytes`` is what the module holds now; ``dense_bytes`` is what the
 same layer holds as a dense float32 layer, and ``ratio = dense_bytes / bytes``.
 Sparsity is the fraction of exact zeros in the (effective) weight. A tensor
 shared by several modules (a head tied to the token embedding) is counted
-once, in the first row that holds it; later rows name it in ``tied_to``.
+once, in the first row that holds it; later rows name it in ``tied_to``
+(also an int8 table that a compressed embedding and its tied head share).
 """
 
 from __future__ import annotations
@@ -136,14 +137,18 @@ def _row(name: str, module: nn.Module, holders: dict[tuple, str]) -> LayerSummar
                             str(weight.dtype).removeprefix("torch."), weight.numel() if counted else 0,
                             int((weight == 0).sum()) if counted else 0, nbytes, dense_numel * _FP32_BYTES, tied_to)
     to_dense = getattr(module, "to_dense", None)
-    if callable(to_dense) and hasattr(module, "in_features") and hasattr(module, "out_features"):
-        # A compressed layer: compare with the dense layer it stands for.
+    if callable(to_dense) and (hasattr(module, "out_features") or hasattr(module, "num_embeddings")):
+        # A compressed layer: compare with the dense layer it stands for. Its
+        # table may be another row's (a head sharing a tied embedding's int8
+        # table): then only what it holds itself (a bias) counts here.
         dense = to_dense()
         w = dense.weight.detach()
-        dense_numel = w.numel() + (dense.bias.numel() if getattr(dense, "bias", None) is not None else 0)
-        largest = max(tensors, key=lambda t: t.numel() * t.element_size())
+        bias_numel = dense.bias.numel() if getattr(dense, "bias", None) is not None else 0
+        counted = not tied_to
+        largest = max(tensors or all_tensors, key=lambda t: t.numel() * t.element_size())
         return LayerSummary(name, type(module).__name__, tuple(w.shape), str(largest.dtype).removeprefix("torch."),
-                            w.numel(), int((w == 0).sum()), nbytes, dense_numel * _FP32_BYTES)
+                            w.numel() if counted else 0, int((w == 0).sum()) if counted else 0, nbytes,
+                            ((w.numel() if counted else 0) + bias_numel) * _FP32_BYTES, tied_to)
     largest = max(tensors, key=lambda t: t.numel())
     return LayerSummary(name, type(module).__name__, tuple(largest.shape), str(largest.dtype).removeprefix("torch."),
                         0, 0, nbytes, sum(t.numel() for t in tensors) * _FP32_BYTES)

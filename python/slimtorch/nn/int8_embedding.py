@@ -4,8 +4,12 @@ batch looks up.
 
 The rows are quantized with the same rule as an int8 linear weight's output
 channels (:func:`slimtorch.ops.qgemm_quantize_weight`: ``scale = max|row| /
-127``, round half to even), so a language-model head tied to the embedding can
-share the same int8 codes and scales.
+127``, round half to even), so a language-model head tied to the embedding shares the same int8 codes and
+scales: :meth:`Int8Embedding.share_table` makes the layer use another layer's
+``weight_int8`` / ``weight_scale`` tensors themselves (an ``Int8Linear`` head
+whose weight is the table, or another ``Int8Embedding``), so the table is held
+and saved once. The shared tensors are read-only: loading a state_dict gives
+the layer new tensors instead of writing into shared ones.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from torch import nn
 
 from slimtorch import ops
 from slimtorch._checks import check_int, check_module, check_tensor
+from slimtorch.nn._shared import convert_once
 from slimtorch.nn.registry import register_layer_class
 
 __all__ = ["Int8Embedding"]
@@ -87,6 +92,31 @@ class Int8Embedding(nn.Module):
         layer.weight_scale.copy_(scale)
         return layer
 
+    def share_table(self, owner: nn.Module) -> Int8Embedding:
+        """Use ``owner``'s ``weight_int8`` and ``weight_scale`` tensors as this
+        layer's table (the same tensors, not copies; they may be on another
+        device than the current table, e.g. when this layer was built on
+        ``"meta"``). ``owner``: an ``Int8Linear`` whose weight is this table
+        (a tied head: ``[num_embeddings, embedding_dim]``, one scale per output
+        channel = per row) or another ``Int8Embedding``. Returns ``self``."""
+        check_module("owner", owner)
+        weight_int8, weight_scale = _check_table(getattr(owner, "weight_int8", None),
+                                                 getattr(owner, "weight_scale", None), self.num_embeddings,
+                                                 self.embedding_dim, "owner.")
+        if weight_scale.device != weight_int8.device:
+            raise ValueError(f"owner.weight_scale: expected a tensor on {weight_int8.device}, "
+                             f"got {weight_scale.device}")
+        self._buffers["weight_int8"] = weight_int8
+        self._buffers["weight_scale"] = weight_scale
+        return self
+
+    def shares_table_with(self, other: nn.Module) -> bool:
+        """Whether ``other`` holds this layer's table and scales in the same memory."""
+        mine = (self.weight_int8, self.weight_scale)
+        theirs = (getattr(other, "weight_int8", None), getattr(other, "weight_scale", None))
+        return all(isinstance(t, torch.Tensor) and t.data_ptr() == m.data_ptr() and t.shape == m.shape
+                   and t.device == m.device for m, t in zip(mine, theirs))
+
     def dequantized_weight(self) -> torch.Tensor:
         """The whole table as float32 ``q * scale``."""
         return self.weight_int8.float() * self.weight_scale[:, None]
@@ -118,11 +148,16 @@ class Int8Embedding(nn.Module):
         keys = (prefix + "weight_int8", prefix + "weight_scale")
         if all(key in state_dict for key in keys):
             try:  # the whole table is checked before either buffer is touched
-                _check_table(state_dict[keys[0]], state_dict[keys[1]], self.num_embeddings, self.embedding_dim,
-                             prefix)
+                table = _check_table(state_dict[keys[0]], state_dict[keys[1]], self.num_embeddings,
+                                     self.embedding_dim, prefix)
             except (TypeError, ValueError) as error:
                 error_msgs.append(str(error))
                 return
+            # New tensors, never a write into the current ones: those may be
+            # shared with a tied head whose kernel layout was built from them.
+            device = self.weight_int8.device
+            self._buffers["weight_int8"], self._buffers["weight_scale"] = (
+                t.detach().to(device, copy=True) for t in table)
         elif any(key in state_dict for key in keys):
             # A half table would pair new codes with old scales: refuse it even when strict=False.
             present = [key for key in keys if key in state_dict]
@@ -130,6 +165,17 @@ class Int8Embedding(nn.Module):
             return
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+
+    def _apply(self, fn, recurse=True):
+        # .half() / .to(dtype) would round the float32 scales; they follow
+        # device moves only (as Int8Linear's do). A table shared with a tied
+        # head is converted once for both.
+        scale = self.weight_scale
+        super()._apply(lambda t: convert_once(fn, t), recurse)
+        device = self.weight_scale.device
+        if self.weight_scale.dtype != torch.float32:
+            self._buffers["weight_scale"] = convert_once(fn, scale, "float32", lambda t: t.to(device))
+        return self
 
     def extra_repr(self) -> str:
         text = f"{self.num_embeddings}, {self.embedding_dim}"

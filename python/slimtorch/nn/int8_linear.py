@@ -30,6 +30,7 @@ from torch import nn
 
 from slimtorch import ops
 from slimtorch._checks import FLOAT_DTYPES, check_bool, check_int, check_module
+from slimtorch.nn._shared import convert_once
 from slimtorch.nn.registry import register_layer_class
 from slimtorch.schemes import INT8_DYNAMIC, INT8_STATIC, INT8_WEIGHT_ONLY, SCHEMES, check_scheme, deprecated_alias
 
@@ -131,6 +132,23 @@ class Int8Linear(nn.Module):
                 linear.bias.copy_(self.bias)
         return linear
 
+    def share_bias(self, bias: torch.Tensor) -> Int8Linear:
+        """Use ``bias`` itself, not a copy, as this layer's bias: a finite
+        float32 ``[out_features]`` tensor on the layer's device that another
+        module holds too (a masked-LM head's bias tied to its parent's
+        parameter). Returns ``self``."""
+        if self.bias is None:
+            raise ValueError("bias: the layer has no bias")
+        state = self._would_be({"bias": bias})  # validates a copy; the tensor itself is then installed
+        if bias.dtype != torch.float32:
+            raise TypeError(f"bias: expected dtype float32 to share, got {bias.dtype}")
+        if bias.device != self.weight_int8.device or not bias.is_contiguous():
+            raise ValueError(f"bias: expected a contiguous tensor on {self.weight_int8.device} to share, "
+                             f"got {bias.device if bias.is_contiguous() else 'a non-contiguous one'}")
+        state["bias"] = bias
+        self._install(state)
+        return self
+
     @property
     def mode(self) -> str:
         """Deprecated: the scheme without its ``int8_`` prefix; use :attr:`scheme`."""
@@ -196,12 +214,13 @@ class Int8Linear(nn.Module):
     def _apply(self, fn, recurse=True):
         # .half() / .to(dtype) would round the float32 scales and bias; they
         # follow device moves only.
+        # Tensors shared with a tied embedding are converted once for both.
         before = {name: self._buffers.get(name) for name in _FLOAT32_BUFFERS}
-        super()._apply(fn, recurse)
+        super()._apply(lambda t: convert_once(fn, t), recurse)
         for name, old in before.items():
             new = self._buffers.get(name)
             if old is not None and new is not None and new.dtype != torch.float32:
-                self._buffers[name] = old.to(new.device)
+                self._buffers[name] = convert_once(fn, old, "float32", lambda t, device=new.device: t.to(device))
         self._install({name: self._buffers.get(name) for name in self._persistent()})
         return self
 

@@ -8,7 +8,10 @@ cache. The break-even densities per ISA path come from the data file the
 package ships (see :mod:`slimtorch.data`, read by
 :func:`slimtorch.ops.sparse_max_batch`). A layer whose density is above the
 break-even of a batch size runs ``F.linear`` on a dense copy of its weight
-(built once, never saved) for that batch size and larger ones. The
+(built once, never saved) for that batch size and larger ones; with int8
+values on a CPU path with int8 tiles (Intel AMX) the dense copy is the same
+int8 weights packed for the qgemm ops instead (see
+:func:`slimtorch.ops.sparse_int8_fallback`), for both int8 schemes. The
 ``dispatch`` attribute overrides the choice (``"sparse"``, ``"dense"``).
 
 Every tensor the layer receives (constructor, ``load_state_dict`` strict or
@@ -36,7 +39,7 @@ __all__ = ["SparseLinear", "SCHEMES", "DISPATCH"]
 # row on the fly.
 SCHEMES = (None, INT8_WEIGHT_ONLY, INT8_DYNAMIC)
 # "auto": sparse up to the break-even batch, dense above; "sparse": always
-# the sparse kernel; "dense": always F.linear on a dense copy.
+# the sparse kernel; "dense": always the dense fallback.
 DISPATCH = ("auto", "sparse", "dense")
 
 _PACKED = ("row_ptr", "col_idx", "values", "row_scales")
@@ -188,7 +191,8 @@ class SparseLinear(nn.Module):
     def dispatch(self) -> str:
         """``"auto"`` (default: sparse kernel up to the break-even batch of
         this ISA path, dense above), ``"sparse"`` (always the sparse kernel,
-        e.g. to time it) or ``"dense"`` (always ``F.linear`` on a dense copy)."""
+        e.g. to time it) or ``"dense"`` (always the dense fallback: ``F.linear``
+        on a dense copy, or the int8 tile kernels, see the module docstring)."""
         return self._dispatch
 
     @dispatch.setter
@@ -225,16 +229,22 @@ class SparseLinear(nn.Module):
                                    else INT8_WEIGHT_ONLY if weight.values.dtype == torch.int8 else None)
         for name in _PACKED:
             self._buffers[name] = getattr(weight, name)
-        if self._dispatch == "sparse" or self.scheme == INT8_DYNAMIC:
-            # No break-even was measured for int8_dynamic; compress_ times it instead.
+        device = weight.values.device
+        on_tiles = weight.values.dtype == torch.int8 and ops.sparse_int8_fallback(device) == "qgemm"
+        if self._dispatch == "sparse" or (self.scheme == INT8_DYNAMIC and not on_tiles):
+            # int8_dynamic falls back only to the int8 kernels: F.linear would
+            # not quantize the activations.
             max_batch = math.inf
         elif self._dispatch == "dense":
             max_batch = -1
         else:
             max_batch = ops.sparse_max_batch(weight.density, weight.values.dtype,
-                                             self.in_features * self.out_features, weight.values.device)
+                                             self.in_features * self.out_features, device,
+                                             dynamic=self.scheme == INT8_DYNAMIC)
         dense = None
-        if max_batch != math.inf:
+        if max_batch != math.inf and on_tiles:
+            dense = weight.to_packed_int8()
+        elif max_batch != math.inf:
             dense = weight.to_dense()
             bias = self._parameters.get("bias")
             if bias is not None and bias.dtype != dense.dtype:
@@ -329,7 +339,12 @@ class SparseLinear(nn.Module):
             if x.dim() < 1 or x.shape[-1] != in_features:
                 raise ValueError(f"x: expected shape [..., {in_features}], got {tuple(x.shape)}")
             batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
-            if batch > max_batch:
+            if batch > max_batch and type(dense) is ops.PackedInt8Weight:
+                if x.dtype is torch.float32 or x.dtype is torch.bfloat16:  # float16 stays on the sparse kernels
+                    if self.scheme == INT8_DYNAMIC:
+                        return ops.qlinear_dynamic(x, dense, bias)
+                    return ops.qlinear_weight_only(x, dense, bias)
+            elif batch > max_batch:
                 if x.dtype not in FLOAT_DTYPES:
                     raise TypeError(f"x: expected dtype float32, float16 or bfloat16, got {x.dtype}")
                 if x.device != dense.device:

@@ -13,6 +13,7 @@ import sys
 
 from slimtorch._native import build_info
 from slimtorch.ops import backends  # noqa: F401  (registers the kernels)
+from slimtorch.ops._dispatch import cpu_bf16_status
 
 # Each op family's public names, as its module's __all__ lists them.
 from slimtorch.ops.qgemm import *  # noqa: F403
@@ -22,7 +23,7 @@ from slimtorch.ops.spmm import *  # noqa: F403
 from slimtorch.ops.threshold import *  # noqa: F403
 
 # By module name: the attribute ``ops.quantize`` is the function, not the module.
-__all__ = ["build_info"] + [
+__all__ = ["build_info", "cpu_bf16_status"] + [
     name for family in ("threshold", "select", "quantize", "spmm", "qgemm")
     for name in sys.modules[f"{__name__}.{family}"].__all__
 ]

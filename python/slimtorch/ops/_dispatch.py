@@ -1,4 +1,5 @@
-"""The one decision "may this call go straight to a CPU kernel?".
+"""The one decision "may this call go straight to a CPU kernel?", and what
+the CPU computes natively (:func:`cpu_bf16_status`).
 
 An eager call on plain CPU tensors skips ``torch.library`` dispatch, which
 costs more than a small layer's whole kernel; anything else (CUDA, a tensor
@@ -13,9 +14,26 @@ import torch
 
 from slimtorch import _native
 
-__all__ = ["eager_cpu", "eager_cpu_float32"]
+__all__ = ["cpu_bf16_status", "eager_cpu", "eager_cpu_float32"]
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def cpu_bf16_status() -> str:
+    """Whether bfloat16 math runs natively on this CPU within slimtorch's ISA
+    setting: ``"on: AMX-BF16"``, ``"on: AVX512-BF16"`` or ``"off: <why>"``.
+    It follows the active path, so ``SLIMTORCH_ISA`` lowers it (AMX-BF16
+    counts only on the amx path, AVX512-BF16 on the avx512 path or higher)."""
+    if _native.cpu is None:
+        return "off: the native CPU module is not built, so the CPU's features are unknown"
+    isa = _native.cpu.active_isa()
+    if isa == "amx":  # the amx path is active only where AMX-TILE, -INT8 and -BF16 all are
+        return "on: AMX-BF16"
+    from slimtorch.benchmark import cpu_has
+
+    if isa == "avx512" and cpu_has("avx512_bf16"):
+        return "on: AVX512-BF16"
+    return f"off: the active ISA path ({isa}) has neither AMX-BF16 nor AVX512-BF16"
 
 
 def _untraced() -> bool:
@@ -43,15 +61,17 @@ _compiling = torch.compiler.is_compiling
 _dispatch_depth = torch._C._len_torch_dispatch_stack
 
 
-def eager_cpu_float32(x: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """:func:`eager_cpu` for a linear layer's float32 input and bias, both
-    contiguous, with no gradient to compute: the kernel reads them in place
-    and writes a fresh float32 output. (Checks ordered cheapest first.)"""
-    if (type(x) is not _TENSOR and type(x) is not _PARAMETER) or x.dtype is not _FLOAT32 or not x.is_cpu \
+def eager_cpu_float32(x: torch.Tensor, bias: torch.Tensor | None, x_dtype: torch.dtype = torch.float32) -> bool:
+    """:func:`eager_cpu` for a linear layer's input of dtype ``x_dtype`` and a
+    bias of float32 or ``x_dtype``, both contiguous, with no gradient to
+    compute: the kernel reads float32 in place (a bfloat16 ``x_dtype`` is
+    widened by the caller, exactly) and writes a fresh float32 output.
+    (Checks ordered cheapest first.)"""
+    if (type(x) is not _TENSOR and type(x) is not _PARAMETER) or x.dtype is not x_dtype or not x.is_cpu \
             or not x.is_contiguous() or _native.cpu is None or (x.requires_grad and _grad_enabled()):
         return False
     if bias is not None and ((type(bias) is not _TENSOR and type(bias) is not _PARAMETER)
-                             or bias.dtype is not _FLOAT32 or not bias.is_cpu or not bias.is_contiguous()
-                             or (bias.requires_grad and _grad_enabled())):
+                             or (bias.dtype is not _FLOAT32 and bias.dtype is not x_dtype) or not bias.is_cpu
+                             or not bias.is_contiguous() or (bias.requires_grad and _grad_enabled())):
         return False
     return not _compiling() and _dispatch_depth() == 0

@@ -73,6 +73,7 @@ MAX_K = 66311
 # Smallest activation scale accepted: a normal float32, so 1/scale is finite.
 MIN_ACTIVATION_SCALE = torch.finfo(torch.float32).tiny
 _MAX_FLOAT32 = torch.finfo(torch.float32).max
+_BF16_CODE = _native.dtype_code(torch.bfloat16)  # the kernels' code for bfloat16 x and y
 
 
 # ---- op schemas and fake implementations (kernels assume validated arguments) ----
@@ -409,10 +410,11 @@ def qgemm_s32(a: torch.Tensor, weight: PackedInt8Weight) -> torch.Tensor:
 
 def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> tuple | None:
     """The weight's kernel arguments when the eager CPU path applies: a
-    validated CPU weight, an input of its width and a float32 bias of its
-    height; else None."""
+    validated CPU weight, a float32 or bfloat16 input of its width and a bias
+    of its height (float32 or x's dtype); else None."""
     args = getattr(weight, "_native_args", None)
-    if args is None or not eager_cpu_float32(x, bias) or x.dim() < 1 or x.shape[-1] != args[4] \
+    x_dtype = torch.bfloat16 if getattr(x, "dtype", None) is torch.bfloat16 else torch.float32
+    if args is None or not eager_cpu_float32(x, bias, x_dtype) or x.dim() < 1 or x.shape[-1] != args[4] \
             or (bias is not None and bias.shape != args[5]):
         return None
     return args
@@ -421,21 +423,30 @@ def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> t
 def _eager_linear(x: torch.Tensor, weight: PackedInt8Weight, args: tuple, bias: torch.Tensor | None,
                   scheme: str, activation: ActivationQParams | None) -> torch.Tensor:
     """The native kernel on x's memory; ``weight`` (a local reference) keeps
-    the tensors ``args`` points into alive until the kernel returns."""
+    the tensors ``args`` points into alive until the kernel returns. The
+    integer schemes read and write a bfloat16 x in place (widened exactly,
+    each output rounded once); weight-only widens it to float32 first and
+    rounds the result back."""
+    bf16 = x.dtype is torch.bfloat16
+    if bias is not None and bias.dtype is not torch.float32:
+        bias = bias.float()
+    if bf16 and scheme == "int8_weight_only":
+        return _eager_linear(x.float(), weight, args, bias, scheme, activation).to(torch.bfloat16)
     packed, scale, colsum, n, k, _ = args
     x2 = x if x.dim() == 2 else x.reshape(-1, k)
     m = x2.shape[0]
-    y = torch.empty(m, n)
+    y = torch.empty(m, n, dtype=x.dtype)
     bias_ptr = 0 if bias is None else bias.data_ptr()
+    code = _BF16_CODE if bf16 else 0
     if scheme == "int8_weight_only":
         _native.cpu.qlinear_weight_only(x2.data_ptr(), m, k, k, packed, scale, bias_ptr, n, y.data_ptr(), n,
                                         torch.get_num_threads())
     elif activation is None:
         _native.cpu.qlinear_u8s8(x2.data_ptr(), m, k, k, packed, scale, colsum, bias_ptr, n, y.data_ptr(), n,
-                                 False, 1.0, 0, torch.get_num_threads())
+                                 False, 1.0, 0, torch.get_num_threads(), code, code)
     else:
         _native.cpu.qlinear_u8s8(x2.data_ptr(), m, k, k, packed, scale, colsum, bias_ptr, n, y.data_ptr(), n,
-                                 True, activation[0], activation[1], torch.get_num_threads())
+                                 True, activation[0], activation[1], torch.get_num_threads(), code, code)
     return y if x.dim() == 2 else y.view(*x.shape[:-1], n)
 
 

@@ -26,10 +26,11 @@ import torch
 from slimtorch import _native
 from slimtorch._checks import FLOAT_DTYPES, check_float_tensor, check_int, check_tensor
 from slimtorch.ops._dispatch import eager_cpu, eager_cpu_float32
-from slimtorch.ops.qgemm import qgemm_fake_quantize_rows
+from slimtorch.ops.qgemm import PackedInt8Weight, qgemm_fake_quantize_rows, qgemm_pack_weight
 from slimtorch.ops.quantize import choose_qparams, quantize
 
-__all__ = ["VALUE_DTYPES", "SparseWeight", "sparse_linear", "sparse_linear_dynamic", "sparse_max_batch"]
+__all__ = ["VALUE_DTYPES", "SparseWeight", "sparse_linear", "sparse_linear_dynamic", "sparse_max_batch",
+           "sparse_int8_fallback"]
 
 VALUE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int8)
 # Value-type codes shared with csrc/include/slimtorch/spmm.h (enum SparseValues).
@@ -265,18 +266,34 @@ class SparseWeight:
         total = self.in_features * self.out_features
         return self.nnz / total if total else 0.0
 
-    def to_dense(self) -> torch.Tensor:
-        """The float32 ``[out_features, in_features]`` matrix (int8 values
-        multiplied by their row's scale)."""
+    def _coordinates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row and column (int64) of every stored value."""
         counts = self.row_ptr[1:] - self.row_ptr[:-1]
         rows = torch.repeat_interleave(torch.arange(self.out_features, device=self.row_ptr.device), counts)
         cols = self.col_idx.long() & 0xFFFF if self.col_idx.dtype == torch.int16 else self.col_idx.long()
+        return rows, cols
+
+    def to_dense(self) -> torch.Tensor:
+        """The float32 ``[out_features, in_features]`` matrix (int8 values
+        multiplied by their row's scale)."""
+        rows, cols = self._coordinates()
         values = self.values.float()
         if self.row_scales is not None:
             values = values * self.row_scales[rows]
         dense = torch.zeros(self.out_features, self.in_features, dtype=torch.float32, device=self.values.device)
         dense[rows, cols] = values
         return dense
+
+    def to_packed_int8(self) -> PackedInt8Weight:
+        """The same int8 weights and row scales as a dense packed weight for
+        the qgemm ops (int8 values only): the int8 tile kernels then compute
+        this layer's product with zeros in place of the pruned weights."""
+        if self.row_scales is None:
+            raise ValueError(f"values: expected int8 values, got {self.values.dtype}")
+        rows, cols = self._coordinates()
+        q = torch.zeros(self.out_features, self.in_features, dtype=torch.int8, device=self.values.device)
+        q[rows, cols] = self.values
+        return qgemm_pack_weight(q, self.row_scales)
 
 
 def _check_offsets(row_ptr: torch.Tensor, nnz: int) -> None:
@@ -355,17 +372,35 @@ def _break_even_tables(device: torch.device) -> dict:
 
 
 _CPU = torch.device("cpu")
+# ISA paths whose dense fallback for int8 values is the int8 tile kernel of
+# the qgemm ops (the same int8 weights, zeros included) rather than F.linear
+# on the dequantized weight; their break-even tables are measured against it.
+_INT8_TILE_FALLBACK_PATHS = ("amx",)
+
+
+def sparse_int8_fallback(device: torch.device = _CPU) -> str:
+    """What a ``SparseLinear`` with int8 values on ``device`` runs above its
+    break-even batch: ``"qgemm"`` (the dense int8 kernels, where the active
+    ISA path has int8 tiles) or ``"linear"`` (``F.linear`` on the dequantized
+    weight; an ``int8_dynamic`` layer then always stays sparse)."""
+    on_tiles = device.type == "cpu" and _native.cpu is not None and \
+        _native.cpu.active_isa() in _INT8_TILE_FALLBACK_PATHS
+    return "qgemm" if on_tiles else "linear"
 
 
 def sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements: int,
-                     device: torch.device = _CPU) -> float:
+                     device: torch.device = _CPU, *, dynamic: bool = False) -> float:
     """The largest batch (rows of x) for which the sparse kernel is measured
-    faster than the dense ``nn.Linear`` with the same weights on this ISA
+    faster than the layer's dense fallback with the same weights on this ISA
     path (``math.inf``: every batch; 0: none), from the shipped break-even
-    data file ``slimtorch/data/break_even.json``."""
+    data file ``slimtorch/data/break_even.json``. ``dynamic``: the
+    ``int8_dynamic`` kernels (``math.inf`` where no table was measured)."""
     entry = _break_even_tables(device)
     size = "cached" if 4 * weight_elements <= entry["cached_weight_bytes"] else "large"
-    table = entry["tables"][f"{'int8' if values_dtype == torch.int8 else 'float'}/{size}"]
+    kind = "int8_dynamic" if dynamic else "int8" if values_dtype == torch.int8 else "float"
+    table = entry["tables"].get(f"{kind}/{size}")
+    if table is None:
+        return math.inf
     best = 0
     for batch, limit in table:
         if density > limit:
@@ -396,7 +431,11 @@ def _check_linear_args(x: object, weight: object, bias: object) -> None:
 
 def _eager(kernel, weight: SparseWeight, args: tuple, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The kernel on x's memory; ``weight`` (a local reference) keeps the
-    tensors ``args`` points into alive until the kernel returns."""
+    tensors ``args`` points into alive until the kernel returns. A bfloat16
+    x (and bias) is widened to float32 (exactly) for the kernel, which reads
+    float32, and the result is rounded back to bfloat16."""
+    if x.dtype is torch.bfloat16:
+        return _eager(kernel, weight, args, x.float(), None if bias is None else bias.float()).to(torch.bfloat16)
     out_features, in_features = args[0], args[1]
     batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
     y = torch.empty(batch, out_features)  # two ints: cheaper than unpacking x.shape
@@ -410,8 +449,9 @@ def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> t
     if type(weight) is not SparseWeight:
         return None
     args = weight._native_args
-    if args is None or not eager_cpu_float32(x, bias) or x.dim() < 1 or x.shape[-1] != args[1] \
-            or (bias is not None and bias.shape != weight._bias_shape):
+    x_dtype = torch.bfloat16 if getattr(x, "dtype", None) is torch.bfloat16 else torch.float32
+    if args is None or not eager_cpu_float32(x, bias, x_dtype) or x.dim() < 1 or x.shape[-1] != args[1] \
+            or (bias is not None and (bias.shape != weight._bias_shape or bias.dtype is not x_dtype)):
         return None
     return args
 
@@ -449,7 +489,11 @@ def sparse_linear_dynamic(x: torch.Tensor, weight: SparseWeight, bias: torch.Ten
     if args is not None:
         if _dynamic_kernel_runs(weight, x.numel() // max(weight.in_features, 1)):
             return _eager(_native.cpu.spmm_forward_dynamic, weight, args, x, bias)
-        return _eager(_native.cpu.spmm_forward, weight, args, qgemm_fake_quantize_rows(x), bias)
+        # The dequantized rows stay float32, as the integer kernel's products
+        # are exact: a half x dtype would round them.
+        rows = qgemm_fake_quantize_rows(x.float())
+        y = _eager(_native.cpu.spmm_forward, weight, args, rows, None if bias is None else bias.float())
+        return y if x.dtype is torch.float32 else y.to(x.dtype)
     _check_linear_args(x, weight, bias)
     if weight.values.dtype != torch.int8:
         raise TypeError(f"weight: the dynamic sparse product needs int8 values, got {weight.values.dtype}")

@@ -43,7 +43,8 @@ def sparse_linear_grad_input(grad_y: torch.Tensor, row_ptr: torch.Tensor, col_id
 def sparse_linear_dynamic(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
                           row_scales: torch.Tensor, bias: torch.Tensor | None, in_features: int) -> torch.Tensor:
     """Each row of ``x`` quantized to asymmetric uint8 (``quantize_rows``) and
-    dequantized, then :func:`sparse_linear`; a row with NaN or Inf gives NaN."""
+    dequantized (in float32, whatever x's dtype), then :func:`sparse_linear`,
+    returned in ``x.dtype``; a row with NaN or Inf gives NaN."""
     codes, scale, zero_point = quantize_rows(x)
     rows = (codes.float() - zero_point.unsqueeze(-1).float()) * scale.unsqueeze(-1)
-    return sparse_linear(rows.to(x.dtype), row_ptr, col_idx, values, row_scales, bias, in_features)
+    return sparse_linear(rows, row_ptr, col_idx, values, row_scales, bias, in_features).to(x.dtype)

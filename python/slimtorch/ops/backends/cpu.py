@@ -21,12 +21,13 @@ from slimtorch.ops._registry import register_cpu
 quantize = importlib.import_module("slimtorch.ops.quantize")
 
 
-def _rows(x: torch.Tensor, width: int) -> tuple[torch.Tensor, int]:
+def _rows(x: torch.Tensor, width: int, *, halves: bool = False) -> tuple[torch.Tensor, int]:
     """``x [..., width]`` as a float32 ``[M, width]`` view the kernels can read
     (unit stride along the row, rows at least ``width`` apart; a copy only
-    where needed), and its row stride."""
+    where needed), and its row stride. ``halves``: float16 / bfloat16 x stays
+    as it is (for kernels that read them)."""
     x2 = x.reshape(math.prod(x.shape[:-1]), width)  # not -1: width may be 0
-    if x2.dtype != torch.float32:
+    if x2.dtype != torch.float32 and not (halves and x2.dtype in (torch.float16, torch.bfloat16)):
         x2 = x2.float()
     m = x2.shape[0]
     if (x2.stride(-1) != 1 and width > 1) or (m > 1 and x2.stride(0) < width):
@@ -65,8 +66,10 @@ def _(x, row_ptr, col_idx, values, row_scales, bias, in_features):
     if batch >= spmm.DYNAMIC_MIN_BATCH and in_features > 0 and _native.cpu.spmm_dynamic_supported(
             row_ptr.shape[0] - 1, in_features, col_idx.dtype == torch.int32, spmm.VALUE_CODES[values.dtype]):
         return _spmm(_native.cpu.spmm_forward_dynamic, x, row_ptr, col_idx, values, row_scales, bias, in_features)
-    x = qgemm.qgemm_fake_quantize_rows(x)
-    return _spmm(_native.cpu.spmm_forward, x, row_ptr, col_idx, values, row_scales, bias, in_features)
+    # The dequantized rows stay float32 (a half x dtype would round them).
+    rows = qgemm.qgemm_fake_quantize_rows(x.float())
+    y = _spmm(_native.cpu.spmm_forward, rows, row_ptr, col_idx, values, row_scales, bias, in_features)
+    return y.to(x.dtype)
 
 
 @register_cpu(spmm._grad_input_op)
@@ -106,13 +109,16 @@ def _(a, packed, n):
 
 def _u8s8(x, packed, w_scale, colsum, bias, is_static, activation_scale, activation_zero_point):
     n = w_scale.shape[0]
-    x2, ldx = _rows(x, x.shape[-1])
+    x2, ldx = _rows(x, x.shape[-1], halves=True)  # read and written in x's dtype by the kernel
     m, k = x2.shape
-    y = torch.empty((m, n), dtype=torch.float32)
+    y = torch.empty((m, n), dtype=x2.dtype)
+    if bias is not None and bias.dtype != torch.float32:
+        bias = bias.float()
+    code = _native.dtype_code(x2.dtype)
     _native.cpu.qlinear_u8s8(x2.data_ptr(), m, k, ldx, packed.data_ptr(), w_scale.data_ptr(), colsum.data_ptr(),
                              0 if bias is None else bias.data_ptr(), n, y.data_ptr(), n,
-                             is_static, activation_scale, activation_zero_point, _native.num_threads())
-    return y.reshape(*x.shape[:-1], n).to(x.dtype)
+                             is_static, activation_scale, activation_zero_point, _native.num_threads(), code, code)
+    return y.reshape(*x.shape[:-1], n)
 
 
 qgemm.register_u8s8(register_cpu, _u8s8)
