@@ -62,7 +62,11 @@ def candidates(k: int, n: int, m: int) -> dict:
         try:
             with torch.no_grad():
                 compiled = pt2e_int8(torch.nn.Sequential(linear_of(w, b)), (x,))
-            found["pt2e"] = lambda: compiled(x)
+
+            def pt2e():
+                with torch.no_grad():  # the graph compiled (frozen) for inference; with grad it recompiles
+                    return compiled(x)
+            found["pt2e"] = pt2e
         except Exception as error:  # a baseline that fails is reported, not fatal
             print(f"PT2E int8 not measured at {k}->{n} x {m}: {not_measured_reason(error)}")
     return found
