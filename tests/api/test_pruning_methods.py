@@ -6,21 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _pruning_reference import expected_row_keep
 from torch import nn
 
 import slimtorch
 from slimtorch.api.pruning import is_pruned, weight_mask
-
-
-def expected_row_keep(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Per row, prune the round(s * cols) lowest scores; ties: lower column first."""
-    keep = torch.ones(scores.shape, dtype=torch.bool)
-    count = round(sparsity * scores.shape[1])
-    for r in range(scores.shape[0]):
-        order = sorted(range(scores.shape[1]), key=lambda c: (float(scores[r, c]), c))
-        for c in order[:count]:
-            keep[r, c] = False
-    return keep
 
 
 def expected_pattern_keep(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
