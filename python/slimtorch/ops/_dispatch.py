@@ -14,7 +14,7 @@ import torch
 
 from slimtorch import _native
 
-__all__ = ["cpu_bf16_status", "eager_cpu", "eager_cpu_float32"]
+__all__ = ["cpu_bf16_status", "eager_cpu", "eager_cpu_linear"]
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
@@ -56,22 +56,23 @@ def eager_cpu(*tensors: torch.Tensor) -> bool:
 _TENSOR = torch.Tensor
 _PARAMETER = torch.nn.Parameter
 _FLOAT32 = torch.float32
+_BFLOAT16 = torch.bfloat16
 _grad_enabled = torch.is_grad_enabled
 _compiling = torch.compiler.is_compiling
 _dispatch_depth = torch._C._len_torch_dispatch_stack
 
 
-def eager_cpu_float32(x: torch.Tensor, bias: torch.Tensor | None, x_dtype: torch.dtype = torch.float32) -> bool:
-    """:func:`eager_cpu` for a linear layer's input of dtype ``x_dtype`` and a
-    bias of float32 or ``x_dtype``, both contiguous, with no gradient to
-    compute: the kernel reads float32 in place (a bfloat16 ``x_dtype`` is
-    widened by the caller, exactly) and writes a fresh float32 output.
-    (Checks ordered cheapest first.)"""
-    if (type(x) is not _TENSOR and type(x) is not _PARAMETER) or x.dtype is not x_dtype or not x.is_cpu \
-            or not x.is_contiguous() or _native.cpu is None or (x.requires_grad and _grad_enabled()):
+def eager_cpu_linear(x: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """:func:`eager_cpu` for a linear layer's float32 or bfloat16 input and a
+    bias of float32 or x's dtype, both contiguous, with no gradient to
+    compute: the kernel reads them in place (or from an exact float32 copy)
+    and writes a fresh output. (Checks ordered cheapest first.)"""
+    if (type(x) is not _TENSOR and type(x) is not _PARAMETER) or (x.dtype is not _FLOAT32
+                                                                   and x.dtype is not _BFLOAT16) \
+            or not x.is_cpu or not x.is_contiguous() or _native.cpu is None or (x.requires_grad and _grad_enabled()):
         return False
     if bias is not None and ((type(bias) is not _TENSOR and type(bias) is not _PARAMETER)
-                             or (bias.dtype is not _FLOAT32 and bias.dtype is not x_dtype) or not bias.is_cpu
+                             or (bias.dtype is not _FLOAT32 and bias.dtype is not x.dtype) or not bias.is_cpu
                              or not bias.is_contiguous() or (bias.requires_grad and _grad_enabled())):
         return False
     return not _compiling() and _dispatch_depth() == 0

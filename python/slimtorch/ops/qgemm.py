@@ -45,7 +45,7 @@ import torch
 
 from slimtorch import _native
 from slimtorch._checks import FLOAT_DTYPES, check_int, check_real, check_tensor
-from slimtorch.ops._dispatch import eager_cpu, eager_cpu_float32
+from slimtorch.ops._dispatch import eager_cpu, eager_cpu_linear
 from slimtorch.ops.quantize import choose_qparams, quantize
 from slimtorch.schemes import deprecated_alias
 
@@ -413,8 +413,7 @@ def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> t
     validated CPU weight, a float32 or bfloat16 input of its width and a bias
     of its height (float32 or x's dtype); else None."""
     args = getattr(weight, "_native_args", None)
-    x_dtype = torch.bfloat16 if getattr(x, "dtype", None) is torch.bfloat16 else torch.float32
-    if args is None or not eager_cpu_float32(x, bias, x_dtype) or x.dim() < 1 or x.shape[-1] != args[4] \
+    if args is None or not eager_cpu_linear(x, bias) or x.dim() < 1 or x.shape[-1] != args[4] \
             or (bias is not None and bias.shape != args[5]):
         return None
     return args

@@ -25,7 +25,7 @@ import torch
 
 from slimtorch import _native
 from slimtorch._checks import FLOAT_DTYPES, check_float_tensor, check_int, check_tensor
-from slimtorch.ops._dispatch import eager_cpu, eager_cpu_float32
+from slimtorch.ops._dispatch import eager_cpu, eager_cpu_linear
 from slimtorch.ops.qgemm import PackedInt8Weight, qgemm_fake_quantize_rows, qgemm_pack_weight
 from slimtorch.ops.quantize import choose_qparams, quantize
 
@@ -449,9 +449,8 @@ def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> t
     if type(weight) is not SparseWeight:
         return None
     args = weight._native_args
-    x_dtype = torch.bfloat16 if getattr(x, "dtype", None) is torch.bfloat16 else torch.float32
-    if args is None or not eager_cpu_float32(x, bias, x_dtype) or x.dim() < 1 or x.shape[-1] != args[1] \
-            or (bias is not None and (bias.shape != weight._bias_shape or bias.dtype is not x_dtype)):
+    if args is None or not eager_cpu_linear(x, bias) or x.dim() < 1 or x.shape[-1] != args[1] \
+            or (bias is not None and (bias.shape != weight._bias_shape or bias.dtype is not x.dtype)):
         return None
     return args
 
