@@ -128,21 +128,25 @@ struct VectorPath {
   void (*quantize_row)(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a);
   void (*minmax)(const float* x, int64_t k, float* lo, float* hi, bool* finite);
   void (*to_bf16)(const float* in, int64_t n, uint16_t* out);  // round to nearest even, NaN stays NaN
+  // The linear epilogue writing bfloat16 (LinearEpilogue::y_bf16) as to_bf16
+  // rounds; null where the path has none (a block buffer and to_bf16 then).
+  void (*linear_epilogue_bf16)(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
+                               int64_t cols);
 };
 
 const VectorPath& vector_path(Isa isa) {
   static const FloatTiles scalar_tiles = SLIMTORCH_TILE_TABLE(float_tile_scalar);
   static const VectorPath scalar{{1, 1}, &scalar_tiles, float_epilogue_scalar, linear_epilogue_scalar,
-                                 quantize_row_scalar, minmax_scalar, to_bf16_scalar};
+                                 quantize_row_scalar, minmax_scalar, to_bf16_scalar, nullptr};
 #if SLIMTORCH_X86
   static const VectorPath avx512{{4, 4}, &float_tiles_avx512, float_epilogue_avx512, linear_epilogue_avx512,
-                                 quantize_row_avx512, minmax_avx512, to_bf16_avx512};
+                                 quantize_row_avx512, minmax_avx512, to_bf16_avx512, linear_epilogue_bf16_avx512};
   static const VectorPath avx2{{3, 1}, &float_tiles_avx2, float_epilogue_scalar, linear_epilogue_avx2,
-                               quantize_row_avx2, minmax_avx2, to_bf16_scalar};
+                               quantize_row_avx2, minmax_avx2, to_bf16_scalar, nullptr};
   return isa >= Isa::kAvx512 ? avx512 : isa >= Isa::kAvx2 ? avx2 : scalar;
 #elif SLIMTORCH_ARM64
   static const VectorPath neon{{4, 1}, &float_tiles_neon, float_epilogue_scalar, linear_epilogue_neon,
-                               quantize_row_neon, minmax_neon, to_bf16_scalar};
+                               quantize_row_neon, minmax_neon, to_bf16_scalar, nullptr};
   return isa >= Isa::kNeon ? neon : scalar;
 #else
   (void)isa;
@@ -425,6 +429,15 @@ Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t 
     int_gemm(a, m, k_pad, lda, packed, n, n_threads,
              [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
                linear_epilogue(epilogue, acc, m0, rows, c0, cols);
+             });
+    return Status::kOk;
+  }
+  if (y_dtype == DType::kBFloat16 && path.linear_epilogue_bf16 != nullptr) {
+    LinearEpilogue epilogue{row_zp.get(), row_scale.get(), w_scale, colsum, bias, nullptr, ldy};
+    epilogue.y_bf16 = static_cast<uint16_t*>(y);
+    int_gemm(a, m, k_pad, lda, packed, n, n_threads,
+             [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
+               path.linear_epilogue_bf16(epilogue, acc, m0, rows, c0, cols);
              });
     return Status::kOk;
   }

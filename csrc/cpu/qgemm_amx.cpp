@@ -50,6 +50,10 @@ constexpr int kBlockCols = 32;
 constexpr int64_t kIntChunkSteps = 12;
 constexpr int64_t kPanelWeightBytes = int64_t(1) << 20;
 constexpr int64_t kMaxGroupTiles = 4;
+// Finished blocks wait in an accumulator strip of at most this many bytes and
+// go to `finish` together: the epilogue's output stores, which miss the
+// cache, then run apart from the tile loads they would otherwise stall.
+constexpr int64_t kFinishStripBytes = int64_t(128) << 10;
 // bf16 blocking: the staged B tiles of a column tile's K chunk stay in L1
 // while the row blocks of a row panel (kPanelTiles * 32 rows) pass over them.
 constexpr int64_t kPanelTiles = 8;
@@ -91,6 +95,12 @@ class TileState {
  private:
   int rows0_ = -1, rows1_ = -1;
 };
+
+// Requests the 16 cache lines of a 1 KB tile into L1.
+inline void prefetch_tile(const void* tile) {
+  const char* line = static_cast<const char*>(tile);
+  for (int i = 0; i < 16; ++i) _mm_prefetch(line + i * 64, _MM_HINT_T0);
+}
 
 // tmm c += tmm a . tmm b: tdpbf16ps (bf16 pairs, float sums) when bf16,
 // else tdpbusd (u8 x s8 quads, int32 sums). A macro because the intrinsics
@@ -134,6 +144,11 @@ void tile_block(const void* a_rows, int64_t lda, int64_t steps, const void* cons
     return s == steps - 1 ? b_last[j] : b[j] + s * kTileBytes;
   };
   for (int64_t s = 0; s < steps; ++s) {
+    // The next step's B tiles, into L1 while this step multiplies.
+    if (s + 1 < steps) {
+      prefetch_tile(b_tile(0, s + 1));
+      if (CT == 2) prefetch_tile(b_tile(1, s + 1));
+    }
     _tile_loadd(6, b_tile(0, s), kGroupBytes);
     if (CT == 2) _tile_loadd(7, b_tile(1, s), kGroupBytes);
     _tile_loadd(4, a + s * kStepBytes, lda);
@@ -275,10 +290,14 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
   const int64_t n_blocks = ceil_div(n, 16);
   const IntSplit split = split_int_work(m, n, k, n_threads);
   const int64_t chunk_steps = ceil_div(steps, ceil_div(steps, kIntChunkSteps));
-  const int64_t chunks = ceil_div(steps, chunk_steps);
-  // One block's accumulators when K is a single chunk, else one per row
-  // block of the group and column tile of the panel (K chunks add up there).
-  const int64_t acc_blocks = chunks == 1 ? 1 : split.group_tiles * split.panel_tiles;
+  // Accumulator columns (32-column tiles) per row block of the group: the
+  // whole panel when K has several chunks (their sums add up there), else a
+  // strip of column tiles that `finish` receives together.
+  constexpr int64_t kBlockAccBytes = kBlockRows * kAmxAccStride * sizeof(int32_t);
+  const int64_t acc_cols =
+      steps > chunk_steps ? split.panel_tiles
+                          : std::clamp<int64_t>(kFinishStripBytes / (split.group_tiles * kBlockAccBytes), 1,
+                                                split.panel_tiles);
   const int64_t macs_per_item = ceil_div(m, split.row_parts) * split.panel_tiles * kBlockCols * steps * kStepBytes;
   const int64_t grain = std::max<int64_t>(1, kMinMacsPerChunk / std::max<int64_t>(macs_per_item, 1));
   // The first and the last B tile of 16-column block nb's K chunk [s0, s0 +
@@ -300,7 +319,12 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
   };
   parallel_for(n_threads, split.panels * split.row_parts, grain, [&](int64_t begin, int64_t end, int) {
     TileState tiles;
-    std::unique_ptr<int32_t[]> acc_storage(new int32_t[size_t(acc_blocks * kBlockRows * kAmxAccStride)]);
+    std::unique_ptr<int32_t[]> acc_storage(
+        new int32_t[size_t(split.group_tiles * acc_cols * kBlockRows * kAmxAccStride)]);
+    // Row block t of the group starting at g0, column tile `col`.
+    const auto acc_of = [&](int64_t g0, int64_t t, int64_t col) {
+      return acc_storage.get() + ((t - g0) * acc_cols + col % acc_cols) * kBlockRows * kAmxAccStride;
+    };
     alignas(64) int8_t staged[2][kTileBytes];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t panel = item / split.row_parts, part = item % split.row_parts;
@@ -313,7 +337,7 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
         const int64_t g1 = std::min(last_row_tile, g0 + split.group_tiles);
         for (int64_t s0 = 0; s0 < steps; s0 += chunk_steps) {
           const int64_t chunk = std::min(chunk_steps, steps - s0);
-          const bool final_chunk = s0 + chunk == steps;
+          int64_t strip_begin = first_col_tile;
           for (int64_t col_tile = first_col_tile; col_tile < last_col_tile; ++col_tile) {
             const int64_t nb0 = 2 * col_tile;
             const int blocks = int(std::min<int64_t>(2, n_blocks - nb0));
@@ -325,12 +349,18 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
               const int rows = int(std::min<int64_t>(kBlockRows, m - m0));
               const int rows0 = std::min(rows, 16), rows1 = rows - rows0;
               tiles.configure(rows0, rows1);
-              const int64_t acc_block =
-                  chunks == 1 ? 0 : (t - g0) * split.panel_tiles + col_tile - first_col_tile;
-              int32_t* acc = acc_storage.get() + acc_block * kBlockRows * kAmxAccStride;
-              kBlocks[rows1 > 0][blocks - 1](a + m0 * lda + s0 * kStepBytes, lda, chunk, b, b_last, acc, s0 > 0);
-              if (final_chunk) finish(m0, rows, nb0 * 16, std::min<int64_t>(kBlockCols, n - nb0 * 16), acc);
+              kBlocks[rows1 > 0][blocks - 1](a + m0 * lda + s0 * kStepBytes, lda, chunk, b, b_last,
+                                             acc_of(g0, t, col_tile), s0 > 0);
             }
+            const bool strip_full = col_tile + 1 == last_col_tile || col_tile + 1 - strip_begin == acc_cols;
+            if (s0 + chunk < steps || !strip_full) continue;
+            for (int64_t t = g0; t < g1; ++t)
+              for (int64_t col = strip_begin; col <= col_tile; ++col) {
+                const int64_t m0 = t * kBlockRows, c0 = col * kBlockCols;
+                finish(m0, int(std::min<int64_t>(kBlockRows, m - m0)), c0, std::min<int64_t>(kBlockCols, n - c0),
+                       acc_of(g0, t, col));
+              }
+            strip_begin = col_tile + 1;
           }
         }
       }

@@ -126,12 +126,29 @@ const FloatTiles float_tiles_avx512 = {
     SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 3), SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 4),
     SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 5), SLIMTORCH_TILE_ROW(float_tile_avx512_kernel, 6)};
 
-SLIMTORCH_AVX512 void linear_epilogue_avx512(
-    const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols) {
+namespace {
+
+// float -> bfloat16 bits in the low half of each lane, rounded to nearest
+// even by integer arithmetic (VCVTNEPS2BF16 would flush subnormals); NaN
+// stays a quiet NaN.
+SLIMTORCH_AVX512 inline __m256i round_to_bf16(__m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i h = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+  const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  h = _mm512_mask_or_epi32(h, nan, _mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
+  return _mm512_cvtepi32_epi16(h);
+}
+
+// The linear epilogue into float32 (e.y) or, with kBf16, into bfloat16
+// (e.y_bf16), each output rounded once from its float32 value.
+template <bool kBf16>
+SLIMTORCH_AVX512 inline void linear_epilogue_to(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows,
+                                                int64_t c0, int64_t cols) {
   for (int r = 0; r < rows; ++r) {
     const __m512i zp = _mm512_set1_epi32(e.zero_point[m0 + r]);
     const __m512 rs = _mm512_set1_ps(e.row_scale[m0 + r]);
-    float* out = e.y + (m0 + r) * e.ldy + c0;
     for (int64_t c = 0; c < cols; c += 16) {
       const __mmask16 live = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
       const __m512i a = _mm512_loadu_si512(acc + r * kMaxTileCols + c);
@@ -140,9 +157,25 @@ SLIMTORCH_AVX512 void linear_epilogue_avx512(
       const __m512 scale = _mm512_mul_ps(rs, _mm512_maskz_loadu_ps(live, e.w_scale + c0 + c));
       __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(v), scale);
       if (e.bias) p = _mm512_add_ps(p, _mm512_maskz_loadu_ps(live, e.bias + c0 + c));
-      _mm512_mask_storeu_ps(out + c, live, p);
+      if (kBf16) {
+        _mm256_mask_storeu_epi16(e.y_bf16 + (m0 + r) * e.ldy + c0 + c, live, round_to_bf16(p));
+      } else {
+        _mm512_mask_storeu_ps(e.y + (m0 + r) * e.ldy + c0 + c, live, p);
+      }
     }
   }
+}
+
+}  // namespace
+
+SLIMTORCH_AVX512 void linear_epilogue_avx512(
+    const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols) {
+  linear_epilogue_to<false>(e, acc, m0, rows, c0, cols);
+}
+
+SLIMTORCH_AVX512 void linear_epilogue_bf16_avx512(
+    const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols) {
+  linear_epilogue_to<true>(e, acc, m0, rows, c0, cols);
 }
 
 // y[r][c] = acc * w_scale[c] + bias[c]
@@ -171,19 +204,10 @@ SLIMTORCH_AVX512_KERNEL void quantize_row_avx512(const float* x, int64_t k, floa
   }
 }
 
-// float -> bfloat16 bits, rounded to nearest even by integer arithmetic
-// (VCVTNEPS2BF16 would flush subnormals); NaN stays a quiet NaN.
 SLIMTORCH_AVX512 void to_bf16_avx512(const float* in, int64_t n, uint16_t* out) {
-  const __m512i round = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
-  const __m512i magnitude = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 live = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    const __m512i bits = _mm512_castps_si512(_mm512_maskz_loadu_ps(live, in + i));
-    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
-    __m512i h = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, round)), 16);
-    const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(bits, magnitude), inf);
-    h = _mm512_mask_or_epi32(h, nan, _mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
-    _mm256_mask_storeu_epi16(out + i, live, _mm512_cvtepi32_epi16(h));
+    _mm256_mask_storeu_epi16(out + i, live, round_to_bf16(_mm512_maskz_loadu_ps(live, in + i)));
   }
 }
 

@@ -43,6 +43,7 @@ struct LinearEpilogue {
   const float* bias;  // may be null
   float* y;
   int64_t ldy;
+  uint16_t* y_bf16 = nullptr;  // bfloat16 output in place of y (bf16 epilogues; ldy applies)
 };
 
 // Per ISA: the micro-kernels, tiles[rows - 1][blocks - 1] for a tile of
@@ -57,6 +58,8 @@ void linear_epilogue_avx2(const LinearEpilogue& e, const int32_t* acc, int64_t m
 void linear_epilogue_avx512(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
                             int64_t cols);
 void linear_epilogue_neon(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols);
+void linear_epilogue_bf16_avx512(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
+                                 int64_t cols);
 void float_epilogue_avx512(const float* acc, const float* w_scale, const float* bias, float* y, int64_t ldy,
                            int rows, int64_t cols);
 void quantize_row_avx2(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a);

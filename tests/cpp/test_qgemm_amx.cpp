@@ -124,10 +124,12 @@ TEST(amx_u8s8s32_strided_and_many_blocks) {
   CHECK(set_active_isa(Isa::kAmx));
   // Row strides wider than K, several row and column blocks and both row
   // tails; K in several chunks with a tail, one column tile with K chunks,
-  // and a weight over 1 MB (several column panels, uneven per thread).
+  // a weight over 1 MB (several column panels, uneven per thread), and
+  // panels wider than one finish strip (several strips and a short last one).
   for (const Problem& p : {Problem(70, 200, 97, 1, 13, 5), Problem(100, 768, 130, 2, 64, 1),
                            Problem(48, 4, 300, 3, 0, 0), Problem(70, 1100, 20, 4, 0, 3),
-                           Problem(81, 1100, 1000, 5, 0, 0), Problem(33, 4096, 300, 6, 64, 0)})
+                           Problem(81, 1100, 1000, 5, 0, 0), Problem(33, 4096, 300, 6, 64, 0),
+                           Problem(100, 72, 1100, 7, 0, 0), Problem(40, 130, 2100, 8, 3, 0)})
     for (int threads : {1, 2, 3}) CHECK(p.run_exact(threads));
 }
 
