@@ -50,10 +50,6 @@ constexpr int kBlockCols = 32;
 constexpr int64_t kIntChunkSteps = 12;
 constexpr int64_t kPanelWeightBytes = int64_t(1) << 20;
 constexpr int64_t kMaxGroupTiles = 4;
-// Finished blocks wait in an accumulator strip of at most this many bytes and
-// go to `finish` together: the epilogue's output stores, which miss the
-// cache, then run apart from the tile loads they would otherwise stall.
-constexpr int64_t kFinishStripBytes = int64_t(128) << 10;
 // bf16 blocking: the staged B tiles of a column tile's K chunk stay in L1
 // while the row blocks of a row panel (kPanelTiles * 32 rows) pass over them.
 constexpr int64_t kPanelTiles = 8;
@@ -113,16 +109,23 @@ inline void prefetch_tile(const void* tile) {
       _tile_dpbusd(c, a, b);              \
   } while (0)
 
+// Vector work to run while the tile unit multiplies: run(ctx, s, steps) after
+// the tile instructions of each step s are issued.
+struct SideWork {
+  void (*run)(const void* ctx, int64_t s, int64_t steps);
+  const void* ctx;
+};
+
 // One block: RT row tiles x CT column tiles over `steps` K steps (tiles of
 // 64-byte rows: 64 uint8 x int8 products per row for tdpbusd, or 32 bf16
 // pairs for tdpbf16ps). b[j] is the first B tile of column tile j (the next
 // ones follow 1 KB apart); b_last[j] its last step's tile (in place, or a
 // staged zero-padded copy when reading in place would leave the buffer).
 // acc holds int32 (tdpbusd) or float (tdpbf16ps) sums; with accumulate they
-// add to those already there (K chunks).
+// add to those already there (K chunks). side (may be null) runs between steps.
 template <int RT, int CT, bool kBf16>
 void tile_block(const void* a_rows, int64_t lda, int64_t steps, const void* const* b_tiles,
-                const void* const* b_last_tiles, void* acc_block, bool accumulate) {
+                const void* const* b_last_tiles, void* acc_block, bool accumulate, const SideWork* side) {
   const auto* a = static_cast<const uint8_t*>(a_rows);
   const int8_t* const b[2] = {static_cast<const int8_t*>(b_tiles[0]), static_cast<const int8_t*>(b_tiles[1])};
   const void* const* b_last = b_last_tiles;
@@ -159,6 +162,7 @@ void tile_block(const void* a_rows, int64_t lda, int64_t steps, const void* cons
       SLIMTORCH_TILE_DOT(kBf16, 2, 5, 6);
       if (CT == 2) SLIMTORCH_TILE_DOT(kBf16, 3, 5, 7);
     }
+    if (side != nullptr) side->run(side->ctx, s, steps);
   }
   _tile_stored(0, acc, kAccBytes);
   if (CT == 2) _tile_stored(1, acc + 16, kAccBytes);
@@ -166,11 +170,18 @@ void tile_block(const void* a_rows, int64_t lda, int64_t steps, const void* cons
   if (RT == 2 && CT == 2) _tile_stored(3, acc + 16 * kAmxAccStride + 16, kAccBytes);
 }
 
+using IntBlockFn = void (*)(const void*, int64_t, int64_t, const void* const*, const void* const*, void*, bool,
+                           const SideWork*);
+const IntBlockFn kBlocks[2][2] = {{tile_block<1, 1, false>, tile_block<1, 2, false>},
+                                  {tile_block<2, 1, false>, tile_block<2, 2, false>}};
+
+template <int RT, int CT>
+void bf16_block(const void* a_rows, int64_t lda, int64_t steps, const void* const* b_tiles,
+                const void* const* b_last_tiles, void* acc_block, bool accumulate) {
+  tile_block<RT, CT, true>(a_rows, lda, steps, b_tiles, b_last_tiles, acc_block, accumulate, nullptr);
+}
 using BlockFn = void (*)(const void*, int64_t, int64_t, const void* const*, const void* const*, void*, bool);
-const BlockFn kBlocks[2][2] = {{tile_block<1, 1, false>, tile_block<1, 2, false>},
-                               {tile_block<2, 1, false>, tile_block<2, 2, false>}};
-const BlockFn kBf16Blocks[2][2] = {{tile_block<1, 1, true>, tile_block<1, 2, true>},
-                                   {tile_block<2, 1, true>, tile_block<2, 2, true>}};
+const BlockFn kBf16Blocks[2][2] = {{bf16_block<1, 1>, bf16_block<1, 2>}, {bf16_block<2, 1>, bf16_block<2, 2>}};
 
 }  // namespace
 
@@ -290,14 +301,11 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
   const int64_t n_blocks = ceil_div(n, 16);
   const IntSplit split = split_int_work(m, n, k, n_threads);
   const int64_t chunk_steps = ceil_div(steps, ceil_div(steps, kIntChunkSteps));
-  // Accumulator columns (32-column tiles) per row block of the group: the
-  // whole panel when K has several chunks (their sums add up there), else a
-  // strip of column tiles that `finish` receives together.
-  constexpr int64_t kBlockAccBytes = kBlockRows * kAmxAccStride * sizeof(int32_t);
-  const int64_t acc_cols =
-      steps > chunk_steps ? split.panel_tiles
-                          : std::clamp<int64_t>(kFinishStripBytes / (split.group_tiles * kBlockAccBytes), 1,
-                                                split.panel_tiles);
+  // Accumulators: one block per row block of the group and column tile of
+  // the panel when K has several chunks (their sums add up there), else two
+  // that alternate: a block's epilogue runs while the next block multiplies.
+  const bool k_chunks = steps > chunk_steps;
+  const int64_t acc_blocks = k_chunks ? split.group_tiles * split.panel_tiles : 2;
   const int64_t macs_per_item = ceil_div(m, split.row_parts) * split.panel_tiles * kBlockCols * steps * kStepBytes;
   const int64_t grain = std::max<int64_t>(1, kMinMacsPerChunk / std::max<int64_t>(macs_per_item, 1));
   // The first and the last B tile of 16-column block nb's K chunk [s0, s0 +
@@ -317,15 +325,27 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
     std::memset(staged + own, 0, size_t(kTileBytes - own));
     *last = staged;
   };
+  // A finished block whose epilogue is spread over the steps of the next.
+  struct Pending {
+    const AmxFinish* finish;
+    int64_t m0, c0, cols;
+    int rows;
+    const int32_t* acc;
+    void rows_part(int64_t part, int64_t parts) const {
+      const int r0 = int(rows * part / parts), r1 = int(rows * (part + 1) / parts);
+      if (r1 > r0) (*finish)(m0 + r0, r1 - r0, c0, cols, acc + r0 * kAmxAccStride);
+    }
+  };
+  const auto run_pending = [](const void* ctx, int64_t s, int64_t parts) {
+    static_cast<const Pending*>(ctx)->rows_part(s, parts);
+  };
   parallel_for(n_threads, split.panels * split.row_parts, grain, [&](int64_t begin, int64_t end, int) {
     TileState tiles;
-    std::unique_ptr<int32_t[]> acc_storage(
-        new int32_t[size_t(split.group_tiles * acc_cols * kBlockRows * kAmxAccStride)]);
-    // Row block t of the group starting at g0, column tile `col`.
-    const auto acc_of = [&](int64_t g0, int64_t t, int64_t col) {
-      return acc_storage.get() + ((t - g0) * acc_cols + col % acc_cols) * kBlockRows * kAmxAccStride;
-    };
+    std::unique_ptr<int32_t[]> acc_storage(new int32_t[size_t(acc_blocks * kBlockRows * kAmxAccStride)]);
     alignas(64) int8_t staged[2][kTileBytes];
+    Pending pending{&finish, 0, 0, 0, 0, nullptr};
+    const SideWork side{run_pending, &pending};
+    int64_t next_slot = 0;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t panel = item / split.row_parts, part = item % split.row_parts;
       const int64_t first_col_tile = split.col_tiles * panel / split.panels;
@@ -337,7 +357,7 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
         const int64_t g1 = std::min(last_row_tile, g0 + split.group_tiles);
         for (int64_t s0 = 0; s0 < steps; s0 += chunk_steps) {
           const int64_t chunk = std::min(chunk_steps, steps - s0);
-          int64_t strip_begin = first_col_tile;
+          const bool final_chunk = s0 + chunk == steps;
           for (int64_t col_tile = first_col_tile; col_tile < last_col_tile; ++col_tile) {
             const int64_t nb0 = 2 * col_tile;
             const int blocks = int(std::min<int64_t>(2, n_blocks - nb0));
@@ -349,22 +369,20 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
               const int rows = int(std::min<int64_t>(kBlockRows, m - m0));
               const int rows0 = std::min(rows, 16), rows1 = rows - rows0;
               tiles.configure(rows0, rows1);
-              kBlocks[rows1 > 0][blocks - 1](a + m0 * lda + s0 * kStepBytes, lda, chunk, b, b_last,
-                                             acc_of(g0, t, col_tile), s0 > 0);
+              const int64_t slot = !k_chunks ? (next_slot ^= 1)
+                                                   : (t - g0) * split.panel_tiles + col_tile - first_col_tile;
+              int32_t* acc = acc_storage.get() + slot * kBlockRows * kAmxAccStride;
+              kBlocks[rows1 > 0][blocks - 1](a + m0 * lda + s0 * kStepBytes, lda, chunk, b, b_last, acc, s0 > 0,
+                                             pending.acc != nullptr ? &side : nullptr);
+              pending.acc = nullptr;
+              if (final_chunk)
+                pending = {&finish, m0, nb0 * 16, std::min<int64_t>(kBlockCols, n - nb0 * 16), rows, acc};
             }
-            const bool strip_full = col_tile + 1 == last_col_tile || col_tile + 1 - strip_begin == acc_cols;
-            if (s0 + chunk < steps || !strip_full) continue;
-            for (int64_t t = g0; t < g1; ++t)
-              for (int64_t col = strip_begin; col <= col_tile; ++col) {
-                const int64_t m0 = t * kBlockRows, c0 = col * kBlockCols;
-                finish(m0, int(std::min<int64_t>(kBlockRows, m - m0)), c0, std::min<int64_t>(kBlockCols, n - c0),
-                       acc_of(g0, t, col));
-              }
-            strip_begin = col_tile + 1;
           }
         }
       }
     }
+    if (pending.acc != nullptr) pending.rows_part(0, 1);
   });
 }
 

@@ -125,7 +125,8 @@ TEST(amx_u8s8s32_strided_and_many_blocks) {
   // Row strides wider than K, several row and column blocks and both row
   // tails; K in several chunks with a tail, one column tile with K chunks,
   // a weight over 1 MB (several column panels, uneven per thread), and
-  // panels wider than one finish strip (several strips and a short last one).
+  // wide panels at few and many rows (each block's epilogue runs during the
+  // next block's tile work).
   for (const Problem& p : {Problem(70, 200, 97, 1, 13, 5), Problem(100, 768, 130, 2, 64, 1),
                            Problem(48, 4, 300, 3, 0, 0), Problem(70, 1100, 20, 4, 0, 3),
                            Problem(81, 1100, 1000, 5, 0, 0), Problem(33, 4096, 300, 6, 64, 0),
