@@ -4,7 +4,9 @@ in one process (the README's AMX table):
     PYTHONPATH=python python -m benchmarks.amx_paths [--rounds 9] [--threads 2] [--shapes K,N,M ...]
 
 Candidates per shape: ``ops.qlinear_dynamic`` with the active path set to
-``amx`` and to ``avx512`` before each call, ``F.linear`` on ``.bfloat16()``
+``amx`` and to ``avx512`` before each call, the AMX path again on bfloat16 x
+(bf16 in, bf16 out, as in a model run with ``compute_dtype=torch.bfloat16``),
+``F.linear`` on ``.bfloat16()``
 tensors, and ``torch._int_mm`` with the per-row quantization of x and the
 dequantization a user would write around it (from 17 rows: ``_int_mm`` needs
 more than 16), and torch's compiled static int8 path (PT2E with
@@ -54,6 +56,7 @@ def candidates(k: int, n: int, m: int) -> dict:
         return torch._int_mm(torch.round(x / xs).to(torch.int8), wq_t).float() * (xs * w_scale) + b
 
     found = {"amx": on_path("amx", lambda: ops.qlinear_dynamic(x, packed, b)),
+             "amx_bf16": on_path("amx", lambda: ops.qlinear_dynamic(xb, packed, b)),
              "avx512": on_path("avx512", lambda: ops.qlinear_dynamic(x, packed, b)),
              "bf16": lambda: F.linear(xb, wb, bb)}
     if m > 16:
@@ -94,14 +97,16 @@ def main() -> None:
     print(f"{benchmark.cpu_model()}, {args.threads} threads, {args.rounds} interleaved rounds")
     if pt2e_unavailable() is not None:
         print(f"PT2E int8 not measured: {pt2e_unavailable()}")
-    print("| K->N | rows | AMX ms | x AVX-512 | x torch .bfloat16() | x torch _int_mm | x torch PT2E int8 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| K->N | rows | AMX ms | x AVX-512 | x torch .bfloat16() | x torch _int_mm | x torch PT2E int8 "
+          "| AMX bf16 in/out ms | x torch .bfloat16() |")
+    print("|---|---|---|---|---|---|---|---|---|")
     try:
         for k, n, m in shapes:
             result = benchmark.compare(candidates(k, n, m), rounds=args.rounds)
             ratio = {c: f"{result.ratio(c, 'amx'):.2f}" for c in result.seconds if c != "amx"}
             print(f"| {k}->{n} | {m} | {result.seconds['amx'] * 1e3:.3f} | {ratio['avx512']} | {ratio['bf16']} | "
-                  f"{ratio.get('int_mm', '')} | {ratio.get('pt2e', '')} |", flush=True)
+                  f"{ratio.get('int_mm', '')} | {ratio.get('pt2e', '')} | {result.seconds['amx_bf16'] * 1e3:.3f} | "
+                  f"{result.ratio('bf16', 'amx_bf16'):.2f} |", flush=True)
     finally:
         native_cpu.set_active_isa("amx")
 
