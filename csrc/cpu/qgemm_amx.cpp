@@ -45,9 +45,11 @@ constexpr int64_t kTileBytes = 16 * kGroupBytes;   // one B tile: 16 groups
 constexpr int kBlockRows = kAmxBlockRows;
 constexpr int kBlockCols = 32;
 // Integer GEMM blocking: a 32-row block's K chunk (32 x kIntChunkSteps * 64
-// bytes) stays in L1 while the column tiles of a weight panel of at most
-// kPanelWeightBytes (in L2) stream past it.
-constexpr int64_t kIntChunkSteps = 12;
+// bytes, in L1 or L2) meets the column tiles of a weight panel of at most
+// kPanelWeightBytes (in L2) streamed past it. Chunks are long: each one ends
+// by storing the accumulator tiles, which first waits for the tile unit to
+// drain, and that costs more than reading the rows from L2 instead of L1.
+constexpr int64_t kIntChunkSteps = 64;
 constexpr int64_t kPanelWeightBytes = int64_t(1) << 20;
 constexpr int64_t kMaxGroupTiles = 4;
 // bf16 blocking: the staged B tiles of a column tile's K chunk stay in L1
@@ -257,16 +259,16 @@ void for_each_row_block(TileState& tiles, int64_t m, int64_t first, int64_t last
 // small enough to stay in L2 (kPanelWeightBytes), as many as the threads or
 // a multiple of them so that every thread gets the same share; rows are
 // split only when there are fewer panels than threads. Each thread then
-// walks its rows block by block: a block's rows (one K chunk of them, in
-// L1) meet every column tile of the panel, streamed from L2 in order. Few
+// walks its rows block by block: a block's rows (one K chunk of them) meet
+// every column tile of the panel, streamed from L2 in order. Few
 // rows (at most kMaxGroupTiles blocks) go the other way round as a group:
-// each weight chunk, read once into L1, serves all of them.
+// each weight chunk, read once from memory, serves all of them.
 struct IntSplit {
   int64_t col_tiles;    // 32-column tiles of the whole output
   int64_t panels;       // column panels
   int64_t panel_tiles;  // the most column tiles in one panel
   int64_t row_parts;    // row ranges per panel
-  int64_t group_tiles;  // row blocks that share each weight chunk in L1
+  int64_t group_tiles;  // row blocks that share each weight chunk
 };
 
 IntSplit split_int_work(int64_t m, int64_t n, int64_t k, int n_threads) {

@@ -123,14 +123,15 @@ TEST(amx_u8s8s32_strided_and_many_blocks) {
   if (!have_amx()) return;
   CHECK(set_active_isa(Isa::kAmx));
   // Row strides wider than K, several row and column blocks and both row
-  // tails; K in several chunks with a tail, one column tile with K chunks,
+  // tails; K with a tail in one chunk (1100) and in several (9000), one column tile,
   // a weight over 1 MB (several column panels, uneven per thread), and
   // wide panels at few and many rows (each block's epilogue runs during the
   // next block's tile work).
   for (const Problem& p : {Problem(70, 200, 97, 1, 13, 5), Problem(100, 768, 130, 2, 64, 1),
                            Problem(48, 4, 300, 3, 0, 0), Problem(70, 1100, 20, 4, 0, 3),
                            Problem(81, 1100, 1000, 5, 0, 0), Problem(33, 4096, 300, 6, 64, 0),
-                           Problem(100, 72, 1100, 7, 0, 0), Problem(40, 130, 2100, 8, 3, 0)})
+                           Problem(100, 72, 1100, 7, 0, 0), Problem(40, 130, 2100, 8, 3, 0),
+                           Problem(70, 9000, 130, 9, 0, 0)})
     for (int threads : {1, 2, 3}) CHECK(p.run_exact(threads));
 }
 
