@@ -27,9 +27,10 @@ dynamic and static schemes a row holding NaN or +/-Inf gives a NaN output
 row; weight-only follows IEEE float arithmetic like ``nn.Linear``.
 
 Gradients: the three linear ops are differentiable with respect to ``x``
-only (weights, scales and bias are frozen). The integer schemes use the
-straight-through estimator: the activation quantization is treated as the
-identity, so ``grad_x = grad_y @ dequantized_weight``.
+and ``bias`` (weights and scales are frozen; a SparseLinear that falls back
+to these ops trains its bias as on its sparse kernel). The integer schemes
+use the straight-through estimator: the activation quantization is treated
+as the identity, so ``grad_x = grad_y @ dequantized_weight``.
 
 This module holds the op schemas and fake implementations; the kernels are
 registered by :mod:`slimtorch.ops.backends`.
