@@ -113,8 +113,9 @@ def linears(*widths: int, seed: int = 0) -> list[nn.Linear]:
 
 def kernel_chain(values_dtype: torch.dtype, first_scheme: str, sparsity: float) -> nn.Sequential:
     """64-300-100-10 of slimtorch layers only, with ReLU: Python runs the same
-    kernels as the example at every batch size (densities at or below 0.4 keep
-    SparseLinear off its dense fallback)."""
+    kernels as the example at every batch size when built under the
+    ``sparse_kernels`` fixture (SparseLinear then never takes its dense
+    fallback, which the example does not have)."""
     a, b, c = linears(64, 300, 100, 10)
     return nn.Sequential(
         sparse_linear(a, sparsity, values_dtype, dynamic=first_scheme == "int8_dynamic"), nn.ReLU(),
@@ -146,7 +147,8 @@ def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     (torch.int8, "int8_weight_only"), (torch.int8, "int8_dynamic"), (torch.float32, None),
     (torch.float16, None), (torch.bfloat16, None)])
 @pytest.mark.parametrize("sparsity", [0.6, 0.9])
-def test_kernel_layers_give_pythons_exact_logits(edge_chain, tmp_path, values_dtype, scheme, sparsity):
+def test_kernel_layers_give_pythons_exact_logits(edge_chain, sparse_kernels, tmp_path, values_dtype, scheme,
+                                                sparsity):
     model = kernel_chain(values_dtype, scheme, sparsity)
     path = tmp_path / "chain.safetensors"
     slimtorch.export_chain(model, path)
@@ -183,7 +185,7 @@ def test_mixed_chain_matches_python(edge_chain, tmp_path):
         assert torch.equal(predictions, expected.argmax(1))
 
 
-def test_batches_and_threads_do_not_change_results(edge_chain, tmp_path):
+def test_batches_and_threads_do_not_change_results(edge_chain, sparse_kernels, tmp_path):
     model = kernel_chain(torch.int8, "int8_weight_only", 0.9)
     path = tmp_path / "chain.safetensors"
     slimtorch.export_chain(model, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -173,22 +174,14 @@ def test_dispatch_knob_forces_sparse_or_dense():
     assert layer.dispatch == "dense"
 
 
-def _break_even(monkeypatch, data):
-    monkeypatch.setattr(ops.spmm, "_break_even_data", lambda: data)
-
-
-def _entry(tables, cached=16 << 20):
-    return {"measured_on": "test", "cached_weight_bytes": cached, "tables": tables}
-
-
-def test_break_even_table_rule(monkeypatch):
+def test_break_even_table_rule(break_even):
     tables = {
         "float/cached": [[1, 0.6], [16, 0.4], [128, 0.2]],
         "int8/cached": [[1, 0.7], [16, 0.7], [128, 0.7]],
         "float/large": [[1, 0.9], [16, 0.9], [128, 0.9]],
         "int8/large": [[1, 0.9], [16, 0.9], [128, 0.9]],
     }
-    _break_even(monkeypatch, {"schema": 1, "default": "any", "paths": {"any": _entry(tables)}, "aliases": {}})
+    break_even(tables)
     rule = ops.sparse_max_batch
     small, large = 100 * 100, 4096 * 4096
     assert rule(0.1, torch.float32, small) == math.inf
@@ -200,14 +193,12 @@ def test_break_even_table_rule(monkeypatch):
 
 
 @pytest.mark.skipif(_native.cpu is None, reason="needs the native CPU module")
-def test_break_even_lookup_follows_the_isa_path(monkeypatch):
+def test_break_even_lookup_follows_the_isa_path(monkeypatch, break_even):
     """Active ISA path, else its alias, else the default (also for non-CPU devices)."""
     def table(limit):
-        return _entry({f"{kind}/{size}": [[1, limit]] for kind in ("float", "int8") for size in ("cached", "large")})
+        return {f"{kind}/{size}": [[1, limit]] for kind in ("float", "int8") for size in ("cached", "large")}
 
-    _break_even(monkeypatch, {"schema": 1, "default": "avx512",
-                              "paths": {"avx512": table(0.7), "avx2": table(0.3)},
-                              "aliases": {"amx": "avx512", "scalar": "avx2"}})
+    break_even(isa_paths={"avx512": table(0.7), "avx2": table(0.3)}, aliases={"amx": "avx512", "scalar": "avx2"})
     rule = ops.sparse_max_batch
     for isa, limit in [("avx512", 0.7), ("avx2", 0.3), ("amx", 0.7), ("scalar", 0.3), ("neon", 0.7)]:
         monkeypatch.setattr(_native.cpu, "active_isa", lambda isa=isa: isa)
@@ -216,9 +207,9 @@ def test_break_even_lookup_follows_the_isa_path(monkeypatch):
     assert rule(0.7, torch.float32, 100, torch.device("cuda")) == math.inf
 
 
-def test_int8_dynamic_table_is_used_only_where_measured(monkeypatch):
+def test_int8_dynamic_table_is_used_only_where_measured(break_even):
     tables = {f"{kind}/{size}": [[1, 0.5], [16, 0.3]] for kind in ("float", "int8") for size in ("cached", "large")}
-    _break_even(monkeypatch, {"schema": 1, "default": "any", "paths": {"any": _entry(tables)}, "aliases": {}})
+    break_even(tables)
     assert ops.sparse_max_batch(0.9, torch.int8, 100, dynamic=True) == math.inf
     tables["int8_dynamic/cached"] = [[1, 0.5], [16, 0.2], [2048, 0.1]]
     assert ops.sparse_max_batch(0.3, torch.int8, 100, dynamic=True) == 1
@@ -273,10 +264,14 @@ def test_int8_dynamic_without_tiles_never_falls_back(monkeypatch):
     assert layer._state[1] == math.inf and layer._state[2] is None
 
 
-def test_shipped_break_even_file_has_the_documented_schema():
+def _shipped_break_even() -> dict:
     from importlib import resources
 
-    data = json.loads(resources.files("slimtorch.data").joinpath("break_even.json").read_text())
+    return json.loads(resources.files("slimtorch.data").joinpath("break_even.json").read_text())
+
+
+def test_shipped_break_even_file_has_the_documented_schema():
+    data = _shipped_break_even()
     assert data["schema"] == 1 and data["default"] in data["paths"]
     assert all(target in data["paths"] for target in data["aliases"].values())
     for entry in data["paths"].values():
@@ -286,6 +281,90 @@ def test_shipped_break_even_file_has_the_documented_schema():
         for rows in entry["tables"].values():
             batches = [batch for batch, _ in rows]
             assert batches == sorted(batches) and all(0 <= density <= 1 for _, density in rows)
+
+
+@contextlib.contextmanager
+def _active_isa(path: str):
+    """``path`` as the active ISA path inside the block; skips the test where
+    this CPU (or SLIMTORCH_ISA) does not offer it."""
+    if _native.cpu is None or path not in _native.cpu.supported_isas():
+        pytest.skip(f"needs a CPU with the {path} path")
+    previous = _native.cpu.active_isa()
+    _native.cpu.set_active_isa(path)
+    try:
+        yield
+    finally:
+        _native.cpu.set_active_isa(previous)
+
+
+@pytest.mark.parametrize("path", ["amx", "avx512"])
+def test_shipped_break_even_of_the_active_isa_path(path):
+    """AMX reads its own measured entry, not the AVX-512 one."""
+    shipped = _shipped_break_even()
+    assert path in shipped["paths"] and path not in shipped["aliases"]
+    with _active_isa(path):
+        assert ops.spmm._break_even_tables(torch.device("cpu")) == shipped["paths"][path]
+
+
+def test_amx_runs_int8_layers_on_the_tiles_where_avx512_keeps_them_sparse():
+    """At 30% density the sparse int8 kernels beat the dense float fallback at
+    every batch (AVX-512 entry) but lose to the int8 tile kernels at every
+    batch (AMX entry)."""
+    with _active_isa("amx"):
+        on_amx = SparseLinear.from_dense(_linear(96, 50), sparsity=0.7, values_dtype=torch.int8)
+        assert on_amx._state[1] == 0 and type(on_amx._state[2]) is ops.PackedInt8Weight
+    with _active_isa("avx512"):
+        on_avx512 = SparseLinear.from_dense(_linear(96, 50), sparsity=0.7, values_dtype=torch.int8)
+        assert on_avx512._state[1] == math.inf and on_avx512._state[2] is None
+
+
+def _dense_int8_of(layer: SparseLinear) -> ops.PackedInt8Weight:
+    """The layer's int8 weights (zeros where pruned) packed for the qgemm ops,
+    built from its state_dict."""
+    q = torch.zeros(layer.out_features, layer.in_features, dtype=torch.int8)
+    rows = torch.repeat_interleave(torch.arange(layer.out_features), layer.row_ptr.diff())
+    q[rows, layer.col_idx.long() & 0xFFFF] = layer.values
+    return ops.qgemm_pack_weight(q, layer.row_scales)
+
+
+@pytest.mark.parametrize("scheme", ["int8_dynamic", "int8_weight_only"])
+def test_int8_layer_above_the_amx_break_even_equals_the_dense_tile_kernel(scheme):
+    """With the shipped AMX entry a SparseLinear with int8 values runs the
+    dense int8 tile kernel on its own int8 weights above its break-even batch
+    (same kernel, same inputs: the same bits) and its sparse kernel up to it."""
+    op = ops.qlinear_dynamic if scheme == "int8_dynamic" else ops.qlinear_weight_only
+    sparse_op = ops.sparse_linear_dynamic if scheme == "int8_dynamic" else ops.sparse_linear
+    with _active_isa("amx"), torch.no_grad():
+        layer = SparseLinear.from_dense(_linear(96, 50), sparsity=0.95, scheme=scheme)
+        max_batch = layer._state[1]
+        assert max_batch < math.inf and type(layer._state[2]) is ops.PackedInt8Weight
+        dense = _dense_int8_of(layer)
+        for batch in (max_batch + 1, 64):
+            x = _x(batch, 96)
+            y = layer(x)
+            assert torch.equal(y, op(x, dense, layer.bias))
+            if scheme == "int8_dynamic":  # exact integer products on the tiles
+                torch.testing.assert_close(y, _dynamic_reference(layer, x), rtol=1e-5, atol=1e-5)
+            else:
+                torch.testing.assert_close(y, layer.to_dense()(x), rtol=1e-2, atol=1e-2)
+        if max_batch >= 1:
+            x = _x(max_batch, 96)
+            assert torch.equal(layer(x), sparse_op(x, layer.packed(), layer.bias))
+
+
+@pytest.mark.skipif(_native.cpu is None, reason="needs the native CPU module")
+@pytest.mark.parametrize("scheme", ["int8_dynamic", "int8_weight_only"])
+def test_gradient_through_the_int8_tile_fallback(monkeypatch, scheme):
+    """The int8 tile fallback trains like the sparse kernel: gradients reach x
+    and the bias (forced here on whatever path this CPU runs)."""
+    monkeypatch.setattr(ops.spmm, "_INT8_TILE_FALLBACK_PATHS", (_native.cpu.active_isa(),))
+    layer = SparseLinear.from_dense(_linear(50, 20), sparsity=0.6, scheme=scheme)
+    layer.dispatch = "dense"
+    assert type(layer._state[2]) is ops.PackedInt8Weight
+    x = _x(40, 50).requires_grad_()
+    layer(x).sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones(40, 20) @ layer.to_dense().weight, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.bias.grad, torch.full((20,), 40.0))
 
 
 def test_fast_path_equals_op_path():
@@ -431,7 +510,7 @@ def test_int8_dynamic_gradient_passes_through_the_rounding():
     y.sum().backward()
     dense = layer.to_dense()
     torch.testing.assert_close(x.grad, torch.ones(40, 20) @ dense.weight, rtol=1e-5, atol=1e-5)
-    assert layer.bias.grad is not None
+    torch.testing.assert_close(layer.bias.grad, torch.full((20,), 40.0))
     with torch.no_grad():
         torch.testing.assert_close(y.detach(), layer(x.detach()), rtol=1e-5, atol=1e-5)
 

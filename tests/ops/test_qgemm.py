@@ -325,6 +325,26 @@ def test_gradient_wrt_input(mode):
     torch.testing.assert_close(x.grad, grad_y @ weight)
 
 
+@pytest.mark.parametrize("bias_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mode", MODES)
+def test_gradient_wrt_bias(mode, bias_dtype):
+    """A bias that requires grad (SparseLinear's, when its int8 values fall
+    back to these ops) gets the output gradient summed over the rows; the
+    weight stays frozen."""
+    x, _, b, _, _, weight = _case(5, 23, 17)
+    x = x.reshape(5, 1, 23).requires_grad_()
+    bias = b.to(bias_dtype).requires_grad_()
+    y = _run(mode, x, weight, bias)
+    grad_y = torch.randn_like(y)
+    y.backward(grad_y)
+    assert bias.grad is not None and bias.grad.dtype == bias_dtype
+    torch.testing.assert_close(bias.grad, grad_y.sum((0, 1)).to(bias_dtype))
+    assert x.grad is not None
+    bias.grad = None
+    _run(mode, x.detach(), weight, bias).sum().backward()  # the bias alone
+    torch.testing.assert_close(bias.grad, torch.full((17,), 5.0, dtype=bias_dtype))
+
+
 # ---- bad input ------------------------------------------------------------------------------
 
 def _good():

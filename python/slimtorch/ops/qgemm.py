@@ -27,9 +27,10 @@ dynamic and static schemes a row holding NaN or +/-Inf gives a NaN output
 row; weight-only follows IEEE float arithmetic like ``nn.Linear``.
 
 Gradients: the three linear ops are differentiable with respect to ``x``
-only (weights, scales and bias are frozen). The integer schemes use the
-straight-through estimator: the activation quantization is treated as the
-identity, so ``grad_x = grad_y @ dequantized_weight``.
+and ``bias`` (weights and scales are frozen; a SparseLinear that falls back
+to these ops trains its bias as on its sparse kernel). The integer schemes
+use the straight-through estimator: the activation quantization is treated
+as the identity, so ``grad_x = grad_y @ dequantized_weight``.
 
 This module holds the op schemas and fake implementations; the kernels are
 registered by :mod:`slimtorch.ops.backends`.
@@ -149,23 +150,36 @@ def unpack_weight(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
     return packed.permute(0, 2, 1, 3).reshape(blocks * BLOCK_N, groups * GROUP_K)[:n, :k]
 
 
-def _setup_context(ctx, inputs, output):
-    x, packed, w_scale = inputs[0], inputs[1], inputs[2]
-    ctx.save_for_backward(packed, w_scale)
-    ctx.k = x.shape[-1]
-    ctx.x_dtype = x.dtype
-    ctx.n_inputs = len(inputs)
+def _autograd_context(bias_index: int):
+    """The setup_context of an op whose bias is input ``bias_index``."""
+
+    def setup_context(ctx, inputs, output):
+        x, packed, w_scale, bias = inputs[0], inputs[1], inputs[2], inputs[bias_index]
+        ctx.save_for_backward(packed, w_scale)
+        ctx.k = x.shape[-1]
+        ctx.x_dtype = x.dtype
+        ctx.n_inputs = len(inputs)
+        ctx.bias_index = bias_index
+        ctx.bias_dtype = None if bias is None else bias.dtype
+
+    return setup_context
 
 
 def _backward(ctx, grad):
+    # The weight is frozen: gradients flow to x and to the bias only (straight
+    # through the activation rounding of the dynamic and static ops).
     packed, w_scale = ctx.saved_tensors
-    weight = unpack_weight(packed, w_scale.shape[0], ctx.k).float() * w_scale[:, None]
-    grad_x = (grad.float() @ weight).to(ctx.x_dtype)
-    return (grad_x,) + (None,) * (ctx.n_inputs - 1)
+    grads = [None] * ctx.n_inputs
+    if ctx.needs_input_grad[0]:
+        weight = unpack_weight(packed, w_scale.shape[0], ctx.k).float() * w_scale[:, None]
+        grads[0] = (grad.float() @ weight).to(ctx.x_dtype)
+    if ctx.needs_input_grad[ctx.bias_index]:
+        grads[ctx.bias_index] = grad.reshape(math.prod(grad.shape[:-1]), grad.shape[-1]).sum(0).to(ctx.bias_dtype)
+    return tuple(grads)
 
 
-for _op in (_dynamic_op, _static_op, _weight_only_op):
-    _op.register_autograd(_backward, setup_context=_setup_context)
+for _op, _bias_index in ((_dynamic_op, 4), (_static_op, 4), (_weight_only_op, 3)):
+    _op.register_autograd(_backward, setup_context=_autograd_context(_bias_index))
 
 
 # ---- the packed weight ----------------------------------------------------------------
