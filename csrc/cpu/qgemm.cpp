@@ -128,6 +128,7 @@ struct VectorPath {
   void (*quantize_row)(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a);
   void (*minmax)(const float* x, int64_t k, float* lo, float* hi, bool* finite);
   void (*to_bf16)(const float* in, int64_t n, uint16_t* out);  // round to nearest even, NaN stays NaN
+  void (*bf16_to_float)(const uint16_t* in, int64_t n, float* out);  // exact
   // The linear epilogue writing bfloat16 (LinearEpilogue::y_bf16) as to_bf16
   // rounds; null where the path has none (a block buffer and to_bf16 then).
   void (*linear_epilogue_bf16)(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
@@ -137,16 +138,17 @@ struct VectorPath {
 const VectorPath& vector_path(Isa isa) {
   static const FloatTiles scalar_tiles = SLIMTORCH_TILE_TABLE(float_tile_scalar);
   static const VectorPath scalar{{1, 1}, &scalar_tiles, float_epilogue_scalar, linear_epilogue_scalar,
-                                 quantize_row_scalar, minmax_scalar, to_bf16_scalar, nullptr};
+                                 quantize_row_scalar, minmax_scalar, to_bf16_scalar, bf16_to_float_scalar, nullptr};
 #if SLIMTORCH_X86
   static const VectorPath avx512{{4, 4}, &float_tiles_avx512, float_epilogue_avx512, linear_epilogue_avx512,
-                                 quantize_row_avx512, minmax_avx512, to_bf16_avx512, linear_epilogue_bf16_avx512};
+                                 quantize_row_avx512, minmax_avx512, to_bf16_avx512, bf16_to_float_avx512,
+                                 linear_epilogue_bf16_avx512};
   static const VectorPath avx2{{3, 1}, &float_tiles_avx2, float_epilogue_scalar, linear_epilogue_avx2,
-                               quantize_row_avx2, minmax_avx2, to_bf16_scalar, nullptr};
+                               quantize_row_avx2, minmax_avx2, to_bf16_scalar, bf16_to_float_scalar, nullptr};
   return isa >= Isa::kAvx512 ? avx512 : isa >= Isa::kAvx2 ? avx2 : scalar;
 #elif SLIMTORCH_ARM64
   static const VectorPath neon{{4, 1}, &float_tiles_neon, float_epilogue_scalar, linear_epilogue_neon,
-                               quantize_row_neon, minmax_neon, to_bf16_scalar, nullptr};
+                               quantize_row_neon, minmax_neon, to_bf16_scalar, bf16_to_float_scalar, nullptr};
   return isa >= Isa::kNeon ? neon : scalar;
 #else
   (void)isa;
@@ -272,11 +274,12 @@ RowParams dynamic_params(float lo, float hi, bool finite) {
 
 // Row r of x as float32: in place for float32 x, else widened into `buffer`
 // (k floats).
-inline const float* float_row(const void* x, DType dtype, int64_t r, int64_t ldx, int64_t k, float* buffer) {
+inline const float* float_row(const VectorPath& path, const void* x, DType dtype, int64_t r, int64_t ldx, int64_t k,
+                              float* buffer) {
   if (dtype == DType::kFloat32) return static_cast<const float*>(x) + r * ldx;
   const uint16_t* row = static_cast<const uint16_t*>(x) + r * ldx;
   if (dtype == DType::kBFloat16) {
-    for (int64_t i = 0; i < k; ++i) buffer[i] = bf16_to_float(row[i]);
+    path.bf16_to_float(row, k, buffer);
   } else {
     for (int64_t i = 0; i < k; ++i) buffer[i] = fp16_to_float(row[i]);
   }
@@ -293,7 +296,7 @@ void quantize_rows(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t l
   parallel_for(n_threads, m, grain, [&](int64_t begin, int64_t end, int) {
     std::unique_ptr<float[]> widened(x_dtype == DType::kFloat32 ? nullptr : new float[size_t(std::max<int64_t>(k, 1))]);
     for (int64_t r = begin; r < end; ++r) {
-      const float* row = float_row(x, x_dtype, r, ldx, k, widened.get());
+      const float* row = float_row(path, x, x_dtype, r, ldx, k, widened.get());
       uint8_t* out = a + r * lda;
       float lo, hi;
       bool finite;
@@ -465,12 +468,12 @@ Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t 
 namespace {
 
 // Rows [m0, m0 + rows) of x as float32 rows of k_pad values (zero past k) at `out`.
-void widen_rows(const void* x, DType dtype, int64_t m0, int rows, int64_t k, int64_t ldx, int64_t k_pad,
-                float* out) {
+void widen_rows(const VectorPath& path, const void* x, DType dtype, int64_t m0, int rows, int64_t k, int64_t ldx,
+                int64_t k_pad, float* out) {
   for (int r = 0; r < rows; ++r) {
     float* dst = out + r * k_pad;
     if (k > 0) {
-      const float* row = float_row(x, dtype, m0 + r, ldx, k, dst);
+      const float* row = float_row(path, x, dtype, m0 + r, ldx, k, dst);
       if (row != dst) std::copy(row, row + k, dst);
     }
     std::fill(dst + k, dst + k_pad, 0.0f);
@@ -530,7 +533,7 @@ Status qlinear_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, i
       const float* tile_x = static_cast<const float*>(x) + m0 * ldx;
       int64_t tile_ldx = ldx;
       if (!in_place) {
-        widen_rows(x, x_dtype, m0, rows, k, ldx, k_pad, widened.get());
+        widen_rows(path, x, x_dtype, m0, rows, k, ldx, k_pad, widened.get());
         tile_x = widened.get();
         tile_ldx = k_pad;
       }

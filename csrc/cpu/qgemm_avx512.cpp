@@ -211,6 +211,15 @@ SLIMTORCH_AVX512 void to_bf16_avx512(const float* in, int64_t n, uint16_t* out) 
   }
 }
 
+// bfloat16 bits -> float32 (exact: the bits become the top half).
+SLIMTORCH_AVX512 void bf16_to_float_avx512(const uint16_t* in, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 live = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512i bits = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(live, in + i)), 16);
+    _mm512_mask_storeu_ps(out + i, live, _mm512_castsi512_ps(bits));
+  }
+}
+
 SLIMTORCH_AVX512 void minmax_avx512(const float* x, int64_t k, float* lo, float* hi, bool* finite) {
   __m512 mn = _mm512_setzero_ps(), mx = _mm512_setzero_ps();
   __mmask16 bad = 0;

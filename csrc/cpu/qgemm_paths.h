@@ -69,6 +69,7 @@ void minmax_avx2(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void minmax_avx512(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void minmax_neon(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void to_bf16_avx512(const float* in, int64_t n, uint16_t* out);
+void bf16_to_float_avx512(const uint16_t* in, int64_t n, float* out);
 
 // ---- kernel tables (IntTiles, FloatTiles) of a kernel template fn<rows, blocks> ---------
 
@@ -157,6 +158,10 @@ inline uint8_t quantize_value(float x, float inv, float zp, bool fused) {
 
 inline void quantize_row_scalar(const float* x, int64_t k, float inv, int32_t zp, bool fused, uint8_t* a) {
   for (int64_t i = 0; i < k; ++i) a[i] = quantize_value(x[i], inv, float(zp), fused);
+}
+
+inline void bf16_to_float_scalar(const uint16_t* in, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_float(in[i]);
 }
 
 inline void to_bf16_scalar(const float* in, int64_t n, uint16_t* out) {
