@@ -462,9 +462,42 @@ Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t 
   return Status::kOk;
 }
 
+namespace {
+
+// Rows [m0, m0 + rows) of x as float32 rows of k_pad values (zero past k) at `out`.
+void widen_rows(const void* x, DType dtype, int64_t m0, int rows, int64_t k, int64_t ldx, int64_t k_pad,
+                float* out) {
+  for (int r = 0; r < rows; ++r) {
+    float* dst = out + r * k_pad;
+    if (k > 0) {
+      const float* row = float_row(x, dtype, m0 + r, ldx, k, dst);
+      if (row != dst) std::copy(row, row + k, dst);
+    }
+    std::fill(dst + k, dst + k_pad, 0.0f);
+  }
+}
+
+// float32 values -> float16 / bfloat16 bits, each rounded once (nearest even).
+void round_to_half(const VectorPath& path, const float* in, int64_t n, DType dtype, uint16_t* out) {
+  if (dtype == DType::kBFloat16) {
+    path.to_bf16(in, n, out);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = float_to_fp16(in[i]);
+  }
+}
+
+}  // namespace
+
 Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
                            const int8_t* packed, const float* w_scale, const float* bias,
                            int64_t n, float* y, int64_t ldy, int n_threads) {
+  return qlinear_weight_only(x, DType::kFloat32, m, k, ldx, packed, w_scale, bias, n, y, DType::kFloat32, ldy,
+                             n_threads);
+}
+
+Status qlinear_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t ldx,
+                           const int8_t* packed, const float* w_scale, const float* bias,
+                           int64_t n, void* y, DType y_dtype, int64_t ldy, int n_threads) {
   if (m < 0 || n < 0 || k < 0 || ldx < k || ldy < n ||
       (m > 0 && n > 0 && (y == nullptr || w_scale == nullptr ||
                           (k > 0 && (x == nullptr || packed == nullptr)))) ||
@@ -473,29 +506,46 @@ Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
   if (m == 0 || n == 0) return Status::kOk;
 #if defined(SLIMTORCH_HAVE_AMX)
   if (amx_weight_only_wanted(m, k)) {
-    amx_weight_only(x, m, k, ldx, packed, w_scale, bias, n, y, ldy, n_threads);
+    amx_weight_only(x, x_dtype, m, k, ldx, packed, w_scale, bias, n, y, y_dtype, ldy, n_threads);
     return Status::kOk;
   }
 #endif
   const int64_t k_pad = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
-  std::unique_ptr<float[]> padded;
-  if (k_pad != k) {
-    padded.reset(new float[size_t(m * k_pad)]);
-    for (int64_t r = 0; r < m; ++r) {
-      std::memcpy(padded.get() + r * k_pad, x + r * ldx, size_t(k) * sizeof(float));
-      std::fill(padded.get() + r * k_pad + k, padded.get() + (r + 1) * k_pad, 0.0f);
-    }
-    x = padded.get();
-    ldx = k_pad;
-  }
   const VectorPath& path = vector_path(active_isa());
+  const TileShape shape = path.float_shape;
   const int64_t block_stride = k_pad / kQgemmGroupK * kGroupBytes;
-  for_each_tile(m, n, k_pad, path.float_shape, n_threads, [&](int64_t m0, int rows, int64_t nb0, int blocks) {
-    alignas(64) float acc[kMaxTileRows * kMaxTileCols];
-    (*path.float_tiles)[rows - 1][blocks - 1](x + m0 * ldx, ldx, k_pad, packed + nb0 * block_stride, block_stride, acc);
+  // float32 rows of whole 4-k groups are read in place; other rows are
+  // widened (zero past k) tile by tile into a buffer of the work item, so
+  // 16-bit x is never copied whole.
+  const bool in_place = x_dtype == DType::kFloat32 && k_pad == k;
+  for_each_panel(m, n, k_pad, shape, n_threads, [&](int64_t first, int64_t last, int64_t nb0, int blocks) {
+    std::unique_ptr<float[]> widened(in_place ? nullptr : new float[size_t(shape.rows * k_pad)]);
     const int64_t c0 = nb0 * kQgemmBlockN;
     const int64_t cols = std::min<int64_t>(blocks * kQgemmBlockN, n - c0);
-    path.float_epilogue(acc, w_scale + c0, bias ? bias + c0 : nullptr, y + m0 * ldy + c0, ldy, rows, cols);
+    const float* const scale = w_scale + c0;
+    const float* const tile_bias = bias ? bias + c0 : nullptr;
+    for (int64_t t = first; t < last; ++t) {
+      const int64_t m0 = t * shape.rows;
+      const int rows = int(std::min<int64_t>(shape.rows, m - m0));
+      const float* tile_x = static_cast<const float*>(x) + m0 * ldx;
+      int64_t tile_ldx = ldx;
+      if (!in_place) {
+        widen_rows(x, x_dtype, m0, rows, k, ldx, k_pad, widened.get());
+        tile_x = widened.get();
+        tile_ldx = k_pad;
+      }
+      alignas(64) float acc[kMaxTileRows * kMaxTileCols];
+      (*path.float_tiles)[rows - 1][blocks - 1](tile_x, tile_ldx, k_pad, packed + nb0 * block_stride, block_stride,
+                                                acc);
+      if (y_dtype == DType::kFloat32) {
+        path.float_epilogue(acc, scale, tile_bias, static_cast<float*>(y) + m0 * ldy + c0, ldy, rows, cols);
+        continue;
+      }
+      alignas(64) float block[kMaxTileRows * kMaxTileCols];
+      path.float_epilogue(acc, scale, tile_bias, block, kMaxTileCols, rows, cols);
+      for (int r = 0; r < rows; ++r)
+        round_to_half(path, block + r * kMaxTileCols, cols, y_dtype, static_cast<uint16_t*>(y) + (m0 + r) * ldy + c0);
+    }
   });
   return Status::kOk;
 }

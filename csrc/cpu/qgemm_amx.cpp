@@ -23,6 +23,7 @@
 // configuration on the thread that runs it and releases the tiles at its end.
 #include "qgemm_amx.h"
 #include "qgemm_amx_config.h"
+#include "qgemm_paths.h"
 
 // GCC 12 flags its own _mm512_undefined_*() placeholders in the AVX-512
 // intrinsic headers as uninitialized (GCC bug 105593).
@@ -380,18 +381,36 @@ namespace {
 constexpr int64_t kBf16StepK = 32;       // k per bf16 tile step
 constexpr int64_t kBf16ChunkSteps = 12;  // staged B per column tile: 2 x 12 KB
 
-// x rows [begin, end) -> bf16 rows of `width` values (zero past k).
-void rows_to_bf16(const float* x, int64_t ldx, int64_t k, int64_t width, uint16_t* xb,
+// x rows [begin, end) -> bf16 rows of `width` values (zero past k): float32
+// and float16 rounded to nearest even (as the tiles take them), bfloat16 copied.
+void rows_to_bf16(const void* x, DType dtype, int64_t ldx, int64_t k, int64_t width, uint16_t* xb,
                   int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
-    const float* in = x + r * ldx;
     uint16_t* out = xb + r * width;
     for (int64_t i = 0; i < width; i += 16) {
       const int64_t live_count = std::max<int64_t>(std::min<int64_t>(k - i, 16), 0);
       const __mmask16 live = __mmask16((uint32_t(1) << live_count) - 1);
-      const __m512 v = _mm512_maskz_loadu_ps(live, in + i);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), __m256i(_mm512_cvtneps_pbh(v)));
+      const auto* halves = static_cast<const uint16_t*>(x) + r * ldx + i;
+      __m256i v;
+      if (dtype == DType::kBFloat16) {
+        v = _mm256_maskz_loadu_epi16(live, halves);
+      } else {
+        const __m512 f = dtype == DType::kFloat32
+                             ? _mm512_maskz_loadu_ps(live, static_cast<const float*>(x) + r * ldx + i)
+                             : _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, halves));
+        v = __m256i(_mm512_cvtneps_pbh(f));
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), v);
     }
+  }
+}
+
+// float32 results -> float16 / bfloat16 outputs, each rounded once (nearest even).
+void round_to_half(const float* in, int64_t n, DType dtype, uint16_t* out) {
+  if (dtype == DType::kBFloat16) {
+    qgemm_paths::to_bf16_avx512(in, n, out);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = float_to_fp16(in[i]);
   }
 }
 
@@ -418,16 +437,26 @@ bool amx_weight_only_wanted(int64_t m, int64_t k) {
   return m >= kMinRows && k > 0 && active_isa() == Isa::kAmx;
 }
 
-void amx_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* packed,
-                     const float* w_scale, const float* bias, int64_t n, float* y, int64_t ldy,
+void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t ldx, const int8_t* packed,
+                     const float* w_scale, const float* bias, int64_t n, void* y, DType y_dtype, int64_t ldy,
                      int n_threads) {
   if (m <= 0 || n <= 0 || k <= 0) return;
   const int64_t steps = ceil_div(k, kBf16StepK);
   const int64_t width = steps * kBf16StepK;  // bf16 values per staged row (128-byte multiple)
-  std::unique_ptr<uint16_t[]> xb_storage(new uint16_t[size_t(m * width) + 32]);
-  uint16_t* const xb = xb_storage.get() + (-reinterpret_cast<uintptr_t>(xb_storage.get()) & 63) / 2;
-  parallel_for(n_threads, m, std::max<int64_t>(1, (int64_t(1) << 15) / width),
-               [&](int64_t begin, int64_t end, int) { rows_to_bf16(x, ldx, k, width, xb, begin, end); });
+  // bf16 rows of whole K steps that start on cache lines (see kAmxRowAlign)
+  // are the tiles' A rows as they are; other x is staged as such rows.
+  const uint16_t* xb = static_cast<const uint16_t*>(x);
+  int64_t ldb = ldx;  // elements
+  std::unique_ptr<uint16_t[]> xb_storage;
+  if (x_dtype != DType::kBFloat16 || width != k ||
+      ((reinterpret_cast<uintptr_t>(x) | uintptr_t(ldx * 2)) & (kAmxRowAlign - 1))) {
+    xb_storage.reset(new uint16_t[size_t(m * width) + 32]);
+    uint16_t* const staged = xb_storage.get() + (-reinterpret_cast<uintptr_t>(xb_storage.get()) & 63) / 2;
+    parallel_for(n_threads, m, std::max<int64_t>(1, (int64_t(1) << 15) / width),
+                 [&](int64_t begin, int64_t end, int) { rows_to_bf16(x, x_dtype, ldx, k, width, staged, begin, end); });
+    xb = staged;
+    ldb = width;
+  }
 
   const int64_t groups = ceil_div(k, 4);
   const int64_t block_stride = groups * kGroupBytes;
@@ -463,12 +492,13 @@ void amx_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx, const in
     const bool final_chunk = s0 + chunk == steps;
     for_each_row_block(scratch.tiles, m, first, last, panel_first, scratch.panel_acc.get(),
                        [&](int64_t m0, int rows, bool two_row_tiles, float* acc) {
-      kBf16Blocks[two_row_tiles][tile.blocks - 1](xb + m0 * width + s0 * kBf16StepK, width * 2, chunk, b, b_last,
+      kBf16Blocks[two_row_tiles][tile.blocks - 1](xb + m0 * ldb + s0 * kBf16StepK, ldb * 2, chunk, b, b_last,
                                                   acc, s0 > 0);
       if (!final_chunk) return;
       const int64_t c0 = tile.c0, cols = tile.cols;
       for (int r = 0; r < rows; ++r) {
-        float* out = y + (m0 + r) * ldy + c0;
+        alignas(64) float row[kBlockCols];  // a 16-bit y's float32 results, rounded below
+        float* out = y_dtype == DType::kFloat32 ? static_cast<float*>(y) + (m0 + r) * ldy + c0 : row;
         for (int64_t c = 0; c < cols; c += 16) {
           const __mmask16 live = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
           __m512 v = _mm512_mul_ps(_mm512_loadu_ps(acc + r * kAmxAccStride + c),
@@ -476,6 +506,8 @@ void amx_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx, const in
           if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(live, bias + c0 + c));
           _mm512_mask_storeu_ps(out + c, live, v);
         }
+        if (y_dtype != DType::kFloat32)
+          round_to_half(row, cols, y_dtype, static_cast<uint16_t*>(y) + (m0 + r) * ldy + c0);
       }
     });
   });

@@ -46,9 +46,11 @@ bool amx_weight_only_wanted(int64_t m, int64_t k);
 
 // Weight-only linear on bf16 tiles: y[m][n] = w_scale[n] * sum_k x[m][k] * q[n][k] + bias[n]
 // with x rounded to bf16 (nearest even), the int8 weights widened to bf16
-// (exact), and the products summed in float32 by tdpbf16ps. bias may be null.
-void amx_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* packed,
-                     const float* w_scale, const float* bias, int64_t n, float* y, int64_t ldy,
+// (exact), and the products summed in float32 by tdpbf16ps. x and y of any
+// float DType (as qlinear_weight_only); a 16-bit y is each float32 result
+// rounded once. bias may be null.
+void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t ldx, const int8_t* packed,
+                     const float* w_scale, const float* bias, int64_t n, void* y, DType y_dtype, int64_t ldy,
                      int n_threads);
 
 }  // namespace slimtorch

@@ -233,6 +233,106 @@ TEST(half_activations_and_outputs_round_the_float32_result_once) {
   set_active_isa(detected_isa());
 }
 
+TEST(weight_only_half_io_equals_float32_rounded_once) {
+  // Weight-only with float16 / bfloat16 x or y equals, bit for bit, the
+  // float32 entry point on the same path run on x widened exactly, with each
+  // output rounded once (nearest even). Tile edges: k across the 4-k group
+  // and the 32-k bf16 tile step, n across the 16-column block, m across the
+  // row tiles and the AMX switch at 16 rows; rows packed, strided on whole
+  // cache lines (bf16 x read in place by the AMX tiles), strided oddly and
+  // starting off a cache line (staged); a subnormal row, a -0 and a NaN in x;
+  // with and without bias.
+  struct Layout {
+    int64_t pad, multiple, offset;  // ldx = k + pad rounded up to `multiple`; x starts `offset` past a cache line
+  };
+  const Layout kLayouts[] = {{0, 1, 0}, {1, 32, 0}, {1, 32, 1}, {7, 1, 0}};
+  const DType kPairs[][2] = {{DType::kBFloat16, DType::kBFloat16},
+                             {DType::kFloat16, DType::kFloat16},
+                             {DType::kBFloat16, DType::kFloat32},
+                             {DType::kFloat32, DType::kBFloat16}};
+  const auto to_half = [](float v, DType type) {
+    return type == DType::kBFloat16 ? float_to_bf16(v) : float_to_fp16(v);
+  };
+  int cases = 0;
+  for (Isa isa : supported_isas()) {
+    CHECK(set_active_isa(isa));
+    for (const auto& pair : kPairs)
+      for (int64_t k : {1, 3, 31, 32, 33, 64, 65, 100, 256})
+        for (int64_t n : {1, 15, 16, 17, 33, 65})
+          for (int64_t m : {0, 1, 15, 16, 17, 33})
+            for (const Layout& layout : kLayouts) {
+              const DType x_type = pair[0], y_type = pair[1];
+              const int64_t ldx = (k + layout.pad + layout.multiple - 1) / layout.multiple * layout.multiple;
+              const int64_t ldy = n + 3;
+              std::mt19937 rng(uint32_t(k * 1009 + n * 31 + m));
+              std::normal_distribution<float> normal;
+              const std::vector<int8_t> q = random_weights(n, k, uint32_t(k + n));
+              std::vector<int32_t> colsum;
+              const std::vector<int8_t> packed = pack(q, n, k, &colsum);
+              std::vector<float> w_scale(static_cast<size_t>(n)), bias(static_cast<size_t>(n));
+              for (auto& v : w_scale) v = 0.01f + std::fabs(normal(rng)) * 0.01f;
+              for (auto& v : bias) v = normal(rng);
+              // x as given (x_type) in a buffer aligned to 64 bytes, and widened.
+              std::vector<float> x(size_t(m * ldx) + 1);
+              for (size_t i = 0; i < x.size(); ++i)  // NaN between rows: never read
+                x[i] = int64_t(i) % ldx < k ? 3.0f * normal(rng) : std::numeric_limits<float>::quiet_NaN();
+              if (m > 2) {  // row 1 subnormal in x_type (visible without bias), row 2 with -0 and NaN
+                for (int64_t i = 0; i < k; ++i) x[size_t(ldx + i)] *= x_type == DType::kFloat16 ? 1e-5f : 1e-39f;
+                x[size_t(2 * ldx)] = -0.0f;
+                x[size_t(2 * ldx + k - 1)] = std::numeric_limits<float>::quiet_NaN();
+              }
+              std::vector<uint16_t> storage(size_t(m * ldx) + 64);
+              uint16_t* const x16 =
+                  storage.data() + (-reinterpret_cast<uintptr_t>(storage.data()) & 63) / 2 + layout.offset;
+              std::vector<float> fstorage(size_t(m * ldx) + 32);
+              float* const x32 = fstorage.data() + (-reinterpret_cast<uintptr_t>(fstorage.data()) & 63) / 4 +
+                                 layout.offset;
+              for (int64_t i = 0; i < m * ldx; ++i) {
+                if (x_type == DType::kFloat32) {
+                  x32[i] = x[size_t(i)];
+                } else {
+                  x16[i] = to_half(x[size_t(i)], x_type);
+                  x32[i] = half_to_float(x16[i], x_type);
+                }
+              }
+              const void* x_in = x_type == DType::kFloat32 ? static_cast<const void*>(x32) : x16;
+              std::vector<float> want(size_t(m * ldy) + 1, 0.0f), got32(size_t(m * ldy) + 1, -7.0f);
+              std::vector<uint16_t> got16(size_t(m * ldy) + 1, 0xabcd);
+              void* y_out = y_type == DType::kFloat32 ? static_cast<void*>(got32.data()) : got16.data();
+              const float* b = m % 2 ? nullptr : bias.data();
+              CHECK(qlinear_weight_only(x32, m, k, ldx, packed.data(), w_scale.data(), b, n, want.data(), ldy, 2) ==
+                    Status::kOk);
+              {  // NaN left in freed scratch (staged or widened rows): none of it may be read.
+                const std::vector<float> poison(fstorage.size(), std::nanf(""));
+                std::vector<float> junk(want.size());
+                CHECK(qlinear_weight_only(poison.data(), m, k, ldx, packed.data(), w_scale.data(), b, n, junk.data(),
+                                          ldy, 2) == Status::kOk);
+              }
+              CHECK(qlinear_weight_only(x_in, x_type, m, k, ldx, packed.data(), w_scale.data(), b, n, y_out, y_type,
+                                        ldy, 2) == Status::kOk);
+              bool ok = true;
+              for (int64_t r = 0; r < m; ++r)
+                for (int64_t col = 0; col < ldy; ++col) {
+                  const size_t at = size_t(r * ldy + col);
+                  if (y_type == DType::kFloat32) {
+                    const float expected = col < n ? want[at] : -7.0f;  // past n: untouched
+                    ok &= float_to_bits(got32[at]) == float_to_bits(expected);
+                  } else {
+                    ok &= got16[at] == (col < n ? to_half(want[at], y_type) : uint16_t(0xabcd));
+                  }
+                }
+              if (!ok)
+                std::printf("  %s x=%d y=%d m=%lld k=%lld n=%lld ldx=%lld offset=%lld\n", isa_name(isa),
+                            int(x_type), int(y_type), (long long)m, (long long)k, (long long)n,
+                            (long long)ldx, (long long)layout.offset);
+              CHECK(ok);
+              ++cases;
+            }
+  }
+  CHECK(cases > 0);
+  set_active_isa(detected_isa());
+}
+
 TEST(static_and_non_finite_rows) {
   const int64_t m = 3, k = 10, n = 20;
   std::vector<float> x(size_t(m * k), 0.5f);

@@ -485,6 +485,37 @@ def test_bfloat16_gradient(mode):
     torch.testing.assert_close(x.grad.float(), expected, rtol=2.0**-7, atol=1e-2)
 
 
+# Tile edges of the weight-only kernels: k across the 4-k group and the 32-k bf16
+# tile step, n across the 16-column block, m across the row tiles and the AMX
+# switch at 16 rows, and an empty batch.
+WEIGHT_ONLY_HALF_SHAPES = [(0, 32, 16), (1, 31, 15), (15, 33, 17), (16, 32, 16), (17, 64, 33),
+                           (33, 100, 17), (40, 768, 70)]
+
+
+@pytest.mark.parametrize("m, k, n", WEIGHT_ONLY_HALF_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_weight_only_half_in_half_out_is_float32_rounded_once(isa, dtype, m, k, n):
+    # The kernel reads and writes x's dtype itself; the result must be the
+    # float32 op on the exactly widened x, each output rounded once.
+    x, _, b, _q, _w_scale, weight = _case(m, k, n, seed=m + k)
+    xh = x.to(dtype)
+    expected = ops.qlinear_weight_only(xh.float(), weight, b).to(dtype)
+    for bias in (b, None):
+        want = expected if bias is not None else ops.qlinear_weight_only(xh.float(), weight).to(dtype)
+        y = ops.qlinear_weight_only(xh, weight, bias)  # bfloat16: the eager path; float16: dispatch
+        assert y.dtype == dtype
+        assert torch.equal(y.view(torch.int16), want.view(torch.int16))
+    # Through torch.library dispatch with a gradient to compute: the same
+    # forward, and grad_x = grad_y @ dequantized weight rounded once to x's dtype.
+    xg = xh.clone().requires_grad_()
+    y = ops.qlinear_weight_only(xg, weight, b)
+    assert torch.equal(y.detach().view(torch.int16), expected.view(torch.int16))
+    grad_y = torch.randn(m, n).to(dtype)
+    y.backward(grad_y)
+    dequantized = qops.unpack_weight(weight.packed, n, k).float() * weight.scale[:, None]
+    assert torch.equal(xg.grad, (grad_y.float() @ dequantized).to(dtype))
+
+
 # ---- torch.library contract ------------------------------------------------------------------
 
 def test_opcheck():

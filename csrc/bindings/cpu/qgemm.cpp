@@ -51,12 +51,12 @@ void bind_qgemm(py::module_& m) {
   });
   m.def("qlinear_weight_only", [](uintptr_t x, int64_t m, int64_t k, int64_t ldx,
                                   uintptr_t packed, uintptr_t w_scale, uintptr_t bias, int64_t n,
-                                  uintptr_t y, int64_t ldy, int n_threads) {
+                                  uintptr_t y, int64_t ldy, int n_threads, int x_dtype, int y_dtype) {
     std::optional<py::gil_scoped_release> release;
     if (m * n * k >= kReleaseGilMacs) release.emplace();
-    check(qlinear_weight_only(as_ptr<const float>(x), m, k, ldx, as_ptr<const int8_t>(packed),
+    check(qlinear_weight_only(as_ptr<const void>(x), to_dtype(x_dtype), m, k, ldx, as_ptr<const int8_t>(packed),
                               as_ptr<const float>(w_scale), as_ptr<const float>(bias), n,
-                              as_ptr<float>(y), ldy, n_threads),
+                              as_ptr<void>(y), to_dtype(y_dtype), ldy, n_threads),
           "qlinear_weight_only");
   });
 }

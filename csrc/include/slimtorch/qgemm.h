@@ -79,6 +79,13 @@ Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t 
 Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
                            const int8_t* packed, const float* w_scale, const float* bias,
                            int64_t n, float* y, int64_t ldy, int n_threads);
+// The same with x and y of any float DType (float16 / bfloat16 as 16-bit
+// patterns, strides in elements): x is widened exactly as it is read and each
+// output is the float32 result rounded once (nearest even), so y equals the
+// float32 entry point's result on the widened x, rounded. bias stays float32.
+Status qlinear_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t ldx,
+                           const int8_t* packed, const float* w_scale, const float* bias,
+                           int64_t n, void* y, DType y_dtype, int64_t ldy, int n_threads);
 
 // ---- CUDA (csrc/cuda/qgemm.cu); pointers are device memory, nothing synchronizes.
 namespace cuda {

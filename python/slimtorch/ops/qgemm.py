@@ -422,15 +422,12 @@ def _eager_args(x: torch.Tensor, weight: object, bias: torch.Tensor | None) -> t
 def _eager_linear(x: torch.Tensor, weight: PackedInt8Weight, args: tuple, bias: torch.Tensor | None,
                   scheme: str, activation: ActivationQParams | None) -> torch.Tensor:
     """The native kernel on x's memory; ``weight`` (a local reference) keeps
-    the tensors ``args`` points into alive until the kernel returns. The
-    integer schemes read and write a bfloat16 x in place (widened exactly,
-    each output rounded once); weight-only widens it to float32 first and
-    rounds the result back."""
+    the tensors ``args`` points into alive until the kernel returns. Every
+    scheme reads and writes a bfloat16 x in place (widened exactly, each
+    output rounded once from its float32 value)."""
     bf16 = x.dtype is torch.bfloat16
     if bias is not None and bias.dtype is not torch.float32:
         bias = bias.float()
-    if bf16 and scheme == "int8_weight_only":
-        return _eager_linear(x.float(), weight, args, bias, scheme, activation).to(torch.bfloat16)
     packed, scale, colsum, n, k, _ = args
     x2 = x if x.dim() == 2 else x.reshape(-1, k)
     m = x2.shape[0]
@@ -439,7 +436,7 @@ def _eager_linear(x: torch.Tensor, weight: PackedInt8Weight, args: tuple, bias: 
     code = _BF16_CODE if bf16 else 0
     if scheme == "int8_weight_only":
         _native.cpu.qlinear_weight_only(x2.data_ptr(), m, k, k, packed, scale, bias_ptr, n, y.data_ptr(), n,
-                                        torch.get_num_threads())
+                                        torch.get_num_threads(), code, code)
     elif activation is None:
         _native.cpu.qlinear_u8s8(x2.data_ptr(), m, k, k, packed, scale, colsum, bias_ptr, n, y.data_ptr(), n,
                                  False, 1.0, 0, torch.get_num_threads(), code, code)

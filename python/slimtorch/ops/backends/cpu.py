@@ -127,13 +127,16 @@ qgemm.register_u8s8(register_cpu, _u8s8)
 @register_cpu(qgemm._weight_only_op)
 def _(x, packed, w_scale, bias):
     n = w_scale.shape[0]
-    x2, ldx = _rows(x, x.shape[-1])
+    x2, ldx = _rows(x, x.shape[-1], halves=True)  # read and written in x's dtype by the kernel
     m, k = x2.shape
-    y = torch.empty((m, n), dtype=torch.float32)
+    y = torch.empty((m, n), dtype=x2.dtype)
+    if bias is not None and bias.dtype != torch.float32:
+        bias = bias.float()
+    code = _native.dtype_code(x2.dtype)
     _native.cpu.qlinear_weight_only(x2.data_ptr(), m, k, ldx, packed.data_ptr(), w_scale.data_ptr(),
                                     0 if bias is None else bias.data_ptr(), n, y.data_ptr(), n,
-                                    _native.num_threads())
-    return y.reshape(*x.shape[:-1], n).to(x.dtype)
+                                    _native.num_threads(), code, code)
+    return y.reshape(*x.shape[:-1], n)
 
 
 # ---- threshold ----------------------------------------------------------------------------
