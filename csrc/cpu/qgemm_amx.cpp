@@ -472,9 +472,8 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
       ((reinterpret_cast<uintptr_t>(x) | uintptr_t(ldx * 2)) & (kAmxRowAlign - 1))) {
     xb_storage.reset(new uint16_t[size_t(m * width) + 32]);
     uint16_t* const staged = xb_storage.get() + (-reinterpret_cast<uintptr_t>(xb_storage.get()) & 63) / 2;
-    parallel_for(n_threads, m, std::max<int64_t>(1, (int64_t(1) << 15) / width), [&](int64_t begin, int64_t end, int) {
-      rows_to_bf16(x, x_dtype, ldx, k, width, staged, begin, end);
-    });
+    parallel_for(n_threads, m, std::max<int64_t>(1, (int64_t(1) << 15) / width),
+                 [&](int64_t begin, int64_t end, int) { rows_to_bf16(x, x_dtype, ldx, k, width, staged, begin, end); });
     xb = staged;
     ldb = width;
   }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dispatch.h"
+#include "qgemm_paths.h"
 #include "spmm_paths.h"
 
 namespace slimtorch {
@@ -130,39 +131,36 @@ PanelFn pick_panel(const SparseMatrix& w, [[maybe_unused]] Isa isa, int64_t batc
 #endif
 }
 
-// Transposes x ([batch][ldx]) into panels: panel p is [cols][W] floats holding
-// batch columns p*W .. p*W+W-1, zero past the batch. Threads split the columns.
-void build_panels(const float* x, int64_t batch, int64_t ldx, int64_t cols, int width, float* xt,
-                  int n_threads) {
+// Transposes columns [c0, c1) of float32 x ([batch][ldx]) into panels: panel
+// p is [cols][W] floats holding batch columns p*W .. p*W+W-1, zero past the batch.
+void build_panel_columns(const float* x, int64_t batch, int64_t ldx, int64_t cols, int width, float* xt,
+                         int64_t c0, int64_t c1) {
 #if SLIMTORCH_X86
   if (active_isa() >= Isa::kAvx512 && width % 16 == 0) {
-    // Blocks of 16 columns; a thread gets at least 32 of them (one thread below 512 columns, as before).
-    parallel_for(n_threads, (cols + 15) / 16, 32, [&](int64_t k0, int64_t k1, int) {
-      build_panels_avx512(x, batch, ldx, cols, width, xt, 16 * k0, std::min<int64_t>(cols, 16 * k1));
-    });
+    build_panels_avx512(x, batch, ldx, cols, width, xt, c0, c1);
     return;
   }
 #endif
   const int64_t panels = (batch + width - 1) / width;
-  parallel_for(n_threads, cols, 512, [&](int64_t c0, int64_t c1, int) {
-    for (int64_t p = 0; p < panels; ++p) {
-      float* dst = xt + p * cols * width;
-      const int64_t b0 = p * width, nb = std::min<int64_t>(width, batch - b0);
-      for (int64_t j = 0; j < nb; ++j) {
-        const float* src = x + (b0 + j) * ldx;
-        for (int64_t c = c0; c < c1; ++c) dst[c * width + j] = src[c];
-      }
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t j = nb; j < width; ++j) dst[c * width + j] = 0.0f;
+  for (int64_t p = 0; p < panels; ++p) {
+    float* dst = xt + p * cols * width;
+    const int64_t b0 = p * width, nb = std::min<int64_t>(width, batch - b0);
+    for (int64_t j = 0; j < nb; ++j) {
+      const float* src = x + (b0 + j) * ldx;
+      for (int64_t c = c0; c < c1; ++c) dst[c * width + j] = src[c];
     }
-  });
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t j = nb; j < width; ++j) dst[c * width + j] = 0.0f;
+  }
 }
 
-// Per-calling-thread scratch (transposed panels or tiles), 64-byte aligned;
-// grows, never shrinks, so a steady stream of calls does not pay for fresh
-// pages each time. One call uses it at a time.
-uint8_t* scratch_bytes(int64_t bytes) {
-  static thread_local std::vector<uint8_t> buffer;
+// Per-thread scratch, 64-byte aligned; grows, never shrinks, so a steady
+// stream of calls does not pay for fresh pages each time. One call uses it at
+// a time; buffers alive together take different slots.
+enum ScratchSlot { kPanelSlot, kSumsSlot, kWidenedSlot, kScratchSlots };
+uint8_t* scratch_bytes(int64_t bytes, ScratchSlot slot = kPanelSlot) {
+  static thread_local std::vector<uint8_t> buffers[kScratchSlots];
+  std::vector<uint8_t>& buffer = buffers[slot];
   const size_t need = size_t(bytes) + 64;  // room to align to 64 bytes
   if (buffer.size() < need) buffer.assign(need, 0);
   const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
@@ -174,23 +172,116 @@ uint8_t* scratch_bytes(int64_t bytes) {
 // horizontal sum per row); above it the two tie (spmm benchmark, int8 values).
 constexpr int64_t kShortRowNnz = 128;
 
-void forward(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
-                   const float* bias, float* y, int n_threads) {
+// Columns [c0, c1) of rows [r0, r1) of a 16-bit x, widened exactly, into
+// rows of `out` (row stride ld_out, same column positions).
+void widen_rows(const void* x, DType dtype, int64_t ldx, int64_t r0, int64_t r1, int64_t c0, int64_t c1, float* out,
+                int64_t ld_out) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint16_t* src = static_cast<const uint16_t*>(x) + r * ldx;
+    float* dst = out + (r - r0) * ld_out;
+    if (dtype == DType::kBFloat16) {
+      for (int64_t c = c0; c < c1; ++c) dst[c] = bf16_to_float(src[c]);
+    } else {
+      for (int64_t c = c0; c < c1; ++c) dst[c] = fp16_to_float(src[c]);
+    }
+  }
+}
+
+// Transposes x ([batch][ldx] of any float dtype, widened exactly) into the
+// panels of build_panel_columns. Threads split the columns; a thread widens
+// its columns of one panel's rows at a time (16-bit x).
+void build_panels(const void* x, DType dtype, int64_t batch, int64_t ldx, int64_t cols, int width, float* xt,
+                  int n_threads) {
+  // Blocks of 16 columns; a thread gets at least 32 of them (one thread below 512 columns).
+  parallel_for(n_threads, (cols + 15) / 16, 32, [&](int64_t k0, int64_t k1, int) {
+    const int64_t c0 = 16 * k0, c1 = std::min<int64_t>(cols, 16 * k1);
+    if (dtype == DType::kFloat32) {
+      build_panel_columns(static_cast<const float*>(x), batch, ldx, cols, width, xt, c0, c1);
+      return;
+    }
+    float* rows = reinterpret_cast<float*>(scratch_bytes(width * cols * int64_t(sizeof(float)), kWidenedSlot));
+    for (int64_t b0 = 0; b0 < batch; b0 += width) {
+      const int64_t nb = std::min<int64_t>(width, batch - b0);
+      widen_rows(x, dtype, ldx, b0, b0 + nb, c0, c1, rows, cols);
+      build_panel_columns(rows, nb, cols, cols, width, xt + b0 * cols, c0, c1);
+    }
+  });
+}
+
+// float32 values -> float16 / bfloat16 bits, each rounded once (nearest even).
+void round_to_half(const float* in, int64_t n, DType dtype, uint16_t* out) {
+#if SLIMTORCH_X86
+  if (dtype == DType::kBFloat16 && active_isa() >= Isa::kAvx512) {
+    qgemm_paths::to_bf16_avx512(in, n, out);
+    return;
+  }
+#endif
+  if (dtype == DType::kBFloat16) {
+    for (int64_t i = 0; i < n; ++i) out[i] = float_to_bf16(in[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = float_to_fp16(in[i]);
+  }
+}
+
+// The output in y's dtype: float32 results go straight to y; for a 16-bit y
+// they go to a float32 buffer and each row range is rounded once (nearest
+// even) as soon as its sums are done, while they are still in cache.
+class Output {
+ public:
+  Output(void* y, DType dtype, int64_t batch, int64_t rows)
+      : y_(y),
+        dtype_(dtype),
+        batch_(batch),
+        rows_(rows),
+        sums_(dtype == DType::kFloat32
+                  ? static_cast<float*>(y)
+                  : reinterpret_cast<float*>(scratch_bytes(batch * rows * int64_t(sizeof(float)), kSumsSlot))) {}
+  float* sums() const { return sums_; }
+  // Output rows [r0, r1) of every batch column are final.
+  void finish(int64_t r0, int64_t r1) const {
+    if (dtype_ == DType::kFloat32) return;
+    for (int64_t b = 0; b < batch_; ++b)
+      round_to_half(sums_ + b * rows_ + r0, r1 - r0, dtype_, static_cast<uint16_t*>(y_) + b * rows_ + r0);
+  }
+
+ private:
+  void* y_;
+  DType dtype_;
+  int64_t batch_, rows_;
+  float* sums_;  // y itself for float32 y
+};
+
+void forward(const SparseMatrix& w, const void* x_in, DType x_dtype, int64_t batch, int64_t ldx,
+             const float* bias, const Output& out, int n_threads) {
   Isa isa = active_isa();
+  float* const y = out.sums();
   bool multi_column_gather = false;  // gather passes over several batch columns
 #if SLIMTORCH_X86
   if (batch == 1 && isa >= Isa::kAvx512 && w.bitmap == nullptr && w.row_ptr[w.rows] < kShortRowNnz * w.rows)
     isa = Isa::kAvx2;
+  multi_column_gather = isa >= Isa::kAvx512;
+#endif
+  const bool gather = batch == 1 || (multi_column_gather && batch <= kMaxGatherBatch);
+  // A 16-bit x: the gather paths (at most kMaxGatherBatch rows) read all rows
+  // widened; the panel path widens the rows as it builds the panels.
+  const float* x = static_cast<const float*>(x_in);
+  if (x_dtype != DType::kFloat32 && gather) {
+    float* widened = reinterpret_cast<float*>(scratch_bytes(batch * w.cols * int64_t(sizeof(float)), kWidenedSlot));
+    widen_rows(x_in, x_dtype, ldx, 0, batch, 0, w.cols, widened, w.cols);
+    x = widened;
+    ldx = w.cols;
+  }
+#if SLIMTORCH_X86
   if (batch == 1 && isa >= Isa::kAvx512 && w.bitmap != nullptr) {
     const BitmapGemvFn gemv = pick_gemv_bitmap_avx512(w);
     for_row_ranges(w, 1, n_threads, [&](int64_t r0, int64_t r1) {
       gemv(w, x, bias, y, r0, r1);
+      out.finish(r0, r1);
     }, kChunksPerThread, kMinGatherWorkPerThread);
     return;
   }
-  multi_column_gather = isa >= Isa::kAvx512;
 #endif
-  if (batch == 1 || (multi_column_gather && batch <= kMaxGatherBatch)) {
+  if (gather) {
     for_row_ranges(w, batch, n_threads, [&](int64_t r0, int64_t r1) {
       for (int64_t b = 0; b < batch;) {
         int columns = 1;
@@ -198,6 +289,7 @@ void forward(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
         gemv(w, x + b * ldx, ldx, bias, y + b * w.rows, w.rows, r0, r1);
         b += columns;
       }
+      out.finish(r0, r1);
     }, kChunksPerThread, kMinGatherWorkPerThread);
     return;
   }
@@ -205,12 +297,13 @@ void forward(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
   const PanelFn panel = pick_panel(w, isa, batch, w.cols, &width);
   const int64_t panels = (batch + width - 1) / width;
   float* xt = reinterpret_cast<float*>(scratch_bytes(panels * w.cols * width * int64_t(sizeof(float))));
-  build_panels(x, batch, ldx, w.cols, width, xt, n_threads);
+  build_panels(x_in, x_dtype, batch, ldx, w.cols, width, xt, n_threads);
   for_row_ranges(w, batch, n_threads, [&](int64_t r0, int64_t r1) {
     for (int64_t p = 0; p < panels; ++p) {
       const int64_t b0 = p * width;
       panel(w, xt + p * w.cols * width, b0, std::min<int64_t>(width, batch - b0), bias, y, w.rows, r0, r1);
     }
+    out.finish(r0, r1);
   });
 }
 
@@ -306,17 +399,17 @@ bool batch_fits(const SparseMatrix& w, int64_t batch, int64_t ldx) {
   return batch <= INT64_MAX - kPanelSlack && !__builtin_mul_overflow(batch + kPanelSlack, widest, &product);
 }
 
-// The argument checks of both forward entry points, then `run` (forward or
+// The argument checks of both forward entry points, then run() (forward or
 // forward_dynamic) when there is work.
 template <class Run>
-Status checked_forward(const Run& run, const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
-                       const float* bias, float* y, int n_threads) {
+Status checked_forward(const SparseMatrix& w, const void* x, int64_t batch, int64_t ldx, const void* y,
+                       int n_threads, const Run& run) {
   if (!valid_matrix(w) || batch < 0 || n_threads < 1 || !batch_fits(w, batch, ldx))
     return Status::kInvalidArgument;
   if (batch == 0 || w.rows == 0) return Status::kOk;
   if (y == nullptr || (w.cols > 0 && x == nullptr) || (batch > 1 && ldx < w.cols))
     return Status::kInvalidArgument;
-  run(w, x, batch, ldx, bias, y, n_threads);
+  run();
   return Status::kOk;
 }
 
@@ -324,7 +417,14 @@ Status checked_forward(const Run& run, const SparseMatrix& w, const float* x, in
 
 Status spmm_forward(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
                     const float* bias, float* y, int n_threads) {
-  return checked_forward(forward, w, x, batch, ldx, bias, y, n_threads);
+  return spmm_forward(w, x, DType::kFloat32, batch, ldx, bias, y, DType::kFloat32, n_threads);
+}
+
+Status spmm_forward(const SparseMatrix& w, const void* x, DType x_dtype, int64_t batch, int64_t ldx,
+                    const float* bias, void* y, DType y_dtype, int n_threads) {
+  return checked_forward(w, x, batch, ldx, y, n_threads, [&] {
+    forward(w, x, x_dtype, batch, ldx, bias, Output(y, y_dtype, batch, w.rows), n_threads);
+  });
 }
 
 Status spmm_backward_input(const SparseMatrix& w, const float* grad_y, int64_t batch,
@@ -352,7 +452,8 @@ bool spmm_dynamic_supported(const SparseMatrix& w) {
 Status spmm_forward_dynamic(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
                             const float* bias, float* y, int n_threads) {
   if (!spmm_dynamic_supported(w)) return Status::kInvalidArgument;
-  return checked_forward(forward_dynamic, w, x, batch, ldx, bias, y, n_threads);
+  return checked_forward(w, x, batch, ldx, y, n_threads,
+                         [&] { forward_dynamic(w, x, batch, ldx, bias, y, n_threads); });
 }
 
 }  // namespace slimtorch

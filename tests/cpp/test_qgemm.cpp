@@ -302,6 +302,12 @@ TEST(weight_only_half_io_equals_float32_rounded_once) {
               const float* b = m % 2 ? nullptr : bias.data();
               CHECK(qlinear_weight_only(x32, m, k, ldx, packed.data(), w_scale.data(), b, n, want.data(), ldy, 2) ==
                     Status::kOk);
+              {  // NaN left in freed scratch (staged or widened rows): none of it may be read.
+                const std::vector<float> poison(fstorage.size(), std::nanf(""));
+                std::vector<float> junk(want.size());
+                CHECK(qlinear_weight_only(poison.data(), m, k, ldx, packed.data(), w_scale.data(), b, n, junk.data(),
+                                          ldy, 2) == Status::kOk);
+              }
               CHECK(qlinear_weight_only(x_in, x_type, m, k, ldx, packed.data(), w_scale.data(), b, n, y_out, y_type,
                                         ldy, 2) == Status::kOk);
               bool ok = true;

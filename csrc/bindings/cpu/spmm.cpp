@@ -30,24 +30,33 @@ void check_offset_ends(uintptr_t row_ptr, int64_t rows, int64_t nnz) {
     throw py::value_error("row_ptr: expected offsets from 0 to nnz");
 }
 
-using ForwardKernel = Status (*)(const SparseMatrix&, const float*, int64_t, int64_t, const float*, float*, int);
+using ForwardKernel = Status (*)(const SparseMatrix&, const void*, DType, int64_t, int64_t, const float*, void*,
+                                 DType, int);
+
+// spmm_forward_dynamic as a ForwardKernel: float32 x and y only.
+Status forward_dynamic_float32(const SparseMatrix& w, const void* x, DType x_dtype, int64_t batch, int64_t ldx,
+                               const float* bias, void* y, DType y_dtype, int n_threads) {
+  if (x_dtype != DType::kFloat32 || y_dtype != DType::kFloat32) return Status::kInvalidArgument;
+  return spmm_forward_dynamic(w, static_cast<const float*>(x), batch, ldx, bias, static_cast<float*>(y), n_threads);
+}
 
 // The binding of a forward kernel: the packed weight's addresses and sizes
 // in, its offsets' ends checked, then the kernel, without the GIL once the
-// work (nnz x batch) reaches release_from.
+// work (nnz x batch) reaches release_from. x_dtype / y_dtype: DType codes.
 auto forward_binding(ForwardKernel kernel, int64_t release_from, const char* what) {
   return [=](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx, bool wide_idx, uintptr_t values,
-             int value_type, uintptr_t row_scales, int64_t nnz, uintptr_t bitmap, uintptr_t x, int64_t batch,
-             int64_t ldx, uintptr_t bias, uintptr_t y, int n_threads) {
+             int value_type, uintptr_t row_scales, int64_t nnz, uintptr_t bitmap, uintptr_t x, int x_dtype,
+             int64_t batch, int64_t ldx, uintptr_t bias, uintptr_t y, int y_dtype, int n_threads) {
     check_offset_ends(row_ptr, rows, nnz);
     const SparseMatrix w = make_matrix(rows, cols, row_ptr, col_idx, wide_idx, values, value_type,
                                        row_scales, bitmap);
+    const DType x_type = to_dtype(x_dtype), y_type = to_dtype(y_dtype);
     int64_t work = 0;
     const bool work_overflows = __builtin_mul_overflow(nnz, batch, &work);
     std::optional<py::gil_scoped_release> release;
     if (work_overflows || work >= release_from) release.emplace();
-    const Status status = kernel(w, as_ptr<const float>(x), batch, ldx, as_ptr<const float>(bias),
-                                 as_ptr<float>(y), n_threads);
+    const Status status = kernel(w, as_ptr<const void>(x), x_type, batch, ldx, as_ptr<const float>(bias),
+                                 as_ptr<void>(y), y_type, n_threads);
     release.reset();  // check raises a Python exception: it needs the GIL
     check(status, what);
   };
@@ -63,7 +72,8 @@ void bind_spmm(py::module_& m) {
   // Called directly (no torch.library) by SparseLinear's eager inference
   // path, so it must stay cheap: raw integers in, nothing allocated. The GIL
   // is released only when the work is large enough for that to matter.
-  m.def("spmm_forward", forward_binding(spmm_forward, int64_t(1) << 16, "sparse_linear"));
+  const ForwardKernel forward = spmm_forward;  // the overload with dtypes
+  m.def("spmm_forward", forward_binding(forward, int64_t(1) << 16, "sparse_linear"));
   m.def("spmm_dynamic_supported", [](int64_t rows, int64_t cols, bool wide_idx, int value_type) {
     SparseMatrix w;
     w.rows = rows;
@@ -76,7 +86,7 @@ void bind_spmm(py::module_& m) {
   });
   // As spmm_forward, with activations quantized per row (int8 values only);
   // the quantization makes every call worth releasing the GIL.
-  m.def("spmm_forward_dynamic", forward_binding(spmm_forward_dynamic, 0, "sparse_linear (int8_dynamic)"));
+  m.def("spmm_forward_dynamic", forward_binding(forward_dynamic_float32, 0, "sparse_linear (int8_dynamic)"));
   m.def("spmm_backward_input", [](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
                                   bool wide_idx, uintptr_t values, int value_type,
                                   uintptr_t row_scales, uintptr_t grad_y, int64_t batch,

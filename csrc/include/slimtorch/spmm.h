@@ -15,8 +15,9 @@
 // The format is validated by the Python op layer when it is built or loaded;
 // kernels only check sizes and pointers, never the contents.
 //
-// Activations are float32: x is [batch, cols] with row stride ldx (unit column
-// stride), y is [batch, rows] contiguous, bias float32[rows] or nullptr.
+// Activations are float32 (spmm_forward also takes float16 / bfloat16): x is
+// [batch, cols] with row stride ldx (unit column stride), y is [batch, rows]
+// contiguous, bias float32[rows] or nullptr.
 // Accumulation is in float32; half/int8 values are widened exactly.
 //
 // Code paths (active_isa()):
@@ -61,6 +62,13 @@ struct SparseMatrix {
 // y[b, r] = sum_k w[r, col_k] * x[b, col_k] (+ bias[r]) for b < batch.
 Status spmm_forward(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
                     const float* bias, float* y, int n_threads);
+// The same with x and y of any float DType (float16 / bfloat16 as 16-bit
+// patterns; ldx in elements): x is widened exactly as it is read (row panel
+// by row panel) and each output is the float32 result rounded once (nearest
+// even), so y equals the float32 entry point's result on the widened x,
+// rounded. bias stays float32.
+Status spmm_forward(const SparseMatrix& w, const void* x, DType x_dtype, int64_t batch, int64_t ldx,
+                    const float* bias, void* y, DType y_dtype, int n_threads);
 
 // Int8 values times activations quantized per row on the fly ("sparse int8
 // dynamic"): each row of x gets uint8 codes with its own scale and zero point

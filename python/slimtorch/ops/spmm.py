@@ -35,6 +35,7 @@ __all__ = ["VALUE_DTYPES", "SparseWeight", "sparse_linear", "sparse_linear_dynam
 VALUE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int8)
 # Value-type codes shared with csrc/include/slimtorch/spmm.h (enum SparseValues).
 VALUE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.int8: 3}
+_BF16_CODE = _native.dtype_code(torch.bfloat16)  # the float kernel's code for bfloat16 x and y
 # Widest in_features whose column indices fit 16 unsigned bits.
 MAX_NARROW_COLS = 1 << 16
 # Below this many input rows the int8_dynamic kernel (64-row tiles) does not
@@ -431,15 +432,20 @@ def _check_linear_args(x: object, weight: object, bias: object) -> None:
 
 def _eager(kernel, weight: SparseWeight, args: tuple, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The kernel on x's memory; ``weight`` (a local reference) keeps the
-    tensors ``args`` points into alive until the kernel returns. A bfloat16
-    x (and bias) is widened to float32 (exactly) for the kernel, which reads
-    float32, and the result is rounded back to bfloat16."""
-    if x.dtype is torch.bfloat16:
+    tensors ``args`` points into alive until the kernel returns. The float
+    kernel reads and writes a bfloat16 x in place (widened exactly, each
+    output rounded once from its float32 value); the dynamic one reads
+    float32, so a bfloat16 x is widened for it and its result rounded back."""
+    bf16 = x.dtype is torch.bfloat16
+    if bf16 and kernel is not _native.cpu.spmm_forward:
         return _eager(kernel, weight, args, x.float(), None if bias is None else bias.float()).to(torch.bfloat16)
+    if bias is not None and bias.dtype is not torch.float32:
+        bias = bias.float()
     out_features, in_features = args[0], args[1]
     batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
-    y = torch.empty(batch, out_features)  # two ints: cheaper than unpacking x.shape
-    kernel(*args, x.data_ptr(), batch, in_features, 0 if bias is None else bias.data_ptr(), y.data_ptr(),
+    y = torch.empty(batch, out_features, dtype=x.dtype)  # two ints: cheaper than unpacking x.shape
+    code = _BF16_CODE if bf16 else 0
+    kernel(*args, x.data_ptr(), code, batch, in_features, 0 if bias is None else bias.data_ptr(), y.data_ptr(), code,
            torch.get_num_threads())
     return y if x.dim() == 2 else y.view(*x.shape[:-1], out_features)
 

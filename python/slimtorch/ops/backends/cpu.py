@@ -45,13 +45,15 @@ def _sparse_args(row_ptr, col_idx, values, row_scales, in_features):
 
 def _spmm(kernel, x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None):
     out_features = row_ptr.shape[0] - 1
-    x2, ldx = _rows(x, in_features)
+    # The float kernel reads and writes x's dtype; the dynamic one float32.
+    x2, ldx = _rows(x, in_features, halves=kernel is _native.cpu.spmm_forward)
     batch = x2.shape[0]
-    y = torch.empty((batch, out_features), dtype=torch.float32)
+    y = torch.empty((batch, out_features), dtype=x2.dtype)
     b = None if bias is None else bias.float().contiguous()
+    code = _native.dtype_code(x2.dtype)
     kernel(*_sparse_args(row_ptr, col_idx, values, row_scales, in_features), values.shape[0],
-           0 if bitmap is None else bitmap.data_ptr(), x2.data_ptr(), batch, ldx,
-           0 if b is None else b.data_ptr(), y.data_ptr(), _native.num_threads())
+           0 if bitmap is None else bitmap.data_ptr(), x2.data_ptr(), code, batch, ldx,
+           0 if b is None else b.data_ptr(), y.data_ptr(), code, _native.num_threads())
     return y.reshape(*x.shape[:-1], out_features).to(x.dtype)
 
 
