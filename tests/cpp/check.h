@@ -38,6 +38,18 @@ inline std::vector<Isa> supported_isas() {
   return result;
 }
 
+// The (x, y) dtype pairs of the half-precision I/O tests: both 16-bit, and
+// one side 16-bit with the other float32.
+constexpr DType kHalfIoPairs[][2] = {{DType::kBFloat16, DType::kBFloat16},
+                                     {DType::kFloat16, DType::kFloat16},
+                                     {DType::kBFloat16, DType::kFloat32},
+                                     {DType::kFloat32, DType::kBFloat16}};
+
+// v rounded once to `type` (bfloat16 or float16) bits.
+inline uint16_t to_half(float v, DType type) {
+  return type == DType::kBFloat16 ? float_to_bf16(v) : float_to_fp16(v);
+}
+
 inline int run_all() {
   auto& registry = Registry::get();
   // The log names every path the tests run, so a CI log shows which kernels

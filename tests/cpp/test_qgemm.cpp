@@ -11,7 +11,9 @@
 #include "check.h"
 
 using namespace slimtorch;
+using slimtorch::testing::kHalfIoPairs;
 using slimtorch::testing::supported_isas;
+using slimtorch::testing::to_half;
 
 namespace {
 
@@ -246,17 +248,10 @@ TEST(weight_only_half_io_equals_float32_rounded_once) {
     int64_t pad, multiple, offset;  // ldx = k + pad rounded up to `multiple`; x starts `offset` past a cache line
   };
   const Layout kLayouts[] = {{0, 1, 0}, {1, 32, 0}, {1, 32, 1}, {7, 1, 0}};
-  const DType kPairs[][2] = {{DType::kBFloat16, DType::kBFloat16},
-                             {DType::kFloat16, DType::kFloat16},
-                             {DType::kBFloat16, DType::kFloat32},
-                             {DType::kFloat32, DType::kBFloat16}};
-  const auto to_half = [](float v, DType type) {
-    return type == DType::kBFloat16 ? float_to_bf16(v) : float_to_fp16(v);
-  };
   int cases = 0;
   for (Isa isa : supported_isas()) {
     CHECK(set_active_isa(isa));
-    for (const auto& pair : kPairs)
+    for (const auto& pair : kHalfIoPairs)
       for (int64_t k : {1, 3, 31, 32, 33, 64, 65, 100, 256})
         for (int64_t n : {1, 15, 16, 17, 33, 65})
           for (int64_t m : {0, 1, 15, 16, 17, 33})

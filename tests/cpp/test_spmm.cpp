@@ -11,7 +11,9 @@
 #include "check.h"
 
 using namespace slimtorch;
+using slimtorch::testing::kHalfIoPairs;
 using slimtorch::testing::supported_isas;
+using slimtorch::testing::to_half;
 
 namespace {
 
@@ -159,13 +161,6 @@ TEST(half_activations_and_outputs_equal_float32_rounded_once) {
   // Every path: gathers (1-3 rows), the bitmap GEMV, panels with a partial
   // last panel, built by several threads (1000 columns); padded rows (NaN
   // between rows: never read), empty batch.
-  const DType kPairs[][2] = {{DType::kBFloat16, DType::kBFloat16},
-                             {DType::kFloat16, DType::kFloat16},
-                             {DType::kBFloat16, DType::kFloat32},
-                             {DType::kFloat32, DType::kBFloat16}};
-  const auto to_half = [](float v, DType type) {
-    return type == DType::kBFloat16 ? float_to_bf16(v) : float_to_fp16(v);
-  };
   int cases = 0;
   for (Isa isa : supported_isas()) {
     CHECK(set_active_isa(isa));
@@ -179,7 +174,7 @@ TEST(half_activations_and_outputs_equal_float32_rounded_once) {
           std::vector<float> x = random_vector(batch * ldx + 1, uint32_t(batch + cols));
           for (int64_t i = 0; i < batch * ldx; ++i)
             if (i % ldx >= cols) x[size_t(i)] = std::nanf("");
-          for (const auto& pair : kPairs)
+          for (const auto& pair : kHalfIoPairs)
             for (bool use_bitmap : {false, true}) {
               const DType x_type = pair[0], y_type = pair[1];
               SparseMatrix matrix = p.matrix;
