@@ -372,8 +372,8 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
               const int rows = int(std::min<int64_t>(kBlockRows, m - m0));
               const int rows0 = std::min(rows, 16), rows1 = rows - rows0;
               tiles.configure(rows0, rows1);
-              const int64_t slot = !k_chunks ? (next_slot ^= 1)
-                                                   : (t - g0) * split.panel_tiles + col_tile - first_col_tile;
+              const int64_t slot =
+                  k_chunks ? (t - g0) * split.panel_tiles + col_tile - first_col_tile : (next_slot ^= 1);
               int32_t* acc = acc_storage.get() + slot * kBlockRows * kAmxAccStride;
               kBlocks[rows1 > 0][blocks - 1](a + m0 * lda + s0 * kStepBytes, lda, chunk, b, b_last, acc, s0 > 0,
                                              pending.acc != nullptr ? &side : nullptr);
