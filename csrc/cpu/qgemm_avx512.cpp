@@ -221,17 +221,28 @@ SLIMTORCH_AVX512 void bf16_to_float_avx512(const uint16_t* in, int64_t n, float*
 }
 
 SLIMTORCH_AVX512 void minmax_avx512(const float* x, int64_t k, float* lo, float* hi, bool* finite) {
-  __m512 mn = _mm512_setzero_ps(), mx = _mm512_setzero_ps();
+  // Four independent min/max chains: one chain waits on the min/max latency
+  // for every vector, which bounds a row already in cache.
+  __m512 mn[4], mx[4];
+  for (int j = 0; j < 4; ++j) mn[j] = mx[j] = _mm512_setzero_ps();
   __mmask16 bad = 0;
-  for (int64_t i = 0; i < k; i += 16) {
+  int64_t i = 0;
+  for (; i + 64 <= k; i += 64)
+    for (int j = 0; j < 4; ++j) {
+      const __m512 v = _mm512_loadu_ps(x + i + 16 * j);
+      bad |= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+      mn[j] = _mm512_min_ps(mn[j], v);
+      mx[j] = _mm512_max_ps(mx[j], v);
+    }
+  for (; i < k; i += 16) {
     const __mmask16 live = k - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k - i)) - 1);
     const __m512 v = _mm512_maskz_loadu_ps(live, x + i);  // dead lanes read as 0
     bad |= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_NEQ_UQ);
-    mn = _mm512_min_ps(mn, v);
-    mx = _mm512_max_ps(mx, v);
+    mn[0] = _mm512_min_ps(mn[0], v);
+    mx[0] = _mm512_max_ps(mx[0], v);
   }
-  *lo = _mm512_reduce_min_ps(mn);
-  *hi = _mm512_reduce_max_ps(mx);
+  *lo = _mm512_reduce_min_ps(_mm512_min_ps(_mm512_min_ps(mn[0], mn[1]), _mm512_min_ps(mn[2], mn[3])));
+  *hi = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(mx[0], mx[1]), _mm512_max_ps(mx[2], mx[3])));
   *finite = bad == 0;
 }
 
