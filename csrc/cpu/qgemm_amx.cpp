@@ -54,8 +54,11 @@ constexpr int64_t kIntChunkSteps = 64;
 constexpr int64_t kPanelWeightBytes = int64_t(1) << 20;
 constexpr int64_t kMaxGroupTiles = 4;
 // bf16 blocking: the staged B tiles of a column tile's K chunk stay in L1
-// while the row blocks of a row panel (kPanelTiles * 32 rows) pass over them.
-constexpr int64_t kPanelTiles = 8;
+// while the row blocks of a row panel pass over them; the panel's bf16 rows
+// (at most kPanelRowBytes, at most kMaxPanelTiles * 32 rows) stay in L2
+// while the column tiles pass.
+constexpr int64_t kPanelRowBytes = int64_t(3) << 19;
+constexpr int64_t kMaxPanelTiles = 16;
 // Fewer rows than this leave the tiles mostly empty; the VNNI kernels win.
 constexpr int64_t kMinRows = 16;
 // Integer GEMMs with smaller weights (n * k) lose to the VNNI kernels: the
@@ -222,10 +225,12 @@ void for_each_tile_chunk(int64_t m, int64_t n, int64_t k, int64_t steps, int64_t
   const int64_t macs_per_item = ceil_div(m, panels) * kBlockCols * std::max<int64_t>(k, 1);
   const int64_t grain = std::max<int64_t>(1, kMinMacsPerChunk / macs_per_item);
   const int64_t chunk_steps = ceil_div(steps, ceil_div(steps, max_chunk_steps));
+  const int64_t panel_tiles =
+      std::clamp<int64_t>(kPanelRowBytes / (kBlockRows * steps * kStepBytes), 1, kMaxPanelTiles);
   parallel_for(n_threads, col_tiles * panels, grain, [&](int64_t begin, int64_t end, int) {
     auto scratch = make_scratch();
-    for (int64_t panel_first = 0; panel_first < row_tiles; panel_first += kPanelTiles) {
-      const int64_t panel_last = std::min(row_tiles, panel_first + kPanelTiles);
+    for (int64_t panel_first = 0; panel_first < row_tiles; panel_first += panel_tiles) {
+      const int64_t panel_last = std::min(row_tiles, panel_first + panel_tiles);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t col_tile = item / panels, panel = item % panels;
         const int64_t first = std::max(panel_first, row_tiles * panel / panels);
@@ -482,7 +487,7 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
   const int64_t block_stride = groups * kGroupBytes;
   struct Scratch {
     TileState tiles;
-    std::unique_ptr<float[]> panel_acc{new float[size_t(kPanelTiles * kBlockRows * kAmxAccStride)]};
+    std::unique_ptr<float[]> panel_acc{new float[size_t(kMaxPanelTiles * kBlockRows * kAmxAccStride)]};
     // B tiles of one K chunk of the column tile: [column block][step][16 rows][64 bytes].
     std::unique_ptr<uint8_t[]> staged_storage{new uint8_t[size_t(2 * kBf16ChunkSteps * kTileBytes) + 63]};
     uint8_t* staged() { return staged_storage.get() + (-reinterpret_cast<uintptr_t>(staged_storage.get()) & 63); }
