@@ -36,6 +36,7 @@
 #include <memory>
 
 #include "dispatch.h"
+#include "half_rows.h"
 #include "qgemm_paths.h"
 
 namespace slimtorch {
@@ -274,15 +275,10 @@ RowParams dynamic_params(float lo, float hi, bool finite) {
 
 // Row r of x as float32: in place for float32 x, else widened into `buffer`
 // (k floats).
-inline const float* float_row(const VectorPath& path, const void* x, DType dtype, int64_t r, int64_t ldx, int64_t k,
-                              float* buffer) {
+inline const float* float_row(const HalfConversions& half, const void* x, DType dtype, int64_t r, int64_t ldx,
+                              int64_t k, float* buffer) {
   if (dtype == DType::kFloat32) return static_cast<const float*>(x) + r * ldx;
-  const uint16_t* row = static_cast<const uint16_t*>(x) + r * ldx;
-  if (dtype == DType::kBFloat16) {
-    path.bf16_to_float(row, k, buffer);
-  } else {
-    for (int64_t i = 0; i < k; ++i) buffer[i] = fp16_to_float(row[i]);
-  }
+  half.widen(static_cast<const uint16_t*>(x) + r * ldx, k, buffer);
   return buffer;
 }
 
@@ -292,11 +288,12 @@ void quantize_rows(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t l
                    float* scale, int32_t* zero_point, const float* static_scale,
                    int32_t static_zp, int n_threads) {
   const VectorPath& path = vector_path(active_isa());
+  const HalfConversions half = half_conversions(x_dtype);  // 16-bit x
   const int64_t grain = std::max<int64_t>(1, kMinQuantizeElements / std::max<int64_t>(k, 1));
   parallel_for(n_threads, m, grain, [&](int64_t begin, int64_t end, int) {
     std::unique_ptr<float[]> widened(x_dtype == DType::kFloat32 ? nullptr : new float[size_t(std::max<int64_t>(k, 1))]);
     for (int64_t r = begin; r < end; ++r) {
-      const float* row = float_row(path, x, x_dtype, r, ldx, k, widened.get());
+      const float* row = float_row(half, x, x_dtype, r, ldx, k, widened.get());
       uint8_t* out = a + r * lda;
       float lo, hi;
       bool finite;
@@ -319,6 +316,19 @@ void quantize_rows(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t l
 }
 
 }  // namespace
+
+HalfConversions half_conversions(DType dtype) {
+  if (dtype == DType::kBFloat16) {
+    const VectorPath& path = vector_path(active_isa());
+    return {path.bf16_to_float, path.to_bf16};
+  }
+  return {[](const uint16_t* in, int64_t n, float* out) {
+            for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_float(in[i]);
+          },
+          [](const float* in, int64_t n, uint16_t* out) {
+            for (int64_t i = 0; i < n; ++i) out[i] = float_to_fp16(in[i]);
+          }};
+}
 
 int64_t qgemm_packed_bytes(int64_t n, int64_t k) {
   return ceil_div(n, kQgemmBlockN) * ceil_div(k, kQgemmGroupK) * kGroupBytes;
@@ -427,40 +437,32 @@ Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t 
   const VectorPath& path = vector_path(active_isa());
   const auto linear_epilogue = path.linear_epilogue;
   const int64_t k_pad = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
-  if (y_dtype == DType::kFloat32) {
-    const LinearEpilogue epilogue{row_zp.get(), row_scale.get(), w_scale, colsum, bias, static_cast<float*>(y), ldy};
-    int_gemm(a, m, k_pad, lda, packed, n, n_threads,
-             [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
-               linear_epilogue(epilogue, acc, m0, rows, c0, cols);
-             });
-    return Status::kOk;
-  }
-  if (y_dtype == DType::kBFloat16 && path.linear_epilogue_bf16 != nullptr) {
+  const bool bf16_epilogue = y_dtype == DType::kBFloat16 && path.linear_epilogue_bf16 != nullptr;
+  if (y_dtype == DType::kFloat32 || bf16_epilogue) {
     LinearEpilogue epilogue{row_zp.get(), row_scale.get(), w_scale, colsum, bias, nullptr, ldy};
-    epilogue.y_bf16 = static_cast<uint16_t*>(y);
+    if (bf16_epilogue) {
+      epilogue.y_bf16 = static_cast<uint16_t*>(y);
+    } else {
+      epilogue.y = static_cast<float*>(y);
+    }
+    const auto finish = bf16_epilogue ? path.linear_epilogue_bf16 : linear_epilogue;
     int_gemm(a, m, k_pad, lda, packed, n, n_threads,
              [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
-               path.linear_epilogue_bf16(epilogue, acc, m0, rows, c0, cols);
+               finish(epilogue, acc, m0, rows, c0, cols);
              });
     return Status::kOk;
   }
   // 16-bit output: each block's float32 results go through a block buffer
   // (the epilogue sees the block as a problem of its own) and are rounded once.
+  const HalfConversions half = half_conversions(y_dtype);
   int_gemm(a, m, k_pad, lda, packed, n, n_threads,
            [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
              alignas(64) float block[kMaxFinishRows * kMaxTileCols];
              const LinearEpilogue local{row_zp.get() + m0, row_scale.get() + m0, w_scale + c0, colsum + c0,
                                         bias ? bias + c0 : nullptr, block, kMaxTileCols};
              linear_epilogue(local, acc, 0, rows, 0, cols);
-             for (int r = 0; r < rows; ++r) {
-               uint16_t* out = static_cast<uint16_t*>(y) + (m0 + r) * ldy + c0;
-               const float* in = block + r * kMaxTileCols;
-               if (y_dtype == DType::kBFloat16) {
-                 path.to_bf16(in, cols, out);
-               } else {
-                 for (int64_t c = 0; c < cols; ++c) out[c] = float_to_fp16(in[c]);
-               }
-             }
+             for (int r = 0; r < rows; ++r)
+               half.round(block + r * kMaxTileCols, cols, static_cast<uint16_t*>(y) + (m0 + r) * ldy + c0);
            });
   return Status::kOk;
 }
@@ -468,24 +470,15 @@ Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t 
 namespace {
 
 // Rows [m0, m0 + rows) of x as float32 rows of k_pad values (zero past k) at `out`.
-void widen_rows(const VectorPath& path, const void* x, DType dtype, int64_t m0, int rows, int64_t k, int64_t ldx,
-                int64_t k_pad, float* out) {
+void widen_rows(const HalfConversions& half, const void* x, DType dtype, int64_t m0, int rows, int64_t k,
+                int64_t ldx, int64_t k_pad, float* out) {
   for (int r = 0; r < rows; ++r) {
     float* dst = out + r * k_pad;
     if (k > 0) {
-      const float* row = float_row(path, x, dtype, m0 + r, ldx, k, dst);
+      const float* row = float_row(half, x, dtype, m0 + r, ldx, k, dst);
       if (row != dst) std::copy(row, row + k, dst);
     }
     std::fill(dst + k, dst + k_pad, 0.0f);
-  }
-}
-
-// float32 values -> float16 / bfloat16 bits, each rounded once (nearest even).
-void round_to_half(const VectorPath& path, const float* in, int64_t n, DType dtype, uint16_t* out) {
-  if (dtype == DType::kBFloat16) {
-    path.to_bf16(in, n, out);
-  } else {
-    for (int64_t i = 0; i < n; ++i) out[i] = float_to_fp16(in[i]);
   }
 }
 
@@ -521,6 +514,7 @@ Status qlinear_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, i
   // widened (zero past k) tile by tile into a buffer of the work item, so
   // 16-bit x is never copied whole.
   const bool in_place = x_dtype == DType::kFloat32 && k_pad == k;
+  const HalfConversions x_half = half_conversions(x_dtype), y_half = half_conversions(y_dtype);  // 16-bit x, y
   for_each_panel(m, n, k_pad, shape, n_threads, [&](int64_t first, int64_t last, int64_t nb0, int blocks) {
     std::unique_ptr<float[]> widened(in_place ? nullptr : new float[size_t(shape.rows * k_pad)]);
     const int64_t c0 = nb0 * kQgemmBlockN;
@@ -533,7 +527,7 @@ Status qlinear_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, i
       const float* tile_x = static_cast<const float*>(x) + m0 * ldx;
       int64_t tile_ldx = ldx;
       if (!in_place) {
-        widen_rows(path, x, x_dtype, m0, rows, k, ldx, k_pad, widened.get());
+        widen_rows(x_half, x, x_dtype, m0, rows, k, ldx, k_pad, widened.get());
         tile_x = widened.get();
         tile_ldx = k_pad;
       }
@@ -547,7 +541,7 @@ Status qlinear_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, i
       alignas(64) float block[kMaxTileRows * kMaxTileCols];
       path.float_epilogue(acc, scale, tile_bias, block, kMaxTileCols, rows, cols);
       for (int r = 0; r < rows; ++r)
-        round_to_half(path, block + r * kMaxTileCols, cols, y_dtype, static_cast<uint16_t*>(y) + (m0 + r) * ldy + c0);
+        y_half.round(block + r * kMaxTileCols, cols, static_cast<uint16_t*>(y) + (m0 + r) * ldy + c0);
     }
   });
   return Status::kOk;

@@ -22,8 +22,9 @@
 // Tile state belongs to a thread: every chunk of parallel_for loads the
 // configuration on the thread that runs it and releases the tiles at its end.
 #include "qgemm_amx.h"
+
+#include "half_rows.h"
 #include "qgemm_amx_config.h"
-#include "qgemm_paths.h"
 
 // GCC 12 flags its own _mm512_undefined_*() placeholders in the AVX-512
 // intrinsic headers as uninitialized (GCC bug 105593).
@@ -430,15 +431,6 @@ void rows_to_bf16(const void* x, DType dtype, int64_t ldx, int64_t k, int64_t wi
   }
 }
 
-// float32 results -> float16 / bfloat16 outputs, each rounded once (nearest even).
-void round_to_half(const float* in, int64_t n, DType dtype, uint16_t* out) {
-  if (dtype == DType::kBFloat16) {
-    qgemm_paths::to_bf16_avx512(in, n, out);
-  } else {
-    for (int64_t i = 0; i < n; ++i) out[i] = float_to_fp16(in[i]);
-  }
-}
-
 // The two B rows of packed k-group `group` (64 bytes: 16 columns x 4 int8):
 // lane j of row 0 = bf16(q[j][0]) | bf16(q[j][1]) << 16, row 1 the same for
 // k 2 and 3. int8 -> float -> the top 16 bits is exact bf16.
@@ -492,6 +484,7 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
     std::unique_ptr<uint8_t[]> staged_storage{new uint8_t[size_t(2 * kBf16ChunkSteps * kTileBytes) + 63]};
     uint8_t* staged() { return staged_storage.get() + (-reinterpret_cast<uintptr_t>(staged_storage.get()) & 63); }
   };
+  const HalfConversions y_half = half_conversions(y_dtype);  // a 16-bit y
   for_each_tile_chunk(m, n, k, steps, kBf16ChunkSteps, n_threads, [] { return Scratch{}; },
                       [&](Scratch& scratch, const ColumnTile& tile, int64_t s0, int64_t chunk, int64_t first,
                           int64_t last, int64_t panel_first) {
@@ -531,8 +524,7 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
           if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(live, bias + c0 + c));
           _mm512_mask_storeu_ps(out + c, live, v);
         }
-        if (y_dtype != DType::kFloat32)
-          round_to_half(row, cols, y_dtype, static_cast<uint16_t*>(y) + (m0 + r) * ldy + c0);
+        if (y_dtype != DType::kFloat32) y_half.round(row, cols, static_cast<uint16_t*>(y) + (m0 + r) * ldy + c0);
       }
     });
   });

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "dispatch.h"
-#include "qgemm_paths.h"
+#include "half_rows.h"
 #include "spmm_paths.h"
 
 namespace slimtorch {
@@ -174,17 +174,10 @@ constexpr int64_t kShortRowNnz = 128;
 
 // Columns [c0, c1) of rows [r0, r1) of a 16-bit x, widened exactly, into
 // rows of `out` (row stride ld_out, same column positions).
-void widen_rows(const void* x, DType dtype, int64_t ldx, int64_t r0, int64_t r1, int64_t c0, int64_t c1, float* out,
-                int64_t ld_out) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint16_t* src = static_cast<const uint16_t*>(x) + r * ldx;
-    float* dst = out + (r - r0) * ld_out;
-    if (dtype == DType::kBFloat16) {
-      for (int64_t c = c0; c < c1; ++c) dst[c] = bf16_to_float(src[c]);
-    } else {
-      for (int64_t c = c0; c < c1; ++c) dst[c] = fp16_to_float(src[c]);
-    }
-  }
+void widen_rows(const HalfConversions& half, const void* x, int64_t ldx, int64_t r0, int64_t r1, int64_t c0,
+                int64_t c1, float* out, int64_t ld_out) {
+  for (int64_t r = r0; r < r1; ++r)
+    half.widen(static_cast<const uint16_t*>(x) + r * ldx + c0, c1 - c0, out + (r - r0) * ld_out + c0);
 }
 
 // Transposes x ([batch][ldx] of any float dtype, widened exactly) into the
@@ -192,6 +185,7 @@ void widen_rows(const void* x, DType dtype, int64_t ldx, int64_t r0, int64_t r1,
 // its columns of one panel's rows at a time (16-bit x).
 void build_panels(const void* x, DType dtype, int64_t batch, int64_t ldx, int64_t cols, int width, float* xt,
                   int n_threads) {
+  const HalfConversions half = half_conversions(dtype);  // 16-bit x
   // Blocks of 16 columns; a thread gets at least 32 of them (one thread below 512 columns).
   parallel_for(n_threads, (cols + 15) / 16, 32, [&](int64_t k0, int64_t k1, int) {
     const int64_t c0 = 16 * k0, c1 = std::min<int64_t>(cols, 16 * k1);
@@ -202,25 +196,10 @@ void build_panels(const void* x, DType dtype, int64_t batch, int64_t ldx, int64_
     float* rows = reinterpret_cast<float*>(scratch_bytes(width * cols * int64_t(sizeof(float)), kWidenedSlot));
     for (int64_t b0 = 0; b0 < batch; b0 += width) {
       const int64_t nb = std::min<int64_t>(width, batch - b0);
-      widen_rows(x, dtype, ldx, b0, b0 + nb, c0, c1, rows, cols);
+      widen_rows(half, x, ldx, b0, b0 + nb, c0, c1, rows, cols);
       build_panel_columns(rows, nb, cols, cols, width, xt + b0 * cols, c0, c1);
     }
   });
-}
-
-// float32 values -> float16 / bfloat16 bits, each rounded once (nearest even).
-void round_to_half(const float* in, int64_t n, DType dtype, uint16_t* out) {
-#if SLIMTORCH_X86
-  if (dtype == DType::kBFloat16 && active_isa() >= Isa::kAvx512) {
-    qgemm_paths::to_bf16_avx512(in, n, out);
-    return;
-  }
-#endif
-  if (dtype == DType::kBFloat16) {
-    for (int64_t i = 0; i < n; ++i) out[i] = float_to_bf16(in[i]);
-  } else {
-    for (int64_t i = 0; i < n; ++i) out[i] = float_to_fp16(in[i]);
-  }
 }
 
 // The output in y's dtype: float32 results go straight to y; for a 16-bit y
@@ -231,6 +210,7 @@ class Output {
   Output(void* y, DType dtype, int64_t batch, int64_t rows)
       : y_(y),
         dtype_(dtype),
+        half_(half_conversions(dtype)),
         batch_(batch),
         rows_(rows),
         sums_(dtype == DType::kFloat32
@@ -241,12 +221,13 @@ class Output {
   void finish(int64_t r0, int64_t r1) const {
     if (dtype_ == DType::kFloat32) return;
     for (int64_t b = 0; b < batch_; ++b)
-      round_to_half(sums_ + b * rows_ + r0, r1 - r0, dtype_, static_cast<uint16_t*>(y_) + b * rows_ + r0);
+      half_.round(sums_ + b * rows_ + r0, r1 - r0, static_cast<uint16_t*>(y_) + b * rows_ + r0);
   }
 
  private:
   void* y_;
   DType dtype_;
+  HalfConversions half_;  // a 16-bit y's rounding
   int64_t batch_, rows_;
   float* sums_;  // y itself for float32 y
 };
@@ -267,7 +248,7 @@ void forward(const SparseMatrix& w, const void* x_in, DType x_dtype, int64_t bat
   const float* x = static_cast<const float*>(x_in);
   if (x_dtype != DType::kFloat32 && gather) {
     float* widened = reinterpret_cast<float*>(scratch_bytes(batch * w.cols * int64_t(sizeof(float)), kWidenedSlot));
-    widen_rows(x_in, x_dtype, ldx, 0, batch, 0, w.cols, widened, w.cols);
+    widen_rows(half_conversions(x_dtype), x_in, ldx, 0, batch, 0, w.cols, widened, w.cols);
     x = widened;
     ldx = w.cols;
   }

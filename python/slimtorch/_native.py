@@ -29,6 +29,7 @@ cuda, cuda_import_error = _load("_C_cuda")
 
 # Element-type codes shared with csrc/include/slimtorch/common.h (enum DType).
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+BF16_CODE = _DTYPE_CODES[torch.bfloat16]  # the eager paths' code for bfloat16 x and y
 
 
 def dtype_code(dtype: torch.dtype) -> int:

@@ -74,7 +74,6 @@ MAX_K = 66311
 # Smallest activation scale accepted: a normal float32, so 1/scale is finite.
 MIN_ACTIVATION_SCALE = torch.finfo(torch.float32).tiny
 _MAX_FLOAT32 = torch.finfo(torch.float32).max
-_BF16_CODE = _native.dtype_code(torch.bfloat16)  # the kernels' code for bfloat16 x and y
 
 
 # ---- op schemas and fake implementations (kernels assume validated arguments) ----
@@ -447,7 +446,7 @@ def _eager_linear(x: torch.Tensor, weight: PackedInt8Weight, args: tuple, bias: 
     m = x2.shape[0]
     y = torch.empty(m, n, dtype=x.dtype)
     bias_ptr = 0 if bias is None else bias.data_ptr()
-    code = _BF16_CODE if bf16 else 0
+    code = _native.BF16_CODE if bf16 else 0
     if scheme == "int8_weight_only":
         _native.cpu.qlinear_weight_only(x2.data_ptr(), m, k, k, packed, scale, bias_ptr, n, y.data_ptr(), n,
                                         torch.get_num_threads(), code, code)

@@ -35,7 +35,6 @@ __all__ = ["VALUE_DTYPES", "SparseWeight", "sparse_linear", "sparse_linear_dynam
 VALUE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int8)
 # Value-type codes shared with csrc/include/slimtorch/spmm.h (enum SparseValues).
 VALUE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.int8: 3}
-_BF16_CODE = _native.dtype_code(torch.bfloat16)  # the float kernel's code for bfloat16 x and y
 # Widest in_features whose column indices fit 16 unsigned bits.
 MAX_NARROW_COLS = 1 << 16
 # Below this many input rows the int8_dynamic kernel (64-row tiles) does not
@@ -444,7 +443,7 @@ def _eager(kernel, weight: SparseWeight, args: tuple, x: torch.Tensor, bias: tor
     out_features, in_features = args[0], args[1]
     batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
     y = torch.empty(batch, out_features, dtype=x.dtype)  # two ints: cheaper than unpacking x.shape
-    code = _BF16_CODE if bf16 else 0
+    code = _native.BF16_CODE if bf16 else 0
     kernel(*args, x.data_ptr(), code, batch, in_features, 0 if bias is None else bias.data_ptr(), y.data_ptr(), code,
            torch.get_num_threads())
     return y if x.dim() == 2 else y.view(*x.shape[:-1], out_features)
