@@ -37,6 +37,7 @@
 
 #include "dispatch.h"
 #include "half_rows.h"
+#include "line_aligned.h"
 #include "qgemm_paths.h"
 
 namespace slimtorch {
@@ -237,7 +238,7 @@ void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t*
       }
       return;
     }
-    std::unique_ptr<int32_t[]> acc(new int32_t[size_t((last - first) * kTileAcc)]);
+    const LineAlignedArray<int32_t> acc(size_t((last - first) * kTileAcc));
     for (int64_t k0 = 0; k0 < k; k0 += kIntKBlock) {
       const int64_t kc = std::min(kIntKBlock, k - k0);
       for (int64_t t = first; t < last; ++t)
@@ -291,7 +292,8 @@ void quantize_rows(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t l
   const HalfConversions half = half_conversions(x_dtype);  // 16-bit x
   const int64_t grain = std::max<int64_t>(1, kMinQuantizeElements / std::max<int64_t>(k, 1));
   parallel_for(n_threads, m, grain, [&](int64_t begin, int64_t end, int) {
-    std::unique_ptr<float[]> widened(x_dtype == DType::kFloat32 ? nullptr : new float[size_t(std::max<int64_t>(k, 1))]);
+    LineAlignedArray<float> widened;
+    if (x_dtype != DType::kFloat32) widened.reset(size_t(std::max<int64_t>(k, 1)));
     for (int64_t r = begin; r < end; ++r) {
       const float* row = float_row(half, x, x_dtype, r, ldx, k, widened.get());
       uint8_t* out = a + r * lda;
@@ -378,9 +380,9 @@ Status qgemm_u8s8s32(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const 
   // Rows whose length is not a whole number of 4-byte groups are copied into
   // a zero-padded buffer (see IntTileFn).
   const int64_t k_pad = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
-  std::unique_ptr<uint8_t[]> padded;
+  LineAlignedArray<uint8_t> padded;
   if (k_pad != k) {
-    padded.reset(new uint8_t[size_t(m * k_pad)]);
+    padded.reset(size_t(m * k_pad));
     for (int64_t r = 0; r < m; ++r) {
       std::memcpy(padded.get() + r * k_pad, a + r * lda, size_t(k));
       std::memset(padded.get() + r * k_pad + k, 0, size_t(k_pad - k));
@@ -424,9 +426,9 @@ Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t 
 #if defined(SLIMTORCH_HAVE_AMX)
   if (amx_int_gemm_wanted(m, n, k)) lda = ceil_div(k, kAmxRowAlign) * kAmxRowAlign;
 #endif
-  // Rows start on cache lines (+63: room to align the first).
-  std::unique_ptr<uint8_t[]> a_storage(new uint8_t[size_t(std::max<int64_t>(m * lda, 1)) + 63]);
-  uint8_t* const a = a_storage.get() + (-reinterpret_cast<uintptr_t>(a_storage.get()) & 63);
+  // Rows start on cache lines (lda is a multiple of 64 on the AMX path).
+  const LineAlignedArray<uint8_t> a_storage(size_t(std::max<int64_t>(m * lda, 1)));
+  uint8_t* const a = a_storage.get();
   std::unique_ptr<float[]> row_scale(new float[size_t(m)]);
   std::unique_ptr<int32_t[]> row_zp(new int32_t[size_t(m)]);
   if (lda > k)
@@ -516,7 +518,8 @@ Status qlinear_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, i
   const bool in_place = x_dtype == DType::kFloat32 && k_pad == k;
   const HalfConversions x_half = half_conversions(x_dtype), y_half = half_conversions(y_dtype);  // 16-bit x, y
   for_each_panel(m, n, k_pad, shape, n_threads, [&](int64_t first, int64_t last, int64_t nb0, int blocks) {
-    std::unique_ptr<float[]> widened(in_place ? nullptr : new float[size_t(shape.rows * k_pad)]);
+    LineAlignedArray<float> widened;
+    if (!in_place) widened.reset(size_t(shape.rows * k_pad));
     const int64_t c0 = nb0 * kQgemmBlockN;
     const int64_t cols = std::min<int64_t>(blocks * kQgemmBlockN, n - c0);
     const float* const scale = w_scale + c0;

@@ -24,6 +24,7 @@
 #include "qgemm_amx.h"
 
 #include "half_rows.h"
+#include "line_aligned.h"
 #include "qgemm_amx_config.h"
 
 // GCC 12 flags its own _mm512_undefined_*() placeholders in the AVX-512
@@ -294,11 +295,11 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
   if (m <= 0 || n <= 0) return;
   const int64_t steps = std::max<int64_t>(ceil_div(k, kStepBytes), 1);
   // Rows starting on cache lines (see qgemm_amx.h), zero-padded to whole K steps.
-  std::unique_ptr<uint8_t[]> padded;
+  LineAlignedArray<uint8_t> padded;
   if (k == 0 || ((reinterpret_cast<uintptr_t>(a) | uintptr_t(lda)) & (kAmxRowAlign - 1))) {
     const int64_t width = steps * kStepBytes;
-    padded.reset(new uint8_t[size_t(m * width) + kAmxRowAlign - 1]);
-    uint8_t* rows = padded.get() + (-reinterpret_cast<uintptr_t>(padded.get()) & (kAmxRowAlign - 1));
+    padded.reset(size_t(m * width));
+    uint8_t* rows = padded.get();
     for (int64_t r = 0; r < m; ++r) {
       if (k > 0) std::memcpy(rows + r * width, a + r * lda, size_t(k));
       std::memset(rows + r * width + k, 0, size_t(width - k));
@@ -350,7 +351,7 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
   };
   parallel_for(n_threads, split.panels * split.row_parts, grain, [&](int64_t begin, int64_t end, int) {
     TileState tiles;
-    std::unique_ptr<int32_t[]> acc_storage(new int32_t[size_t(acc_blocks * kBlockRows * kAmxAccStride)]);
+    LineAlignedArray<int32_t> acc_storage(size_t(acc_blocks * kBlockRows * kAmxAccStride));
     alignas(64) int8_t staged[2][kTileBytes];
     Pending pending{&finish, 0, 0, 0, 0, nullptr};
     const SideWork side{run_pending, &pending};
@@ -464,11 +465,11 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
   // are the tiles' A rows as they are; other x is staged as such rows.
   const uint16_t* xb = static_cast<const uint16_t*>(x);
   int64_t ldb = ldx;  // elements
-  std::unique_ptr<uint16_t[]> xb_storage;
+  LineAlignedArray<uint16_t> xb_storage;
   if (x_dtype != DType::kBFloat16 || width != k ||
       ((reinterpret_cast<uintptr_t>(x) | uintptr_t(ldx * 2)) & (kAmxRowAlign - 1))) {
-    xb_storage.reset(new uint16_t[size_t(m * width) + 32]);
-    uint16_t* const staged = xb_storage.get() + (-reinterpret_cast<uintptr_t>(xb_storage.get()) & 63) / 2;
+    xb_storage.reset(size_t(m * width));
+    uint16_t* const staged = xb_storage.get();
     parallel_for(n_threads, m, std::max<int64_t>(1, (int64_t(1) << 15) / width),
                  [&](int64_t begin, int64_t end, int) { rows_to_bf16(x, x_dtype, ldx, k, width, staged, begin, end); });
     xb = staged;
@@ -479,16 +480,15 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
   const int64_t block_stride = groups * kGroupBytes;
   struct Scratch {
     TileState tiles;
-    std::unique_ptr<float[]> panel_acc{new float[size_t(kMaxPanelTiles * kBlockRows * kAmxAccStride)]};
+    LineAlignedArray<float> panel_acc{size_t(kMaxPanelTiles * kBlockRows * kAmxAccStride)};
     // B tiles of one K chunk of the column tile: [column block][step][16 rows][64 bytes].
-    std::unique_ptr<uint8_t[]> staged_storage{new uint8_t[size_t(2 * kBf16ChunkSteps * kTileBytes) + 63]};
-    uint8_t* staged() { return staged_storage.get() + (-reinterpret_cast<uintptr_t>(staged_storage.get()) & 63); }
+    LineAlignedArray<uint8_t> staged_tiles{size_t(2 * kBf16ChunkSteps * kTileBytes)};
   };
   const HalfConversions y_half = half_conversions(y_dtype);  // a 16-bit y
   for_each_tile_chunk(m, n, k, steps, kBf16ChunkSteps, n_threads, [] { return Scratch{}; },
                       [&](Scratch& scratch, const ColumnTile& tile, int64_t s0, int64_t chunk, int64_t first,
                           int64_t last, int64_t panel_first) {
-    uint8_t* const staged = scratch.staged();
+    uint8_t* const staged = scratch.staged_tiles.get();
     const void* b[2] = {staged, staged};
     const void* b_last[2] = {staged, staged};
     for (int j = 0; j < tile.blocks; ++j) {
