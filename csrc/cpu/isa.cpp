@@ -52,6 +52,13 @@ bool amx_usable(uint64_t xcr0, unsigned edx7) {
     amx_off_reason = "off: the CPU has no AMX-TILE/INT8/BF16";
     return false;
   }
+  // The AMX path also converts float32 to bf16 with VCVTNEPS2BF16 (every
+  // CPU with AMX so far has AVX512_BF16; this keeps a future one safe).
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) || !(eax & (1u << 5))) {
+    amx_off_reason = "off: the CPU has no AVX512_BF16";
+    return false;
+  }
   if ((xcr0 & (3u << 17)) != (3u << 17)) {  // XTILECFG (17) and XTILEDATA (18)
     amx_off_reason = "off: the OS has not enabled the tile state (XCR0)";
     return false;

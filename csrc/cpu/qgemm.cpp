@@ -147,6 +147,12 @@ const VectorPath& vector_path(Isa isa) {
                                  linear_epilogue_bf16_avx512};
   static const VectorPath avx2{{3, 1}, &float_tiles_avx2, float_epilogue_scalar, linear_epilogue_avx2,
                                quantize_row_avx2, minmax_avx2, to_bf16_scalar, bf16_to_float_scalar, nullptr};
+#if defined(SLIMTORCH_HAVE_AMX)
+  static const VectorPath amx{{4, 4}, &float_tiles_avx512, float_epilogue_avx512, linear_epilogue_avx512,
+                              quantize_row_avx512, minmax_avx512, to_bf16_amx, bf16_to_float_avx512,
+                              linear_epilogue_bf16_amx};
+  if (isa >= Isa::kAmx) return amx;
+#endif
   return isa >= Isa::kAvx512 ? avx512 : isa >= Isa::kAvx2 ? avx2 : scalar;
 #elif SLIMTORCH_ARM64
   static const VectorPath neon{{4, 1}, &float_tiles_neon, float_epilogue_scalar, linear_epilogue_neon,

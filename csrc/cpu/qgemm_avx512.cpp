@@ -18,6 +18,13 @@
 // Kernels built from the skeletons of qgemm_paths.h (see there).
 #define SLIMTORCH_AVX512_KERNEL __attribute__((target("avx512f,avx512bw,avx512vl"), flatten))
 #define SLIMTORCH_VNNI_KERNEL __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), flatten))
+#if defined(SLIMTORCH_HAVE_AMX)
+// The AMX path's variants: AVX-512 plus VCVTNEPS2BF16 (isa.cpp requires
+// AVX512_BF16 for the AMX path; the compiler's support comes with AMX's).
+#define SLIMTORCH_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#define SLIMTORCH_AVX512_BF16_KERNEL \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"), flatten))
+#endif
 
 namespace slimtorch::qgemm_paths {
 namespace {
@@ -141,9 +148,27 @@ SLIMTORCH_AVX512 inline __m256i round_to_bf16(__m512 v) {
   return _mm512_cvtepi32_epi16(h);
 }
 
+// How a float32 vector becomes bfloat16 bits: IntegerRounding everywhere,
+// NativeRounding on the AMX path, bit for bit the same results.
+struct IntegerRounding {
+  SLIMTORCH_AVX512 static inline __m256i bf16(__m512 v) { return round_to_bf16(v); }
+};
+#if defined(SLIMTORCH_HAVE_AMX)
+struct NativeRounding {
+  // VCVTNEPS2BF16 rounds to nearest even and quiets a NaN as round_to_bf16
+  // does, in one instruction instead of nine, but reads subnormal input as
+  // zero: a vector holding one (rare) takes the integer rounding. Callers are
+  // SLIMTORCH_AVX512_BF16_KERNEL functions, which inline this.
+  SLIMTORCH_AVX512_BF16 static inline __m256i bf16(__m512 v) {
+    if (__builtin_expect(_mm512_fpclass_ps_mask(v, 0x20) != 0, 0)) return round_to_bf16(v);  // 0x20: subnormal
+    return __m256i(_mm512_cvtneps_pbh(v));
+  }
+};
+#endif
+
 // The linear epilogue into float32 (e.y) or, with kBf16, into bfloat16
 // (e.y_bf16), each output rounded once from its float32 value.
-template <bool kBf16>
+template <bool kBf16, typename Rounding = IntegerRounding>
 SLIMTORCH_AVX512 inline void linear_epilogue_to(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows,
                                                 int64_t c0, int64_t cols) {
   for (int r = 0; r < rows; ++r) {
@@ -158,7 +183,7 @@ SLIMTORCH_AVX512 inline void linear_epilogue_to(const LinearEpilogue& e, const i
       __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(v), scale);
       if (e.bias) p = _mm512_add_ps(p, _mm512_maskz_loadu_ps(live, e.bias + c0 + c));
       if (kBf16) {
-        _mm256_mask_storeu_epi16(e.y_bf16 + (m0 + r) * e.ldy + c0 + c, live, round_to_bf16(p));
+        _mm256_mask_storeu_epi16(e.y_bf16 + (m0 + r) * e.ldy + c0 + c, live, Rounding::bf16(p));
       } else {
         _mm512_mask_storeu_ps(e.y + (m0 + r) * e.ldy + c0 + c, live, p);
       }
@@ -204,12 +229,30 @@ SLIMTORCH_AVX512_KERNEL void quantize_row_avx512(const float* x, int64_t k, floa
   }
 }
 
-SLIMTORCH_AVX512 void to_bf16_avx512(const float* in, int64_t n, uint16_t* out) {
+namespace {
+template <typename Rounding>
+SLIMTORCH_AVX512 inline void to_bf16_with(const float* in, int64_t n, uint16_t* out) {
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 live = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    _mm256_mask_storeu_epi16(out + i, live, round_to_bf16(_mm512_maskz_loadu_ps(live, in + i)));
+    _mm256_mask_storeu_epi16(out + i, live, Rounding::bf16(_mm512_maskz_loadu_ps(live, in + i)));
   }
 }
+}  // namespace
+
+SLIMTORCH_AVX512 void to_bf16_avx512(const float* in, int64_t n, uint16_t* out) {
+  to_bf16_with<IntegerRounding>(in, n, out);
+}
+
+#if defined(SLIMTORCH_HAVE_AMX)
+SLIMTORCH_AVX512_BF16_KERNEL void to_bf16_amx(const float* in, int64_t n, uint16_t* out) {
+  to_bf16_with<NativeRounding>(in, n, out);
+}
+
+SLIMTORCH_AVX512_BF16_KERNEL void linear_epilogue_bf16_amx(
+    const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols) {
+  linear_epilogue_to<true, NativeRounding>(e, acc, m0, rows, c0, cols);
+}
+#endif
 
 // bfloat16 bits -> float32 (exact: the bits become the top half).
 SLIMTORCH_AVX512 void bf16_to_float_avx512(const uint16_t* in, int64_t n, float* out) {

@@ -69,6 +69,10 @@ void minmax_avx2(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void minmax_avx512(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void minmax_neon(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void to_bf16_avx512(const float* in, int64_t n, uint16_t* out);
+// The AMX path's bf16 output (VCVTNEPS2BF16; results identical to the avx512 ones).
+void to_bf16_amx(const float* in, int64_t n, uint16_t* out);
+void linear_epilogue_bf16_amx(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
+                              int64_t cols);
 void bf16_to_float_avx512(const uint16_t* in, int64_t n, float* out);
 
 // ---- kernel tables (IntTiles, FloatTiles) of a kernel template fn<rows, blocks> ---------

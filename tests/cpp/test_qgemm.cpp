@@ -189,7 +189,8 @@ TEST(half_activations_and_outputs_round_the_float32_result_once) {
   // x in bfloat16 / float16 is widened exactly, so the quantized rows and the
   // float32 results equal those of the widened x; the 16-bit output is each
   // float32 result rounded to nearest even (odd strides, both row tails; a
-  // weight large enough for the AMX tiles where the CPU has them).
+  // weight large enough for the AMX tiles where the CPU has them; columns
+  // whose results are subnormal when there is no bias).
   const int64_t m = 37, k = 300, n = 260, ldx = 305, ldy = 270;
   std::mt19937 rng(11);
   std::normal_distribution<float> normal;
@@ -198,7 +199,9 @@ TEST(half_activations_and_outputs_round_the_float32_result_once) {
   const std::vector<int8_t> packed = pack(q, n, k, &colsum);
   std::vector<float> w_scale(static_cast<size_t>(n)), bias(static_cast<size_t>(n));
   for (auto& v : w_scale) v = 0.01f + std::fabs(normal(rng)) * 0.01f;
+  for (int64_t c : {1, 17, 40, 41, 42, 259}) w_scale[size_t(c)] = 3e-41f;
   for (auto& v : bias) v = normal(rng);
+  int subnormal_outputs = 0;
   for (DType type : {DType::kBFloat16, DType::kFloat16}) {
     std::vector<uint16_t> x16(size_t(m * ldx));
     std::vector<float> x(size_t(m * ldx));
@@ -212,26 +215,29 @@ TEST(half_activations_and_outputs_round_the_float32_result_once) {
     const float x_scale = 0.05f;
     for (Isa isa : supported_isas()) {
       CHECK(set_active_isa(isa));
-      for (const float* scale : {static_cast<const float*>(nullptr), &x_scale}) {
-        std::vector<float> y(size_t(m * ldy));
-        std::vector<uint16_t> y16(size_t(m * ldy), 0xabcd);
-        CHECK(qlinear_u8s8(x.data(), m, k, ldx, packed.data(), w_scale.data(), colsum.data(), bias.data(), n,
-                           y.data(), ldy, scale, 7, 2) == Status::kOk);
-        CHECK(qlinear_u8s8(x16.data(), type, m, k, ldx, packed.data(), w_scale.data(), colsum.data(), bias.data(),
-                           n, y16.data(), type, ldy, scale, 7, 2) == Status::kOk);
-        for (int64_t r = 0; r < m; ++r)
-          for (int64_t col = 0; col < ldy; ++col) {
-            const uint16_t got = y16[size_t(r * ldy + col)];
-            if (col >= n) {
-              CHECK(got == 0xabcd);  // past n: untouched
-              continue;
+      for (const float* scale : {static_cast<const float*>(nullptr), &x_scale})
+        for (const float* b : {static_cast<const float*>(bias.data()), static_cast<const float*>(nullptr)}) {
+          std::vector<float> y(size_t(m * ldy));
+          std::vector<uint16_t> y16(size_t(m * ldy), 0xabcd);
+          CHECK(qlinear_u8s8(x.data(), m, k, ldx, packed.data(), w_scale.data(), colsum.data(), b, n, y.data(), ldy,
+                             scale, 7, 2) == Status::kOk);
+          CHECK(qlinear_u8s8(x16.data(), type, m, k, ldx, packed.data(), w_scale.data(), colsum.data(), b, n,
+                             y16.data(), type, ldy, scale, 7, 2) == Status::kOk);
+          for (int64_t r = 0; r < m; ++r)
+            for (int64_t col = 0; col < ldy; ++col) {
+              const uint16_t got = y16[size_t(r * ldy + col)];
+              if (col >= n) {
+                CHECK(got == 0xabcd);  // past n: untouched
+                continue;
+              }
+              const float want = y[size_t(r * ldy + col)];
+              subnormal_outputs += std::fpclassify(want) == FP_SUBNORMAL;
+              CHECK(got == (type == DType::kBFloat16 ? float_to_bf16(want) : float_to_fp16(want)));
             }
-            const float want = y[size_t(r * ldy + col)];
-            CHECK(got == (type == DType::kBFloat16 ? float_to_bf16(want) : float_to_fp16(want)));
-          }
-      }
+        }
     }
   }
+  CHECK(subnormal_outputs > 0);
   set_active_isa(detected_isa());
 }
 
