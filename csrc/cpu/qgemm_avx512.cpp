@@ -167,27 +167,44 @@ struct NativeRounding {
 #endif
 
 // The linear epilogue into float32 (e.y) or, with kBf16, into bfloat16
-// (e.y_bf16), each output rounded once from its float32 value.
+// (e.y_bf16), each output rounded once from its float32 value. Column
+// vectors outermost: a column's colsum, scale and bias stay in registers for
+// all rows, and the stores to y (which may alias every pointer of e, as far
+// as the compiler knows) force no reloads in the row loop.
+template <bool kBf16, typename Rounding, bool kBias>
+SLIMTORCH_AVX512 inline void linear_epilogue_columns(const LinearEpilogue& e, const int32_t* acc, int64_t m0,
+                                                     int rows, int64_t c0, int64_t cols) {
+  const int32_t* const zero_point = e.zero_point + m0;
+  const float* const row_scale = e.row_scale + m0;
+  const int64_t ldy = e.ldy;
+  for (int64_t c = 0; c < cols; c += 16) {
+    const __mmask16 live = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
+    const __m512i cs = _mm512_maskz_loadu_epi32(live, e.colsum + c0 + c);
+    const __m512 ws = _mm512_maskz_loadu_ps(live, e.w_scale + c0 + c);
+    const __m512 b = kBias ? _mm512_maskz_loadu_ps(live, e.bias + c0 + c) : _mm512_setzero_ps();
+    const int32_t* a = acc + c;
+    float* y = kBf16 ? nullptr : e.y + m0 * ldy + c0 + c;
+    uint16_t* y16 = kBf16 ? e.y_bf16 + m0 * ldy + c0 + c : nullptr;
+    for (int r = 0; r < rows; ++r, a += kMaxTileCols) {
+      const __m512i v = _mm512_sub_epi32(_mm512_loadu_si512(a), _mm512_mullo_epi32(_mm512_set1_epi32(zero_point[r]), cs));
+      __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(_mm512_set1_ps(row_scale[r]), ws));
+      if (kBias) p = _mm512_add_ps(p, b);
+      if (kBf16) {
+        _mm256_mask_storeu_epi16(y16 + r * ldy, live, Rounding::bf16(p));
+      } else {
+        _mm512_mask_storeu_ps(y + r * ldy, live, p);
+      }
+    }
+  }
+}
+
 template <bool kBf16, typename Rounding = IntegerRounding>
 SLIMTORCH_AVX512 inline void linear_epilogue_to(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows,
                                                 int64_t c0, int64_t cols) {
-  for (int r = 0; r < rows; ++r) {
-    const __m512i zp = _mm512_set1_epi32(e.zero_point[m0 + r]);
-    const __m512 rs = _mm512_set1_ps(e.row_scale[m0 + r]);
-    for (int64_t c = 0; c < cols; c += 16) {
-      const __mmask16 live = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
-      const __m512i a = _mm512_loadu_si512(acc + r * kMaxTileCols + c);
-      const __m512i cs = _mm512_maskz_loadu_epi32(live, e.colsum + c0 + c);
-      const __m512i v = _mm512_sub_epi32(a, _mm512_mullo_epi32(zp, cs));
-      const __m512 scale = _mm512_mul_ps(rs, _mm512_maskz_loadu_ps(live, e.w_scale + c0 + c));
-      __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(v), scale);
-      if (e.bias) p = _mm512_add_ps(p, _mm512_maskz_loadu_ps(live, e.bias + c0 + c));
-      if (kBf16) {
-        _mm256_mask_storeu_epi16(e.y_bf16 + (m0 + r) * e.ldy + c0 + c, live, Rounding::bf16(p));
-      } else {
-        _mm512_mask_storeu_ps(e.y + (m0 + r) * e.ldy + c0 + c, live, p);
-      }
-    }
+  if (e.bias) {
+    linear_epilogue_columns<kBf16, Rounding, true>(e, acc, m0, rows, c0, cols);
+  } else {
+    linear_epilogue_columns<kBf16, Rounding, false>(e, acc, m0, rows, c0, cols);
   }
 }
 
