@@ -249,23 +249,41 @@ struct LaneWidenedFloatStep {
   }
 };
 
+// The linear epilogue's whole vectors of columns [c0, c0 + vec). Column
+// vectors outermost: a column's colsum, scale and bias stay in registers for
+// all rows (the stores to y may alias e's arrays as far as the compiler
+// knows, so in the other order it reloads them for every vector).
+template <class Ops, bool kBias>
+inline void linear_epilogue_columns(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
+                                    int64_t vec) {
+  const int32_t* const zero_point = e.zero_point + m0;
+  const float* const row_scale = e.row_scale + m0;
+  const int64_t ldy = e.ldy;
+  for (int64_t c = 0; c < vec; c += Ops::kLanes) {
+    const auto cs = Ops::load(e.colsum + c0 + c);
+    const auto ws = Ops::load(e.w_scale + c0 + c);
+    const auto b = kBias ? Ops::load(e.bias + c0 + c) : Ops::splat(0.0f);
+    const int32_t* a = acc + c;
+    float* out = e.y + m0 * ldy + c0 + c;
+    for (int r = 0; r < rows; ++r, a += kMaxTileCols, out += ldy) {
+      // Wraps to the true value (see qgemm.h), as the scalar epilogue's int64.
+      const auto v = Ops::minus_product(Ops::load(a), Ops::splat(zero_point[r]), cs);
+      auto p = Ops::mul(Ops::to_float(v), Ops::mul(Ops::splat(row_scale[r]), ws));
+      if (kBias) p = Ops::add(p, b);
+      Ops::store(out, p);
+    }
+  }
+}
+
 // The linear epilogue with a scalar tail (paths without masked loads).
 template <class Ops>
 inline void linear_epilogue_loop(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
                                  int64_t cols) {
   const int64_t vec = cols / Ops::kLanes * Ops::kLanes;
-  for (int r = 0; r < rows; ++r) {
-    const auto zp = Ops::splat(e.zero_point[m0 + r]);
-    const auto rs = Ops::splat(e.row_scale[m0 + r]);
-    float* out = e.y + (m0 + r) * e.ldy + c0;
-    for (int64_t c = 0; c < vec; c += Ops::kLanes) {
-      // Wraps to the true value (see qgemm.h), as the scalar epilogue's int64.
-      const auto v = Ops::minus_product(Ops::load(acc + r * kMaxTileCols + c), zp, Ops::load(e.colsum + c0 + c));
-      const auto scale = Ops::mul(rs, Ops::load(e.w_scale + c0 + c));
-      auto p = Ops::mul(Ops::to_float(v), scale);
-      if (e.bias) p = Ops::add(p, Ops::load(e.bias + c0 + c));
-      Ops::store(out + c, p);
-    }
+  if (e.bias) {
+    linear_epilogue_columns<Ops, true>(e, acc, m0, rows, c0, vec);
+  } else {
+    linear_epilogue_columns<Ops, false>(e, acc, m0, rows, c0, vec);
   }
   // acc + vec: the scalar epilogue indexes acc by (row, column - vec).
   if (vec < cols) linear_epilogue_scalar(e, acc + vec, m0, rows, c0 + vec, cols - vec);
