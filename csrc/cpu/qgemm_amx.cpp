@@ -26,6 +26,7 @@
 #include "half_rows.h"
 #include "line_aligned.h"
 #include "qgemm_amx_config.h"
+#include "qgemm_paths.h"
 
 // GCC 12 flags its own _mm512_undefined_*() placeholders in the AVX-512
 // intrinsic headers as uninitialized (GCC bug 105593).
@@ -42,6 +43,8 @@
 namespace slimtorch {
 namespace {
 
+// The weight-only bf16 epilogue (qgemm_paths::float_epilogue_bf16_amx) reads the tiles' accumulator rows.
+static_assert(kAmxAccStride == qgemm_paths::kMaxTileCols, "accumulator rows as the float epilogues read them");
 constexpr int64_t kStepBytes = 64;                 // K bytes per tile step (A tile width)
 constexpr int64_t kGroupBytes = 64;                // one packed k-group of 16 columns
 constexpr int64_t kTileBytes = 16 * kGroupBytes;   // one B tile: 16 groups
@@ -514,8 +517,13 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
                                                   acc, s0 > 0);
       if (!final_chunk) return;
       const int64_t c0 = tile.c0, cols = tile.cols;
+      if (y_dtype == DType::kBFloat16) {
+        qgemm_paths::float_epilogue_bf16_amx(acc, w_scale + c0, bias ? bias + c0 : nullptr,
+                                             static_cast<uint16_t*>(y) + m0 * ldy + c0, ldy, rows, cols);
+        return;
+      }
       for (int r = 0; r < rows; ++r) {
-        alignas(64) float row[kBlockCols];  // a 16-bit y's float32 results, rounded below
+        alignas(64) float row[kBlockCols];  // a float16 y's float32 results, rounded below
         float* out = y_dtype == DType::kFloat32 ? static_cast<float*>(y) + (m0 + r) * ldy + c0 : row;
         for (int64_t c = 0; c < cols; c += 16) {
           const __mmask16 live = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);

@@ -234,6 +234,39 @@ SLIMTORCH_AVX512 void float_epilogue_avx512(
     }
 }
 
+#if defined(SLIMTORCH_HAVE_AMX)
+namespace {
+// float_epilogue_avx512 into bfloat16 y, each result rounded once; columns
+// outermost, as linear_epilogue_columns. (For float32 y the row order is
+// faster: it writes each row's two lines back to back.)
+template <bool kBias>
+SLIMTORCH_AVX512_BF16 inline void float_epilogue_bf16_columns(const float* acc, const float* w_scale,
+                                                              const float* bias, uint16_t* y, int64_t ldy, int rows,
+                                                              int64_t cols) {
+  for (int64_t c = 0; c < cols; c += 16) {
+    const __mmask16 live = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
+    const __m512 ws = _mm512_maskz_loadu_ps(live, w_scale + c);
+    const __m512 b = kBias ? _mm512_maskz_loadu_ps(live, bias + c) : _mm512_setzero_ps();
+    const float* a = acc + c;
+    for (int r = 0; r < rows; ++r, a += kMaxTileCols) {
+      __m512 p = _mm512_mul_ps(_mm512_loadu_ps(a), ws);
+      if (kBias) p = _mm512_add_ps(p, b);
+      _mm256_mask_storeu_epi16(y + r * ldy + c, live, NativeRounding::bf16(p));
+    }
+  }
+}
+}  // namespace
+
+SLIMTORCH_AVX512_BF16_KERNEL void float_epilogue_bf16_amx(const float* acc, const float* w_scale, const float* bias,
+                                                          uint16_t* y, int64_t ldy, int rows, int64_t cols) {
+  if (bias) {
+    float_epilogue_bf16_columns<true>(acc, w_scale, bias, y, ldy, rows, cols);
+  } else {
+    float_epilogue_bf16_columns<false>(acc, w_scale, bias, y, ldy, rows, cols);
+  }
+}
+#endif
+
 SLIMTORCH_AVX512_KERNEL void quantize_row_avx512(const float* x, int64_t k, float inv, int32_t zp, bool fused,
                                                  uint8_t* a) {
   const __m512 scale = _mm512_set1_ps(inv), zpv = _mm512_set1_ps(float(zp));

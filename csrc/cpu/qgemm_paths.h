@@ -73,6 +73,9 @@ void to_bf16_avx512(const float* in, int64_t n, uint16_t* out);
 void to_bf16_amx(const float* in, int64_t n, uint16_t* out);
 void linear_epilogue_bf16_amx(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
                               int64_t cols);
+// float_epilogue_avx512 into bfloat16 y, rounded as to_bf16_amx.
+void float_epilogue_bf16_amx(const float* acc, const float* w_scale, const float* bias, uint16_t* y, int64_t ldy,
+                             int rows, int64_t cols);
 void bf16_to_float_avx512(const uint16_t* in, int64_t n, float* out);
 
 // ---- kernel tables (IntTiles, FloatTiles) of a kernel template fn<rows, blocks> ---------
