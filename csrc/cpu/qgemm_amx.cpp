@@ -181,18 +181,13 @@ void tile_block(const void* a_rows, int64_t lda, int64_t steps, const void* cons
   if (RT == 2 && CT == 2) _tile_stored(3, acc + 16 * kAmxAccStride + 16, kAccBytes);
 }
 
-using IntBlockFn = void (*)(const void*, int64_t, int64_t, const void* const*, const void* const*, void*, bool,
-                           const SideWork*);
-const IntBlockFn kBlocks[2][2] = {{tile_block<1, 1, false>, tile_block<1, 2, false>},
-                                  {tile_block<2, 1, false>, tile_block<2, 2, false>}};
-
-template <int RT, int CT>
-void bf16_block(const void* a_rows, int64_t lda, int64_t steps, const void* const* b_tiles,
-                const void* const* b_last_tiles, void* acc_block, bool accumulate) {
-  tile_block<RT, CT, true>(a_rows, lda, steps, b_tiles, b_last_tiles, acc_block, accumulate, nullptr);
-}
-using BlockFn = void (*)(const void*, int64_t, int64_t, const void* const*, const void* const*, void*, bool);
-const BlockFn kBf16Blocks[2][2] = {{bf16_block<1, 1>, bf16_block<1, 2>}, {bf16_block<2, 1>, bf16_block<2, 2>}};
+// tile_block for blocks of 1 or 2 row tiles and 1 or 2 column tiles: [rows - 1][cols - 1].
+using BlockFn = void (*)(const void*, int64_t, int64_t, const void* const*, const void* const*, void*, bool,
+                         const SideWork*);
+const BlockFn kBlocks[2][2] = {{tile_block<1, 1, false>, tile_block<1, 2, false>},
+                               {tile_block<2, 1, false>, tile_block<2, 2, false>}};
+const BlockFn kBf16Blocks[2][2] = {{tile_block<1, 1, true>, tile_block<1, 2, true>},
+                                   {tile_block<2, 1, true>, tile_block<2, 2, true>}};
 
 }  // namespace
 
@@ -511,18 +506,15 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
       b_last[j] = tiles_j + (chunk - 1) * kTileBytes;
     }
     const bool final_chunk = s0 + chunk == steps;
-    for_each_row_block(scratch.tiles, m, first, last, panel_first, scratch.panel_acc.get(),
-                       [&](int64_t m0, int rows, bool two_row_tiles, float* acc) {
-      kBf16Blocks[two_row_tiles][tile.blocks - 1](xb + m0 * ldb + s0 * kBf16StepK, ldb * 2, chunk, b, b_last,
-                                                  acc, s0 > 0);
-      if (!final_chunk) return;
-      const int64_t c0 = tile.c0, cols = tile.cols;
+    const int64_t c0 = tile.c0, cols = tile.cols;
+    // y rows [r0, r1) of the block of rows from m0 whose sums are in acc.
+    const auto finish_rows = [&](const float* acc, int64_t m0, int r0, int r1) {
       if (y_dtype == DType::kBFloat16) {
-        qgemm_paths::float_epilogue_bf16_amx(acc, w_scale + c0, bias ? bias + c0 : nullptr,
-                                             static_cast<uint16_t*>(y) + m0 * ldy + c0, ldy, rows, cols);
+        qgemm_paths::float_epilogue_bf16_amx(acc + r0 * kAmxAccStride, w_scale + c0, bias ? bias + c0 : nullptr,
+                                             static_cast<uint16_t*>(y) + (m0 + r0) * ldy + c0, ldy, r1 - r0, cols);
         return;
       }
-      for (int r = 0; r < rows; ++r) {
+      for (int r = r0; r < r1; ++r) {
         alignas(64) float row[kBlockCols];  // a float16 y's float32 results, rounded below
         float* out = y_dtype == DType::kFloat32 ? static_cast<float*>(y) + (m0 + r) * ldy + c0 : row;
         for (int64_t c = 0; c < cols; c += 16) {
@@ -534,7 +526,38 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
         }
         if (y_dtype != DType::kFloat32) y_half.round(row, cols, static_cast<uint16_t*>(y) + (m0 + r) * ldy + c0);
       }
+    };
+    // A float32 y: a finished block's epilogue runs a few rows at a time
+    // between the tile steps of the next block (its sums stay in their own
+    // slot of panel_acc), as in the integer GEMM, and the chunk's last block
+    // finishes at its end. That hides the stores of 4-byte outputs; 2-byte
+    // ones cost less than the calls between the steps, so they finish at once.
+    const bool overlap = y_dtype == DType::kFloat32;
+    struct Pending {
+      const decltype(finish_rows)* finish;
+      const float* acc;
+      int64_t m0;
+      int rows;
+      static void run(const void* ctx, int64_t s, int64_t parts) {
+        const auto* p = static_cast<const Pending*>(ctx);
+        const int r0 = int(p->rows * s / parts), r1 = int(p->rows * (s + 1) / parts);
+        if (r1 > r0) (*p->finish)(p->acc, p->m0, r0, r1);
+      }
+    } pending{&finish_rows, nullptr, 0, 0};
+    const SideWork side{Pending::run, &pending};
+    for_each_row_block(scratch.tiles, m, first, last, panel_first, scratch.panel_acc.get(),
+                       [&](int64_t m0, int rows, bool two_row_tiles, float* acc) {
+      kBf16Blocks[two_row_tiles][tile.blocks - 1](xb + m0 * ldb + s0 * kBf16StepK, ldb * 2, chunk, b, b_last,
+                                                  acc, s0 > 0, pending.acc != nullptr ? &side : nullptr);
+      pending.acc = nullptr;
+      if (!final_chunk) return;
+      if (overlap) {
+        pending = {&finish_rows, acc, m0, rows};
+      } else {
+        finish_rows(acc, m0, 0, rows);
+      }
     });
+    if (pending.acc != nullptr) finish_rows(pending.acc, pending.m0, 0, pending.rows);
   });
 }
 
