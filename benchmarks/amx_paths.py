@@ -15,6 +15,10 @@ this torch) calibrated on the same x. Timed with
 ``slimtorch.benchmark.compare``; ratios are the
 median per-round time of the other / time of the AMX path. Needs a CPU with
 AMX (``slimtorch info``: ``amx on``).
+
+``--weight-only`` times ``ops.qlinear_weight_only`` (bf16 tiles) instead: on
+bfloat16 x against ``F.linear`` on ``.bfloat16()`` tensors, and on float32 x
+against ``F.linear`` in float32.
 """
 
 from __future__ import annotations
@@ -75,6 +79,27 @@ def candidates(k: int, n: int, m: int) -> dict:
     return found
 
 
+WEIGHT_ONLY_SHAPES = [(768, 3072, 128), (768, 3072, 2048), (3072, 768, 128), (3072, 768, 2048)]
+
+
+def weight_only_candidates(k: int, n: int, m: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g) * 0.05, torch.randn(n, generator=g)
+    packed = ops.qgemm_prepare_weight(w)
+    xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
+    return {"wo_bf16": lambda: ops.qlinear_weight_only(xb, packed, b), "bf16": lambda: F.linear(xb, wb, bb),
+            "wo": lambda: ops.qlinear_weight_only(x, packed, b), "fp32": lambda: F.linear(x, w, b)}
+
+
+def weight_only_table(shapes: list, rounds: int) -> None:
+    print("| K->N | rows | weight-only bf16 in/out ms | x torch .bfloat16() | weight-only fp32 ms | x torch fp32 |")
+    print("|---|---|---|---|---|---|")
+    for k, n, m in shapes:
+        result = benchmark.compare(weight_only_candidates(k, n, m), rounds=rounds)
+        print(f"| {k}->{n} | {m} | {result.seconds['wo_bf16'] * 1e3:.3f} | {result.ratio('bf16', 'wo_bf16'):.2f} | "
+              f"{result.seconds['wo'] * 1e3:.3f} | {result.ratio('fp32', 'wo'):.2f} |", flush=True)
+
+
 def linear_of(w: torch.Tensor, b: torch.Tensor) -> torch.nn.Linear:
     linear = torch.nn.Linear(w.shape[1], w.shape[0])
     with torch.no_grad():
@@ -87,14 +112,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--shapes", nargs="+", metavar="K,N,M", help="shapes to time (default: the 12 of the table)")
+    parser.add_argument("--shapes", nargs="+", metavar="K,N,M", help="shapes to time (default: those of the table)")
+    parser.add_argument("--weight-only", action="store_true", help="time int8_weight_only instead (see above)")
     args = parser.parse_args()
-    shapes = [tuple(int(v) for v in text.split(",")) for text in args.shapes] if args.shapes else SHAPES
+    default = WEIGHT_ONLY_SHAPES if args.weight_only else SHAPES
+    shapes = [tuple(int(v) for v in text.split(",")) for text in args.shapes] if args.shapes else default
     if native_cpu is None or native_cpu.amx_status() != "on":
         raise SystemExit(f"AMX is not usable here: {native_cpu.amx_status() if native_cpu else 'no native module'}")
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
     print(f"{benchmark.cpu_model()}, {args.threads} threads, {args.rounds} interleaved rounds")
+    if args.weight_only:
+        weight_only_table(shapes, args.rounds)
+        return
     if pt2e_unavailable() is not None:
         print(f"PT2E int8 not measured: {pt2e_unavailable()}")
     print("| K->N | rows | AMX ms | x AVX-512 | x torch .bfloat16() | x torch _int_mm | x torch PT2E int8 "
