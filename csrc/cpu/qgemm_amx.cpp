@@ -38,7 +38,6 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 
 namespace slimtorch {
 namespace {
@@ -482,7 +481,7 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
     // B tiles of one K chunk of the column tile: [column block][step][16 rows][64 bytes].
     LineAlignedArray<uint8_t> staged_tiles{size_t(2 * kBf16ChunkSteps * kTileBytes)};
   };
-  const HalfConversions y_half = half_conversions(y_dtype);  // a 16-bit y
+  const HalfConversions y_half = half_conversions(y_dtype);  // a float16 y (bfloat16 has its own epilogue)
   for_each_tile_chunk(m, n, k, steps, kBf16ChunkSteps, n_threads, [] { return Scratch{}; },
                       [&](Scratch& scratch, const ColumnTile& tile, int64_t s0, int64_t chunk, int64_t first,
                           int64_t last, int64_t panel_first) {

@@ -186,7 +186,8 @@ SLIMTORCH_AVX512 inline void linear_epilogue_columns(const LinearEpilogue& e, co
     float* y = kBf16 ? nullptr : e.y + m0 * ldy + c0 + c;
     uint16_t* y16 = kBf16 ? e.y_bf16 + m0 * ldy + c0 + c : nullptr;
     for (int r = 0; r < rows; ++r, a += kMaxTileCols) {
-      const __m512i v = _mm512_sub_epi32(_mm512_loadu_si512(a), _mm512_mullo_epi32(_mm512_set1_epi32(zero_point[r]), cs));
+      const __m512i zp_cs = _mm512_mullo_epi32(_mm512_set1_epi32(zero_point[r]), cs);
+      const __m512i v = _mm512_sub_epi32(_mm512_loadu_si512(a), zp_cs);
       __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(_mm512_set1_ps(row_scale[r]), ws));
       if (kBias) p = _mm512_add_ps(p, b);
       if (kBf16) {
