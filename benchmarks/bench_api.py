@@ -96,4 +96,4 @@ def test_bert_encoder(bench, dense_model, batch):
         layers = dense_model.config.num_hidden_layers
         bench({"model": f"bert-base-shaped ({layers} layers)", "batch": batch, "seq": SEQ}, candidates,
               baseline="dense", also=tuple(b for b in ("bf16", "bf16_compiled") if b in candidates),
-              not_measured=missing, sample_seconds=0.0)
+              not_measured=missing, sample_seconds=0.0, settle=1)

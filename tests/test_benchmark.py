@@ -27,6 +27,34 @@ def test_rounds_interleave_and_rotate():
     assert result.rounds == 3 and result.calls == {"a": 1, "b": 1, "c": 1} and result.ratios["a"] == 1.0
 
 
+def test_settle_calls_precede_each_sample_untimed():
+    """settle=1: every sample of a candidate follows one untimed call of the same candidate."""
+    order, slow_first = [], {"b": True}
+
+    def make(name):
+        def fn():
+            order.append(name)
+            if slow_first.get(name):  # the call right after a switch is slow; the settle call takes it
+                slow_first[name] = False
+                time.sleep(0.05)
+        return fn
+
+    timer = benchmark.Interleaved({name: make(name) for name in "ab"}, baseline="a", sample_seconds=0.0,
+                                  warmup=0, settle=1)
+    timer.round()  # sizing calls, then the first round
+    slow_first["b"] = True
+    order.clear()
+    timer.round()
+    assert order == ["b", "b", "a", "a"]  # the second round starts with b
+    assert timer.samples["b"][1] < 0.04  # the slow call was the untimed one
+
+
+@pytest.mark.parametrize("settle", [-1, 1.5, True, "1"])
+def test_settle_rejects_bad_values(settle):
+    with pytest.raises(ValueError, match="settle"):
+        benchmark.Interleaved({"a": lambda: None}, settle=settle)
+
+
 def test_samples_are_sized_by_the_fastest_sizing_call():
     """One slow call while sizing (the scheduler delayed it) does not shrink the samples."""
     delays = iter([0.05, 0.0, 0.0])
