@@ -368,11 +368,16 @@ Status qgemm_pack(const int8_t* q, int64_t n, int64_t k, int64_t ldq, int8_t* pa
 
 Status quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* a,
                         int64_t lda, float* scale, int32_t* zero_point, int n_threads) {
+  return quantize_rows_u8(x, DType::kFloat32, m, k, ldx, a, lda, scale, zero_point, n_threads);
+}
+
+Status quantize_rows_u8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t ldx, uint8_t* a,
+                        int64_t lda, float* scale, int32_t* zero_point, int n_threads) {
   if (m < 0 || k < 0 || ldx < k || lda < k ||
       (m > 0 && (scale == nullptr || zero_point == nullptr || (k > 0 && (x == nullptr || a == nullptr)))) ||
       !offsets_fit(m, ldx) || !offsets_fit(m, lda))
     return Status::kInvalidArgument;
-  quantize_rows(x, DType::kFloat32, m, k, ldx, a, lda, scale, zero_point, nullptr, 0, n_threads);
+  quantize_rows(x, x_dtype, m, k, ldx, a, lda, scale, zero_point, nullptr, 0, n_threads);
   return Status::kOk;
 }
 

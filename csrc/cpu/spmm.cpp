@@ -309,8 +309,8 @@ void backward_typed(const SparseMatrix& w, const float* grad_y, int64_t batch, f
 }
 
 // Only reached where spmm_dynamic_supported (x86 with AVX-512 VNNI).
-void forward_dynamic(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx, const float* bias,
-                     float* y, int n_threads) {
+void forward_dynamic(const SparseMatrix& w, const void* x, DType x_dtype, int64_t batch, int64_t ldx,
+                     const float* bias, const Output& out, int n_threads) {
 #if SLIMTORCH_X86
   const int64_t cols = w.cols, tiles = (batch + kDynamicTile - 1) / kDynamicTile;
   const int64_t padded = tiles * kDynamicTile;
@@ -325,7 +325,7 @@ void forward_dynamic(const SparseMatrix& w, const float* x, int64_t batch, int64
   auto* row_zp = reinterpret_cast<int32_t*>(lane_scale + padded);
   auto* row_scale = reinterpret_cast<float*>(row_zp + padded);
   auto* rowsum = reinterpret_cast<int32_t*>(row_scale + padded);
-  quantize_rows_u8(x, batch, cols, ldx, a, cols, row_scale, row_zp, n_threads);
+  quantize_rows_u8(x, x_dtype, batch, cols, ldx, a, cols, row_scale, row_zp, n_threads);
   parallel_for(n_threads, tiles, 1, [&](int64_t t0, int64_t t1, int) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b0 = t * kDynamicTile, nb = std::min<int64_t>(kDynamicTile, batch - b0);
@@ -349,11 +349,12 @@ void forward_dynamic(const SparseMatrix& w, const float* x, int64_t batch, int64
   for_row_ranges(w, batch, n_threads, [&](int64_t r0, int64_t r1) {
     for (int64_t t = 0; t < tiles; ++t)
       dynamic_rows_vnni(w, xt + t * cols * kDynamicTile, lane_zp + t * kDynamicTile, lane_scale + t * kDynamicTile,
-                        rowsum, bias, y, t * kDynamicTile, std::min<int64_t>(kDynamicTile, batch - t * kDynamicTile),
-                        r0, r1);
+                        rowsum, bias, out.sums(), t * kDynamicTile,
+                        std::min<int64_t>(kDynamicTile, batch - t * kDynamicTile), r0, r1);
+    out.finish(r0, r1);
   }, 2);
 #else
-  (void)w, (void)x, (void)batch, (void)ldx, (void)bias, (void)y, (void)n_threads;
+  (void)w, (void)x, (void)x_dtype, (void)batch, (void)ldx, (void)bias, (void)out, (void)n_threads;
 #endif
 }
 
@@ -432,9 +433,15 @@ bool spmm_dynamic_supported(const SparseMatrix& w) {
 
 Status spmm_forward_dynamic(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
                             const float* bias, float* y, int n_threads) {
+  return spmm_forward_dynamic(w, x, DType::kFloat32, batch, ldx, bias, y, DType::kFloat32, n_threads);
+}
+
+Status spmm_forward_dynamic(const SparseMatrix& w, const void* x, DType x_dtype, int64_t batch, int64_t ldx,
+                            const float* bias, void* y, DType y_dtype, int n_threads) {
   if (!spmm_dynamic_supported(w)) return Status::kInvalidArgument;
-  return checked_forward(w, x, batch, ldx, y, n_threads,
-                         [&] { forward_dynamic(w, x, batch, ldx, bias, y, n_threads); });
+  return checked_forward(w, x, batch, ldx, y, n_threads, [&] {
+    forward_dynamic(w, x, x_dtype, batch, ldx, bias, Output(y, y_dtype, batch, w.rows), n_threads);
+  });
 }
 
 }  // namespace slimtorch

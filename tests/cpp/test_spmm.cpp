@@ -277,6 +277,64 @@ TEST(int8_dynamic_matches_integer_sums) {
   CHECK(set_active_isa(previous));
 }
 
+TEST(int8_dynamic_half_io_equals_float32_rounded_once) {
+  // The dynamic int8 kernel with float16 / bfloat16 x or y: bit for bit its
+  // float32 entry point run on x widened exactly, each output rounded once.
+  // Padded rows (NaN between rows: never read), a NaN row (NaN outputs),
+  // batch across the 64-row tiles, several threads.
+  const Isa previous = active_isa();
+  CHECK(set_active_isa(detected_isa()));
+  int cases = 0;
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{37, 100}, {5, 7}, {64, 770}}) {
+    Packed p = make(rows, cols, 0.2, SparseValues::kInt8, false, uint32_t(rows + 3 * cols));
+    if (!spmm_dynamic_supported(p.matrix)) {
+      std::printf("  (int8_dynamic: no AVX-512 VNNI here, kernel not run)\n");
+      break;
+    }
+    const std::vector<float> bias = random_vector(rows, 9);
+    for (int64_t batch : {1, 3, 65, 130}) {
+      const int64_t ldx = cols + 5;
+      std::vector<float> x = random_vector(batch * ldx, uint32_t(batch * 7 + cols));
+      for (int64_t i = 0; i < batch * ldx; ++i)
+        if (i % ldx >= cols) x[size_t(i)] = std::nanf("");
+      if (batch > 2) x[size_t(ldx + 2)] = std::nanf("");  // row 1: NaN outputs
+      for (const auto& pair : kHalfIoPairs) {
+        const DType x_type = pair[0], y_type = pair[1];
+        std::vector<uint16_t> x16(x.size());
+        std::vector<float> x32(x);
+        if (x_type != DType::kFloat32)
+          for (size_t i = 0; i < x.size(); ++i) {
+            x16[i] = to_half(x[i], x_type);
+            x32[i] = half_to_float(x16[i], x_type);
+          }
+        const void* x_in = x_type == DType::kFloat32 ? static_cast<const void*>(x32.data()) : x16.data();
+        const float* b = batch % 2 ? bias.data() : nullptr;
+        std::vector<float> want(size_t(batch * rows)), got32(size_t(batch * rows) + 1, -7.0f);
+        std::vector<uint16_t> got16(size_t(batch * rows) + 1, 0xabcd);
+        void* y_out = y_type == DType::kFloat32 ? static_cast<void*>(got32.data()) : got16.data();
+        CHECK(spmm_forward_dynamic(p.matrix, x32.data(), batch, ldx, b, want.data(), 3) == Status::kOk);
+        CHECK(spmm_forward_dynamic(p.matrix, x_in, x_type, batch, ldx, b, y_out, y_type, 3) == Status::kOk);
+        bool ok = true;
+        for (int64_t i = 0; i < batch * rows; ++i) {
+          if (y_type == DType::kFloat32) {
+            ok &= float_to_bits(got32[size_t(i)]) == float_to_bits(want[size_t(i)]);
+          } else {
+            ok &= got16[size_t(i)] == to_half(want[size_t(i)], y_type);
+          }
+        }
+        ok &= got32.back() == -7.0f && got16.back() == 0xabcd;  // nothing written past the output
+        if (!ok)
+          std::printf("  x=%d y=%d rows=%lld cols=%lld batch=%lld\n", int(x_type), int(y_type), (long long)rows,
+                      (long long)cols, (long long)batch);
+        CHECK(ok);
+        ++cases;
+      }
+    }
+  }
+  CHECK(set_active_isa(previous));
+  if (cases == 0) std::printf("  (no case ran)\n");
+}
+
 TEST(invalid_arguments_are_rejected) {
   Packed p = make(4, 6, 0.5, SparseValues::kFloat32, false, 1);
   std::vector<float> x(24), y(16);

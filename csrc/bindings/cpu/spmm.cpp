@@ -33,13 +33,6 @@ void check_offset_ends(uintptr_t row_ptr, int64_t rows, int64_t nnz) {
 using ForwardKernel = Status (*)(const SparseMatrix&, const void*, DType, int64_t, int64_t, const float*, void*,
                                  DType, int);
 
-// spmm_forward_dynamic as a ForwardKernel: float32 x and y only.
-Status forward_dynamic_float32(const SparseMatrix& w, const void* x, DType x_dtype, int64_t batch, int64_t ldx,
-                               const float* bias, void* y, DType y_dtype, int n_threads) {
-  if (x_dtype != DType::kFloat32 || y_dtype != DType::kFloat32) return Status::kInvalidArgument;
-  return spmm_forward_dynamic(w, static_cast<const float*>(x), batch, ldx, bias, static_cast<float*>(y), n_threads);
-}
-
 // The binding of a forward kernel: the packed weight's addresses and sizes
 // in, its offsets' ends checked, then the kernel, without the GIL once the
 // work (nnz x batch) reaches release_from. x_dtype / y_dtype: DType codes.
@@ -86,7 +79,8 @@ void bind_spmm(py::module_& m) {
   });
   // As spmm_forward, with activations quantized per row (int8 values only);
   // the quantization makes every call worth releasing the GIL.
-  m.def("spmm_forward_dynamic", forward_binding(forward_dynamic_float32, 0, "sparse_linear (int8_dynamic)"));
+  const ForwardKernel forward_dynamic = spmm_forward_dynamic;  // the overload with dtypes
+  m.def("spmm_forward_dynamic", forward_binding(forward_dynamic, 0, "sparse_linear (int8_dynamic)"));
   m.def("spmm_backward_input", [](int64_t rows, int64_t cols, uintptr_t row_ptr, uintptr_t col_idx,
                                   bool wide_idx, uintptr_t values, int value_type,
                                   uintptr_t row_scales, uintptr_t grad_y, int64_t batch,

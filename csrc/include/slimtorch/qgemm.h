@@ -48,6 +48,10 @@ Status qgemm_pack(const int8_t* q, int64_t n, int64_t k, int64_t ldq, int8_t* pa
 // A row with NaN/Inf gets scale = NaN, zp = 0 and a = 0.
 Status quantize_rows_u8(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* a,
                         int64_t lda, float* scale, int32_t* zero_point, int n_threads);
+// The same with x of any float DType (float16 / bfloat16 as 16-bit patterns,
+// widened exactly): the codes and parameters of the widened rows.
+Status quantize_rows_u8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t ldx, uint8_t* a,
+                        int64_t lda, float* scale, int32_t* zero_point, int n_threads);
 
 // c[m][n] = sum_k a[m][k] * q[n][k] (int32, exact). a row stride lda, c row stride ldc.
 Status qgemm_u8s8s32(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed,

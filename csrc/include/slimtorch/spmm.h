@@ -81,6 +81,11 @@ Status spmm_forward(const SparseMatrix& w, const void* x, DType x_dtype, int64_t
 bool spmm_dynamic_supported(const SparseMatrix& w);
 Status spmm_forward_dynamic(const SparseMatrix& w, const float* x, int64_t batch, int64_t ldx,
                             const float* bias, float* y, int n_threads);
+// The same with x and y of any float DType (as spmm_forward): a 16-bit x is
+// quantized from its exactly widened rows, a 16-bit y is each float32 result
+// rounded once.
+Status spmm_forward_dynamic(const SparseMatrix& w, const void* x, DType x_dtype, int64_t batch, int64_t ldx,
+                            const float* bias, void* y, DType y_dtype, int n_threads);
 
 // Gradient with respect to x: grad_x[b, c] = sum_r grad_y[b, r] * w[r, c].
 // grad_y is [batch, rows] contiguous, grad_x is [batch, cols] contiguous and

@@ -431,13 +431,10 @@ def _check_linear_args(x: object, weight: object, bias: object) -> None:
 
 def _eager(kernel, weight: SparseWeight, args: tuple, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The kernel on x's memory; ``weight`` (a local reference) keeps the
-    tensors ``args`` points into alive until the kernel returns. The float
-    kernel reads and writes a bfloat16 x in place (widened exactly, each
-    output rounded once from its float32 value); the dynamic one reads
-    float32, so a bfloat16 x is widened for it and its result rounded back."""
+    tensors ``args`` points into alive until the kernel returns. Both kernels
+    (float and dynamic int8) read and write a bfloat16 x in place (widened
+    exactly, each output rounded once from its float32 value)."""
     bf16 = x.dtype is torch.bfloat16
-    if bf16 and kernel is not _native.cpu.spmm_forward:
-        return _eager(kernel, weight, args, x.float(), None if bias is None else bias.float()).to(torch.bfloat16)
     if bias is not None and bias.dtype is not torch.float32:
         bias = bias.float()
     out_features, in_features = args[0], args[1]
