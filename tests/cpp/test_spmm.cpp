@@ -111,6 +111,46 @@ std::vector<float> random_vector(int64_t n, uint32_t seed) {
 // |error| <= 1e-5 * (sum |terms| + 1): float32 accumulation of a few hundred terms.
 bool close(double got, double want, double magnitude) { return std::fabs(got - want) <= 1e-5 * (magnitude + 1.0); }
 
+// x as a kernel takes it in x_type (bits for 16-bit types) and as float32
+// (the same values, widened exactly), for the 16-bit I/O tests.
+struct HalfInput {
+  DType x_type;
+  std::vector<uint16_t> x16;
+  std::vector<float> x32;
+  const void* in() const { return x_type == DType::kFloat32 ? static_cast<const void*>(x32.data()) : x16.data(); }
+};
+HalfInput half_input(const std::vector<float>& x, DType x_type) {
+  HalfInput h{x_type, std::vector<uint16_t>(x.size()), x};
+  if (x_type != DType::kFloat32)
+    for (size_t i = 0; i < x.size(); ++i) {
+      h.x16[i] = to_half(x[i], x_type);
+      h.x32[i] = half_to_float(h.x16[i], x_type);
+    }
+  return h;
+}
+
+// Output buffers of n values in y_type with one guard value past the end.
+struct HalfOutput {
+  DType y_type;
+  std::vector<float> y32;
+  std::vector<uint16_t> y16;
+  void* out() { return y_type == DType::kFloat32 ? static_cast<void*>(y32.data()) : y16.data(); }
+};
+HalfOutput half_output(int64_t n, DType y_type) {
+  return {y_type, std::vector<float>(size_t(n) + 1, -7.0f), std::vector<uint16_t>(size_t(n) + 1, 0xabcd)};
+}
+
+// The output holds the float32 results `want` (bit for bit), or each rounded
+// once to y_type, and nothing past them.
+bool rounded_once(const HalfOutput& got, const std::vector<float>& want, int64_t n) {
+  const DType y_type = got.y_type;
+  bool ok = got.y32.back() == -7.0f && got.y16.back() == 0xabcd;
+  for (int64_t i = 0; i < n; ++i)
+    ok &= y_type == DType::kFloat32 ? float_to_bits(got.y32[size_t(i)]) == float_to_bits(want[size_t(i)])
+                                    : got.y16[size_t(i)] == to_half(want[size_t(i)], y_type);
+  return ok;
+}
+
 }  // namespace
 
 TEST(forward_matches_oracle_on_every_path) {
@@ -179,33 +219,17 @@ TEST(half_activations_and_outputs_equal_float32_rounded_once) {
               const DType x_type = pair[0], y_type = pair[1];
               SparseMatrix matrix = p.matrix;
               matrix.bitmap = use_bitmap ? p.bitmap.data() : nullptr;
-              std::vector<uint16_t> x16(x.size());
-              std::vector<float> x32(x);
-              if (x_type != DType::kFloat32)
-                for (size_t i = 0; i < x.size(); ++i) {
-                  x16[i] = to_half(x[i], x_type);
-                  x32[i] = half_to_float(x16[i], x_type);
-                }
-              const void* x_in = x_type == DType::kFloat32 ? static_cast<const void*>(x32.data()) : x16.data();
+              const HalfInput in = half_input(x, x_type);
               const float* b = batch % 2 ? bias.data() : nullptr;
-              std::vector<float> want(size_t(batch * rows) + 1), got32(size_t(batch * rows) + 1, -7.0f);
-              std::vector<uint16_t> got16(size_t(batch * rows) + 1, 0xabcd);
-              void* y_out = y_type == DType::kFloat32 ? static_cast<void*>(got32.data()) : got16.data();
-              CHECK(spmm_forward(matrix, x32.data(), batch, ldx, b, want.data(), 3) == Status::kOk);
+              std::vector<float> want(size_t(batch * rows) + 1);
+              HalfOutput got = half_output(batch * rows, y_type);
+              CHECK(spmm_forward(matrix, in.x32.data(), batch, ldx, b, want.data(), 3) == Status::kOk);
               // NaN left in the kernels' scratch (transposed panels): none of it may survive.
               const std::vector<float> poison(x.size(), std::nanf(""));
               std::vector<float> junk(want.size());
               CHECK(spmm_forward(matrix, poison.data(), batch, ldx, b, junk.data(), 3) == Status::kOk);
-              CHECK(spmm_forward(matrix, x_in, x_type, batch, ldx, b, y_out, y_type, 3) == Status::kOk);
-              bool ok = true;
-              for (int64_t i = 0; i < batch * rows; ++i) {
-                if (y_type == DType::kFloat32) {
-                  ok &= float_to_bits(got32[size_t(i)]) == float_to_bits(want[size_t(i)]);
-                } else {
-                  ok &= got16[size_t(i)] == to_half(want[size_t(i)], y_type);
-                }
-              }
-              ok &= got32.back() == -7.0f && got16.back() == 0xabcd;  // nothing written past the output
+              CHECK(spmm_forward(matrix, in.in(), x_type, batch, ldx, b, got.out(), y_type, 3) == Status::kOk);
+              const bool ok = rounded_once(got, want, batch * rows);
               if (!ok)
                 std::printf("  %s values=%d x=%d y=%d rows=%lld cols=%lld batch=%lld bitmap=%d\n", isa_name(isa),
                             int(type), int(x_type), int(y_type), (long long)rows, (long long)cols, (long long)batch,
@@ -300,29 +324,13 @@ TEST(int8_dynamic_half_io_equals_float32_rounded_once) {
       if (batch > 2) x[size_t(ldx + 2)] = std::nanf("");  // row 1: NaN outputs
       for (const auto& pair : kHalfIoPairs) {
         const DType x_type = pair[0], y_type = pair[1];
-        std::vector<uint16_t> x16(x.size());
-        std::vector<float> x32(x);
-        if (x_type != DType::kFloat32)
-          for (size_t i = 0; i < x.size(); ++i) {
-            x16[i] = to_half(x[i], x_type);
-            x32[i] = half_to_float(x16[i], x_type);
-          }
-        const void* x_in = x_type == DType::kFloat32 ? static_cast<const void*>(x32.data()) : x16.data();
+        const HalfInput in = half_input(x, x_type);
         const float* b = batch % 2 ? bias.data() : nullptr;
-        std::vector<float> want(size_t(batch * rows)), got32(size_t(batch * rows) + 1, -7.0f);
-        std::vector<uint16_t> got16(size_t(batch * rows) + 1, 0xabcd);
-        void* y_out = y_type == DType::kFloat32 ? static_cast<void*>(got32.data()) : got16.data();
-        CHECK(spmm_forward_dynamic(p.matrix, x32.data(), batch, ldx, b, want.data(), 3) == Status::kOk);
-        CHECK(spmm_forward_dynamic(p.matrix, x_in, x_type, batch, ldx, b, y_out, y_type, 3) == Status::kOk);
-        bool ok = true;
-        for (int64_t i = 0; i < batch * rows; ++i) {
-          if (y_type == DType::kFloat32) {
-            ok &= float_to_bits(got32[size_t(i)]) == float_to_bits(want[size_t(i)]);
-          } else {
-            ok &= got16[size_t(i)] == to_half(want[size_t(i)], y_type);
-          }
-        }
-        ok &= got32.back() == -7.0f && got16.back() == 0xabcd;  // nothing written past the output
+        std::vector<float> want(size_t(batch * rows));
+        HalfOutput got = half_output(batch * rows, y_type);
+        CHECK(spmm_forward_dynamic(p.matrix, in.x32.data(), batch, ldx, b, want.data(), 3) == Status::kOk);
+        CHECK(spmm_forward_dynamic(p.matrix, in.in(), x_type, batch, ldx, b, got.out(), y_type, 3) == Status::kOk);
+        const bool ok = rounded_once(got, want, batch * rows);
         if (!ok)
           std::printf("  x=%d y=%d rows=%lld cols=%lld batch=%lld\n", int(x_type), int(y_type), (long long)rows,
                       (long long)cols, (long long)batch);
