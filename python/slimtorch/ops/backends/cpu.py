@@ -45,8 +45,8 @@ def _sparse_args(row_ptr, col_idx, values, row_scales, in_features):
 
 def _spmm(kernel, x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None):
     out_features = row_ptr.shape[0] - 1
-    # The float kernel reads and writes x's dtype; the dynamic one float32.
-    x2, ldx = _rows(x, in_features, halves=kernel is _native.cpu.spmm_forward)
+    # Both kernels (float and dynamic int8) read and write x's dtype.
+    x2, ldx = _rows(x, in_features, halves=True)
     batch = x2.shape[0]
     y = torch.empty((batch, out_features), dtype=x2.dtype)
     b = None if bias is None else bias.float().contiguous()
