@@ -148,9 +148,13 @@ const VectorPath& vector_path(Isa isa) {
   static const VectorPath avx2{{3, 1}, &float_tiles_avx2, float_epilogue_scalar, linear_epilogue_avx2,
                                quantize_row_avx2, minmax_avx2, to_bf16_scalar, bf16_to_float_scalar, nullptr};
 #if defined(SLIMTORCH_HAVE_AMX)
-  static const VectorPath amx{{4, 4}, &float_tiles_avx512, float_epilogue_avx512, linear_epilogue_avx512,
-                              quantize_row_avx512, minmax_avx512, to_bf16_amx, bf16_to_float_avx512,
-                              linear_epilogue_bf16_amx};
+  // The AVX-512 path with bf16 outputs rounded by VCVTNEPS2BF16 (same results).
+  static const VectorPath amx = [] {
+    VectorPath path = avx512;
+    path.to_bf16 = to_bf16_amx;
+    path.linear_epilogue_bf16 = linear_epilogue_bf16_amx;
+    return path;
+  }();
   if (isa >= Isa::kAmx) return amx;
 #endif
   return isa >= Isa::kAvx512 ? avx512 : isa >= Isa::kAvx2 ? avx2 : scalar;
