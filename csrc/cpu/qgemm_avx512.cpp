@@ -166,6 +166,12 @@ struct NativeRounding {
 };
 #endif
 
+// Two vectors of 16 results, rounded to bf16, as one 64-byte store.
+template <typename Rounding>
+SLIMTORCH_AVX512 inline void store_bf16_pair(uint16_t* out, __m512 first, __m512 second) {
+  _mm512_storeu_si512(out, _mm512_inserti64x4(_mm512_castsi256_si512(Rounding::bf16(first)), Rounding::bf16(second), 1));
+}
+
 // The linear epilogue into float32 (e.y) or, with kBf16, into bfloat16
 // (e.y_bf16), each output rounded once from its float32 value: kVectors
 // column vectors from column c0 + c (the last with lanes last_live), their
@@ -205,9 +211,8 @@ SLIMTORCH_AVX512 inline void linear_epilogue_vectors(const LinearEpilogue& e, co
       if (kBias) p[v] = _mm512_add_ps(p[v], b[v]);
     }
     const int64_t out = (m0 + r) * ldy + c0 + c;
-    if (kVectors == 2 && kBf16) {  // one 64-byte store
-      _mm512_storeu_si512(e.y_bf16 + out, _mm512_inserti64x4(_mm512_castsi256_si512(Rounding::bf16(p[0])),
-                                                             Rounding::bf16(p[kVectors - 1]), 1));
+    if (kVectors == 2 && kBf16) {
+      store_bf16_pair<Rounding>(e.y_bf16 + out, p[0], p[kVectors - 1]);
     } else {
       for (int v = 0; v < kVectors; ++v) {
         if (kBf16) {
@@ -277,14 +282,30 @@ SLIMTORCH_AVX512 void float_epilogue_avx512(
 
 #if defined(SLIMTORCH_HAVE_AMX)
 namespace {
-// float_epilogue_avx512 into bfloat16 y, each result rounded once; columns
-// outermost, as linear_epilogue_columns. (For float32 y the row order is
-// faster: it writes each row's two lines back to back.)
+// float_epilogue_avx512 into bfloat16 y, each result rounded once; a pair
+// of column vectors at a time, then one, as linear_epilogue_columns does
+// for bf16 y (1 thread, 2048 x 768 -> 3072: 10.6-10.8 -> 9.5-9.9 ms). (For float32 y
+// the row order is faster: it writes each row's two lines back to back.)
 template <bool kBias>
 SLIMTORCH_AVX512_BF16 inline void float_epilogue_bf16_columns(const float* acc, const float* w_scale,
                                                               const float* bias, uint16_t* y, int64_t ldy, int rows,
                                                               int64_t cols) {
-  for (int64_t c = 0; c < cols; c += 16) {
+  int64_t c = 0;
+  for (; c + 32 <= cols; c += 32) {
+    const __m512 ws0 = _mm512_loadu_ps(w_scale + c), ws1 = _mm512_loadu_ps(w_scale + c + 16);
+    const __m512 b0 = kBias ? _mm512_loadu_ps(bias + c) : _mm512_setzero_ps();
+    const __m512 b1 = kBias ? _mm512_loadu_ps(bias + c + 16) : _mm512_setzero_ps();
+    const float* a = acc + c;
+    for (int r = 0; r < rows; ++r, a += kMaxTileCols) {
+      __m512 p0 = _mm512_mul_ps(_mm512_loadu_ps(a), ws0), p1 = _mm512_mul_ps(_mm512_loadu_ps(a + 16), ws1);
+      if (kBias) {
+        p0 = _mm512_add_ps(p0, b0);
+        p1 = _mm512_add_ps(p1, b1);
+      }
+      store_bf16_pair<NativeRounding>(y + r * ldy + c, p0, p1);
+    }
+  }
+  for (; c < cols; c += 16) {
     const __mmask16 live = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
     const __m512 ws = _mm512_maskz_loadu_ps(live, w_scale + c);
     const __m512 b = kBias ? _mm512_maskz_loadu_ps(live, bias + c) : _mm512_setzero_ps();
