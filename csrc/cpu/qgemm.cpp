@@ -220,16 +220,22 @@ static_assert(kMaxTileRows <= kMaxFinishRows, "a tile's rows fit a finish block"
 // every row tile of the panel passes over it.
 constexpr int64_t kIntKBlock = 1024;
 
+// prepare(begin, end), when given: makes rows [begin, end) of a (quantizes
+// them); the AMX kernel calls it on the thread that then multiplies them
+// (amx_int_gemm_prepares_rows says where), any other path for all rows first.
+using PrepareRows = std::function<void(int64_t begin, int64_t end)>;
+
 // Integer GEMM over all tiles: a is [m][k] with k a multiple of 4 (row stride
 // lda); calls finish(m0, rows, c0, cols, acc) with each tile's accumulators.
 template <typename Finish>
 void int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed, int64_t n,
-              int n_threads, const Finish& finish) {
+              int n_threads, const Finish& finish, const PrepareRows* prepare = nullptr) {
 #if defined(SLIMTORCH_HAVE_AMX)
   static_assert(kAmxAccStride == kMaxTileCols, "AMX blocks hand over accumulators as the tiles do");
   static_assert(kAmxBlockRows <= kMaxFinishRows, "an AMX block's rows fit a finish block");
-  if (amx_int_gemm_wanted(m, n, k)) return amx_int_gemm(a, m, k, lda, packed, n, n_threads, finish);
+  if (amx_int_gemm_wanted(m, n, k)) return amx_int_gemm(a, m, k, lda, packed, n, n_threads, finish, prepare);
 #endif
+  if (prepare != nullptr) (*prepare)(0, m);  // the active path changed since the caller asked
   const IntPath path = int_path();
   const TileShape shape = int_shape(path);
   const IntTiles& tiles = int_tiles(path);
@@ -293,37 +299,45 @@ inline const float* float_row(const HalfConversions& half, const void* x, DType 
   return buffer;
 }
 
-// Quantizes rows [0, m): dynamic (static_scale == nullptr) or static. Writes
-// per-row scale (NaN for non-finite rows) and zero point.
+// Quantizes rows [begin, end) on the calling thread: dynamic (static_scale
+// == nullptr) or static. Writes per-row scale (NaN for non-finite rows) and
+// zero point.
+void quantize_row_range(const void* x, DType x_dtype, int64_t k, int64_t ldx, uint8_t* a, int64_t lda,
+                        float* scale, int32_t* zero_point, const float* static_scale, int32_t static_zp,
+                        int64_t begin, int64_t end) {
+  const VectorPath& path = vector_path(active_isa());
+  const HalfConversions half = half_conversions(x_dtype);  // 16-bit x
+  LineAlignedArray<float> widened;
+  if (x_dtype != DType::kFloat32) widened.reset(size_t(std::max<int64_t>(k, 1)));
+  for (int64_t r = begin; r < end; ++r) {
+    const float* row = float_row(half, x, x_dtype, r, ldx, k, widened.get());
+    uint8_t* out = a + r * lda;
+    float lo, hi;
+    bool finite;
+    RowParams params;
+    if (static_scale == nullptr) {
+      path.minmax(row, k, &lo, &hi, &finite);
+      params = dynamic_params(lo, hi, finite);
+    } else {
+      path.minmax(row, k, &lo, &hi, &finite);  // only the finiteness is used
+      params = {finite ? *static_scale : std::numeric_limits<float>::quiet_NaN(),
+                finite ? static_zp : 0, finite};
+    }
+    scale[r] = params.scale;
+    zero_point[r] = params.zp;
+    if (params.finite)
+      path.quantize_row(row, k, 1.0f / params.scale, params.zp, static_scale != nullptr, out);
+    else if (k > 0) std::memset(out, 0, size_t(k));
+  }
+}
+
+// quantize_row_range over rows [0, m) on n_threads threads.
 void quantize_rows(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t ldx, uint8_t* a, int64_t lda,
                    float* scale, int32_t* zero_point, const float* static_scale,
                    int32_t static_zp, int n_threads) {
-  const VectorPath& path = vector_path(active_isa());
-  const HalfConversions half = half_conversions(x_dtype);  // 16-bit x
   const int64_t grain = std::max<int64_t>(1, kMinQuantizeElements / std::max<int64_t>(k, 1));
   parallel_for(n_threads, m, grain, [&](int64_t begin, int64_t end, int) {
-    LineAlignedArray<float> widened;
-    if (x_dtype != DType::kFloat32) widened.reset(size_t(std::max<int64_t>(k, 1)));
-    for (int64_t r = begin; r < end; ++r) {
-      const float* row = float_row(half, x, x_dtype, r, ldx, k, widened.get());
-      uint8_t* out = a + r * lda;
-      float lo, hi;
-      bool finite;
-      RowParams params;
-      if (static_scale == nullptr) {
-        path.minmax(row, k, &lo, &hi, &finite);
-        params = dynamic_params(lo, hi, finite);
-      } else {
-        path.minmax(row, k, &lo, &hi, &finite);  // only the finiteness is used
-        params = {finite ? *static_scale : std::numeric_limits<float>::quiet_NaN(),
-                  finite ? static_zp : 0, finite};
-      }
-      scale[r] = params.scale;
-      zero_point[r] = params.zp;
-      if (params.finite)
-        path.quantize_row(row, k, 1.0f / params.scale, params.zp, static_scale != nullptr, out);
-      else if (k > 0) std::memset(out, 0, size_t(k));
-    }
+    quantize_row_range(x, x_dtype, k, ldx, a, lda, scale, zero_point, static_scale, static_zp, begin, end);
   });
 }
 
@@ -438,8 +452,12 @@ Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t 
   // take the partial-group path; the pad bytes meet zero weights. The AMX
   // path reads whole 64-byte rows (see qgemm_amx.h).
   int64_t lda = ceil_div(k, kQgemmGroupK) * kQgemmGroupK;
+  bool prepared_by_gemm = false;  // rows quantized inside the AMX kernel, part by part
 #if defined(SLIMTORCH_HAVE_AMX)
-  if (amx_int_gemm_wanted(m, n, k)) lda = ceil_div(k, kAmxRowAlign) * kAmxRowAlign;
+  if (amx_int_gemm_wanted(m, n, k)) {
+    lda = ceil_div(k, kAmxRowAlign) * kAmxRowAlign;
+    prepared_by_gemm = amx_int_gemm_prepares_rows(m, n, k, n_threads);
+  }
 #endif
   // Rows start on cache lines (lda is a multiple of 64 on the AMX path).
   const LineAlignedArray<uint8_t> a_storage(size_t(std::max<int64_t>(m * lda, 1)));
@@ -448,8 +466,14 @@ Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t 
   std::unique_ptr<int32_t[]> row_zp(new int32_t[size_t(m)]);
   if (lda > k)
     for (int64_t r = 0; r < m; ++r) std::memset(a + r * lda + k, 0, size_t(lda - k));
-  quantize_rows(x, x_dtype, m, k, ldx, a, lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point,
-                n_threads);
+  const PrepareRows quantize = [&](int64_t begin, int64_t end) {
+    quantize_row_range(x, x_dtype, k, ldx, a, lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point, begin,
+                       end);
+  };
+  const PrepareRows* prepare = prepared_by_gemm ? &quantize : nullptr;
+  if (!prepared_by_gemm)
+    quantize_rows(x, x_dtype, m, k, ldx, a, lda, row_scale.get(), row_zp.get(), x_scale, x_zero_point,
+                  n_threads);
 
   const VectorPath& path = vector_path(active_isa());
   const auto linear_epilogue = path.linear_epilogue;
@@ -466,7 +490,8 @@ Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t 
     int_gemm(a, m, k_pad, lda, packed, n, n_threads,
              [&](int64_t m0, int rows, int64_t c0, int64_t cols, const int32_t* acc) {
                finish(epilogue, acc, m0, rows, c0, cols);
-             });
+             },
+             prepare);
     return Status::kOk;
   }
   // 16-bit output: each block's float32 results go through a block buffer
@@ -480,7 +505,8 @@ Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t 
              linear_epilogue(local, acc, 0, rows, 0, cols);
              for (int r = 0; r < rows; ++r)
                half.round(block + r * kMaxTileCols, cols, static_cast<uint16_t*>(y) + (m0 + r) * ldy + c0);
-           });
+           },
+           prepare);
   return Status::kOk;
 }
 

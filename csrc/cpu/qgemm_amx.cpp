@@ -57,6 +57,8 @@ constexpr int kBlockCols = 32;
 constexpr int64_t kIntChunkSteps = 64;
 constexpr int64_t kPanelWeightBytes = int64_t(1) << 20;
 constexpr int64_t kMaxGroupTiles = 4;
+// Row blocks per thread from which rows_first pays with any weight size.
+constexpr int64_t kManyRowTiles = 16;
 // bf16 blocking: the staged B tiles of a column tile's K chunk stay in L1
 // while the row blocks of a row panel pass over them; the panel's bf16 rows
 // (at most kPanelRowBytes, at most kMaxPanelTiles * 32 rows) stay in L2
@@ -268,32 +270,62 @@ void for_each_row_block(TileState& tiles, int64_t m, int64_t first, int64_t last
 // every column tile of the panel, streamed from L2 in order. Few
 // rows (at most kMaxGroupTiles blocks) go the other way round as a group:
 // each weight chunk, read once from memory, serves all of them.
+//
+// With rows_first (amx_int_gemm_prepares_rows) each thread instead takes a
+// row part and every panel: it prepares (quantizes) its own rows and
+// multiplies them while they are still in its caches, with no second
+// fork and join, at the price of every thread reading the whole weight.
 struct IntSplit {
   int64_t col_tiles;    // 32-column tiles of the whole output
   int64_t panels;       // column panels
   int64_t panel_tiles;  // the most column tiles in one panel
   int64_t row_parts;    // row ranges per panel
   int64_t group_tiles;  // row blocks that share each weight chunk
+  bool rows_first;      // a work unit is a row part with all panels, else one (panel, part)
 };
 
-IntSplit split_int_work(int64_t m, int64_t n, int64_t k, int n_threads) {
+IntSplit split_int_work(int64_t m, int64_t n, int64_t k, int n_threads, bool rows_first) {
   const int64_t col_tiles = ceil_div(n, kBlockCols);
+  const int64_t row_tiles = ceil_div(m, kBlockRows);
   const int64_t threads = std::max<int64_t>(n_threads, 1);
-  int64_t panels = std::max<int64_t>(ceil_div(col_tiles * kBlockCols * k, kPanelWeightBytes), 1);
-  panels = std::min(col_tiles, ceil_div(panels, threads) * threads);
-  const int64_t row_parts = panels >= threads ? 1 : std::min(ceil_div(m, kBlockRows), ceil_div(threads, panels));
-  const int64_t part_tiles = ceil_div(ceil_div(m, kBlockRows), row_parts);
-  return {col_tiles, panels, ceil_div(col_tiles, panels), row_parts,
-          part_tiles <= kMaxGroupTiles ? part_tiles : 1};
+  const int64_t weight_panels = std::max<int64_t>(ceil_div(col_tiles * kBlockCols * k, kPanelWeightBytes), 1);
+  int64_t panels = std::min(col_tiles, weight_panels);
+  int64_t row_parts = std::min(row_tiles, threads);
+  if (!rows_first) {
+    panels = std::min(col_tiles, ceil_div(panels, threads) * threads);
+    row_parts = panels >= threads ? 1 : std::min(row_tiles, ceil_div(threads, panels));
+  }
+  const int64_t part_tiles = ceil_div(row_tiles, row_parts);
+  return {col_tiles, panels, ceil_div(col_tiles, panels), row_parts, part_tiles <= kMaxGroupTiles ? part_tiles : 1,
+          rows_first};
+}
+
+bool amx_int_gemm_prepares_rows(int64_t m, int64_t n, int64_t k, int n_threads) {
+  // Every thread reads the whole weight: worth it where the weight fits L2
+  // or each thread's rows are many. Measured, 2 threads, bf16 in/out
+  // (ops.qlinear_dynamic): 2048 x 768 -> 768 0.97-0.99 -> 0.77-0.78 ms,
+  // 3072 -> 768 2.90-2.97 -> 2.57-2.58 ms; 128 x 1536 -> 384 0.072-0.113 ->
+  // 0.055-0.094 ms; but 128 x 4096 -> 4096 0.93-0.95 -> 1.02-2.18 ms.
+  const int64_t threads = std::max(n_threads, 1);
+  const int64_t row_tiles_per_thread = ceil_div(m, kBlockRows) / threads;
+  return threads > 1 && k > 0 && row_tiles_per_thread >= 2 &&
+         (n * k <= kPanelWeightBytes || row_tiles_per_thread >= kManyRowTiles);
 }
 
 void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed,
-                  int64_t n, int n_threads, const AmxFinish& finish) {
+                  int64_t n, int n_threads, const AmxFinish& finish, const AmxPrepareRows* prepare) {
   if (m <= 0 || n <= 0) return;
   const int64_t steps = std::max<int64_t>(ceil_div(k, kStepBytes), 1);
-  // Rows starting on cache lines (see qgemm_amx.h), zero-padded to whole K steps.
+  // Rows starting on cache lines (see qgemm_amx.h), zero-padded to whole K
+  // steps: other rows are copied into such rows, all of them first (so rows
+  // that prepare would make are made first too).
+  const bool in_place = k > 0 && ((reinterpret_cast<uintptr_t>(a) | uintptr_t(lda)) & (kAmxRowAlign - 1)) == 0;
+  if (prepare != nullptr && !in_place) {
+    (*prepare)(0, m);
+    prepare = nullptr;
+  }
   LineAlignedArray<uint8_t> padded;
-  if (k == 0 || ((reinterpret_cast<uintptr_t>(a) | uintptr_t(lda)) & (kAmxRowAlign - 1))) {
+  if (!in_place) {
     const int64_t width = steps * kStepBytes;
     padded.reset(size_t(m * width));
     uint8_t* rows = padded.get();
@@ -306,7 +338,7 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
   }
   const int64_t block_stride = k / 4 * kGroupBytes;  // bytes per 16-column block
   const int64_t n_blocks = ceil_div(n, 16);
-  const IntSplit split = split_int_work(m, n, k, n_threads);
+  const IntSplit split = split_int_work(m, n, k, n_threads, prepare != nullptr);
   const int64_t chunk_steps = ceil_div(steps, ceil_div(steps, kIntChunkSteps));
   // Accumulators: one block per row block of the group and column tile of
   // the panel when K has several chunks (their sums add up there), else two
@@ -314,7 +346,10 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
   const bool k_chunks = steps > chunk_steps;
   const int64_t acc_blocks = k_chunks ? split.group_tiles * split.panel_tiles : 2;
   const int64_t macs_per_item = ceil_div(m, split.row_parts) * split.panel_tiles * kBlockCols * steps * kStepBytes;
-  const int64_t grain = std::max<int64_t>(1, kMinMacsPerChunk / std::max<int64_t>(macs_per_item, 1));
+  const int64_t units = split.rows_first ? split.row_parts : split.panels * split.row_parts;
+  const int64_t grain =
+      split.rows_first ? 1 : std::max<int64_t>(1, kMinMacsPerChunk / std::max<int64_t>(macs_per_item, 1));
+  const int64_t row_tiles = ceil_div(m, kBlockRows);
   // The first and the last B tile of 16-column block nb's K chunk [s0, s0 +
   // chunk): read in place, except a last tile that would reach past the
   // block (K not a multiple of 64), staged zero-padded in `staged`.
@@ -346,20 +381,17 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
   const auto run_pending = [](const void* ctx, int64_t s, int64_t parts) {
     static_cast<const Pending*>(ctx)->rows_part(s, parts);
   };
-  parallel_for(n_threads, split.panels * split.row_parts, grain, [&](int64_t begin, int64_t end, int) {
+  parallel_for(n_threads, units, grain, [&](int64_t begin, int64_t end, int) {
     TileState tiles;
     LineAlignedArray<int32_t> acc_storage(size_t(acc_blocks * kBlockRows * kAmxAccStride));
     alignas(64) int8_t staged[2][kTileBytes];
     Pending pending{&finish, 0, 0, 0, 0, nullptr};
     const SideWork side{run_pending, &pending};
     int64_t next_slot = 0;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t panel = item / split.row_parts, part = item % split.row_parts;
+    // Row tiles [first_row_tile, last_row_tile) against the column tiles of `panel`.
+    const auto multiply = [&](int64_t panel, int64_t first_row_tile, int64_t last_row_tile) {
       const int64_t first_col_tile = split.col_tiles * panel / split.panels;
       const int64_t last_col_tile = split.col_tiles * (panel + 1) / split.panels;
-      const int64_t row_tiles = ceil_div(m, kBlockRows);
-      const int64_t first_row_tile = row_tiles * part / split.row_parts;
-      const int64_t last_row_tile = row_tiles * (part + 1) / split.row_parts;
       for (int64_t g0 = first_row_tile; g0 < last_row_tile; g0 += split.group_tiles) {
         const int64_t g1 = std::min(last_row_tile, g0 + split.group_tiles);
         for (int64_t s0 = 0; s0 < steps; s0 += chunk_steps) {
@@ -388,6 +420,17 @@ void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int
           }
         }
       }
+    };
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t part = split.rows_first ? unit : unit % split.row_parts;
+      const int64_t first_row_tile = row_tiles * part / split.row_parts;
+      const int64_t last_row_tile = row_tiles * (part + 1) / split.row_parts;
+      if (!split.rows_first) {
+        multiply(unit / split.row_parts, first_row_tile, last_row_tile);
+        continue;
+      }
+      (*prepare)(first_row_tile * kBlockRows, std::min(m, last_row_tile * kBlockRows));  // rows_first: given
+      for (int64_t panel = 0; panel < split.panels; ++panel) multiply(panel, first_row_tile, last_row_tile);
     }
     if (pending.acc != nullptr) pending.rows_part(0, 1);
   });

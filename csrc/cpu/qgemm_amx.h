@@ -34,11 +34,24 @@ bool amx_int_gemm_wanted(int64_t m, int64_t n, int64_t k);
 // 0 so that every shape of their grids runs on AMX.
 void set_amx_min_int_weight(int64_t elements);
 
+// prepare(begin, end): makes rows [begin, end) of a (and whatever the finish
+// callback reads of them), called on the thread that then multiplies them,
+// before any of them is read; the ranges are disjoint and cover [0, m).
+using AmxPrepareRows = std::function<void(int64_t begin, int64_t end)>;
+
+// True when amx_int_gemm on these sizes and threads takes a prepare callback:
+// it then splits the rows among the threads (each reads the whole weight),
+// which pays only where the weight fits L2 or each thread's rows are many.
+bool amx_int_gemm_prepares_rows(int64_t m, int64_t n, int64_t k, int n_threads);
+
 // acc = a . q^T for a [m][k] uint8 (row stride lda; k a multiple of 4, bytes
 // past the true K zero) and the packed weight of qgemm.h ([ceil(n/16)][k/4]
-// groups of 64 bytes), in blocks of at most 32 rows x 32 columns.
+// groups of 64 bytes), in blocks of at most 32 rows x 32 columns. prepare
+// (may be null; only where amx_int_gemm_prepares_rows) fills a's rows first,
+// range by range: a must then start on a cache line with lda a multiple of
+// kAmxRowAlign, and be at least 64 bytes per row.
 void amx_int_gemm(const uint8_t* a, int64_t m, int64_t k, int64_t lda, const int8_t* packed,
-                  int64_t n, int n_threads, const AmxFinish& finish);
+                  int64_t n, int n_threads, const AmxFinish& finish, const AmxPrepareRows* prepare = nullptr);
 
 // True when the weight-only linear of m rows runs on bf16 tiles (AMX active,
 // enough rows, k > 0).

@@ -169,7 +169,8 @@ struct NativeRounding {
 // Two vectors of 16 results, rounded to bf16, as one 64-byte store.
 template <typename Rounding>
 SLIMTORCH_AVX512 inline void store_bf16_pair(uint16_t* out, __m512 first, __m512 second) {
-  _mm512_storeu_si512(out, _mm512_inserti64x4(_mm512_castsi256_si512(Rounding::bf16(first)), Rounding::bf16(second), 1));
+  const __m256i low = Rounding::bf16(first), high = Rounding::bf16(second);
+  _mm512_storeu_si512(out, _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1));
 }
 
 // The linear epilogue into float32 (e.y) or, with kBf16, into bfloat16

@@ -5,6 +5,7 @@
 // CPUs or builds without AMX, and says so.
 #include <cfloat>
 #include <cmath>
+#include <atomic>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -204,6 +205,88 @@ TEST(amx_linear_bit_exact_against_vnni) {
       }
   set_active_isa(detected_isa());
 }
+
+#if defined(SLIMTORCH_HAVE_AMX)
+// From 2 row blocks per thread, with a small weight, the kernel quantizes
+// each thread's rows itself (amx_int_gemm_prepares_rows): still bit for bit
+// the VNNI path's output, float32 and bfloat16 in/out, dynamic and static,
+// for thread counts whose row parts end inside a block.
+TEST(amx_linear_rows_quantized_in_the_kernel_bit_exact) {
+  if (!have_amx()) return;
+  for (int threads : {2, 3})
+    for (int64_t m : {int64_t(64 * threads), int64_t(64 * threads + 5), int64_t(1100)})
+      for (int64_t k : {64, 65, 200})
+        for (int64_t n : {17, 100}) {
+          CHECK(amx_int_gemm_prepares_rows(m, n, k, threads));
+          std::mt19937 rng(uint32_t(m + 3 * k + 5 * n + threads));
+          std::normal_distribution<float> normal(0.5f, 2.0f);
+          std::vector<float> x(size_t(m * k));
+          for (auto& v : x) v = normal(rng);
+          x[size_t(3 * k)] = std::numeric_limits<float>::quiet_NaN();
+          std::vector<uint16_t> x16(x.size());
+          for (size_t i = 0; i < x.size(); ++i) x16[i] = float_to_bf16(x[i]);
+          const LinearWeight w(n, k, 0.001f, rng, normal);
+          const float x_scale = 0.03f;
+          for (const float* scale : {static_cast<const float*>(nullptr), &x_scale})
+            for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
+              const void* in = dtype == DType::kFloat32 ? static_cast<const void*>(x.data()) : x16.data();
+              std::vector<float> y_amx(size_t(m * n), 0.0f), y_vnni(size_t(m * n), 1.0f);
+              CHECK(set_active_isa(Isa::kAmx));
+              CHECK(qlinear_u8s8(in, dtype, m, k, k, w.packed.data(), w.w_scale.data(), w.colsum.data(),
+                                 w.bias.data(), n, y_amx.data(), dtype, n, scale, 77, threads) == Status::kOk);
+              CHECK(set_active_isa(Isa::kAvx512));
+              CHECK(qlinear_u8s8(in, dtype, m, k, k, w.packed.data(), w.w_scale.data(), w.colsum.data(),
+                                 w.bias.data(), n, y_vnni.data(), dtype, n, scale, 77, threads) == Status::kOk);
+              const size_t bytes = size_t(m * n) * (dtype == DType::kFloat32 ? 4 : 2);
+              CHECK(std::memcmp(y_amx.data(), y_vnni.data(), bytes) == 0);
+            }
+        }
+  CHECK(!amx_int_gemm_prepares_rows(4096, 4096, 4096, 1));    // one thread
+  CHECK(!amx_int_gemm_prepares_rows(96, 64, 64, 2));          // under 2 row blocks per thread
+  CHECK(!amx_int_gemm_prepares_rows(128, 4096, 4096, 2));     // a large weight and few rows
+  CHECK(amx_int_gemm_prepares_rows(1024, 4096, 4096, 2));     // a large weight and many rows
+  set_active_isa(detected_isa());
+}
+
+// The kernel calls prepare exactly once for every row, on disjoint ranges
+// covering all rows, before it reads them; rows it cannot read in place
+// (a row stride that is not a multiple of 64) are all prepared first and copied.
+TEST(amx_prepare_makes_every_row_once_before_use) {
+  if (!have_amx()) return;
+  CHECK(set_active_isa(Isa::kAmx));
+  for (int64_t lda_pad : {0, 8})
+    for (int threads : {2, 3}) {
+      const int64_t m = 300, k = 128, n = 40;
+      const Problem p(m, k, n, 9, lda_pad);
+      // Rows start on a cache line; prepare copies them in from p.a.
+      const size_t bytes = size_t(m * p.lda) + 64;
+      std::vector<uint8_t> storage(bytes + 64, 0xAB);
+      uint8_t* rows = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
+      std::vector<std::atomic<int>> made(static_cast<size_t>(m));
+      const AmxPrepareRows prepare = [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          std::memcpy(rows + r * p.lda, &p.a[size_t(r * p.lda)], size_t(k));
+          made[size_t(r)].fetch_add(1);
+        }
+      };
+      std::vector<int32_t> c(size_t(m * n), -1);
+      amx_int_gemm(rows, m, k, p.lda, p.packed.data(), n, threads,
+                   [&](int64_t m0, int rows_in_block, int64_t c0, int64_t cols, const int32_t* acc) {
+                     for (int r = 0; r < rows_in_block; ++r)
+                       std::memcpy(&c[size_t((m0 + r) * n + c0)], acc + r * kAmxAccStride, size_t(cols) * 4);
+                   },
+                   &prepare);
+      bool once = true, exact = true;
+      for (int64_t r = 0; r < m; ++r) {
+        once &= made[size_t(r)].load() == 1;
+        for (int64_t col = 0; col < n; ++col) exact &= c[size_t(r * n + col)] == p.expected(r, col);
+      }
+      CHECK(once);
+      CHECK(exact);
+    }
+  set_active_isa(detected_isa());
+}
+#endif
 
 // Weight-only on bf16 tiles (16 rows and more): x is rounded to bf16, the
 // int8 weights are exact in bf16 and the products are summed in float32, so
