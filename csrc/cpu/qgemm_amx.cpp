@@ -57,7 +57,9 @@ constexpr int kBlockCols = 32;
 constexpr int64_t kIntChunkSteps = 64;
 constexpr int64_t kPanelWeightBytes = int64_t(1) << 20;
 constexpr int64_t kMaxGroupTiles = 4;
-// Row blocks per thread from which rows_first pays with any weight size.
+// Row blocks per thread from which rows_first pays with a weight that fits
+// L2 (kPanelWeightBytes), and with any weight.
+constexpr int64_t kMinRowTilesPerThread = 4;
 constexpr int64_t kManyRowTiles = 16;
 // bf16 blocking: the staged B tiles of a column tile's K chunk stay in L1
 // while the row blocks of a row panel pass over them; the panel's bf16 rows
@@ -301,14 +303,17 @@ IntSplit split_int_work(int64_t m, int64_t n, int64_t k, int n_threads, bool row
 }
 
 bool amx_int_gemm_prepares_rows(int64_t m, int64_t n, int64_t k, int n_threads) {
-  // Every thread reads the whole weight: worth it where the weight fits L2
-  // or each thread's rows are many. Measured, 2 threads, bf16 in/out
-  // (ops.qlinear_dynamic): 2048 x 768 -> 768 0.97-0.99 -> 0.77-0.78 ms,
-  // 3072 -> 768 2.90-2.97 -> 2.57-2.58 ms; 128 x 1536 -> 384 0.072-0.113 ->
-  // 0.055-0.094 ms; but 128 x 4096 -> 4096 0.93-0.95 -> 1.02-2.18 ms.
+  // Every thread reads the whole weight: worth it where each thread has rows
+  // enough to share that read, and the weight fits L2 or the rows are many.
+  // Measured, 2 threads, ops.qlinear_dynamic with the caches flushed before
+  // every call (as a layer's weight is in a model), float32 / bf16 in/out:
+  // 2048 x 768 -> 768 1.51-1.53 / 1.29-1.52 -> 1.18-1.22 / 1.03-1.16 ms,
+  // 512 rows 0.40-0.42 / 0.34-0.37 -> 0.33-0.35 / 0.30-0.32 ms, 2048 x 3072
+  // -> 768 4.40-4.47 / 3.78-3.85 -> 3.92-4.12 / 3.27-3.46 ms; but at 128
+  // rows (2 blocks per thread) 384 -> 1536 float32 0.156-0.164 -> 0.17-0.23.
   const int64_t threads = std::max(n_threads, 1);
   const int64_t row_tiles_per_thread = ceil_div(m, kBlockRows) / threads;
-  return threads > 1 && k > 0 && row_tiles_per_thread >= 2 &&
+  return threads > 1 && k > 0 && row_tiles_per_thread >= kMinRowTilesPerThread &&
          (n * k <= kPanelWeightBytes || row_tiles_per_thread >= kManyRowTiles);
 }
 

@@ -207,14 +207,14 @@ TEST(amx_linear_bit_exact_against_vnni) {
 }
 
 #if defined(SLIMTORCH_HAVE_AMX)
-// From 2 row blocks per thread, with a small weight, the kernel quantizes
+// From 4 row blocks per thread, with a small weight, the kernel quantizes
 // each thread's rows itself (amx_int_gemm_prepares_rows): still bit for bit
 // the VNNI path's output, float32 and bfloat16 in/out, dynamic and static,
 // for thread counts whose row parts end inside a block.
 TEST(amx_linear_rows_quantized_in_the_kernel_bit_exact) {
   if (!have_amx()) return;
   for (int threads : {2, 3})
-    for (int64_t m : {int64_t(64 * threads), int64_t(64 * threads + 5), int64_t(1100)})
+    for (int64_t m : {int64_t(128 * threads), int64_t(128 * threads + 5), int64_t(1100)})
       for (int64_t k : {64, 65, 200})
         for (int64_t n : {17, 100}) {
           CHECK(amx_int_gemm_prepares_rows(m, n, k, threads));
@@ -242,7 +242,8 @@ TEST(amx_linear_rows_quantized_in_the_kernel_bit_exact) {
             }
         }
   CHECK(!amx_int_gemm_prepares_rows(4096, 4096, 4096, 1));    // one thread
-  CHECK(!amx_int_gemm_prepares_rows(96, 64, 64, 2));          // under 2 row blocks per thread
+  CHECK(!amx_int_gemm_prepares_rows(224, 64, 64, 2));         // under 4 row blocks per thread
+  CHECK(amx_int_gemm_prepares_rows(256, 64, 64, 2));
   CHECK(!amx_int_gemm_prepares_rows(128, 4096, 4096, 2));     // a large weight and few rows
   CHECK(amx_int_gemm_prepares_rows(1024, 4096, 4096, 2));     // a large weight and many rows
   set_active_isa(detected_isa());
