@@ -188,15 +188,9 @@ SLIMTORCH_AVX512 inline void linear_epilogue_vectors(const LinearEpilogue& e, co
   for (int v = 0; v < kVectors; ++v) {
     live[v] = v == kVectors - 1 ? last_live : __mmask16(0xffff);
     const int64_t col = c0 + c + 16 * v;
-    if (kVectors == 2) {  // whole vectors
-      cs[v] = _mm512_loadu_si512(e.colsum + col);
-      ws[v] = _mm512_loadu_ps(e.w_scale + col);
-      b[v] = kBias ? _mm512_loadu_ps(e.bias + col) : _mm512_setzero_ps();
-    } else {
-      cs[v] = _mm512_maskz_loadu_epi32(live[v], e.colsum + col);
-      ws[v] = _mm512_maskz_loadu_ps(live[v], e.w_scale + col);
-      b[v] = kBias ? _mm512_maskz_loadu_ps(live[v], e.bias + col) : _mm512_setzero_ps();
-    }
+    cs[v] = _mm512_maskz_loadu_epi32(live[v], e.colsum + col);
+    ws[v] = _mm512_maskz_loadu_ps(live[v], e.w_scale + col);
+    b[v] = kBias ? _mm512_maskz_loadu_ps(live[v], e.bias + col) : _mm512_setzero_ps();
   }
   const int32_t* const zero_point = e.zero_point + m0;
   const float* const row_scale = e.row_scale + m0;
