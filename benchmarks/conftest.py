@@ -91,8 +91,10 @@ def markdown(suite: str, info: Mapping[str, object], rows: list[dict]) -> str:
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns]
+    family_model = info.get("cpu_family_model")
+    cpu = f"{info['cpu']} (family {family_model[0]}, model {family_model[1]})" if family_model else info["cpu"]
     lines = [f"# {suite}", "",
-             f"Measured on {info['cpu']}, ISA path {info['isa']}, {info['threads']} threads, torch {info['torch']}, "
+             f"Measured on {cpu}, ISA path {info['isa']}, {info['threads']} threads, torch {info['torch']}, "
              f"slimtorch {info['slimtorch']}. Times: median ms per call over interleaved rounds; "
              "x vs B: median over rounds of time(B) / time(this row), > 1 means this row is faster.", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -104,14 +104,22 @@ def test_bad_arguments():
         benchmark.Interleaved({"a": lambda: None}).result()
 
 
-@pytest.mark.parametrize("model, slug", [
-    ("Intel(R) Xeon(R) Platinum 8480+", "intel-xeon-platinum-8480"),
-    ("AMD EPYC 9R14 96-Core Processor", "amd-epyc-9r14-96-core-processor"),
-    ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", "intel-core-i7-8700"),
-    ("", "unknown-cpu"),
+@pytest.mark.parametrize("model, family_model, slug", [
+    ("Intel(R) Xeon(R) Platinum 8480+", (6, 143), "intel-xeon-platinum-8480"),
+    ("AMD EPYC 9R14 96-Core Processor", None, "amd-epyc-9r14-96-core-processor"),
+    ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", (6, 158), "intel-core-i7-8700"),
+    # Names without a model number, as virtual machines show them.
+    ("AMD EPYC", (25, 17), "amd-epyc-family25-model17"),
+    ("Intel(R) Xeon(R) Processor", (6, 167), "intel-xeon-processor-family6-model167"),
+    ("Intel(R) Xeon(R) Processor", None, "intel-xeon-processor"),
+    ("", None, "unknown-cpu"),
 ])
-def test_cpu_slug(model, slug):
-    assert benchmark.cpu_slug(model) == slug
+def test_cpu_slug(model, family_model, slug):
+    assert benchmark.cpu_slug(model, family_model) == slug
+
+
+def test_cpu_slug_of_this_cpu():
+    assert benchmark.cpu_slug() == benchmark.cpu_slug(benchmark.cpu_model(), benchmark.cpu_family_model())
 
 
 def test_machine_record():

@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["SUITES", "Comparison", "Interleaved", "compare", "machine", "cpu_model", "cpu_slug", "cpu_has",
-           "isa_path", "force_sparse_kernel"]
+__all__ = ["SUITES", "Comparison", "Interleaved", "compare", "machine", "cpu_model", "cpu_slug", "cpu_family_model",
+           "cpu_has", "isa_path", "force_sparse_kernel"]
 
 # The benchmark suites (benchmarks/bench_<name>.py); the op families carry the
 # same names as in csrc/, slimtorch.ops and tests/.
@@ -202,13 +202,28 @@ def cpu_has(flag: str) -> bool:
     return re.search(rf"^(flags|Features)\s*:.*\b{re.escape(flag)}\b", _cpuinfo(), re.MULTILINE) is not None
 
 
-def cpu_slug(model: str | None = None) -> str:
+def cpu_family_model() -> tuple[int, int] | None:
+    """The x86 CPU's family and model numbers from ``/proc/cpuinfo``, or None."""
+    info = _cpuinfo()
+    family = re.search(r"^cpu family\s*:\s*(\d+)", info, re.MULTILINE)
+    model = re.search(r"^model\s*:\s*(\d+)", info, re.MULTILINE)
+    return (int(family.group(1)), int(model.group(1))) if family and model else None
+
+
+def cpu_slug(model: str | None = None, family_model: tuple[int, int] | None = None) -> str:
     """A folder name for a CPU model: lowercase words joined by '-', without
-    trademark marks and filler words (``"Intel(R) Xeon(R) Processor"`` ->
-    ``"intel-xeon-processor"``)."""
-    text = (cpu_model() if model is None else model).lower()
-    text = re.sub(r"\((r|tm)\)|\b(cpu|with|radeon graphics)\b|@.*$", " ", text)
-    return "-".join(re.findall(r"[a-z0-9.]+", text)).replace(".", "_") or "unknown-cpu"
+    trademark marks and filler words (``"Intel(R) Core(TM) i7-8700 CPU"`` ->
+    ``"intel-core-i7-8700"``). A name without a model number, as virtual
+    machines often show (``"AMD EPYC"``), names no one CPU, so the family and
+    model numbers are appended (``"amd-epyc-family25-model17"``); without
+    ``model``, both come from this CPU."""
+    if model is None:
+        model, family_model = cpu_model(), cpu_family_model()
+    text = re.sub(r"\((r|tm)\)|\b(cpu|with|radeon graphics)\b|@.*$", " ", model.lower())
+    slug = "-".join(re.findall(r"[a-z0-9.]+", text)).replace(".", "_") or "unknown-cpu"
+    if family_model is not None and not re.search(r"\d", slug):
+        slug += "-family{}-model{}".format(*family_model)
+    return slug
 
 
 def isa_path() -> str:
@@ -219,10 +234,12 @@ def isa_path() -> str:
 
 
 def machine() -> dict[str, object]:
-    """What a measurement ran on: CPU model, ISA path, AMX, threads, versions."""
+    """What a measurement ran on: CPU model (and x86 family and model numbers),
+    ISA path, AMX, threads, versions."""
     from slimtorch import __version__
 
-    return {"cpu": cpu_model(), "isa": isa_path(), "amx": cpu_has("amx_int8"), "threads": torch.get_num_threads(),
+    return {"cpu": cpu_model(), "cpu_family_model": cpu_family_model(), "isa": isa_path(), "amx": cpu_has("amx_int8"),
+            "threads": torch.get_num_threads(),
             "torch": torch.__version__, "slimtorch": __version__, "python": platform.python_version(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)")}
 
