@@ -6,7 +6,8 @@ check on the real batch picks each layer's format). On CPUs with native bf16
 ``int8_dynamic_bf16`` adds int8_dynamic with ``compute_dtype=torch.bfloat16``
 (the uncompressed parts in bf16, every layer timed against the dense bf16
 layer), and ``sparse90_bf16`` / ``sparse90_int8_bf16`` the sparse variants the
-same way. On CPUs with AMX the baselines a user of such a CPU has are added:
+same way. On CPUs with native bf16 (AVX512-BF16 or AMX: AMD Zen 4 and later,
+recent Xeons) the baselines a user of such a CPU has are added:
 the model after ``.bfloat16()`` (eager), ``torch.compile`` of it, and torch's
 PT2E int8 (``X86InductorQuantizer``, compiled with freezing) where this
 torch has it.
@@ -22,10 +23,9 @@ import copy
 import pytest
 import torch
 
-from benchmarks.bench_qgemm import not_measured_reason, pt2e_int8, pt2e_unavailable
+from benchmarks.bench_qgemm import NATIVE_BF16, not_measured_reason, pt2e_int8, pt2e_unavailable
 from benchmarks.common import grid
 from slimtorch import CompressConfig, compress_, ops
-from slimtorch.benchmark import cpu_has
 
 SEQ = 128
 BATCHES = grid([1, 16], [1])
@@ -52,7 +52,7 @@ def inputs(batch: int) -> torch.Tensor:
     return torch.randint(0, 30522, (batch, SEQ), generator=torch.Generator().manual_seed(1))
 
 
-def amx_baselines(dense: torch.nn.Module, x: torch.Tensor) -> tuple[dict, dict]:
+def bf16_cpu_baselines(dense: torch.nn.Module, x: torch.Tensor) -> tuple[dict, dict]:
     candidates, missing = {}, {}
     bf16 = copy.deepcopy(dense).bfloat16()
     candidates["bf16"] = lambda: bf16(x)
@@ -89,8 +89,8 @@ def test_bert_encoder(bench, dense_model, batch):
                 print(f"{variant}: {len(report.swapped)} of {len(report.layers)} layers compressed, compute dtype "
                       f"{report.compute_dtype}: {report.compute_dtype_reason}")
             candidates[variant] = lambda model=model: model(x)
-        if cpu_has("amx_int8"):
-            extra, not_measured = amx_baselines(dense_model, x)
+        if NATIVE_BF16:
+            extra, not_measured = bf16_cpu_baselines(dense_model, x)
             candidates.update(extra)
             missing.update(not_measured)
         layers = dense_model.config.num_hidden_layers

@@ -2,8 +2,9 @@
 ``compress_`` without its speed check, against dense fp32 ``nn.Linear``
 (baseline), torch's deprecated fbgemm ``quantize_dynamic``, torchao's
 ``Int8WeightOnlyConfig`` / ``Int8DynamicActivationInt8WeightConfig`` where
-torchao is installed, and, on CPUs with AMX (``amx_int8`` in /proc/cpuinfo),
-the baselines a user of such a CPU has:
+torchao is installed, and, on CPUs with native bf16 (``avx512_bf16`` or
+``amx_bf16`` in /proc/cpuinfo: AMD Zen 4 and later, recent Xeons), the
+baselines a user of such a CPU has:
 
 - bf16: ``linear.bfloat16()`` on a bfloat16 input (the conversion of the
   input is not timed: a ``model.bfloat16()`` model passes bf16 between layers);
@@ -37,7 +38,9 @@ from slimtorch.benchmark import cpu_has
 CASES = grid([((i, o), b) for i, o in ((384, 1536), (1536, 384), (768, 3072)) for b in (1, 16, 128, 2048)]
              + [((i, o), b) for i, o in ((3072, 768), (4096, 4096)) for b in (1, 16, 128)],
              [((768, 3072), 1), ((768, 3072), 128)])
-AMX = cpu_has("amx_int8")
+# Where torch's bf16 GEMM runs on bf16 instructions, .bfloat16() is the user's
+# first alternative, and torch's int8 paths (oneDNN) are the next ones.
+NATIVE_BF16 = cpu_has("avx512_bf16") or cpu_has("amx_bf16")
 
 
 def dense_linear(in_f: int, out_f: int) -> nn.Linear:
@@ -135,7 +138,7 @@ def baselines(linear: nn.Linear, x: torch.Tensor) -> tuple[dict, dict]:
             candidates[impl] = functools.partial(model_ao, x)
         except ImportError:
             missing[impl] = "torchao is not installed"
-    if AMX:
+    if NATIVE_BF16:
         bf16, xb = copy.deepcopy(linear).bfloat16(), x.bfloat16()
         candidates["bf16"] = lambda: bf16(xb)
         int_mm = int_mm_dynamic(linear)
