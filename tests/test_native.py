@@ -94,11 +94,13 @@ def test_concurrent_callers_share_the_pool(threads, pool):
 def test_info_command(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    for key in ("version", "isa_active", "isa_supported", "amx", "threads", "thread_pool", "cuda_kernels",
-                "cuda_usable"):
+    for key in ("version", "isa_active", "isa_supported", "amx", "weight_only_bf16", "threads", "thread_pool",
+                "cuda_kernels", "cuda_usable"):
         assert key in out
     assert _native.cpu.detected_isa() in out
     assert _native.cpu.amx_status() in out
+    bf16_rows = _native.cpu.weight_only_bf16_min_rows()
+    assert (f"from {bf16_rows} rows" if bf16_rows else "off (float32 x)") in out
 
 
 def test_cli_requires_a_command(capsys):

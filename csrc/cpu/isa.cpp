@@ -44,6 +44,12 @@ bool request_tile_permission() {
 }
 #endif
 
+// CPUID.(7,1):EAX[5] = AVX512_BF16 (vdpbf16ps, vcvtneps2bf16).
+bool cpuid_avx512_bf16() {
+  unsigned eax, ebx, ecx, edx;
+  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 5));
+}
+
 // Called once kAvx512 is established: CPU bits, OS-enabled tile state, the
 // build, and the per-process permission, in that order.
 bool amx_usable(uint64_t xcr0, unsigned edx7) {
@@ -54,8 +60,7 @@ bool amx_usable(uint64_t xcr0, unsigned edx7) {
   }
   // The AMX path also converts float32 to bf16 with VCVTNEPS2BF16 (every
   // CPU with AMX so far has AVX512_BF16; this keeps a future one safe).
-  unsigned eax, ebx, ecx, edx;
-  if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) || !(eax & (1u << 5))) {
+  if (!cpuid_avx512_bf16()) {
     amx_off_reason = "off: the CPU has no AVX512_BF16";
     return false;
   }
@@ -171,6 +176,15 @@ bool cpu_has_avx512_vnni() {
     return (ecx & (1u << 11)) != 0;  // CPUID.(7,0):ECX[11] = AVX512_VNNI
   }();
   return vnni;
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_avx512_bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool bf16 = detected_isa() >= Isa::kAvx512 && cpuid_avx512_bf16();
+  return bf16;
 #else
   return false;
 #endif

@@ -453,51 +453,11 @@ namespace {
 constexpr int64_t kBf16StepK = 32;       // k per bf16 tile step
 constexpr int64_t kBf16ChunkSteps = 12;  // staged B per column tile: 2 x 12 KB
 
-// x rows [begin, end) -> bf16 rows of `width` values (zero past k): float32
-// and float16 rounded to nearest even (as the tiles take them), bfloat16 copied.
-void rows_to_bf16(const void* x, DType dtype, int64_t ldx, int64_t k, int64_t width, uint16_t* xb,
-                  int64_t begin, int64_t end) {
-  for (int64_t r = begin; r < end; ++r) {
-    uint16_t* out = xb + r * width;
-    for (int64_t i = 0; i < width; i += 16) {
-      const int64_t live_count = std::max<int64_t>(std::min<int64_t>(k - i, 16), 0);
-      const __mmask16 live = __mmask16((uint32_t(1) << live_count) - 1);
-      const auto* halves = static_cast<const uint16_t*>(x) + r * ldx + i;
-      __m256i v;
-      if (dtype == DType::kBFloat16) {
-        v = _mm256_maskz_loadu_epi16(live, halves);
-      } else {
-        const __m512 f = dtype == DType::kFloat32
-                             ? _mm512_maskz_loadu_ps(live, static_cast<const float*>(x) + r * ldx + i)
-                             : _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, halves));
-        v = __m256i(_mm512_cvtneps_pbh(f));
-      }
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), v);
-    }
-  }
-}
-
-// The two B rows of packed k-group `group` (64 bytes: 16 columns x 4 int8):
-// lane j of row 0 = bf16(q[j][0]) | bf16(q[j][1]) << 16, row 1 the same for
-// k 2 and 3. int8 -> float -> the top 16 bits is exact bf16.
-inline void group_to_bf16_rows(const int8_t* group, uint8_t* row0, uint8_t* row1) {
-  const __m512i v = _mm512_loadu_si512(group);
-  const auto as_float_bits = [](__m512i byte_at_top) {
-    return _mm512_castps_si512(_mm512_cvtepi32_ps(_mm512_srai_epi32(byte_at_top, 24)));
-  };
-  const __m512i high = _mm512_set1_epi32(int32_t(0xffff0000u));
-  const __m512i k0 = _mm512_srli_epi32(as_float_bits(_mm512_slli_epi32(v, 24)), 16);
-  const __m512i k1 = _mm512_and_si512(as_float_bits(_mm512_slli_epi32(v, 16)), high);
-  const __m512i k2 = _mm512_srli_epi32(as_float_bits(_mm512_slli_epi32(v, 8)), 16);
-  const __m512i k3 = _mm512_and_si512(as_float_bits(v), high);
-  _mm512_store_si512(row0, _mm512_or_si512(k0, k1));
-  _mm512_store_si512(row1, _mm512_or_si512(k2, k3));
-}
-
 }  // namespace
 
 bool amx_weight_only_wanted(int64_t m, int64_t k) {
-  return m >= kMinRows && k > 0 && active_isa() == Isa::kAmx;
+  // The same row count as the AVX512-BF16 tiles (weight_only_bf16_min_rows).
+  return m >= weight_only_bf16_min_rows() && k > 0 && active_isa() == Isa::kAmx;
 }
 
 void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t ldx, const int8_t* packed,
@@ -516,7 +476,9 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
     xb_storage.reset(size_t(m * width));
     uint16_t* const staged = xb_storage.get();
     parallel_for(n_threads, m, std::max<int64_t>(1, (int64_t(1) << 15) / width),
-                 [&](int64_t begin, int64_t end, int) { rows_to_bf16(x, x_dtype, ldx, k, width, staged, begin, end); });
+                 [&](int64_t begin, int64_t end, int) {
+                   qgemm_paths::rows_to_bf16_avx512(x, x_dtype, ldx, k, width, staged, begin, end);
+                 });
     xb = staged;
     ldb = width;
   }
@@ -539,16 +501,9 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
     for (int j = 0; j < tile.blocks; ++j) {
       uint8_t* tiles_j = staged + j * kBf16ChunkSteps * kTileBytes;
       const int8_t* block = packed + (tile.nb0 + j) * block_stride;
-      for (int64_t s = 0; s < chunk; ++s)
-        for (int64_t h = 0; h < 8; ++h) {  // 8 groups (32 k) per tile
-          const int64_t group = (s0 + s) * 8 + h;
-          uint8_t* row0 = tiles_j + s * kTileBytes + 2 * h * kGroupBytes;
-          if (group < groups) {
-            group_to_bf16_rows(block + group * kGroupBytes, row0, row0 + kGroupBytes);
-          } else {
-            std::memset(row0, 0, size_t(2 * kGroupBytes));
-          }
-        }
+      // 8 groups (32 k) per tile step: the chunk's tiles are its groups' pair rows in order.
+      static_assert(kTileBytes == 8 * 2 * qgemm_paths::kBf16PairBytes, "a bf16 B tile is 8 k-groups");
+      qgemm_paths::weight_groups_to_bf16_avx512(block, s0 * 8, chunk * 8, groups, tiles_j);
       b[j] = tiles_j;
       b_last[j] = tiles_j + (chunk - 1) * kTileBytes;
     }

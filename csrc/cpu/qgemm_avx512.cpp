@@ -314,6 +314,96 @@ SLIMTORCH_AVX512_BF16 inline void float_epilogue_bf16_columns(const float* acc, 
 }
 }  // namespace
 
+// ---- weight-only on AVX512-BF16: vdpbf16ps -------------------------------------------
+//
+// vdpbf16ps adds to each float32 lane the two products of a bf16 pair: lane
+// j of a staged weight row holds channel j's (k = 2p, 2p + 1), the x side is
+// row r's pair broadcast to every lane. Products of bf16 values are exact in
+// float32; each pair's sum is added with one rounding.
+
+namespace {
+
+template <int R, int B>
+SLIMTORCH_AVX512_BF16_KERNEL void bf16_tile_kernel(const uint16_t* xb, int64_t ldb, int64_t pairs,
+                                                   const uint8_t* wb, int64_t w_stride, float* acc) {
+  __m512 c[R][B];
+  SLIMTORCH_UNROLL
+  for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
+    for (int j = 0; j < B; ++j) c[r][j] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    __m512bh w[B];
+    SLIMTORCH_UNROLL
+    for (int j = 0; j < B; ++j) w[j] = (__m512bh)_mm512_loadu_si512(wb + j * w_stride + p * kBf16PairBytes);
+    SLIMTORCH_UNROLL
+    for (int r = 0; r < R; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, xb + r * ldb + 2 * p, sizeof pair);
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
+      SLIMTORCH_UNROLL
+      for (int j = 0; j < B; ++j) c[r][j] = _mm512_dpbf16_ps(c[r][j], a, w[j]);
+    }
+  }
+  SLIMTORCH_UNROLL
+  for (int r = 0; r < R; ++r)
+    SLIMTORCH_UNROLL
+    for (int j = 0; j < B; ++j) _mm512_storeu_ps(acc + r * kMaxTileCols + j * kQgemmBlockN, c[r][j]);
+}
+
+}  // namespace
+
+const BF16Tiles bf16_tiles_avx512 = SLIMTORCH_TILE_TABLE(bf16_tile_kernel);
+
+SLIMTORCH_AVX512_BF16 void rows_to_bf16_avx512(const void* x, DType dtype, int64_t ldx, int64_t k, int64_t width,
+                                               uint16_t* xb, int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    uint16_t* out = xb + r * width;
+    for (int64_t i = 0; i < width; i += 16) {
+      const int64_t live_count = std::max<int64_t>(std::min<int64_t>(k - i, 16), 0);
+      const __mmask16 live = __mmask16((uint32_t(1) << live_count) - 1);
+      const auto* halves = static_cast<const uint16_t*>(x) + r * ldx + i;
+      __m256i v;
+      if (dtype == DType::kBFloat16) {
+        v = _mm256_maskz_loadu_epi16(live, halves);
+      } else {
+        const __m512 f = dtype == DType::kFloat32
+                             ? _mm512_maskz_loadu_ps(live, static_cast<const float*>(x) + r * ldx + i)
+                             : _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, halves));
+        v = __m256i(_mm512_cvtneps_pbh(f));
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), v);
+    }
+  }
+}
+
+// Each packed k-group (64 bytes: 16 channels x 4 int8) becomes two pair rows:
+// lane j of the first = bf16(q[j][0]) | bf16(q[j][1]) << 16, the second the
+// same for k 2 and 3. int8 -> float -> its top 16 bits is exact bf16.
+namespace {
+// The float32 bits of the signed byte in the top 8 bits of each lane.
+SLIMTORCH_AVX512 inline __m512i as_float_bits(__m512i byte_at_top) {
+  return _mm512_castps_si512(_mm512_cvtepi32_ps(_mm512_srai_epi32(byte_at_top, 24)));
+}
+}  // namespace
+
+SLIMTORCH_AVX512_BF16 void weight_groups_to_bf16_avx512(const int8_t* block, int64_t g0, int64_t count,
+                                                        int64_t groups, uint8_t* out) {
+  const __m512i high = _mm512_set1_epi32(int32_t(0xffff0000u));
+  for (int64_t g = g0; g < g0 + count; ++g, out += 2 * kBf16PairBytes) {
+    if (g >= groups) {
+      std::memset(out, 0, size_t(2 * kBf16PairBytes));
+      continue;
+    }
+    const __m512i v = _mm512_loadu_si512(block + g * kGroupBytes);
+    const __m512i k0 = _mm512_srli_epi32(as_float_bits(_mm512_slli_epi32(v, 24)), 16);
+    const __m512i k1 = _mm512_and_si512(as_float_bits(_mm512_slli_epi32(v, 16)), high);
+    const __m512i k2 = _mm512_srli_epi32(as_float_bits(_mm512_slli_epi32(v, 8)), 16);
+    const __m512i k3 = _mm512_and_si512(as_float_bits(v), high);
+    _mm512_storeu_si512(out, _mm512_or_si512(k0, k1));
+    _mm512_storeu_si512(out + kBf16PairBytes, _mm512_or_si512(k2, k3));
+  }
+}
+
 SLIMTORCH_AVX512_BF16_KERNEL void float_epilogue_bf16_amx(const float* acc, const float* w_scale, const float* bias,
                                                           uint16_t* y, int64_t ldy, int rows, int64_t cols) {
   if (bias) {

@@ -78,6 +78,28 @@ void float_epilogue_bf16_amx(const float* acc, const float* w_scale, const float
                              int rows, int64_t cols);
 void bf16_to_float_avx512(const uint16_t* in, int64_t n, float* out);
 
+// ---- weight-only on bf16 pairs (AVX512-BF16; the AMX tiles use the same staging) ----------
+// The compiler's AVX512-BF16 support comes with its AMX support (CMake checks both).
+#if defined(SLIMTORCH_HAVE_AMX)
+#define SLIMTORCH_HAVE_AVX512_BF16 1
+#endif
+// A staged weight row: 16 channels x one bf16 pair (k = 2p, 2p + 1).
+constexpr int64_t kBf16PairBytes = 64;
+// acc[r * kMaxTileCols + c] = sum over p < pairs of the pair products of bf16
+// row r of xb (row stride ldb elements) and the staged rows of block c / 16
+// (wb + block * w_stride + p * kBf16PairBytes).
+using BF16TileFn = void (*)(const uint16_t* xb, int64_t ldb, int64_t pairs, const uint8_t* wb, int64_t w_stride,
+                            float* acc);
+using BF16Tiles = BF16TileFn[kMaxTileRows][kMaxTileBlocks];
+extern const BF16Tiles bf16_tiles_avx512;
+// x rows [begin, end) -> bf16 rows of `width` values (a multiple of 16; zero
+// past k): float32 and float16 rounded to nearest even, bfloat16 copied.
+void rows_to_bf16_avx512(const void* x, DType dtype, int64_t ldx, int64_t k, int64_t width, uint16_t* xb,
+                         int64_t begin, int64_t end);
+// Packed k-groups [g0, g0 + count) of one 16-channel block -> 2 * count
+// staged rows at out (zeros for groups >= groups).
+void weight_groups_to_bf16_avx512(const int8_t* block, int64_t g0, int64_t count, int64_t groups, uint8_t* out);
+
 // ---- kernel tables (IntTiles, FloatTiles) of a kernel template fn<rows, blocks> ---------
 
 #define SLIMTORCH_TILE_ROW(fn, R) {fn<R, 1>, fn<R, 2>, fn<R, 3>, fn<R, 4>}

@@ -79,6 +79,8 @@ def build_info() -> dict[str, object]:
         info["isa_active"] = cpu.active_isa()
         info["isa_supported"] = ", ".join(cpu.supported_isas())
         info["amx"] = cpu.amx_status()  # "on", or why it is off
+        bf16_rows = cpu.weight_only_bf16_min_rows()
+        info["weight_only_bf16"] = f"from {bf16_rows} rows" if bf16_rows else "off (float32 x)"
     info["threads"] = num_threads()
     if cpu is not None:
         info["thread_pool"] = cpu.thread_pool()

@@ -197,12 +197,64 @@ TEST(linear_modes_match_oracle) {
           const double got = y[size_t(r * s.n + col)];
           CHECK(std::fabs(got - (p + bias[size_t(col)])) <= 8 * FLT_EPSILON * (std::fabs(p) + std::fabs(bias[size_t(col)])));
           const double wo = dot * w_scale[size_t(col)] + bias[size_t(col)];
-          // The AMX path rounds x to bf16 (relative 2^-8 at most) from 16 rows on.
-          const double x_rounding = isa == Isa::kAmx && s.m >= 16 ? 1.0 / 256 : 0.0;
+          // Paths with native bf16 round x to bf16 (relative 2^-8 at most) from
+          // weight_only_bf16_min_rows() rows on.
+          const int64_t bf16_rows = weight_only_bf16_min_rows();
+          const double x_rounding = bf16_rows > 0 && s.m >= bf16_rows ? 1.0 / 256 : 0.0;
           const double bound = (x_rounding + (double(s.k) + 4) * FLT_EPSILON) * (mag * w_scale[size_t(col)] + std::fabs(bias[size_t(col)]));
           CHECK(std::fabs(double(y_wo[size_t(r * s.n + col)]) - wo) <= bound);
         }
     }
+  }
+  set_active_isa(detected_isa());
+}
+
+// Weight-only where the path rounds x to bf16 (AMX tiles, AVX512-BF16): the
+// int8 weights are exact in bf16 and the products are summed in float32, so
+// the result is within float32 summation error of the exact dot product of
+// bf16(x) with q (and so within 2^-8 relative of the float32 result). Edges
+// of the row tiles (6 rows; AMX 16), the 16-column blocks, the 32-value
+// steps of the staged rows, and several row panels.
+TEST(weight_only_bf16_bound) {
+  for (Isa isa : supported_isas()) {
+    CHECK(set_active_isa(isa));
+    const int64_t bf16_rows = weight_only_bf16_min_rows();
+    if (bf16_rows == 0) continue;
+    std::printf("  weight-only bf16 on %s from %lld rows\n", isa_name(isa), (long long)bf16_rows);
+    const auto within_bound = [](int64_t m, int64_t k, int64_t n) {
+      std::mt19937 rng(uint32_t(m * 31 + n * 7 + k));
+      std::normal_distribution<float> normal;
+      std::vector<float> x(static_cast<size_t>(m * k)), w_scale(static_cast<size_t>(n)), bias(static_cast<size_t>(n));
+      for (auto& v : x) v = 3.0f * normal(rng);
+      for (auto& v : w_scale) v = 0.01f + std::fabs(normal(rng)) * 0.01f;
+      for (auto& v : bias) v = normal(rng);
+      const std::vector<int8_t> q = random_weights(n, k, uint32_t(k));
+      std::vector<int32_t> colsum;
+      const std::vector<int8_t> packed = pack(q, n, k, &colsum);
+      std::vector<float> y(size_t(m * n));
+      CHECK(qlinear_weight_only(x.data(), m, k, k, packed.data(), w_scale.data(), bias.data(), n, y.data(), n, 2) ==
+            Status::kOk);
+      bool ok = true;
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t col = 0; col < n; ++col) {
+          double dot = 0.0, mag = 0.0;
+          for (int64_t kk = 0; kk < k; ++kk) {
+            const double xb = bf16_to_float(float_to_bf16(x[size_t(r * k + kk)]));
+            dot += xb * q[size_t(col * k + kk)];
+            mag += std::fabs(xb * q[size_t(col * k + kk)]);
+          }
+          const double ws = w_scale[size_t(col)], b = bias[size_t(col)];
+          const double bound = (double(k) + 4) * FLT_EPSILON * (mag * ws + std::fabs(b));
+          ok &= std::fabs(double(y[size_t(r * n + col)]) - (dot * ws + b)) <= bound;
+        }
+      if (!ok) std::printf("  m=%lld k=%lld n=%lld\n", (long long)m, (long long)k, (long long)n);
+      return ok;
+    };
+    for (int64_t k : {1, 31, 32, 33, 63, 64, 65, 127, 4096 + 4})
+      for (int64_t n : {1, 15, 16, 17, 33, 65})
+        for (int64_t m : {bf16_rows, bf16_rows + 1, int64_t(17), int64_t(33), int64_t(40)}) CHECK(within_bound(m, k, n));
+    CHECK(within_bound(600, 100, 40));
+    CHECK(within_bound(200, 4100, 20));
   }
   set_active_isa(detected_isa());
 }

@@ -289,46 +289,8 @@ TEST(amx_prepare_makes_every_row_once_before_use) {
 }
 #endif
 
-// Weight-only on bf16 tiles (16 rows and more): x is rounded to bf16, the
-// int8 weights are exact in bf16 and the products are summed in float32, so
-// the result is within float32 summation error of the exact dot product of
-// bf16(x) with q (and so within 2^-8 relative of the float32 result).
-TEST(amx_weight_only_bf16_bound) {
-  if (!have_amx()) return;
-  CHECK(set_active_isa(Isa::kAmx));
-  const auto within_bound = [](int64_t m, int64_t k, int64_t n) {
-    std::mt19937 rng(uint32_t(m * 31 + n * 7 + k));
-    std::normal_distribution<float> normal;
-    std::vector<float> x(size_t(m * k));
-    for (auto& v : x) v = 3.0f * normal(rng);
-    const LinearWeight w(n, k, 0.01f, rng, normal);
-    std::vector<float> y(size_t(m * n));
-    CHECK(qlinear_weight_only(x.data(), m, k, k, w.packed.data(), w.w_scale.data(), w.bias.data(), n, y.data(), n,
-                              2) == Status::kOk);
-    bool ok = true;
-    for (int64_t r = 0; r < m; ++r)
-      for (int64_t col = 0; col < n; ++col) {
-        double dot = 0.0, mag = 0.0;
-        for (int64_t kk = 0; kk < k; ++kk) {
-          const double xb = bf16_to_float(float_to_bf16(x[size_t(r * k + kk)]));
-          dot += xb * w.q[size_t(col * k + kk)];
-          mag += std::fabs(xb * w.q[size_t(col * k + kk)]);
-        }
-        const double ws = w.w_scale[size_t(col)], b = w.bias[size_t(col)];
-        const double bound = (double(k) + 4) * FLT_EPSILON * (mag * ws + std::fabs(b));
-        ok &= std::fabs(double(y[size_t(r * n + col)]) - (dot * ws + b)) <= bound;
-      }
-    if (!ok) std::printf("  m=%lld k=%lld n=%lld\n", (long long)m, (long long)k, (long long)n);
-    return ok;
-  };
-  for (int64_t k : kEdgeK)
-    for (int64_t n : kEdgeN)
-      for (int64_t m : {16, 17, 33, 40}) CHECK(within_bound(m, k, n));
-  // Several row panels (their size follows K): short rows, and long rows in several K chunks.
-  CHECK(within_bound(600, 100, 40));
-  CHECK(within_bound(200, 4100, 20));
-  set_active_isa(detected_isa());
-}
+// Weight-only on bf16 tiles: test_qgemm.cpp's weight_only_bf16_bound covers
+// every path that rounds x to bf16, the AMX tiles included.
 
 // Tile configuration is thread state: two threads with different row tails
 // (so different configurations) run at once, each on its own tiles, and the

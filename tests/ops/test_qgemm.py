@@ -198,10 +198,66 @@ def test_weight_only_matches_reference(isa, m, k, n):
     y = ops.qlinear_weight_only(x, weight, b)
     exact = (x.double() @ q.double().T) * w_scale.double() + b.double()
     # float32 summation of k terms: |error| <= ~k * eps * sum |x q| * scale;
-    # the AMX path rounds x to bf16 (relative error at most 2^-8) from 16 rows on.
-    unit = (k + 4) * EPS + (2.0**-8 if isa == "amx" and m >= 16 else 0.0)
+    # paths with native bf16 round x to bf16 (relative error at most 2^-8)
+    # from weight_only_bf16_min_rows() rows on.
+    unit = (k + 4) * EPS + (2.0**-8 if 0 < _bf16_rows() <= m else 0.0)
     bound = unit * (x.abs().double() @ q.abs().double().T) * w_scale.double() + 4 * EPS * b.abs().double()
     assert bool(((y.double() - exact).abs() <= bound + 1e-30).all())
+
+
+def _bf16_rows() -> int:
+    """Rows from which weight-only rounds x to bf16 on the active path (0: never)."""
+    return _native.cpu.weight_only_bf16_min_rows()
+
+
+@pytest.fixture
+def bf16_isa(isa):
+    """An ISA path on which weight-only rounds x to bf16 (AMX tiles, AVX512-BF16)."""
+    if _bf16_rows() == 0:
+        pytest.skip(f"weight-only keeps x in float32 on {isa}")
+    return isa
+
+
+@pytest.mark.parametrize("m, k, n", [(16, 64, 16), (17, 65, 33), (33, 127, 15), (128, 768, 300), (40, 4100, 17)])
+def test_weight_only_bf16_error_within_twice_torch_bf16(bf16_isa, m, k, n):
+    # x is rounded to bf16 and the products summed in float32, as torch's own
+    # bf16 Linear does (which also rounds the weight and the output): the
+    # error against float64 stays within 2x of torch's.
+    g = torch.Generator().manual_seed(m + k + n)
+    x, w, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
+    q, w_scale = ops.qgemm_quantize_weight(w)
+    w_dequant = q.float() * w_scale.reshape(-1, 1)
+    y = ops.qlinear_weight_only(x, ops.qgemm_pack_weight(q, w_scale), b)
+    exact = x.double() @ w_dequant.double().T + b.double()
+    torch_bf16 = torch.nn.functional.linear(x.bfloat16(), w_dequant.bfloat16(), b.bfloat16())
+    ours, theirs = (y.double() - exact).norm(), (torch_bf16.double() - exact).norm()
+    assert ours <= 2 * theirs, (ours.item(), theirs.item())
+    # The bf16 path ran: its result is the float32 sum for bf16(x), not x.
+    exact_bf16_x = x.bfloat16().double() @ w_dequant.double().T + b.double()
+    assert (y.double() - exact_bf16_x).norm() < (y.double() - exact).norm() / 100
+
+
+def test_weight_only_bf16_rows_below_the_count_stay_float32(bf16_isa):
+    rows = _bf16_rows()
+    x, _, b, q, w_scale, weight = _case(rows, 64, 20)
+    exact = (x.double() @ q.double().T) * w_scale.double() + b.double()
+    below, at = ops.qlinear_weight_only(x[:rows - 1], weight, b), ops.qlinear_weight_only(x, weight, b)
+    assert (below.double() - exact[:rows - 1]).abs().max() < 1e-4
+    assert (at.double() - exact).abs().max() > 1e-3  # bf16(x) moves the results by ~2^-9 relative
+
+
+def test_weight_only_bf16_non_finite_rows(bf16_isa):
+    g = torch.Generator().manual_seed(4)
+    x, w = torch.randn(20, 70, generator=g), torch.randn(33, 70, generator=g)
+    x[3, 5] = float("nan")
+    x[7, 9] = float("inf")
+    q, w_scale = ops.qgemm_quantize_weight(w)
+    y = ops.qlinear_weight_only(x, ops.qgemm_pack_weight(q, w_scale))
+    assert y[3].isnan().all()
+    col = q[:, 9].float()
+    assert torch.equal(y[7].isnan(), col == 0)  # Inf times a zero weight is NaN
+    assert torch.equal(torch.sign(y[7][col != 0]), torch.sign(col[col != 0]))
+    assert torch.isfinite(y[[r for r in range(20) if r not in (3, 7)]]).all()
 
 
 def test_weight_only_ieee_non_finite(isa):
@@ -590,8 +646,9 @@ def test_every_device_matches_reference(device, m, k, n):
                            _epilogue_terms(x, q, w_scale, b, (0.05, 128)), b)
     y = ops.qlinear_weight_only(xc, device_weight, bc).cpu()
     exact = (x.double() @ q.double().T) * w_scale.double() + b.double()
-    # The CPU's AMX path rounds x to bf16 (relative error at most 2^-8) from 16 rows on.
-    amx = device.type == "cpu" and _native.cpu is not None and _native.cpu.active_isa() == "amx" and m >= 16
-    unit = (k + 4) * EPS + (2.0**-8 if amx else 0.0)
+    # The CPU paths with native bf16 round x to bf16 (relative error at most
+    # 2^-8) from weight_only_bf16_min_rows() rows on.
+    bf16_x = device.type == "cpu" and _native.cpu is not None and 0 < _bf16_rows() <= m
+    unit = (k + 4) * EPS + (2.0**-8 if bf16_x else 0.0)
     bound = unit * (x.abs().double() @ q.abs().double().T) * w_scale.double() + 4 * EPS * b.abs().double()
     assert bool(((y.double() - exact).abs() <= bound + 1e-30).all())

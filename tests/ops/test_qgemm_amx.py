@@ -170,34 +170,5 @@ def test_interleaves_with_torch_bf16_on_the_same_threads(amx, threads):
         assert torch.equal(torch.nn.functional.linear(x.bfloat16(), w.bfloat16()), expected_bf16)
 
 
-# ---- weight-only on bf16 tiles (16 rows and more) -------------------------------------
-
-@pytest.mark.parametrize("m, k, n", [(16, 64, 16), (17, 65, 33), (33, 127, 15), (128, 768, 300), (40, 4100, 17)])
-def test_weight_only_bf16_error_within_twice_torch_bf16(amx, m, k, n):
-    # x is rounded to bf16 and the products summed in float32, as torch's own
-    # bf16 Linear does (which also rounds the weight and the output): the
-    # error against float64 stays within 2x of torch's.
-    g = torch.Generator().manual_seed(m + k + n)
-    x, w, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
-    q, w_scale = ops.qgemm_quantize_weight(w)
-    w_dequant = q.float() * w_scale.reshape(-1, 1)
-    y = ops.qlinear_weight_only(x, ops.qgemm_pack_weight(q, w_scale), b)
-    exact = x.double() @ w_dequant.double().T + b.double()
-    torch_bf16 = torch.nn.functional.linear(x.bfloat16(), w_dequant.bfloat16(), b.bfloat16())
-    ours, theirs = (y.double() - exact).norm(), (torch_bf16.double() - exact).norm()
-    assert ours <= 2 * theirs, (ours.item(), theirs.item())
-    assert ours > 0  # the bf16 path ran (float32 sums of int8 products of bf16(x) are rarely exact)
-
-
-def test_weight_only_bf16_non_finite_rows(amx):
-    g = torch.Generator().manual_seed(4)
-    x, w = torch.randn(20, 70, generator=g), torch.randn(33, 70, generator=g)
-    x[3, 5] = float("nan")
-    x[7, 9] = float("inf")
-    q, w_scale = ops.qgemm_quantize_weight(w)
-    y = ops.qlinear_weight_only(x, ops.qgemm_pack_weight(q, w_scale))
-    assert y[3].isnan().all()
-    col = q[:, 9].float()
-    assert torch.equal(y[7].isnan(), col == 0)  # Inf times a zero weight is NaN
-    assert torch.equal(torch.sign(y[7][col != 0]), torch.sign(col[col != 0]))
-    assert torch.isfinite(y[[r for r in range(20) if r not in (3, 7)]]).all()
+# Weight-only on bf16 tiles: test_qgemm.py's weight-only bf16 tests run on every
+# path that rounds x to bf16, the AMX tiles included.

@@ -14,6 +14,7 @@ constexpr int64_t kReleaseGilMacs = int64_t(1) << 22;
 void bind_qgemm(py::module_& m) {
   m.attr("qgemm_max_k") = kQgemmMaxK;
   m.def("qgemm_packed_bytes", &qgemm_packed_bytes);
+  m.def("weight_only_bf16_min_rows", &weight_only_bf16_min_rows);
   m.def("quantize_rows_u8", [](uintptr_t x, int64_t m, int64_t k, int64_t ldx, uintptr_t a,
                                int64_t lda, uintptr_t scale, uintptr_t zero_point, int n_threads) {
     Status status;

@@ -53,6 +53,9 @@ bool set_active_isa(Isa isa);
 // True when the CPU (and OS) also run AVX512_VNNI (vpdpbusd); only meaningful
 // on the kAvx512 path.
 bool cpu_has_avx512_vnni();
+// True when the CPU (and OS) also run AVX512_BF16 (vdpbf16ps, vcvtneps2bf16);
+// only meaningful on the kAvx512 path and above.
+bool cpu_has_avx512_bf16();
 // "on" when the kernels use AMX tiles now, else why not (CPU, OS, build, or
 // lowered by SLIMTORCH_ISA / set_active_isa).
 const char* amx_status();

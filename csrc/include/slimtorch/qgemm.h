@@ -77,9 +77,10 @@ Status qlinear_u8s8(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t 
 
 // Weight-only linear: y[m][n] = w_scale[n] * sum_k x[m][k] * float(q[n][k]) + bias[n],
 // summed in float32; the weight is converted inside the kernel and never
-// materialised as float. On the AMX path, from 16 rows on, x is first rounded
-// to bf16 (relative error at most 2^-8 per element; the weights are exact in bf16).
-// bias may be null.
+// materialised as float. Where the active path multiplies bf16 natively (AMX
+// tiles, or AVX512-BF16 on the avx512 path), from weight_only_bf16_min_rows()
+// rows on, x is first rounded to bf16 (relative error at most 2^-8 per
+// element; the weights are exact in bf16). bias may be null.
 Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
                            const int8_t* packed, const float* w_scale, const float* bias,
                            int64_t n, float* y, int64_t ldy, int n_threads);
@@ -90,6 +91,9 @@ Status qlinear_weight_only(const float* x, int64_t m, int64_t k, int64_t ldx,
 Status qlinear_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t ldx,
                            const int8_t* packed, const float* w_scale, const float* bias,
                            int64_t n, void* y, DType y_dtype, int64_t ldy, int n_threads);
+// The row count from which qlinear_weight_only rounds x to bf16 on the
+// active path (see there), or 0 where it never does.
+int64_t weight_only_bf16_min_rows();
 
 // ---- CUDA (csrc/cuda/qgemm.cu); pointers are device memory, nothing synchronizes.
 namespace cuda {
