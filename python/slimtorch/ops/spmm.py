@@ -434,13 +434,13 @@ def _eager(kernel, weight: SparseWeight, args: tuple, x: torch.Tensor, bias: tor
     tensors ``args`` points into alive until the kernel returns. Both kernels
     (float and dynamic int8) read and write a bfloat16 x in place (widened
     exactly, each output rounded once from its float32 value)."""
-    bf16 = x.dtype is torch.bfloat16
     if bias is not None and bias.dtype is not torch.float32:
         bias = bias.float()
     out_features, in_features = args[0], args[1]
     batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
-    y = torch.empty(batch, out_features, dtype=x.dtype)  # two ints: cheaper than unpacking x.shape
-    code = _native.BF16_CODE if bf16 else 0
+    # Two ints, x's dtype: cheaper than unpacking x.shape or torch.empty(..., dtype=).
+    y = x.new_empty(batch, out_features)
+    code = _native.BF16_CODE if x.dtype is torch.bfloat16 else 0
     kernel(*args, x.data_ptr(), code, batch, in_features, 0 if bias is None else bias.data_ptr(), y.data_ptr(), code,
            torch.get_num_threads())
     return y if x.dim() == 2 else y.view(*x.shape[:-1], out_features)
