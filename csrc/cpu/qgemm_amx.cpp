@@ -42,7 +42,7 @@
 namespace slimtorch {
 namespace {
 
-// The weight-only bf16 epilogue (qgemm_paths::float_epilogue_bf16_amx) reads the tiles' accumulator rows.
+// The weight-only bf16 epilogue (qgemm_paths::float_epilogue_bf16_avx512bf16) reads the tiles' accumulator rows.
 static_assert(kAmxAccStride == qgemm_paths::kMaxTileCols, "accumulator rows as the float epilogues read them");
 constexpr int64_t kStepBytes = 64;                 // K bytes per tile step (A tile width)
 constexpr int64_t kGroupBytes = 64;                // one packed k-group of 16 columns
@@ -512,7 +512,7 @@ void amx_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, int64_t
     // y rows [r0, r1) of the block of rows from m0 whose sums are in acc.
     const auto finish_rows = [&](const float* acc, int64_t m0, int r0, int r1) {
       if (y_dtype == DType::kBFloat16) {
-        qgemm_paths::float_epilogue_bf16_amx(acc + r0 * kAmxAccStride, w_scale + c0, bias ? bias + c0 : nullptr,
+        qgemm_paths::float_epilogue_bf16_avx512bf16(acc + r0 * kAmxAccStride, w_scale + c0, bias ? bias + c0 : nullptr,
                                              static_cast<uint16_t*>(y) + (m0 + r0) * ldy + c0, ldy, r1 - r0, cols);
         return;
       }

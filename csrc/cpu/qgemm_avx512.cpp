@@ -19,8 +19,9 @@
 #define SLIMTORCH_AVX512_KERNEL __attribute__((target("avx512f,avx512bw,avx512vl"), flatten))
 #define SLIMTORCH_VNNI_KERNEL __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), flatten))
 #if defined(SLIMTORCH_HAVE_AMX)
-// The AMX path's variants: AVX-512 plus VCVTNEPS2BF16 (isa.cpp requires
-// AVX512_BF16 for the AMX path; the compiler's support comes with AMX's).
+// Variants for CPUs with AVX512-BF16 (the amx path, which isa.cpp grants only
+// with it, and the avx512 path where the CPU has it; the compiler's support
+// comes with AMX's).
 #define SLIMTORCH_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 #define SLIMTORCH_AVX512_BF16_KERNEL \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"), flatten))
@@ -149,7 +150,7 @@ SLIMTORCH_AVX512 inline __m256i round_to_bf16(__m512 v) {
 }
 
 // How a float32 vector becomes bfloat16 bits: IntegerRounding everywhere,
-// NativeRounding on the AMX path, bit for bit the same results.
+// NativeRounding where the CPU has AVX512-BF16, bit for bit the same results.
 struct IntegerRounding {
   SLIMTORCH_AVX512 static inline __m256i bf16(__m512 v) { return round_to_bf16(v); }
 };
@@ -404,7 +405,7 @@ SLIMTORCH_AVX512_BF16 void weight_groups_to_bf16_avx512(const int8_t* block, int
   }
 }
 
-SLIMTORCH_AVX512_BF16_KERNEL void float_epilogue_bf16_amx(const float* acc, const float* w_scale, const float* bias,
+SLIMTORCH_AVX512_BF16_KERNEL void float_epilogue_bf16_avx512bf16(const float* acc, const float* w_scale, const float* bias,
                                                           uint16_t* y, int64_t ldy, int rows, int64_t cols) {
   if (bias) {
     float_epilogue_bf16_columns<true>(acc, w_scale, bias, y, ldy, rows, cols);
@@ -441,11 +442,11 @@ SLIMTORCH_AVX512 void to_bf16_avx512(const float* in, int64_t n, uint16_t* out) 
 }
 
 #if defined(SLIMTORCH_HAVE_AMX)
-SLIMTORCH_AVX512_BF16_KERNEL void to_bf16_amx(const float* in, int64_t n, uint16_t* out) {
+SLIMTORCH_AVX512_BF16_KERNEL void to_bf16_avx512bf16(const float* in, int64_t n, uint16_t* out) {
   to_bf16_with<NativeRounding>(in, n, out);
 }
 
-SLIMTORCH_AVX512_BF16_KERNEL void linear_epilogue_bf16_amx(
+SLIMTORCH_AVX512_BF16_KERNEL void linear_epilogue_bf16_avx512bf16(
     const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0, int64_t cols) {
   linear_epilogue_to<true, NativeRounding>(e, acc, m0, rows, c0, cols);
 }

@@ -69,13 +69,14 @@ void minmax_avx2(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void minmax_avx512(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void minmax_neon(const float* x, int64_t k, float* lo, float* hi, bool* finite);
 void to_bf16_avx512(const float* in, int64_t n, uint16_t* out);
-// The AMX path's bf16 output (VCVTNEPS2BF16; results identical to the avx512 ones).
-void to_bf16_amx(const float* in, int64_t n, uint16_t* out);
-void linear_epilogue_bf16_amx(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
-                              int64_t cols);
-// float_epilogue_avx512 into bfloat16 y, rounded as to_bf16_amx.
-void float_epilogue_bf16_amx(const float* acc, const float* w_scale, const float* bias, uint16_t* y, int64_t ldy,
-                             int rows, int64_t cols);
+// bf16 output on CPUs with AVX512-BF16, the AMX ones included (VCVTNEPS2BF16;
+// results identical to the avx512 ones).
+void to_bf16_avx512bf16(const float* in, int64_t n, uint16_t* out);
+void linear_epilogue_bf16_avx512bf16(const LinearEpilogue& e, const int32_t* acc, int64_t m0, int rows, int64_t c0,
+                                     int64_t cols);
+// float_epilogue_avx512 into bfloat16 y, rounded as to_bf16_avx512bf16.
+void float_epilogue_bf16_avx512bf16(const float* acc, const float* w_scale, const float* bias, uint16_t* y,
+                                    int64_t ldy, int rows, int64_t cols);
 void bf16_to_float_avx512(const uint16_t* in, int64_t n, float* out);
 
 // ---- weight-only on bf16 pairs (AVX512-BF16; the AMX tiles use the same staging) ----------
