@@ -38,8 +38,13 @@ MARGIN = 1.1  # a win must be clear of the timing noise
 SHAPES = grid([(768, 3072), (3072, 768), (4096, 4096)], [(768, 3072)])
 DENSITIES = grid([0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [0.5, 0.1])
 BATCHES = grid([1, 16, 128], [1, 128])
-# kind: (values dtype, scheme)
+# kind: (values dtype, scheme). bf16: bf16 values on bf16 inputs against the
+# dense bf16 layer, as in a model compressed with compute_dtype=torch.bfloat16;
+# measured where the CPU has native bf16 (where torch's bf16 GEMM is about
+# twice its float32 one).
 KINDS = {"float": (torch.float32, None), "int8": (torch.int8, "int8_weight_only")}
+if ops.cpu_bf16_status().startswith("on"):
+    KINDS["bf16"] = (torch.bfloat16, None)
 # Where int8 values fall back to the int8 tile kernels, those win by far at
 # large batches, so the int8 kinds get a large batch too (else the last
 # batch's verdict would be extrapolated to every larger one), and
@@ -48,8 +53,9 @@ ON_TILES = ops.sparse_int8_fallback() == "qgemm"
 if ON_TILES:
     KINDS["int8_dynamic"] = (torch.int8, "int8_dynamic")
 LARGE_BATCH = 1024
+# The bf16 dense GEMM gains most at large batches: bf16 gets the large batch too.
 CASES = [(kind, batch) for kind in KINDS for batch in BATCHES] + \
-    ([(kind, LARGE_BATCH) for kind in KINDS if kind != "float"] if ON_TILES and not QUICK else [])
+    [(kind, LARGE_BATCH) for kind in KINDS if not QUICK and (kind == "bf16" or (ON_TILES and kind != "float"))]
 
 _ratios: dict[tuple[str, str, int, int, int, float], float] = {}
 _threads: set[int] = set()  # the thread counts the cases ran with
@@ -127,8 +133,10 @@ def test_break_even(bench, benchmark, shape, density, case):
     values_dtype, scheme = KINDS[kind]
     sparse, dense = (SparseLinear.from_dense(linear, values_dtype=values_dtype, scheme=scheme).requires_grad_(False)
                      for _ in range(2))
+    if values_dtype == torch.bfloat16:  # the bias too, as in a bf16 model
+        sparse, dense = sparse.bfloat16(), dense.bfloat16()
     sparse.dispatch, dense.dispatch = "sparse", "dense"
-    x = torch.randn(batch, shape[0])
+    x = torch.randn(batch, shape[0]).to(torch.bfloat16 if values_dtype == torch.bfloat16 else torch.float32)
     with torch.no_grad():
         result = bench({"shape": f"{shape[0]}->{shape[1]}", "size": size_class(*shape), "density": density,
                         "kind": kind, "batch": batch},

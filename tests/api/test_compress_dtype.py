@@ -140,6 +140,26 @@ def test_speed_check_times_candidates_against_the_dense_bf16_layer(monkeypatch):
 
 
 @native_bf16
+def test_bf16_break_even_table_screens_sparse_candidates(break_even):
+    # With compute_dtype bf16 a sparse candidate has bf16 values and meets the
+    # dense bf16 layer: the bf16 table rules it out untimed, the float one does not.
+    float_tables = {f"{kind}/{size}": [[1, 0.9], [16, 0.9], [128, 0.9]]
+                    for kind in ("float", "int8") for size in ("cached", "large")}
+    break_even({**float_tables, "bf16/cached": [[1, 0.9], [16, 0.0]]})
+    model = make_model()
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(sparsity=0.9, compute_dtype=BF16),
+                                 example_inputs=example())
+    assert not report.swapped
+    assert all("break-even data" in d.reason for d in report.layers), [d.reason for d in report.layers]
+    assert all(model[i].weight.dtype == BF16 for i in (0, 3, 5))
+    break_even(float_tables)
+    model = make_model()
+    report = slimtorch.compress_(model, slimtorch.CompressConfig(sparsity=0.9, compute_dtype=BF16),
+                                 example_inputs=example())
+    assert not any("break-even data" in d.reason for d in report.layers)
+
+
+@native_bf16
 def test_embeddings_return_bf16_rows():
     model = make_bert()
     x = bert_input()

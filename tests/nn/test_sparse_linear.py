@@ -217,6 +217,27 @@ def test_int8_dynamic_table_is_used_only_where_measured(break_even):
     assert ops.sparse_max_batch(0.4, torch.int8, 100) == 1  # weight-only keeps its own table
 
 
+def test_bf16_values_take_the_bf16_table_where_measured(break_even):
+    tables = {f"{kind}/{size}": [[1, 0.5], [16, 0.3]] for kind in ("float", "int8") for size in ("cached", "large")}
+    break_even(tables)
+    assert ops.sparse_max_batch(0.25, torch.bfloat16, 100) == math.inf  # no bf16 table: the float one
+    tables["bf16/cached"] = [[1, 0.4], [16, 0.1], [1024, 0.05]]
+    assert ops.sparse_max_batch(0.25, torch.bfloat16, 100) == 1
+    assert ops.sparse_max_batch(0.1, torch.bfloat16, 100) == 16
+    assert ops.sparse_max_batch(0.05, torch.bfloat16, 100) == math.inf
+    assert ops.sparse_max_batch(0.25, torch.bfloat16, 4096 * 4096) == math.inf  # no bf16/large: the float one
+    assert ops.sparse_max_batch(0.25, torch.float32, 100) == math.inf  # float32 keeps its own
+    # A layer with bf16 values reads it when its weight is installed: its dense
+    # fallback (a bf16 GEMM) runs above 16 rows at 10% density.
+    torch.manual_seed(0)
+    layer = SparseLinear.from_dense(nn.Linear(10, 10), sparsity=0.9, values_dtype=torch.bfloat16)
+    assert layer.density == pytest.approx(0.1)
+    x = torch.randn(17, 10).bfloat16()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), nn.functional.linear(x, layer.to_dense().weight.bfloat16(),
+                                                                  layer.bias.bfloat16()))
+
+
 def test_to_packed_int8_holds_the_same_weights():
     layer = SparseLinear.from_dense(_linear(70, 33), sparsity=0.6, values_dtype=torch.int8)
     weight = layer.packed()
@@ -277,7 +298,8 @@ def test_shipped_break_even_file_has_the_documented_schema():
     for entry in data["paths"].values():
         assert isinstance(entry["measured_on"], str) and entry["cached_weight_bytes"] > 0
         assert {"float/cached", "float/large", "int8/cached", "int8/large"} <= set(entry["tables"]) <= {
-            "float/cached", "float/large", "int8/cached", "int8/large", "int8_dynamic/cached", "int8_dynamic/large"}
+            "float/cached", "float/large", "int8/cached", "int8/large", "int8_dynamic/cached", "int8_dynamic/large",
+            "bf16/cached", "bf16/large"}
         for rows in entry["tables"].values():
             batches = [batch for batch, _ in rows]
             assert batches == sorted(batches) and all(0 <= density <= 1 for _, density in rows)

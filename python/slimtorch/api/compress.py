@@ -390,18 +390,23 @@ def _decide(timing: benchmark.Comparison, formats: list[str]) -> _Verdict:
                     f"{speedup[chosen]:.2f}x: {verdict} (noise band {band[chosen]:.0%}){note}; timed: {timed} ({how})")
 
 
-def _break_even_rules_out(fmt: LayerFormat, density: float, rows: int, linear: nn.Linear) -> str | None:
+def _break_even_rules_out(fmt: LayerFormat, density: float, rows: int, linear: nn.Linear,
+                          compute_dtype: torch.dtype) -> str | None:
     """Why the shipped break-even data rules ``fmt`` out for ``rows`` input
     rows, or None. A ``SparseLinear`` with float or int8 values runs its
     dense copy above the break-even batch of its density: the dense layer's
-    speed at best, with a packed copy to carry. The dynamic sparse kernel's
-    own table is not shipped yet; the int8 one stands in for it (the same
-    packed int8 rows), which errs towards the dense int8 layer it competes
-    with, itself faster than the dense float layer the table was measured
-    against."""
+    speed at best, with a packed copy to carry. Float values are those of
+    the compute dtype (bf16 values meet a bf16 dense layer: their own
+    table). The dynamic sparse kernel's own table is not shipped yet; the
+    int8 one stands in for it (the same packed int8 rows), which errs
+    towards the dense int8 layer it competes with, itself faster than the
+    dense float layer the table was measured against."""
     if not isinstance(fmt, SparseFormat):
         return None
-    values = linear.weight.dtype if fmt.scheme is None else torch.int8
+    if fmt.scheme is not None:
+        values = torch.int8
+    else:
+        values = compute_dtype if compute_dtype != torch.float32 else linear.weight.dtype
     max_batch = _backend.sparse_max_batch(density, values, linear.in_features * linear.out_features,
                                           linear.weight.device)
     if rows <= max_batch:
@@ -879,7 +884,8 @@ def _compress_layer(name: str, module: nn.Module, config: CompressConfig, activa
     built, failures, ruled_out = [], [], []
     for candidate in candidates:
         fmt = candidate.name
-        why_not = _break_even_rules_out(candidate, 1.0 - sparsity, rows, linear) if config.speed_check else None
+        why_not = (_break_even_rules_out(candidate, 1.0 - sparsity, rows, linear, config.compute_dtype)
+                   if config.speed_check else None)
         if why_not is not None:
             ruled_out.append(why_not)
             continue

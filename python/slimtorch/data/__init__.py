@@ -2,7 +2,9 @@
 
 ``break_even.json``: per CPU ISA path, the highest weight density at which
 the sparse kernels were measured faster than the dense ``nn.Linear`` with
-the same weights, per batch size, values kind (``float``/``int8``) and weight
+the same weights, per batch size, values kind (``float``/``int8``; also
+``int8_dynamic`` where it has a dense fallback, and ``bf16``: bf16 values on
+bf16 inputs against the dense bf16 layer, where measured) and weight
 size class (``cached``: a dense float32 weight of at most
 ``cached_weight_bytes``, which stays in the last-level cache; ``large``:
 bigger). The benchmark suite writes it; ``slimtorch.ops.sparse_max_batch``

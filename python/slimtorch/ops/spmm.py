@@ -394,10 +394,14 @@ def sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements:
     faster than the layer's dense fallback with the same weights on this ISA
     path (``math.inf``: every batch; 0: none), from the shipped break-even
     data file ``slimtorch/data/break_even.json``. ``dynamic``: the
-    ``int8_dynamic`` kernels (``math.inf`` where no table was measured)."""
+    ``int8_dynamic`` kernels (``math.inf`` where no table was measured).
+    bfloat16 values (whose dense fallback is a bf16 GEMM, on bf16 inputs)
+    take the path's ``bf16`` table where it has one, else the float one."""
     entry = _break_even_tables(device)
     size = "cached" if 4 * weight_elements <= entry["cached_weight_bytes"] else "large"
     kind = "int8_dynamic" if dynamic else "int8" if values_dtype == torch.int8 else "float"
+    if kind == "float" and values_dtype == torch.bfloat16 and f"bf16/{size}" in entry["tables"]:
+        kind = "bf16"
     table = entry["tables"].get(f"{kind}/{size}")
     if table is None:
         return math.inf
