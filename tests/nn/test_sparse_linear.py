@@ -232,6 +232,7 @@ def test_bf16_values_take_the_bf16_table_where_measured(break_even):
     torch.manual_seed(0)
     layer = SparseLinear.from_dense(nn.Linear(10, 10), sparsity=0.9, values_dtype=torch.bfloat16)
     assert layer.density == pytest.approx(0.1)
+    assert layer._state[1] == 16  # the largest batch its sparse kernel runs
     x = torch.randn(17, 10).bfloat16()
     with torch.no_grad():
         torch.testing.assert_close(layer(x), nn.functional.linear(x, layer.to_dense().weight.bfloat16(),
