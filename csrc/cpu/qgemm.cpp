@@ -662,13 +662,17 @@ Status qlinear_weight_only(const void* x, DType x_dtype, int64_t m, int64_t k, i
   const TileShape shape = path.float_shape;
   const int64_t block_stride = k_pad / kQgemmGroupK * kGroupBytes;
   // float32 rows of whole 4-k groups are read in place; other rows are
-  // widened (zero past k) tile by tile into a buffer of the work item, so
-  // 16-bit x is never copied whole.
+  // widened (zero past k) tile by tile into a buffer of each thread's chunk
+  // of work items, so 16-bit x is never copied whole.
   const bool in_place = x_dtype == DType::kFloat32 && k_pad == k;
   const HalfConversions x_half = half_conversions(x_dtype);  // 16-bit x
-  for_each_panel(m, n, k_pad, shape, n_threads, [&](int64_t first, int64_t last, int64_t nb0, int blocks) {
+  const auto make_widened = [&] {
     LineAlignedArray<float> widened;
     if (!in_place) widened.reset(size_t(shape.rows * k_pad));
+    return widened;
+  };
+  for_each_panel(m, n, k_pad, shape, n_threads, make_widened,
+                 [&](LineAlignedArray<float>& widened, int64_t first, int64_t last, int64_t nb0, int blocks) {
     const int64_t c0 = nb0 * kQgemmBlockN;
     const int64_t cols = std::min<int64_t>(blocks * kQgemmBlockN, n - c0);
     for (int64_t t = first; t < last; ++t) {

@@ -33,6 +33,7 @@ How it times, and why:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -181,6 +182,7 @@ def compare(candidates: Mapping[str, Callable[[], object]], *, baseline: str | N
 
 # ---- what the numbers were measured on ----------------------------------------------
 
+@functools.cache  # read once: it is consulted on every compress_ and benchmark record
 def _cpuinfo() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
