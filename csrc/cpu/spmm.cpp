@@ -35,6 +35,8 @@ constexpr int64_t kMinGatherWorkPerThread = int64_t(1) << 13;
 // Target size of one transposed X panel (cols x W floats): half of a 1 MiB L2,
 // so the panel and the streamed weights share L2.
 constexpr int64_t kPanelBytes = int64_t(512) << 10;
+// Panels per thread from which the panel path goes panel-major (see forward).
+constexpr int64_t kPanelsPerThread = 2;
 
 // ---- thread split by nonzeros ------------------------------------------------
 
@@ -51,11 +53,28 @@ int64_t split_row(const SparseMatrix& w, int64_t target) {
   return lo;
 }
 
+// Runs body(i) for every i in [0, items) on up to n_threads threads that
+// pull items from a shared counter: on a busy machine a thread that starts
+// late (or is descheduled) leaves its share to the others instead of holding
+// up the call.
+template <class Body>
+void pull_items(int n_threads, int64_t items, const Body& body) {
+  const int parts = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, items)));
+  if (parts == 1) {
+    for (int64_t i = 0; i < items; ++i) body(i);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  parallel_for(parts, parts, 1, [&](int64_t, int64_t, int) {
+    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < items;
+         i = next.fetch_add(1, std::memory_order_relaxed))
+      body(i);
+  });
+}
+
 // Runs body(r0, r1) over a partition of the rows into ranges of about equal
 // cost, on up to n_threads threads (fewer when the work is too small to
-// share). Each thread takes kChunksPerThread ranges on average, pulled from a
-// shared counter: on a busy machine a thread that starts late (or is
-// descheduled) leaves its share to the others instead of holding up the call.
+// share), kChunksPerThread ranges per thread on average (see pull_items).
 constexpr int kChunksPerThread = 8;
 
 template <class Body>
@@ -69,14 +88,10 @@ void for_row_ranges(const SparseMatrix& w, int64_t batch, int n_threads, const B
     return;
   }
   const int64_t chunks = std::min<int64_t>(w.rows, int64_t(parts) * chunks_per_thread);
-  std::atomic<int64_t> next{0};
-  parallel_for(parts, parts, 1, [&](int64_t, int64_t, int) {
-    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
-         c = next.fetch_add(1, std::memory_order_relaxed)) {
-      const int64_t r0 = c == 0 ? 0 : split_row(w, total * c / chunks);
-      const int64_t r1 = c + 1 == chunks ? w.rows : split_row(w, total * (c + 1) / chunks);
-      if (r0 < r1) body(r0, r1);
-    }
+  pull_items(parts, chunks, [&](int64_t c) {
+    const int64_t r0 = c == 0 ? 0 : split_row(w, total * c / chunks);
+    const int64_t r1 = c + 1 == chunks ? w.rows : split_row(w, total * (c + 1) / chunks);
+    if (r0 < r1) body(r0, r1);
   });
 }
 
@@ -217,6 +232,11 @@ class Output {
                   ? static_cast<float*>(y)
                   : reinterpret_cast<float*>(scratch_bytes(batch * rows * int64_t(sizeof(float)), kSumsSlot))) {}
   float* sums() const { return sums_; }
+  // Batch rows [b0, b1) are final.
+  void finish_batch(int64_t b0, int64_t b1) const {
+    if (dtype_ == DType::kFloat32) return;
+    half_.round(sums_ + b0 * rows_, (b1 - b0) * rows_, static_cast<uint16_t*>(y_) + b0 * rows_);
+  }
   // Output rows [r0, r1) of every batch column are final.
   void finish(int64_t r0, int64_t r1) const {
     if (dtype_ == DType::kFloat32) return;
@@ -277,6 +297,20 @@ void forward(const SparseMatrix& w, const void* x_in, DType x_dtype, int64_t bat
   int width = 0;
   const PanelFn panel = pick_panel(w, isa, batch, w.cols, &width);
   const int64_t panels = (batch + width - 1) / width;
+  if (panels >= kPanelsPerThread * n_threads) {
+    // Panel-major: a thread builds one panel in its own scratch, where it
+    // stays in L2 while every weight row streams past it once. (Row ranges
+    // over shared panels read each whole panel back from L3 once per range.)
+    const int64_t x_row_bytes = ldx * dtype_size(x_dtype);
+    pull_items(n_threads, panels, [&](int64_t p) {
+      const int64_t b0 = p * width, nb = std::min<int64_t>(width, batch - b0);
+      float* xt = reinterpret_cast<float*>(scratch_bytes(w.cols * width * int64_t(sizeof(float))));
+      build_panels(static_cast<const uint8_t*>(x_in) + b0 * x_row_bytes, x_dtype, nb, ldx, w.cols, width, xt, 1);
+      panel(w, xt, b0, nb, bias, y, w.rows, 0, w.rows);
+      out.finish_batch(b0, b0 + nb);
+    });
+    return;
+  }
   float* xt = reinterpret_cast<float*>(scratch_bytes(panels * w.cols * width * int64_t(sizeof(float))));
   build_panels(x_in, x_dtype, batch, ldx, w.cols, width, xt, n_threads);
   for_row_ranges(w, batch, n_threads, [&](int64_t r0, int64_t r1) {

@@ -32,6 +32,11 @@ SLIMTORCH_AVX2 inline __m256 load8(const BF16* p) {
 SLIMTORCH_AVX2 inline __m256 load8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
+// One value, widened exactly, in every lane.
+SLIMTORCH_AVX2 inline __m256 broadcast1(const float* p) { return _mm256_set1_ps(*p); }
+SLIMTORCH_AVX2 inline __m256 broadcast1(const F16* p) { return _mm256_set1_ps(_cvtsh_ss(p->bits)); }
+SLIMTORCH_AVX2 inline __m256 broadcast1(const BF16* p) { return _mm256_set1_ps(bf16_to_float(p->bits)); }
+SLIMTORCH_AVX2 inline __m256 broadcast1(const int8_t* p) { return _mm256_set1_ps(float(*p)); }
 SLIMTORCH_AVX2 inline __m256i index8(const uint16_t* p) {
   return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
@@ -60,18 +65,15 @@ struct Avx2Ops {
   SLIMTORCH_AVX2 static inline __m256 gather_fma(__m256 acc, const V* v, const I* i, const float* x) {
     return _mm256_fmadd_ps(load8(v), _mm256_i32gather_ps(x, index8(i), 4), acc);
   }
-  // Eight nonzeros are widened into a small buffer, then each one is
-  // broadcast and multiplied into NV accumulators with its x^T row.
+  // Each of eight nonzeros is widened and broadcast straight from memory
+  // (no round trip through a buffer) and multiplied into NV accumulators
+  // with its x^T row.
   template <int NV, class V, class I>
   SLIMTORCH_AVX2 static inline void panel_step(__m256 (&acc)[NV], const V* v, const I* i, const float* xt) {
     constexpr int kW = kLanes * NV;
-    alignas(32) float vbuf[8];
-    alignas(32) int32_t ibuf[8];
-    _mm256_store_ps(vbuf, load8(v));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(ibuf), index8(i));
     for (int j = 0; j < 8; ++j) {
-      const __m256 value = _mm256_set1_ps(vbuf[j]);
-      const float* xr = xt + int64_t(ibuf[j]) * kW;
+      const __m256 value = broadcast1(v + j);
+      const float* xr = xt + int64_t(i[j]) * kW;
       for (int u = 0; u < NV; ++u) acc[u] = _mm256_fmadd_ps(value, _mm256_loadu_ps(xr + 8 * u), acc[u]);
     }
   }

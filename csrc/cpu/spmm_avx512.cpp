@@ -32,6 +32,11 @@ SLIMTORCH_AVX512 inline __m512 load16(const BF16* p, __mmask16 m) {
 SLIMTORCH_AVX512 inline __m512 load16(const int8_t* p, __mmask16 m) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
 }
+// One value, widened exactly, in every lane.
+SLIMTORCH_AVX512 inline __m512 broadcast1(const float* p) { return _mm512_set1_ps(*p); }
+SLIMTORCH_AVX512 inline __m512 broadcast1(const F16* p) { return _mm512_set1_ps(_cvtsh_ss(p->bits)); }
+SLIMTORCH_AVX512 inline __m512 broadcast1(const BF16* p) { return _mm512_set1_ps(bf16_to_float(p->bits)); }
+SLIMTORCH_AVX512 inline __m512 broadcast1(const int8_t* p) { return _mm512_set1_ps(float(*p)); }
 SLIMTORCH_AVX512 inline __m512i index16(const uint16_t* p, __mmask16 m) {
   return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
 }
@@ -168,8 +173,6 @@ SLIMTORCH_AVX512 void panel_avx512(const SparseMatrix& w, const float* xt, int64
   constexpr int kW = 16 * NV;
   const V* val = static_cast<const V*>(w.values);
   const I* idx = static_cast<const I*>(w.col_idx);
-  alignas(64) float vbuf[16];
-  alignas(64) int32_t ibuf[16];
   alignas(64) float tile[16][kW] = {};  // rows of a block past r1 stay zero and are not stored
   for (int64_t rb = r0; rb < r1; rb += 16) {
     const int rows = int(std::min<int64_t>(16, r1 - rb));
@@ -178,16 +181,10 @@ SLIMTORCH_AVX512 void panel_avx512(const SparseMatrix& w, const float* xt, int64
       __m512 acc[NV];
       for (int u = 0; u < NV; ++u) acc[u] = _mm512_setzero_ps();
       const int64_t end = w.row_ptr[r + 1];
-      for (int64_t k = w.row_ptr[r]; k < end; k += 16) {
-        const int64_t n = std::min<int64_t>(16, end - k);
-        const __mmask16 m = first_lanes(n);
-        _mm512_store_ps(vbuf, load16(val + k, m));
-        _mm512_store_si512(ibuf, index16(idx + k, m));
-        for (int64_t j = 0; j < n; ++j) {
-          const __m512 v = _mm512_set1_ps(vbuf[j]);
-          const float* xr = xt + int64_t(ibuf[j]) * kW;
-          for (int u = 0; u < NV; ++u) acc[u] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16 * u), acc[u]);
-        }
+      for (int64_t k = w.row_ptr[r]; k < end; ++k) {
+        const __m512 v = broadcast1(val + k);
+        const float* xr = xt + int64_t(idx[k]) * kW;
+        for (int u = 0; u < NV; ++u) acc[u] = _mm512_fmadd_ps(v, _mm512_load_ps(xr + 16 * u), acc[u]);
       }
       const __m512 scale = _mm512_set1_ps(w.row_scales != nullptr ? w.row_scales[r] : 1.0f);
       const __m512 shift = _mm512_set1_ps(bias != nullptr ? bias[r] : 0.0f);

@@ -221,7 +221,13 @@ __attribute__((always_inline)) inline void gather_rows(const SparseMatrix& w, co
 
 // Batched rows with W = kLanes * NV batch columns per panel (xt is [cols][W]):
 // each nonzero times its x^T row into NV accumulators, kLanes nonzeros per
-// step, then the remainder one by one.
+// step, then the remainder one by one. Rows go in blocks of kPanelRowBlock,
+// whose results collect in a tile before they go to y as runs of consecutive
+// outputs per batch row: one store per output straight into y (stride
+// ldy * 4 bytes, a multiple of 4 KiB for the usual widths) lands a row's
+// outputs in one L1 set: twice the time of a 768->3072 layer (AVX2, Zen 4).
+constexpr int kPanelRowBlock = 16;
+
 template <class Ops, class V, class I, int NV>
 __attribute__((always_inline)) inline void panel_rows(const SparseMatrix& w, const float* xt, int64_t b0,
                                                       int64_t nb, const float* bias, float* y, int64_t ldy,
@@ -230,22 +236,29 @@ __attribute__((always_inline)) inline void panel_rows(const SparseMatrix& w, con
   constexpr int kLanes = Ops::kLanes, kW = kLanes * NV;
   const V* val = static_cast<const V*>(w.values);
   const I* idx = static_cast<const I*>(w.col_idx);
-  alignas(sizeof(Vec)) float out[kW];
-  for (int64_t r = r0; r < r1; ++r) {
-    Vec acc[NV];
-    for (int u = 0; u < NV; ++u) acc[u] = Ops::zero();
-    const int64_t end = w.row_ptr[r + 1];
-    int64_t k = w.row_ptr[r];
-    for (; k + kLanes <= end; k += kLanes) Ops::template panel_step<NV>(acc, val + k, idx + k, xt);
-    for (; k < end; ++k) {
-      const Vec v = Ops::broadcast(widen(val[k]));
-      const float* xr = xt + int64_t(idx[k]) * kW;
-      for (int u = 0; u < NV; ++u) acc[u] = Ops::fma(v, Ops::load(xr + kLanes * u), acc[u]);
+  alignas(sizeof(Vec)) float tile[kPanelRowBlock][kW];
+  for (int64_t rb = r0; rb < r1; rb += kPanelRowBlock) {
+    const int rows = int(std::min<int64_t>(kPanelRowBlock, r1 - rb));
+    for (int i = 0; i < rows; ++i) {
+      const int64_t r = rb + i;
+      Vec acc[NV];
+      for (int u = 0; u < NV; ++u) acc[u] = Ops::zero();
+      const int64_t end = w.row_ptr[r + 1];
+      int64_t k = w.row_ptr[r];
+      for (; k + kLanes <= end; k += kLanes) Ops::template panel_step<NV>(acc, val + k, idx + k, xt);
+      for (; k < end; ++k) {
+        const Vec v = Ops::broadcast(widen(val[k]));
+        const float* xr = xt + int64_t(idx[k]) * kW;
+        for (int u = 0; u < NV; ++u) acc[u] = Ops::fma(v, Ops::load(xr + kLanes * u), acc[u]);
+      }
+      const Vec scale = Ops::broadcast(w.row_scales != nullptr ? w.row_scales[r] : 1.0f);
+      const Vec shift = Ops::broadcast(bias != nullptr ? bias[r] : 0.0f);
+      for (int u = 0; u < NV; ++u) Ops::store(tile[i] + kLanes * u, Ops::fma(acc[u], scale, shift));
     }
-    const Vec scale = Ops::broadcast(w.row_scales != nullptr ? w.row_scales[r] : 1.0f);
-    const Vec shift = Ops::broadcast(bias != nullptr ? bias[r] : 0.0f);
-    for (int u = 0; u < NV; ++u) Ops::store(out + kLanes * u, Ops::fma(acc[u], scale, shift));
-    for (int64_t j = 0; j < nb; ++j) y[(b0 + j) * ldy + r] = out[j];
+    for (int64_t j = 0; j < nb; ++j) {
+      float* out = y + (b0 + j) * ldy + rb;
+      for (int i = 0; i < rows; ++i) out[i] = tile[i][j];
+    }
   }
 }
 

@@ -164,7 +164,7 @@ TEST(forward_matches_oracle_on_every_path) {
                                            {1, 1, 1.0}, {5, 17, 0.0}, {64, 33, 0.9},
                                            {9, 100, 0.6}, {3, 1000, 0.5}}) {
           Packed p = make(rows, cols, density, type, wide, uint32_t(rows * 7 + cols));
-          for (int64_t batch : {1, 2, 3, 4, 15, 16, 17, 33, 65, 130}) {
+          for (int64_t batch : {1, 2, 3, 4, 15, 16, 17, 33, 65, 130, 400}) {  // 400: panel-major on 3 threads
             const int64_t ldx = cols + 3;  // a padded row stride
             const std::vector<float> x = random_vector(batch * ldx, uint32_t(batch));
             const std::vector<float> bias = random_vector(rows, 99);
@@ -199,8 +199,9 @@ TEST(half_activations_and_outputs_equal_float32_rounded_once) {
   // float16 / bfloat16 x or y: bit for bit the float32 forward on the same
   // path run on x widened exactly, each output rounded once (nearest even).
   // Every path: gathers (1-3 rows), the bitmap GEMV, panels with a partial
-  // last panel, built by several threads (1000 columns); padded rows (NaN
-  // between rows: never read), empty batch.
+  // last panel, built by several threads (1000 columns), panel-major (400
+  // rows: each thread builds its own panels); padded rows (NaN between rows:
+  // never read), empty batch.
   int cases = 0;
   for (Isa isa : supported_isas()) {
     CHECK(set_active_isa(isa));
@@ -209,7 +210,7 @@ TEST(half_activations_and_outputs_equal_float32_rounded_once) {
                                          {64, 33, 0.9}, {9, 100, 0.6}, {5, 1000, 0.5}}) {
         Packed p = make(rows, cols, density, type, false, uint32_t(rows * 5 + cols));
         const std::vector<float> bias = random_vector(rows, 7);
-        for (int64_t batch : {0, 1, 2, 3, 4, 17, 65, 130}) {
+        for (int64_t batch : {0, 1, 2, 3, 4, 17, 65, 130, 400}) {
           const int64_t ldx = cols + 3;
           std::vector<float> x = random_vector(batch * ldx + 1, uint32_t(batch + cols));
           for (int64_t i = 0; i < batch * ldx; ++i)
