@@ -6,12 +6,16 @@ The slimtorch rows time the sparse kernel itself (the layer's dense fallback
 is switched off), so the table shows where the break-even lies; a default
 SparseLinear runs whichever of sparse and dense is faster for the batch.
 Grid: 4096->4096 at 50..95% sparsity, 768->3072 and 3072->768 at 90%, batch
-1/16/128, and the 64->64 batch-1 call-overhead case. Every call runs under
-``torch.no_grad()``.
+1/16/128, and the 64->64 batch-1 call-overhead case; the large-batch case
+(BERT batch 16 x sequence 128: 2048 rows, 90% sparse 768->3072 and
+3072->768) also against ``.bfloat16()`` where the CPU has native bf16, with a
+bf16-valued layer on bf16 inputs as ``compress_`` builds with
+``compute_dtype=torch.bfloat16``. Every call runs under ``torch.no_grad()``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -19,6 +23,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks.bench_qgemm import NATIVE_BF16
 from benchmarks.common import grid
 from slimtorch.benchmark import force_sparse_kernel
 from slimtorch.nn import SparseLinear
@@ -26,6 +31,8 @@ from slimtorch.nn import SparseLinear
 CASES = grid([((4096, 4096), s) for s in (0.5, 0.7, 0.8, 0.9, 0.95)] + [((768, 3072), 0.9), ((3072, 768), 0.9)],
              [((768, 3072), 0.9), ((768, 3072), 0.95)])
 BATCHES = grid([1, 16, 128], [1, 128])
+LARGE_BATCH_SHAPES = grid([(768, 3072), (3072, 768)], [])
+LARGE_BATCH = 2048
 
 
 def pruned_linear(in_f: int, out_f: int, sparsity: float) -> nn.Linear:
@@ -60,6 +67,28 @@ def test_sparse_linear(bench, case, batch):
             "slimtorch_fp32": lambda: fp32(x),
             "slimtorch_int8": lambda: int8(x),
         }, baseline="dense", also=("torch_csr",))
+
+
+@pytest.mark.parametrize("shape", LARGE_BATCH_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_large_batch(bench, shape):
+    in_f, out_f = shape
+    linear = pruned_linear(in_f, out_f, 0.9)
+    fp32 = sparse_kernel(linear, torch.float32)
+    x = torch.randn(LARGE_BATCH, in_f)
+    candidates = {"dense": lambda: linear(x), "slimtorch_fp32": lambda: fp32(x)}
+    not_measured = {}
+    if NATIVE_BF16:
+        dense_bf16 = copy.deepcopy(linear).bfloat16()
+        sparse_bf16 = sparse_kernel(linear, torch.bfloat16).bfloat16()  # the bias too, as in a bf16 model
+        x_bf16 = x.bfloat16()
+        candidates["bf16"] = lambda: dense_bf16(x_bf16)
+        candidates["slimtorch_bf16"] = lambda: sparse_bf16(x_bf16)
+    else:
+        not_measured["bf16"] = not_measured["slimtorch_bf16"] = "no native bf16 on this CPU"
+    with torch.no_grad():
+        torch.testing.assert_close(fp32(x), linear(x), rtol=1e-4, atol=1e-4 * math.sqrt(in_f))
+        bench({"shape": f"{in_f}->{out_f}", "sparsity": 0.9, "batch": LARGE_BATCH}, candidates, baseline="dense",
+              also=tuple(b for b in ("bf16",) if b in candidates), not_measured=not_measured)
 
 
 def test_call_overhead(bench):

@@ -190,6 +190,12 @@ def test_break_even_table_rule(break_even):
     assert rule(0.61, torch.float32, small) == 0
     assert rule(0.65, torch.int8, small) == math.inf
     assert rule(0.8, torch.float32, large) == math.inf
+    # A layer pruned to a table's density holds up to half a weight more: it counts as that density.
+    assert rule((0.2 * small + 0.5) / small, torch.float32, small) == math.inf
+    assert rule((0.2 * small + 1) / small, torch.float32, small) == 16
+    torch.manual_seed(0)
+    pruned = SparseLinear.from_dense(nn.Linear(768, 3072), sparsity=0.9)
+    assert pruned.density > 0.1 and rule(pruned.density, torch.float32, 768 * 3072) == math.inf
 
 
 @pytest.mark.skipif(_native.cpu is None, reason="needs the native CPU module")

@@ -396,7 +396,9 @@ def sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements:
     data file ``slimtorch/data/break_even.json``. ``dynamic``: the
     ``int8_dynamic`` kernels (``math.inf`` where no table was measured).
     bfloat16 values (whose dense fallback is a bf16 GEMM, on bf16 inputs)
-    take the path's ``bf16`` table where it has one, else the float one."""
+    take the path's ``bf16`` table where it has one, else the float one.
+    A density counts as a table's limit up to half a weight above it (the
+    rounding of the pruned count)."""
     entry = _break_even_tables(device)
     size = "cached" if 4 * weight_elements <= entry["cached_weight_bytes"] else "large"
     kind = "int8_dynamic" if dynamic else "int8" if values_dtype == torch.int8 else "float"
@@ -405,9 +407,13 @@ def sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements:
     table = entry["tables"].get(f"{kind}/{size}")
     if table is None:
         return math.inf
+    # The table's densities are those of layers pruned to them: a layer
+    # pruned to density d holds d * weight_elements nonzeros rounded to a
+    # whole number, up to half a weight more (768x3072 at 90% sparsity: 0.1000002).
+    slack = 0.5 / max(weight_elements, 1) + 1e-12
     best = 0
     for batch, limit in table:
-        if density > limit:
+        if density > limit + slack:
             break
         best = batch
     return math.inf if best == table[-1][0] else best
