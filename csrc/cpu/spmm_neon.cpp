@@ -38,6 +38,7 @@ inline float32x4_t gather4(const float* x, const I* idx) {
 struct NeonOps {
   using Vec = float32x4_t;
   static constexpr int kLanes = 4;
+  static constexpr int kFmaChains = 4;  // two FMA pipes x 2-4 cycles' latency (Cortex-A76)
   static inline float32x4_t zero() { return vdupq_n_f32(0.0f); }
   static inline float32x4_t broadcast(float s) { return vdupq_n_f32(s); }
   static inline float32x4_t load(const float* p) { return vld1q_f32(p); }
@@ -49,10 +50,10 @@ struct NeonOps {
   static inline float32x4_t gather_fma(float32x4_t acc, const V* v, const I* i, const float* x) {
     return vfmaq_f32(acc, load4(v), gather4(x, i));
   }
-  // Four nonzeros widened at once, each multiplied by lane into the NV
-  // accumulators with its x^T row.
-  template <int NV, class V, class I>
-  __attribute__((always_inline)) static inline void panel_step(float32x4_t (&acc)[NV], const V* v, const I* i,
+  // Four nonzeros widened at once, each multiplied by lane into its chain's
+  // NV accumulators with its x^T row.
+  template <int NV, int C, class V, class I>
+  __attribute__((always_inline)) static inline void panel_step(float32x4_t (&acc)[C][NV], const V* v, const I* i,
                                                                const float* xt) {
     constexpr int kW = kLanes * NV;
     const float32x4_t values = load4(v);
@@ -61,10 +62,10 @@ struct NeonOps {
     const float* x2 = xt + int64_t(i[2]) * kW;
     const float* x3 = xt + int64_t(i[3]) * kW;
     for (int u = 0; u < NV; ++u) {
-      acc[u] = vfmaq_laneq_f32(acc[u], vld1q_f32(x0 + 4 * u), values, 0);
-      acc[u] = vfmaq_laneq_f32(acc[u], vld1q_f32(x1 + 4 * u), values, 1);
-      acc[u] = vfmaq_laneq_f32(acc[u], vld1q_f32(x2 + 4 * u), values, 2);
-      acc[u] = vfmaq_laneq_f32(acc[u], vld1q_f32(x3 + 4 * u), values, 3);
+      acc[0][u] = vfmaq_laneq_f32(acc[0][u], vld1q_f32(x0 + 4 * u), values, 0);
+      acc[1 % C][u] = vfmaq_laneq_f32(acc[1 % C][u], vld1q_f32(x1 + 4 * u), values, 1);
+      acc[2 % C][u] = vfmaq_laneq_f32(acc[2 % C][u], vld1q_f32(x2 + 4 * u), values, 2);
+      acc[3 % C][u] = vfmaq_laneq_f32(acc[3 % C][u], vld1q_f32(x3 + 4 * u), values, 3);
     }
   }
 };

@@ -187,8 +187,9 @@ PanelFn pick_panel_of(const SparseMatrix& w, int nv) {
 //   add(a, b), sum(v)                    lane-wise a + b, horizontal sum
 //   fma(a, b, c)                         a * b + c, one rounding
 //   gather_fma(acc, v, i, x)             acc + widen(v[l]) * x[i[l]] for the kLanes lanes
-//   panel_step<NV>(acc, v, i, xt)        for kLanes nonzeros j, with W = kLanes * NV:
-//                                        acc[u] += widen(v[j]) * xt[i[j] * W + kLanes * u ...]
+//   kFmaChains                           independent FMA chains that keep the FMA units busy
+//   panel_step<NV, C>(acc, v, i, xt)     for kLanes nonzeros j, with W = kLanes * NV:
+//                                        acc[j % C][u] += widen(v[j]) * xt[i[j] * W + kLanes * u ...]
 // x86 skeletons carry no target attribute: they are always inlined into an
 // ISA file's kernel, which has one, and its primitives are inlined there.
 
@@ -233,7 +234,7 @@ __attribute__((always_inline)) inline void panel_rows(const SparseMatrix& w, con
                                                       int64_t nb, const float* bias, float* y, int64_t ldy,
                                                       int64_t r0, int64_t r1) {
   using Vec = typename Ops::Vec;
-  constexpr int kLanes = Ops::kLanes, kW = kLanes * NV;
+  constexpr int kLanes = Ops::kLanes, kW = kLanes * NV, kChains = std::max(1, Ops::kFmaChains / NV);
   const V* val = static_cast<const V*>(w.values);
   const I* idx = static_cast<const I*>(w.col_idx);
   alignas(sizeof(Vec)) float tile[kPanelRowBlock][kW];
@@ -241,19 +242,24 @@ __attribute__((always_inline)) inline void panel_rows(const SparseMatrix& w, con
     const int rows = int(std::min<int64_t>(kPanelRowBlock, r1 - rb));
     for (int i = 0; i < rows; ++i) {
       const int64_t r = rb + i;
-      Vec acc[NV];
-      for (int u = 0; u < NV; ++u) acc[u] = Ops::zero();
+      // Narrow panels spread a row's nonzeros over several accumulator sets,
+      // else each waits on the previous FMA's latency.
+      Vec acc[kChains][NV];
+      for (int c = 0; c < kChains; ++c)
+        for (int u = 0; u < NV; ++u) acc[c][u] = Ops::zero();
       const int64_t end = w.row_ptr[r + 1];
       int64_t k = w.row_ptr[r];
-      for (; k + kLanes <= end; k += kLanes) Ops::template panel_step<NV>(acc, val + k, idx + k, xt);
+      for (; k + kLanes <= end; k += kLanes) Ops::template panel_step<NV, kChains>(acc, val + k, idx + k, xt);
       for (; k < end; ++k) {
         const Vec v = Ops::broadcast(widen(val[k]));
         const float* xr = xt + int64_t(idx[k]) * kW;
-        for (int u = 0; u < NV; ++u) acc[u] = Ops::fma(v, Ops::load(xr + kLanes * u), acc[u]);
+        for (int u = 0; u < NV; ++u) acc[0][u] = Ops::fma(v, Ops::load(xr + kLanes * u), acc[0][u]);
       }
+      for (int c = 1; c < kChains; ++c)
+        for (int u = 0; u < NV; ++u) acc[0][u] = Ops::add(acc[0][u], acc[c][u]);
       const Vec scale = Ops::broadcast(w.row_scales != nullptr ? w.row_scales[r] : 1.0f);
       const Vec shift = Ops::broadcast(bias != nullptr ? bias[r] : 0.0f);
-      for (int u = 0; u < NV; ++u) Ops::store(tile[i] + kLanes * u, Ops::fma(acc[u], scale, shift));
+      for (int u = 0; u < NV; ++u) Ops::store(tile[i] + kLanes * u, Ops::fma(acc[0][u], scale, shift));
     }
     for (int64_t j = 0; j < nb; ++j) {
       float* out = y + (b0 + j) * ldy + rb;
