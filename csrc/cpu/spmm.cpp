@@ -35,7 +35,8 @@ constexpr int64_t kMinGatherWorkPerThread = int64_t(1) << 13;
 // Target size of one transposed X panel (cols x W floats): half of a 1 MiB L2,
 // so the panel and the streamed weights share L2.
 constexpr int64_t kPanelBytes = int64_t(512) << 10;
-// Panels per thread from which the panel path goes panel-major (see forward).
+// Panels (64-row tiles for int8_dynamic) per thread from which the batch
+// goes panel-major (see forward).
 constexpr int64_t kPanelsPerThread = 2;
 
 // ---- thread split by nonzeros ------------------------------------------------
@@ -377,6 +378,17 @@ void forward_dynamic(const SparseMatrix& w, const void* x, DType x_dtype, int64_
     int32_t sum = 0;
     for (int64_t k = w.row_ptr[r]; k < w.row_ptr[r + 1]; ++k) sum += val[k];
     rowsum[r] = sum;
+  }
+  if (tiles >= kPanelsPerThread * n_threads) {
+    // Tile-major, as the float panels (see forward): each tile stays in L2
+    // while every weight row streams past it once.
+    pull_items(n_threads, tiles, [&](int64_t t) {
+      const int64_t b0 = t * kDynamicTile, nb = std::min<int64_t>(kDynamicTile, batch - b0);
+      dynamic_rows_vnni(w, xt + t * cols * kDynamicTile, lane_zp + b0, lane_scale + b0, rowsum, bias, out.sums(),
+                        b0, nb, 0, w.rows);
+      out.finish_batch(b0, b0 + nb);
+    });
+    return;
   }
   // Two ranges per thread, not eight: every range reads every tile (cols x 64
   // bytes) once more from L3, which costs more than the balance gained.

@@ -272,7 +272,7 @@ TEST(int8_dynamic_matches_integer_sums) {
   const Isa previous = active_isa();
   CHECK(set_active_isa(detected_isa()));
   for (auto [rows, cols, batch] : {std::tuple<int64_t, int64_t, int64_t>{37, 100, 65}, {5, 7, 1}, {64, 770, 128},
-                                   {300, 64, 130}}) {
+                                   {300, 64, 130}, {37, 100, 400}}) {  // 400: tile-major on 3 threads
     Packed p = make(rows, cols, 0.2, SparseValues::kInt8, false, uint32_t(rows + cols));
     if (!spmm_dynamic_supported(p.matrix)) {
       std::printf("  (int8_dynamic: no AVX-512 VNNI here, kernel not run)\n");
@@ -306,7 +306,7 @@ TEST(int8_dynamic_half_io_equals_float32_rounded_once) {
   // The dynamic int8 kernel with float16 / bfloat16 x or y: bit for bit its
   // float32 entry point run on x widened exactly, each output rounded once.
   // Padded rows (NaN between rows: never read), a NaN row (NaN outputs),
-  // batch across the 64-row tiles, several threads.
+  // batch across the 64-row tiles, several threads (tile-major from 400 rows).
   const Isa previous = active_isa();
   CHECK(set_active_isa(detected_isa()));
   int cases = 0;
@@ -317,7 +317,7 @@ TEST(int8_dynamic_half_io_equals_float32_rounded_once) {
       break;
     }
     const std::vector<float> bias = random_vector(rows, 9);
-    for (int64_t batch : {1, 3, 65, 130}) {
+    for (int64_t batch : {1, 3, 65, 130, 400}) {
       const int64_t ldx = cols + 5;
       std::vector<float> x = random_vector(batch * ldx, uint32_t(batch * 7 + cols));
       for (int64_t i = 0; i < batch * ldx; ++i)
