@@ -88,7 +88,7 @@ def test_large_batch(bench, shape):
     with torch.no_grad():
         torch.testing.assert_close(fp32(x), linear(x), rtol=1e-4, atol=1e-4 * math.sqrt(in_f))
         bench({"shape": f"{in_f}->{out_f}", "sparsity": 0.9, "batch": LARGE_BATCH}, candidates, baseline="dense",
-              also=tuple(b for b in ("bf16",) if b in candidates), not_measured=not_measured)
+              also=("bf16",) if NATIVE_BF16 else (), not_measured=not_measured)
 
 
 def test_call_overhead(bench):

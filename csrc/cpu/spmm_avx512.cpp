@@ -169,7 +169,7 @@ SLIMTORCH_AVX512 inline void add_nonzero(__m512 (&acc)[NV], const V& value, cons
   for (int u = 0; u < NV; ++u) acc[u] = _mm512_fmadd_ps(v, _mm512_load_ps(xr + 16 * u), acc[u]);
 }
 
-// Batched rows with W = 16 * NV batch columns per panel (see panel_avx2).
+// Batched rows with W = 16 * NV batch columns per panel (see panel_rows in spmm_paths.h).
 // Rows go in blocks of 16: their W-wide results collect in a tile, which is
 // transposed 16x16 at a time into y (16 consecutive outputs of one batch row
 // per store, where one scalar store per output was half the time of a very
