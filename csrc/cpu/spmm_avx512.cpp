@@ -176,7 +176,8 @@ SLIMTORCH_AVX512 inline void add_nonzero(__m512 (&acc)[NV], const V& value, cons
 // sparse layer).
 template <class V, class I, int NV>
 SLIMTORCH_AVX512 void panel_avx512(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb,
-                                   const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+                                   const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1,
+                                   const PanelCarry& carry) {
   constexpr int kW = 16 * NV, kChains = 4 / NV;
   const V* val = static_cast<const V*>(w.values);
   const I* idx = static_cast<const I*>(w.col_idx);
@@ -191,6 +192,9 @@ SLIMTORCH_AVX512 void panel_avx512(const SparseMatrix& w, const float* xt, int64
       __m512 acc[kChains][NV];
       for (int c = 0; c < kChains; ++c)
         for (int u = 0; u < NV; ++u) acc[c][u] = _mm512_setzero_ps();
+      float* carried = carry.row(r - r0, kW);
+      if (carry.resume)
+        for (int u = 0; u < NV; ++u) acc[0][u] = _mm512_load_ps(carried + 16 * u);
       const int64_t end = w.row_ptr[r + 1];
       int64_t k = w.row_ptr[r];
       for (; k + kChains <= end; k += kChains)
@@ -198,10 +202,15 @@ SLIMTORCH_AVX512 void panel_avx512(const SparseMatrix& w, const float* xt, int64
       for (; k < end; ++k) add_nonzero(acc[0], val[k], xt + int64_t(idx[k]) * kW);
       for (int c = 1; c < kChains; ++c)
         for (int u = 0; u < NV; ++u) acc[0][u] = _mm512_add_ps(acc[0][u], acc[c][u]);
+      if (!carry.finish) {
+        for (int u = 0; u < NV; ++u) _mm512_store_ps(carried + 16 * u, acc[0][u]);
+        continue;
+      }
       const __m512 scale = _mm512_set1_ps(w.row_scales != nullptr ? w.row_scales[r] : 1.0f);
       const __m512 shift = _mm512_set1_ps(bias != nullptr ? bias[r] : 0.0f);
       for (int u = 0; u < NV; ++u) _mm512_store_ps(tile[i] + 16 * u, _mm512_fmadd_ps(acc[0][u], scale, shift));
     }
+    if (!carry.finish) continue;
     const __mmask16 live = first_lanes(rows);
     for (int64_t j0 = 0; j0 < nb; j0 += 16) {
       __m512 m[16];

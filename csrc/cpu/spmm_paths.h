@@ -11,8 +11,20 @@ namespace slimtorch::spmm_paths {
 // Gather paths handle kMaxGatherBatch columns per pass (scalar/AVX2: one).
 using GemvFn = void (*)(const SparseMatrix&, const float*, int64_t, const float*, float*, int64_t,
                         int64_t, int64_t);
+// A panel kernel call covers all of w's columns (the default carry) or one
+// block of them (forward's column blocks in spmm.cpp). Then `sums` holds
+// the raw row sums of the blocks before ([r1 - r0][W] floats): a call starts
+// from them when `resume`, and unless `finish` leaves its own there instead
+// of finishing them (row scale, bias) into y.
+struct PanelCarry {
+  float* sums = nullptr;
+  bool resume = false;
+  bool finish = true;
+  // The W sums of row r0 + i (nullptr without carried sums).
+  float* row(int64_t i, int width) const { return sums == nullptr ? nullptr : sums + i * width; }
+};
 using PanelFn = void (*)(const SparseMatrix&, const float*, int64_t, int64_t, const float*, float*,
-                         int64_t, int64_t, int64_t);
+                         int64_t, int64_t, int64_t, const PanelCarry&);
 
 // Columns of x handled by one gather pass, and the batch below which the
 // gather paths beat the transposed panels (a panel costs about as much for
@@ -120,10 +132,10 @@ void gemv_scalar(const SparseMatrix& w, const float* x, const float* bias, float
 }
 
 // Rows r0..r1 of one panel: xt is [cols][8], the panel covers batch columns
-// b0..b0+nb of y ([batch][ldy]).
+// b0..b0+nb of y ([batch][ldy]); carry as PanelCarry says.
 template <class V, class I>
 void panel_scalar(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb, const float* bias,
-                  float* y, int64_t ldy, int64_t r0, int64_t r1) {
+                  float* y, int64_t ldy, int64_t r0, int64_t r1, const PanelCarry& carry) {
   constexpr int kW = 8;
   const V* val = static_cast<const V*>(w.values);
   const I* idx = static_cast<const I*>(w.col_idx);
@@ -139,8 +151,13 @@ void panel_scalar(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb
       float* sum = acc[(k - begin) & 3];
       for (int j = 0; j < kW; ++j) sum[j] += v * xr[j];
     }
-    for (int64_t j = 0; j < nb; ++j)
-      y[(b0 + j) * ldy + r] = finish_row(w, bias, r, (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]));
+    float* carried = carry.row(r - r0, kW);
+    for (int j = 0; j < kW; ++j) {
+      const float row_sum = (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]);
+      const float total = carry.resume ? carried[j] + row_sum : row_sum;
+      if (!carry.finish) carried[j] = total;
+      else if (j < nb) y[(b0 + j) * ldy + r] = finish_row(w, bias, r, total);
+    }
   }
 }
 
@@ -232,7 +249,7 @@ constexpr int kPanelRowBlock = 16;
 template <class Ops, class V, class I, int NV>
 __attribute__((always_inline)) inline void panel_rows(const SparseMatrix& w, const float* xt, int64_t b0,
                                                       int64_t nb, const float* bias, float* y, int64_t ldy,
-                                                      int64_t r0, int64_t r1) {
+                                                      int64_t r0, int64_t r1, const PanelCarry& carry) {
   using Vec = typename Ops::Vec;
   constexpr int kLanes = Ops::kLanes, kW = kLanes * NV, kChains = std::max(1, Ops::kFmaChains / NV);
   const V* val = static_cast<const V*>(w.values);
@@ -247,6 +264,9 @@ __attribute__((always_inline)) inline void panel_rows(const SparseMatrix& w, con
       Vec acc[kChains][NV];
       for (int c = 0; c < kChains; ++c)
         for (int u = 0; u < NV; ++u) acc[c][u] = Ops::zero();
+      float* carried = carry.row(r - r0, kW);
+      if (carry.resume)
+        for (int u = 0; u < NV; ++u) acc[0][u] = Ops::load(carried + kLanes * u);
       const int64_t end = w.row_ptr[r + 1];
       int64_t k = w.row_ptr[r];
       for (; k + kLanes <= end; k += kLanes) Ops::template panel_step<NV, kChains>(acc, val + k, idx + k, xt);
@@ -257,10 +277,15 @@ __attribute__((always_inline)) inline void panel_rows(const SparseMatrix& w, con
       }
       for (int c = 1; c < kChains; ++c)
         for (int u = 0; u < NV; ++u) acc[0][u] = Ops::add(acc[0][u], acc[c][u]);
+      if (!carry.finish) {
+        for (int u = 0; u < NV; ++u) Ops::store(carried + kLanes * u, acc[0][u]);
+        continue;
+      }
       const Vec scale = Ops::broadcast(w.row_scales != nullptr ? w.row_scales[r] : 1.0f);
       const Vec shift = Ops::broadcast(bias != nullptr ? bias[r] : 0.0f);
       for (int u = 0; u < NV; ++u) Ops::store(tile[i] + kLanes * u, Ops::fma(acc[0][u], scale, shift));
     }
+    if (!carry.finish) continue;
     for (int64_t j = 0; j < nb; ++j) {
       float* out = y + (b0 + j) * ldy + rb;
       for (int i = 0; i < rows; ++i) out[i] = tile[i][j];

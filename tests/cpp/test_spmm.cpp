@@ -3,6 +3,7 @@
 
 #include "slimtorch/qgemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <tuple>
@@ -240,6 +241,78 @@ TEST(half_activations_and_outputs_equal_float32_rounded_once) {
             }
         }
       }
+  }
+  CHECK(cases > 0);
+  set_active_isa(detected_isa());
+}
+
+namespace {
+
+// Reverses the nonzeros of every odd row (columns then descend there).
+void reverse_odd_rows(Packed& p) {
+  for (int64_t r = 1; r < p.rows; r += 2) {
+    const auto a = p.row_ptr[size_t(r)], b = p.row_ptr[size_t(r + 1)];
+    std::reverse(p.idx16.begin() + a, p.idx16.begin() + b);
+    std::reverse(p.idx32.begin() + a, p.idx32.begin() + b);
+    if (!p.f32.empty()) std::reverse(p.f32.begin() + a, p.f32.begin() + b);
+    if (!p.half.empty()) std::reverse(p.half.begin() + a, p.half.begin() + b);
+    if (!p.i8.empty()) std::reverse(p.i8.begin() + a, p.i8.begin() + b);
+  }
+}
+
+}  // namespace
+
+TEST(column_blocks_match_oracle_and_round_once) {
+  // Layers over 2048 inputs at 800 rows go block by block of columns on
+  // every path (4+ panels per thread on 1 and 3 threads), with the nonzeros
+  // regrouped per call: ascending rows and, in the second variant, odd rows
+  // descending. 30 nonzeros a row over 3000 columns: too few per block,
+  // one block. A 16-bit x and y give the float32 result rounded once.
+  int cases = 0;
+  for (Isa isa : supported_isas()) {
+    CHECK(set_active_isa(isa));
+    for (SparseValues type : {SparseValues::kFloat32, SparseValues::kFloat16, SparseValues::kBFloat16,
+                              SparseValues::kInt8})
+      for (auto [rows, cols, density] : {std::tuple<int64_t, int64_t, double>{5, 2100, 0.5}, {24, 2300, 0.06},
+                                         {4, 3000, 0.01}})
+        for (bool descending : {false, true}) {
+          Packed p = make(rows, cols, density, type, rows % 2 == 0, uint32_t(rows + cols));
+          if (descending) reverse_odd_rows(p);
+          const int64_t batch = 800, ldx = cols + 1;
+          const std::vector<float> x = random_vector(batch * ldx, uint32_t(cols)), bias = random_vector(rows, 3);
+          std::vector<double> want(size_t(batch * rows)), magnitude(size_t(batch * rows));
+          for (int64_t b = 0; b < batch; ++b)
+            for (int64_t r = 0; r < rows; ++r) {
+              double sum = bias[size_t(r)], size = std::fabs(sum);
+              for (int64_t k = p.row_ptr[size_t(r)]; k < p.row_ptr[size_t(r + 1)]; ++k) {
+                const int64_t c = p.idx32[size_t(k)];
+                const double term = p.dense[size_t(r * cols + c)] * x[size_t(b * ldx + c)];
+                sum += term;
+                size += std::fabs(term);
+              }
+              want[size_t(b * rows + r)] = sum;
+              magnitude[size_t(b * rows + r)] = size;
+            }
+          for (int threads : {1, 3}) {
+            std::vector<float> y(size_t(batch * rows) + 1, -7.0f);
+            CHECK(spmm_forward(p.matrix, x.data(), batch, ldx, bias.data(), y.data(), threads) == Status::kOk);
+            bool ok = y.back() == -7.0f;
+            for (int64_t i = 0; i < batch * rows; ++i) ok &= close(y[size_t(i)], want[size_t(i)], magnitude[size_t(i)]);
+            const HalfInput in = half_input(x, DType::kBFloat16);
+            std::vector<float> widened(size_t(batch * rows) + 1);
+            HalfOutput got = half_output(batch * rows, DType::kBFloat16);
+            CHECK(spmm_forward(p.matrix, in.x32.data(), batch, ldx, bias.data(), widened.data(), threads) ==
+                  Status::kOk);
+            CHECK(spmm_forward(p.matrix, in.in(), DType::kBFloat16, batch, ldx, bias.data(), got.out(),
+                               DType::kBFloat16, threads) == Status::kOk);
+            ok &= rounded_once(got, widened, batch * rows);
+            if (!ok)
+              std::printf("  %s values=%d rows=%lld cols=%lld descending=%d threads=%d\n", isa_name(isa), int(type),
+                          (long long)rows, (long long)cols, int(descending), threads);
+            CHECK(ok);
+            ++cases;
+          }
+        }
   }
   CHECK(cases > 0);
   set_active_isa(detected_isa());

@@ -28,6 +28,10 @@
 //    W = 16/32/64 lanes on AVX-512, 8/16/32 on AVX2, 4/8/16 on NEON, 8
 //    scalar), sized to stay
 //    in L2; for every nonzero w[r, c], y[r, panel] += w * x^T[c, panel].
+//    Large batches go panel-major (each thread owns whole panels); there,
+//    layers over 2048 inputs take the widest panels in blocks of 64 KiB of
+//    columns, with the nonzeros regrouped by block for the call and each
+//    row's sums carried from block to block.
 //  - batch 1 with a bitmap (AVX-512): per block of 16 columns, the row's next
 //    popcount(mask) values are expanded into the set lanes and multiplied by a
 //    plain (masked) load of x: no gathers, 1 bit per column instead of 16.
