@@ -121,29 +121,42 @@ GemvFn pick_gemv(const SparseMatrix& w, Isa isa, int64_t batch, int* columns) {
   return pick_typed<GemvScalar>(w);
 }
 
-// The panel kernel and its width W for this batch: the fewest vectors that
-// cover the batch, capped so a panel (cols x W floats) stays near kPanelBytes.
-PanelFn pick_panel(const SparseMatrix& w, [[maybe_unused]] Isa isa, int64_t batch, int64_t cols, int* width) {
+// How x goes into panels for one call: W batch columns per panel, float32
+// elements or (AVX-512, bfloat16 x, W >= 32) bfloat16 ones, and the kernel
+// that reads them. bfloat16 panels hold the same values (x is widened
+// exactly either way) in half the bytes each nonzero reads.
+struct PanelPlan {
+  PanelFn kernel = nullptr;
+  int width = 0;
+  bool bf16 = false;
+  int64_t element_bytes() const { return bf16 ? 2 : 4; }
+  int64_t panel_bytes(int64_t cols) const { return cols * width * element_bytes(); }
+};
+
+// The panels for this batch: the fewest vectors that cover the batch,
+// capped so a panel (cols x W floats) stays near kPanelBytes.
+PanelPlan pick_panel(const SparseMatrix& w, [[maybe_unused]] Isa isa, [[maybe_unused]] DType x_dtype,
+                     int64_t batch, int64_t cols) {
   int lanes = 0;  // floats per vector; 0: the scalar panel
 #if SLIMTORCH_X86
   if (isa >= Isa::kAvx2) lanes = isa >= Isa::kAvx512 ? 16 : 8;
 #elif SLIMTORCH_ARM64
   if (isa >= Isa::kNeon) lanes = 4;
 #endif
-  if (lanes == 0) {
-    *width = 8;
-    return pick_typed<PanelScalar>(w);
-  }
+  if (lanes == 0) return {pick_typed<PanelScalar>(w), 8};
   int nv = 1;
   while (nv < 4 && int64_t(nv) * lanes < batch && int64_t(2 * nv) * lanes * cols * 4 <= kPanelBytes) nv *= 2;
-  *width = nv * lanes;
+  const int width = nv * lanes;
 #if SLIMTORCH_X86
-  if (isa >= Isa::kAvx512) return pick_panel_avx512(w, nv);
-  return pick_panel_avx2(w, nv);
+  if (isa >= Isa::kAvx512) {
+    if (x_dtype == DType::kBFloat16 && nv >= 2) return {pick_panel_bf16_avx512(w, nv), width, true};
+    return {pick_panel_avx512(w, nv), width};
+  }
+  return {pick_panel_avx2(w, nv), width};
 #elif SLIMTORCH_ARM64
-  return pick_panel_neon(w, nv);
+  return {pick_panel_neon(w, nv), width};
 #else
-  return nullptr;  // unreachable: no vector lanes here
+  return {};  // unreachable: no vector lanes here
 #endif
 }
 
@@ -197,14 +210,24 @@ void widen_rows(const HalfConversions& half, const void* x, int64_t ldx, int64_t
 }
 
 // Transposes x ([batch][ldx] of any float dtype, widened exactly) into the
-// panels of build_panel_columns. Threads split the columns; a thread widens
-// its columns of one panel's rows at a time (16-bit x).
-void build_panels(const void* x, DType dtype, int64_t batch, int64_t ldx, int64_t cols, int width, float* xt,
-                  int n_threads) {
+// panels of build_panel_columns, or a bfloat16 x into bfloat16 panels
+// (plan.bf16). Threads split the columns; a thread widens its columns of one
+// panel's rows at a time (16-bit x into float32 panels).
+void build_panels(const void* x, DType dtype, int64_t batch, int64_t ldx, int64_t cols, const PanelPlan& plan,
+                  void* panels, int n_threads) {
   const HalfConversions half = half_conversions(dtype);  // 16-bit x
+  const int width = plan.width;
+  float* xt = static_cast<float*>(panels);
   // Blocks of 16 columns; a thread gets at least 32 of them (one thread below 512 columns).
   parallel_for(n_threads, (cols + 15) / 16, 32, [&](int64_t k0, int64_t k1, int) {
     const int64_t c0 = 16 * k0, c1 = std::min<int64_t>(cols, 16 * k1);
+#if SLIMTORCH_X86
+    if (plan.bf16) {
+      build_panels_avx512(static_cast<const uint16_t*>(x), batch, ldx, cols, width, static_cast<uint16_t*>(panels),
+                          c0, c1);
+      return;
+    }
+#endif
     if (dtype == DType::kFloat32) {
       build_panel_columns(static_cast<const float*>(x), batch, ldx, cols, width, xt, c0, c1);
       return;
@@ -381,28 +404,32 @@ class ColumnBlocks {
 // panels read each whole panel back from L3 once per range.) Where column
 // blocks pay, a thread goes block by block on the widest panels instead.
 void panel_major(const SparseMatrix& w, const void* x, DType x_dtype, int64_t batch, int64_t ldx,
-                 const float* bias, const Output& out, Isa isa, PanelFn panel, int width, int n_threads) {
-  int block_width = 0;
-  const PanelFn block_panel = pick_panel(w, isa, batch, kNarrowBlockCols, &block_width);
-  // Panel widths are powers of two, and so are the block widths.
-  const int block_shift = __builtin_ctzll(uint64_t(kBlockBytes / (block_width * int64_t(sizeof(float)))));
-  const bool blocks_pay = w.cols > kMinBlockedCols && batch >= kBlockPanelsPerThread * n_threads * block_width;
+                 const float* bias, const Output& out, Isa isa, PanelPlan plan, int n_threads) {
+  const PanelPlan block_plan = pick_panel(w, isa, x_dtype, batch, kNarrowBlockCols);
+  // Panel widths are powers of two, and so are the block widths. Blocks
+  // are sized for float32 panels whatever the plan: a bfloat16 x then sums
+  // in the order a float32 x does, for results equal to the float32 entry
+  // point's (spmm.h).
+  const int block_shift = __builtin_ctzll(uint64_t(kBlockBytes / (block_plan.width * int64_t(sizeof(float)))));
+  const bool blocks_pay =
+      w.cols > kMinBlockedCols && batch >= kBlockPanelsPerThread * n_threads * block_plan.width;
   const ColumnBlocks blocks = blocks_pay ? ColumnBlocks(w, block_shift, n_threads) : ColumnBlocks(w);
-  if (blocks.count() > 1) panel = block_panel, width = block_width;
+  if (blocks.count() > 1) plan = block_plan;
+  const int width = plan.width;
   const int64_t panels = (batch + width - 1) / width, x_size = dtype_size(x_dtype);
   pull_items(n_threads, panels, [&](int64_t p) {
     const int64_t b0 = p * width, nb = std::min<int64_t>(width, batch - b0);
     const uint8_t* x_rows = static_cast<const uint8_t*>(x) + b0 * ldx * x_size;
-    float* xt = reinterpret_cast<float*>(scratch_bytes(blocks[0].cols * width * int64_t(sizeof(float))));
+    void* xt = scratch_bytes(plan.panel_bytes(blocks[0].cols));
     PanelCarry carry;
     if (blocks.count() > 1)
       carry.sums = reinterpret_cast<float*>(scratch_bytes(w.rows * width * int64_t(sizeof(float)), kCarrySlot));
     for (int64_t b = 0; b < blocks.count(); ++b) {
       const SparseMatrix& block = blocks[b];
-      build_panels(x_rows + blocks.first_column(b) * x_size, x_dtype, nb, ldx, block.cols, width, xt, 1);
+      build_panels(x_rows + blocks.first_column(b) * x_size, x_dtype, nb, ldx, block.cols, plan, xt, 1);
       carry.resume = b > 0;
       carry.finish = b + 1 == blocks.count();
-      panel(block, xt, b0, nb, bias, out.sums(), w.rows, 0, w.rows, carry);
+      plan.kernel(block, xt, b0, nb, bias, out.sums(), w.rows, 0, w.rows, carry);
     }
     out.finish_batch(b0, b0 + nb);
   });
@@ -450,19 +477,20 @@ void forward(const SparseMatrix& w, const void* x_in, DType x_dtype, int64_t bat
     }, kChunksPerThread, kMinGatherWorkPerThread);
     return;
   }
-  int width = 0;
-  const PanelFn panel = pick_panel(w, isa, batch, w.cols, &width);
+  const PanelPlan plan = pick_panel(w, isa, x_dtype, batch, w.cols);
+  const int width = plan.width;
   const int64_t panels = (batch + width - 1) / width;
   if (panels >= kPanelsPerThread * n_threads) {
-    panel_major(w, x_in, x_dtype, batch, ldx, bias, out, isa, panel, width, n_threads);
+    panel_major(w, x_in, x_dtype, batch, ldx, bias, out, isa, plan, n_threads);
     return;
   }
-  float* xt = reinterpret_cast<float*>(scratch_bytes(panels * w.cols * width * int64_t(sizeof(float))));
-  build_panels(x_in, x_dtype, batch, ldx, w.cols, width, xt, n_threads);
+  uint8_t* xt = scratch_bytes(panels * plan.panel_bytes(w.cols));
+  build_panels(x_in, x_dtype, batch, ldx, w.cols, plan, xt, n_threads);
   for_row_ranges(w, batch, n_threads, [&](int64_t r0, int64_t r1) {
     for (int64_t p = 0; p < panels; ++p) {
       const int64_t b0 = p * width;
-      panel(w, xt + p * w.cols * width, b0, std::min<int64_t>(width, batch - b0), bias, y, w.rows, r0, r1, {});
+      plan.kernel(w, xt + p * plan.panel_bytes(w.cols), b0, std::min<int64_t>(width, batch - b0), bias, y, w.rows,
+                  r0, r1, {});
     }
     out.finish(r0, r1);
   });

@@ -90,7 +90,7 @@ struct Avx2 {
     gather_rows<Avx2Ops, V, I>(w, x, ldx, bias, y, ldy, r0, r1);
   }
   template <class V, class I, int NV>
-  SLIMTORCH_AVX2 static void panel_kernel(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb,
+  SLIMTORCH_AVX2 static void panel_kernel(const SparseMatrix& w, const void* xt, int64_t b0, int64_t nb,
                                           const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1,
                                           const PanelCarry& carry) {
     panel_rows<Avx2Ops, V, I, NV>(w, xt, b0, nb, bias, y, ldy, r0, r1, carry);

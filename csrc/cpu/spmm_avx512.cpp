@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "spmm_paths.h"
 
@@ -168,19 +169,43 @@ SLIMTORCH_AVX512 inline void add_nonzero(__m512 (&acc)[NV], const V& value, cons
   const __m512 v = broadcast1(&value);
   for (int u = 0; u < NV; ++u) acc[u] = _mm512_fmadd_ps(v, _mm512_load_ps(xr + 16 * u), acc[u]);
 }
+// The same for a bfloat16 panel row: each 64-byte load holds 32 batch
+// columns as 16 pairs; a bfloat16 is the high half of its float32, so the
+// even columns widen by a shift and the odd ones by a mask, both exact.
+// acc[2h + e] lane l holds batch column 32h + 2l + e (see panel_column).
+template <int NV, class V>
+SLIMTORCH_AVX512 inline void add_nonzero(__m512 (&acc)[NV], const V& value, const BF16* xr) {
+  static_assert(NV % 2 == 0, "bfloat16 panel rows come in pairs of vectors");
+  const __m512 v = broadcast1(&value);
+  const __m512i high = _mm512_set1_epi32(int32_t(0xffff0000u));
+  for (int h = 0; h < NV / 2; ++h) {
+    const __m512i pairs = _mm512_loadu_si512(xr + 32 * h);
+    acc[2 * h] = _mm512_fmadd_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16)), acc[2 * h]);
+    acc[2 * h + 1] = _mm512_fmadd_ps(v, _mm512_castsi512_ps(_mm512_and_si512(pairs, high)), acc[2 * h + 1]);
+  }
+}
 
-// Batched rows with W = 16 * NV batch columns per panel (see panel_rows in spmm_paths.h).
+// The batch column (within the panel) of tile column t: float32 panels keep
+// the order, bfloat16 ones interleave even and odd columns (see add_nonzero).
+template <class X>
+constexpr int64_t panel_column(int64_t t) {
+  return std::is_same_v<X, BF16> ? 32 * (t / 32) + 2 * (t % 16) + (t / 16) % 2 : t;
+}
+
+// Batched rows with W = 16 * NV batch columns per panel of X (float or
+// BF16) elements (see panel_rows in spmm_paths.h).
 // Rows go in blocks of 16: their W-wide results collect in a tile, which is
 // transposed 16x16 at a time into y (16 consecutive outputs of one batch row
 // per store, where one scalar store per output was half the time of a very
 // sparse layer).
-template <class V, class I, int NV>
-SLIMTORCH_AVX512 void panel_avx512(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb,
+template <class V, class I, int NV, class X>
+SLIMTORCH_AVX512 void panel_avx512(const SparseMatrix& w, const void* panel, int64_t b0, int64_t nb,
                                    const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1,
                                    const PanelCarry& carry) {
   constexpr int kW = 16 * NV, kChains = 4 / NV;
   const V* val = static_cast<const V*>(w.values);
   const I* idx = static_cast<const I*>(w.col_idx);
+  const X* xt = static_cast<const X*>(panel);
   alignas(64) float tile[16][kW] = {};  // rows of a block past r1 stay zero and are not stored
   for (int64_t rb = r0; rb < r1; rb += 16) {
     const int rows = int(std::min<int64_t>(16, r1 - rb));
@@ -212,12 +237,15 @@ SLIMTORCH_AVX512 void panel_avx512(const SparseMatrix& w, const float* xt, int64
     }
     if (!carry.finish) continue;
     const __mmask16 live = first_lanes(rows);
-    for (int64_t j0 = 0; j0 < nb; j0 += 16) {
+    for (int t0 = 0; t0 < kW; t0 += 16) {
+      if (panel_column<X>(t0) >= nb) continue;  // the group's first column: past the batch, so are the rest
       __m512 m[16];
-      for (int i = 0; i < 16; ++i) m[i] = _mm512_load_ps(tile[i] + j0);
+      for (int i = 0; i < 16; ++i) m[i] = _mm512_load_ps(tile[i] + t0);
       transpose16x16(m);
-      const int64_t cols = std::min<int64_t>(16, nb - j0);
-      for (int64_t j = 0; j < cols; ++j) _mm512_mask_storeu_ps(y + (b0 + j0 + j) * ldy + rb, live, m[j]);
+      for (int t = 0; t < 16; ++t) {
+        const int64_t j = panel_column<X>(t0 + t);
+        if (j < nb) _mm512_mask_storeu_ps(y + (b0 + j) * ldy + rb, live, m[t]);
+      }
     }
   }
 }
@@ -229,7 +257,12 @@ struct GemvAvx512 {
 };
 struct PanelAvx512 {
   template <class V, class I, int NV>
-  static constexpr PanelFn panel = panel_avx512<V, I, NV>;
+  static constexpr PanelFn panel = panel_avx512<V, I, NV, float>;
+};
+template <int NV>
+struct PanelBf16Avx512 {
+  template <class V, class I>
+  static constexpr PanelFn of = panel_avx512<V, I, NV, BF16>;
 };
 struct BitmapAvx512 {
   template <class V, class I>
@@ -354,15 +387,34 @@ GemvFn pick_gemv_avx512(const SparseMatrix& w, int columns) {
 
 PanelFn pick_panel_avx512(const SparseMatrix& w, int nv) { return pick_panel_of<PanelAvx512>(w, nv); }
 
+PanelFn pick_panel_bf16_avx512(const SparseMatrix& w, int nv) {
+  return nv == 4 ? pick_typed<PanelBf16Avx512<4>>(w) : pick_typed<PanelBf16Avx512<2>>(w);
+}
+
 BitmapGemvFn pick_gemv_bitmap_avx512(const SparseMatrix& w) { return pick_typed<BitmapAvx512>(w); }
 
+namespace {
+
+// 16 values of a row of x as the 32-bit lanes of a vector (masked), and
+// back: float32 as they are, bfloat16 bit patterns zero-extended / narrowed.
+SLIMTORCH_AVX512 inline __m512 load_lanes(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+SLIMTORCH_AVX512 inline __m512 load_lanes(const uint16_t* p, __mmask16 m) {
+  return _mm512_castsi512_ps(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)));
+}
+SLIMTORCH_AVX512 inline void store_lanes(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+SLIMTORCH_AVX512 inline void store_lanes(uint16_t* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_castps_si512(v)));
+}
+
 // build_panels for AVX-512: 16 batch rows x 16 columns at a time, loaded as
-// rows, transposed in registers and stored as 16 panel rows.
-SLIMTORCH_AVX512 void build_panels_avx512(const float* x, int64_t batch, int64_t ldx, int64_t cols, int width,
-                                          float* xt, int64_t c0, int64_t c1) {
+// rows, transposed in registers (bits moved, never changed) and stored as
+// 16 panel rows.
+template <class T>
+SLIMTORCH_AVX512 void build_panels_lanes(const T* x, int64_t batch, int64_t ldx, int64_t cols, int width, T* xt,
+                                         int64_t c0, int64_t c1) {
   const int64_t panels = (batch + width - 1) / width;
   for (int64_t p = 0; p < panels; ++p) {
-    float* dst = xt + p * cols * width;
+    T* dst = xt + p * cols * width;
     for (int64_t c = c0; c < c1; c += 16) {
       const int64_t n = std::min<int64_t>(16, c1 - c);
       const __mmask16 m = first_lanes(n);
@@ -370,13 +422,24 @@ SLIMTORCH_AVX512 void build_panels_avx512(const float* x, int64_t batch, int64_t
         __m512 t[16];
         for (int i = 0; i < 16; ++i) {
           const int64_t b = p * width + j0 + i;
-          t[i] = b < batch ? _mm512_maskz_loadu_ps(m, x + b * ldx + c) : _mm512_setzero_ps();
+          t[i] = b < batch ? load_lanes(x + b * ldx + c, m) : _mm512_setzero_ps();
         }
         transpose16x16(t);
-        for (int64_t k = 0; k < n; ++k) _mm512_storeu_ps(dst + (c + k) * width + j0, t[k]);
+        for (int64_t k = 0; k < n; ++k) store_lanes(dst + (c + k) * width + j0, t[k]);
       }
     }
   }
+}
+
+}  // namespace
+
+void build_panels_avx512(const float* x, int64_t batch, int64_t ldx, int64_t cols, int width, float* xt,
+                         int64_t c0, int64_t c1) {
+  build_panels_lanes(x, batch, ldx, cols, width, xt, c0, c1);
+}
+void build_panels_avx512(const uint16_t* x, int64_t batch, int64_t ldx, int64_t cols, int width, uint16_t* xt,
+                         int64_t c0, int64_t c1) {
+  build_panels_lanes(x, batch, ldx, cols, width, xt, c0, c1);
 }
 
 }  // namespace slimtorch::spmm_paths

@@ -23,7 +23,8 @@ struct PanelCarry {
   // The W sums of row r0 + i (nullptr without carried sums).
   float* row(int64_t i, int width) const { return sums == nullptr ? nullptr : sums + i * width; }
 };
-using PanelFn = void (*)(const SparseMatrix&, const float*, int64_t, int64_t, const float*, float*,
+// The panel is [cols][W] floats (bfloat16 bit patterns for the AVX-512 bf16-panel kernels).
+using PanelFn = void (*)(const SparseMatrix&, const void*, int64_t, int64_t, const float*, float*,
                          int64_t, int64_t, int64_t, const PanelCarry&);
 
 // Columns of x handled by one gather pass, and the batch below which the
@@ -39,12 +40,17 @@ GemvFn pick_gemv_avx2(const SparseMatrix& w);
 PanelFn pick_panel_avx2(const SparseMatrix& w, int nv);
 GemvFn pick_gemv_avx512(const SparseMatrix& w, int columns);
 PanelFn pick_panel_avx512(const SparseMatrix& w, int nv);
+// Panels of bfloat16 x kept in bfloat16 (half the bytes per nonzero; nv 2 or 4).
+PanelFn pick_panel_bf16_avx512(const SparseMatrix& w, int nv);
 BitmapGemvFn pick_gemv_bitmap_avx512(const SparseMatrix& w);
 GemvFn pick_gemv_neon(const SparseMatrix& w);
 PanelFn pick_panel_neon(const SparseMatrix& w, int nv);
 
-// build_panels (spmm.cpp) for AVX-512: columns [c0, c1) of every panel.
+// build_panels (spmm.cpp) for AVX-512: columns [c0, c1) of every panel,
+// float32 x into float32 panels or bfloat16 x into bfloat16 panels.
 void build_panels_avx512(const float* x, int64_t batch, int64_t ldx, int64_t cols, int width, float* xt,
+                         int64_t c0, int64_t c1);
+void build_panels_avx512(const uint16_t* x, int64_t batch, int64_t ldx, int64_t cols, int width, uint16_t* xt,
                          int64_t c0, int64_t c1);
 
 // ---- int8 values x dynamically quantized activations (AVX-512 VNNI) ------------------
@@ -134,8 +140,9 @@ void gemv_scalar(const SparseMatrix& w, const float* x, const float* bias, float
 // Rows r0..r1 of one panel: xt is [cols][8], the panel covers batch columns
 // b0..b0+nb of y ([batch][ldy]); carry as PanelCarry says.
 template <class V, class I>
-void panel_scalar(const SparseMatrix& w, const float* xt, int64_t b0, int64_t nb, const float* bias,
+void panel_scalar(const SparseMatrix& w, const void* panel, int64_t b0, int64_t nb, const float* bias,
                   float* y, int64_t ldy, int64_t r0, int64_t r1, const PanelCarry& carry) {
+  const float* xt = static_cast<const float*>(panel);
   constexpr int kW = 8;
   const V* val = static_cast<const V*>(w.values);
   const I* idx = static_cast<const I*>(w.col_idx);
@@ -247,13 +254,14 @@ __attribute__((always_inline)) inline void gather_rows(const SparseMatrix& w, co
 constexpr int kPanelRowBlock = 16;
 
 template <class Ops, class V, class I, int NV>
-__attribute__((always_inline)) inline void panel_rows(const SparseMatrix& w, const float* xt, int64_t b0,
+__attribute__((always_inline)) inline void panel_rows(const SparseMatrix& w, const void* panel, int64_t b0,
                                                       int64_t nb, const float* bias, float* y, int64_t ldy,
                                                       int64_t r0, int64_t r1, const PanelCarry& carry) {
   using Vec = typename Ops::Vec;
   constexpr int kLanes = Ops::kLanes, kW = kLanes * NV, kChains = std::max(1, Ops::kFmaChains / NV);
   const V* val = static_cast<const V*>(w.values);
   const I* idx = static_cast<const I*>(w.col_idx);
+  const float* xt = static_cast<const float*>(panel);
   alignas(sizeof(Vec)) float tile[kPanelRowBlock][kW];
   for (int64_t rb = r0; rb < r1; rb += kPanelRowBlock) {
     const int rows = int(std::min<int64_t>(kPanelRowBlock, r1 - rb));

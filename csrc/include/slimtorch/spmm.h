@@ -28,6 +28,8 @@
 //    W = 16/32/64 lanes on AVX-512, 8/16/32 on AVX2, 4/8/16 on NEON, 8
 //    scalar), sized to stay
 //    in L2; for every nonzero w[r, c], y[r, panel] += w * x^T[c, panel].
+//    On AVX-512 a bfloat16 x stays bfloat16 in panels of W >= 32 (half the
+//    bytes per nonzero; widened exactly in registers, the same sums).
 //    Large batches go panel-major (each thread owns whole panels); there,
 //    layers over 2048 inputs take the widest panels in blocks of 64 KiB of
 //    columns, with the nonzeros regrouped by block for the call and each
