@@ -66,16 +66,23 @@ def size_class(in_f: int, out_f: int) -> str:
 
 
 def tables(ratios: dict[tuple, float]) -> dict[str, list[list[float]]]:
-    """{"<kind>/<size>": [[batch, highest winning density], ...]} from
-    {(kind, size, batch, in_features, out_features, density): ratio}."""
+    """{"<kind>/<size>": [[batch, limit], ...]} from
+    {(kind, size, batch, in_features, out_features, density): ratio}. The
+    limit is the highest density up to which every measured density wins on
+    every shape: a win at a higher density (a kernel switch can make 70%
+    win where 30% loses) never vouches for a lower one that lost."""
     wins: dict[tuple[str, str, int], dict[float, bool]] = {}
     for (kind, size, batch, _, _, density), ratio in ratios.items():
         cell = wins.setdefault((kind, size, batch), {})
         cell[density] = cell.get(density, True) and ratio >= MARGIN
     result: dict[str, list[list[float]]] = {}
     for kind, size, batch in sorted(wins, key=lambda k: (k[0], k[1], k[2])):
-        won = [d for d, w in wins[(kind, size, batch)].items() if w]
-        result.setdefault(f"{kind}/{size}", []).append([batch, max(won) if won else 0.0])
+        limit = 0.0
+        for density, won in sorted(wins[(kind, size, batch)].items()):
+            if not won:
+                break
+            limit = density
+        result.setdefault(f"{kind}/{size}", []).append([batch, limit])
     return result
 
 

@@ -145,3 +145,19 @@ def test_force_sparse_kernel_turns_off_the_dense_fallback(monkeypatch):
         assert benchmark.force_sparse_kernel(layer) is layer
         torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
     assert not dense_calls
+
+
+def test_break_even_limit_stops_at_the_first_losing_density():
+    from benchmarks.bench_break_even import MARGIN, tables
+
+    win, lose = MARGIN, MARGIN * 0.9
+    # One kind/size/batch cell over two shapes: 0.1 and 0.2 win on both,
+    # 0.3 loses on one (the limit stops there although 0.7 wins on both).
+    ratios = {}
+    for shape in ((768, 3072), (3072, 768)):
+        for density, ratio in ((0.1, win), (0.2, win), (0.3, lose if shape[0] == 768 else win), (0.7, win)):
+            ratios[("bf16", "cached", 1, *shape, density)] = ratio
+    ratios[("bf16", "cached", 16, 768, 3072, 0.1)] = lose  # the lowest density loses: 0.0
+    ratios[("bf16", "cached", 128, 768, 3072, 0.1)] = win
+    ratios[("bf16", "cached", 128, 768, 3072, 0.2)] = win
+    assert tables(ratios) == {"bf16/cached": [[1, 0.2], [16, 0.0], [128, 0.2]]}
