@@ -282,6 +282,14 @@ def test_break_even_data_rules_out_a_sparse_layer_that_would_run_dense(fake_laye
     _patch_timing(monkeypatch, _timed({"sparse": 1.5}))
     report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(sparsity=0.95, speed_check_rows=rows))
     assert set(report.swapped.values()) == {"sparse"}
+    # a loss at batch 1 does not rule out the rows where the data says sparse wins
+    break_even({f"{kind}/{size}": [[1, 0.1], [16, 0.6], [4096, 0.6]]
+                for kind in ("float", "int8") for size in ("cached", "large")})
+    timers = _patch_timing(monkeypatch, _timed({"sparse": 1.5}))
+    report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(sparsity=1 - density, speed_check_rows=rows))
+    assert set(report.swapped.values()) == {"sparse"} and len(timers) == 3
+    report = slimtorch.compress_(make_mlp(), slimtorch.CompressConfig(sparsity=1 - density, speed_check_rows=1))
+    assert report.swapped == {} and all("sparse kernel at rows 16+" in r for r in report.dense.values())
 
 
 def test_speed_check_times_a_fixed_number_of_rounds(fake_layers, monkeypatch):

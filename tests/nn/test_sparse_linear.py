@@ -147,13 +147,13 @@ def test_compile_fullgraph():
 def test_dense_fallback_above_break_even():
     linear = _linear(40, 30)
     layer = SparseLinear.from_dense(linear, sparsity=0.0)  # density 1: dense always wins
-    assert layer._state[1] == 0
+    assert layer.sparse_batches == ops.SparseBatches.NONE and 0 not in layer.sparse_batches
     assert set(layer.state_dict()) == {"row_ptr", "col_idx", "values", "bias"}
     x = _x(4, 40)
     with torch.no_grad():
         assert torch.equal(layer(x), linear(x))
     sparse = SparseLinear.from_dense(linear, sparsity=0.95)
-    assert sparse._state[1] == math.inf and sparse._state[2] is None
+    assert sparse.sparse_batches == ops.SparseBatches.EVERY and sparse._state[2] is None
 
 
 def test_dispatch_knob_forces_sparse_or_dense():
@@ -182,20 +182,52 @@ def test_break_even_table_rule(break_even):
         "int8/large": [[1, 0.9], [16, 0.9], [128, 0.9]],
     }
     break_even(tables)
-    rule = ops.sparse_max_batch
+
+    def rule(*args) -> str:
+        return str(ops.sparse_batches(*args))
+
     small, large = 100 * 100, 4096 * 4096
-    assert rule(0.1, torch.float32, small) == math.inf
-    assert rule(0.3, torch.float32, small) == 16
-    assert rule(0.5, torch.float16, small) == 1
-    assert rule(0.61, torch.float32, small) == 0
-    assert rule(0.65, torch.int8, small) == math.inf
-    assert rule(0.8, torch.float32, large) == math.inf
+    assert rule(0.1, torch.float32, small) == "0+"
+    assert rule(0.3, torch.float32, small) == "0-16"
+    assert rule(0.5, torch.float16, small) == "0-1"
+    assert rule(0.61, torch.float32, small) == "none"
+    assert rule(0.65, torch.int8, small) == "0+"
+    assert rule(0.8, torch.float32, large) == "0+"
     # A layer pruned to a table's density holds up to half a weight more: it counts as that density.
-    assert rule((0.2 * small + 0.5) / small, torch.float32, small) == math.inf
-    assert rule((0.2 * small + 1) / small, torch.float32, small) == 16
+    assert rule((0.2 * small + 0.5) / small, torch.float32, small) == "0+"
+    assert rule((0.2 * small + 1) / small, torch.float32, small) == "0-16"
     torch.manual_seed(0)
     pruned = SparseLinear.from_dense(nn.Linear(768, 3072), sparsity=0.9)
-    assert pruned.density > 0.1 and rule(pruned.density, torch.float32, 768 * 3072) == math.inf
+    assert pruned.density > 0.1 and rule(pruned.density, torch.float32, 768 * 3072) == "0+"
+
+
+def test_break_even_rule_runs_sparse_wherever_both_neighbours_win(break_even):
+    """A loss at one measured batch does not take the batches after it: each
+    measured batch counts on its own, the batches between two measured ones
+    need both, and those past the last follow it."""
+    break_even({"float/cached": [[1, 0.1], [16, 0.3], [128, 0.2], [1024, 0.3]]})
+    at = ops.sparse_batches(0.25, torch.float32, 100)
+    assert str(at) == "16, 1024+"
+    assert [rows for rows in range(2000) if rows in at] == [16] + list(range(1024, 2000))
+    assert 10**12 in at
+    assert str(ops.sparse_batches(0.15, torch.float32, 100)) == "16+"
+    assert str(ops.sparse_batches(0.05, torch.float32, 100)) == "0+"
+    assert str(ops.sparse_batches(0.35, torch.float32, 100)) == "none"
+    break_even({"float/cached": [[1, 0.2], [16, 0.1], [128, 0.3]]})
+    assert str(ops.sparse_batches(0.25, torch.float32, 100)) == "128+"
+    assert str(ops.sparse_batches(0.15, torch.float32, 100)) == "0-1, 128+"
+
+
+def test_sparse_batches_membership_and_bad_ranges():
+    at = ops.SparseBatches(((0, 3), (10, 10), (20, math.inf)))
+    assert [rows for rows in range(25) if rows in at] == [0, 1, 2, 3, 10] + list(range(20, 25))
+    assert str(at) == "0-3, 10, 20+" and at == ops.SparseBatches(((0, 3), (10, 10), (20, math.inf)))
+    assert 0 in ops.SparseBatches.EVERY and 0 not in ops.SparseBatches.NONE
+    with pytest.raises(AttributeError):
+        ops.SparseBatches.EVERY.ranges = ()  # shared by every layer that runs sparse throughout
+    for bad in [((-1, 3),), ((3, 2),), ((0, 3), (4, 5)), ((5, 6), (0, 1)), ((0, math.inf), (5, 6))]:
+        with pytest.raises(ValueError, match="ranges"):
+            ops.SparseBatches(bad)
 
 
 @pytest.mark.skipif(_native.cpu is None, reason="needs the native CPU module")
@@ -205,40 +237,49 @@ def test_break_even_lookup_follows_the_isa_path(monkeypatch, break_even):
         return {f"{kind}/{size}": [[1, limit]] for kind in ("float", "int8") for size in ("cached", "large")}
 
     break_even(isa_paths={"avx512": table(0.7), "avx2": table(0.3)}, aliases={"amx": "avx512", "scalar": "avx2"})
-    rule = ops.sparse_max_batch
+    rule = ops.sparse_batches
+    every, none = ops.SparseBatches.EVERY, ops.SparseBatches.NONE
     for isa, limit in [("avx512", 0.7), ("avx2", 0.3), ("amx", 0.7), ("scalar", 0.3), ("neon", 0.7)]:
         monkeypatch.setattr(_native.cpu, "active_isa", lambda isa=isa: isa)
-        assert rule(limit, torch.float32, 100) == math.inf and rule(limit + 0.01, torch.float32, 100) == 0
+        assert rule(limit, torch.float32, 100) == every and rule(limit + 0.01, torch.float32, 100) == none
     monkeypatch.setattr(_native.cpu, "active_isa", lambda: "avx2")
-    assert rule(0.7, torch.float32, 100, torch.device("cuda")) == math.inf
+    assert rule(0.7, torch.float32, 100, torch.device("cuda")) == every
 
 
 def test_int8_dynamic_table_is_used_only_where_measured(break_even):
     tables = {f"{kind}/{size}": [[1, 0.5], [16, 0.3]] for kind in ("float", "int8") for size in ("cached", "large")}
     break_even(tables)
-    assert ops.sparse_max_batch(0.9, torch.int8, 100, dynamic=True) == math.inf
+
+    def rule(*args, **kwargs) -> str:
+        return str(ops.sparse_batches(*args, **kwargs))
+
+    assert rule(0.9, torch.int8, 100, dynamic=True) == "0+"
     tables["int8_dynamic/cached"] = [[1, 0.5], [16, 0.2], [2048, 0.1]]
-    assert ops.sparse_max_batch(0.3, torch.int8, 100, dynamic=True) == 1
-    assert ops.sparse_max_batch(0.05, torch.int8, 100, dynamic=True) == math.inf
-    assert ops.sparse_max_batch(0.4, torch.int8, 100) == 1  # weight-only keeps its own table
+    assert rule(0.3, torch.int8, 100, dynamic=True) == "0-1"
+    assert rule(0.05, torch.int8, 100, dynamic=True) == "0+"
+    assert rule(0.4, torch.int8, 100) == "0-1"  # weight-only keeps its own table
 
 
 def test_bf16_values_take_the_bf16_table_where_measured(break_even):
     tables = {f"{kind}/{size}": [[1, 0.5], [16, 0.3]] for kind in ("float", "int8") for size in ("cached", "large")}
     break_even(tables)
-    assert ops.sparse_max_batch(0.25, torch.bfloat16, 100) == math.inf  # no bf16 table: the float one
+
+    def rule(*args) -> str:
+        return str(ops.sparse_batches(*args))
+
+    assert rule(0.25, torch.bfloat16, 100) == "0+"  # no bf16 table: the float one
     tables["bf16/cached"] = [[1, 0.4], [16, 0.1], [1024, 0.05]]
-    assert ops.sparse_max_batch(0.25, torch.bfloat16, 100) == 1
-    assert ops.sparse_max_batch(0.1, torch.bfloat16, 100) == 16
-    assert ops.sparse_max_batch(0.05, torch.bfloat16, 100) == math.inf
-    assert ops.sparse_max_batch(0.25, torch.bfloat16, 4096 * 4096) == math.inf  # no bf16/large: the float one
-    assert ops.sparse_max_batch(0.25, torch.float32, 100) == math.inf  # float32 keeps its own
+    assert rule(0.25, torch.bfloat16, 100) == "0-1"
+    assert rule(0.1, torch.bfloat16, 100) == "0-16"
+    assert rule(0.05, torch.bfloat16, 100) == "0+"
+    assert rule(0.25, torch.bfloat16, 4096 * 4096) == "0+"  # no bf16/large: the float one
+    assert rule(0.25, torch.float32, 100) == "0+"  # float32 keeps its own
     # A layer with bf16 values reads it when its weight is installed: its dense
     # fallback (a bf16 GEMM) runs above 16 rows at 10% density.
     torch.manual_seed(0)
     layer = SparseLinear.from_dense(nn.Linear(10, 10), sparsity=0.9, values_dtype=torch.bfloat16)
     assert layer.density == pytest.approx(0.1)
-    assert layer._state[1] == 16  # the largest batch its sparse kernel runs
+    assert str(layer.sparse_batches) == "0-16"  # the batches its sparse kernel runs
     x = torch.randn(17, 10).bfloat16()
     with torch.no_grad():
         torch.testing.assert_close(layer(x), nn.functional.linear(x, layer.to_dense().weight.bfloat16(),
@@ -272,7 +313,7 @@ def test_int8_dense_fallback_runs_the_int8_kernels(monkeypatch, scheme):
         layer.dispatch = "sparse"
         sparse = layer(x)
         layer.dispatch = "dense"
-        assert type(layer._state[2]) is ops.PackedInt8Weight and layer._state[1] == -1
+        assert type(layer._state[2]) is ops.PackedInt8Weight and layer.sparse_batches == ops.SparseBatches.NONE
         dense = layer(x)
         assert torch.equal(dense, op(x, layer.packed().to_packed_int8(), layer.bias))
         # Same int8 weights: only the summation (and, for weight-only on AMX, bf16 activations) differs.
@@ -289,7 +330,7 @@ def test_int8_dynamic_without_tiles_never_falls_back(monkeypatch):
     monkeypatch.setattr(ops.spmm, "_INT8_TILE_FALLBACK_PATHS", ())
     layer = SparseLinear.from_dense(_linear(96, 50), sparsity=0.0, scheme="int8_dynamic")
     assert ops.sparse_int8_fallback() == "linear"
-    assert layer._state[1] == math.inf and layer._state[2] is None
+    assert layer.sparse_batches == ops.SparseBatches.EVERY and layer._state[2] is None
 
 
 def _shipped_break_even() -> dict:
@@ -341,10 +382,10 @@ def test_amx_runs_int8_layers_on_the_tiles_where_avx512_keeps_them_sparse():
     batch (AMX entry)."""
     with _active_isa("amx"):
         on_amx = SparseLinear.from_dense(_linear(96, 50), sparsity=0.7, values_dtype=torch.int8)
-        assert on_amx._state[1] == 0 and type(on_amx._state[2]) is ops.PackedInt8Weight
+        assert on_amx.sparse_batches == ops.SparseBatches.NONE and type(on_amx._state[2]) is ops.PackedInt8Weight
     with _active_isa("avx512"):
         on_avx512 = SparseLinear.from_dense(_linear(96, 50), sparsity=0.7, values_dtype=torch.int8)
-        assert on_avx512._state[1] == math.inf and on_avx512._state[2] is None
+        assert on_avx512.sparse_batches == ops.SparseBatches.EVERY and on_avx512._state[2] is None
 
 
 def _dense_int8_of(layer: SparseLinear) -> ops.PackedInt8Weight:
@@ -359,26 +400,26 @@ def _dense_int8_of(layer: SparseLinear) -> ops.PackedInt8Weight:
 @pytest.mark.parametrize("scheme", ["int8_dynamic", "int8_weight_only"])
 def test_int8_layer_above_the_amx_break_even_equals_the_dense_tile_kernel(scheme):
     """With the shipped AMX entry a SparseLinear with int8 values runs the
-    dense int8 tile kernel on its own int8 weights above its break-even batch
-    (same kernel, same inputs: the same bits) and its sparse kernel up to it."""
+    dense int8 tile kernel on its own int8 weights at the batches its sparse
+    kernel loses (same kernel, same inputs: the same bits) and its sparse
+    kernel at the others."""
     op = ops.qlinear_dynamic if scheme == "int8_dynamic" else ops.qlinear_weight_only
     sparse_op = ops.sparse_linear_dynamic if scheme == "int8_dynamic" else ops.sparse_linear
     with _active_isa("amx"), torch.no_grad():
         layer = SparseLinear.from_dense(_linear(96, 50), sparsity=0.95, scheme=scheme)
-        max_batch = layer._state[1]
-        assert max_batch < math.inf and type(layer._state[2]) is ops.PackedInt8Weight
+        assert 64 not in layer.sparse_batches and type(layer._state[2]) is ops.PackedInt8Weight
         dense = _dense_int8_of(layer)
-        for batch in (max_batch + 1, 64):
+        for batch in (1, 2, 16, 17, 64):
             x = _x(batch, 96)
             y = layer(x)
+            if batch in layer.sparse_batches:
+                assert torch.equal(y, sparse_op(x, layer.packed(), layer.bias))
+                continue
             assert torch.equal(y, op(x, dense, layer.bias))
             if scheme == "int8_dynamic":  # exact integer products on the tiles
                 torch.testing.assert_close(y, _dynamic_reference(layer, x), rtol=1e-5, atol=1e-5)
             else:
                 torch.testing.assert_close(y, layer.to_dense()(x), rtol=1e-2, atol=1e-2)
-        if max_batch >= 1:
-            x = _x(max_batch, 96)
-            assert torch.equal(layer(x), sparse_op(x, layer.packed(), layer.bias))
 
 
 @pytest.mark.skipif(_native.cpu is None, reason="needs the native CPU module")

@@ -9,7 +9,7 @@ so the model level depends on one small, explicit surface:
 - ``choose_qparams``, ``quantize``, ``dequantize``, ``fake_quantize_rows``,
   ``MIN_SCALE``: the op-level quantization rules QAT shares with the layers
 - ``cpu_bf16_status()``: whether the CPU computes bfloat16 natively
-- ``sparse_max_batch``: the shipped break-even data, the speed check's prior
+- ``sparse_batches``: the shipped break-even data, the speed check's prior
 - ``layer_class(name)`` -> ``slimtorch.nn.<name>``, resolved lazily so the
   compress registry names layer classes instead of importing them.
 """
@@ -23,7 +23,7 @@ import torch
 from slimtorch import ops as _ops
 
 __all__ = ["magnitude_masks", "qparams_from_range", "layer_class", "choose_qparams", "quantize", "dequantize",
-           "fake_quantize_rows", "MIN_SCALE", "cpu_bf16_status", "sparse_max_batch"]
+           "fake_quantize_rows", "MIN_SCALE", "cpu_bf16_status", "sparse_batches"]
 
 
 magnitude_masks = _ops.magnitude_masks
@@ -33,7 +33,7 @@ dequantize = _ops.dequantize
 fake_quantize_rows = _ops.qgemm_fake_quantize_rows
 MIN_SCALE = _ops.MIN_SCALE
 cpu_bf16_status = _ops.cpu_bf16_status
-sparse_max_batch = _ops.sparse_max_batch
+sparse_batches = _ops.sparse_batches
 
 
 def qparams_from_range(lo: float, hi: float, *, symmetric: bool, dtype: torch.dtype) -> tuple[float, int]:

@@ -394,8 +394,9 @@ def _break_even_rules_out(fmt: LayerFormat, density: float, rows: int, linear: n
                           compute_dtype: torch.dtype) -> str | None:
     """Why the shipped break-even data rules ``fmt`` out for ``rows`` input
     rows, or None. A ``SparseLinear`` with float or int8 values runs its
-    dense copy above the break-even batch of its density: the dense layer's
-    speed at best, with a packed copy to carry. Float values are those of
+    dense copy at the batches where the data says dense wins at its
+    density: the dense layer's speed at best, with a packed copy to
+    carry. Float values are those of
     the compute dtype (bf16 values meet a bf16 dense layer: their own
     table). The dynamic sparse kernel's own table is not shipped yet; the
     int8 one stands in for it (the same packed int8 rows), which errs
@@ -407,14 +408,14 @@ def _break_even_rules_out(fmt: LayerFormat, density: float, rows: int, linear: n
         values = torch.int8
     else:
         values = compute_dtype if compute_dtype != torch.float32 else linear.weight.dtype
-    max_batch = _backend.sparse_max_batch(density, values, linear.in_features * linear.out_features,
-                                          linear.weight.device)
-    if rows <= max_batch:
+    batches = _backend.sparse_batches(density, values, linear.in_features * linear.out_features,
+                                      linear.weight.device)
+    if rows in batches:
         return None
     outcome = ("it would run its dense copy" if fmt.scheme != INT8_DYNAMIC
                else "the sparse kernel is not expected to pay")
     return (f"{fmt.name}: not timed, {outcome} at {rows} rows "
-            f"(break-even data: sparse kernel up to {max_batch} rows at density {density:.0%})")
+            f"(break-even data: sparse kernel at rows {batches} at density {density:.0%})")
 
 
 def _record_inputs(model: nn.Module, names: list[str], example_inputs: object) -> dict[str, tuple]:

@@ -6,9 +6,10 @@ beat dense only below some density, and that density falls as the batch
 grows and rises when the dense weight no longer fits in the last-level
 cache. The break-even densities per ISA path come from the data file the
 package ships (see :mod:`slimtorch.data`, read by
-:func:`slimtorch.ops.sparse_max_batch`). A layer whose density is above the
-break-even of a batch size runs ``F.linear`` on a dense copy of its weight
-(built once, never saved) for that batch size and larger ones; with int8
+:func:`slimtorch.ops.sparse_batches`). At the batch sizes where its density
+is above the break-even (:attr:`SparseLinear.sparse_batches` says which run
+sparse) a layer runs ``F.linear`` on a dense copy of its weight (built
+once, never saved); with int8
 values on a CPU path with int8 tiles (Intel AMX) the dense copy is the same
 int8 weights packed for the qgemm ops instead (see
 :func:`slimtorch.ops.sparse_int8_fallback`), for both int8 schemes. The
@@ -38,7 +39,8 @@ __all__ = ["SparseLinear", "SCHEMES", "DISPATCH"]
 # activations; "int8_dynamic": int8 values times activations quantized per
 # row on the fly.
 SCHEMES = (None, INT8_WEIGHT_ONLY, INT8_DYNAMIC)
-# "auto": sparse up to the break-even batch, dense above; "sparse": always
+# "auto": sparse at the batches the break-even data says it wins, dense at
+# the others; "sparse": always
 # the sparse kernel; "dense": always the dense fallback.
 DISPATCH = ("auto", "sparse", "dense")
 
@@ -188,9 +190,19 @@ class SparseLinear(nn.Module):
         return self.packed().density
 
     @property
+    def sparse_batches(self) -> ops.SparseBatches:
+        """The batch sizes (rows of ``x``, all leading dimensions together)
+        at which :meth:`forward` runs the sparse kernel under the current
+        :attr:`dispatch`; the dense fallback runs at the others. E.g.
+        ``16 in layer.sparse_batches``, or ``str(layer.sparse_batches)``:
+        ``"0-16, 129+"``."""
+        return self._state[1]
+
+    @property
     def dispatch(self) -> str:
-        """``"auto"`` (default: sparse kernel up to the break-even batch of
-        this ISA path, dense above), ``"sparse"`` (always the sparse kernel,
+        """``"auto"`` (default: the sparse kernel at the batches where this
+        ISA path's break-even data says it wins, see :attr:`sparse_batches`,
+        dense at the others), ``"sparse"`` (always the sparse kernel,
         e.g. to time it) or ``"dense"`` (always the dense fallback: ``F.linear``
         on a dense copy, or the int8 tile kernels, see the module docstring)."""
         return self._dispatch
@@ -234,22 +246,22 @@ class SparseLinear(nn.Module):
         if self._dispatch == "sparse" or (self.scheme == INT8_DYNAMIC and not on_tiles):
             # int8_dynamic falls back only to the int8 kernels: F.linear would
             # not quantize the activations.
-            max_batch = math.inf
+            batches = ops.SparseBatches.EVERY
         elif self._dispatch == "dense":
-            max_batch = -1
+            batches = ops.SparseBatches.NONE
         else:
-            max_batch = ops.sparse_max_batch(weight.density, weight.values.dtype,
-                                             self.in_features * self.out_features, device,
-                                             dynamic=self.scheme == INT8_DYNAMIC)
+            batches = ops.sparse_batches(weight.density, weight.values.dtype,
+                                         self.in_features * self.out_features, device,
+                                         dynamic=self.scheme == INT8_DYNAMIC)
         dense = None
-        if max_batch != math.inf and on_tiles:
+        if batches != ops.SparseBatches.EVERY and on_tiles:
             dense = weight.to_packed_int8()
-        elif max_batch != math.inf:
+        elif batches != ops.SparseBatches.EVERY:
             dense = weight.to_dense()
             bias = self._parameters.get("bias")
             if bias is not None and bias.dtype != dense.dtype:
                 dense = dense.to(bias.dtype)
-        self.__dict__["_state"] = (weight, max_batch, dense)
+        self.__dict__["_state"] = (weight, batches, dense)
 
     def _check_bias(self, bias: object) -> None:
         if bias is None:
@@ -328,23 +340,23 @@ class SparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``[..., in_features]`` float32/float16/bfloat16 on the layer's
         device. Returns ``[..., out_features]`` in ``x.dtype``."""
-        weight, max_batch, dense = self._state  # one read: a consistent state even while another thread reloads
+        weight, batches, dense = self._state  # one read: a consistent state even while another thread reloads
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         bias = self._parameters.get("bias")
         if bias is not None and bias.dtype is not x.dtype and x.dtype in FLOAT_DTYPES:
             bias = bias.to(x.dtype)
-        if dense is not None:  # a dense fallback exists: above the break-even batch it runs
+        if dense is not None:  # a dense fallback exists: it runs at the batches the sparse kernel loses
             in_features = self.in_features
             if x.dim() < 1 or x.shape[-1] != in_features:
                 raise ValueError(f"x: expected shape [..., {in_features}], got {tuple(x.shape)}")
             batch = x.numel() // in_features if in_features else math.prod(x.shape[:-1])
-            if batch > max_batch and type(dense) is ops.PackedInt8Weight:
+            if batch not in batches and type(dense) is ops.PackedInt8Weight:
                 if x.dtype is torch.float32 or x.dtype is torch.bfloat16:  # float16 stays on the sparse kernels
                     if self.scheme == INT8_DYNAMIC:
                         return ops.qlinear_dynamic(x, dense, bias)
                     return ops.qlinear_weight_only(x, dense, bias)
-            elif batch > max_batch:
+            elif batch not in batches:
                 if x.dtype not in FLOAT_DTYPES:
                     raise TypeError(f"x: expected dtype float32, float16 or bfloat16, got {x.dtype}")
                 if x.device != dense.device:

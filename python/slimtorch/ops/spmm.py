@@ -16,6 +16,7 @@ registered by :mod:`slimtorch.ops.backends`.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import math
@@ -29,8 +30,8 @@ from slimtorch.ops._dispatch import eager_cpu, eager_cpu_linear
 from slimtorch.ops.qgemm import PackedInt8Weight, qgemm_fake_quantize_rows, qgemm_pack_weight
 from slimtorch.ops.quantize import choose_qparams, quantize
 
-__all__ = ["VALUE_DTYPES", "SparseWeight", "sparse_linear", "sparse_linear_dynamic", "sparse_max_batch",
-           "sparse_int8_fallback"]
+__all__ = ["VALUE_DTYPES", "SparseWeight", "SparseBatches", "sparse_linear", "sparse_linear_dynamic",
+           "sparse_batches", "sparse_int8_fallback"]
 
 VALUE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int8)
 # Value-type codes shared with csrc/include/slimtorch/spmm.h (enum SparseValues).
@@ -388,13 +389,71 @@ def sparse_int8_fallback(device: torch.device = _CPU) -> str:
     return "qgemm" if on_tiles else "linear"
 
 
-def sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements: int,
-                     device: torch.device = _CPU, *, dynamic: bool = False) -> float:
-    """The largest batch (rows of x) for which the sparse kernel is measured
-    faster than the layer's dense fallback with the same weights on this ISA
-    path (``math.inf``: every batch; 0: none), from the shipped break-even
-    data file ``slimtorch/data/break_even.json``. ``dynamic``: the
-    ``int8_dynamic`` kernels (``math.inf`` where no table was measured).
+class SparseBatches:
+    """The batch sizes (rows of ``x``, counting every leading dimension) at
+    which a ``SparseLinear`` runs its sparse kernel rather than its dense
+    fallback: ``rows in batches``. Built from inclusive ``(first, last)``
+    ranges, ascending and apart (``last`` may be ``math.inf``);
+    :data:`SparseBatches.EVERY` and :data:`SparseBatches.NONE` are the two
+    ends. ``str()`` gives e.g. ``"0-16, 129+"``."""
+
+    __slots__ = ("_bounds", "_ranges")
+    EVERY: SparseBatches
+    NONE: SparseBatches
+
+    def __init__(self, ranges: tuple[tuple[int, float], ...] = ()) -> None:
+        ranges = tuple((int(first), last) for first, last in ranges)
+        bounds: list[float] = []
+        for first, last in ranges:
+            if first < 0 or last < first or (bounds and first <= bounds[-1]):
+                raise ValueError(f"ranges: expected ascending, disjoint, non-adjacent (first, last) pairs "
+                                 f"from 0, got {ranges}")
+            bounds += [first, last + 1]  # [first, last + 1): last + 1 of math.inf stays math.inf
+        self._ranges = ranges
+        self._bounds = bounds
+
+    @property
+    def ranges(self) -> tuple[tuple[int, float], ...]:
+        """The inclusive ``(first, last)`` ranges (read-only: the shared
+        :data:`EVERY` and :data:`NONE` must stay what they say)."""
+        return self._ranges
+
+    def __contains__(self, rows: int) -> bool:
+        # rows lies in a range when an odd number of bounds are at or below it.
+        return bisect.bisect_right(self._bounds, rows) & 1 == 1
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SparseBatches) and self.ranges == other.ranges
+
+    def __hash__(self) -> int:
+        return hash(self.ranges)
+
+    def __str__(self) -> str:
+        if not self.ranges:
+            return "none"
+        return ", ".join(f"{first}+" if last == math.inf else str(first) if first == last else f"{first}-{last}"
+                         for first, last in self.ranges)
+
+    def __repr__(self) -> str:
+        return f"SparseBatches({self.ranges})"
+
+
+SparseBatches.EVERY = SparseBatches(((0, math.inf),))
+SparseBatches.NONE = SparseBatches()
+
+
+def sparse_batches(density: float, values_dtype: torch.dtype, weight_elements: int,
+                   device: torch.device = _CPU, *, dynamic: bool = False) -> SparseBatches:
+    """The batches (rows of x) at which the sparse kernel is measured faster
+    than the layer's dense fallback with the same weights on this ISA path,
+    from the shipped break-even data file ``slimtorch/data/break_even.json``.
+
+    A table gives a density limit per measured batch. A measured batch runs
+    sparse where the layer's density meets its limit; the batches between
+    two measured ones where it meets both; those below the first and above
+    the last where it meets that one. So a layer that loses at batch 1 but
+    wins from 16 rows on still runs sparse there. ``dynamic``: the
+    ``int8_dynamic`` kernels (every batch where no table was measured).
     bfloat16 values (whose dense fallback is a bf16 GEMM, on bf16 inputs)
     take the path's ``bf16`` table where it has one, else the float one.
     A density counts as a table's limit up to half a weight above it (the
@@ -406,17 +465,30 @@ def sparse_max_batch(density: float, values_dtype: torch.dtype, weight_elements:
         kind = "bf16"
     table = entry["tables"].get(f"{kind}/{size}")
     if table is None:
-        return math.inf
+        return SparseBatches.EVERY
     # The table's densities are those of layers pruned to them: a layer
     # pruned to density d holds d * weight_elements nonzeros rounded to a
     # whole number, up to half a weight more (768x3072 at 90% sparsity: 0.1000002).
     slack = 0.5 / max(weight_elements, 1) + 1e-12
-    best = 0
+    ranges: list[list[float]] = []
+
+    def run_sparse(first: int, last: float) -> None:
+        if first > last:
+            return
+        if ranges and ranges[-1][1] + 1 >= first:
+            ranges[-1][1] = last
+        else:
+            ranges.append([first, last])
+
+    previous, previous_wins = 0, None
     for batch, limit in table:
-        if density > limit + slack:
-            break
-        best = batch
-    return math.inf if best == table[-1][0] else best
+        wins = density <= limit + slack
+        if wins:  # this batch, with those below the first one or those since a previous win
+            run_sparse(0 if previous_wins is None else previous + 1 if previous_wins else batch, batch)
+        previous, previous_wins = batch, wins
+    if previous_wins:
+        run_sparse(previous + 1, math.inf)
+    return SparseBatches(tuple((first, last) for first, last in ranges))
 
 
 # ---- public API ----------------------------------------------------------------
