@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
 import pytest
 import torch
+import torch.distributed as dist
 
 from slimtorch.distill import distributed as D
 
@@ -71,3 +76,60 @@ def test_single_process_helpers(monkeypatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ValueError, match="^WORLD_SIZE"):
         D.init_distributed()
+
+
+@pytest.fixture
+def gloo_group(tmp_path: Path):
+    """A one-process gloo group for the test (destroyed after it)."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def _late_release(monkeypatch, name: str, delay: float) -> None:
+    """``dist.<name>`` keeps a reference to its first tensor argument for
+    ``delay`` seconds after it returns, as gloo's worker thread may."""
+    real = getattr(dist, name)
+
+    def op(*args, **kwargs):
+        result = real(*args, **kwargs)
+        first = args[0][0] if isinstance(args[0], list) else args[0]
+        holder = [first.view(first.shape)]  # a view holds a reference to its base
+        threading.Timer(delay, holder.clear).start()
+        return result
+
+    monkeypatch.setattr(dist, name, op)
+
+
+@pytest.mark.parametrize("name, call", [
+    ("all_reduce", lambda: D.all_reduce_sum([1.0, 2.0])),
+    ("broadcast", lambda: D.broadcast_int(5)),
+    ("all_gather", lambda: D.all_gather_tensors(torch.arange(4.0))),
+    ("all_reduce", lambda: D.average_gradients([_param_with_grad()])),
+])
+def test_collectives_wait_until_the_backend_lets_go_of_their_tensors(gloo_group, monkeypatch, name, call):
+    """gloo's worker thread drops its references to a collective's tensors a
+    moment after the collective returns. Were its reference the last one at
+    interpreter shutdown, the process would abort; so every helper returns
+    only once the backend has let go."""
+    monkeypatch.setattr(D, "is_distributed", lambda: True)
+    _late_release(monkeypatch, name, 0.2)
+    start = time.monotonic()
+    call()
+    assert time.monotonic() - start >= 0.2
+
+
+def _param_with_grad() -> torch.nn.Parameter:
+    param = torch.nn.Parameter(torch.ones(3))
+    param.grad = torch.full((3,), 2.0)
+    return param
+
+
+def test_release_wait_gives_up_after_its_timeout(gloo_group, monkeypatch):
+    monkeypatch.setattr(D, "_RELEASE_TIMEOUT_S", 0.05)
+    tensor = torch.zeros(3)
+    start = time.monotonic()
+    with D._released_on_exit(tensor):
+        dist.all_reduce(tensor)
+        kept = tensor.view(3)  # never released: the wait must not hang
+    assert 0.05 <= time.monotonic() - start < 1.0 and kept._base is tensor

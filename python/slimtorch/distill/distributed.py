@@ -10,9 +10,11 @@ single process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -134,12 +136,41 @@ def _collective_device() -> torch.device:
     return torch.device("cpu")
 
 
+# How long a collective waits for the backend's threads to let go of its
+# tensors (they do within microseconds unless the CPU is oversubscribed).
+_RELEASE_TIMEOUT_S = 2.0
+
+
+@contextlib.contextmanager
+def _released_on_exit(*tensors: torch.Tensor) -> Iterator[None]:
+    """Around a collective on ``tensors``: on leaving, waits (up to
+    _RELEASE_TIMEOUT_S) until the gloo worker thread that ran it has dropped
+    its references. That thread lets go a moment after the collective
+    returns; if it held the last reference while the interpreter shuts down,
+    freeing the tensor would need the GIL and the process would abort
+    ("terminate called without an active exception"). That happens when a
+    script ends right after a collective while a DistributedDataParallel
+    module exists, which keeps the process group and its threads alive past
+    destroy_process_group(). Waiting leaves the last reference to Python."""
+    use_count = getattr(torch.Tensor, "_use_count", None)
+    if use_count is None or dist.get_backend() != "gloo":
+        yield
+        return
+    before = [use_count(t) for t in tensors]
+    yield
+    deadline = time.monotonic() + _RELEASE_TIMEOUT_S
+    for tensor, count in zip(tensors, before):
+        while use_count(tensor) > count and time.monotonic() < deadline:
+            time.sleep(1e-5)
+
+
 def all_reduce_sum(values: Sequence[float]) -> list[float]:
     """Sums a few Python numbers over all ranks (float64); identity in one process."""
     if not is_distributed():
         return [float(v) for v in values]
     tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_collective_device())
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    with _released_on_exit(tensor):
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.tolist()
 
 
@@ -149,7 +180,8 @@ def all_gather_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
         return [tensor.detach().cpu()]
     local = tensor.detach().to(_collective_device()).contiguous()
     gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, local)
+    with _released_on_exit(local, *gathered):
+        dist.all_gather(gathered, local)
     return [t.cpu() for t in gathered]
 
 
@@ -158,7 +190,8 @@ def broadcast_int(value: int, src: int = 0) -> int:
     if not is_distributed():
         return int(value)
     tensor = torch.tensor([int(value)], dtype=torch.int64, device=_collective_device())
-    dist.broadcast(tensor, src=src)
+    with _released_on_exit(tensor):
+        dist.broadcast(tensor, src=src)
     return int(tensor.item())
 
 
@@ -169,9 +202,11 @@ def average_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
         return
     world = dist.get_world_size()
     for param in parameters:
-        if param.grad is not None:
-            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
-            param.grad.div_(world)
+        grad = param.grad
+        if grad is not None:
+            with _released_on_exit(grad):
+                dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+            grad.div_(world)
 
 
 class ShardedSampler(Sampler[int]):
