@@ -10,7 +10,10 @@ Grid: 4096->4096 at 50..95% sparsity, 768->3072 and 3072->768 at 90%, batch
 (BERT batch 16 x sequence 128: 2048 rows, 90% sparse 768->3072 and
 3072->768) also against ``.bfloat16()`` where the CPU has native bf16, with a
 bf16-valued layer on bf16 inputs as ``compress_`` builds with
-``compute_dtype=torch.bfloat16``. Every call runs under ``torch.no_grad()``.
+``compute_dtype=torch.bfloat16``. The default-dispatch case times bf16
+layers at 80% sparsity as a user gets them (sparse or dense per batch, from
+the shipped break-even data) against ``.bfloat16()``. Every call runs under
+``torch.no_grad()``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ CASES = grid([((4096, 4096), s) for s in (0.5, 0.7, 0.8, 0.9, 0.95)] + [((768, 3
 BATCHES = grid([1, 16, 128], [1, 128])
 LARGE_BATCH_SHAPES = grid([(768, 3072), (3072, 768)], [])
 LARGE_BATCH = 2048
+DEFAULT_DISPATCH_BATCHES = grid([1, 16, 128, 2048], [1, 128])
 
 
 def pruned_linear(in_f: int, out_f: int, sparsity: float) -> nn.Linear:
@@ -89,6 +93,25 @@ def test_large_batch(bench, shape):
         torch.testing.assert_close(fp32(x), linear(x), rtol=1e-4, atol=1e-4 * math.sqrt(in_f))
         bench({"shape": f"{in_f}->{out_f}", "sparsity": 0.9, "batch": LARGE_BATCH}, candidates, baseline="dense",
               also=("bf16",) if NATIVE_BF16 else (), not_measured=not_measured)
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason="no native bf16 on this CPU")
+@pytest.mark.parametrize("batch", DEFAULT_DISPATCH_BATCHES)
+@pytest.mark.parametrize("shape", LARGE_BATCH_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_default_dispatch_bf16(bench, shape, batch):
+    """A bf16-valued layer at 80% sparsity with its default dispatch: the
+    sparse kernel at the batches its break-even data lets it, the dense bf16
+    copy at the others; never slower than ``.bfloat16()``."""
+    in_f, out_f = shape
+    linear = pruned_linear(in_f, out_f, 0.8)
+    dense_bf16 = copy.deepcopy(linear).bfloat16()
+    layer = SparseLinear.from_dense(linear, values_dtype=torch.bfloat16).requires_grad_(False).bfloat16()
+    x = torch.randn(batch, in_f).bfloat16()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), dense_bf16(x), rtol=0.02, atol=0.02 * math.sqrt(in_f))
+        bench({"shape": f"{in_f}->{out_f}", "sparsity": 0.8, "batch": batch,
+               "runs": "sparse" if batch in layer.sparse_batches else "dense"},
+              {"bf16": lambda: dense_bf16(x), "slimtorch_bf16_auto": lambda: layer(x)}, baseline="bf16")
 
 
 def test_call_overhead(bench):
