@@ -225,8 +225,17 @@ def test_sparse_batches_membership_and_bad_ranges():
     assert 0 in ops.SparseBatches.EVERY and 0 not in ops.SparseBatches.NONE
     with pytest.raises(AttributeError):
         ops.SparseBatches.EVERY.ranges = ()  # shared by every layer that runs sparse throughout
-    for bad in [((-1, 3),), ((3, 2),), ((0, 3), (4, 5)), ((5, 6), (0, 1)), ((0, math.inf), (5, 6))]:
-        with pytest.raises(ValueError, match="ranges"):
+    for bad, match in [(((-1, 3),), r"ranges\[0\]\[0\]: expected an int >= 0"),
+                       (((3, 2),), r"ranges\[0\]\[1\]: expected an int >= 3"),
+                       (((0, 3), (4, 5)), r"ranges\[1\]\[0\]: expected an int >= 5"),
+                       (((5, 6), (0, 1)), r"ranges\[1\]\[0\]"),
+                       (((0, math.inf), (5, 6)), r"ranges\[1\]: expected nothing after")]:
+        with pytest.raises(ValueError, match=match):
+            ops.SparseBatches(bad)
+    for bad, match in [((3,), r"ranges\[0\]: expected a \(first, last\) pair"), (((0, 1, 2),), "pair"),
+                       (((0.5, 3),), r"ranges\[0\]\[0\]: expected an int"),
+                       (((0, "9"),), r"ranges\[0\]\[1\]: expected an int"), (((True, 3),), "an int")]:
+        with pytest.raises(TypeError, match=match):
             ops.SparseBatches(bad)
 
 

@@ -402,14 +402,20 @@ class SparseBatches:
     NONE: SparseBatches
 
     def __init__(self, ranges: tuple[tuple[int, float], ...] = ()) -> None:
-        ranges = tuple((int(first), last) for first, last in ranges)
+        checked: list[tuple[int, float]] = []
         bounds: list[float] = []
-        for first, last in ranges:
-            if first < 0 or last < first or (bounds and first <= bounds[-1]):
-                raise ValueError(f"ranges: expected ascending, disjoint, non-adjacent (first, last) pairs "
-                                 f"from 0, got {ranges}")
+        for i, pair in enumerate(ranges):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"ranges[{i}]: expected a (first, last) pair, got {pair!r}")
+            if bounds and bounds[-1] == math.inf:
+                raise ValueError(f"ranges[{i}]: expected nothing after a range that ends at math.inf")
+            # Ascending and apart: adjacent ranges would be one range.
+            first = check_int(f"ranges[{i}][0]", pair[0], minimum=int(bounds[-1]) + 1 if bounds else 0)
+            last = pair[1] if isinstance(pair[1], float) and pair[1] == math.inf else check_int(
+                f"ranges[{i}][1]", pair[1], minimum=first)
+            checked.append((first, last))
             bounds += [first, last + 1]  # [first, last + 1): last + 1 of math.inf stays math.inf
-        self._ranges = ranges
+        self._ranges = tuple(checked)
         self._bounds = bounds
 
     @property
