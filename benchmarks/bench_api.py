@@ -5,8 +5,9 @@ int8_dynamic, 90% sparse, and 90% sparse + int8_dynamic (compress_'s speed
 check on the real batch picks each layer's format). On CPUs with native bf16
 ``int8_dynamic_bf16`` adds int8_dynamic with ``compute_dtype=torch.bfloat16``
 (the uncompressed parts in bf16, every layer timed against the dense bf16
-layer), and ``sparse90_bf16`` / ``sparse90_int8_bf16`` the sparse variants the
-same way. On CPUs with native bf16 (AVX512-BF16 or AMX: AMD Zen 4 and later,
+layer), and ``sparse90_bf16`` / ``sparse90_int8_bf16`` / ``sparse80_bf16`` the
+sparse variants the same way (80%: where the break-even data runs bf16
+layers sparse from 16 rows but not at batch 1). On CPUs with native bf16 (AVX512-BF16 or AMX: AMD Zen 4 and later,
 recent Xeons) the baselines a user of such a CPU has are added:
 the model after ``.bfloat16()`` (eager), ``torch.compile`` of it, and torch's
 PT2E int8 (``X86InductorQuantizer``, compiled with freezing) where this
@@ -36,6 +37,7 @@ VARIANTS = {
     "int8_dynamic_bf16": dict(quantize="int8_dynamic", compute_dtype=torch.bfloat16),
     "sparse90_bf16": dict(sparsity=0.9, compute_dtype=torch.bfloat16),
     "sparse90_int8_bf16": dict(sparsity=0.9, quantize="int8_dynamic", compute_dtype=torch.bfloat16),
+    "sparse80_bf16": dict(sparsity=0.8, compute_dtype=torch.bfloat16),
 }
 
 
