@@ -21,9 +21,9 @@ constexpr int64_t kMaxFeatures = (int64_t(1) << 31) - 1;
 constexpr int64_t kMaxElements = int64_t(1) << 48;
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;
 // Python's SparseWeight builds the batch-1 column bitmap from this density
-// on (slimtorch/ops/spmm.py BITMAP_MIN_DENSITY); the same rule here makes
-// the same kernel run.
-constexpr double kBitmapMinDensity = 0.3;
+// on (slimtorch/ops/spmm.py BITMAP_MIN_DENSITY: float32 values from 20%, the
+// others from 30%); the same rule here makes the same kernel run.
+double bitmap_min_density(const std::string& values_dtype) { return values_dtype == "F32" ? 0.2 : 0.3; }
 // Python's SparseLinear quantizes rows with the int8_dynamic kernel only
 // from this many rows on (slimtorch/nn/sparse_linear.py DYNAMIC_MIN_BATCH).
 constexpr int64_t kDynamicMinBatch = 32;
@@ -206,10 +206,11 @@ void set_columns(Layer& layer, std::vector<int64_t> columns) {
 
 // Python's rule (ops/spmm.py _column_bitmap): dense enough and columns
 // strictly ascending within every row.
-void build_bitmap(Layer& layer, const std::vector<int64_t>& columns) {
+void build_bitmap(Layer& layer, const std::vector<int64_t>& columns, const std::string& values_dtype) {
   const int64_t rows = layer.out_features, cols = layer.in_features;
   const int64_t nnz = int64_t(columns.size());
-  if (rows == 0 || cols == 0 || double(nnz) < kBitmapMinDensity * double(rows) * double(cols)) return;
+  const double min_density = bitmap_min_density(values_dtype);
+  if (rows == 0 || cols == 0 || double(nnz) < min_density * double(rows) * double(cols)) return;
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t k = layer.row_ptr[r] + 1; k < layer.row_ptr[r + 1]; ++k) {
       if (columns[k] <= columns[k - 1]) return;
@@ -230,7 +231,7 @@ void build_bitmap(Layer& layer, const std::vector<int64_t>& columns) {
 void set_matrix(Layer& layer, const std::vector<int64_t>& columns, const Tensor& values) {
   layer.op = Op::kSparse;
   set_columns(layer, columns);
-  build_bitmap(layer, columns);
+  build_bitmap(layer, columns, values.dtype);
   const size_t bytes = size_t(values.numel * element_size(values.dtype));
   layer.values.resize(bytes);
   if (bytes) std::memcpy(layer.values.data(), values.data, bytes);

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 import slimtorch
+from slimtorch import ops
 from slimtorch.nn import Int8Linear, SparseLinear
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,6 +165,31 @@ def test_kernel_layers_give_pythons_exact_logits(edge_chain, sparse_kernels, tmp
         else:
             assert torch.equal(logits, expected), (batch, (logits - expected).abs().max())
         assert torch.equal(predictions, expected.argmax(1))
+
+
+@pytest.mark.parametrize("values_dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("density", [0.25, 0.35])
+def test_batch_one_bitmap_rule_matches_pythons(edge_chain, sparse_kernels, tmp_path, values_dtype, density):
+    """The example builds the batch-1 column bitmap where Python does (float32
+    values from 20% density, the others from 30%): the bitmap and gather
+    kernels sum in different orders, so only the same choice gives Python's
+    exact logits (float layers only: an int8 layer's quantized input would
+    hide the difference)."""
+    a, b = linears(64, 300, 10, seed=5)
+    model = nn.Sequential(sparse_linear(a, 1 - density, values_dtype), nn.ReLU(),
+                          sparse_linear(b, 1 - density, values_dtype)).eval()
+    with_bitmap = density >= ops.spmm.BITMAP_MIN_DENSITY[values_dtype]
+    assert all((layer.packed().bitmap is not None) == with_bitmap for layer in (model[0], model[2]))
+    path = tmp_path / "chain.safetensors"
+    slimtorch.export_chain(model, path)
+    torch.manual_seed(2)
+    x = torch.randn(1, 64)
+    expected = forward(model, x)
+    _, logits = run_edge(edge_chain, path, x)
+    if FOREIGN:
+        torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    else:
+        assert torch.equal(logits, expected), (logits - expected).abs().max()
 
 
 def test_mixed_chain_matches_python(edge_chain, tmp_path):

@@ -103,14 +103,20 @@ def test_bitmap_path(isa, values_dtype, in_f):
     torch.testing.assert_close(ops.sparse_linear(x, weight, bias), y, rtol=1e-5, atol=1e-5)
 
 
-def test_bitmap_only_when_it_pays_and_columns_ascend():
-    assert SparseWeight.from_dense(_pruned(30, 40, 0.9)).bitmap is None  # too sparse
-    # The threshold is on the stored count: BITMAP_MIN_DENSITY of the 10 x 40 entries gets one.
-    at = torch.zeros(10, 40)
-    at.view(-1)[: round(BITMAP_MIN_DENSITY * 400)] = 1.0
-    assert SparseWeight.from_dense(at).bitmap is not None
-    at.view(-1)[round(BITMAP_MIN_DENSITY * 400) - 1] = 0.0
-    assert SparseWeight.from_dense(at).bitmap is None
+@pytest.mark.parametrize("values_dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int8])
+def test_bitmap_only_when_it_pays_and_columns_ascend(values_dtype):
+    def bitmap(w: torch.Tensor) -> torch.Tensor | None:
+        return SparseWeight.from_dense(w, values_dtype=values_dtype).bitmap
+
+    assert bitmap(_pruned(30, 40, 0.9)) is None  # too sparse
+    # The threshold is on the stored count: the dtype's BITMAP_MIN_DENSITY of the 10 x 40 entries gets one.
+    at, count = torch.zeros(10, 40), round(BITMAP_MIN_DENSITY[values_dtype] * 400)
+    at.view(-1)[:count] = 1.0
+    assert bitmap(at) is not None
+    at.view(-1)[count - 1] = 0.0
+    assert bitmap(at) is None
+    quarter = bitmap(_pruned(40, 40, 0.75))  # 25% density: a bitmap for float32 values only
+    assert (quarter is not None) == (values_dtype == torch.float32)
     weight = SparseWeight.from_dense(_pruned(3, 40, 0.2))
     assert weight.bitmap is not None
     swapped = weight.col_idx.clone()
