@@ -181,6 +181,26 @@ bool cpu_has_avx512_vnni() {
 #endif
 }
 
+namespace {
+// Tests switch the VBMI2 kernels off to check the paths without them.
+std::atomic<bool> vbmi2_allowed{true};
+}  // namespace
+
+bool cpu_has_avx512_vbmi2() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool vbmi2 = [] {
+    unsigned eax, ebx, ecx, edx;
+    if (detected_isa() < Isa::kAvx512 || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    return (ecx & (1u << 6)) != 0;  // CPUID.(7,0):ECX[6] = AVX512_VBMI2
+  }();
+  return vbmi2 && vbmi2_allowed.load(std::memory_order_relaxed);
+#else
+  return false;
+#endif
+}
+
+void allow_avx512_vbmi2(bool allowed) { vbmi2_allowed.store(allowed, std::memory_order_relaxed); }
+
 bool cpu_has_avx512_bf16() {
 #if defined(__x86_64__) || defined(__i386__)
   static const bool bf16 = detected_isa() >= Isa::kAvx512 && cpuid_avx512_bf16();

@@ -21,9 +21,13 @@ constexpr int64_t kMaxFeatures = (int64_t(1) << 31) - 1;
 constexpr int64_t kMaxElements = int64_t(1) << 48;
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;
 // Python's SparseWeight builds the batch-1 column bitmap from this density
-// on (slimtorch/ops/spmm.py BITMAP_MIN_DENSITY: float32 values from 20%, the
-// others from 30%); the same rule here makes the same kernel run.
-double bitmap_min_density(const std::string& values_dtype) { return values_dtype == "F32" ? 0.2 : 0.3; }
+// on (slimtorch/ops/spmm.py BITMAP_MIN_DENSITY: float32 values from 20%, and
+// bfloat16 ones where the CPU has AVX512_VBMI2, the others from 30%); the
+// same rule here makes the same kernel run.
+double bitmap_min_density(const std::string& values_dtype) {
+  const bool expands_from_memory = values_dtype == "F32" || (values_dtype == "BF16" && slimtorch::cpu_has_avx512_vbmi2());
+  return expands_from_memory ? 0.2 : 0.3;
+}
 // Python's SparseLinear quantizes rows with the int8_dynamic kernel only
 // from this many rows on (slimtorch/nn/sparse_linear.py DYNAMIC_MIN_BATCH).
 constexpr int64_t kDynamicMinBatch = 32;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -191,6 +192,41 @@ TEST(forward_matches_oracle_on_every_path) {
           }
         }
       }
+    }
+  }
+  set_active_isa(detected_isa());
+}
+
+TEST(bitmap_gemv_bf16_is_the_same_with_and_without_vbmi2) {
+  // bfloat16 values expand from memory with AVX512_VBMI2, after a masked
+  // load without it: the same lanes, the same sums, bit for bit.
+  if (detected_isa() < Isa::kAvx512 || !cpu_has_avx512_vbmi2()) {
+    std::printf("  skipped: no AVX512_VBMI2\n");
+    return;
+  }
+  CHECK(set_active_isa(Isa::kAvx512));
+  for (auto [rows, cols, density] : {std::tuple<int64_t, int64_t, double>{37, 300, 0.3}, {1, 1, 1.0},
+                                     {64, 33, 0.9}, {9, 100, 0.6}, {3, 1000, 0.25}, {200, 768, 0.2}}) {
+    Packed p = make(rows, cols, density, SparseValues::kBFloat16, false, uint32_t(rows * 5 + cols));
+    if (p.bitmap.empty()) continue;  // no nonzeros
+    SparseMatrix matrix = p.matrix;
+    matrix.bitmap = p.bitmap.data();
+    const std::vector<float> x = random_vector(cols, 3), bias = random_vector(rows, 4);
+    const size_t n = size_t(rows);
+    std::vector<float> with(n), without(n);
+    CHECK(spmm_forward(matrix, x.data(), 1, cols, bias.data(), with.data(), 2) == Status::kOk);
+    allow_avx512_vbmi2(false);
+    CHECK(spmm_forward(matrix, x.data(), 1, cols, bias.data(), without.data(), 2) == Status::kOk);
+    allow_avx512_vbmi2(true);
+    CHECK(std::memcmp(with.data(), without.data(), with.size() * sizeof(float)) == 0);
+    for (int64_t r = 0; r < rows; ++r) {
+      double want = bias[size_t(r)], magnitude = std::fabs(want);
+      for (int64_t c = 0; c < cols; ++c) {
+        const double term = p.dense[size_t(r * cols + c)] * x[size_t(c)];
+        want += term;
+        magnitude += std::fabs(term);
+      }
+      CHECK(close(with[size_t(r)], want, magnitude));
     }
   }
   set_active_isa(detected_isa());

@@ -49,6 +49,10 @@ PYBIND11_MODULE(_C, m) {
     throw py::value_error("isa: expected " + expected + ", got '" + name + "'");
   });
   m.def("amx_status", [] { return std::string(amx_status()); });
+  // AVX512_VBMI2 kernels (batch-1 bitmap GEMV with bf16 values): whether they
+  // run, and a switch for tests and A/B timings.
+  m.def("has_avx512_vbmi2", [] { return cpu_has_avx512_vbmi2(); });
+  m.def("allow_avx512_vbmi2", [](bool allowed) { allow_avx512_vbmi2(allowed); });
   bindings::bind_threshold(m);
   bindings::bind_select(m);
   bindings::bind_quantize(m);

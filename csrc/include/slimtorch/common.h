@@ -56,6 +56,11 @@ bool cpu_has_avx512_vnni();
 // True when the CPU (and OS) also run AVX512_BF16 (vdpbf16ps, vcvtneps2bf16);
 // only meaningful on the kAvx512 path and above.
 bool cpu_has_avx512_bf16();
+// True when the CPU (and OS) also run AVX512_VBMI2 (vpexpandw) and the tests
+// have not switched it off (allow_avx512_vbmi2); only meaningful on the
+// kAvx512 path and above.
+bool cpu_has_avx512_vbmi2();
+void allow_avx512_vbmi2(bool allowed);
 // "on" when the kernels use AMX tiles now, else why not (CPU, OS, build, or
 // lowered by SLIMTORCH_ISA / set_active_isa).
 const char* amx_status();

@@ -314,11 +314,18 @@ def _check_offsets(row_ptr: torch.Tensor, nnz: int) -> None:
 
 # The bitmap kernel walks every 16-column block of a row, the gather kernel
 # only the stored values, so the bitmap pays only for dense enough rows. Per
-# value dtype: float32 values expand straight from memory, the others are
-# widened first (batch 1, Zen 4, 768x3072, 3072x768, 4096x4096: float32 at
-# 20% density 1.2-1.3x the gather kernel, at 15% 0.8-1.0x; the others at
-# 30% 1.13-1.24x, at 25% 0.97-1.07x). Only the AVX-512 batch-1 path uses it.
-BITMAP_MIN_DENSITY = {torch.float32: 0.2, torch.float16: 0.3, torch.bfloat16: 0.3, torch.int8: 0.3}
+# value dtype: float32 values expand straight from memory, and so do
+# bfloat16 ones with AVX512_VBMI2; the others are loaded, widened, then
+# expanded (batch 1, Zen 4, 768x768 to 4096x4096: float32 at 20% density
+# 1.2-1.3x the gather kernel, at 15% 0.8-1.0x; bfloat16 with VBMI2 at 20%
+# 1.1-1.2x; the others at 30% 1.13-1.24x, at 25% 0.97-1.07x). Only the
+# AVX-512 batch-1 path uses it. examples/edge/chain.cpp follows this rule.
+BITMAP_MIN_DENSITY = {
+    torch.float32: 0.2,
+    torch.float16: 0.3,
+    torch.bfloat16: 0.2 if _native.cpu is not None and _native.cpu.has_avx512_vbmi2() else 0.3,
+    torch.int8: 0.3,
+}
 
 
 def _column_bitmap(row_ptr: torch.Tensor, cols: torch.Tensor, rows: int, in_features: int,
