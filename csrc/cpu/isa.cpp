@@ -168,35 +168,31 @@ Isa detected_isa() {
   return detected;
 }
 
-bool cpu_has_avx512_vnni() {
+namespace {
+// CPUID.(7,0):ECX bit `bit`, on a CPU that runs the AVX-512 path.
+bool avx512_leaf7_ecx(unsigned bit) {
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool vnni = [] {
-    unsigned eax, ebx, ecx, edx;
-    if (detected_isa() < Isa::kAvx512 || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-    return (ecx & (1u << 11)) != 0;  // CPUID.(7,0):ECX[11] = AVX512_VNNI
-  }();
-  return vnni;
+  unsigned eax, ebx, ecx, edx;
+  return detected_isa() >= Isa::kAvx512 && __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) &&
+         (ecx & (1u << bit)) != 0;
 #else
+  (void)bit;
   return false;
 #endif
 }
 
-namespace {
 // Tests switch the VBMI2 kernels off to check the paths without them.
 std::atomic<bool> vbmi2_allowed{true};
 }  // namespace
 
+bool cpu_has_avx512_vnni() {
+  static const bool vnni = avx512_leaf7_ecx(11);  // AVX512_VNNI
+  return vnni;
+}
+
 bool cpu_has_avx512_vbmi2() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool vbmi2 = [] {
-    unsigned eax, ebx, ecx, edx;
-    if (detected_isa() < Isa::kAvx512 || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-    return (ecx & (1u << 6)) != 0;  // CPUID.(7,0):ECX[6] = AVX512_VBMI2
-  }();
+  static const bool vbmi2 = avx512_leaf7_ecx(6);  // AVX512_VBMI2
   return vbmi2 && vbmi2_allowed.load(std::memory_order_relaxed);
-#else
-  return false;
-#endif
 }
 
 void allow_avx512_vbmi2(bool allowed) { vbmi2_allowed.store(allowed, std::memory_order_relaxed); }
