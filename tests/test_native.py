@@ -101,6 +101,8 @@ def test_info_command(capsys):
     assert _native.cpu.amx_status() in out
     bf16_rows = _native.cpu.weight_only_bf16_min_rows()
     assert (f"from {bf16_rows} rows" if bf16_rows else "off (float32 x)") in out
+    vbmi2 = "on" if _native.cpu.has_avx512_vbmi2() else "off"
+    assert any(line.split() == ["bitmap_bf16_vbmi2", vbmi2] for line in out.splitlines())
 
 
 def test_cli_requires_a_command(capsys):

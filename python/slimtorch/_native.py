@@ -81,6 +81,8 @@ def build_info() -> dict[str, object]:
         info["amx"] = cpu.amx_status()  # "on", or why it is off
         bf16_rows = cpu.weight_only_bf16_min_rows()
         info["weight_only_bf16"] = f"from {bf16_rows} rows" if bf16_rows else "off (float32 x)"
+        # AVX512_VBMI2: bf16 values expand from memory in the batch-1 bitmap kernel.
+        info["bitmap_bf16_vbmi2"] = "on" if cpu.has_avx512_vbmi2() else "off"
     info["threads"] = num_threads()
     if cpu is not None:
         info["thread_pool"] = cpu.thread_pool()
