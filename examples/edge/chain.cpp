@@ -25,7 +25,8 @@ constexpr uint64_t kMaxHeaderBytes = 100u << 20;
 // bfloat16 ones where the CPU has AVX512_VBMI2, the others from 30%); the
 // same rule here makes the same kernel run.
 double bitmap_min_density(const std::string& values_dtype) {
-  const bool expands_from_memory = values_dtype == "F32" || (values_dtype == "BF16" && slimtorch::cpu_has_avx512_vbmi2());
+  const bool expands_from_memory =
+      values_dtype == "F32" || (values_dtype == "BF16" && slimtorch::cpu_has_avx512_vbmi2());
   return expands_from_memory ? 0.2 : 0.3;
 }
 // Python's SparseLinear quantizes rows with the int8_dynamic kernel only

@@ -253,10 +253,11 @@ class SparseLinear(nn.Module):
             batches = ops.sparse_batches(weight.density, weight.values.dtype,
                                          self.in_features * self.out_features, device,
                                          dynamic=self.scheme == INT8_DYNAMIC)
-        dense = None
-        if batches != ops.SparseBatches.EVERY and on_tiles:
+        if batches == ops.SparseBatches.EVERY:
+            dense = None  # the sparse kernel runs at every batch: no dense copy to carry
+        elif on_tiles:
             dense = weight.to_packed_int8()
-        elif batches != ops.SparseBatches.EVERY:
+        else:
             dense = weight.to_dense()
             bias = self._parameters.get("bias")
             if bias is not None and bias.dtype != dense.dtype:

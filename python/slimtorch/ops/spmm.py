@@ -498,11 +498,11 @@ def sparse_batches(density: float, values_dtype: torch.dtype, weight_elements: i
         else:
             ranges.append([first, last])
 
-    previous, previous_wins = 0, None
+    previous, previous_wins = -1, True  # the batches below the first measured one follow it alone
     for batch, limit in table:
         wins = density <= limit + slack
-        if wins:  # this batch, with those below the first one or those since a previous win
-            run_sparse(0 if previous_wins is None else previous + 1 if previous_wins else batch, batch)
+        if wins:  # this batch, and those since the previous one if that won too
+            run_sparse(previous + 1 if previous_wins else batch, batch)
         previous, previous_wins = batch, wins
     if previous_wins:
         run_sparse(previous + 1, math.inf)
