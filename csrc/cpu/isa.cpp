@@ -53,6 +53,13 @@ bool cpuid_avx512_bf16() {
 // Called once kAvx512 is established: CPU bits, OS-enabled tile state, the
 // build, and the per-process permission, in that order.
 bool amx_usable(uint64_t xcr0, unsigned edx7) {
+#if defined(SLIMTORCH_AMX_EMULATION)
+  // A test build: the tile instructions run in software (amx_emulation.h),
+  // the rest of the AMX path natively, which needs AVX512_BF16 as below.
+  (void)xcr0, (void)edx7;
+  amx_off_reason = "off: emulated AMX needs a CPU with AVX512_BF16";
+  return cpuid_avx512_bf16();
+#endif
   const bool amx_bf16 = edx7 & (1u << 22), amx_tile = edx7 & (1u << 24), amx_int8 = edx7 & (1u << 25);
   if (!(amx_tile && amx_int8 && amx_bf16)) {
     amx_off_reason = "off: the CPU has no AMX-TILE/INT8/BF16";
@@ -210,7 +217,11 @@ const char* amx_status() {
   // kAmx is the top x86 path; ARM64 paths have larger values but no AMX.
   if (detected_isa() != Isa::kAmx) return amx_off_reason;
   if (active_isa() != Isa::kAmx) return "off: lowered by SLIMTORCH_ISA or set_active_isa";
+#if defined(SLIMTORCH_AMX_EMULATION)
+  return "on (emulated in software: a test build, not for speed)";
+#else
   return "on";
+#endif
 }
 
 Isa active_isa() { return Isa(active_isa_slot().load(std::memory_order_relaxed)); }

@@ -33,6 +33,9 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#if defined(SLIMTORCH_AMX_EMULATION)
+#include "amx_emulation.h"  // test builds: the tile intrinsics below run in software
+#endif
 
 #include <algorithm>
 #include <atomic>

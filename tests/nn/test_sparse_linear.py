@@ -144,6 +144,26 @@ def test_compile_fullgraph():
     assert x.grad is not None and x.grad.shape == x.shape
 
 
+@pytest.mark.parametrize("sparsity", [0.0, 0.95])  # dense at every batch (sparse_batches NONE), sparse at every one
+def test_compile_fullgraph_with_a_dense_fallback(sparsity):
+    # forward asks `rows in layer.sparse_batches` whenever the layer has a
+    # dense fallback (sparsity 0 here; int8 layers on AMX): torch.compile
+    # must trace that question without a graph break.
+    layer = SparseLinear.from_dense(_linear(24, 16), sparsity=sparsity)
+    compiled = torch.compile(layer, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        for rows in (1, 40):
+            x = _x(rows, 24)
+            assert torch.equal(compiled(x), layer(x))
+
+
+def test_sparse_batches_membership_compiles():
+    at = ops.SparseBatches(((2, 5), (9, math.inf)))
+    compiled = torch.compile(lambda x: x + 1 if x.shape[0] in at else x - 1, fullgraph=True, backend="eager")
+    for rows in (1, 2, 5, 6, 9, 30):
+        assert torch.equal(compiled(torch.zeros(rows)), torch.full((rows,), 1.0 if rows in at else -1.0))
+
+
 def test_dense_fallback_above_break_even():
     linear = _linear(40, 30)
     layer = SparseLinear.from_dense(linear, sparsity=0.0)  # density 1: dense always wins

@@ -62,7 +62,8 @@ bool cpu_has_avx512_bf16();
 bool cpu_has_avx512_vbmi2();
 void allow_avx512_vbmi2(bool allowed);
 // "on" when the kernels use AMX tiles now, else why not (CPU, OS, build, or
-// lowered by SLIMTORCH_ISA / set_active_isa).
+// lowered by SLIMTORCH_ISA / set_active_isa). Test builds that emulate the
+// tiles (SLIMTORCH_AMX_EMULATION) say "on (emulated ...)".
 const char* amx_status();
 
 // Runs fn(begin, end, chunk) over [0, n) split into at most n_threads

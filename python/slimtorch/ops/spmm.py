@@ -16,7 +16,6 @@ registered by :mod:`slimtorch.ops.backends`.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import json
 import math
@@ -409,26 +408,23 @@ class SparseBatches:
     :data:`SparseBatches.EVERY` and :data:`SparseBatches.NONE` are the two
     ends. ``str()`` gives e.g. ``"0-16, 129+"``."""
 
-    __slots__ = ("_bounds", "_ranges")
+    __slots__ = ("_ranges",)
     EVERY: SparseBatches
     NONE: SparseBatches
 
     def __init__(self, ranges: tuple[tuple[int, float], ...] = ()) -> None:
         checked: list[tuple[int, float]] = []
-        bounds: list[float] = []
         for i, pair in enumerate(ranges):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"ranges[{i}]: expected a (first, last) pair, got {pair!r}")
-            if bounds and bounds[-1] == math.inf:
+            if checked and checked[-1][1] == math.inf:
                 raise ValueError(f"ranges[{i}]: expected nothing after a range that ends at math.inf")
             # Ascending and apart: adjacent ranges would be one range.
-            first = check_int(f"ranges[{i}][0]", pair[0], minimum=int(bounds[-1]) + 1 if bounds else 0)
+            first = check_int(f"ranges[{i}][0]", pair[0], minimum=int(checked[-1][1]) + 2 if checked else 0)
             last = pair[1] if isinstance(pair[1], float) and pair[1] == math.inf else check_int(
                 f"ranges[{i}][1]", pair[1], minimum=first)
             checked.append((first, last))
-            bounds += [first, last + 1]  # [first, last + 1): last + 1 of math.inf stays math.inf
         self._ranges = tuple(checked)
-        self._bounds = bounds
 
     @property
     def ranges(self) -> tuple[tuple[int, float], ...]:
@@ -437,8 +433,14 @@ class SparseBatches:
         return self._ranges
 
     def __contains__(self, rows: int) -> bool:
-        # rows lies in a range when an odd number of bounds are at or below it.
-        return bisect.bisect_right(self._bounds, rows) & 1 == 1
+        # A plain loop over a handful of ranges: torch.compile traces it
+        # (it cannot trace bisect, a C function), and forward asks it.
+        for first, last in self._ranges:
+            if rows < first:
+                return False
+            if rows <= last:
+                return True
+        return False
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SparseBatches) and self.ranges == other.ranges
