@@ -144,17 +144,22 @@ def test_compile_fullgraph():
     assert x.grad is not None and x.grad.shape == x.shape
 
 
-@pytest.mark.parametrize("sparsity", [0.0, 0.95])  # dense at every batch (sparse_batches NONE), sparse at every one
-def test_compile_fullgraph_with_a_dense_fallback(sparsity):
-    # forward asks `rows in layer.sparse_batches` whenever the layer has a
-    # dense fallback (sparsity 0 here; int8 layers on AMX): torch.compile
-    # must trace that question without a graph break.
-    layer = SparseLinear.from_dense(_linear(24, 16), sparsity=sparsity)
+@pytest.mark.parametrize("values_dtype, scheme", [(torch.float32, None), (torch.bfloat16, None),
+                                                   (torch.int8, None), (torch.int8, "int8_dynamic")])
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.95])
+def test_compiled_gives_eagers_bits(values_dtype, scheme, sparsity):
+    # Sparsity 0 has a dense fallback at every batch, so forward asks
+    # `rows in layer.sparse_batches` (as int8 layers on AMX do): torch.compile
+    # must trace it without a graph break. At 0.5 the weight carries a column
+    # bitmap (batch 1 runs the bitmap kernel): the compiled op must get it too.
+    torch._dynamo.reset()  # each layer compiles SparseLinear.forward anew: stay under the recompile limit
+    layer = SparseLinear.from_dense(_linear(96, 40), sparsity=sparsity, values_dtype=values_dtype, scheme=scheme)
     compiled = torch.compile(layer, fullgraph=True, backend="eager")
     with torch.no_grad():
-        for rows in (1, 40):
-            x = _x(rows, 24)
-            assert torch.equal(compiled(x), layer(x))
+        for rows in (1, 7, 40):
+            for dtype in (torch.float32, torch.bfloat16):
+                x = _x(rows, 96).to(dtype)
+                assert torch.equal(compiled(x), layer(x)), (rows, dtype)
 
 
 def test_sparse_batches_membership_compiles():

@@ -58,7 +58,8 @@ def _sparse_linear_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Ten
 
 @torch.library.custom_op("slimtorch::sparse_linear_dynamic", mutates_args=())
 def _sparse_linear_dynamic_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
-                              row_scales: torch.Tensor, bias: torch.Tensor | None, in_features: int) -> torch.Tensor:
+                              row_scales: torch.Tensor, bias: torch.Tensor | None, in_features: int,
+                              bitmap: torch.Tensor | None = None) -> torch.Tensor:
     raise NotImplementedError  # replaced by the registered reference fallback
 
 
@@ -601,7 +602,7 @@ def sparse_linear_dynamic(x: torch.Tensor, weight: SparseWeight, bias: torch.Ten
     if weight.values.dtype != torch.int8:
         raise TypeError(f"weight: the dynamic sparse product needs int8 values, got {weight.values.dtype}")
     return _sparse_linear_dynamic_op(x, weight.row_ptr, weight.col_idx, weight.values, weight.row_scales, bias,
-                                     weight.in_features)
+                                     weight.in_features, weight.bitmap)
 
 
 def _dynamic_kernel_runs(weight: SparseWeight, batch: int) -> bool:

@@ -63,14 +63,16 @@ def _(x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None):
 
 
 @register_cpu(spmm._sparse_linear_dynamic_op)
-def _(x, row_ptr, col_idx, values, row_scales, bias, in_features):
+def _(x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None):
     batch = math.prod(x.shape[:-1])
     if batch >= spmm.DYNAMIC_MIN_BATCH and in_features > 0 and _native.cpu.spmm_dynamic_supported(
             row_ptr.shape[0] - 1, in_features, col_idx.dtype == torch.int32, spmm.VALUE_CODES[values.dtype]):
         return _spmm(_native.cpu.spmm_forward_dynamic, x, row_ptr, col_idx, values, row_scales, bias, in_features)
     # The dequantized rows stay float32 (a half x dtype would round them).
     rows = qgemm.qgemm_fake_quantize_rows(x.float())
-    y = _spmm(_native.cpu.spmm_forward, rows, row_ptr, col_idx, values, row_scales, bias, in_features)
+    # The bitmap too: eager calls run the batch-1 bitmap kernel on it, and a
+    # compiled model must give the same bits.
+    y = _spmm(_native.cpu.spmm_forward, rows, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap)
     return y.to(x.dtype)
 
 

@@ -43,7 +43,7 @@ def _(x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None):
 
 
 @register_cuda(spmm._sparse_linear_dynamic_op)
-def _(x, row_ptr, col_idx, values, row_scales, bias, in_features):
+def _(x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None):
     # No integer sparse kernel on CUDA: the quantized rows, dequantized (in
     # float32: a half x dtype would round them), through the float kernel.
     return spmm._sparse_linear_op(qgemm.qgemm_fake_quantize_rows(x.float()), row_ptr, col_idx, values, row_scales,

@@ -61,7 +61,9 @@ register_fallback(quantize._dequantize_op, _dequantize)
 register_fallback(spmm._sparse_linear_op,
                   lambda x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None:
                   reference.sparse_linear(x, row_ptr, col_idx, values, row_scales, bias, in_features))
-register_fallback(spmm._sparse_linear_dynamic_op, reference.sparse_linear_dynamic)
+register_fallback(spmm._sparse_linear_dynamic_op,
+                  lambda x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None:
+                  reference.sparse_linear_dynamic(x, row_ptr, col_idx, values, row_scales, bias, in_features))
 register_fallback(spmm._grad_input_op, reference.sparse_linear_grad_input)
 
 
