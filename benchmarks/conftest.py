@@ -27,6 +27,16 @@ def pytest_addoption(parser):
     parser.addoption("--bert-layers", type=int, default=2, help="encoder layers of the api suite (BERT-base: 12)")
 
 
+def pytest_configure(config):
+    # A test build that emulates the AMX tiles (SLIMTORCH_AMX_EMULATION) times
+    # software, and break_even would write its tables into the shipped data.
+    from slimtorch import _native
+
+    if _native.cpu is not None and _native.cpu.amx_status().startswith("on (emulated"):
+        pytest.exit("the native module emulates AMX in software (a test build): nothing to time; "
+                    "build it without SLIMTORCH_AMX_EMULATION", returncode=2)
+
+
 @pytest.fixture(autouse=True)
 def bench_threads():
     previous = torch.get_num_threads()
