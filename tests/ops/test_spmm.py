@@ -455,6 +455,11 @@ def test_opcheck(values_dtype):
         for batch in (3, 40):  # below and above the batch where the integer kernel starts
             xd = _x((batch, 10)).requires_grad_()
             torch.library.opcheck(torch.ops.slimtorch.sparse_linear_dynamic.default, (xd, *args, _x((12,)), 10))
+        torch.library.opcheck(  # with the bitmap, as eager batch-1 calls run it
+            torch.ops.slimtorch.sparse_linear_dynamic.default,
+            (_x((1, 10)).requires_grad_(), dense_enough.row_ptr, dense_enough.col_idx, dense_enough.values,
+             dense_enough.row_scales, None, 10, dense_enough.bitmap),
+        )
     # bfloat16 activations: the fake and the kernels agree on the output dtype.
     xb = _x((3, 10), dtype=torch.bfloat16).requires_grad_()
     bias = _x((12,), dtype=torch.bfloat16)
