@@ -16,13 +16,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
 sanitize=${SANITIZE:-0}
-build=${BUILD_DIR:-build/amx-emulation$([ "$sanitize" = 1 ] && echo -sanitize)}
+build=${BUILD_DIR:-build/amx-emulation}
+sanitizer_flags=()
+if [ "$sanitize" = 1 ]; then
+  build=${BUILD_DIR:-build/amx-emulation-sanitize}
+  sanitizer_flags=(-DSLIMTORCH_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
+fi
 if ! grep -qw avx512_bf16 /proc/cpuinfo; then
   echo "skipped: emulated AMX needs a CPU with AVX512_BF16"
   exit 0
 fi
-sanitizer_flags=()
-[ "$sanitize" = 1 ] && sanitizer_flags=(-DSLIMTORCH_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
 cmake -S . -B "$build" -G Ninja -DSLIMTORCH_CUDA=OFF -DSLIMTORCH_TESTS=OFF -DSLIMTORCH_AMX_EMULATION=ON \
   "${sanitizer_flags[@]}" \
   -DPython_EXECUTABLE="$(command -v "$python")" -Dpybind11_DIR="$("$python" -m pybind11 --cmakedir)" >/dev/null

@@ -52,10 +52,7 @@ inline TileFile& tile_file() {
   std::abort();
 }
 
-inline void release() {
-  TileFile& file = tile_file();
-  file = TileFile{};
-}
+inline void release() { tile_file() = TileFile{}; }
 
 inline void load_config(const void* memory) {
   AmxTileConfig config;
@@ -100,7 +97,10 @@ inline void store(int t, void* base, int64_t stride) {
     std::memcpy(static_cast<uint8_t*>(base) + r * stride, file.data[t][r], file.colsb[t]);
 }
 
-inline void zero(int t) { std::memset(usable("tilezero", t).data[t], 0, sizeof(TileFile::data[0])); }
+inline void zero(int t) {
+  TileFile& file = usable("tilezero", t);
+  std::memset(file.data[t], 0, sizeof(file.data[t]));
+}
 
 // Checks the shapes of c += a . b (bytes per row in 4-byte units: k of a, n of c and b).
 inline TileFile& dot_operands(const char* instruction, int c, int a, int b) {

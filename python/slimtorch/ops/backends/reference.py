@@ -58,12 +58,16 @@ register_fallback(quantize._dequantize_op, _dequantize)
 
 # ---- spmm ---------------------------------------------------------------------------------
 
-register_fallback(spmm._sparse_linear_op,
-                  lambda x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None:
-                  reference.sparse_linear(x, row_ptr, col_idx, values, row_scales, bias, in_features))
-register_fallback(spmm._sparse_linear_dynamic_op,
-                  lambda x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None:
-                  reference.sparse_linear_dynamic(x, row_ptr, col_idx, values, row_scales, bias, in_features))
+def _without_bitmap(product):
+    """The reference product for an op that also takes the weight's column
+    bitmap: the bitmap only picks a CPU kernel, the product is the same."""
+    def run(x, row_ptr, col_idx, values, row_scales, bias, in_features, bitmap=None):
+        return product(x, row_ptr, col_idx, values, row_scales, bias, in_features)
+    return run
+
+
+register_fallback(spmm._sparse_linear_op, _without_bitmap(reference.sparse_linear))
+register_fallback(spmm._sparse_linear_dynamic_op, _without_bitmap(reference.sparse_linear_dynamic))
 register_fallback(spmm._grad_input_op, reference.sparse_linear_grad_input)
 
 
